@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Installs everything Ferry needs on a fresh Debian bookworm machine of the project's kind.
+# Idempotent: a second run checks what is there and returns in a second or two.
+#
+#   - apt packages for the build (llvm-22 for bpf-linker), the tests (iproute2, iptables, bpftool,
+#     containerd, the reference CNI plugins) and the benchmarks (iperf3, sockperf);
+#   - the nightly `rust-src` component (eBPF programs are built with -Z build-std=core);
+#   - bpf-linker, built against the system LLVM 22.
+set -euo pipefail
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup.sh: must run as root (it installs apt packages)" >&2
+  exit 1
+fi
+
+APT_PACKAGES=(
+  build-essential pkg-config ca-certificates
+  iproute2 iptables nftables bpftool jq util-linux procps
+  iperf3 sockperf iputils-ping strace
+  containernetworking-plugins containerd
+  etcd-server
+  llvm-22-dev libpolly-22-dev zlib1g-dev libzstd-dev
+)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing apt packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Debian starts containerd and etcd as services on install; Ferry's tests start their own.
+  for svc in containerd etcd; do
+    if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
+      systemctl stop "$svc" || true
+      systemctl disable "$svc" >/dev/null 2>&1 || true
+    fi
+  done
+else
+  echo "setup: apt packages present"
+fi
+
+if ! command -v kubectl >/dev/null 2>&1; then
+  echo "setup: warning: kubectl not found (the apiserver tests need it)" >&2
+fi
+
+if ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src'; then
+  echo "setup: adding rust-src to the nightly toolchain"
+  rustup component add rust-src --toolchain nightly
+else
+  echo "setup: nightly rust-src present"
+fi
+
+if ! command -v bpf-linker >/dev/null 2>&1; then
+  echo "setup: building bpf-linker against LLVM 22 (about 75 s)"
+  LLVM_PREFIX=/usr/lib/llvm-22 cargo install --locked bpf-linker --no-default-features --features llvm-22
+else
+  echo "setup: bpf-linker present ($(bpf-linker --version 2>/dev/null | head -1))"
+fi
+
+echo "setup: done"
