@@ -1,0 +1,373 @@
+//! Test support for Ferry's privileged tests.
+//!
+//! Every test builds its own world: uniquely named network namespaces ([`Netns`]), links inside
+//! them, child processes ([`ChildGuard`]) and temporary directories, each removed by a `Drop` guard,
+//! so cleanup also happens when a test panics. Nothing here touches the root network namespace
+//! beyond creating the `/run/netns/<name>` handles of the namespaces it owns.
+//!
+//! Results are meant to be checked with independent tools ([`Netns::ip_json`], `iptables-save`,
+//! `bpftool`), not only with Ferry's own reads.
+//!
+//! Privileged tests start with [`privileged`]: as root it returns true; without root it fails the
+//! test under `CI=true` (a privileged test that silently skips in CI is a bug) and otherwise prints
+//! a visible skip.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// True when privileged tests can run. Panics under `CI=true` when they cannot.
+pub fn privileged(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+        panic!("{test}: privileged test cannot run without root, and CI=true forbids skipping");
+    }
+    eprintln!("SKIPPED {test}: needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN)");
+    false
+}
+
+/// A short name unique to this process and call: `<tag><pid base36><counter>`, at most 12
+/// characters for tags of up to 4, so derived link names stay within 15.
+pub fn unique(tag: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    format!("{tag}{}{}", base36(std::process::id()), base36(n))
+}
+
+fn base36(mut v: u32) -> String {
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut s = Vec::new();
+    loop {
+        s.push(DIGITS[(v % 36) as usize]);
+        v /= 36;
+        if v == 0 {
+            break;
+        }
+    }
+    s.reverse();
+    String::from_utf8(s).unwrap_or_default()
+}
+
+/// Runs a command and panics with its output if it fails.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A network namespace created for one test (`ip netns add`), deleted on drop together with
+/// every process still inside it.
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+    path: String,
+    fd: OwnedFd,
+}
+
+impl Netns {
+    /// Creates `<tag><unique>`.
+    pub fn new(tag: &str) -> Netns {
+        let name = unique(tag);
+        run_ok(Command::new("ip").args(["netns", "add", &name]));
+        let path = format!("/run/netns/{name}");
+        let fd = File::open(&path)
+            .unwrap_or_else(|e| panic!("open {path}: {e}"))
+            .into();
+        let ns = Netns { name, path, fd };
+        ns.sh("ip link set lo up");
+        ns
+    }
+
+    /// The namespace's name (as `ip netns` knows it).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `/run/netns/<name>`.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// A command that runs inside this namespace (entered with `setns` before `exec`; unlike
+    /// `ip netns exec` it does not remount `/sys` and costs no extra process).
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new(program);
+        let fd = self.fd.as_raw_fd();
+        // SAFETY: the closure only calls setns (async-signal-safe) on an fd this Netns keeps
+        // open while the Command exists; it allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNET) == 0 {
+                    Ok(())
+                } else {
+                    Err(io::Error::last_os_error())
+                }
+            });
+        }
+        cmd
+    }
+
+    /// Runs a shell script inside the namespace with `ip netns exec` (so `/sys` matches) and
+    /// panics if it fails.
+    pub fn sh(&self, script: &str) -> String {
+        let out =
+            run_ok(Command::new("ip").args(["netns", "exec", &self.name, "sh", "-c", script]));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Like [`Netns::sh`] but returns the output whatever the exit status.
+    pub fn try_sh(&self, script: &str) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name, "sh", "-c", script])
+            .output()
+            .unwrap_or_else(|e| panic!("ip netns exec: {e}"))
+    }
+
+    /// `ip -j <args>` inside the namespace, parsed (an independent view of kernel state).
+    pub fn ip_json(&self, args: &str) -> serde_json::Value {
+        let out = self.sh(&format!("ip -j {args}"));
+        if out.trim().is_empty() {
+            return serde_json::Value::Array(Vec::new());
+        }
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("ip -j {args}: {e}: {out}"))
+    }
+
+    /// Names of the links in the namespace.
+    pub fn link_names(&self) -> Vec<String> {
+        self.ip_json("link show")
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|l| l["ifname"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Runs `f` on a new thread that has entered this namespace.
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let fd = self.fd.as_raw_fd();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // SAFETY: setns on a fresh thread with an fd this Netns keeps open.
+                let rc = unsafe { libc::setns(fd, libc::CLONE_NEWNET) };
+                assert_eq!(rc, 0, "setns: {}", io::Error::last_os_error());
+                f()
+            })
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        })
+    }
+
+    /// Starts a long-running process inside the namespace; it is killed when the guard drops.
+    pub fn spawn(&self, program: &str, args: &[&str]) -> ChildGuard {
+        let child = self
+            .command(program)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
+        ChildGuard(child)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Kill whatever still runs inside, then delete the handle (the namespace dies with its
+        // last reference, taking its links with it).
+        if let Ok(out) = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                if let Ok(pid) = pid.parse::<i32>() {
+                    // SAFETY: kill has no memory-safety preconditions.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// A veth pair `a_name` (in `a`) <-> `b_name` (in `b`), created directly in both namespaces.
+pub fn veth(a: &Netns, a_name: &str, b: &Netns, b_name: &str) {
+    run_ok(Command::new("ip").args([
+        "link",
+        "add",
+        a_name,
+        "netns",
+        a.name(),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b_name,
+        "netns",
+        b.name(),
+    ]));
+}
+
+/// A snapshot of the root network namespace's links, routes and firewall ruleset, taken by
+/// [`RootSnapshot::take`] and compared by [`RootSnapshot::assert_unchanged`]: tests that drive
+/// code able to act on "the current namespace" use it to prove they stayed inside their own.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RootSnapshot {
+    links: String,
+    routes: String,
+    ruleset: String,
+    forwarding: String,
+}
+
+impl RootSnapshot {
+    /// Reads the current (root) namespace's state.
+    pub fn take() -> RootSnapshot {
+        let read = |args: &[&str]| {
+            Command::new(args[0])
+                .args(&args[1..])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default()
+        };
+        RootSnapshot {
+            links: read(&["ip", "-o", "link", "show"])
+                .lines()
+                .map(|l| l.split(':').nth(1).unwrap_or_default().trim().to_owned())
+                .collect::<Vec<_>>()
+                .join(","),
+            routes: read(&["ip", "route", "show", "table", "all"]),
+            ruleset: read(&["nft", "list", "ruleset"]),
+            forwarding: std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Panics if the root namespace changed since `self` was taken.
+    pub fn assert_unchanged(&self) {
+        let now = RootSnapshot::take();
+        assert_eq!(&now, self, "the ROOT network namespace was modified");
+    }
+}
+
+/// A child process killed and reaped on drop.
+#[derive(Debug)]
+pub struct ChildGuard(pub Child);
+
+impl ChildGuard {
+    /// The child's pid.
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Polls `f` every 10 ms until it returns true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Percentile (0-100) of a sample, nearest-rank.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss,
+        reason = "ranks of small samples"
+    )]
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
+    sorted[rank.min(sorted.len()) - 1]
+}
+
+/// Median of a sample.
+pub fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    percentile(&v, 50.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unique_names_are_short_and_distinct() {
+        let a = unique("fcni");
+        let b = unique("fcni");
+        assert_ne!(a, b);
+        assert!(a.len() <= 12, "{a}");
+    }
+
+    #[test]
+    fn percentiles() {
+        let v = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0];
+        assert!((percentile(&v, 50.0) - 5.0).abs() < f64::EPSILON);
+        assert!((percentile(&v, 99.0) - 10.0).abs() < f64::EPSILON);
+        assert!((median(&[3.0, 1.0, 2.0]) - 2.0).abs() < f64::EPSILON);
+    }
+
+    #[test]
+    fn netns_lifecycle_and_cleanup() {
+        if !privileged("netns_lifecycle_and_cleanup") {
+            return;
+        }
+        let name;
+        {
+            let a = Netns::new("ftt");
+            let b = Netns::new("ftt");
+            name = a.name().to_owned();
+            veth(&a, "va", &b, "vb");
+            assert!(a.link_names().contains(&"va".to_owned()));
+            assert!(b.link_names().contains(&"vb".to_owned()));
+            let _sleeper = a.spawn("sleep", &["30"]);
+            let inside = a.run(|| std::fs::read_link("/proc/thread-self/ns/net").unwrap());
+            let outside = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
+            assert_ne!(inside, outside);
+        }
+        let list = String::from_utf8(
+            Command::new("ip")
+                .args(["netns", "list"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap();
+        assert!(!list.contains(&name), "netns {name} left behind");
+    }
+}
