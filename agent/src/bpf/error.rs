@@ -1,0 +1,85 @@
+//! Errors of the eBPF side.
+
+use std::{io, path::PathBuf};
+
+/// An error loading, attaching or driving one of Ferry's eBPF objects.
+///
+/// Retry semantics: [`BpfError::NotBuilt`], [`BpfError::MissingProgram`],
+/// [`BpfError::MissingMap`] and [`BpfError::Parse`] are build problems and never go away by
+/// retrying. The others carry the kernel's answer (`#[source]`); they are retryable only when that
+/// cause is (e.g. `EAGAIN`/`ENOMEM` from the verifier or a map update), and permanent for missing
+/// privileges (`EPERM`) or an unsupported kernel.
+#[derive(Debug, thiserror::Error)]
+pub enum BpfError {
+    /// The build embedded an empty placeholder instead of the object (`AYA_BUILD_SKIP` was set).
+    #[error("eBPF object `{object}` was not built into this binary (built with AYA_BUILD_SKIP)")]
+    NotBuilt {
+        /// The object (a `ferry-ebpf` binary name).
+        object: &'static str,
+    },
+    /// The object could not be parsed or its maps created / programs relocated.
+    #[error("loading eBPF object `{object}`")]
+    Load {
+        /// The object.
+        object: &'static str,
+        /// What aya reported.
+        #[source]
+        source: Box<aya::EbpfError>,
+    },
+    /// The object could not be parsed (without the kernel).
+    #[error("parsing eBPF object `{object}`")]
+    Parse {
+        /// The object.
+        object: &'static str,
+        /// What the ELF parser reported.
+        #[source]
+        source: Box<aya_obj::ParseError>,
+    },
+    /// The object has no program of that name (the eBPF and agent sides disagree).
+    #[error("eBPF object `{object}` has no program `{program}`")]
+    MissingProgram {
+        /// The object.
+        object: &'static str,
+        /// The program name looked up.
+        program: &'static str,
+    },
+    /// The object has no map of that name (the eBPF and agent sides disagree).
+    #[error("eBPF object `{object}` has no map `{map}`")]
+    MissingMap {
+        /// The object.
+        object: &'static str,
+        /// The map name looked up.
+        map: &'static str,
+    },
+    /// A program operation (load into the kernel, attach, detach, query) failed.
+    #[error("{op} of eBPF program `{program}`")]
+    Program {
+        /// The operation, e.g. `"load"` or `"attach"`.
+        op: &'static str,
+        /// The program.
+        program: &'static str,
+        /// What aya reported (verifier log included for loads).
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
+    /// A map operation failed.
+    #[error("{op} on eBPF map `{map}`")]
+    Map {
+        /// The operation, e.g. `"insert"` or `"lookup"`.
+        op: &'static str,
+        /// The map.
+        map: &'static str,
+        /// What aya reported.
+        #[source]
+        source: Box<aya::maps::MapError>,
+    },
+    /// The cgroup directory to attach to could not be opened.
+    #[error("opening cgroup directory {}", path.display())]
+    OpenCgroup {
+        /// The directory.
+        path: PathBuf,
+        /// The error from `open(2)`.
+        #[source]
+        source: io::Error,
+    },
+}

@@ -1,0 +1,154 @@
+//! The embedded eBPF objects, and a summary of what each contains read from its ELF (no kernel,
+//! no privileges needed).
+
+use std::fmt;
+
+use aya_obj::{Object, ProgramSection};
+
+use super::BpfError;
+
+/// A BPF object built from one `ferry-ebpf` binary and embedded in this crate.
+#[derive(Clone, Copy, Debug)]
+pub struct EmbeddedObject {
+    /// The `ferry-ebpf` binary it was built from, e.g. `"sock-lb"`.
+    pub name: &'static str,
+    /// The ELF object, 8-byte aligned; empty when built with `AYA_BUILD_SKIP`.
+    pub bytes: &'static [u8],
+}
+
+impl EmbeddedObject {
+    /// The bytes, or [`BpfError::NotBuilt`] if the build skipped the eBPF programs.
+    pub fn bytes(&self) -> Result<&'static [u8], BpfError> {
+        if self.bytes.is_empty() {
+            Err(BpfError::NotBuilt { object: self.name })
+        } else {
+            Ok(self.bytes)
+        }
+    }
+}
+
+/// The `sock-lb` object (`ebpf/src/sock_lb.rs`).
+pub(crate) const SOCK_LB: EmbeddedObject = EmbeddedObject {
+    name: "sock-lb",
+    bytes: aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sock-lb")),
+};
+
+static OBJECTS: [EmbeddedObject; 1] = [SOCK_LB];
+
+/// Every embedded object.
+pub fn embedded_objects() -> &'static [EmbeddedObject] {
+    &OBJECTS
+}
+
+/// One program of an object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProgramSummary {
+    /// The program's (function) name, which is also its kernel name.
+    pub name: String,
+    /// Where it attaches, in the ELF section syntax, e.g. `cgroup/connect4`.
+    pub attach: String,
+}
+
+/// The programs and maps of an object, sorted by name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectSummary {
+    /// The object's name.
+    pub object: &'static str,
+    /// Its size in bytes.
+    pub size: usize,
+    /// Its programs.
+    pub programs: Vec<ProgramSummary>,
+    /// Its map names.
+    pub maps: Vec<String>,
+}
+
+impl fmt::Display for ObjectSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{} ({} bytes)", self.object, self.size)?;
+        for program in &self.programs {
+            writeln!(f, "  program {} ({})", program.name, program.attach)?;
+        }
+        for map in &self.maps {
+            writeln!(f, "  map {map}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Parses an embedded object's ELF and lists its programs and maps.
+pub fn describe(object: &EmbeddedObject) -> Result<ObjectSummary, BpfError> {
+    let bytes = object.bytes()?;
+    let parsed = Object::parse(bytes).map_err(|source| BpfError::Parse {
+        object: object.name,
+        source: Box::new(source),
+    })?;
+    let mut programs: Vec<_> = parsed
+        .programs
+        .iter()
+        .map(|(name, program)| ProgramSummary {
+            name: name.clone(),
+            attach: attach_point(&program.section),
+        })
+        .collect();
+    programs.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut maps: Vec<_> = parsed.maps.keys().cloned().collect();
+    maps.sort();
+    Ok(ObjectSummary {
+        object: object.name,
+        size: bytes.len(),
+        programs,
+        maps,
+    })
+}
+
+/// The attach point of a program section: ELF section syntax for the cgroup socket-address hooks
+/// Ferry uses, aya's debug form for anything else.
+fn attach_point(section: &ProgramSection) -> String {
+    use aya_obj::programs::CgroupSockAddrAttachType as T;
+
+    let ProgramSection::CgroupSockAddr { attach_type } = section else {
+        return format!("{section:?}");
+    };
+    let hook = match attach_type {
+        T::Bind4 => "bind4",
+        T::Bind6 => "bind6",
+        T::Connect4 => "connect4",
+        T::Connect6 => "connect6",
+        T::GetPeerName4 => "getpeername4",
+        T::GetPeerName6 => "getpeername6",
+        T::GetSockName4 => "getsockname4",
+        T::GetSockName6 => "getsockname6",
+        T::UDPSendMsg4 => "sendmsg4",
+        T::UDPSendMsg6 => "sendmsg6",
+        T::UDPRecvMsg4 => "recvmsg4",
+        T::UDPRecvMsg6 => "recvmsg6",
+    };
+    format!("cgroup/{hook}")
+}
+
+#[cfg(test)]
+mod tests {
+    use ferry_common::names;
+
+    use super::*;
+
+    /// The names `ferry-common` promises are the ones the eBPF side actually compiled in.
+    #[test]
+    fn sock_lb_object_matches_common_names() {
+        let summary = describe(&SOCK_LB).expect("sock-lb must be built (AYA_BUILD_SKIP unset)");
+        assert_eq!(
+            summary.programs,
+            [ProgramSummary {
+                name: names::CONNECT4.to_owned(),
+                attach: "cgroup/connect4".to_owned(),
+            }]
+        );
+        assert_eq!(summary.maps, [names::LB4_SERVICES, names::LB_STATS]);
+    }
+
+    #[test]
+    fn embedded_objects_lists_sock_lb() {
+        let names: Vec<_> = embedded_objects().iter().map(|o| o.name).collect();
+        assert_eq!(names, ["sock-lb"]);
+    }
+}
