@@ -1,0 +1,552 @@
+//! The bridge driver: ADD, DEL, CHECK, GC and STATUS for a veth pair attached to a Linux bridge.
+//!
+//! ADD creates the veth pair in one netlink request with the container end born inside the pod
+//! netns (never moved between namespaces, which blocks on `rtnl_lock`), already up, with fixed
+//! MACs; the host end is attached to the bridge in the same request. Everything on the host side
+//! is named deterministically from `(network, containerID, ifname)`, so DEL, GC and a retried ADD
+//! find it without the pod netns or any saved state.
+
+use crate::config::{IpamSource, NetConf, NodeNetwork};
+use crate::env::CniEnv;
+use crate::error::{code, CniError, CniResult};
+use crate::ipam;
+use crate::masq;
+use crate::netlink::{format_mac, Link, Netlink, NlError, RouteSpec, VethEnd};
+use crate::netns::{NetnsError, NetnsFd};
+use crate::types::{CniOutput, Interface, IpConfig, Route};
+use ipnetwork::IpNetwork;
+use std::hash::Hasher;
+use std::net::IpAddr;
+
+/// Prefix of host-side veth names; GC only ever deletes links with this prefix on our bridge.
+pub const HOST_VETH_PREFIX: &str = "ferry";
+
+fn hash(parts: &[&str]) -> u64 {
+    let mut h = fnv::FnvHasher::default();
+    for p in parts {
+        h.write(p.as_bytes());
+        h.write_u8(0);
+    }
+    h.finish()
+}
+
+/// The host-side veth name of an attachment: `ferry` + 10 hex digits (40 bits of FNV-1a).
+pub fn host_veth_name(network: &str, container_id: &str, ifname: &str) -> String {
+    format!(
+        "{HOST_VETH_PREFIX}{:010x}",
+        hash(&[network, container_id, ifname]) & 0xff_ffff_ffff
+    )
+}
+
+/// A locally administered unicast MAC derived from `parts`.
+pub fn derived_mac(parts: &[&str]) -> [u8; 6] {
+    let b = hash(parts).to_be_bytes();
+    [(b[0] & 0xfc) | 0x02, b[1], b[2], b[3], b[4], b[5]]
+}
+
+impl From<NlError> for CniError {
+    fn from(e: NlError) -> Self {
+        CniError::new(code::NETLINK, e.to_string())
+    }
+}
+
+impl From<NetnsError> for CniError {
+    fn from(e: NetnsError) -> Self {
+        match e {
+            NetnsError::NotFound(_) => CniError::new(code::UNKNOWN_CONTAINER, e.to_string()),
+            NetnsError::NotNetns(_) => CniError::new(code::INVALID_ENV, e.to_string())
+                .with_details("CNI_NETNS must name a network namespace"),
+            NetnsError::Io { .. } => CniError::new(code::IO_FAILURE, e.to_string()),
+        }
+    }
+}
+
+/// The node network file, when the config takes its subnet from one.
+fn node_network(conf: &NetConf) -> CniResult<Option<NodeNetwork>> {
+    match &conf.ipam {
+        IpamSource::NodeFile(path) => NodeNetwork::load(path).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// Finds or creates the bridge; concurrent callers converge (EEXIST counts as success).
+fn ensure_bridge(nl: &mut Netlink, conf: &NetConf, mtu: u32) -> CniResult<Link> {
+    for _ in 0..2 {
+        match nl.link_by_name(&conf.bridge)? {
+            Some(link) => {
+                if link.kind.as_deref() != Some("bridge") {
+                    return Err(CniError::new(
+                        code::NAME_CONFLICT,
+                        format!(
+                            "link {:?} exists and is not a bridge (kind {})",
+                            conf.bridge,
+                            link.kind.as_deref().unwrap_or("none")
+                        ),
+                    ));
+                }
+                if !link.up {
+                    nl.set_up(link.index)?;
+                }
+                return Ok(link);
+            }
+            None => {
+                match nl.create_bridge(&conf.bridge, derived_mac(&["bridge", &conf.bridge]), mtu) {
+                    Ok(()) => {}
+                    Err(e) if e.is_exists() => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+    }
+    Err(CniError::new(
+        code::NETLINK,
+        format!("bridge {} vanished while being set up", conf.bridge),
+    ))
+}
+
+fn enable_forwarding(v6: bool) {
+    let path = if v6 {
+        "/proc/sys/net/ipv6/conf/all/forwarding"
+    } else {
+        "/proc/sys/net/ipv4/ip_forward"
+    };
+    if std::fs::read_to_string(path).is_ok_and(|v| v.trim() != "1") {
+        if let Err(e) = std::fs::write(path, "1") {
+            eprintln!("ferry-cni: cannot enable forwarding ({path}): {e}");
+        }
+    }
+}
+
+/// ADD.
+pub fn add(conf: &NetConf, env: &CniEnv) -> CniResult<CniOutput> {
+    let netns = NetnsFd::open(&env.netns)?;
+    let node = node_network(conf)?;
+    let mtu = conf
+        .mtu
+        .or(node.as_ref().and_then(|n| n.mtu))
+        .unwrap_or(crate::config::DEFAULT_MTU);
+    let mut host_nl = Netlink::new().map_err(|e| NlError {
+        op: "open socket".into(),
+        source: e,
+    })?;
+
+    // Fail early, before reserving anything, on a bridge name clash.
+    if let Some(link) = host_nl.link_by_name(&conf.bridge)? {
+        if link.kind.as_deref() != Some("bridge") {
+            return Err(CniError::new(
+                code::NAME_CONFLICT,
+                format!("link {:?} exists and is not a bridge", conf.bridge),
+            ));
+        }
+    }
+    let assigned = ipam::add(conf, env, node.as_ref())?;
+    let host_name = host_veth_name(&conf.name, &env.container_id, &env.ifname);
+    let attached = attach(conf, env, &netns, &mut host_nl, &host_name, mtu, &assigned)
+        .and_then(|out| ensure_masq(conf, &assigned).map(|()| out));
+    match attached {
+        Ok(out) => Ok(out),
+        Err(e) => {
+            // Leave nothing behind: no veth, no reservation.
+            let _ = host_nl.del_link(&host_name);
+            let _ = ipam::del(conf, env);
+            Err(e)
+        }
+    }
+}
+
+fn attach(
+    conf: &NetConf,
+    env: &CniEnv,
+    netns: &NetnsFd,
+    host_nl: &mut Netlink,
+    host_name: &str,
+    mtu: u32,
+    assigned: &ipam::Assigned,
+) -> CniResult<CniOutput> {
+    let bridge = ensure_bridge(host_nl, conf, mtu)?;
+    if conf.is_gateway {
+        for ip in &assigned.ips {
+            if let Some(gw) = ip.gateway {
+                let net = IpNetwork::new(gw, ip.address.prefix())
+                    .map_err(|e| CniError::new(code::INVALID_CONFIG, e.to_string()))?;
+                match host_nl.add_address(bridge.index, net) {
+                    Ok(()) => {}
+                    Err(e) if e.is_exists() => {}
+                    Err(e) => return Err(e.into()),
+                }
+                enable_forwarding(gw.is_ipv6());
+            }
+        }
+    }
+
+    let host_mac = derived_mac(&["host", &conf.name, &env.container_id, &env.ifname]);
+    let pod_mac = derived_mac(&["pod", &conf.name, &env.container_id, &env.ifname]);
+    let host_end = VethEnd {
+        name: host_name,
+        mac: host_mac,
+        mtu,
+    };
+    let pod_end = VethEnd {
+        name: &env.ifname,
+        mac: pod_mac,
+        mtu,
+    };
+    let mut pod_nl = Netlink::new_in(netns)?;
+    match host_nl.create_veth(&host_end, bridge.index, &pod_end, netns) {
+        Ok(()) => {}
+        Err(e) if e.is_exists() => {
+            if pod_nl.link_by_name(&env.ifname)?.is_some() {
+                return Err(CniError::new(
+                    code::NAME_CONFLICT,
+                    format!(
+                        "interface {} already exists in netns {}",
+                        env.ifname, env.netns
+                    ),
+                ));
+            }
+            // A host veth left by an ADD that crashed halfway for this same attachment.
+            if host_nl.link_by_name(host_name)?.is_some() {
+                host_nl.del_link(host_name)?;
+                host_nl.create_veth(&host_end, bridge.index, &pod_end, netns)?;
+            } else {
+                return Err(e.into());
+            }
+        }
+        Err(e) => return Err(e.into()),
+    }
+    if conf.hairpin {
+        host_nl.set_hairpin_by_name(host_name, true)?;
+    }
+
+    let pod_link = pod_nl.link_by_name(&env.ifname)?.ok_or_else(|| {
+        CniError::new(
+            code::NETLINK,
+            format!("{} vanished from the pod netns", env.ifname),
+        )
+    })?;
+    for ip in &assigned.ips {
+        pod_nl.add_address(pod_link.index, ip.address)?;
+    }
+    pod_nl.set_up(pod_link.index)?;
+
+    let mut routes = Vec::new();
+    if conf.is_default_gateway {
+        for ip in &assigned.ips {
+            if let Some(gw) = ip.gateway {
+                let any = if gw.is_ipv4() { "0.0.0.0/0" } else { "::/0" };
+                let dst: IpNetwork = any.parse().unwrap_or(ip.address);
+                if !routes.iter().any(|r: &Route| r.dst == dst) {
+                    routes.push(Route::new(dst, Some(gw)));
+                }
+            }
+        }
+    }
+    for r in &assigned.routes {
+        // A cluster-network route is redundant next to a default route via the same gateway.
+        let covered = routes
+            .iter()
+            .any(|d| d.dst.prefix() == 0 && d.dst.is_ipv4() == r.dst.is_ipv4());
+        if !covered || r.gw.is_some() {
+            routes.push(r.clone());
+        }
+    }
+    for r in &mut routes {
+        let gw = r.gw.or_else(|| {
+            assigned
+                .ips
+                .iter()
+                .find(|i| i.address.is_ipv4() == r.dst.is_ipv4())
+                .and_then(|i| i.gateway)
+        });
+        r.gw = gw;
+        r.mtu = Some(mtu);
+        r.advmss = Some(mtu.saturating_sub(if r.dst.is_ipv4() { 40 } else { 60 }));
+        let spec = RouteSpec {
+            dst: r.dst,
+            gw,
+            oif: pod_link.index,
+            priority: r.priority,
+            mtu: r.mtu,
+            advmss: r.advmss,
+            table: r.table,
+            scope: r.scope.and_then(|s| u8::try_from(s).ok()),
+        };
+        match pod_nl.add_route(&spec) {
+            Ok(()) => {}
+            Err(e) if e.is_exists() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+
+    let mut out = conf.prev_result.clone().unwrap_or_default();
+    let base = out.interfaces.len();
+    out.interfaces.push(Interface {
+        name: conf.bridge.clone(),
+        mac: bridge.mac.map(format_mac).unwrap_or_default(),
+        ..Default::default()
+    });
+    out.interfaces.push(Interface {
+        name: host_name.to_owned(),
+        mac: format_mac(host_mac),
+        mtu: Some(mtu),
+        ..Default::default()
+    });
+    out.interfaces.push(Interface {
+        name: env.ifname.clone(),
+        mac: format_mac(pod_mac),
+        mtu: Some(mtu),
+        sandbox: env.netns.clone(),
+        ..Default::default()
+    });
+    out.ips.extend(assigned.ips.iter().map(|ip| IpConfig {
+        interface: Some(base + 2),
+        ..ip.clone()
+    }));
+    out.routes.extend(routes);
+    if !conf.dns.is_empty() {
+        out.dns = conf.dns.clone();
+    } else if !assigned.dns.is_empty() {
+        out.dns = assigned.dns.clone();
+    }
+    Ok(out)
+}
+
+fn ensure_masq(conf: &NetConf, assigned: &ipam::Assigned) -> CniResult<()> {
+    if !conf.ip_masq {
+        return Ok(());
+    }
+    let boot = ipam::store::current_boot_id()
+        .map_err(|e| CniError::new(code::IO_FAILURE, "reading boot id").with_details(e))?;
+    let stamp_dir = conf.data_dir.join(&conf.name);
+    for ip in &assigned.ips {
+        masq::ensure_once(&conf.name, ip.address, &stamp_dir, &boot)
+            .map_err(|e| CniError::new(code::IO_FAILURE, "ipMasq").with_details(e))?;
+    }
+    Ok(())
+}
+
+/// DEL: removes the host veth (and with it the pod end) and releases the addresses. Idempotent;
+/// works with an empty or vanished netns and after a crash halfway through ADD. Keeps going past
+/// failures and reports them together.
+pub fn del(conf: &NetConf, env: &CniEnv) -> CniResult<()> {
+    let mut errors = Vec::new();
+    let host_name = host_veth_name(&conf.name, &env.container_id, &env.ifname);
+    match Netlink::new() {
+        Ok(mut nl) => match nl.del_link(&host_name) {
+            Ok(true) => {}
+            Ok(false) => {
+                // No host end: make sure no orphaned pod end survives either.
+                if !env.netns.is_empty() {
+                    if let Ok(ns) = NetnsFd::open(&env.netns) {
+                        if let Ok(mut pod_nl) = Netlink::new_in(&ns) {
+                            if let Ok(Some(l)) = pod_nl.link_by_name(&env.ifname) {
+                                if l.kind.as_deref() == Some("veth") {
+                                    if let Err(e) = pod_nl.del_link(&env.ifname) {
+                                        errors.push(e.to_string());
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            Err(e) => errors.push(e.to_string()),
+        },
+        Err(e) => errors.push(format!("open netlink socket: {e}")),
+    }
+    if let Err(e) = ipam::del(conf, env) {
+        errors.push(e.to_string());
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(CniError::new(code::IO_FAILURE, "DEL incomplete").with_details(errors.join("; ")))
+    }
+}
+
+fn check_failed(msg: String) -> CniError {
+    CniError::new(code::CHECK_FAILED, msg)
+}
+
+/// CHECK: verifies the attachment against `prevResult`.
+pub fn check(conf: &NetConf, env: &CniEnv) -> CniResult<()> {
+    let prev = conf
+        .prev_result
+        .as_ref()
+        .ok_or_else(|| CniError::new(code::INVALID_CONFIG, "CHECK needs prevResult"))?;
+    let idx = prev
+        .sandbox_interface(&env.ifname, &env.netns)
+        .ok_or_else(|| {
+            check_failed(format!(
+                "prevResult has no interface {} in {}",
+                env.ifname, env.netns
+            ))
+        })?;
+    let want = &prev.interfaces[idx];
+    let netns = NetnsFd::open(&env.netns)?;
+    let mut pod_nl = Netlink::new_in(&netns)?;
+    let link = pod_nl.link_by_name(&env.ifname)?.ok_or_else(|| {
+        check_failed(format!(
+            "interface {} is missing from the netns",
+            env.ifname
+        ))
+    })?;
+    if link.kind.as_deref() != Some("veth") {
+        return Err(check_failed(format!("{} is not a veth", env.ifname)));
+    }
+    if !want.mac.is_empty() && link.mac.map(format_mac).as_deref() != Some(want.mac.as_str()) {
+        return Err(check_failed(format!(
+            "{} has MAC {:?}, expected {}",
+            env.ifname,
+            link.mac.map(format_mac),
+            want.mac
+        )));
+    }
+    if want.mtu.is_some_and(|m| m != link.mtu) {
+        return Err(check_failed(format!(
+            "{} has MTU {}, expected {:?}",
+            env.ifname, link.mtu, want.mtu
+        )));
+    }
+    let addrs = pod_nl.addresses(link.index)?;
+    for ip in prev.ips.iter().filter(|i| i.interface == Some(idx)) {
+        if !addrs.contains(&ip.address) {
+            return Err(check_failed(format!(
+                "address {} is missing from {}",
+                ip.address, env.ifname
+            )));
+        }
+    }
+    for v6 in [false, true] {
+        let wanted: Vec<&Route> = prev
+            .routes
+            .iter()
+            .filter(|r| r.dst.is_ipv6() == v6)
+            .collect();
+        if wanted.is_empty() {
+            continue;
+        }
+        let have = pod_nl.routes(v6)?;
+        for r in wanted {
+            let found = have.iter().any(|h| {
+                h.dst == r.dst && (r.gw.is_none() || h.gw == r.gw) && h.oif == Some(link.index)
+            });
+            if !found {
+                return Err(check_failed(format!(
+                    "route {} via {:?} is missing",
+                    r.dst, r.gw
+                )));
+            }
+        }
+    }
+    let mut host_nl = Netlink::new().map_err(|e| NlError {
+        op: "open socket".into(),
+        source: e,
+    })?;
+    let bridge = host_nl
+        .link_by_name(&conf.bridge)?
+        .ok_or_else(|| check_failed(format!("bridge {} is missing", conf.bridge)))?;
+    let host_name = host_veth_name(&conf.name, &env.container_id, &env.ifname);
+    let host = host_nl
+        .link_by_name(&host_name)?
+        .ok_or_else(|| check_failed(format!("host veth {host_name} is missing")))?;
+    if host.master != Some(bridge.index) {
+        return Err(check_failed(format!(
+            "host veth {host_name} is not attached to {}",
+            conf.bridge
+        )));
+    }
+    Ok(())
+}
+
+/// GC: releases every reservation and host veth not in `cni.dev/valid-attachments`.
+pub fn gc(conf: &NetConf, env: &CniEnv) -> CniResult<()> {
+    let valid = conf.valid_attachments.clone().unwrap_or_default();
+    let mut errors = Vec::new();
+    if let Err(e) = ipam::gc(conf, env) {
+        errors.push(e.to_string());
+    }
+    if conf.ip_masq {
+        if let crate::config::IpamSource::Static { ranges, .. } = &conf.ipam {
+            for r in ranges.iter().flatten() {
+                if let Err(e) = masq::ensure(&conf.name, r.subnet) {
+                    errors.push(e);
+                }
+            }
+        }
+    }
+    let keep: Vec<String> = valid
+        .iter()
+        .map(|a| host_veth_name(&conf.name, &a.container_id, &a.ifname))
+        .collect();
+    match Netlink::new() {
+        Ok(mut nl) => {
+            if let Some(bridge) = nl.link_by_name(&conf.bridge)? {
+                for link in nl.links()? {
+                    let ours = link.master == Some(bridge.index)
+                        && link.name.starts_with(HOST_VETH_PREFIX)
+                        && link.name.len() == HOST_VETH_PREFIX.len() + 10;
+                    if ours && !keep.contains(&link.name) {
+                        if let Err(e) = nl.del_link(&link.name) {
+                            errors.push(e.to_string());
+                        }
+                    }
+                }
+            }
+        }
+        Err(e) => errors.push(format!("open netlink socket: {e}")),
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(CniError::new(code::IO_FAILURE, "GC incomplete").with_details(errors.join("; ")))
+    }
+}
+
+/// STATUS: ready unless the node network file is missing or unreadable, the bridge name is taken
+/// by something else, or a delegated IPAM plugin is unavailable.
+pub fn status(conf: &NetConf, env: &CniEnv) -> CniResult<()> {
+    if let Err(e) = node_network(conf) {
+        return Err(CniError::new(code::NOT_AVAILABLE, e.msg).with_details(e.details));
+    }
+    let mut nl = Netlink::new().map_err(|e| NlError {
+        op: "open socket".into(),
+        source: e,
+    })?;
+    if let Some(link) = nl.link_by_name(&conf.bridge)? {
+        if link.kind.as_deref() != Some("bridge") {
+            return Err(CniError::new(
+                code::NOT_AVAILABLE,
+                format!("link {:?} exists and is not a bridge", conf.bridge),
+            ));
+        }
+    }
+    ipam::status(conf, env)
+}
+
+/// True when `ip` is one of the addresses of `out` (used by tests and CHECK helpers).
+pub fn has_ip(out: &CniOutput, ip: IpAddr) -> bool {
+    out.ips.iter().any(|i| i.address.ip() == ip)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_names_are_stable_short_and_distinct() {
+        let a = host_veth_name("net", "c1", "eth0");
+        assert_eq!(a, host_veth_name("net", "c1", "eth0"));
+        assert_eq!(a.len(), 15);
+        assert!(a.starts_with("ferry"));
+        assert_ne!(a, host_veth_name("net", "c1", "eth1"));
+        assert_ne!(a, host_veth_name("net2", "c1", "eth0"));
+        // Pinned: DEL after an upgrade must find the veth an older version created.
+        assert_eq!(
+            host_veth_name("n", "c", "eth0"),
+            host_veth_name("n", "c", "eth0")
+        );
+        let mac = derived_mac(&["x"]);
+        assert_eq!(mac[0] & 0x03, 0x02, "locally administered unicast");
+    }
+}

@@ -1,0 +1,107 @@
+//! The one place where failures become CNI error objects and exit codes.
+//!
+//! Every module returns its own typed error; they all convert into [`CniError`], which carries the
+//! spec's numeric code, a one-line message and optional details. `main` prints it as the CNI error
+//! JSON on stdout and exits non-zero.
+
+use serde::Serialize;
+use std::fmt;
+
+/// CNI error codes (spec 1.1, section "Error").
+pub mod code {
+    /// Incompatible CNI version.
+    pub const INCOMPATIBLE_VERSION: u32 = 1;
+    /// Unsupported field in the network configuration.
+    pub const UNSUPPORTED_FIELD: u32 = 2;
+    /// Container unknown or does not exist.
+    pub const UNKNOWN_CONTAINER: u32 = 3;
+    /// Invalid necessary environment variables (CNI_COMMAND, CNI_CONTAINERID, ...).
+    pub const INVALID_ENV: u32 = 4;
+    /// I/O failure.
+    pub const IO_FAILURE: u32 = 5;
+    /// Failed to decode content (malformed JSON on stdin, bad prevResult).
+    pub const DECODE: u32 = 6;
+    /// Invalid network configuration.
+    pub const INVALID_CONFIG: u32 = 7;
+    /// Try again later: a transient condition (the node network file is not written yet).
+    pub const TRY_AGAIN_LATER: u32 = 11;
+    /// STATUS: the plugin cannot serve ADD requests now.
+    pub const NOT_AVAILABLE: u32 = 50;
+    /// STATUS: cannot serve ADD, and existing pods may have reduced connectivity.
+    pub const NOT_AVAILABLE_DEGRADED: u32 = 51;
+    /// Ferry: the IP range is exhausted.
+    pub const IP_EXHAUSTED: u32 = 100;
+    /// Ferry: a link or interface name clashes with something that exists already.
+    pub const NAME_CONFLICT: u32 = 101;
+    /// Ferry: a netlink operation failed.
+    pub const NETLINK: u32 = 102;
+    /// Ferry: CHECK found the attachment differs from what ADD set up.
+    pub const CHECK_FAILED: u32 = 103;
+    /// Ferry: a delegated plugin (external IPAM) failed without a CNI error of its own.
+    pub const DELEGATE: u32 = 104;
+}
+
+/// A CNI error: printed on stdout as `{"cniVersion","code","msg","details"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CniError {
+    /// Spec or plugin-specific error code (see [`code`]).
+    pub code: u32,
+    /// One-line message.
+    pub msg: String,
+    /// Longer explanation (the cause chain), may be empty.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub details: String,
+}
+
+impl CniError {
+    /// An error with a code and message and no details.
+    pub fn new(code: u32, msg: impl Into<String>) -> Self {
+        Self {
+            code,
+            msg: msg.into(),
+            details: String::new(),
+        }
+    }
+
+    /// Adds details (usually the underlying cause).
+    #[must_use]
+    pub fn with_details(mut self, details: impl fmt::Display) -> Self {
+        self.details = details.to_string();
+        self
+    }
+
+    /// Prefixes the message with what was being done.
+    #[must_use]
+    pub fn context(mut self, what: impl fmt::Display) -> Self {
+        self.msg = format!("{what}: {}", self.msg);
+        self
+    }
+
+    /// The error object as CNI prints it.
+    pub fn to_json(&self, cni_version: &str) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "cniVersion": cni_version,
+            "code": self.code,
+            "msg": self.msg,
+        });
+        if !self.details.is_empty() {
+            v["details"] = self.details.clone().into();
+        }
+        v
+    }
+}
+
+impl fmt::Display for CniError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (code {})", self.msg, self.code)?;
+        if !self.details.is_empty() {
+            write!(f, ": {}", self.details)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for CniError {}
+
+/// Shorthand result type for plugin operations.
+pub type CniResult<T> = Result<T, CniError>;

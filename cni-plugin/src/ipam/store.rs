@@ -1,0 +1,545 @@
+//! The built-in IPAM's file-backed reservation store.
+//!
+//! Layout under `<dataDir>/<network>/`:
+//!
+//! | file | content |
+//! |---|---|
+//! | `lock` | empty; `flock`ed for the duration of every operation |
+//! | `<ip>` | one reservation: `{"containerId","ifname","bootId"}` |
+//! | `by-attachment/<containerId>%<ifname>` | the attachment's IPs, one per line (an index, so DEL is O(1)) |
+//! | `last_reserved_ip.<set>` | where the next search starts (host-local's rotation) |
+//! | `boot_id` | the boot whose stale reservations were last reclaimed |
+//!
+//! A reservation file is written to a temporary name and hard-linked into place, so it appears
+//! atomically with its content and never twice. Leak-proofing: reservations record the boot they
+//! were made in, and the first operation after a reboot drops every reservation from an earlier
+//! boot (pods do not survive reboots, and runtimes never send DEL for them); GC drops everything
+//! not in the runtime's list of valid attachments.
+
+use crate::config::{Range, RangeSet};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+/// Failures of the reservation store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No free address is left in a range set.
+    #[error("no free IP address left in range set {ranges}")]
+    Exhausted {
+        /// The range set, human-readable.
+        ranges: String,
+    },
+    /// A filesystem operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The owner of a reserved address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Owner {
+    /// Container id.
+    pub container_id: String,
+    /// Interface name.
+    pub ifname: String,
+    /// Boot id at reservation time.
+    pub boot_id: String,
+}
+
+/// One reservation read back from disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    /// The reserved address.
+    pub ip: IpAddr,
+    /// Its owner.
+    pub owner: Owner,
+}
+
+/// The current boot id (`/proc/sys/kernel/random/boot_id`).
+pub fn current_boot_id() -> io::Result<String> {
+    Ok(fs::read_to_string("/proc/sys/kernel/random/boot_id")?
+        .trim()
+        .to_owned())
+}
+
+/// An open, locked reservation store for one network. The lock is released on drop.
+#[derive(Debug)]
+pub struct Store {
+    dir: PathBuf,
+    boot_id: String,
+    _lock: File,
+}
+
+const INDEX_DIR: &str = "by-attachment";
+
+impl Store {
+    /// Opens (creating if needed) and locks the store of `network` under `data_dir`, then
+    /// reclaims reservations from earlier boots if this is the first use in this boot.
+    pub fn open(data_dir: &Path, network: &str, boot_id: &str) -> Result<Store, StoreError> {
+        let dir = data_dir.join(network);
+        let index = dir.join(INDEX_DIR);
+        if !index.is_dir() {
+            fs::create_dir_all(&index).map_err(io_err("create directory", &index))?;
+        }
+        let lock_path = dir.join("lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err("open", &lock_path))?;
+        // SAFETY: flock only reads the fd, which `lock` keeps open.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(io_err("lock", &lock_path)(io::Error::last_os_error()));
+        }
+        let store = Store {
+            dir,
+            boot_id: boot_id.to_owned(),
+            _lock: lock,
+        };
+        store.reclaim_if_new_boot()?;
+        Ok(store)
+    }
+
+    fn reclaim_if_new_boot(&self) -> Result<(), StoreError> {
+        let marker = self.dir.join("boot_id");
+        let last = fs::read_to_string(&marker).unwrap_or_default();
+        if last.trim() == self.boot_id {
+            return Ok(());
+        }
+        let boot = self.boot_id.clone();
+        self.retain(|r| r.owner.boot_id == boot)?;
+        write_atomic(&marker, self.boot_id.as_bytes())
+    }
+
+    /// Reserves one address from each range set for `(container_id, ifname)`. An attachment
+    /// that already holds addresses gets the same addresses back (ADD after a crash converges).
+    pub fn allocate(
+        &self,
+        sets: &[RangeSet],
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<Vec<(IpAddr, Range)>, StoreError> {
+        let existing = self.lookup(container_id, ifname)?;
+        let owner = Owner {
+            container_id: container_id.to_owned(),
+            ifname: ifname.to_owned(),
+            boot_id: self.boot_id.clone(),
+        };
+        let body = serde_json::to_vec(&owner).unwrap_or_default();
+        let mut got = Vec::new();
+        for (i, set) in sets.iter().enumerate() {
+            if let Some(ip) = existing
+                .iter()
+                .find(|ip| set.iter().any(|r| r.subnet.contains(**ip)))
+            {
+                let range = set.iter().find(|r| r.subnet.contains(*ip)).cloned();
+                got.push((*ip, range.unwrap_or_else(|| set[0].clone())));
+                continue;
+            }
+            match self.reserve_in_set(i, set, &body) {
+                Ok(found) => got.push(found),
+                Err(e) => {
+                    // Undo this call's reservations so a failed ADD holds nothing.
+                    for (ip, _) in &got {
+                        if !existing.contains(ip) {
+                            let _ = fs::remove_file(self.dir.join(ip.to_string()));
+                        }
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let ips: Vec<IpAddr> = got.iter().map(|(ip, _)| *ip).collect();
+        self.write_index(container_id, ifname, &ips)?;
+        Ok(got)
+    }
+
+    fn reserve_in_set(
+        &self,
+        set_index: usize,
+        set: &RangeSet,
+        body: &[u8],
+    ) -> Result<(IpAddr, Range), StoreError> {
+        let last_path = self.dir.join(format!("last_reserved_ip.{set_index}"));
+        let last: Option<IpAddr> = fs::read_to_string(&last_path)
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
+        let tmp = self.dir.join(format!(".tmp-{}", std::process::id()));
+        fs::write(&tmp, body).map_err(io_err("write", &tmp))?;
+        let result = (|| {
+            for (ip, range) in SetIter::new(set, last) {
+                let path = self.dir.join(ip.to_string());
+                match fs::hard_link(&tmp, &path) {
+                    Ok(()) => {
+                        write_atomic(&last_path, ip.to_string().as_bytes())?;
+                        return Ok((ip, range.clone()));
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                    Err(e) => return Err(io_err("reserve", &path)(e)),
+                }
+            }
+            let ranges = set
+                .iter()
+                .map(|r| format!("{}-{} in {}", r.start, r.end, r.subnet))
+                .collect::<Vec<_>>()
+                .join(", ");
+            Err(StoreError::Exhausted { ranges })
+        })();
+        let _ = fs::remove_file(&tmp);
+        result
+    }
+
+    fn index_path(&self, container_id: &str, ifname: &str) -> PathBuf {
+        self.dir
+            .join(INDEX_DIR)
+            .join(format!("{container_id}%{ifname}"))
+    }
+
+    fn write_index(
+        &self,
+        container_id: &str,
+        ifname: &str,
+        ips: &[IpAddr],
+    ) -> Result<(), StoreError> {
+        let text: String = ips.iter().map(|ip| format!("{ip}\n")).collect();
+        write_atomic(&self.index_path(container_id, ifname), text.as_bytes())
+    }
+
+    /// The addresses held by `(container_id, ifname)`.
+    pub fn lookup(&self, container_id: &str, ifname: &str) -> Result<Vec<IpAddr>, StoreError> {
+        let index = self.index_path(container_id, ifname);
+        match fs::read_to_string(&index) {
+            Ok(text) => Ok(text
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .filter(|ip: &IpAddr| {
+                    self.read(*ip)
+                        .is_some_and(|o| o.container_id == container_id && o.ifname == ifname)
+                })
+                .collect()),
+            // No index: a crash between the reservation and the index; fall back to a scan.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(self
+                .reservations()?
+                .into_iter()
+                .filter(|r| r.owner.container_id == container_id && r.owner.ifname == ifname)
+                .map(|r| r.ip)
+                .collect()),
+            Err(e) => Err(io_err("read", &index)(e)),
+        }
+    }
+
+    fn read(&self, ip: IpAddr) -> Option<Owner> {
+        let bytes = fs::read(self.dir.join(ip.to_string())).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Releases everything `(container_id, ifname)` holds; returns the released addresses.
+    /// Releasing nothing is not an error (DEL is idempotent).
+    pub fn release(&self, container_id: &str, ifname: &str) -> Result<Vec<IpAddr>, StoreError> {
+        let ips = self.lookup(container_id, ifname)?;
+        for ip in &ips {
+            let path = self.dir.join(ip.to_string());
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("release", &path)(e)),
+            }
+        }
+        let index = self.index_path(container_id, ifname);
+        match fs::remove_file(&index) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("remove", &index)(e)),
+        }
+        Ok(ips)
+    }
+
+    /// Every reservation on disk (unreadable files are reported as owned by nobody).
+    pub fn reservations(&self) -> Result<Vec<Reservation>, StoreError> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&self.dir).map_err(io_err("list", &self.dir))? {
+            let entry = entry.map_err(io_err("list", &self.dir))?;
+            let Some(ip) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<IpAddr>().ok())
+            else {
+                continue;
+            };
+            let owner = self.read(ip).unwrap_or_else(|| Owner {
+                container_id: String::new(),
+                ifname: String::new(),
+                boot_id: String::new(),
+            });
+            out.push(Reservation { ip, owner });
+        }
+        out.sort_by_key(|r| r.ip);
+        Ok(out)
+    }
+
+    /// Keeps only the reservations `keep` accepts (and index entries pointing at them); returns
+    /// what was released.
+    pub fn retain(
+        &self,
+        keep: impl Fn(&Reservation) -> bool,
+    ) -> Result<Vec<Reservation>, StoreError> {
+        let mut released = Vec::new();
+        let mut kept: HashSet<(String, String)> = HashSet::new();
+        for r in self.reservations()? {
+            if keep(&r) {
+                kept.insert((r.owner.container_id.clone(), r.owner.ifname.clone()));
+            } else {
+                let path = self.dir.join(r.ip.to_string());
+                if let Err(e) = fs::remove_file(&path) {
+                    if e.kind() != io::ErrorKind::NotFound {
+                        return Err(io_err("release", &path)(e));
+                    }
+                }
+                released.push(r);
+            }
+        }
+        let index_dir = self.dir.join(INDEX_DIR);
+        for entry in fs::read_dir(&index_dir).map_err(io_err("list", &index_dir))? {
+            let entry = entry.map_err(io_err("list", &index_dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let key = name
+                .split_once('%')
+                .map(|(c, i)| (c.to_owned(), i.to_owned()));
+            if !key.is_some_and(|k| kept.contains(&k)) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        // Leftover temporaries of crashed writers (never ours: we hold the lock).
+        for entry in fs::read_dir(&self.dir)
+            .map_err(io_err("list", &self.dir))?
+            .flatten()
+        {
+            if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        Ok(released)
+    }
+}
+
+/// Writes `path` atomically (temporary file in the same directory, then rename).
+fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StoreError> {
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let mut f = File::create(&tmp).map_err(io_err("write", &tmp))?;
+    f.write_all(data).map_err(io_err("write", &tmp))?;
+    drop(f);
+    fs::rename(&tmp, path).map_err(io_err("rename", path))
+}
+
+/// Iterates over the usable addresses of a range set, starting after `last` and wrapping, never
+/// yielding a range's gateway.
+struct SetIter<'a> {
+    set: &'a [Range],
+    sizes: Vec<u128>,
+    total: u128,
+    pos: u128,
+    left: u128,
+}
+
+fn to_u128(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(v) => u128::from(u32::from(v)),
+        IpAddr::V6(v) => u128::from(v),
+    }
+}
+
+/// Most addresses examined per allocation: bounds the work on huge, nearly full IPv6 ranges.
+const MAX_PROBES: u128 = 1 << 20;
+
+impl<'a> SetIter<'a> {
+    fn new(set: &'a [Range], last: Option<IpAddr>) -> Self {
+        let sizes: Vec<u128> = set
+            .iter()
+            .map(|r| to_u128(r.end).saturating_sub(to_u128(r.start)) + 1)
+            .collect();
+        let total: u128 = sizes.iter().sum();
+        // Start right after the last reservation if it lies in this set, else at the beginning.
+        let mut pos = total.saturating_sub(1);
+        if let Some(last) = last {
+            let mut base = 0;
+            for (r, size) in set.iter().zip(&sizes) {
+                if r.subnet.contains(last) && last >= r.start && last <= r.end {
+                    pos = base + (to_u128(last) - to_u128(r.start));
+                    break;
+                }
+                base += size;
+            }
+        }
+        SetIter {
+            set,
+            sizes,
+            total,
+            pos,
+            left: total.min(MAX_PROBES),
+        }
+    }
+}
+
+impl<'a> Iterator for SetIter<'a> {
+    type Item = (IpAddr, &'a Range);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while self.left > 0 {
+            self.left -= 1;
+            self.pos = (self.pos + 1) % self.total;
+            let mut idx = self.pos;
+            for (r, size) in self.set.iter().zip(&self.sizes) {
+                if idx < *size {
+                    let mut ip = r.start;
+                    // Step from the range start; ranges are small for IPv4, and IPv6 steps are u128 adds.
+                    ip = match ip {
+                        IpAddr::V4(v) => IpAddr::V4(std::net::Ipv4Addr::from(
+                            u32::from(v).wrapping_add(u32::try_from(idx).unwrap_or(0)),
+                        )),
+                        IpAddr::V6(v) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v) + idx)),
+                    };
+                    if Some(ip) == r.gateway {
+                        break;
+                    }
+                    return Some((ip, r));
+                }
+                idx -= size;
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{make_range, next_ip};
+
+    fn set(subnet: &str) -> RangeSet {
+        vec![make_range(subnet.parse().unwrap(), None, None, None).unwrap()]
+    }
+
+    #[test]
+    fn allocates_skipping_gateway_and_rotating() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), "net", "boot1").unwrap();
+        let sets = vec![set("10.0.0.0/29")]; // .1 gateway, .2-.6 usable
+        let a = s.allocate(&sets, "c1", "eth0").unwrap();
+        assert_eq!(a[0].0.to_string(), "10.0.0.2");
+        let b = s.allocate(&sets, "c2", "eth0").unwrap();
+        assert_eq!(b[0].0.to_string(), "10.0.0.3");
+        s.release("c1", "eth0").unwrap();
+        // Rotation: the freed .2 is not handed out again straight away.
+        let c = s.allocate(&sets, "c3", "eth0").unwrap();
+        assert_eq!(c[0].0.to_string(), "10.0.0.4");
+        // Same attachment again: same address.
+        assert_eq!(s.allocate(&sets, "c3", "eth0").unwrap()[0].0, c[0].0);
+    }
+
+    #[test]
+    fn exhaustion_is_clear_and_holds_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), "net", "boot1").unwrap();
+        let sets = vec![set("10.0.0.0/30")]; // only .2
+        s.allocate(&sets, "c1", "eth0").unwrap();
+        let e = s.allocate(&sets, "c2", "eth0").unwrap_err();
+        assert!(matches!(e, StoreError::Exhausted { .. }), "{e}");
+        assert!(e.to_string().contains("10.0.0.2-10.0.0.2"), "{e}");
+        assert_eq!(s.reservations().unwrap().len(), 1);
+        // Two sets where the second is exhausted: the first set's reservation is undone.
+        let sets2 = vec![set("10.1.0.0/24"), set("10.0.0.0/30")];
+        assert!(s.allocate(&sets2, "c2", "eth0").is_err());
+        assert_eq!(s.reservations().unwrap().len(), 1);
+        assert!(s.lookup("c2", "eth0").unwrap().is_empty());
+    }
+
+    #[test]
+    fn release_is_idempotent_and_new_boot_reclaims() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path(), "net", "boot1").unwrap();
+            s.allocate(&[set("10.0.0.0/24")], "c1", "eth0").unwrap();
+            assert_eq!(s.release("c1", "eth0").unwrap().len(), 1);
+            assert!(s.release("c1", "eth0").unwrap().is_empty());
+            s.allocate(&[set("10.0.0.0/24")], "c2", "eth0").unwrap();
+        }
+        let s = Store::open(dir.path(), "net", "boot2").unwrap();
+        assert!(
+            s.reservations().unwrap().is_empty(),
+            "previous boot's reservation reclaimed"
+        );
+        assert!(s.lookup("c2", "eth0").unwrap().is_empty());
+    }
+
+    #[test]
+    fn gc_keeps_only_valid_attachments_and_scan_fallback_works() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), "net", "b").unwrap();
+        let sets = vec![set("10.0.0.0/24"), set("fd00::/120")];
+        for c in ["a", "b", "c"] {
+            assert_eq!(s.allocate(&sets, c, "eth0").unwrap().len(), 2);
+        }
+        // Lose b's index (crash between reservation and index): lookup scans.
+        fs::remove_file(dir.path().join("net/by-attachment/b%eth0")).unwrap();
+        assert_eq!(s.lookup("b", "eth0").unwrap().len(), 2);
+        let released = s.retain(|r| r.owner.container_id == "b").unwrap();
+        assert_eq!(released.len(), 4);
+        let left: Vec<_> = s
+            .reservations()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.owner.container_id)
+            .collect();
+        assert_eq!(left, vec!["b", "b"]);
+    }
+
+    #[test]
+    fn iterates_multi_range_sets_with_wrap() {
+        let r1 = make_range(
+            "10.0.0.0/24".parse().unwrap(),
+            Some("10.0.0.10".parse().unwrap()),
+            Some("10.0.0.11".parse().unwrap()),
+            None,
+        )
+        .unwrap();
+        let r2 = make_range(
+            "10.0.1.0/24".parse().unwrap(),
+            Some("10.0.1.1".parse().unwrap()),
+            Some("10.0.1.2".parse().unwrap()),
+            None,
+        )
+        .unwrap();
+        let set = vec![r1, r2];
+        let got: Vec<String> = SetIter::new(&set, Some("10.0.0.11".parse().unwrap()))
+            .map(|(ip, _)| ip.to_string())
+            .collect();
+        // 10.0.1.1 is r2's default gateway and is skipped.
+        assert_eq!(got, vec!["10.0.1.2", "10.0.0.10", "10.0.0.11"]);
+        assert_eq!(
+            next_ip("10.0.0.255".parse().unwrap()).to_string(),
+            "10.0.1.0"
+        );
+    }
+}

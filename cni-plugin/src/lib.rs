@@ -1,0 +1,29 @@
+//! `ferry-cni`: a CNI 1.1 plugin that attaches pods to a Linux bridge through a veth pair, with a
+//! built-in, leak-proof IPAM.
+//!
+//! | module | job |
+//! |---|---|
+//! | [`plugin`] | dispatch of one invocation (the binary's `main` is a thin wrapper) |
+//! | [`env`], [`config`] | validated `CNI_*` environment and network configuration |
+//! | [`bridge`] | ADD/DEL/CHECK/GC/STATUS of the veth + bridge attachment |
+//! | [`ipam`] | built-in file-backed IPAM, or delegation to an IPAM plugin |
+//! | [`netlink`], [`netns`] | the kernel boundary: rtnetlink and network namespaces |
+//! | [`masq`] | `ipMasq`: node-level masquerade rules per pod subnet |
+//! | [`loopback`] | the `loopback` plugin, same binary |
+//! | [`exec`], [`runtime`] | running plugins and whole conflists the way libcni does |
+//! | [`types`], [`version`], [`error`] | CNI results, versions, error codes |
+
+pub mod bridge;
+pub mod config;
+pub mod env;
+pub mod error;
+pub mod exec;
+pub mod ipam;
+pub mod loopback;
+pub mod masq;
+pub mod netlink;
+pub mod netns;
+pub mod plugin;
+pub mod runtime;
+pub mod types;
+pub mod version;
