@@ -141,7 +141,9 @@ impl Store {
         container_id: &str,
         ifname: &str,
     ) -> Result<Vec<(IpAddr, Range)>, StoreError> {
-        let existing = self.lookup(container_id, ifname)?;
+        // Index only: a scan here would make every ADD O(reservations). A reservation orphaned by
+        // a crash between its file and its index is released by DEL's scan fallback, GC or reboot.
+        let existing = self.lookup_indexed(container_id, ifname)?.unwrap_or_default();
         let owner = Owner {
             container_id: container_id.to_owned(),
             ifname: ifname.to_owned(),
@@ -227,26 +229,40 @@ impl Store {
         write_atomic(&self.index_path(container_id, ifname), text.as_bytes())
     }
 
-    /// The addresses held by `(container_id, ifname)`.
-    pub fn lookup(&self, container_id: &str, ifname: &str) -> Result<Vec<IpAddr>, StoreError> {
+    /// The addresses the index records for `(container_id, ifname)` (and whose reservation files
+    /// still name that owner); `None` when there is no index entry.
+    pub fn lookup_indexed(
+        &self,
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<Option<Vec<IpAddr>>, StoreError> {
         let index = self.index_path(container_id, ifname);
         match fs::read_to_string(&index) {
-            Ok(text) => Ok(text
-                .lines()
-                .filter_map(|l| l.trim().parse().ok())
-                .filter(|ip: &IpAddr| {
-                    self.read(*ip)
-                        .is_some_and(|o| o.container_id == container_id && o.ifname == ifname)
-                })
-                .collect()),
-            // No index: a crash between the reservation and the index; fall back to a scan.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(self
+            Ok(text) => Ok(Some(
+                text.lines()
+                    .filter_map(|l| l.trim().parse().ok())
+                    .filter(|ip: &IpAddr| {
+                        self.read(*ip)
+                            .is_some_and(|o| o.container_id == container_id && o.ifname == ifname)
+                    })
+                    .collect(),
+            )),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err("read", &index)(e)),
+        }
+    }
+
+    /// The addresses held by `(container_id, ifname)`: the index, or a scan of every reservation
+    /// when the index entry is missing (a crash between the reservation and its index).
+    pub fn lookup(&self, container_id: &str, ifname: &str) -> Result<Vec<IpAddr>, StoreError> {
+        match self.lookup_indexed(container_id, ifname)? {
+            Some(ips) => Ok(ips),
+            None => Ok(self
                 .reservations()?
                 .into_iter()
                 .filter(|r| r.owner.container_id == container_id && r.owner.ifname == ifname)
                 .map(|r| r.ip)
                 .collect()),
-            Err(e) => Err(io_err("read", &index)(e)),
         }
     }
 
