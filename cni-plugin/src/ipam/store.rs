@@ -4,14 +4,13 @@
 //!
 //! | file | content |
 //! |---|---|
-//! | `lock` | empty; `flock`ed for the duration of every operation |
+//! | `lock` | `flock`ed for the duration of every operation; also holds the rotation hints |
 //! | `<ip>` | one reservation: `{"containerId","ifname","bootId"}` |
 //! | `by-attachment/<containerId>%<ifname>` | the attachment's IPs, one per line (an index, so DEL is O(1)) |
-//! | `last_reserved_ip.<set>` | where the next search starts (host-local's rotation) |
 //! | `boot_id` | the boot whose stale reservations were last reclaimed |
 //!
-//! A reservation file is written to a temporary name and hard-linked into place, so it appears
-//! atomically with its content and never twice. Leak-proofing: reservations record the boot they
+//! Every operation holds the lock, so no reader ever sees a half-written file; a reservation is
+//! claimed with an exclusive create (`O_EXCL`), so an address is never handed out twice. Leak-proofing: reservations record the boot they
 //! were made in, and the first operation after a reboot drops every reservation from an earlier
 //! boot (pods do not survive reboots, and runtimes never send DEL for them); GC drops everything
 //! not in the runtime's list of valid attachments.
@@ -88,10 +87,12 @@ pub fn current_boot_id() -> io::Result<String> {
 pub struct Store {
     dir: PathBuf,
     boot_id: String,
-    _lock: File,
+    lock: File,
 }
 
 const INDEX_DIR: &str = "by-attachment";
+/// Bytes per rotation-hint record in the lock file (an IPv6 address is at most 39 characters).
+const HINT_LEN: usize = 48;
 
 impl Store {
     /// Opens (creating if needed) and locks the store of `network` under `data_dir`, then
@@ -106,6 +107,7 @@ impl Store {
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
+            .read(true)
             .write(true)
             .open(&lock_path)
             .map_err(io_err("open", &lock_path))?;
@@ -116,7 +118,7 @@ impl Store {
         let store = Store {
             dir,
             boot_id: boot_id.to_owned(),
-            _lock: lock,
+            lock,
         };
         store.reclaim_if_new_boot()?;
         Ok(store)
@@ -143,7 +145,9 @@ impl Store {
     ) -> Result<Vec<(IpAddr, Range)>, StoreError> {
         // Index only: a scan here would make every ADD O(reservations). A reservation orphaned by
         // a crash between its file and its index is released by DEL's scan fallback, GC or reboot.
-        let existing = self.lookup_indexed(container_id, ifname)?.unwrap_or_default();
+        let existing = self
+            .lookup_indexed(container_id, ifname)?
+            .unwrap_or_default();
         let owner = Owner {
             container_id: container_id.to_owned(),
             ifname: ifname.to_owned(),
@@ -184,33 +188,55 @@ impl Store {
         set: &RangeSet,
         body: &[u8],
     ) -> Result<(IpAddr, Range), StoreError> {
-        let last_path = self.dir.join(format!("last_reserved_ip.{set_index}"));
-        let last: Option<IpAddr> = fs::read_to_string(&last_path)
-            .ok()
-            .and_then(|s| s.trim().parse().ok());
-        let tmp = self.dir.join(format!(".tmp-{}", std::process::id()));
-        fs::write(&tmp, body).map_err(io_err("write", &tmp))?;
-        let result = (|| {
-            for (ip, range) in SetIter::new(set, last) {
-                let path = self.dir.join(ip.to_string());
-                match fs::hard_link(&tmp, &path) {
-                    Ok(()) => {
-                        write_atomic(&last_path, ip.to_string().as_bytes())?;
-                        return Ok((ip, range.clone()));
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                    Err(e) => return Err(io_err("reserve", &path)(e)),
+        let last = self.rotation_hint(set_index);
+        for (ip, range) in SetIter::new(set, last) {
+            let path = self.dir.join(ip.to_string());
+            // Exclusive create under the store lock: the file is ours. A crash before the write
+            // leaves an empty file, which names no owner and so is released by GC or at reboot.
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut f) => {
+                    f.write_all(body).map_err(io_err("write", &path))?;
+                    self.set_rotation_hint(set_index, ip);
+                    return Ok((ip, range.clone()));
                 }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(io_err("reserve", &path)(e)),
             }
-            let ranges = set
-                .iter()
-                .map(|r| format!("{}-{} in {}", r.start, r.end, r.subnet))
-                .collect::<Vec<_>>()
-                .join(", ");
-            Err(StoreError::Exhausted { ranges })
-        })();
-        let _ = fs::remove_file(&tmp);
-        result
+        }
+        let ranges = set
+            .iter()
+            .map(|r| format!("{}-{} in {}", r.start, r.end, r.subnet))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Err(StoreError::Exhausted { ranges })
+    }
+
+    /// Where the last search of range set `set_index` ended (host-local's rotation: a just-freed
+    /// address is not handed out again at once). Kept as fixed-size records in the lock file,
+    /// rewritten in place, so no allocation pays for creating or truncating a file.
+    fn rotation_hint(&self, set_index: usize) -> Option<IpAddr> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = [0u8; HINT_LEN];
+        let off = u64::try_from(set_index * HINT_LEN).ok()?;
+        let n = self.lock.read_at(&mut buf, off).ok()?;
+        std::str::from_utf8(&buf[..n])
+            .ok()?
+            .trim_end_matches(['\0', ' ', '\n'])
+            .parse()
+            .ok()
+    }
+
+    /// Records the hint; it is advisory, so a failed or torn write only restarts the search at
+    /// the beginning of the range.
+    fn set_rotation_hint(&self, set_index: usize, ip: IpAddr) {
+        use std::os::unix::fs::FileExt;
+        let mut buf = [b' '; HINT_LEN];
+        let text = ip.to_string();
+        buf[..text.len()].copy_from_slice(text.as_bytes());
+        buf[HINT_LEN - 1] = b'\n';
+        if let Ok(off) = u64::try_from(set_index * HINT_LEN) {
+            let _ = self.lock.write_all_at(&buf, off);
+        }
     }
 
     fn index_path(&self, container_id: &str, ifname: &str) -> PathBuf {
@@ -225,8 +251,12 @@ impl Store {
         ifname: &str,
         ips: &[IpAddr],
     ) -> Result<(), StoreError> {
+        // Written in place under the lock. A torn index (crash mid-write) names fewer addresses:
+        // one naming none makes lookups scan the reservation files, and anything it misses is
+        // released by GC or at reboot.
         let text: String = ips.iter().map(|ip| format!("{ip}\n")).collect();
-        write_atomic(&self.index_path(container_id, ifname), text.as_bytes())
+        let path = self.index_path(container_id, ifname);
+        fs::write(&path, text).map_err(io_err("write", &path))
     }
 
     /// The addresses the index records for `(container_id, ifname)` (and whose reservation files
@@ -256,8 +286,8 @@ impl Store {
     /// when the index entry is missing (a crash between the reservation and its index).
     pub fn lookup(&self, container_id: &str, ifname: &str) -> Result<Vec<IpAddr>, StoreError> {
         match self.lookup_indexed(container_id, ifname)? {
-            Some(ips) => Ok(ips),
-            None => Ok(self
+            Some(ips) if !ips.is_empty() => Ok(ips),
+            _ => Ok(self
                 .reservations()?
                 .into_iter()
                 .filter(|r| r.owner.container_id == container_id && r.owner.ifname == ifname)
@@ -472,6 +502,26 @@ mod tests {
         assert_eq!(c[0].0.to_string(), "10.0.0.4");
         // Same attachment again: same address.
         assert_eq!(s.allocate(&sets, "c3", "eth0").unwrap()[0].0, c[0].0);
+    }
+
+    #[test]
+    fn rotation_survives_reopening_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let sets = vec![set("10.0.0.0/24"), set("fd00::/64")];
+        let first = Store::open(dir.path(), "net", "b")
+            .unwrap()
+            .allocate(&sets, "c1", "eth0")
+            .unwrap();
+        let s = Store::open(dir.path(), "net", "b").unwrap();
+        s.release("c1", "eth0").unwrap();
+        let second = s.allocate(&sets, "c2", "eth0").unwrap();
+        assert_eq!(first[0].0.to_string(), "10.0.0.2");
+        assert_eq!(
+            second[0].0.to_string(),
+            "10.0.0.3",
+            "the hint outlives the process"
+        );
+        assert_eq!(second[1].0.to_string(), "fd00::3");
     }
 
     #[test]
