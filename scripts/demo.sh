@@ -35,9 +35,7 @@ cni() { # cni VERB CONTAINER NETNS
 
 echo "== ferry-cni ADD for two pods on node $NODE"
 for p in a b; do
-  t0=$(date +%s%N)
-  cni ADD "pod-$p" "/run/netns/${TAG}$p" | jq -c '{ips: [.ips[].address], routes: [.routes[].dst]}'
-  echo "   ADD took $(( ($(date +%s%N) - t0) / 1000 )) us (including process start)"
+  cni ADD "pod-$p" "/run/netns/${TAG}$p" | jq -c '{pod: "'"$p"'", ips: [.ips[].address], routes: [.routes[].dst]}'
 done
 for p in a b; do
   echo "-- pod $p:"; ip netns exec "${TAG}$p" ip -br addr show dev eth0; ip netns exec "${TAG}$p" ip route
