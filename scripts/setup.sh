@@ -20,6 +20,7 @@ APT_PACKAGES=(
   containernetworking-plugins containerd
   etcd-server
   llvm-22-dev libpolly-22-dev zlib1g-dev libzstd-dev
+  protobuf-compiler
 )
 
 missing=()
