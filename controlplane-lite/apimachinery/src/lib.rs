@@ -1,0 +1,20 @@
+//! `ferry-apimachinery`: the pure parts of Ferry's Kubernetes API server (no I/O): patches, label
+//! and field selectors, Table rendering, validation and `Status` bodies.
+//!
+//! Objects are handled as `serde_json::Value` (the server stores JSON); k8s-openapi types are
+//! used where a typed check helps (strict field validation, container and port checks).
+//!
+//! | Module | What |
+//! |---|---|
+//! | [`patch`] | JSON merge patch, JSON patch, strategic merge patch, server-side apply + managedFields |
+//! | [`selector`] | label selectors, field selectors, `metav1.LabelSelector` conversion |
+//! | [`table`] | `meta.k8s.io/v1` `Table` output for `kubectl get` |
+//! | [`validate`] | name formats, `generateName`, strict unknown fields, per-kind validation |
+//! | [`status`] | `Status` error and success bodies with upstream codes and reasons |
+#![forbid(unsafe_code)]
+
+pub mod patch;
+pub mod selector;
+pub mod status;
+pub mod table;
+pub mod validate;

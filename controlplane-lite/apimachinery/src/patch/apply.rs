@@ -1,0 +1,918 @@
+//! Server-side apply (minimal) and `metadata.managedFields` bookkeeping.
+//!
+//! [`apply`] implements `PATCH` with `application/apply-patch+yaml`:
+//!
+//! 1. The applied configuration must be an object with `apiVersion` and the request's `kind`, and
+//!    must not carry `metadata.managedFields` (400, as upstream).
+//! 2. For kinds with a status subresource (`Pod`, `Node`, `Service`, `Namespace`, `Deployment`,
+//!    `ReplicaSet`, `DaemonSet`, `StatefulSet`, `Job`) `status` is dropped from the applied
+//!    configuration, as upstream resets it on the main resource.
+//! 3. Its field set ([`fields_of`]) becomes the manager's `Apply` entry.
+//! 4. No object yet: the applied configuration is the object (`created: true`; the server then
+//!    sets uid, timestamps and defaults as for a create and answers 201).
+//! 5. Otherwise, **conflicts**: a leaf the configuration sets to a value different from the live
+//!    one, owned by another manager (`Apply` or `Update` entry) -> [`ApplyError::Conflict`] (409)
+//!    unless `force`, in which case the other managers lose those fields.
+//! 6. **Removal** (implemented): fields in the manager's previous `Apply` set that the new
+//!    configuration omits, and that no other manager owns (at or below that path), are removed
+//!    from the object; containers left empty by the removal go too unless someone owns them.
+//! 7. The configuration is strategic-merged into the object ([`strategic_merge`]), so keyed lists
+//!    merge by key and other lists are replaced.
+//! 8. Every managed-fields entry is pruned of paths that no longer exist; empty entries are
+//!    dropped; entries are sorted like upstream (operation, time, manager, apiVersion).
+//!
+//! [`track_update`] is the counterpart for ordinary writes (create, update, non-apply patches):
+//! the writing manager's `Update` entry gains the fields whose values changed, and every other
+//! manager loses them, which is what makes later applies conflict with `kubectl edit`/controllers.
+//!
+//! Not implemented: shared ownership rules for list *order*, version conversion of field sets
+//! (every kind here has one version), `subresource`-specific reset rules beyond dropping
+//! `status`, and the upstream limit on the number of `Update` entries.
+
+use std::fmt;
+
+use serde_json::{Map, Value};
+
+use super::fieldset::{fields_of, remove_at, value_at, DisplayPath, FieldSet, PathElement};
+use super::strategic::strategic_merge;
+use super::PatchError;
+
+/// Kinds whose main resource ignores `status` (they have a `/status` subresource).
+const STATUS_RESET_KINDS: [&str; 9] = [
+    "Pod",
+    "Node",
+    "Service",
+    "Namespace",
+    "Deployment",
+    "ReplicaSet",
+    "DaemonSet",
+    "StatefulSet",
+    "Job",
+];
+
+/// Result of a successful [`apply`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApplyOutcome {
+    /// The new object, with `metadata.managedFields` updated.
+    pub object: Value,
+    /// True when there was no object before (answer 201 instead of 200).
+    pub created: bool,
+}
+
+/// One field another manager owns and the applied configuration would change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConflictCause {
+    /// The other manager's name.
+    pub manager: String,
+    /// Its entry's operation, `Apply` or `Update`.
+    pub operation: String,
+    /// Its entry's `apiVersion`.
+    pub api_version: String,
+    /// The field, in upstream's notation (`.spec.replicas`,
+    /// `.spec.containers[name="nginx"].image`).
+    pub field: String,
+}
+
+impl ConflictCause {
+    /// The manager as upstream prints it: `"kubectl"` for an applier, `"kube-controller-manager"
+    /// using apps/v1` for an updater.
+    pub fn manager_description(&self) -> String {
+        if self.operation == "Update" {
+            format!("{:?} using {}", self.manager, self.api_version)
+        } else {
+            format!("{:?}", self.manager)
+        }
+    }
+}
+
+/// Why an apply was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// Fields owned by other managers would change (409, `details.causes[].reason:
+    /// FieldManagerConflict`). Retry with `force=true` to take them over, or drop the fields
+    /// from the configuration.
+    #[error("{}", conflict_message(.causes))]
+    Conflict {
+        /// Every conflicting (manager, field) pair.
+        causes: Vec<ConflictCause>,
+    },
+    /// The request is malformed (400): not an object, no `apiVersion`, wrong `kind`, no field
+    /// manager, `metadata.managedFields` set.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The configuration could not be merged (see [`PatchError::http_status`]).
+    #[error(transparent)]
+    Patch(#[from] PatchError),
+}
+
+impl ApplyError {
+    /// HTTP status for the Status response.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Self::Conflict { .. } => 409,
+            Self::BadRequest(_) => 400,
+            Self::Patch(e) => e.http_status(),
+        }
+    }
+}
+
+/// Upstream's conflict message: `Apply failed with 1 conflict: conflict with "m": .spec.replicas`
+/// or, for several, `Apply failed with N conflicts: conflicts with "m":\n- .a\n- .b`.
+pub fn conflict_message(causes: &[ConflictCause]) -> String {
+    match causes {
+        [one] => format!(
+            "Apply failed with 1 conflict: conflict with {}: {}",
+            one.manager_description(),
+            one.field
+        ),
+        _ => {
+            let mut managers: Vec<String> = causes
+                .iter()
+                .map(ConflictCause::manager_description)
+                .collect();
+            managers.sort();
+            managers.dedup();
+            let mut lines = Vec::new();
+            for manager in &managers {
+                lines.push(format!("conflicts with {manager}:"));
+                for cause in causes
+                    .iter()
+                    .filter(|c| &c.manager_description() == manager)
+                {
+                    lines.push(format!("- {}", cause.field));
+                }
+            }
+            format!(
+                "Apply failed with {} conflicts: {}",
+                causes.len(),
+                lines.join("\n")
+            )
+        }
+    }
+}
+
+/// One `metadata.managedFields` entry, decoded.
+#[derive(Debug, Clone, PartialEq)]
+struct ManagedEntry {
+    manager: String,
+    operation: String,
+    api_version: String,
+    time: String,
+    subresource: String,
+    fields: FieldSet,
+}
+
+impl ManagedEntry {
+    fn decode(value: &Value) -> Option<Self> {
+        let text = |k: &str| {
+            value
+                .get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        Some(Self {
+            manager: text("manager"),
+            operation: text("operation"),
+            api_version: text("apiVersion"),
+            time: text("time"),
+            subresource: text("subresource"),
+            fields: FieldSet::from_fields_v1(value.get("fieldsV1")?),
+        })
+    }
+
+    fn encode(&self) -> Value {
+        let mut map = Map::new();
+        map.insert("manager".to_owned(), Value::from(self.manager.clone()));
+        map.insert("operation".to_owned(), Value::from(self.operation.clone()));
+        map.insert(
+            "apiVersion".to_owned(),
+            Value::from(self.api_version.clone()),
+        );
+        if !self.time.is_empty() {
+            map.insert("time".to_owned(), Value::from(self.time.clone()));
+        }
+        map.insert("fieldsType".to_owned(), Value::from("FieldsV1"));
+        map.insert("fieldsV1".to_owned(), self.fields.to_fields_v1());
+        if !self.subresource.is_empty() {
+            map.insert(
+                "subresource".to_owned(),
+                Value::from(self.subresource.clone()),
+            );
+        }
+        Value::Object(map)
+    }
+}
+
+impl fmt::Display for ManagedEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.manager, self.operation)
+    }
+}
+
+fn read_entries(obj: Option<&Value>) -> Vec<ManagedEntry> {
+    obj.and_then(|o| o.pointer("/metadata/managedFields"))
+        .and_then(Value::as_array)
+        .map(|list| list.iter().filter_map(ManagedEntry::decode).collect())
+        .unwrap_or_default()
+}
+
+/// Prunes paths missing from `obj`, drops empty entries, sorts like upstream and stores the
+/// result in `obj.metadata.managedFields` (removing the key when nothing is managed).
+fn write_entries(obj: &mut Value, mut entries: Vec<ManagedEntry>) {
+    for entry in &mut entries {
+        for path in entry.fields.paths() {
+            if value_at(obj, &path).is_none() {
+                entry.fields.remove(&path);
+            }
+        }
+    }
+    entries.retain(|e| !e.fields.is_empty());
+    entries.sort_by(|p, q| {
+        p.operation
+            .cmp(&q.operation)
+            .then_with(|| p.time.cmp(&q.time))
+            .then_with(|| p.manager.cmp(&q.manager))
+            .then_with(|| p.api_version.cmp(&q.api_version))
+            .then_with(|| p.subresource.cmp(&q.subresource))
+    });
+    let Some(obj) = obj.as_object_mut() else {
+        return;
+    };
+    let meta = obj
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Map::new()));
+    let Some(meta) = meta.as_object_mut() else {
+        return;
+    };
+    if entries.is_empty() {
+        meta.remove("managedFields");
+    } else {
+        meta.insert(
+            "managedFields".to_owned(),
+            Value::Array(entries.iter().map(ManagedEntry::encode).collect()),
+        );
+    }
+}
+
+fn without_managed_fields(obj: &Value) -> Value {
+    let mut obj = obj.clone();
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("managedFields");
+    }
+    obj
+}
+
+/// True for paths whose last element is a list element (`k:`/`v:`/`i:`): their existence is
+/// owned, but they carry no value of their own to conflict on.
+fn is_element_path(path: &[PathElement]) -> bool {
+    matches!(
+        path.last(),
+        Some(PathElement::Key(_) | PathElement::Value(_))
+    )
+}
+
+/// Server-side apply of `applied` (the decoded request body) by `manager` onto `existing` (the
+/// live object, `None` when absent). `now` is the RFC 3339 time recorded in the entry.
+pub fn apply(
+    kind: &str,
+    existing: Option<&Value>,
+    applied: &Value,
+    manager: &str,
+    force: bool,
+    now: &str,
+) -> Result<ApplyOutcome, ApplyError> {
+    let applied = validated_config(kind, applied, manager)?;
+    let api_version = applied
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let applied_set = fields_of(kind, &applied);
+    let new_entry = ManagedEntry {
+        manager: manager.to_owned(),
+        operation: "Apply".to_owned(),
+        api_version,
+        time: now.to_owned(),
+        subresource: String::new(),
+        fields: applied_set.clone(),
+    };
+
+    let Some(existing) = existing else {
+        let mut object = applied;
+        write_entries(&mut object, vec![new_entry]);
+        return Ok(ApplyOutcome {
+            object,
+            created: true,
+        });
+    };
+
+    let mut entries = read_entries(Some(existing));
+    let is_mine = |e: &ManagedEntry| e.manager == manager;
+
+    // Conflicts: leaves we would change that somebody else owns.
+    let mut conflicts: Vec<(usize, Vec<PathElement>)> = Vec::new();
+    for path in applied_set.paths() {
+        if is_element_path(&path) {
+            continue;
+        }
+        let Some(live) = value_at(existing, &path) else {
+            continue;
+        };
+        if value_at(&applied, &path) == Some(live) {
+            continue;
+        }
+        for (i, entry) in entries.iter().enumerate() {
+            if !is_mine(entry) && entry.fields.contains(&path) {
+                conflicts.push((i, path.clone()));
+            }
+        }
+    }
+    if !conflicts.is_empty() {
+        if !force {
+            let causes = conflicts
+                .iter()
+                .map(|(i, path)| ConflictCause {
+                    manager: entries[*i].manager.clone(),
+                    operation: entries[*i].operation.clone(),
+                    api_version: entries[*i].api_version.clone(),
+                    field: DisplayPath(path).to_string(),
+                })
+                .collect();
+            return Err(ApplyError::Conflict { causes });
+        }
+        for (i, path) in &conflicts {
+            entries[*i].fields.remove(path);
+        }
+    }
+
+    // Removal of fields this manager applied before and no longer applies.
+    let mut object = without_managed_fields(existing);
+    let previous = entries
+        .iter()
+        .position(|e| is_mine(e) && e.operation == "Apply" && e.subresource.is_empty());
+    if let Some(previous) = previous {
+        let mut dropped: Vec<Vec<PathElement>> = entries[previous]
+            .fields
+            .paths()
+            .into_iter()
+            .filter(|p| !applied_set.contains_at_or_below(p))
+            .filter(|p| {
+                !entries
+                    .iter()
+                    .enumerate()
+                    .any(|(i, e)| i != previous && e.fields.contains_at_or_below(p))
+            })
+            .collect();
+        // Shallowest first: removing a list element takes its fields with it (removing the
+        // fields first would strip the merge key the element is found by).
+        dropped.sort_by_key(Vec::len);
+        for path in &dropped {
+            if remove_at(&mut object, path) {
+                prune_empty_parents(&mut object, path, &entries, &applied_set);
+            }
+        }
+        entries.remove(previous);
+    }
+
+    let mut object = strategic_merge(kind, &object, &applied)?;
+    entries.push(new_entry);
+    write_entries(&mut object, entries);
+    Ok(ApplyOutcome {
+        object,
+        created: false,
+    })
+}
+
+/// After removing `path`, removes parents that became empty objects/lists and that nobody owns.
+fn prune_empty_parents(
+    object: &mut Value,
+    path: &[PathElement],
+    entries: &[ManagedEntry],
+    applied: &FieldSet,
+) {
+    let mut parent = &path[..path.len().saturating_sub(1)];
+    while !parent.is_empty() && parent != [PathElement::Field("metadata".to_owned())] {
+        let empty = match value_at(object, parent) {
+            Some(Value::Object(m)) => m.is_empty(),
+            Some(Value::Array(a)) => a.is_empty(),
+            _ => false,
+        };
+        let owned = applied.contains(parent) || entries.iter().any(|e| e.fields.contains(parent));
+        if !empty || owned {
+            return;
+        }
+        remove_at(object, parent);
+        parent = &parent[..parent.len() - 1];
+    }
+}
+
+fn validated_config(kind: &str, applied: &Value, manager: &str) -> Result<Value, ApplyError> {
+    if manager.is_empty() {
+        return Err(ApplyError::BadRequest(
+            "PATCH, application/apply-patch+yaml requests require the fieldManager query parameter"
+                .to_owned(),
+        ));
+    }
+    let Value::Object(map) = applied else {
+        return Err(ApplyError::BadRequest(
+            "the applied configuration must be an object".to_owned(),
+        ));
+    };
+    let api_version = map.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    if api_version.is_empty() {
+        return Err(ApplyError::BadRequest(
+            "apiVersion must be set in the applied configuration".to_owned(),
+        ));
+    }
+    match map.get("kind").and_then(Value::as_str) {
+        Some(k) if k == kind => {}
+        Some(k) => {
+            return Err(ApplyError::BadRequest(format!(
+                "the applied configuration is a {k}, not a {kind}"
+            )))
+        }
+        None => {
+            return Err(ApplyError::BadRequest(
+                "kind must be set in the applied configuration".to_owned(),
+            ))
+        }
+    }
+    let managed = applied.pointer("/metadata/managedFields");
+    if managed.is_some_and(|m| !m.is_null() && m.as_array().is_none_or(|a| !a.is_empty())) {
+        return Err(ApplyError::BadRequest(
+            "metadata.managedFields must be nil".to_owned(),
+        ));
+    }
+    let mut applied = without_managed_fields(applied);
+    if STATUS_RESET_KINDS.contains(&kind) {
+        if let Some(map) = applied.as_object_mut() {
+            map.remove("status");
+        }
+    }
+    Ok(applied)
+}
+
+/// Managed-fields bookkeeping for an ordinary write (create, update, non-apply patch) of
+/// `new` (the object about to be stored) over `old` (`None` on create) by `manager`
+/// (`fieldManager` query parameter, or a name derived from the user agent as upstream does,
+/// e.g. `kubectl-edit`). `subresource` is `Some("status")` for `/status` writes.
+///
+/// Fields whose value changed go to `manager`'s `Update` entry and are taken away from every
+/// other entry. The old object's `managedFields` are authoritative on update; on create the new
+/// object's own (client-provided) entries are kept. Returns `new` with `managedFields` set.
+pub fn track_update(
+    kind: &str,
+    old: Option<&Value>,
+    new: &Value,
+    manager: &str,
+    subresource: Option<&str>,
+    now: &str,
+) -> Value {
+    let mut object = without_managed_fields(new);
+    let mut entries = read_entries(old.or(Some(new)));
+    let api_version = new
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let subresource = subresource.unwrap_or_default().to_owned();
+
+    let mut changed = FieldSet::new();
+    for path in fields_of(kind, &object).paths() {
+        let before = old.and_then(|o| value_at(o, &path));
+        let unchanged = if is_element_path(&path) {
+            before.is_some()
+        } else {
+            before == value_at(&object, &path)
+        };
+        if !unchanged {
+            changed.insert(&path);
+        }
+    }
+
+    if !changed.is_empty() {
+        let changed_paths = changed.paths();
+        for entry in &mut entries {
+            for path in &changed_paths {
+                entry.fields.remove(path);
+            }
+        }
+        let mine = entries.iter_mut().find(|e| {
+            e.manager == manager
+                && e.operation == "Update"
+                && e.api_version == api_version
+                && e.subresource == subresource
+        });
+        match mine {
+            Some(entry) => {
+                for path in &changed_paths {
+                    entry.fields.insert(path);
+                }
+                entry.time = now.to_owned();
+            }
+            None => entries.push(ManagedEntry {
+                manager: manager.to_owned(),
+                operation: "Update".to_owned(),
+                api_version,
+                time: now.to_owned(),
+                subresource,
+                fields: changed,
+            }),
+        }
+    }
+    write_entries(&mut object, entries);
+    object
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const T0: &str = "2025-01-01T00:00:00Z";
+    const T1: &str = "2025-01-01T00:01:00Z";
+
+    fn deployment(replicas: i64, image: &str) -> Value {
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "default", "labels": {"app": "web"}},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "nginx", "image": image}]}}
+            }
+        })
+    }
+
+    fn managers(obj: &Value) -> Vec<(String, String)> {
+        obj["metadata"]["managedFields"]
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .map(|e| {
+                        (
+                            e["manager"].as_str().unwrap_or_default().to_owned(),
+                            e["operation"].as_str().unwrap_or_default().to_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn create_records_apply_entry() {
+        let out = apply(
+            "Deployment",
+            None,
+            &deployment(2, "nginx:1"),
+            "kubectl",
+            false,
+            T0,
+        )
+        .expect("apply");
+        assert!(out.created);
+        let entry = &out.object["metadata"]["managedFields"][0];
+        assert_eq!(entry["manager"], "kubectl");
+        assert_eq!(entry["operation"], "Apply");
+        assert_eq!(entry["apiVersion"], "apps/v1");
+        assert_eq!(entry["time"], T0);
+        assert_eq!(entry["fieldsType"], "FieldsV1");
+        assert_eq!(entry["fieldsV1"]["f:spec"]["f:replicas"], json!({}));
+        assert_eq!(
+            entry["fieldsV1"]["f:spec"]["f:template"]["f:spec"]["f:containers"]
+                ["k:{\"name\":\"nginx\"}"]["."],
+            json!({})
+        );
+        assert_eq!(out.object["spec"]["replicas"], 2);
+    }
+
+    #[test]
+    fn reapply_same_manager_updates_without_conflict() {
+        let first = apply(
+            "Deployment",
+            None,
+            &deployment(2, "nginx:1"),
+            "kubectl",
+            false,
+            T0,
+        )
+        .expect("create");
+        let second = apply(
+            "Deployment",
+            Some(&first.object),
+            &deployment(3, "nginx:2"),
+            "kubectl",
+            false,
+            T1,
+        )
+        .expect("update");
+        assert!(!second.created);
+        assert_eq!(second.object["spec"]["replicas"], 3);
+        assert_eq!(
+            second.object["spec"]["template"]["spec"]["containers"][0]["image"],
+            "nginx:2"
+        );
+        assert_eq!(
+            managers(&second.object),
+            vec![("kubectl".into(), "Apply".into())]
+        );
+        assert_eq!(second.object["metadata"]["managedFields"][0]["time"], T1);
+    }
+
+    #[test]
+    fn conflict_with_other_applier_and_force() {
+        let first = apply(
+            "Deployment",
+            None,
+            &deployment(2, "nginx:1"),
+            "alice",
+            false,
+            T0,
+        )
+        .expect("create");
+        let bob = json!({"apiVersion":"apps/v1","kind":"Deployment",
+            "metadata":{"name":"web"},"spec":{"replicas":5}});
+        let err =
+            apply("Deployment", Some(&first.object), &bob, "bob", false, T1).expect_err("conflict");
+        assert_eq!(err.http_status(), 409);
+        match &err {
+            ApplyError::Conflict { causes } => {
+                assert_eq!(causes.len(), 1);
+                assert_eq!(causes[0].manager, "alice");
+                assert_eq!(causes[0].field, ".spec.replicas");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(
+            err.to_string(),
+            "Apply failed with 1 conflict: conflict with \"alice\": .spec.replicas"
+        );
+
+        // Same value: shared ownership, no conflict.
+        let same = json!({"apiVersion":"apps/v1","kind":"Deployment",
+            "metadata":{"name":"web"},"spec":{"replicas":2}});
+        let shared =
+            apply("Deployment", Some(&first.object), &same, "bob", false, T1).expect("shared");
+        assert_eq!(managers(&shared.object).len(), 2);
+
+        // Forced: bob takes .spec.replicas, alice keeps the rest.
+        let forced =
+            apply("Deployment", Some(&first.object), &bob, "bob", true, T1).expect("force");
+        assert_eq!(forced.object["spec"]["replicas"], 5);
+        let fields = &forced.object["metadata"]["managedFields"];
+        let alice = fields
+            .as_array()
+            .and_then(|l| l.iter().find(|e| e["manager"] == "alice"))
+            .expect("alice entry");
+        assert!(alice["fieldsV1"]["f:spec"].get("f:replicas").is_none());
+        assert!(alice["fieldsV1"]["f:spec"].get("f:template").is_some());
+    }
+
+    #[test]
+    fn conflict_with_updater_names_api_version() {
+        let created = track_update(
+            "Deployment",
+            None,
+            &deployment(1, "nginx:1"),
+            "kubectl-create",
+            None,
+            T0,
+        );
+        let applied = json!({"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"web"},
+            "spec":{"replicas":4,"template":{"spec":{"containers":[{"name":"nginx","image":"nginx:9"}]}}}});
+        let err = apply("Deployment", Some(&created), &applied, "kubectl", false, T1)
+            .expect_err("conflict");
+        let ApplyError::Conflict { causes } = &err else {
+            panic!("unexpected {err:?}");
+        };
+        assert_eq!(causes.len(), 2);
+        assert_eq!(
+            err.to_string(),
+            "Apply failed with 2 conflicts: conflicts with \"kubectl-create\" using apps/v1:\n\
+             - .spec.replicas\n\
+             - .spec.template.spec.containers[name=\"nginx\"].image"
+        );
+    }
+
+    #[test]
+    fn omitted_fields_are_removed_unless_owned_elsewhere() {
+        let mut config = deployment(2, "nginx:1");
+        config["metadata"]["labels"]["tier"] = json!("fe");
+        config["spec"]["template"]["spec"]["containers"]
+            .as_array_mut()
+            .expect("containers")
+            .push(json!({"name": "sidecar", "image": "envoy"}));
+        let first = apply("Deployment", None, &config, "kubectl", false, T0).expect("create");
+
+        // Another manager also applies the tier label (same value, shared).
+        let other = json!({"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"web",
+            "labels":{"tier":"fe"}}});
+        let shared = apply(
+            "Deployment",
+            Some(&first.object),
+            &other,
+            "labeler",
+            false,
+            T0,
+        )
+        .expect("shared");
+
+        // kubectl drops the sidecar and the tier label.
+        let second = apply(
+            "Deployment",
+            Some(&shared.object),
+            &deployment(2, "nginx:1"),
+            "kubectl",
+            false,
+            T1,
+        )
+        .expect("reapply");
+        assert_eq!(
+            second.object["spec"]["template"]["spec"]["containers"],
+            json!([{"name": "nginx", "image": "nginx:1"}])
+        );
+        // Still owned by "labeler", so it stays.
+        assert_eq!(second.object["metadata"]["labels"]["tier"], "fe");
+
+        // Without the other owner it would go.
+        let third = apply(
+            "Deployment",
+            Some(&first.object),
+            &deployment(2, "nginx:1"),
+            "kubectl",
+            false,
+            T1,
+        )
+        .expect("reapply");
+        assert!(third.object["metadata"]["labels"].get("tier").is_none());
+        assert_eq!(third.object["metadata"]["labels"]["app"], "web");
+    }
+
+    #[test]
+    fn removal_prunes_emptied_containers() {
+        let config = json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c"},
+            "data":{"a":"1"}});
+        let first = apply("ConfigMap", None, &config, "m", false, T0).expect("create");
+        let second = apply(
+            "ConfigMap",
+            Some(&first.object),
+            &json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c"}}),
+            "m",
+            false,
+            T1,
+        )
+        .expect("reapply");
+        assert!(second.object.get("data").is_none());
+        assert!(second.object["metadata"].get("managedFields").is_none());
+    }
+
+    #[test]
+    fn fields_set_by_others_are_not_removed() {
+        let first = apply(
+            "Deployment",
+            None,
+            &deployment(2, "nginx:1"),
+            "kubectl",
+            false,
+            T0,
+        )
+        .expect("create");
+        // A controller adds an annotation with an ordinary update.
+        let mut edited = first.object.clone();
+        edited["metadata"]["annotations"] = json!({"deployment.kubernetes.io/revision": "1"});
+        let edited = track_update(
+            "Deployment",
+            Some(&first.object),
+            &edited,
+            "kube-controller-manager",
+            None,
+            T0,
+        );
+        let again = apply(
+            "Deployment",
+            Some(&edited),
+            &deployment(2, "nginx:1"),
+            "kubectl",
+            false,
+            T1,
+        )
+        .expect("reapply");
+        assert_eq!(
+            again.object["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+            "1"
+        );
+        assert_eq!(
+            managers(&again.object),
+            vec![
+                ("kubectl".into(), "Apply".into()),
+                ("kube-controller-manager".into(), "Update".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn status_is_dropped_for_status_subresource_kinds() {
+        let mut config = deployment(1, "nginx:1");
+        config["status"] = json!({"replicas": 9});
+        let out = apply("Deployment", None, &config, "kubectl", false, T0).expect("apply");
+        assert!(out.object.get("status").is_none());
+        let cm = json!({"apiVersion":"v1","kind":"Lease","metadata":{"name":"l"},"status":{"x":1}});
+        let out = apply("Lease", None, &cm, "kubectl", false, T0).expect("apply");
+        assert_eq!(out.object["status"]["x"], 1);
+    }
+
+    #[test]
+    fn bad_requests() {
+        let cfg = deployment(1, "x");
+        let err = apply("Deployment", None, &cfg, "", false, T0).expect_err("no manager");
+        assert_eq!(err.http_status(), 400);
+        let err = apply("Pod", None, &cfg, "m", false, T0).expect_err("wrong kind");
+        assert!(matches!(err, ApplyError::BadRequest(_)));
+        let err = apply("Deployment", None, &json!([]), "m", false, T0).expect_err("array");
+        assert_eq!(err.http_status(), 400);
+        let mut with_mf = cfg.clone();
+        with_mf["metadata"]["managedFields"] = json!([{"manager": "x"}]);
+        let err = apply("Deployment", None, &with_mf, "m", false, T0).expect_err("managedFields");
+        assert_eq!(err.to_string(), "metadata.managedFields must be nil");
+        let mut no_version = cfg;
+        no_version.as_object_mut().map(|m| m.remove("apiVersion"));
+        assert!(apply("Deployment", None, &no_version, "m", false, T0).is_err());
+    }
+
+    #[test]
+    fn track_update_moves_ownership() {
+        let created = track_update(
+            "Deployment",
+            None,
+            &deployment(1, "nginx:1"),
+            "kubectl-create",
+            None,
+            T0,
+        );
+        assert_eq!(
+            managers(&created),
+            vec![("kubectl-create".into(), "Update".into())]
+        );
+        let mut scaled = created.clone();
+        scaled["spec"]["replicas"] = json!(3);
+        let scaled = track_update(
+            "Deployment",
+            Some(&created),
+            &scaled,
+            "kubectl-scale",
+            None,
+            T1,
+        );
+        let entries = scaled["metadata"]["managedFields"]
+            .as_array()
+            .expect("entries");
+        assert_eq!(entries.len(), 2);
+        let create_entry = entries
+            .iter()
+            .find(|e| e["manager"] == "kubectl-create")
+            .expect("c");
+        assert!(create_entry["fieldsV1"]["f:spec"]
+            .get("f:replicas")
+            .is_none());
+        let scale_entry = entries
+            .iter()
+            .find(|e| e["manager"] == "kubectl-scale")
+            .expect("s");
+        assert_eq!(scale_entry["fieldsV1"], json!({"f:spec":{"f:replicas":{}}}));
+        // No change: no new entry, time untouched.
+        let same = track_update("Deployment", Some(&scaled), &scaled, "noop", None, T1);
+        assert_eq!(
+            same["metadata"]["managedFields"],
+            scaled["metadata"]["managedFields"]
+        );
+    }
+
+    #[test]
+    fn track_update_status_subresource() {
+        let pod = json!({"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},
+            "spec":{"containers":[{"name":"c","image":"i"}]}});
+        let created = track_update("Pod", None, &pod, "kubectl", None, T0);
+        let mut with_status = created.clone();
+        with_status["status"] = json!({"phase":"Running"});
+        let out = track_update(
+            "Pod",
+            Some(&created),
+            &with_status,
+            "kubelet",
+            Some("status"),
+            T1,
+        );
+        let entries = out["metadata"]["managedFields"]
+            .as_array()
+            .expect("entries");
+        let kubelet = entries
+            .iter()
+            .find(|e| e["manager"] == "kubelet")
+            .expect("kubelet");
+        assert_eq!(kubelet["subresource"], "status");
+        assert_eq!(kubelet["fieldsV1"], json!({"f:status":{"f:phase":{}}}));
+    }
+}
