@@ -1,6 +1,31 @@
-//! Ferry's minimal control plane: the apiserver (`ferry-server`), scheduler, controllers and
-//! kubelet (`ferry-kubelet`).
+//! Ferry's minimal control plane.
 //!
-//! Not built yet: this crate reserves its place in the workspace layout. The apiserver is tracked
-//! in its own issue and lands here.
+//! `ferry-server` serves the real Kubernetes API (kubectl and kube-rs work against it) over HTTPS
+//! on a revisioned store: embedded SQLite by default, etcd v3 when several replicas share one
+//! cluster (crate `ferry-store`). The pure API machinery (patches, selectors, Tables,
+//! validation) is crate `ferry-apimachinery`.
+//!
+//! | module | job |
+//! |---|---|
+//! | [`server`] | TLS listener, HTTP/1.1 + HTTP/2 |
+//! | [`api`] | authentication, routing, authorization, the REST verbs over the store |
+//! | [`admission`] | defaulting, immutability, allocators, graceful deletion, subresources |
+//! | [`watch`] | watch streams, bookmarks, in-stream 410 |
+//! | [`discovery`], [`openapi`], [`version`] | what clients read before anything else |
+//! | [`auth`], [`tls`], [`kubeconfig`] | tokens and authorization, certificates, client config |
 #![forbid(unsafe_code)]
+
+pub mod admission;
+pub mod api;
+pub mod auth;
+pub mod discovery;
+pub mod kubeconfig;
+pub mod machinery;
+pub mod objects;
+pub mod openapi;
+pub mod resources;
+pub mod server;
+pub mod tls;
+pub mod version;
+pub mod watch;
+pub mod web;

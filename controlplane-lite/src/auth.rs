@@ -1,0 +1,355 @@
+//! Authentication (bearer tokens) and authorization.
+//!
+//! Tokens live in `<data-dir>/tokens.json` (mode 0600): one admin token and one token per node.
+//! Admin tokens may do everything. A node token authenticates as `system:node:<name>` and may
+//! read everything (the kubelet watches pods, services, endpoint slices), but write only its own
+//! Node (and its status), its own Lease, Events, and the pods bound to it (their status, and the
+//! final deletion that confirms termination); every other write is 403. Tokens never appear in
+//! logs; comparisons are constant-time.
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// Who made a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// Cluster admin.
+    Admin,
+    /// A node's kubelet / agent: `system:node:<name>`.
+    Node(String),
+}
+
+impl Identity {
+    /// The user name as Kubernetes spells it.
+    pub fn user(&self) -> String {
+        match self {
+            Identity::Admin => "admin".to_owned(),
+            Identity::Node(n) => format!("system:node:{n}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct TokenFile {
+    admin: String,
+    #[serde(default)]
+    nodes: BTreeMap<String, String>,
+}
+
+/// The token file.
+#[derive(Debug)]
+pub struct Tokens {
+    path: PathBuf,
+    file: std::sync::RwLock<(TokenFile, Option<std::time::SystemTime>)>,
+}
+
+fn random_token() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..32)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+fn ct_eq(a: &str, b: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    // Compare digests so timing depends on neither length nor content.
+    let (x, y) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
+    x.iter()
+        .zip(y.iter())
+        .fold(0u8, |acc, (p, q)| acc | (p ^ q))
+        == 0
+}
+
+impl Tokens {
+    /// Loads `<dir>/tokens.json`, creating it with a fresh admin token if absent.
+    pub fn load_or_init(dir: &Path) -> Result<Tokens> {
+        let path = dir.join("tokens.json");
+        if !path.exists() {
+            let file = TokenFile {
+                admin: random_token(),
+                nodes: BTreeMap::new(),
+            };
+            write(&path, &file)?;
+        }
+        let t = Tokens {
+            path,
+            file: std::sync::RwLock::new((TokenFile::default(), None)),
+        };
+        t.reload()?;
+        Ok(t)
+    }
+
+    fn reload(&self) -> Result<()> {
+        let mtime = std::fs::metadata(&self.path)
+            .and_then(|m| m.modified())
+            .ok();
+        let file: TokenFile = serde_json::from_slice(
+            &std::fs::read(&self.path)
+                .with_context(|| format!("reading {}", self.path.display()))?,
+        )
+        .with_context(|| format!("parsing {}", self.path.display()))?;
+        if file.admin.len() < 16 {
+            anyhow::bail!("{}: the admin token is too short", self.path.display());
+        }
+        *self
+            .file
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = (file, mtime);
+        Ok(())
+    }
+
+    fn refresh_if_changed(&self) {
+        let mtime = std::fs::metadata(&self.path)
+            .and_then(|m| m.modified())
+            .ok();
+        let current = self
+            .file
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .1;
+        if mtime != current {
+            if let Err(e) = self.reload() {
+                tracing::warn!("token file not reloaded: {e:#}");
+            }
+        }
+    }
+
+    /// The admin token.
+    pub fn admin(&self) -> String {
+        self.file
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0
+            .admin
+            .clone()
+    }
+
+    /// The token of `node`, created if absent.
+    pub fn node_token(&self, node: &str) -> Result<String> {
+        self.refresh_if_changed();
+        let mut guard = self
+            .file
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(t) = guard.0.nodes.get(node) {
+            return Ok(t.clone());
+        }
+        let token = random_token();
+        guard.0.nodes.insert(node.to_owned(), token.clone());
+        write(&self.path, &guard.0)?;
+        guard.1 = std::fs::metadata(&self.path)
+            .and_then(|m| m.modified())
+            .ok();
+        Ok(token)
+    }
+
+    /// Authenticates an `Authorization` header value.
+    pub fn authenticate(&self, header: Option<&str>) -> Option<Identity> {
+        let token = header?.strip_prefix("Bearer ")?.trim();
+        self.refresh_if_changed();
+        let guard = self
+            .file
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if ct_eq(token, &guard.0.admin) {
+            return Some(Identity::Admin);
+        }
+        guard
+            .0
+            .nodes
+            .iter()
+            .find(|(_, t)| ct_eq(token, t))
+            .map(|(n, _)| Identity::Node(n.clone()))
+    }
+}
+
+fn write(path: &Path, file: &TokenFile) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(file)?)?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
+/// What a request wants to do.
+#[derive(Debug, Clone)]
+pub struct Attributes<'a> {
+    /// `get`, `list`, `watch`, `create`, `update`, `patch`, `delete`, `deletecollection`.
+    pub verb: &'a str,
+    /// Resource plural.
+    pub resource: &'a str,
+    /// Subresource, if any.
+    pub subresource: Option<&'a str>,
+    /// Namespace, if any.
+    pub namespace: Option<&'a str>,
+    /// Object name, if any.
+    pub name: Option<&'a str>,
+}
+
+/// The authorization decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Allowed.
+    Allow,
+    /// Allowed if the pod the request touches is bound to this node (checked by the handler).
+    IfPodBoundTo(String),
+    /// Forbidden, with the reason.
+    Deny(String),
+}
+
+/// Decides whether `who` may do `what`.
+pub fn authorize(who: &Identity, what: &Attributes<'_>) -> Decision {
+    let node = match who {
+        Identity::Admin => return Decision::Allow,
+        Identity::Node(n) => n,
+    };
+    if matches!(what.verb, "get" | "list" | "watch") {
+        return Decision::Allow;
+    }
+    let own = what.name == Some(node.as_str());
+    match (what.resource, what.subresource) {
+        ("nodes", None | Some("status")) if own && what.verb != "delete" => Decision::Allow,
+        ("leases", None) if own && what.namespace == Some("kube-node-lease") => Decision::Allow,
+        ("events", None) if matches!(what.verb, "create" | "update" | "patch") => Decision::Allow,
+        ("pods", Some("status")) if matches!(what.verb, "update" | "patch") => {
+            Decision::IfPodBoundTo(node.clone())
+        }
+        ("pods", None) if what.verb == "delete" => Decision::IfPodBoundTo(node.clone()),
+        _ => Decision::Deny(format!(
+            "node {node:?} may not {} {}{}",
+            what.verb,
+            what.resource,
+            what.subresource
+                .map(|s| format!("/{s}"))
+                .unwrap_or_default()
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attrs<'a>(
+        verb: &'a str,
+        resource: &'a str,
+        sub: Option<&'a str>,
+        ns: Option<&'a str>,
+        name: Option<&'a str>,
+    ) -> Attributes<'a> {
+        Attributes {
+            verb,
+            resource,
+            subresource: sub,
+            namespace: ns,
+            name,
+        }
+    }
+
+    #[test]
+    fn node_authorization_matrix() {
+        let n1 = Identity::Node("n1".into());
+        let cases = [
+            (
+                attrs("get", "secrets", None, Some("x"), Some("s")),
+                Decision::Allow,
+            ),
+            (
+                attrs("update", "nodes", Some("status"), None, Some("n1")),
+                Decision::Allow,
+            ),
+            (
+                attrs("patch", "nodes", None, None, Some("n1")),
+                Decision::Allow,
+            ),
+            (
+                attrs("create", "nodes", None, None, Some("n1")),
+                Decision::Allow,
+            ),
+            (
+                attrs(
+                    "update",
+                    "leases",
+                    None,
+                    Some("kube-node-lease"),
+                    Some("n1"),
+                ),
+                Decision::Allow,
+            ),
+            (
+                attrs("patch", "pods", Some("status"), Some("default"), Some("p")),
+                Decision::IfPodBoundTo("n1".into()),
+            ),
+            (
+                attrs("delete", "pods", None, Some("default"), Some("p")),
+                Decision::IfPodBoundTo("n1".into()),
+            ),
+            (
+                attrs("create", "events", None, Some("default"), None),
+                Decision::Allow,
+            ),
+        ];
+        for (a, want) in cases {
+            assert_eq!(authorize(&n1, &a), want, "{a:?}");
+        }
+        for a in [
+            attrs("update", "nodes", Some("status"), None, Some("n2")),
+            attrs("delete", "nodes", None, None, Some("n1")),
+            attrs(
+                "update",
+                "leases",
+                None,
+                Some("kube-node-lease"),
+                Some("n2"),
+            ),
+            attrs("update", "leases", None, Some("default"), Some("n1")),
+            attrs("create", "pods", None, Some("default"), Some("p")),
+            attrs("update", "pods", None, Some("default"), Some("p")),
+            attrs("create", "services", None, Some("default"), None),
+        ] {
+            assert!(matches!(authorize(&n1, &a), Decision::Deny(_)), "{a:?}");
+        }
+        assert_eq!(
+            authorize(
+                &Identity::Admin,
+                &attrs("delete", "nodes", None, None, Some("n1"))
+            ),
+            Decision::Allow
+        );
+    }
+
+    #[test]
+    fn tokens_authenticate_and_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Tokens::load_or_init(dir.path()).unwrap();
+        let admin = t.admin();
+        assert_eq!(
+            t.authenticate(Some(&format!("Bearer {admin}"))),
+            Some(Identity::Admin)
+        );
+        let n = t.node_token("n1").unwrap();
+        assert_eq!(t.node_token("n1").unwrap(), n);
+        assert_eq!(
+            t.authenticate(Some(&format!("Bearer {n}"))),
+            Some(Identity::Node("n1".into()))
+        );
+        assert_eq!(t.authenticate(Some("Bearer wrong")), None);
+        assert_eq!(t.authenticate(None), None);
+        assert_eq!(
+            t.authenticate(Some(&admin)),
+            None,
+            "needs the Bearer scheme"
+        );
+        let again = Tokens::load_or_init(dir.path()).unwrap();
+        assert_eq!(again.admin(), admin);
+        let mode = std::fs::metadata(dir.path().join("tokens.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}

@@ -1,0 +1,181 @@
+//! `ferry-server`: Ferry's Kubernetes API server.
+//!
+//! `ferry-server --data-dir DIR` creates, on first start, a CA and serving certificate, an admin
+//! token and `DIR/admin.kubeconfig` (usable as is by kubectl), then serves the Kubernetes API over
+//! HTTPS on the embedded SQLite store (or on etcd with `--store etcd --etcd-endpoints ...`).
+//! `ferry-server node-token --data-dir DIR --node NAME` prints (creating if needed) a node's token.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use controlplane_lite::{api, auth, kubeconfig, server, tls};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum StoreKind {
+    Sqlite,
+    Etcd,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ferry-server",
+    version,
+    about = "Ferry's Kubernetes API server"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    /// State directory (certificates, tokens, kubeconfig, the SQLite store).
+    #[arg(long, default_value = "/var/lib/ferry/server")]
+    data_dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    listen: SocketAddr,
+    /// Address clients use (written into the kubeconfig and the serving certificate); defaults to
+    /// the listen address.
+    #[arg(long)]
+    advertise_address: Option<String>,
+    /// Extra names/IPs for the serving certificate.
+    #[arg(long, value_delimiter = ',')]
+    tls_san: Vec<String>,
+    /// ClusterIP range.
+    #[arg(long, default_value = "10.96.0.0/12")]
+    service_cidr: ipnetwork::Ipv4Network,
+    /// NodePort range, `LOW-HIGH`.
+    #[arg(long, default_value = "30000-32767")]
+    node_port_range: String,
+    /// Storage backend.
+    #[arg(long, value_enum, default_value = "sqlite")]
+    store: StoreKind,
+    /// etcd endpoints (with `--store etcd`).
+    #[arg(long, value_delimiter = ',')]
+    etcd_endpoints: Vec<String>,
+    /// etcd key prefix (several clusters can share one etcd).
+    #[arg(long, default_value = "")]
+    etcd_prefix: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Prints the token of a node (created if absent).
+    NodeToken {
+        /// Node name.
+        #[arg(long)]
+        node: String,
+    },
+}
+
+fn parse_range(s: &str) -> Result<(u16, u16)> {
+    let (a, b) = s
+        .split_once('-')
+        .context("node port range must be LOW-HIGH")?;
+    let (a, b): (u16, u16) = (a.trim().parse()?, b.trim().parse()?);
+    if a == 0 || a > b {
+        bail!("invalid node port range {s}");
+    }
+    Ok((a, b))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    std::fs::create_dir_all(&cli.data_dir)
+        .with_context(|| format!("creating {}", cli.data_dir.display()))?;
+    let tokens = Arc::new(auth::Tokens::load_or_init(&cli.data_dir)?);
+    if let Some(Cmd::NodeToken { node }) = &cli.cmd {
+        println!("{}", tokens.node_token(node)?);
+        return Ok(());
+    }
+    let advertise = cli
+        .advertise_address
+        .clone()
+        .unwrap_or_else(|| cli.listen.to_string());
+    let host = advertise
+        .rsplit_once(':')
+        .map_or(advertise.as_str(), |(h, _)| h)
+        .trim_matches(['[', ']'])
+        .to_owned();
+    let mut sans = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        host.clone(),
+        cli.listen.ip().to_string(),
+        "kubernetes".to_owned(),
+        "kubernetes.default".to_owned(),
+    ];
+    sans.extend(cli.tls_san.iter().cloned());
+    sans.sort();
+    sans.dedup();
+    let files = tls::TlsFiles::in_dir(&cli.data_dir);
+    let ca = tls::ensure(&files, &sans)?;
+    let tls_cfg = tls::server_config(&files)?;
+    let kubeconfig = cli.data_dir.join("admin.kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        kubeconfig::render(
+            "ferry",
+            &format!("https://{advertise}"),
+            &ca,
+            "admin",
+            &tokens.admin(),
+        ),
+    )
+    .with_context(|| format!("writing {}", kubeconfig.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&kubeconfig, std::fs::Permissions::from_mode(0o600))?;
+
+    let store: Arc<dyn ferry_store::Store> = match cli.store {
+        StoreKind::Sqlite => Arc::new(
+            ferry_store::sqlite::SqliteStore::open(
+                &cli.data_dir.join("store.db"),
+                ferry_store::sqlite::SqliteOptions::default(),
+            )
+            .await
+            .context("opening the SQLite store")?,
+        ),
+        StoreKind::Etcd => {
+            if cli.etcd_endpoints.is_empty() {
+                bail!("--store etcd needs --etcd-endpoints");
+            }
+            Arc::new(
+                ferry_store::etcd::EtcdStore::connect(&cli.etcd_endpoints, &cli.etcd_prefix)
+                    .await
+                    .context("connecting to etcd")?,
+            )
+        }
+    };
+    let cfg = api::Config {
+        service_cidr: cli.service_cidr,
+        node_port_range: parse_range(&cli.node_port_range)?,
+        advertise: advertise.clone(),
+        ..api::Config::default()
+    };
+    let api = Arc::new(api::Api::new(store, tokens, cfg));
+    api.bootstrap().await?;
+    let listener = tokio::net::TcpListener::bind(cli.listen)
+        .await
+        .with_context(|| format!("listening on {}", cli.listen))?;
+    tracing::info!(
+        "serving on https://{} (kubeconfig {})",
+        listener.local_addr()?,
+        kubeconfig.display()
+    );
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+    };
+    server::serve(api, listener, tls_cfg, shutdown).await
+}

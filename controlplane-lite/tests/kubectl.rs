@@ -1,0 +1,410 @@
+//! The real `kubectl` against a real `ferry-server` (embedded store): discovery, create/apply
+//! (client-side and server-side) without `--validate=false`, get -o wide with Tables, get -w,
+//! scale, label, patch (three types), wait, delete, Service allocation, bad input, authorization.
+
+mod common;
+
+use common::Server;
+use std::time::Duration;
+
+const POD: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  labels: {app: web}
+spec:
+  containers:
+  - name: web
+    image: busybox:1.36
+    command: ["sleep", "3600"]
+    ports:
+    - containerPort: 80
+"#;
+
+const DEPLOY: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: api
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: api}
+  template:
+    metadata:
+      labels: {app: api}
+    spec:
+      containers:
+      - name: api
+        image: example/api:1
+"#;
+
+const SVC: &str = r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: api
+spec:
+  type: NodePort
+  selector: {app: api}
+  ports:
+  - name: http
+    port: 80
+    targetPort: 8080
+"#;
+
+#[test]
+fn discovery_version_and_namespaces() {
+    let s = Server::start();
+    let v = s.ok(&["version", "-o", "json"]);
+    assert!(v.contains("\"serverVersion\""), "{v}");
+    let ns = s.ok(&["get", "namespaces"]);
+    for n in ["default", "kube-system", "kube-node-lease"] {
+        assert!(ns.contains(n), "{ns}");
+    }
+    assert!(ns.contains("Active"), "Table STATUS column: {ns}");
+    let res = s.ok(&["api-resources"]);
+    for r in [
+        "pods",
+        "deployments",
+        "endpointslices",
+        "leases",
+        "services",
+    ] {
+        assert!(res.contains(r), "{res}");
+    }
+}
+
+#[test]
+fn create_get_wide_label_patch_delete() {
+    let s = Server::start();
+    assert!(s
+        .ok_stdin(&["create", "-f", "-"], POD)
+        .contains("pod/web created"));
+    let wide = s.ok(&["get", "pods", "-o", "wide"]);
+    let header = wide.lines().next().unwrap();
+    for col in [
+        "NAME",
+        "READY",
+        "STATUS",
+        "RESTARTS",
+        "AGE",
+        "IP",
+        "NODE",
+        "NOMINATED NODE",
+        "READINESS GATES",
+    ] {
+        assert!(header.contains(col), "{wide}");
+    }
+    assert!(wide.contains("web") && wide.contains("Pending"), "{wide}");
+    // Duplicate create is a clear 409.
+    let err = s.fails(&["create", "-f", "-"], Some(POD));
+    assert!(
+        err.contains("AlreadyExists") || err.contains("already exists"),
+        "{err}"
+    );
+    // Labels, selectors.
+    assert!(s
+        .ok(&["label", "pod", "web", "tier=frontend"])
+        .contains("labeled"));
+    assert!(s
+        .ok(&["get", "pods", "-l", "tier=frontend", "--no-headers"])
+        .contains("web"));
+    assert!(s
+        .ok(&[
+            "get",
+            "pods",
+            "-l",
+            "tier notin (frontend)",
+            "--no-headers",
+            "--ignore-not-found"
+        ])
+        .trim()
+        .is_empty());
+    assert!(s
+        .ok(&["get", "pods", "--show-labels"])
+        .contains("tier=frontend"));
+    // Three patch types.
+    s.ok(&[
+        "patch",
+        "pod",
+        "web",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"metadata":{"annotations":{"a":"1"}}}"#,
+    ]);
+    s.ok(&[
+        "patch",
+        "pod",
+        "web",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"add","path":"/metadata/annotations/b","value":"2"}]"#,
+    ]);
+    s.ok(&[
+        "patch",
+        "pod",
+        "web",
+        "-p",
+        r#"{"spec":{"containers":[{"name":"web","image":"busybox:1.37"}]}}"#,
+    ]);
+    let pod: serde_json::Value =
+        serde_json::from_str(&s.ok(&["get", "pod", "web", "-o", "json"])).unwrap();
+    assert_eq!(pod["metadata"]["annotations"]["a"], "1");
+    assert_eq!(pod["metadata"]["annotations"]["b"], "2");
+    assert_eq!(pod["spec"]["containers"][0]["image"], "busybox:1.37");
+    assert_eq!(
+        pod["spec"]["containers"][0]["command"][0], "sleep",
+        "strategic merge kept the container's other fields"
+    );
+    assert!(!pod["metadata"]["uid"].as_str().unwrap().is_empty());
+    // A failing json-patch test is a clear error.
+    let err = s.fails(
+        &[
+            "patch",
+            "pod",
+            "web",
+            "--type",
+            "json",
+            "-p",
+            r#"[{"op":"test","path":"/metadata/name","value":"nope"}]"#,
+        ],
+        None,
+    );
+    assert!(!err.is_empty());
+    // An unscheduled pod is deleted at once; wait --for=delete sees it.
+    assert!(s
+        .ok(&["delete", "pod", "web", "--wait=false"])
+        .contains("deleted"));
+    s.ok(&["wait", "--for=delete", "pod/web", "--timeout=20s"]);
+    assert!(s
+        .ok(&["get", "pods", "--no-headers", "--ignore-not-found"])
+        .trim()
+        .is_empty());
+}
+
+#[test]
+fn apply_client_side_server_side_and_scale() {
+    let s = Server::start();
+    assert!(s
+        .ok_stdin(&["apply", "-f", "-"], DEPLOY)
+        .contains("deployment.apps/api created"));
+    assert!(s
+        .ok_stdin(&["apply", "-f", "-"], DEPLOY)
+        .contains("unchanged"));
+    let changed = DEPLOY.replace("example/api:1", "example/api:2");
+    assert!(s
+        .ok_stdin(&["apply", "-f", "-"], &changed)
+        .contains("configured"));
+    let d: serde_json::Value =
+        serde_json::from_str(&s.ok(&["get", "deploy", "api", "-o", "json"])).unwrap();
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "example/api:2"
+    );
+    assert_eq!(d["metadata"]["generation"], 2);
+    assert!(s
+        .ok(&["scale", "deployment", "api", "--replicas=5"])
+        .contains("scaled"));
+    let d: serde_json::Value =
+        serde_json::from_str(&s.ok(&["get", "deploy", "api", "-o", "json"])).unwrap();
+    assert_eq!(d["spec"]["replicas"], 5);
+    let rv = d["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    s.ok(&[
+        "scale",
+        "deployment",
+        "api",
+        "--current-replicas=5",
+        "--replicas=4",
+    ]);
+    let err = s.fails(
+        &[
+            "scale",
+            "deployment",
+            "api",
+            "--current-replicas=9",
+            "--replicas=1",
+        ],
+        None,
+    );
+    assert!(err.contains("9") || err.contains("precondition"), "{err}");
+    let wide = s.ok(&["get", "deploy", "-o", "wide"]);
+    for col in [
+        "READY",
+        "UP-TO-DATE",
+        "AVAILABLE",
+        "CONTAINERS",
+        "IMAGES",
+        "SELECTOR",
+    ] {
+        assert!(wide.contains(col), "{wide}");
+    }
+    assert!(
+        wide.contains("example/api:2") && wide.contains("app=api"),
+        "{wide}"
+    );
+    // Server-side apply on a fresh object and an update.
+    let ss = DEPLOY.replace("name: api\nspec", "name: api2\nspec");
+    assert!(s
+        .ok_stdin(&["apply", "--server-side", "-f", "-"], &ss)
+        .contains("serverside-applied"));
+    let ss2 = ss.replace("replicas: 2", "replicas: 3");
+    assert!(s
+        .ok_stdin(&["apply", "--server-side", "-f", "-"], &ss2)
+        .contains("serverside-applied"));
+    let d2: serde_json::Value = serde_json::from_str(&s.ok(&[
+        "get",
+        "deploy",
+        "api2",
+        "-o",
+        "json",
+        "--show-managed-fields",
+    ]))
+    .unwrap();
+    assert_eq!(d2["spec"]["replicas"], 3);
+    assert!(d2["metadata"]["managedFields"]
+        .as_array()
+        .is_some_and(|m| !m.is_empty()));
+    assert_ne!(rv, d2["metadata"]["resourceVersion"]);
+}
+
+#[test]
+fn services_get_cluster_ips_and_node_ports() {
+    let s = Server::start();
+    s.ok_stdin(&["apply", "-f", "-"], SVC);
+    let svc: serde_json::Value =
+        serde_json::from_str(&s.ok(&["get", "svc", "api", "-o", "json"])).unwrap();
+    let ip: std::net::Ipv4Addr = svc["spec"]["clusterIP"].as_str().unwrap().parse().unwrap();
+    let cidr: ipnetwork::Ipv4Network = "10.96.0.0/12".parse().unwrap();
+    assert!(cidr.contains(ip), "{ip}");
+    let np = svc["spec"]["ports"][0]["nodePort"].as_u64().unwrap();
+    assert!((30000..=32767).contains(&np), "{np}");
+    let wide = s.ok(&["get", "svc", "api", "-o", "wide"]);
+    assert!(
+        wide.contains(&format!("80:{np}/TCP")) && wide.contains("app=api"),
+        "{wide}"
+    );
+    // Asking for the same node port on another service is a 422 naming the field.
+    let clash = SVC.replace("name: api\n", "name: api-b\n").replace(
+        "targetPort: 8080",
+        &format!("targetPort: 8080\n    nodePort: {np}"),
+    );
+    let err = s.fails(&["apply", "-f", "-"], Some(&clash));
+    assert!(
+        err.contains("already allocated") && err.contains("nodePort"),
+        "{err}"
+    );
+    // Headless.
+    let headless = "apiVersion: v1\nkind: Service\nmetadata: {name: hl}\nspec:\n  clusterIP: None\n  selector: {app: x}\n  ports: [{port: 53}]\n";
+    s.ok_stdin(&["create", "-f", "-"], headless);
+    assert!(s.ok(&["get", "svc", "hl"]).contains("None"));
+    // Deleting releases the IP and port: a new service can take them explicitly.
+    s.ok(&["delete", "svc", "api"]);
+    let again = clash.replace("name: api-b", "name: api-c").replace(
+        "type: NodePort",
+        &format!("type: NodePort\n  clusterIP: {ip}"),
+    );
+    s.ok_stdin(&["apply", "-f", "-"], &again);
+}
+
+#[test]
+fn watch_streams_changes_to_kubectl() {
+    let s = Server::start();
+    let mut watcher = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(s.kubeconfig())
+        .args(["get", "pods", "-w", "--request-timeout=20s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    s.ok_stdin(&["create", "-f", "-"], POD);
+    s.ok(&["label", "pod", "web", "x=y"]);
+    std::thread::sleep(Duration::from_millis(800));
+    let _ = watcher.kill();
+    let out = watcher.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.matches("web").count() >= 2,
+        "watch saw the create and the label: {text}"
+    );
+}
+
+#[test]
+fn bad_input_is_rejected_and_nothing_is_stored() {
+    let s = Server::start();
+    let unknown = POD.replace("  - name: web\n", "  - name: web\n    imagee: typo\n");
+    let err = s.fails(&["create", "-f", "-"], Some(&unknown));
+    assert!(
+        err.contains("unknown field") && err.contains("imagee"),
+        "{err}"
+    );
+    let bad_name = POD.replace("name: web\n  labels", "name: Web_Bad\n  labels");
+    let err = s.fails(&["create", "-f", "-"], Some(&bad_name));
+    assert!(err.contains("Invalid") || err.contains("invalid"), "{err}");
+    let no_containers =
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: empty}\nspec: {containers: []}\n";
+    let err = s.fails(&["create", "-f", "-"], Some(no_containers));
+    assert!(err.contains("containers"), "{err}");
+    let err = s.fails(&["get", "pods", "-l", "a in (b"], None);
+    assert!(!err.is_empty());
+    let err = s.fails(&["get", "pods", "--field-selector", "spec.bogus=x"], None);
+    assert!(err.contains("not supported"), "{err}");
+    let err = s.fails(&["create", "-f", "-", "-n", "nope"], Some(POD));
+    assert!(err.contains("not found"), "{err}");
+    assert!(
+        s.ok(&["get", "pods", "-A", "--no-headers", "--ignore-not-found"])
+            .trim()
+            .is_empty(),
+        "nothing stored"
+    );
+    // The server keeps serving.
+    s.ok(&["get", "ns"]);
+}
+
+#[test]
+fn node_tokens_are_confined_to_their_node() {
+    let s = Server::start();
+    let kc = s.kubeconfig_for("n1", &s.node_token("n1"));
+    let kc = kc.to_str().unwrap();
+    let as_node = |args: &[&str], stdin: Option<&str>| {
+        let mut full = vec!["--kubeconfig", kc];
+        full.extend_from_slice(args);
+        s.kubectl_stdin(&full, stdin)
+    };
+    let node = |n: &str| format!("apiVersion: v1\nkind: Node\nmetadata: {{name: {n}}}\n");
+    assert!(as_node(&["create", "-f", "-"], Some(&node("n1")))
+        .status
+        .success());
+    let other = as_node(&["create", "-f", "-"], Some(&node("n2")));
+    assert!(!other.status.success());
+    assert!(
+        String::from_utf8_lossy(&other.stderr).contains("forbidden"),
+        "{}",
+        String::from_utf8_lossy(&other.stderr)
+    );
+    assert!(
+        !as_node(&["create", "-f", "-"], Some(POD)).status.success(),
+        "nodes do not create pods"
+    );
+    assert!(
+        as_node(&["get", "pods", "-A"], None).status.success(),
+        "nodes read"
+    );
+    // No token: 401.
+    let anon = s.kubeconfig_for("anon", "not-a-token");
+    let out = s.kubectl(&["--kubeconfig", anon.to_str().unwrap(), "get", "pods"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Unauthorized"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
