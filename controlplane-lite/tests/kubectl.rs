@@ -408,3 +408,52 @@ fn node_tokens_are_confined_to_their_node() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn wide_tables_for_nodes_and_endpointslices() {
+    let s = Server::start();
+    let node = r#"{"apiVersion":"v1","kind":"Node","metadata":{"name":"n1","labels":{"node-role.kubernetes.io/worker":""}},
+      "status":{"conditions":[{"type":"Ready","status":"True"}],"addresses":[{"type":"InternalIP","address":"192.0.2.10"}],
+      "nodeInfo":{"kubeletVersion":"v1.33.0-ferry","osImage":"Debian GNU/Linux 12","kernelVersion":"6.18","containerRuntimeVersion":"ferry://0.1",
+      "machineID":"","systemUUID":"","bootID":"","kubeProxyVersion":"","operatingSystem":"linux","architecture":"amd64"}}}"#;
+    s.ok_stdin(&["create", "-f", "-"], node);
+    // Status is a subresource: create keeps what was sent, a kubelet would use /status later.
+    let wide = s.ok(&["get", "nodes", "-o", "wide"]);
+    for col in [
+        "STATUS",
+        "ROLES",
+        "VERSION",
+        "INTERNAL-IP",
+        "EXTERNAL-IP",
+        "OS-IMAGE",
+        "KERNEL-VERSION",
+        "CONTAINER-RUNTIME",
+    ] {
+        assert!(wide.contains(col), "{wide}");
+    }
+    assert!(wide.contains("n1") && wide.contains("worker"), "{wide}");
+    let slice = r#"{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice","metadata":{"name":"web-abc","labels":{"kubernetes.io/service-name":"web"}},
+      "addressType":"IPv4","endpoints":[{"addresses":["10.244.1.5"],"conditions":{"ready":true}},{"addresses":["10.244.2.7"]}],
+      "ports":[{"name":"http","port":8080,"protocol":"TCP"}]}"#;
+    s.ok_stdin(&["create", "-f", "-"], slice);
+    let out = s.ok(&["get", "endpointslices", "-o", "wide"]);
+    for want in [
+        "ADDRESSTYPE",
+        "PORTS",
+        "ENDPOINTS",
+        "IPv4",
+        "8080",
+        "10.244.1.5,10.244.2.7",
+    ] {
+        assert!(out.contains(want), "{out}");
+    }
+    assert!(s
+        .ok(&[
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=web",
+            "--no-headers"
+        ])
+        .contains("web-abc"));
+}

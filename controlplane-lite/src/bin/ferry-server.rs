@@ -11,6 +11,7 @@ use controlplane_lite::{api, auth, kubeconfig, server, tls};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum StoreKind {
@@ -55,6 +56,24 @@ struct Cli {
     /// etcd key prefix (several clusters can share one etcd).
     #[arg(long, default_value = "")]
     etcd_prefix: String,
+    /// How often history older than `--retained-revisions` is compacted (seconds).
+    #[arg(long, default_value_t = 300)]
+    compaction_interval: u64,
+    /// Revisions kept behind the current one by compaction.
+    #[arg(long, default_value_t = 1000)]
+    retained_revisions: i64,
+    /// Smallest spacing of watch bookmarks (seconds).
+    #[arg(long, default_value_t = 60)]
+    bookmark_interval: u64,
+    /// How often an idle watch learns the current revision (seconds; bookmarks need it).
+    #[arg(long, default_value_t = 5)]
+    progress_interval: u64,
+    /// Concurrent watches allowed per client identity.
+    #[arg(long, default_value_t = 1000)]
+    max_watches_per_client: usize,
+    /// Largest request body in bytes.
+    #[arg(long, default_value_t = 3 * 1024 * 1024)]
+    max_request_bytes: usize,
 }
 
 #[derive(Debug, Subcommand)]
@@ -136,7 +155,12 @@ async fn main() -> Result<()> {
         StoreKind::Sqlite => Arc::new(
             ferry_store::sqlite::SqliteStore::open(
                 &cli.data_dir.join("store.db"),
-                ferry_store::sqlite::SqliteOptions::default(),
+                ferry_store::sqlite::SqliteOptions {
+                    compaction_interval: Some(Duration::from_secs(cli.compaction_interval.max(1))),
+                    retained_revisions: cli.retained_revisions,
+                    progress_interval: Duration::from_secs(cli.progress_interval.max(1)),
+                    ..ferry_store::sqlite::SqliteOptions::default()
+                },
             )
             .await
             .context("opening the SQLite store")?,
@@ -145,10 +169,19 @@ async fn main() -> Result<()> {
             if cli.etcd_endpoints.is_empty() {
                 bail!("--store etcd needs --etcd-endpoints");
             }
+            let opts = ferry_store::etcd::EtcdOptions {
+                compaction_interval: Some(Duration::from_secs(cli.compaction_interval.max(1))),
+                retained_revisions: cli.retained_revisions,
+                ..ferry_store::etcd::EtcdOptions::default()
+            };
             Arc::new(
-                ferry_store::etcd::EtcdStore::connect(&cli.etcd_endpoints, &cli.etcd_prefix)
-                    .await
-                    .context("connecting to etcd")?,
+                ferry_store::etcd::EtcdStore::connect_with(
+                    &cli.etcd_endpoints,
+                    &cli.etcd_prefix,
+                    opts,
+                )
+                .await
+                .context("connecting to etcd")?,
             )
         }
     };
@@ -156,6 +189,9 @@ async fn main() -> Result<()> {
         service_cidr: cli.service_cidr,
         node_port_range: parse_range(&cli.node_port_range)?,
         advertise: advertise.clone(),
+        bookmark_interval: Duration::from_secs(cli.bookmark_interval.max(1)),
+        max_watches_per_client: cli.max_watches_per_client,
+        max_body: cli.max_request_bytes,
         ..api::Config::default()
     };
     let api = Arc::new(api::Api::new(store, tokens, cfg));
