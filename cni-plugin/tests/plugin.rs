@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{tcp_reaches, Node};
+use common::{first_ip, tcp_reaches, Node};
 use ferry_tests::{privileged, Netns};
 use serde_json::json;
 
@@ -110,20 +110,8 @@ fn pods_on_one_bridge_reach_each_other_and_hairpin_is_configurable() {
         .cni("ADD", "b", b.path(), "eth0", &conf)
         .expect_ok()
         .clone();
-    let ip_a = ra["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_owned();
-    let ip_b = rb["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_owned();
+    let ip_a = first_ip(&ra);
+    let ip_b = first_ip(&rb);
     assert_ne!(ip_a, ip_b);
     assert!(tcp_reaches(&b, &a, &ip_b, 7002));
     assert!(tcp_reaches(&a, &b, &ip_a, 7003));
@@ -328,13 +316,7 @@ fn delegates_ipam_to_host_local() {
         .cni("ADD", "c1", pod.path(), "eth0", &conf)
         .expect_ok()
         .clone();
-    let ip = r["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_owned();
+    let ip = first_ip(&r);
     assert!(ip.starts_with("10.35.0."));
     assert!(
         hl_dir.join("testnet").join(&ip).exists(),

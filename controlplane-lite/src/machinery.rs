@@ -81,16 +81,17 @@ pub fn decode_body(body: &[u8], content_type: &str) -> Result<Value, String> {
     })
 }
 
-fn patch_error(e: &patch::PatchError) -> ApiError {
+/// A 400 BadRequest or 422 Invalid for a patch that is malformed or does not apply.
+fn patch_status(code: u16, msg: String) -> ApiError {
     ApiError::new(
-        e.http_status(),
-        if e.http_status() == 422 {
-            "Invalid"
-        } else {
-            "BadRequest"
-        },
-        e.to_string(),
+        code,
+        if code == 422 { "Invalid" } else { "BadRequest" },
+        msg,
     )
+}
+
+fn patch_error(e: &patch::PatchError) -> ApiError {
+    patch_status(e.http_status(), e.to_string())
 }
 
 /// RFC 6902.
@@ -122,15 +123,7 @@ pub fn apply(
         Err(patch::ApplyError::Conflict { causes }) => {
             Err(ApiError::from_pair(status::apply_conflict(&causes)))
         }
-        Err(e) => Err(ApiError::new(
-            e.http_status(),
-            if e.http_status() == 422 {
-                "Invalid"
-            } else {
-                "BadRequest"
-            },
-            e.to_string(),
-        )),
+        Err(e) => Err(patch_status(e.http_status(), e.to_string())),
     }
 }
 

@@ -188,6 +188,14 @@ impl Node {
     }
 }
 
+/// The first address of a CNI result, without its prefix length.
+pub fn first_ip(result: &serde_json::Value) -> String {
+    let addr = result["ips"][0]["address"]
+        .as_str()
+        .expect("result has an address");
+    addr.split('/').next().unwrap_or(addr).to_owned()
+}
+
 /// Deep-merges `extra` into `base` (objects merge, everything else replaces).
 pub fn merge(base: &mut serde_json::Value, extra: serde_json::Value) {
     match (base, extra) {

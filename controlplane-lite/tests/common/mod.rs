@@ -117,20 +117,16 @@ impl Server {
 
     /// kubectl that must succeed; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.kubectl(args);
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed:\n{}\n{}\nserver log:\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            self.log()
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.succeed(args, None)
     }
 
     /// kubectl with a manifest on stdin that must succeed.
     pub fn ok_stdin(&self, args: &[&str], manifest: &str) -> String {
-        let out = self.kubectl_stdin(args, Some(manifest));
+        self.succeed(args, Some(manifest))
+    }
+
+    fn succeed(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.kubectl_stdin(args, stdin);
         assert!(
             out.status.success(),
             "kubectl {args:?} failed:\n{}\n{}\nserver log:\n{}",
