@@ -820,6 +820,10 @@ impl Api {
                         body
                     };
                     let want_rv = meta_str(&incoming, "resourceVersion").to_owned();
+                    // A patch that names a resourceVersion makes it a precondition (upstream too).
+                    if patch && !apply && !want_rv.is_empty() && want_rv != kv.mod_rev.to_string() {
+                        return Err(ApiError::from_pair(mach::conflict(t.res, &name, "the object has been modified; please apply your changes to the latest version and try again")));
+                    }
                     let expected = if !patch && !want_rv.is_empty() {
                         want_rv.parse::<Rev>().map_err(|_| {
                             ApiError::bad_request(format!("invalid resourceVersion {want_rv:?}"))

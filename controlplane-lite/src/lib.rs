@@ -13,17 +13,20 @@
 //! | [`watch`] | watch streams, bookmarks, in-stream 410 |
 //! | [`discovery`], [`openapi`], [`version`] | what clients read before anything else |
 //! | [`auth`], [`tls`], [`kubeconfig`] | tokens and authorization, certificates, client config |
+//! | [`scheduler`], [`controllers`] | in-process scheduler and controllers (kube-rs clients of the API) |
 #![forbid(unsafe_code)]
 
 pub mod admission;
 pub mod api;
 pub mod auth;
+pub mod controllers;
 pub mod discovery;
 pub mod kubeconfig;
 pub mod machinery;
 pub mod objects;
 pub mod openapi;
 pub mod resources;
+pub mod scheduler;
 pub mod server;
 pub mod tls;
 pub mod version;

@@ -71,6 +71,15 @@ struct Cli {
     /// Concurrent watches allowed per client identity.
     #[arg(long, default_value_t = 1000)]
     max_watches_per_client: usize,
+    /// Run the scheduler and controllers in this process.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    controllers: bool,
+    /// Cluster pod CIDR handed out to nodes by node IPAM.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    cluster_cidr: ipnetwork::Ipv4Network,
+    /// Prefix length of each node's pod CIDR.
+    #[arg(long, default_value_t = 24)]
+    node_cidr_mask_size: u8,
     /// Largest request body in bytes.
     #[arg(long, default_value_t = 3 * 1024 * 1024)]
     max_request_bytes: usize,
@@ -194,6 +203,7 @@ async fn main() -> Result<()> {
         max_body: cli.max_request_bytes,
         ..api::Config::default()
     };
+    let tokens_admin = tokens.admin();
     let api = Arc::new(api::Api::new(store, tokens, cfg));
     api.bootstrap().await?;
     let listener = tokio::net::TcpListener::bind(cli.listen)
@@ -204,6 +214,46 @@ async fn main() -> Result<()> {
         listener.local_addr()?,
         kubeconfig.display()
     );
+    if cli.controllers {
+        // The scheduler and controllers are ordinary API clients of this server.
+        let local = listener.local_addr()?;
+        let host = if local.ip().is_unspecified() {
+            "127.0.0.1".to_owned()
+        } else {
+            local.ip().to_string()
+        };
+        let kc = kubeconfig::render(
+            "ferry",
+            &format!("https://{host}:{}", local.port()),
+            &ca,
+            "admin",
+            &tokens_admin,
+        );
+        let kc = kube::config::Kubeconfig::from_yaml(&kc).context("in-process kubeconfig")?;
+        let client = kube::Client::try_from(
+            kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?,
+        )?;
+        let sched = client.clone();
+        tokio::spawn(async move {
+            if let Err(e) = controlplane_lite::scheduler::run(
+                sched,
+                controlplane_lite::scheduler::Config::default(),
+            )
+            .await
+            {
+                tracing::error!("scheduler stopped: {e:#}");
+            }
+        });
+        let ipam = controlplane_lite::controllers::nodeipam::Config {
+            cluster_cidr: cli.cluster_cidr,
+            node_mask: cli.node_cidr_mask_size,
+        };
+        tokio::spawn(async move {
+            if let Err(e) = controlplane_lite::controllers::nodeipam::run(client, ipam).await {
+                tracing::error!("node IPAM stopped: {e:#}");
+            }
+        });
+    }
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("SIGTERM handler");
