@@ -233,6 +233,12 @@ async fn main() -> Result<()> {
         let client = kube::Client::try_from(
             kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?,
         )?;
+        let eps = client.clone();
+        tokio::spawn(async move {
+            if let Err(e) = controlplane_lite::controllers::endpointslice::run(eps).await {
+                tracing::error!("endpointslice controller stopped: {e:#}");
+            }
+        });
         let sched = client.clone();
         tokio::spawn(async move {
             if let Err(e) = controlplane_lite::scheduler::run(
