@@ -80,6 +80,12 @@ struct Cli {
     /// Prefix length of each node's pod CIDR.
     #[arg(long, default_value_t = 24)]
     node_cidr_mask_size: u8,
+    /// Seconds without a node heartbeat before the node is unreachable.
+    #[arg(long, default_value_t = 40)]
+    node_monitor_grace_period: u64,
+    /// Seconds pods stay on an unreachable node before they are evicted.
+    #[arg(long, default_value_t = 300)]
+    pod_eviction_timeout: u64,
     /// Largest request body in bytes.
     #[arg(long, default_value_t = 3 * 1024 * 1024)]
     max_request_bytes: usize,
@@ -237,6 +243,17 @@ async fn main() -> Result<()> {
         tokio::spawn(async move {
             if let Err(e) = controlplane_lite::controllers::endpointslice::run(eps).await {
                 tracing::error!("endpointslice controller stopped: {e:#}");
+            }
+        });
+        let life = client.clone();
+        let life_cfg = controlplane_lite::controllers::nodelifecycle::Config {
+            grace: Duration::from_secs(cli.node_monitor_grace_period),
+            eviction: Duration::from_secs(cli.pod_eviction_timeout),
+        };
+        tokio::spawn(async move {
+            if let Err(e) = controlplane_lite::controllers::nodelifecycle::run(life, life_cfg).await
+            {
+                tracing::error!("node lifecycle controller stopped: {e:#}");
             }
         });
         let sched = client.clone();

@@ -3,3 +3,4 @@
 
 pub mod endpointslice;
 pub mod nodeipam;
+pub mod nodelifecycle;
