@@ -117,6 +117,9 @@ async fn run(store: &str, n: usize) {
         dir.path().to_str().unwrap().to_owned(),
         "--listen".to_owned(),
         format!("127.0.0.1:{port}"),
+        // The store figures are measured without controllers reacting to the 10k pods.
+        "--controllers".to_owned(),
+        "false".to_owned(),
     ];
     let _etcd = if store == "etcd" {
         let (p, url) = start_etcd(dir.path());
@@ -278,6 +281,116 @@ async fn run(store: &str, n: usize) {
     }
 }
 
+/// Scheduling throughput (pods bound per second, `pending` pods over 3 nodes) and endpoint
+/// programming latency (a pod readiness flip until its EndpointSlice shows it), on SQLite.
+async fn controllers(pending: usize) {
+    use k8s_openapi::api::core::v1::Node;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let server = Proc(
+        Command::new(SERVER)
+            .args([
+                "--data-dir",
+                dir.path().to_str().unwrap(),
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_port(port);
+    let kc = kube::config::Kubeconfig::read_from(dir.path().join("admin.kubeconfig")).unwrap();
+    let client = kube::Client::try_from(
+        kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let nodes: Api<Node> = Api::all(client.clone());
+    for i in 0..3 {
+        let n: Node = serde_json::from_value(serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": format!("n{i}")},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}], "allocatable": {"cpu": "64", "memory": "256Gi", "pods": "1000"}}})).unwrap();
+        nodes.create(&PostParams::default(), &n).await.unwrap();
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let start = Instant::now();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let (pods, next) = (pods.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= pending {
+                    break;
+                }
+                pods.create(&PostParams::default(), &pod(&format!("s{i:05}")))
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    loop {
+        let l = pods.list(&ListParams::default()).await.unwrap();
+        if l.items
+            .iter()
+            .all(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some())
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "pods never all scheduled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let sched = start.elapsed().as_secs_f64();
+    // Endpoint programming latency.
+    let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
+    let svc: Service = serde_json::from_value(serde_json::json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "bench"}, "spec": {"selector": {"app": "bench"}, "ports": [{"port": 80, "targetPort": 8080}]}})).unwrap();
+    svcs.create(&PostParams::default(), &svc).await.unwrap();
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    let mut lat = Vec::new();
+    for i in 0..20 {
+        let ready = i % 2 == 0;
+        let st = serde_json::json!({"status": {"phase": "Running", "podIP": "10.244.0.9", "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}});
+        let t = Instant::now();
+        pods.patch_status(
+            "s00000",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(st),
+        )
+        .await
+        .unwrap();
+        loop {
+            let l = slices
+                .list(&ListParams::default().labels("kubernetes.io/service-name=bench"))
+                .await
+                .unwrap();
+            let seen = l.items.iter().flat_map(|s| s.endpoints.iter()).any(|e| {
+                e.addresses[0] == "10.244.0.9"
+                    && e.conditions.as_ref().and_then(|c| c.ready) == Some(ready)
+            });
+            if seen {
+                break;
+            }
+            assert!(t.elapsed() < Duration::from_secs(10), "slice never updated");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    drop(server);
+    #[expect(clippy::cast_precision_loss, reason = "rates")]
+    let rate = pending as f64 / sched;
+    println!("scheduler: {pending} pods over 3 nodes bound in {sched:.2} s ({rate:.0} pods/s, creation included); endpoint change -> slice p50={:.1} ms p99={:.1} ms (target 100 ms)",
+        pct(&mut lat.clone(), 50.0), pct(&mut lat, 99.0));
+}
+
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
@@ -299,5 +412,8 @@ fn main() {
         if which == "both" || which == store {
             rt.block_on(run(store, n));
         }
+    }
+    if which == "both" || which == "sqlite" {
+        rt.block_on(controllers(500));
     }
 }
