@@ -12,11 +12,10 @@
 //! pods never over-commits a node. A pod that fits nowhere gets `PodScheduled=False` with reason
 //! `Unschedulable` and a `FailedScheduling` Event, and is retried when nodes change.
 
-use futures::StreamExt;
+use crate::controllers::spawn_reflector;
 use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::reflector::Store;
 use kube::ResourceExt;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -262,32 +261,9 @@ struct State {
 
 /// Runs the scheduler until the client's streams end.
 pub async fn run(client: kube::Client, cfg: Config) -> anyhow::Result<()> {
-    let pods_api: Api<Pod> = Api::all(client.clone());
-    let nodes_api: Api<Node> = Api::all(client.clone());
-    let (pods, pod_writer) = reflector::store::<Pod>();
-    let (nodes, node_writer) = reflector::store::<Node>();
     let wake = Arc::new(Notify::new());
-    let w = wake.clone();
-    tokio::spawn(async move {
-        let mut s = reflector::reflector(pod_writer, watcher(pods_api, watcher::Config::default()))
-            .default_backoff()
-            .touched_objects()
-            .boxed();
-        while s.next().await.is_some() {
-            w.notify_one();
-        }
-    });
-    let w = wake.clone();
-    tokio::spawn(async move {
-        let mut s =
-            reflector::reflector(node_writer, watcher(nodes_api, watcher::Config::default()))
-                .default_backoff()
-                .touched_objects()
-                .boxed();
-        while s.next().await.is_some() {
-            w.notify_one();
-        }
-    });
+    let pods = spawn_reflector(Api::<Pod>::all(client.clone()), wake.clone());
+    let nodes = spawn_reflector(Api::<Node>::all(client.clone()), wake.clone());
     pods.wait_until_ready().await?;
     nodes.wait_until_ready().await?;
     let state = Arc::new(Mutex::new(State::default()));

@@ -5,19 +5,11 @@
 
 mod common;
 
-use common::Server;
+use common::{client_for, Server};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use kube::api::{Api, DeleteParams, PostParams, WatchEvent, WatchParams};
 use std::time::Duration;
-
-async fn client_for(kubeconfig: &std::path::Path) -> kube::Client {
-    let kc = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .unwrap();
-    kube::Client::try_from(cfg).unwrap()
-}
 
 fn cm(name: &str) -> ConfigMap {
     serde_json::from_value(

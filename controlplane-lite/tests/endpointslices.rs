@@ -10,16 +10,6 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use std::time::{Duration, Instant};
 
-async fn client(s: &Server) -> kube::Client {
-    let kc = kube::config::Kubeconfig::read_from(s.kubeconfig()).unwrap();
-    kube::Client::try_from(
-        kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .unwrap(),
-    )
-    .unwrap()
-}
-
 async fn set_status(pods: &Api<Pod>, name: &str, ip: &str, ready: bool) {
     let st = serde_json::json!({"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
         "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}});
@@ -72,7 +62,7 @@ async fn wait_for(slices: &Api<EndpointSlice>, want: &[(&str, bool, bool)]) -> D
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slices_follow_pods_and_services() {
     let s = Server::start();
-    let c = client(&s).await;
+    let c = s.client().await;
     let node: Node = serde_json::from_value(
         serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
         "status": {"conditions": [{"type": "Ready", "status": "True"}]}}),

@@ -10,14 +10,6 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use std::time::Duration;
 
-async fn client(s: &Server) -> kube::Client {
-    let kc = kube::config::Kubeconfig::read_from(s.kubeconfig()).unwrap();
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .unwrap();
-    kube::Client::try_from(cfg).unwrap()
-}
-
 fn cm(name: &str) -> ConfigMap {
     serde_json::from_value(serde_json::json!({
         "apiVersion": "v1", "kind": "ConfigMap",
@@ -30,7 +22,7 @@ fn cm(name: &str) -> ConfigMap {
 #[tokio::test]
 async fn typed_crud_paging_and_conflicts() {
     let s = Server::start();
-    let client = client(&s).await;
+    let client = s.client().await;
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     for i in 0..25 {
         api.create(&PostParams::default(), &cm(&format!("cm-{i:02}")))
@@ -106,7 +98,7 @@ async fn typed_crud_paging_and_conflicts() {
 #[tokio::test]
 async fn reflector_follows_changes() {
     let s = Server::start();
-    let client = client(&s).await;
+    let client = s.client().await;
     let api: Api<Pod> = Api::namespaced(client.clone(), "default");
     let (reader, writer) = reflector::store::<Pod>();
     let stream = reflector::reflector(writer, watcher(api.clone(), watcher::Config::default()))

@@ -10,16 +10,6 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use std::time::Duration;
 
-async fn client(s: &Server) -> kube::Client {
-    let kc = kube::config::Kubeconfig::read_from(s.kubeconfig()).unwrap();
-    kube::Client::try_from(
-        kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .unwrap(),
-    )
-    .unwrap()
-}
-
 fn now() -> String {
     jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%S.%6fZ")
@@ -68,7 +58,7 @@ async fn unreachable_nodes_are_tainted_and_their_pods_evicted() {
         "--pod-eviction-timeout",
         "3",
     ]);
-    let c = client(&s).await;
+    let c = s.client().await;
     let nodes: Api<Node> = Api::all(c.clone());
     let leases: Api<Lease> = Api::namespaced(c.clone(), "kube-node-lease");
     let pods: Api<Pod> = Api::namespaced(c.clone(), "default");

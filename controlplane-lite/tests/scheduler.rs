@@ -10,16 +10,6 @@ use kube::api::{Api, ListParams, PostParams};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-async fn client(s: &Server) -> kube::Client {
-    let kc = kube::config::Kubeconfig::read_from(s.kubeconfig()).unwrap();
-    kube::Client::try_from(
-        kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .unwrap(),
-    )
-    .unwrap()
-}
-
 fn node(name: &str, cpu: &str, extra: serde_json::Value) -> Node {
     let mut n = serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
         "status": {"conditions": [{"type": "Ready", "status": "True"}], "allocatable": {"cpu": cpu, "memory": "8Gi", "pods": "110"}}});
@@ -50,7 +40,7 @@ async fn eventually<F: std::future::Future<Output = bool>>(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schedules_spreads_filters_and_retries() {
     let s = Server::start();
-    let c = client(&s).await;
+    let c = s.client().await;
     let nodes: Api<Node> = Api::all(c.clone());
     let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
     for n in ["n1", "n2", "n3"] {

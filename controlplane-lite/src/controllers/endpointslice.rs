@@ -12,12 +12,11 @@
 //! Service. Headless services get slices too; ExternalName services and services without a
 //! selector get none from this controller.
 
-use futures::StreamExt;
+use super::spawn_reflector;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, PostParams};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::reflector::Store;
 use kube::ResourceExt;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
@@ -30,29 +29,6 @@ use tokio::sync::Notify;
 pub const MANAGED_BY: &str = "endpointslice-controller.k8s.io";
 /// Most endpoints per slice.
 pub const MAX_ENDPOINTS: usize = 100;
-
-fn spawn_reflector<K>(api: Api<K>, wake: Arc<Notify>) -> Store<K>
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let (store, writer) = reflector::store::<K>();
-    tokio::spawn(async move {
-        let mut s = reflector::reflector(writer, watcher(api, watcher::Config::default()))
-            .default_backoff()
-            .touched_objects()
-            .boxed();
-        while s.next().await.is_some() {
-            wake.notify_one();
-        }
-    });
-    store
-}
 
 /// Runs the controller.
 pub async fn run(client: kube::Client) -> anyhow::Result<()> {

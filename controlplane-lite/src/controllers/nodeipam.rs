@@ -7,12 +7,11 @@
 //! The assignment is a merge patch guarded by the node's resourceVersion: two instances racing for
 //! one node cannot both win.
 
-use futures::StreamExt;
+use super::spawn_reflector;
 use ipnetwork::Ipv4Network;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::reflector::Store;
 use kube::ResourceExt;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -57,19 +56,8 @@ pub async fn run(client: kube::Client, cfg: Config) -> anyhow::Result<()> {
         );
     }
     let api: Api<Node> = Api::all(client.clone());
-    let (store, writer) = reflector::store::<Node>();
     let wake = Arc::new(Notify::new());
-    let w = wake.clone();
-    let stream_api = api.clone();
-    tokio::spawn(async move {
-        let mut s = reflector::reflector(writer, watcher(stream_api, watcher::Config::default()))
-            .default_backoff()
-            .touched_objects()
-            .boxed();
-        while s.next().await.is_some() {
-            w.notify_one();
-        }
-    });
+    let store = spawn_reflector(api.clone(), wake.clone());
     store.wait_until_ready().await?;
     // Assignments made but not yet visible in the (asynchronously updated) local store: without
     // them a second round could hand the same subnet to another node.

@@ -7,12 +7,11 @@
 //! The heartbeat is the newer of the Lease's `renewTime` and the Ready condition's
 //! `lastHeartbeatTime`; a node never heard from is judged from its creation time.
 
-use futures::StreamExt;
+use super::spawn_reflector;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::reflector::Store;
 use kube::ResourceExt;
 use serde_json::json;
 use std::sync::Arc;
@@ -38,29 +37,6 @@ impl Default for Config {
             eviction: Duration::from_secs(300),
         }
     }
-}
-
-fn spawn_reflector<K>(api: Api<K>, wake: Arc<Notify>) -> Store<K>
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let (store, writer) = reflector::store::<K>();
-    tokio::spawn(async move {
-        let mut s = reflector::reflector(writer, watcher(api, watcher::Config::default()))
-            .default_backoff()
-            .touched_objects()
-            .boxed();
-        while s.next().await.is_some() {
-            wake.notify_one();
-        }
-    });
-    store
 }
 
 /// Runs the controller.
@@ -129,17 +105,22 @@ async fn reconcile(
             .and_then(|s| s.taints.clone())
             .unwrap_or_default();
         let tainted = taints.iter().any(|t| t.key == UNREACHABLE);
+        let mut rv = node.resource_version();
         if age > cfg.grace.as_secs_f64() {
             if !unknown {
                 let patch = json!({"status": {"conditions": [{"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
                     "message": "Kubelet stopped posting node status.", "lastTransitionTime": now_s,
                     "lastHeartbeatTime": ready.and_then(|c| c.last_heartbeat_time.clone())}]}});
-                if let Err(e) = node_api
+                match node_api
                     .patch_status(&name, &PatchParams::default(), &Patch::Strategic(patch))
                     .await
                 {
-                    tracing::info!("node lifecycle: marking {name} unknown: {e}");
-                    continue;
+                    // The taint patch below is guarded by this newer resourceVersion.
+                    Ok(updated) => rv = updated.resource_version(),
+                    Err(e) => {
+                        tracing::info!("node lifecycle: marking {name} unknown: {e}");
+                        continue;
+                    }
                 }
                 tracing::info!(
                     "node lifecycle: {name} is unreachable (no heartbeat for {age:.0} s)"
@@ -154,12 +135,14 @@ async fn reconcile(
                         );
                     }
                 }
-                let patch = json!({"metadata": {"resourceVersion": node.resource_version()}, "spec": {"taints": t}});
+                let patch = json!({"metadata": {"resourceVersion": rv}, "spec": {"taints": t}});
                 if let Err(e) = node_api
                     .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
                     .await
                 {
+                    // Pods are handled once the node is tainted (the next round retries).
                     tracing::info!("node lifecycle: tainting {name}: {e}");
+                    continue;
                 }
             }
             let evict = age > (cfg.grace + cfg.eviction).as_secs_f64();

@@ -183,6 +183,22 @@ impl Server {
     }
 }
 
+/// A kube-rs client from a kubeconfig file.
+pub async fn client_for(kubeconfig: &std::path::Path) -> kube::Client {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    kube::Client::try_from(cfg).unwrap()
+}
+
+impl Server {
+    /// A kube-rs client with the admin identity.
+    pub async fn client(&self) -> kube::Client {
+        client_for(&self.kubeconfig()).await
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
