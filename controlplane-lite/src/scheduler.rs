@@ -391,13 +391,18 @@ async fn round(
                 };
                 if st.reported.get(&uid) != Some(&msg) {
                     st.reported.insert(uid.clone(), msg.clone());
-                    let client = client.clone();
+                    let (client, state) = (client.clone(), state.clone());
                     tokio::spawn(async move {
                         if let Err(e) = report_unschedulable(&client, &pod, &msg).await {
-                            tracing::warn!(
+                            // Stale (409) or failed: forget it, so a later round reports anew.
+                            tracing::debug!(
                                 "recording FailedScheduling for {}: {e}",
                                 pod.name_any()
                             );
+                            let mut st = state
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner);
+                            st.reported.remove(&pod.uid().unwrap_or_default());
                         }
                     });
                 }
@@ -426,7 +431,9 @@ async fn report_unschedulable(client: &kube::Client, pod: &Pod, msg: &str) -> ku
     let now = jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%SZ")
         .to_string();
-    let patch = serde_json::json!({"status": {"conditions": [{
+    // Guarded by the resourceVersion the decision was made on: if the pod changed meanwhile
+    // (bound by someone else, deleted), the report is stale and the patch fails with 409.
+    let patch = serde_json::json!({"metadata": {"resourceVersion": pod.resource_version()}, "status": {"conditions": [{
         "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": msg,
         "lastTransitionTime": now, "lastProbeTime": null,
     }]}});

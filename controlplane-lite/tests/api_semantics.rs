@@ -140,7 +140,8 @@ async fn bookmarks_and_initial_events() {
 
 #[tokio::test]
 async fn status_binding_graceful_delete_and_node_authorization() {
-    let s = Server::start();
+    // API semantics only: no scheduler racing the test for its pods.
+    let s = Server::start_with(&["--controllers", "false"]);
     let admin = client_for(&s.kubeconfig()).await;
     let n1 = client_for(&s.kubeconfig_for("n1", &s.node_token("n1"))).await;
     let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
