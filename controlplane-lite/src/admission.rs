@@ -601,6 +601,66 @@ pub fn finalizers(obj: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// A DeleteOptions `propagationPolicy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Propagation {
+    /// Delete the object now; the garbage collector deletes the dependents afterwards.
+    Background,
+    /// Keep the object (finalizer `foregroundDeletion`) until its blocking dependents are gone.
+    Foreground,
+    /// Keep the object (finalizer `orphan`) until its dependents' ownerReferences are removed.
+    Orphan,
+}
+
+impl Propagation {
+    /// The finalizer the garbage collector acts on for this policy.
+    pub fn finalizer(self) -> Option<&'static str> {
+        match self {
+            Propagation::Background => None,
+            Propagation::Foreground => Some("foregroundDeletion"),
+            Propagation::Orphan => Some("orphan"),
+        }
+    }
+}
+
+/// The propagation policy of a DELETE: DeleteOptions `propagationPolicy` (or the legacy
+/// `orphanDependents: true`), else the `propagationPolicy` query parameter.
+pub fn propagation_policy(
+    opts: &Value,
+    query: Option<&String>,
+) -> Result<Option<Propagation>, String> {
+    let named = opts
+        .get("propagationPolicy")
+        .and_then(Value::as_str)
+        .or(query.map(String::as_str));
+    match named {
+        Some("Background") => Ok(Some(Propagation::Background)),
+        Some("Foreground") => Ok(Some(Propagation::Foreground)),
+        Some("Orphan") => Ok(Some(Propagation::Orphan)),
+        Some(p) => Err(format!(
+            "propagationPolicy {p:?} is not one of Orphan, Background, Foreground"
+        )),
+        None if opts.get("orphanDependents").and_then(Value::as_bool) == Some(true) => {
+            Ok(Some(Propagation::Orphan))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Adds `f` to `metadata.finalizers` unless present.
+pub fn add_finalizer(obj: &mut Value, f: &str) {
+    if finalizers(obj).iter().any(|x| x == f) {
+        return;
+    }
+    let m = meta_mut(obj);
+    match m.get_mut("finalizers").and_then(Value::as_array_mut) {
+        Some(a) => a.push(f.into()),
+        None => {
+            m.insert("finalizers".into(), json!([f]));
+        }
+    }
+}
+
 fn pod_needs_kubelet(obj: &Value) -> bool {
     let bound = obj
         .pointer("/spec/nodeName")
@@ -680,5 +740,41 @@ pub fn set_condition(obj: &mut Value, ty: &str, status: &str, reason: &str, mess
             *c = cond;
         }
         None => list.push(cond),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn propagation_policies_and_finalizers() {
+        let q = "Orphan".to_owned();
+        assert_eq!(propagation_policy(&json!({}), None), Ok(None));
+        assert_eq!(
+            propagation_policy(&json!({"propagationPolicy": "Foreground"}), Some(&q)),
+            Ok(Some(Propagation::Foreground))
+        );
+        assert_eq!(
+            propagation_policy(&json!({}), Some(&q)),
+            Ok(Some(Propagation::Orphan))
+        );
+        assert_eq!(
+            propagation_policy(&json!({"orphanDependents": true}), None),
+            Ok(Some(Propagation::Orphan))
+        );
+        assert!(propagation_policy(&json!({"propagationPolicy": "Sideways"}), None).is_err());
+        assert_eq!(Propagation::Background.finalizer(), None);
+
+        let res = crate::resources::find("apps", "v1", "deployments").unwrap();
+        let obj = json!({"metadata": {"name": "d", "finalizers": ["x"]}});
+        let mut fg = obj.clone();
+        add_finalizer(&mut fg, "foregroundDeletion");
+        add_finalizer(&mut fg, "foregroundDeletion");
+        assert_eq!(finalizers(&fg), ["x", "foregroundDeletion"]);
+        let pending = graceful(res, &fg, None).unwrap();
+        assert!(!meta_str(&pending, "deletionTimestamp").is_empty());
+        // No finalizer, no pod: deleted at once.
+        assert!(graceful(res, &json!({"metadata": {"name": "d"}}), None).is_none());
     }
 }

@@ -971,6 +971,8 @@ impl Api {
         if let Some(g) = opts.get("gracePeriodSeconds").and_then(Value::as_i64) {
             grace = Some(g);
         }
+        let policy = admission::propagation_policy(&opts, r.query.get("propagationPolicy"))
+            .map_err(ApiError::bad_request)?;
         let out = self
             .delete_obj(
                 t.res,
@@ -979,6 +981,7 @@ impl Api {
                 grace,
                 opts.get("preconditions"),
                 dry_run(r),
+                policy,
             )
             .await?;
         Ok(match out {
@@ -986,7 +989,10 @@ impl Api {
         })
     }
 
-    /// Deletes (or starts deleting) one object.
+    /// Deletes (or starts deleting) one object. `policy` is the DeleteOptions
+    /// `propagationPolicy`: `Foreground` and `Orphan` keep the object, marked for deletion, with
+    /// the `foregroundDeletion` / `orphan` finalizer the garbage collector acts on.
+    #[expect(clippy::too_many_arguments, reason = "the DeleteOptions, spelled out")]
     pub async fn delete_obj(
         &self,
         res: &'static Resource,
@@ -995,6 +1001,7 @@ impl Api {
         grace: Option<i64>,
         pre: Option<&Value>,
         dry: bool,
+        policy: Option<admission::Propagation>,
     ) -> ApiResult<Deleted> {
         let key = res.key(ns, name);
         for _ in 0..16 {
@@ -1023,7 +1030,11 @@ impl Api {
             if dry {
                 return Ok(Deleted::Gone(obj));
             }
-            if let Some(pending) = admission::graceful(res, &obj, grace) {
+            let mut target = obj.clone();
+            if let Some(f) = policy.and_then(admission::Propagation::finalizer) {
+                admission::add_finalizer(&mut target, f);
+            }
+            if let Some(pending) = admission::graceful(res, &target, grace) {
                 if pending == obj {
                     return Ok(Deleted::Pending(obj));
                 }
@@ -1101,7 +1112,15 @@ impl Api {
             }
             let ns = meta_str(&obj, "namespace").to_owned();
             match self
-                .delete_obj(t.res, &ns, objects::name(&obj), None, None, dry_run(r))
+                .delete_obj(
+                    t.res,
+                    &ns,
+                    objects::name(&obj),
+                    None,
+                    None,
+                    dry_run(r),
+                    None,
+                )
                 .await
             {
                 Ok(Deleted::Gone(o) | Deleted::Pending(o)) => items.push(o),
