@@ -239,12 +239,33 @@ async fn main() -> Result<()> {
         let client = kube::Client::try_from(
             kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?,
         )?;
-        let eps = client.clone();
-        tokio::spawn(async move {
-            if let Err(e) = controlplane_lite::controllers::endpointslice::run(eps).await {
-                tracing::error!("endpointslice controller stopped: {e:#}");
-            }
-        });
+        type Ctl = fn(
+            kube::Client,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>,
+        >;
+        let ctls: [(&str, Ctl); 4] = [
+            ("replicaset controller", |c| {
+                Box::pin(controlplane_lite::controllers::replicaset::run(c))
+            }),
+            ("deployment controller", |c| {
+                Box::pin(controlplane_lite::controllers::deployment::run(c))
+            }),
+            ("garbage collector", |c| {
+                Box::pin(controlplane_lite::controllers::gc::run(c))
+            }),
+            ("endpointslice controller", |c| {
+                Box::pin(controlplane_lite::controllers::endpointslice::run(c))
+            }),
+        ];
+        for (name, run) in ctls {
+            let c = client.clone();
+            tokio::spawn(async move {
+                if let Err(e) = run(c).await {
+                    tracing::error!("{name} stopped: {e:#}");
+                }
+            });
+        }
         let life = client.clone();
         let life_cfg = controlplane_lite::controllers::nodelifecycle::Config {
             grace: Duration::from_secs(cli.node_monitor_grace_period),

@@ -1,30 +1,44 @@
 //! Controllers that run inside `ferry-server`. Each talks to the API with kube-rs only
 //! (watch -> local store -> reconcile), so it works against any Kubernetes API server.
+//!
+//! | module | job |
+//! |---|---|
+//! | [`nodeipam`] | a `spec.podCIDR` for every Node |
+//! | [`endpointslice`] | EndpointSlices of every Service with a selector |
+//! | [`nodelifecycle`] | unreachable nodes: taints, not-ready pods, eviction |
+//! | [`replicaset`] | ReplicaSet -> Pods |
+//! | [`deployment`] | Deployment -> ReplicaSets (rolling update, recreate, scaling, status) |
+//! | [`gc`] | garbage collection by ownerReferences (background, foreground, orphan) |
 
+pub mod deployment;
 pub mod endpointslice;
+pub mod gc;
 pub mod nodeipam;
 pub mod nodelifecycle;
+pub mod replicaset;
 
 use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
 use kube::api::Api;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, store::Writer, Store};
 use kube::runtime::{watcher, WatchStreamExt};
+use kube::Resource;
+use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::hash::Hash;
 use std::sync::Arc;
 use tokio::sync::Notify;
 
 /// Starts a reflector of `api` in the background: a local store kept in sync by a watch (with
 /// backoff on errors), poking `wake` on every change so the owner reconciles.
-pub fn spawn_reflector<K>(api: Api<K>, wake: Arc<Notify>) -> Store<K>
+pub(crate) fn reflect<K>(api: Api<K>, dyntype: K::DynamicType, wake: Arc<Notify>) -> Store<K>
 where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + Hash + Clone + Send + Sync,
 {
-    let (store, writer) = reflector::store::<K>();
+    let writer = Writer::new(dyntype);
+    let store = writer.as_reader();
     tokio::spawn(async move {
         let mut s = reflector::reflector(writer, watcher(api, watcher::Config::default()))
             .default_backoff()
@@ -35,4 +49,45 @@ where
         }
     });
     store
+}
+
+/// [`reflect`] for the statically typed resources (k8s-openapi types).
+pub fn spawn_reflector<K>(api: Api<K>, wake: Arc<Notify>) -> Store<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    reflect(api, (), wake)
+}
+
+/// Whether `selector` (a `metav1.LabelSelector`) selects `labels`; a selector that does not
+/// parse selects nothing.
+pub(crate) fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let Ok(v) = serde_json::to_value(selector) else {
+        return false;
+    };
+    ferry_apimachinery::selector::label_selector_from_json(Some(&v))
+        .is_ok_and(|s| !s.is_everything() && s.matches(labels))
+}
+
+/// The controller ownerReference of an object, if any.
+pub(crate) fn controller_of(refs: &[OwnerReference]) -> Option<&OwnerReference> {
+    refs.iter().find(|o| o.controller == Some(true))
+}
+
+/// A controller ownerReference to `owner` (controller and blockOwnerDeletion set).
+pub(crate) fn controller_ref<K: Resource<DynamicType = ()>>(owner: &K) -> OwnerReference {
+    let meta = owner.meta();
+    OwnerReference {
+        api_version: K::api_version(&()).into_owned(),
+        kind: K::kind(&()).into_owned(),
+        name: meta.name.clone().unwrap_or_default(),
+        uid: meta.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// RFC 3339 time in seconds since the epoch, if it parses.
+pub(crate) fn seconds_since(t: &jiff::Timestamp) -> i64 {
+    jiff::Timestamp::now().as_second() - t.as_second()
 }

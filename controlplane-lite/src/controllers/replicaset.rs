@@ -1,0 +1,340 @@
+//! ReplicaSet controller: keeps `spec.replicas` pods of each ReplicaSet.
+//!
+//! Level-triggered: on every ReplicaSet or Pod change (and every two seconds) each ReplicaSet
+//! not being deleted is compared with the pods it controls. Orphan pods (no controller) matching
+//! its selector are adopted; pods controlled by someone else are left alone. Missing pods are
+//! created from `spec.template` (`generateName: <rs>-`, a controller ownerReference with
+//! `blockOwnerDeletion`); surplus pods are deleted, unscheduled first, then not running, then not
+//! ready, then newest. Pods being deleted (or terminal) no longer count.
+//!
+//! Creations and deletions not yet visible in the (asynchronously updated) local store are
+//! remembered as expectations, so a second round never creates or deletes twice.
+//!
+//! Status (`replicas`, `fullyLabeledReplicas`, `readyReplicas`, `availableReplicas` with
+//! `minReadySeconds`, `observedGeneration`) goes through the `/status` subresource, only when it
+//! changes.
+
+use super::{controller_of, controller_ref, reflect, seconds_since, selects};
+use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::Store;
+use kube::ResourceExt;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// Most pods created or deleted for one ReplicaSet in one round.
+const BURST: usize = 100;
+/// How long an unobserved creation or deletion is expected before it is forgotten.
+const EXPECTATION_TTL: Duration = Duration::from_secs(30);
+
+/// Whether a pod is running and Ready (`Ready=True`).
+pub fn pod_ready(pod: &Pod) -> bool {
+    pod_ready_since(pod).is_some()
+}
+
+/// When a Ready pod became ready (`None` when it is not ready).
+fn pod_ready_since(pod: &Pod) -> Option<Option<jiff::Timestamp>> {
+    let st = pod.status.as_ref()?;
+    if matches!(st.phase.as_deref(), Some("Succeeded" | "Failed")) {
+        return None;
+    }
+    st.conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready" && c.status == "True")
+        .map(|c| c.last_transition_time.as_ref().map(|t| t.0))
+}
+
+/// Whether a pod is available: ready for at least `min_ready` seconds.
+pub fn pod_available(pod: &Pod, min_ready: i64) -> bool {
+    match pod_ready_since(pod) {
+        None => false,
+        Some(_) if min_ready <= 0 => true,
+        Some(None) => false,
+        Some(Some(t)) => seconds_since(&t) >= min_ready,
+    }
+}
+
+/// Whether a pod counts towards its ReplicaSet: not being deleted, not terminal.
+pub fn pod_active(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && !matches!(
+            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        )
+}
+
+/// Deletion preference: lower sorts first (unscheduled, pending, not ready, newest).
+fn deletion_rank(pod: &Pod) -> (u8, u8, u8, std::cmp::Reverse<Option<jiff::Timestamp>>) {
+    let scheduled = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .is_some_and(|n| !n.is_empty());
+    let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+    (
+        u8::from(scheduled),
+        u8::from(running),
+        u8::from(pod_ready(pod)),
+        std::cmp::Reverse(pod.metadata.creation_timestamp.as_ref().map(|t| t.0)),
+    )
+}
+
+/// Creations and deletions made but not yet seen, per ReplicaSet uid.
+#[derive(Debug, Default)]
+struct Expectations {
+    /// Pod uids created.
+    adds: HashMap<String, HashMap<String, Instant>>,
+    /// Pod uids deleted.
+    dels: HashMap<String, HashMap<String, Instant>>,
+}
+
+/// Runs the controller.
+pub async fn run(client: kube::Client) -> anyhow::Result<()> {
+    let wake = Arc::new(Notify::new());
+    let rss = reflect(Api::<ReplicaSet>::all(client.clone()), (), wake.clone());
+    let pods = reflect(Api::<Pod>::all(client.clone()), (), wake.clone());
+    rss.wait_until_ready().await?;
+    pods.wait_until_ready().await?;
+    let mut exp = Expectations::default();
+    loop {
+        round(&client, &rss, &pods, &mut exp).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), wake.notified()).await;
+    }
+}
+
+async fn round(
+    client: &kube::Client,
+    rss: &Store<ReplicaSet>,
+    pods: &Store<Pod>,
+    exp: &mut Expectations,
+) {
+    let all_pods = pods.state();
+    let by_uid: HashMap<String, &Arc<Pod>> = all_pods
+        .iter()
+        .filter_map(|p| p.uid().map(|u| (u, p)))
+        .collect();
+    // Settle expectations against what the store shows now.
+    for m in exp.adds.values_mut() {
+        m.retain(|uid, at| !by_uid.contains_key(uid) && at.elapsed() < EXPECTATION_TTL);
+    }
+    for m in exp.dels.values_mut() {
+        m.retain(|uid, at| {
+            by_uid.get(uid).is_some_and(|p| pod_active(p)) && at.elapsed() < EXPECTATION_TTL
+        });
+    }
+    let all_rs = rss.state();
+    let live: HashSet<String> = all_rs.iter().filter_map(|r| r.uid()).collect();
+    exp.adds.retain(|k, m| live.contains(k) && !m.is_empty());
+    exp.dels.retain(|k, m| live.contains(k) && !m.is_empty());
+    for rs in all_rs {
+        if let Err(e) = sync(client, &rs, &all_pods, exp).await {
+            tracing::info!(
+                "replicaset {}/{}: {e} (retrying)",
+                rs.namespace().unwrap_or_default(),
+                rs.name_any()
+            );
+        }
+    }
+}
+
+async fn sync(
+    client: &kube::Client,
+    rs: &ReplicaSet,
+    all_pods: &[Arc<Pod>],
+    exp: &mut Expectations,
+) -> kube::Result<()> {
+    let ns = rs.namespace().unwrap_or_default();
+    let uid = rs.uid().unwrap_or_default();
+    let Some(spec) = rs.spec.as_ref() else {
+        return Ok(());
+    };
+    let pod_api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let deleting = rs.metadata.deletion_timestamp.is_some();
+    let mut owned: Vec<&Arc<Pod>> = Vec::new();
+    for p in all_pods
+        .iter()
+        .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
+    {
+        match controller_of(p.owner_references()) {
+            Some(o) if o.uid == uid => owned.push(p),
+            Some(_) => {}
+            None => {
+                if !deleting
+                    && pod_active(p)
+                    && selects(&spec.selector, p.labels())
+                    && adopt(&pod_api, rs, p).await?
+                {
+                    owned.push(p);
+                }
+            }
+        }
+    }
+    let adds = exp.adds.get(&uid).map_or(0, HashMap::len);
+    let dels = exp.dels.get(&uid).cloned().unwrap_or_default();
+    let mut active: Vec<&Arc<Pod>> = owned
+        .iter()
+        .copied()
+        .filter(|p| pod_active(p) && !dels.contains_key(&p.uid().unwrap_or_default()))
+        .collect();
+    let want = usize::try_from(spec.replicas.unwrap_or(1).max(0)).unwrap_or(0);
+    if !deleting {
+        let have = active.len() + adds;
+        if have < want {
+            let template = spec.template.clone().unwrap_or_default();
+            for _ in 0..(want - have).min(BURST) {
+                let mut pod = Pod {
+                    metadata: template.metadata.clone().unwrap_or_default(),
+                    spec: template.spec.clone(),
+                    status: None,
+                };
+                pod.metadata.name = None;
+                pod.metadata.namespace = Some(ns.clone());
+                pod.metadata.generate_name = Some(format!("{}-", rs.name_any()));
+                pod.metadata.owner_references = Some(vec![controller_ref(rs)]);
+                let created = pod_api.create(&PostParams::default(), &pod).await?;
+                exp.adds
+                    .entry(uid.clone())
+                    .or_default()
+                    .insert(created.uid().unwrap_or_default(), Instant::now());
+            }
+        } else if active.len() > want && adds == 0 {
+            active.sort_by_key(|p| deletion_rank(p));
+            let surplus = (active.len() - want).min(BURST);
+            for p in active.into_iter().take(surplus) {
+                match pod_api
+                    .delete(&p.name_any(), &DeleteParams::background())
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(e) => return Err(e),
+                }
+                exp.dels
+                    .entry(uid.clone())
+                    .or_default()
+                    .insert(p.uid().unwrap_or_default(), Instant::now());
+            }
+        }
+    }
+    update_status(client, rs, &owned).await
+}
+
+/// Makes `rs` the controller of orphan pod `p`; false when the pod changed meanwhile.
+async fn adopt(api: &Api<Pod>, rs: &ReplicaSet, p: &Pod) -> kube::Result<bool> {
+    let mut refs = p.owner_references().to_vec();
+    refs.push(controller_ref(rs));
+    let patch = serde_json::json!({"metadata": {
+        "resourceVersion": p.resource_version(), "ownerReferences": refs}});
+    match api
+        .patch(&p.name_any(), &PatchParams::default(), &Patch::Merge(patch))
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The status `rs` should have, given the pods it owns.
+pub fn compute_status(rs: &ReplicaSet, owned: &[&Arc<Pod>]) -> ReplicaSetStatus {
+    let min_ready = i64::from(
+        rs.spec
+            .as_ref()
+            .and_then(|s| s.min_ready_seconds)
+            .unwrap_or(0),
+    );
+    let template_labels = rs
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.as_ref())
+        .and_then(|t| t.metadata.as_ref())
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    let active: Vec<_> = owned.iter().filter(|p| pod_active(p)).collect();
+    let count = |f: &dyn Fn(&Pod) -> bool| {
+        i32::try_from(active.iter().filter(|p| f(p)).count()).unwrap_or(i32::MAX)
+    };
+    ReplicaSetStatus {
+        replicas: count(&|_| true),
+        fully_labeled_replicas: Some(count(&|p| {
+            template_labels
+                .iter()
+                .all(|(k, v)| p.labels().get(k) == Some(v))
+        })),
+        ready_replicas: Some(count(&pod_ready)),
+        available_replicas: Some(count(&|p| pod_available(p, min_ready))),
+        observed_generation: rs.metadata.generation,
+        conditions: rs.status.as_ref().and_then(|s| s.conditions.clone()),
+        ..Default::default()
+    }
+}
+
+async fn update_status(
+    client: &kube::Client,
+    rs: &ReplicaSet,
+    owned: &[&Arc<Pod>],
+) -> kube::Result<()> {
+    let status = compute_status(rs, owned);
+    let cur = rs.status.clone().unwrap_or_default();
+    let norm = |s: &ReplicaSetStatus| {
+        (
+            s.replicas,
+            s.fully_labeled_replicas.unwrap_or(0),
+            s.ready_replicas.unwrap_or(0),
+            s.available_replicas.unwrap_or(0),
+            s.observed_generation,
+        )
+    };
+    if norm(&cur) == norm(&status) {
+        return Ok(());
+    }
+    let api: Api<ReplicaSet> = Api::namespaced(client.clone(), &rs.namespace().unwrap_or_default());
+    api.patch_status(
+        &rs.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"status": status})),
+    )
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(v: serde_json::Value) -> Pod {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn deletion_prefers_unscheduled_then_not_ready_then_newest() {
+        let unscheduled =
+            pod(serde_json::json!({"metadata": {"name": "a"}, "spec": {"containers": []}}));
+        let ready = |name: &str, created: &str| {
+            pod(
+                serde_json::json!({"metadata": {"name": name, "creationTimestamp": created},
+                "spec": {"containers": [], "nodeName": "n"},
+                "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}),
+            )
+        };
+        let not_ready = pod(
+            serde_json::json!({"metadata": {"name": "b"}, "spec": {"containers": [], "nodeName": "n"},
+            "status": {"phase": "Running"}}),
+        );
+        let old = ready("old", "2020-01-01T00:00:00Z");
+        let new = ready("new", "2024-01-01T00:00:00Z");
+        let mut v = [&old, &new, &not_ready, &unscheduled];
+        v.sort_by_key(|p| deletion_rank(p));
+        let names: Vec<_> = v.iter().map(|p| p.name_any()).collect();
+        assert_eq!(names, ["a", "b", "new", "old"]);
+        assert!(pod_available(&old, 0));
+        assert!(
+            !pod_available(&old, 5),
+            "ready without a transition time is not available yet"
+        );
+    }
+}
