@@ -70,7 +70,9 @@ async fn schedules_spreads_filters_and_retries() {
     assert_eq!(cidrs, ["10.244.0.0/24", "10.244.1.0/24", "10.244.2.0/24"]);
 
     // 30 siblings spread evenly over 3 equal nodes.
-    let owner = serde_json::json!({"metadata": {"ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "rs-uid-1", "controller": true}]}});
+    // The owner is of a kind the garbage collector does not handle: a ReplicaSet that does not
+    // exist would have its pods collected.
+    let owner = serde_json::json!({"metadata": {"ownerReferences": [{"apiVersion": "example.com/v1", "kind": "Spreader", "name": "rs", "uid": "rs-uid-1", "controller": true}]}});
     for i in 0..30 {
         pods.create(
             &PostParams::default(),
