@@ -14,8 +14,8 @@
 //! - `RollingUpdate` scales the new ReplicaSet up within `replicas + maxSurge` and old ones down
 //!   while keeping `replicas - maxUnavailable` pods available (percentages: surge rounds up,
 //!   unavailable down; both zero means one unavailable);
-//! - `Recreate` scales old ReplicaSets to zero, waits for their pods to go, then scales the new
-//!   one up;
+//! - `Recreate` scales old ReplicaSets to zero, waits for their pods to be gone (terminating
+//!   ones included, from the ReplicaSets' `terminatingReplicas`), then scales the new one up;
 //! - old ReplicaSets at zero beyond `revisionHistoryLimit` are deleted;
 //! - status (`replicas`, `updatedReplicas`, `readyReplicas`, `availableReplicas`,
 //!   `unavailableReplicas`, `observedGeneration`, conditions `Available` and `Progressing`
@@ -460,11 +460,16 @@ impl Sync<'_> {
             self.scale_rs(r, 0).await?;
             scaled = true;
         }
-        let old_pods: i32 = old
-            .iter()
-            .map(|r| r.status.as_ref().map_or(0, |s| s.replicas))
-            .sum();
-        if scaled || old_pods > 0 {
+        // Old pods still running, terminating included; a status older than the spec says
+        // nothing yet.
+        let old_running = old.iter().any(|r| {
+            r.status.as_ref().is_none_or(|s| {
+                s.observed_generation < r.metadata.generation
+                    || s.replicas > 0
+                    || s.terminating_replicas.unwrap_or(0) > 0
+            })
+        });
+        if scaled || old_running {
             return Ok(());
         }
         let want = desired(self.d);

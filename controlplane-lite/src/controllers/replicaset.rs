@@ -11,7 +11,8 @@
 //! remembered as expectations, so a second round never creates or deletes twice.
 //!
 //! Status (`replicas`, `fullyLabeledReplicas`, `readyReplicas`, `availableReplicas` with
-//! `minReadySeconds`, `observedGeneration`) goes through the `/status` subresource, only when it
+//! `minReadySeconds`, `observedGeneration`, and `terminatingReplicas`: pods marked for deletion
+//! that have not finished, which `Recreate` waits for) goes through the `/status` subresource, only when it
 //! changes.
 
 use super::{controller_of, controller_ref, reflect, seconds_since, selects};
@@ -58,13 +59,17 @@ pub fn pod_available(pod: &Pod, min_ready: i64) -> bool {
     }
 }
 
+/// Whether a pod has finished (`Succeeded` or `Failed`).
+fn terminal(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
 /// Whether a pod counts towards its ReplicaSet: not being deleted, not terminal.
 pub fn pod_active(pod: &Pod) -> bool {
-    pod.metadata.deletion_timestamp.is_none()
-        && !matches!(
-            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-            Some("Succeeded" | "Failed")
-        )
+    pod.metadata.deletion_timestamp.is_none() && !terminal(pod)
 }
 
 /// Deletion preference: lower sorts first (unscheduled, pending, not ready, newest).
@@ -269,7 +274,15 @@ pub fn compute_status(rs: &ReplicaSet, owned: &[&Arc<Pod>]) -> ReplicaSetStatus 
         available_replicas: Some(count(&|p| pod_available(p, min_ready))),
         observed_generation: rs.metadata.generation,
         conditions: rs.status.as_ref().and_then(|s| s.conditions.clone()),
-        ..Default::default()
+        terminating_replicas: Some(
+            i32::try_from(
+                owned
+                    .iter()
+                    .filter(|p| p.metadata.deletion_timestamp.is_some() && !terminal(p))
+                    .count(),
+            )
+            .unwrap_or(i32::MAX),
+        ),
     }
 }
 
@@ -287,6 +300,7 @@ async fn update_status(
             s.ready_replicas.unwrap_or(0),
             s.available_replicas.unwrap_or(0),
             s.observed_generation,
+            s.terminating_replicas.unwrap_or(0),
         )
     };
     if norm(&cur) == norm(&status) {
