@@ -427,3 +427,96 @@ async fn deletion_cascades_background_orphan_foreground() {
     // Orphaned pods were left alone throughout.
     assert_eq!(pods_of(&pods, "orphan").await.len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recreate_history_limit_and_bad_policy() {
+    let s = Server::start();
+    let c = client(&s).await;
+    ready_nodes(&c).await;
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
+    let rss: Api<ReplicaSet> = Api::namespaced(c.clone(), "default");
+    let manifest = deployment("rc", 2, "example/rc:1").replace(
+        "    type: RollingUpdate\n    rollingUpdate: {maxSurge: 2, maxUnavailable: 1}\n",
+        "    type: Recreate\n  revisionHistoryLimit: 1\n",
+    );
+    assert!(manifest.contains("Recreate"));
+    s.ok_stdin(&["apply", "-f", "-"], &manifest);
+    let image = |p: &Pod| {
+        p.spec.as_ref().unwrap().containers[0]
+            .image
+            .clone()
+            .unwrap()
+    };
+    for (rev, img) in [
+        (1, "example/rc:1"),
+        (2, "example/rc:2"),
+        (3, "example/rc:3"),
+    ] {
+        if rev > 1 {
+            s.ok(&["set", "image", "deployment/rc", &format!("main={img}")]);
+            // Recreate: the old pods are marked for deletion before any new pod exists.
+            until(30, "old pods marked for deletion", || async {
+                let ps = pods_of(&pods, "rc").await;
+                !ps.is_empty() && ps.iter().all(|p| !active(p))
+            })
+            .await;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            assert!(
+                pods_of(&pods, "rc").await.iter().all(|p| image(p) != img),
+                "new pods while old ones still run"
+            );
+            kubelet_reap(&pods).await;
+        }
+        until(30, "2 new bound pods", || async {
+            let ps = pods_of(&pods, "rc").await;
+            ps.len() == 2 && ps.iter().all(|p| bound(p) && image(p) == img)
+        })
+        .await;
+        for (i, p) in pods_of(&pods, "rc").await.iter().enumerate() {
+            mark_ready(&pods, p, rev * 10 + u32::try_from(i).unwrap()).await;
+        }
+        s.ok(&["rollout", "status", "deployment/rc", "--timeout=60s"]);
+    }
+    // revisionHistoryLimit 1: revisions 3 (current) and 2 remain.
+    until(30, "revision 1 cleaned up", || async {
+        let mut revs: Vec<String> = rss
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|r| r.annotations()["deployment.kubernetes.io/revision"].clone())
+            .collect();
+        revs.sort();
+        revs == ["2", "3"]
+    })
+    .await;
+
+    // An unknown propagationPolicy is a 400 and deletes nothing.
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(c.clone(), "default");
+    let cm: k8s_openapi::api::core::v1::ConfigMap =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "cm"}})).unwrap();
+    cms.create(&PostParams::default(), &cm).await.unwrap();
+    let req = http::Request::delete(
+        "/api/v1/namespaces/default/configmaps/cm?propagationPolicy=Sideways",
+    )
+    .body(Vec::new())
+    .unwrap();
+    match c.request_text(req).await {
+        Err(kube::Error::Api(st)) => assert_eq!(st.code, 400, "{st:?}"),
+        other => panic!("expected a 400, got {other:?}"),
+    }
+    s.ok(&["get", "configmap", "cm"]);
+    // The query parameter works as the body field does: Orphan on an object without dependents
+    // completes once the garbage collector has removed the finalizer.
+    let req =
+        http::Request::delete("/api/v1/namespaces/default/configmaps/cm?propagationPolicy=Orphan")
+            .body(Vec::new())
+            .unwrap();
+    let body = c.request_text(req).await.unwrap();
+    assert!(body.contains("\"orphan\""), "{body}");
+    until(30, "orphan-deleted ConfigMap gone", || async {
+        cms.get_opt("cm").await.unwrap().is_none()
+    })
+    .await;
+}
