@@ -1031,6 +1031,8 @@ impl Api {
                 return Ok(Deleted::Gone(obj));
             }
             let mut target = obj.clone();
+            // Deleting a Namespace deletes its contents anyway.
+            let policy = policy.filter(|_| res.kind != "Namespace");
             if let Some(f) = policy.and_then(admission::Propagation::finalizer) {
                 admission::add_finalizer(&mut target, f);
             }

@@ -1,8 +1,7 @@
 //! Garbage collector: acts on `metadata.ownerReferences`.
 //!
-//! It watches the kinds that own or are owned in Ferry (Deployments, ReplicaSets, Pods,
-//! Services, ConfigMaps, EndpointSlices) and, each round (on every change and every two
-//! seconds):
+//! It watches every kind `ferry-server` serves (`resources::RESOURCES`) and, each round (on
+//! every change and every two seconds):
 //! - **background**: a dependent all of whose owners are gone (no object with that uid) is
 //!   deleted; dangling references next to live owners are removed. Absence is confirmed by a live
 //!   GET of the owner before anything is deleted, so a dependent created just before its owner
@@ -17,6 +16,7 @@
 //! `Orphan` (see `admission::Propagation`).
 
 use super::reflect;
+use crate::resources::{Resource, RESOURCES};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
 use kube::runtime::reflector::Store;
@@ -31,40 +31,20 @@ pub const FOREGROUND: &str = "foregroundDeletion";
 /// Finalizer of an orphaning deletion.
 pub const ORPHAN: &str = "orphan";
 
-/// `(group, version, kind, plural, namespaced)` of the kinds collected.
-const KINDS: &[(&str, &str, &str, &str, bool)] = &[
-    ("apps", "v1", "Deployment", "deployments", true),
-    ("apps", "v1", "ReplicaSet", "replicasets", true),
-    ("", "v1", "Pod", "pods", true),
-    ("", "v1", "Service", "services", true),
-    ("", "v1", "ConfigMap", "configmaps", true),
-    (
-        "discovery.k8s.io",
-        "v1",
-        "EndpointSlice",
-        "endpointslices",
-        true,
-    ),
-];
-
-fn api_resource(k: &(&str, &str, &str, &str, bool)) -> ApiResource {
-    let (group, version, kind, plural, _) = *k;
+fn api_resource(r: &Resource) -> ApiResource {
     ApiResource {
-        group: group.into(),
-        version: version.into(),
-        api_version: if group.is_empty() {
-            version.into()
-        } else {
-            format!("{group}/{version}")
-        },
-        kind: kind.into(),
-        plural: plural.into(),
+        group: r.group.into(),
+        version: r.version.into(),
+        api_version: r.api_version(),
+        kind: r.kind.into(),
+        plural: r.plural.into(),
     }
 }
 
 /// One watched kind.
 struct Kind {
     ar: ApiResource,
+    namespaced: bool,
     store: Store<DynamicObject>,
 }
 
@@ -78,14 +58,18 @@ struct Obj {
 pub async fn run(client: kube::Client) -> anyhow::Result<()> {
     let wake = Arc::new(Notify::new());
     let mut kinds = Vec::new();
-    for k in KINDS {
-        let ar = api_resource(k);
+    for r in RESOURCES {
+        let ar = api_resource(r);
         let store = reflect(
             Api::<DynamicObject>::all_with(client.clone(), &ar),
             ar.clone(),
             wake.clone(),
         );
-        kinds.push(Kind { ar, store });
+        kinds.push(Kind {
+            ar,
+            namespaced: r.namespaced,
+            store,
+        });
     }
     for k in &kinds {
         k.store.wait_until_ready().await?;
@@ -97,7 +81,7 @@ pub async fn run(client: kube::Client) -> anyhow::Result<()> {
 }
 
 fn api(client: &kube::Client, k: &Kind, ns: Option<&str>) -> Api<DynamicObject> {
-    match ns {
+    match ns.filter(|_| k.namespaced) {
         Some(ns) => Api::namespaced_with(client.clone(), ns, &k.ar),
         None => Api::all_with(client.clone(), &k.ar),
     }
@@ -192,7 +176,8 @@ async fn round(client: &kube::Client, kinds: &[Kind]) {
     }
 }
 
-/// Whether the owner `r` is confirmed absent (a kind we do not know is never absent).
+/// Whether the owner `r` is confirmed absent (a kind we do not know is never absent; a
+/// namespaced dependent's owner is looked up in its namespace).
 async fn owner_absent(
     client: &kube::Client,
     kinds: &[Kind],
