@@ -329,6 +329,41 @@ async fn rollout_scale_and_rolling_update() {
             Some("example/web:2")
         );
     }
+
+    // Rollback: the first ReplicaSet becomes the new one again, as revision 3.
+    s.ok(&["rollout", "undo", "deployment/web"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "rollback did not finish");
+        kubelet_reap(&pods).await;
+        let ps = pods_of(&pods, "web").await;
+        let live: Vec<&Pod> = ps.iter().filter(|p| active(p)).collect();
+        assert!(live.iter().filter(|p| ready(p)).count() >= 5);
+        let d = deps.get("web").await.unwrap();
+        let st = d.status.clone().unwrap_or_default();
+        if d.metadata.generation == st.observed_generation
+            && st.updated_replicas == Some(6)
+            && st.replicas == Some(6)
+            && st.available_replicas == Some(6)
+        {
+            break;
+        }
+        if let Some(p) = live.iter().find(|p| bound(p) && !ready(p)) {
+            mark_ready(&pods, p, ip).await;
+            ip += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    s.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    let back = rss.get(&rs1.name_any()).await.unwrap();
+    assert_eq!(rs_replicas(&back), 6);
+    assert_eq!(back.annotations()["deployment.kubernetes.io/revision"], "3");
+    assert_eq!(
+        deps.get("web").await.unwrap().annotations()["deployment.kubernetes.io/revision"],
+        "3"
+    );
+    let history = s.ok(&["rollout", "history", "deployment/web"]);
+    assert!(history.contains('2') && history.contains('3'), "{history}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

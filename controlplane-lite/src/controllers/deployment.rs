@@ -4,8 +4,9 @@
 //! of the template JSON, with the hash as label `pod-template-hash` added to the ReplicaSet's
 //! selector, template labels and its own labels. The ReplicaSet whose template (without that
 //! label) equals the Deployment's is the new one; the others are old. Revisions
-//! (`deployment.kubernetes.io/revision`) number the templates; the Deployment carries the
-//! revision of its new ReplicaSet.
+//! (`deployment.kubernetes.io/revision`) number the templates (a template rolled back to gets
+//! the next one, so `kubectl rollout undo` works); the Deployment carries the revision of its
+//! new ReplicaSet.
 //!
 //! Each round (on every Deployment or ReplicaSet change, and every two seconds) each Deployment
 //! not being deleted and not paused is synced:
@@ -305,6 +306,9 @@ impl Sync<'_> {
 
         let mut new_rs = new_idx.map(|i| owned.remove(i));
         let old: Vec<ReplicaSet> = owned;
+        if let Some(n) = new_rs.as_mut() {
+            self.ensure_revision(n, &old).await?;
+        }
         if !paused {
             if self.scaling_event(new_rs.as_ref(), &old) {
                 self.scale(new_rs.as_mut(), &old, max_surge).await?;
@@ -557,6 +561,39 @@ impl Sync<'_> {
         )
         .await?;
         Ok(created)
+    }
+
+    /// A template rolled back to (`kubectl rollout undo`) gets the next revision; the Deployment
+    /// carries the revision of its new ReplicaSet.
+    async fn ensure_revision(
+        &mut self,
+        new_rs: &mut ReplicaSet,
+        old: &[ReplicaSet],
+    ) -> Result<(), Error> {
+        let max_old = old.iter().map(revision).max().unwrap_or(0);
+        if revision(new_rs) <= max_old {
+            let rev = (max_old + 1).to_string();
+            let patch = serde_json::json!({"metadata": {"annotations": {REVISION: rev}}});
+            *new_rs = self
+                .rs_api()
+                .patch(
+                    &new_rs.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(patch),
+                )
+                .await?;
+        }
+        let rev = revision(new_rs).to_string();
+        if self.d.annotations().get(REVISION) != Some(&rev) {
+            let dapi: Api<Deployment> = Api::namespaced(self.client.clone(), &self.ns);
+            dapi.patch(
+                &self.d.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"metadata": {"annotations": {REVISION: rev}}})),
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     /// Sets a ReplicaSet's replicas (and the desired/max annotations).
