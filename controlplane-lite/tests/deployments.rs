@@ -555,3 +555,79 @@ async fn recreate_history_limit_and_bad_policy() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_mid_rollout_is_proportional() {
+    let s = Server::start();
+    let c = client(&s).await;
+    ready_nodes(&c).await;
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
+    let rss: Api<ReplicaSet> = Api::namespaced(c.clone(), "default");
+    s.ok_stdin(
+        &["apply", "-f", "-"],
+        &deployment("mid", 4, "example/mid:1"),
+    );
+    until(30, "4 bound pods", || async {
+        let ps = pods_of(&pods, "mid").await;
+        ps.len() == 4 && ps.iter().all(bound)
+    })
+    .await;
+    for (i, p) in pods_of(&pods, "mid").await.iter().enumerate() {
+        mark_ready(&pods, p, u32::try_from(i).unwrap()).await;
+    }
+    s.ok(&["rollout", "status", "deployment/mid", "--timeout=60s"]);
+    // New pods never become ready: the rollout stops at old 3 + new 3 (4 + maxSurge 2).
+    s.ok(&["set", "image", "deployment/mid", "main=example/mid:2"]);
+    let sizes = || async {
+        let mut v: Vec<(String, i32)> = rss
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|r| {
+                (
+                    r.annotations()["deployment.kubernetes.io/revision"].clone(),
+                    rs_replicas(r),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    until(30, "rollout stalled at 3 + 3", || async {
+        kubelet_reap(&pods).await;
+        sizes().await == [("1".to_owned(), 3), ("2".to_owned(), 3)]
+    })
+    .await;
+    // Scaling to 8 spreads 8 + maxSurge 2 over both ReplicaSets in proportion.
+    s.ok(&["scale", "deployment/mid", "--replicas=8"]);
+    until(30, "proportional scale-up to 5 + 5", || async {
+        sizes().await == [("1".to_owned(), 5), ("2".to_owned(), 5)]
+    })
+    .await;
+    // Once new pods become ready the rollout completes at 8.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut ip = 50;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "rollout after scaling did not finish"
+        );
+        kubelet_reap(&pods).await;
+        if sizes().await == [("1".to_owned(), 0), ("2".to_owned(), 8)]
+            && pods_of(&pods, "mid").await.iter().all(ready)
+            && pods_of(&pods, "mid").await.len() == 8
+        {
+            break;
+        }
+        for p in pods_of(&pods, "mid").await {
+            if bound(&p) && active(&p) && !ready(&p) {
+                mark_ready(&pods, &p, ip).await;
+                ip += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    s.ok(&["rollout", "status", "deployment/mid", "--timeout=60s"]);
+}

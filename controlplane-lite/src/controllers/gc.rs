@@ -130,7 +130,8 @@ async fn round(client: &kube::Client, kinds: &[Kind]) {
     let mut checked: HashMap<String, bool> = HashMap::new();
     for o in &all {
         let refs = o.obj.owner_references();
-        if refs.is_empty() {
+        // Objects already being deleted are left to finish.
+        if refs.is_empty() || o.obj.metadata.deletion_timestamp.is_some() {
             continue;
         }
         let missing: Vec<&OwnerReference> = refs
@@ -159,9 +160,6 @@ async fn round(client: &kube::Client, kinds: &[Kind]) {
             continue;
         }
         let res = if gone.len() == refs.len() {
-            if o.obj.metadata.deletion_timestamp.is_some() {
-                continue;
-            }
             delete(client, kinds, o, false).await
         } else {
             strip_refs(client, kinds, o, &gone).await
