@@ -378,3 +378,37 @@ async fn malformed_requests_get_status_errors_and_store_nothing() {
         "{err:?}"
     );
 }
+
+#[test]
+fn watches_per_client_are_limited() {
+    let s = Server::start_with(&["--controllers", "false", "--max-watches-per-client", "2"]);
+    let watch = || {
+        std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(s.kubeconfig())
+            .args(["get", "configmaps", "-w", "--request-timeout=30s"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map(ferry_tests::ChildGuard)
+            .unwrap()
+    };
+    let w1 = watch();
+    let _w2 = watch();
+    std::thread::sleep(Duration::from_millis(1500));
+    let third = s.kubectl(&["get", "configmaps", "-w", "--request-timeout=2s"]);
+    let err = String::from_utf8_lossy(&third.stderr).into_owned();
+    assert!(
+        err.contains("TooManyRequests"),
+        "a third concurrent watch is refused: {err}"
+    );
+    // A finished watch frees its slot.
+    drop(w1);
+    std::thread::sleep(Duration::from_millis(500));
+    let again = s.kubectl(&["get", "configmaps", "-w", "--request-timeout=2s"]);
+    let err = String::from_utf8_lossy(&again.stderr).into_owned();
+    assert!(
+        !err.contains("TooManyRequests"),
+        "the slot of a closed watch is released: {err}"
+    );
+}
