@@ -16,7 +16,6 @@ use crate::netns::{NetnsError, NetnsFd};
 use crate::types::{CniOutput, Interface, IpConfig, Route};
 use ipnetwork::IpNetwork;
 use std::hash::Hasher;
-use std::net::IpAddr;
 
 /// Prefix of host-side veth names; GC only ever deletes links with this prefix on our bridge.
 pub const HOST_VETH_PREFIX: &str = "ferry";
@@ -69,39 +68,60 @@ fn node_network(conf: &NetConf) -> CniResult<Option<NodeNetwork>> {
     }
 }
 
-/// Finds or creates the bridge; concurrent callers converge (EEXIST counts as success).
-fn ensure_bridge(nl: &mut Netlink, conf: &NetConf, mtu: u32) -> CniResult<Link> {
-    for _ in 0..2 {
-        match nl.link_by_name(&conf.bridge)? {
-            Some(link) => {
-                if link.kind.as_deref() != Some("bridge") {
-                    return Err(CniError::new(
-                        code::NAME_CONFLICT,
-                        format!(
-                            "link {:?} exists and is not a bridge (kind {})",
-                            conf.bridge,
-                            link.kind.as_deref().unwrap_or("none")
-                        ),
-                    ));
-                }
-                if !link.up {
-                    nl.set_up(link.index)?;
-                }
-                return Ok(link);
-            }
-            None => {
-                match nl.create_bridge(&conf.bridge, derived_mac(&["bridge", &conf.bridge]), mtu) {
-                    Ok(()) => {}
-                    Err(e) if e.is_exists() => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
+/// A netlink socket in the calling thread's (the node's) namespace.
+fn host_netlink() -> CniResult<Netlink> {
+    Netlink::new().map_err(|e| {
+        NlError {
+            op: "open socket".into(),
+            source: e,
         }
+        .into()
+    })
+}
+
+/// The bridge, if it exists; a name clash with a link that is not a bridge is an error.
+fn existing_bridge(nl: &mut Netlink, conf: &NetConf) -> CniResult<Option<Link>> {
+    match nl.link_by_name(&conf.bridge)? {
+        Some(link) if link.kind.as_deref() != Some("bridge") => Err(CniError::new(
+            code::NAME_CONFLICT,
+            format!(
+                "link {:?} exists and is not a bridge (kind {})",
+                conf.bridge,
+                link.kind.as_deref().unwrap_or("none")
+            ),
+        )),
+        found => Ok(found),
     }
-    Err(CniError::new(
-        code::NETLINK,
-        format!("bridge {} vanished while being set up", conf.bridge),
-    ))
+}
+
+/// Creates the bridge unless `found` (the result of [`existing_bridge`]) has it, and makes sure it
+/// is up; concurrent callers converge (EEXIST counts as success).
+fn ensure_bridge(
+    nl: &mut Netlink,
+    conf: &NetConf,
+    mtu: u32,
+    found: Option<Link>,
+) -> CniResult<Link> {
+    let link = match found {
+        Some(link) => link,
+        None => {
+            match nl.create_bridge(&conf.bridge, derived_mac(&["bridge", &conf.bridge]), mtu) {
+                Ok(()) => {}
+                Err(e) if e.is_exists() => {}
+                Err(e) => return Err(e.into()),
+            }
+            existing_bridge(nl, conf)?.ok_or_else(|| {
+                CniError::new(
+                    code::NETLINK,
+                    format!("bridge {} vanished while being set up", conf.bridge),
+                )
+            })?
+        }
+    };
+    if !link.up {
+        nl.set_up(link.index)?;
+    }
+    Ok(link)
 }
 
 fn enable_forwarding(v6: bool) {
@@ -125,23 +145,13 @@ pub fn add(conf: &NetConf, env: &CniEnv) -> CniResult<CniOutput> {
         .mtu
         .or(node.as_ref().and_then(|n| n.mtu))
         .unwrap_or(crate::config::DEFAULT_MTU);
-    let mut host_nl = Netlink::new().map_err(|e| NlError {
-        op: "open socket".into(),
-        source: e,
-    })?;
-
+    let mut host_nl = host_netlink()?;
     // Fail early, before reserving anything, on a bridge name clash.
-    if let Some(link) = host_nl.link_by_name(&conf.bridge)? {
-        if link.kind.as_deref() != Some("bridge") {
-            return Err(CniError::new(
-                code::NAME_CONFLICT,
-                format!("link {:?} exists and is not a bridge", conf.bridge),
-            ));
-        }
-    }
+    let bridge = existing_bridge(&mut host_nl, conf)?;
     let assigned = ipam::add(conf, env, node.as_ref())?;
     let host_name = host_veth_name(&conf.name, &env.container_id, &env.ifname);
-    let attached = attach(conf, env, &netns, &mut host_nl, &host_name, mtu, &assigned)
+    let attached = ensure_bridge(&mut host_nl, conf, mtu, bridge)
+        .and_then(|bridge| attach(conf, env, &netns, &mut host_nl, bridge, mtu, &assigned))
         .and_then(|out| ensure_masq(conf, &assigned).map(|()| out));
     match attached {
         Ok(out) => Ok(out),
@@ -159,11 +169,12 @@ fn attach(
     env: &CniEnv,
     netns: &NetnsFd,
     host_nl: &mut Netlink,
-    host_name: &str,
+    bridge: Link,
     mtu: u32,
     assigned: &ipam::Assigned,
 ) -> CniResult<CniOutput> {
-    let bridge = ensure_bridge(host_nl, conf, mtu)?;
+    let host_name = host_veth_name(&conf.name, &env.container_id, &env.ifname);
+    let host_name = host_name.as_str();
     if conf.is_gateway {
         for ip in &assigned.ips {
             if let Some(gw) = ip.gateway {
@@ -439,10 +450,7 @@ pub fn check(conf: &NetConf, env: &CniEnv) -> CniResult<()> {
             }
         }
     }
-    let mut host_nl = Netlink::new().map_err(|e| NlError {
-        op: "open socket".into(),
-        source: e,
-    })?;
+    let mut host_nl = host_netlink()?;
     let bridge = host_nl
         .link_by_name(&conf.bridge)?
         .ok_or_else(|| check_failed(format!("bridge {} is missing", conf.bridge)))?;
@@ -509,24 +517,9 @@ pub fn status(conf: &NetConf, env: &CniEnv) -> CniResult<()> {
     if let Err(e) = node_network(conf) {
         return Err(CniError::new(code::NOT_AVAILABLE, e.msg).with_details(e.details));
     }
-    let mut nl = Netlink::new().map_err(|e| NlError {
-        op: "open socket".into(),
-        source: e,
-    })?;
-    if let Some(link) = nl.link_by_name(&conf.bridge)? {
-        if link.kind.as_deref() != Some("bridge") {
-            return Err(CniError::new(
-                code::NOT_AVAILABLE,
-                format!("link {:?} exists and is not a bridge", conf.bridge),
-            ));
-        }
-    }
+    let mut nl = host_netlink()?;
+    existing_bridge(&mut nl, conf).map_err(|e| CniError::new(code::NOT_AVAILABLE, e.msg))?;
     ipam::status(conf, env)
-}
-
-/// True when `ip` is one of the addresses of `out` (used by tests and CHECK helpers).
-pub fn has_ip(out: &CniOutput, ip: IpAddr) -> bool {
-    out.ips.iter().any(|i| i.address.ip() == ip)
 }
 
 #[cfg(test)]
