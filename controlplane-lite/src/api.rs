@@ -305,14 +305,16 @@ impl Api {
                 ))
             }
         };
-        // A create names its object in the body, not the URL.
-        let body_name = if verb == "create" && t.name.is_none() {
-            serde_json::from_slice::<Value>(&r.body)
-                .ok()
-                .map(|b| objects::name(&b).to_owned())
-        } else {
-            None
-        };
+        // A create names its object in the body, not the URL. Only node identities are authorized
+        // by name, so only their creates pay for reading it here (the handler decodes the body).
+        let body_name =
+            if verb == "create" && t.name.is_none() && matches!(r.who, Identity::Node(_)) {
+                serde_json::from_slice::<Value>(&r.body)
+                    .ok()
+                    .map(|b| objects::name(&b).to_owned())
+            } else {
+                None
+            };
         let attrs = Attributes {
             verb,
             resource: t.res.plural,
