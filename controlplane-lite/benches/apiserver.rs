@@ -104,6 +104,40 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
     v[i.min(v.len() - 1)]
 }
 
+/// Runs `work(i)` for i in 0..n from `clients` concurrent tasks, each taking the next index.
+async fn concurrently<F, Fut>(n: usize, clients: usize, work: F)
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (next, work) = (next.clone(), work.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                work(i).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+/// A kube-rs client from a server's data dir.
+async fn client_of(dir: &std::path::Path) -> kube::Client {
+    let kc = kube::config::Kubeconfig::read_from(dir.join("admin.kubeconfig")).unwrap();
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    kube::Client::try_from(cfg).unwrap()
+}
+
 fn pod(name: &str) -> Pod {
     serde_json::from_value(serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": "bench"}},
         "spec": {"containers": [{"name": "c", "image": "registry.example/app:1", "ports": [{"containerPort": 8080}]}]}})).unwrap()
@@ -142,33 +176,22 @@ async fn run(store: &str, n: usize) {
             .unwrap(),
     );
     wait_port(port);
-    let kc = kube::config::Kubeconfig::read_from(dir.path().join("admin.kubeconfig")).unwrap();
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .unwrap();
-    let client = kube::Client::try_from(cfg).unwrap();
+    let client = client_of(dir.path()).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
 
     // 1. creates/s, 10 concurrent clients.
     let start = Instant::now();
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..10 {
-        let (pods, next) = (pods.clone(), next.clone());
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if i >= n {
-                    break;
-                }
+    {
+        let pods = pods.clone();
+        concurrently(n, 10, move |i| {
+            let pods = pods.clone();
+            async move {
                 pods.create(&PostParams::default(), &pod(&format!("p{i:06}")))
                     .await
                     .unwrap();
             }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
+        })
+        .await;
     }
     #[expect(clippy::cast_precision_loss, reason = "rates")]
     let creates = n as f64 / start.elapsed().as_secs_f64();
@@ -246,25 +269,18 @@ async fn run(store: &str, n: usize) {
     // 4. Memory with n pods + n services + n endpointslices.
     let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
     let eps: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..10 {
-        let (svcs, eps, next) = (svcs.clone(), eps.clone(), next.clone());
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if i >= n {
-                    break;
-                }
-                let svc: Service = serde_json::from_value(serde_json::json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": format!("s{i:06}")}, "spec": {"selector": {"app": "bench"}, "ports": [{"port": 80, "targetPort": 8080}]}})).unwrap();
-                svcs.create(&PostParams::default(), &svc).await.unwrap();
-                let ep: EndpointSlice = serde_json::from_value(serde_json::json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "metadata": {"name": format!("s{i:06}-x"), "labels": {"kubernetes.io/service-name": format!("s{i:06}")}}, "addressType": "IPv4", "endpoints": [{"addresses": ["10.244.1.5"], "conditions": {"ready": true}}], "ports": [{"port": 8080, "protocol": "TCP"}]})).unwrap();
-                eps.create(&PostParams::default(), &ep).await.unwrap();
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
+    {
+        let (svcs, eps) = (svcs.clone(), eps.clone());
+        concurrently(n, 10, move |i| {
+        let (svcs, eps) = (svcs.clone(), eps.clone());
+        async move {
+            let svc: Service = serde_json::from_value(serde_json::json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": format!("s{i:06}")}, "spec": {"selector": {"app": "bench"}, "ports": [{"port": 80, "targetPort": 8080}]}})).unwrap();
+            svcs.create(&PostParams::default(), &svc).await.unwrap();
+            let ep: EndpointSlice = serde_json::from_value(serde_json::json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "metadata": {"name": format!("s{i:06}-x"), "labels": {"kubernetes.io/service-name": format!("s{i:06}")}}, "addressType": "IPv4", "endpoints": [{"addresses": ["10.244.1.5"], "conditions": {"ready": true}}], "ports": [{"port": 8080, "protocol": "TCP"}]})).unwrap();
+            eps.create(&PostParams::default(), &ep).await.unwrap();
+        }
+    })
+    .await;
     }
     let rss = rss_mb(server.0.id());
 
@@ -301,13 +317,7 @@ async fn controllers(pending: usize) {
             .unwrap(),
     );
     wait_port(port);
-    let kc = kube::config::Kubeconfig::read_from(dir.path().join("admin.kubeconfig")).unwrap();
-    let client = kube::Client::try_from(
-        kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let client = client_of(dir.path()).await;
     let nodes: Api<Node> = Api::all(client.clone());
     for i in 0..3 {
         let n: Node = serde_json::from_value(serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": format!("n{i}")},
@@ -316,24 +326,17 @@ async fn controllers(pending: usize) {
     }
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let start = Instant::now();
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..10 {
-        let (pods, next) = (pods.clone(), next.clone());
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if i >= pending {
-                    break;
-                }
+    {
+        let pods = pods.clone();
+        concurrently(pending, 10, move |i| {
+            let pods = pods.clone();
+            async move {
                 pods.create(&PostParams::default(), &pod(&format!("s{i:05}")))
                     .await
                     .unwrap();
             }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
+        })
+        .await;
     }
     loop {
         let l = pods.list(&ListParams::default()).await.unwrap();
