@@ -371,3 +371,22 @@ mod tests {
         assert!(!list.contains(&name), "netns {name} left behind");
     }
 }
+
+/// Path of a workspace binary (`ferry-server`, `ferry-kubelet`, `ferry-cni`, ...) built into the
+/// same target directory as the running test. `cargo test --workspace` builds every package's
+/// binaries before running any test; a run limited with `-p` may not have it, hence the message.
+pub fn bin_path(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test binary> -> target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test binary lives in target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo build --workspace --bins` (or `cargo test --workspace`) first",
+        path.display()
+    );
+    path
+}
