@@ -1,4 +1,4 @@
-//! The HTTPS listener: TLS (rustls), HTTP/2 and HTTP/1.1 on one port, one task per connection,
+//! The HTTPS listeners: TLS (rustls), HTTP/2 and HTTP/1.1 on each port, one task per connection,
 //! graceful shutdown.
 
 use crate::api::Api;
@@ -10,19 +10,23 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-/// Serves `api` on `listener` until `shutdown` resolves.
+/// Serves `api` on every listener in `listeners` (at least one) until `shutdown` resolves.
 pub async fn serve(
     api: Arc<Api>,
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
     tls: Arc<rustls::ServerConfig>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
+    anyhow::ensure!(!listeners.is_empty(), "no listener to serve on");
     let acceptor = TlsAcceptor::from(tls);
     tokio::pin!(shutdown);
     loop {
+        // `accept` is cancel-safe: the accepts that lose the race lose no connection.
+        let accept_any =
+            futures::future::select_all(listeners.iter().map(|l| Box::pin(l.accept())));
         let (tcp, peer): (tokio::net::TcpStream, SocketAddr) = tokio::select! {
             () = &mut shutdown => return Ok(()),
-            accepted = listener.accept() => accepted.context("accepting a connection")?,
+            (accepted, _, _) = accept_any => accepted.context("accepting a connection")?,
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();

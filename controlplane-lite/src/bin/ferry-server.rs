@@ -4,6 +4,9 @@
 //! token and `DIR/admin.kubeconfig` (usable as is by kubectl), then serves the Kubernetes API over
 //! HTTPS on the embedded SQLite store (or on etcd with `--store etcd --etcd-endpoints ...`).
 //! `ferry-server node-token --data-dir DIR --node NAME` prints (creating if needed) a node's token.
+//! `--inherited-listener-fd N` also serves on a listening TCP socket inherited from the parent
+//! (`ferry up` binds 127.0.0.1:PORT in the root network namespace and hands it to a server that runs
+//! in the control-plane namespace: a socket keeps the namespace it was created in).
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -34,6 +37,9 @@ struct Cli {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:6443")]
     listen: SocketAddr,
+    /// Also serve on this listening TCP socket, inherited from the parent process (fd >= 3).
+    #[arg(long, value_name = "FD")]
+    inherited_listener_fd: Option<i32>,
     /// Address clients use (written into the kubeconfig and the serving certificate); defaults to
     /// the listen address.
     #[arg(long)]
@@ -112,6 +118,59 @@ fn parse_range(s: &str) -> Result<(u16, u16)> {
     Ok((a, b))
 }
 
+/// Takes ownership of `fd`, which must be a listening TCP socket inherited from the parent.
+fn inherited_listener(fd: i32) -> Result<std::net::TcpListener> {
+    use std::os::fd::FromRawFd;
+    let what = format!("--inherited-listener-fd {fd}");
+    if fd < 3 {
+        bail!("{what}: fds 0-2 are stdin, stdout and stderr; pass a listening TCP socket as fd 3 or higher");
+    }
+    // SAFETY: fstat only writes into the zeroed stat buffer we own; a bad fd is reported as EBADF.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: see above.
+    if unsafe { libc::fstat(fd, &raw mut st) } != 0 {
+        let e = std::io::Error::last_os_error();
+        bail!("{what}: fd {fd} is not open in this process ({e}); the parent must pass it");
+    }
+    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        bail!("{what}: fd {fd} is not a socket (expected a listening TCP socket)");
+    }
+    let opt = |level: i32, name: i32| -> Result<i32> {
+        let mut v: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into `v`, an int we own.
+        let rc = unsafe { libc::getsockopt(fd, level, name, (&raw mut v).cast(), &raw mut len) };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("{what}: getsockopt({name})"));
+        }
+        Ok(v)
+    };
+    let domain = opt(libc::SOL_SOCKET, libc::SO_DOMAIN)?;
+    if domain != libc::AF_INET && domain != libc::AF_INET6 {
+        bail!("{what}: fd {fd} is not an IPv4/IPv6 socket (expected a listening TCP socket)");
+    }
+    if opt(libc::SOL_SOCKET, libc::SO_TYPE)? != libc::SOCK_STREAM
+        || opt(libc::SOL_SOCKET, libc::SO_PROTOCOL)? != libc::IPPROTO_TCP
+    {
+        bail!("{what}: fd {fd} is not a TCP socket (expected a listening TCP socket)");
+    }
+    if opt(libc::SOL_SOCKET, libc::SO_ACCEPTCONN)? != 1 {
+        bail!(
+            "{what}: fd {fd} is a TCP socket that is not listening (the parent must call listen)"
+        );
+    }
+    // SAFETY: fd is an open listening TCP socket (checked above) that nothing else in this process
+    // owns: it was inherited, and is claimed once, before any other fd is handed out to it.
+    let listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+    // SAFETY: fcntl on an fd we own; FD_CLOEXEC keeps it out of anything this process spawns.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    listener
+        .set_nonblocking(true)
+        .with_context(|| format!("{what}: setting O_NONBLOCK"))?;
+    Ok(listener)
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
@@ -121,6 +180,12 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    // Claimed before this process opens any socket of its own: a listening TCP socket at that fd
+    // can only be the inherited one.
+    let inherited = cli
+        .inherited_listener_fd
+        .map(inherited_listener)
+        .transpose()?;
     std::fs::create_dir_all(&cli.data_dir)
         .with_context(|| format!("creating {}", cli.data_dir.display()))?;
     let tokens = Arc::new(auth::Tokens::load_or_init(&cli.data_dir)?);
@@ -220,9 +285,15 @@ async fn main() -> Result<()> {
         listener.local_addr()?,
         kubeconfig.display()
     );
+    let local = listener.local_addr()?;
+    let mut listeners = vec![listener];
+    if let Some(l) = inherited {
+        let l = tokio::net::TcpListener::from_std(l).context("--inherited-listener-fd")?;
+        tracing::info!("also serving on https://{} (inherited)", l.local_addr()?);
+        listeners.push(l);
+    }
     if cli.controllers {
         // The scheduler and controllers are ordinary API clients of this server.
-        let local = listener.local_addr()?;
         let host = if local.ip().is_unspecified() {
             "127.0.0.1".to_owned()
         } else {
@@ -307,5 +378,5 @@ async fn main() -> Result<()> {
         }
         tracing::info!("shutting down");
     };
-    server::serve(api, listener, tls_cfg, shutdown).await
+    server::serve(api, listeners, tls_cfg, shutdown).await
 }
