@@ -1,1 +1,133 @@
-fn main() {}
+//! `ferry-kubelet`: Ferry's kubelet (see the library docs). `ferry-kubelet shim DIR` is the
+//! per-container supervisor the kubelet starts; it is not meant to be run by hand.
+
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ferry-kubelet",
+    version,
+    about = "Ferry's kubelet: runs the pods bound to this node",
+    subcommand_negates_reqs = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    /// Name of this node.
+    #[arg(long, required = true)]
+    node_name: Option<String>,
+    /// API server URL (https://HOST:PORT).
+    #[arg(long, required = true)]
+    server: Option<String>,
+    /// Bearer token of this node (see `ferry-server node-token`).
+    #[arg(long)]
+    token: Option<String>,
+    /// File holding the bearer token (instead of --token).
+    #[arg(long, conflicts_with = "token")]
+    token_file: Option<PathBuf>,
+    /// CA certificate (PEM) of the API server.
+    #[arg(long, required = true)]
+    certificate_authority: Option<PathBuf>,
+    /// Directory with the CNI network configuration (the first *.conflist / *.conf is used).
+    #[arg(long, default_value = "/etc/cni/net.d")]
+    cni_conf_dir: PathBuf,
+    /// Directory with the CNI plugin binaries.
+    #[arg(long, default_value = "/opt/cni/bin")]
+    cni_bin_dir: PathBuf,
+    /// State directory (pods, network namespaces, CNI cache, logs).
+    #[arg(long, default_value = "/var/lib/ferry/kubelet")]
+    root_dir: PathBuf,
+    /// cgroup v2 directory for the pods (default: <cgroup2 mount>/ferry-kubelet-<node>).
+    #[arg(long)]
+    cgroup_root: Option<PathBuf>,
+    /// This node's IP (InternalIP, and where the kubelet endpoint listens).
+    #[arg(long, required = true)]
+    node_ip: Option<String>,
+    /// Port of the kubelet endpoint (logs, healthz).
+    #[arg(long, default_value_t = 10250)]
+    port: u16,
+    /// Pod capacity.
+    #[arg(long, default_value_t = 110)]
+    max_pods: u32,
+    /// CPU capacity to report (default: the machine's).
+    #[arg(long)]
+    cpu: Option<String>,
+    /// Memory capacity to report (default: the machine's).
+    #[arg(long)]
+    memory: Option<String>,
+    /// Lease renewal period in seconds.
+    #[arg(long, default_value_t = 10)]
+    lease_interval: u64,
+    /// Node status refresh period in seconds (changes are posted at once).
+    #[arg(long, default_value_t = 60)]
+    status_interval: u64,
+    /// Restart back-off after the first (immediate) restart, in seconds; doubles up to 300.
+    #[arg(long, default_value_t = 10.0)]
+    backoff_base: f64,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Container supervisor (started by the kubelet).
+    #[command(hide = true)]
+    Shim {
+        /// The container attempt directory (with spec.json).
+        dir: PathBuf,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    if let Some(Cmd::Shim { dir }) = &cli.cmd {
+        ferry_kubelet::shim::main(dir);
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let node_name = cli.node_name.unwrap_or_default();
+    let token = match (&cli.token, &cli.token_file) {
+        (Some(t), _) => t.clone(),
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .with_context(|| format!("reading {}", f.display()))?
+            .trim()
+            .to_owned(),
+        (None, None) => anyhow::bail!("one of --token or --token-file is required"),
+    };
+    let cgroup_root = match cli.cgroup_root {
+        Some(c) => c,
+        None => ferry_kubelet::cgroup::cgroup2_mount()
+            .context("no cgroup2 mount found; pass --cgroup-root")?
+            .join(format!("ferry-kubelet-{node_name}")),
+    };
+    let node_ip = cli.node_ip.unwrap_or_default();
+    node_ip
+        .parse::<std::net::IpAddr>()
+        .with_context(|| format!("--node-ip {node_ip:?} is not an IP address"))?;
+    let cfg = ferry_kubelet::Config {
+        node_name,
+        server: cli.server.unwrap_or_default(),
+        token,
+        ca_file: cli.certificate_authority.unwrap_or_default(),
+        cni_conf_dir: cli.cni_conf_dir,
+        cni_bin_dir: cli.cni_bin_dir,
+        root_dir: cli.root_dir,
+        cgroup_root,
+        node_ip,
+        port: cli.port,
+        max_pods: cli.max_pods,
+        cpu: cli.cpu,
+        memory: cli.memory,
+        lease_interval: cli.lease_interval.max(1),
+        status_interval: cli.status_interval.max(1),
+        backoff_base: cli.backoff_base.max(0.0),
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(ferry_kubelet::run(cfg))
+}
