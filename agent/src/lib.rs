@@ -1,8 +1,28 @@
 //! Ferry's node agent, as a library.
 //!
-//! Today this holds only the eBPF side ([`bpf`]): the programs built from `ferry-ebpf`, embedded
-//! at compile time, and typed wrappers to load them, attach them and fill their maps. The agent's
-//! node loop (watching the apiserver and programming the overlay) lands with the overlay issue;
-//! until then the `ferry-agent` binary only reports what it carries.
+//! `ferry-agent` runs inside each node's network namespace. It watches Nodes, makes its own node
+//! ready for pods (node network file + CNI conflist once the Node has a `spec.podCIDR`), publishes
+//! flannel-compatible annotations on its Node, and programs the overlay between nodes (backend
+//! `host-gw`: one route per peer podCIDR). `ferry-agent programs` lists the embedded eBPF
+//! programs.
+//!
+//! | module | job |
+//! |---|---|
+//! | [`config`] | command-line flags, validated settings |
+//! | [`agent`] | the watch -> reconcile loop |
+//! | [`client`] | the kube-rs client (server URL + CA file + bearer token) |
+//! | [`node`] | what is read from and published on Node objects |
+//! | [`subnet`] | `subnet.env` and `10-ferry.conflist`: content and atomic writes |
+//! | [`hostgw`] | host-gw route reconciliation (pure diff + apply) |
+//! | [`netlink`], [`sysctl`] | the kernel boundary: rtnetlink routes and links, `ip_forward` |
+//! | [`bpf`] | the eBPF programs built from `ferry-ebpf`, embedded at compile time |
 
+pub mod agent;
 pub mod bpf;
+pub mod client;
+pub mod config;
+pub mod hostgw;
+pub mod netlink;
+pub mod node;
+pub mod subnet;
+pub mod sysctl;

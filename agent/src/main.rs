@@ -1,21 +1,64 @@
 //! `ferry-agent`: Ferry's node agent.
 //!
-//! For now it only reports what it carries: `--version`, and (with no arguments) the eBPF programs
-//! and maps embedded in the binary, read from the ELF objects without touching the kernel. The
-//! agent's real work (watching the apiserver, programming the overlay and the eBPF dataplane)
-//! lands with the overlay issue; until then nothing is loaded or attached by this binary.
+//! `ferry-agent --node-name N --server https://IP:PORT --token T --certificate-authority CA.crt
+//! --cni-conf-dir D --run-dir R [--iface eth0] [--backend host-gw] [--resync-seconds 10]
+//! [--cluster-cidr 10.244.0.0/16]` runs the node agent (see `docs/agent.md`); it must be started
+//! inside the node's network namespace, which it programs.
+//!
+//! `ferry-agent programs` lists the eBPF programs and maps embedded in the binary, read from the
+//! ELF objects without touching the kernel.
 
 use anyhow::Context as _;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use ferry_agent::bpf::{self, BpfError};
+use ferry_agent::config::RunArgs;
 
-/// Ferry's node agent (currently: reports its version and embedded eBPF programs).
+/// Ferry's node agent: node subnet files, flannel-compatible Node annotations and host-gw
+/// routes between nodes.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
-struct Cli {}
+#[command(
+    version,
+    about,
+    long_about = None,
+    subcommand_negates_reqs = true,
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List the eBPF programs and maps embedded in this binary (loads nothing).
+    Programs,
+}
 
 fn main() -> anyhow::Result<()> {
-    let Cli {} = Cli::parse();
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Programs) => programs(),
+        None => {
+            tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .init();
+            let cfg = cli.run.into_config()?;
+            tokio::runtime::Runtime::new()
+                .context("starting the async runtime")?
+                .block_on(ferry_agent::agent::run(cfg))?;
+            Ok(())
+        }
+    }
+}
+
+fn programs() -> anyhow::Result<()> {
     println!("ferry-agent {}", env!("CARGO_PKG_VERSION"));
     println!("embedded eBPF objects:");
     for object in bpf::embedded_objects() {
@@ -29,9 +72,5 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
-    println!(
-        "ferry-agent does not run a dataplane yet: the node agent loop lands with the overlay \
-         issue, so nothing was loaded or attached."
-    );
     Ok(())
 }

@@ -1,0 +1,163 @@
+//! The node agent's settings: command-line flags ([`RunArgs`]) validated into a [`Config`].
+//!
+//! `ferry up` starts one agent per node, inside that node's network namespace:
+//!
+//! ```text
+//! ferry-agent --node-name N --server https://IP:PORT --token T --certificate-authority CA.crt \
+//!     --cni-conf-dir D --run-dir R [--iface eth0] [--backend host-gw] [--resync-seconds 10] \
+//!     [--cluster-cidr 10.244.0.0/16]
+//! ```
+
+use ipnetwork::Ipv4Network;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The overlay backend that carries pod traffic between nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// One route per peer node: `<peer podCIDR> via <peer IP> dev <iface>` (needs L2 adjacency
+    /// between nodes; no encapsulation, so pods get the full interface MTU).
+    HostGw,
+}
+
+impl Backend {
+    /// The name published in `flannel.alpha.coreos.com/backend-type`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::HostGw => "host-gw",
+        }
+    }
+}
+
+/// Flags of the agent's main mode. They are `Option`s only so that `ferry-agent programs` can
+/// run without them; [`RunArgs::into_config`] insists on the required ones.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// This node's name (its Node object).
+    #[arg(long, required = true)]
+    pub node_name: Option<String>,
+    /// API server URL (`https://IP:PORT`).
+    #[arg(long, required = true)]
+    pub server: Option<String>,
+    /// Bearer token (the node's token: `ferry-server node-token --node N`).
+    #[arg(long, required = true)]
+    pub token: Option<String>,
+    /// CA certificate (PEM) the API server's certificate must chain to.
+    #[arg(long, required = true)]
+    pub certificate_authority: Option<PathBuf>,
+    /// Directory the CNI conflist `10-ferry.conflist` is written to.
+    #[arg(long, required = true)]
+    pub cni_conf_dir: Option<PathBuf>,
+    /// Directory of the node network file `subnet.env` and the IPAM state `ipam/`.
+    #[arg(long, required = true)]
+    pub run_dir: Option<PathBuf>,
+    /// Underlay interface: peer routes go out of it, its MTU is the pods' MTU.
+    #[arg(long, default_value = "eth0")]
+    pub iface: String,
+    /// Overlay backend.
+    #[arg(long, value_enum, default_value = "host-gw")]
+    pub backend: Backend,
+    /// Seconds between full reconciliations (routes are also reconciled on every Node change).
+    #[arg(long, default_value_t = 10)]
+    pub resync_seconds: u64,
+    /// Cluster pod network (`FERRY_NETWORK`); every node's podCIDR must lie inside it.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    pub cluster_cidr: Ipv4Network,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This node's name.
+    pub node_name: String,
+    /// API server URL.
+    pub server: String,
+    /// Bearer token.
+    pub token: String,
+    /// CA certificate file.
+    pub certificate_authority: PathBuf,
+    /// CNI configuration directory.
+    pub cni_conf_dir: PathBuf,
+    /// Run directory (`subnet.env`, `ipam/`).
+    pub run_dir: PathBuf,
+    /// Underlay interface.
+    pub iface: String,
+    /// Overlay backend.
+    pub backend: Backend,
+    /// Full-reconciliation period.
+    pub resync: Duration,
+    /// Cluster pod network.
+    pub cluster_cidr: Ipv4Network,
+}
+
+/// A missing or invalid flag.
+#[derive(Debug, thiserror::Error)]
+#[error("--{flag}: {problem}")]
+pub struct ConfigError {
+    /// The flag.
+    pub flag: &'static str,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+fn required<T>(v: Option<T>, flag: &'static str) -> Result<T, ConfigError> {
+    v.ok_or(ConfigError {
+        flag,
+        problem: "is required".into(),
+    })
+}
+
+impl RunArgs {
+    /// Checks the flags.
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let server = required(self.server, "server")?;
+        if !server.starts_with("https://") {
+            return Err(ConfigError {
+                flag: "server",
+                problem: format!("{server:?} is not an https:// URL"),
+            });
+        }
+        let node_name = required(self.node_name, "node-name")?;
+        if node_name.is_empty() {
+            return Err(ConfigError {
+                flag: "node-name",
+                problem: "is empty".into(),
+            });
+        }
+        if self.resync_seconds == 0 {
+            return Err(ConfigError {
+                flag: "resync-seconds",
+                problem: "must be at least 1".into(),
+            });
+        }
+        Ok(Config {
+            node_name,
+            server,
+            token: required(self.token, "token")?,
+            certificate_authority: required(self.certificate_authority, "certificate-authority")?,
+            cni_conf_dir: required(self.cni_conf_dir, "cni-conf-dir")?,
+            run_dir: required(self.run_dir, "run-dir")?,
+            iface: self.iface,
+            backend: self.backend,
+            resync: Duration::from_secs(self.resync_seconds),
+            cluster_cidr: self.cluster_cidr,
+        })
+    }
+}
+
+impl Config {
+    /// The node network file: `<run-dir>/subnet.env`.
+    pub fn subnet_file(&self) -> PathBuf {
+        self.run_dir.join("subnet.env")
+    }
+
+    /// The built-in IPAM's reservation directory: `<run-dir>/ipam`.
+    pub fn ipam_dir(&self) -> PathBuf {
+        self.run_dir.join("ipam")
+    }
+
+    /// The CNI conflist: `<cni-conf-dir>/10-ferry.conflist`.
+    pub fn conflist_file(&self) -> PathBuf {
+        self.cni_conf_dir.join(crate::subnet::CONFLIST_NAME)
+    }
+}

@@ -1,0 +1,160 @@
+//! What the agent reads from (and publishes on) Node objects: the pod subnet, the node's
+//! addresses and the flannel-compatible annotations.
+//!
+//! Annotations (flannel's `--kube-subnet-mgr` wire format, so flannel-aware tools understand a
+//! ferry node): `flannel.alpha.coreos.com/backend-type`, `.../public-ip` (the address peers
+//! route to) and `.../kube-subnet-manager: "true"` (the subnet is `spec.podCIDR`).
+
+use ipnetwork::Ipv4Network;
+use k8s_openapi::api::core::v1::Node;
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+/// Annotation: the overlay backend of the node (`host-gw`).
+pub const ANN_BACKEND_TYPE: &str = "flannel.alpha.coreos.com/backend-type";
+/// Annotation: the IPv4 address peers send this node's pod traffic to.
+pub const ANN_PUBLIC_IP: &str = "flannel.alpha.coreos.com/public-ip";
+/// Annotation: the node's subnet comes from `spec.podCIDR` (always `"true"` for ferry).
+pub const ANN_KUBE_SUBNET_MANAGER: &str = "flannel.alpha.coreos.com/kube-subnet-manager";
+
+/// The parts of a Node the agent acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// Node name.
+    pub name: String,
+    /// The IPv4 pod subnet (`spec.podCIDR`, else the first IPv4 entry of `spec.podCIDRs`),
+    /// normalised to its network address.
+    pub pod_cidr: Option<Ipv4Network>,
+    /// The first IPv4 `InternalIP` of `status.addresses`.
+    pub internal_ip: Option<Ipv4Addr>,
+    /// The `public-ip` annotation, when it is an IPv4 address.
+    pub public_ip: Option<Ipv4Addr>,
+    /// All annotations (to publish only what differs).
+    pub annotations: BTreeMap<String, String>,
+}
+
+fn parse_cidr(s: &str) -> Option<Ipv4Network> {
+    let net: Ipv4Network = s.trim().parse().ok()?;
+    Ipv4Network::new(net.network(), net.prefix()).ok()
+}
+
+impl NodeInfo {
+    /// Extracts the interesting fields of `node`.
+    pub fn from_node(node: &Node) -> NodeInfo {
+        let spec = node.spec.as_ref();
+        let pod_cidr = spec
+            .and_then(|s| s.pod_cidr.as_deref())
+            .and_then(parse_cidr)
+            .or_else(|| {
+                spec.and_then(|s| s.pod_cidrs.as_ref())
+                    .and_then(|all| all.iter().find_map(|c| parse_cidr(c)))
+            });
+        let internal_ip = node
+            .status
+            .as_ref()
+            .and_then(|s| s.addresses.as_ref())
+            .and_then(|addrs| {
+                addrs
+                    .iter()
+                    .filter(|a| a.type_ == "InternalIP")
+                    .find_map(|a| a.address.trim().parse::<Ipv4Addr>().ok())
+            });
+        let annotations = node.metadata.annotations.clone().unwrap_or_default();
+        let public_ip = annotations
+            .get(ANN_PUBLIC_IP)
+            .and_then(|a| a.trim().parse::<Ipv4Addr>().ok());
+        NodeInfo {
+            name: node.metadata.name.clone().unwrap_or_default(),
+            pod_cidr,
+            internal_ip,
+            public_ip,
+            annotations,
+        }
+    }
+
+    /// The address a peer routes this node's pod subnet to: the `public-ip` its agent published
+    /// (the address on its backend interface), else its `InternalIP` (a node whose agent has
+    /// not published yet).
+    pub fn peer_address(&self) -> Option<Ipv4Addr> {
+        self.public_ip.or(self.internal_ip)
+    }
+}
+
+/// The annotations the agent publishes on its own Node.
+pub fn desired_annotations(backend: &str, public_ip: Option<Ipv4Addr>) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    m.insert(ANN_BACKEND_TYPE.to_owned(), backend.to_owned());
+    m.insert(ANN_KUBE_SUBNET_MANAGER.to_owned(), "true".to_owned());
+    if let Some(ip) = public_ip {
+        m.insert(ANN_PUBLIC_IP.to_owned(), ip.to_string());
+    }
+    m
+}
+
+/// The subset of `want` that `have` lacks or holds with another value (what a merge patch must
+/// carry); empty when the node is up to date.
+pub fn annotation_changes(
+    have: &BTreeMap<String, String>,
+    want: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    want.iter()
+        .filter(|(k, v)| have.get(*k) != Some(*v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(v: serde_json::Value) -> Node {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn reads_pod_cidr_addresses_and_annotations() {
+        let n = NodeInfo::from_node(&node(serde_json::json!({
+            "metadata": {"name": "a", "annotations": {ANN_PUBLIC_IP: "10.99.0.7"}},
+            "spec": {"podCIDR": "10.244.3.5/24"},
+            "status": {"addresses": [
+                {"type": "Hostname", "address": "a"},
+                {"type": "InternalIP", "address": "fd00::1"},
+                {"type": "InternalIP", "address": "10.99.0.2"},
+            ]},
+        })));
+        assert_eq!(n.name, "a");
+        assert_eq!(n.pod_cidr, Some("10.244.3.0/24".parse().unwrap()));
+        assert_eq!(n.internal_ip, Some(Ipv4Addr::new(10, 99, 0, 2)));
+        assert_eq!(n.public_ip, Some(Ipv4Addr::new(10, 99, 0, 7)));
+        assert_eq!(n.peer_address(), Some(Ipv4Addr::new(10, 99, 0, 7)));
+    }
+
+    #[test]
+    fn pod_cidrs_fallback_and_missing_fields() {
+        let n = NodeInfo::from_node(&node(serde_json::json!({
+            "metadata": {"name": "b"},
+            "spec": {"podCIDRs": ["fd00:1::/64", "10.244.9.0/24"]},
+            "status": {"addresses": [{"type": "InternalIP", "address": "10.99.0.3"}]},
+        })));
+        assert_eq!(n.pod_cidr, Some("10.244.9.0/24".parse().unwrap()));
+        assert_eq!(n.peer_address(), Some(Ipv4Addr::new(10, 99, 0, 3)));
+        let bare = NodeInfo::from_node(&node(serde_json::json!({"metadata": {"name": "c"}})));
+        assert_eq!(bare.pod_cidr, None);
+        assert_eq!(bare.peer_address(), None);
+    }
+
+    #[test]
+    fn only_differing_annotations_are_patched() {
+        let want = desired_annotations("host-gw", Some(Ipv4Addr::new(10, 99, 0, 2)));
+        assert_eq!(want.len(), 3);
+        assert_eq!(annotation_changes(&BTreeMap::new(), &want), want);
+        let mut have = want.clone();
+        have.insert("other".into(), "x".into());
+        assert!(annotation_changes(&have, &want).is_empty());
+        have.insert(ANN_PUBLIC_IP.into(), "10.99.0.9".into());
+        let changes = annotation_changes(&have, &want);
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[ANN_PUBLIC_IP], "10.99.0.2");
+        assert!(!desired_annotations("host-gw", None).contains_key(ANN_PUBLIC_IP));
+    }
+}
