@@ -1,0 +1,269 @@
+//! `ferry down`: removes everything `ferry up` created for a cluster, from its state file plus a
+//! sweep of what the file may have missed (a `ferry up` killed between two records). The same
+//! teardown runs when `ferry up` fails.
+//!
+//! Order: stop a `ferry up` still running; kill every process (the cluster cgroup's `cgroup.kill`
+//! takes pods and shims along, then each recorded pid, then anything left inside the cluster's
+//! namespaces) and wait until the cgroup is empty; unmount what was mounted under the cluster
+//! directory (pod namespaces); delete the namespaces (their links go with them); remove the cgroups
+//! bottom-up; remove the cluster directory last, so an interrupted `ferry down` can run again.
+
+use crate::state::{ClusterDir, State};
+use crate::{cgroup, net, sys, topology};
+use anyhow::{bail, Result};
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// `--name` and `--state-dir`, shared by every subcommand.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct Target {
+    /// Cluster name.
+    #[arg(long, default_value = "ferry")]
+    pub(crate) name: String,
+    /// Parent directory of the clusters' state directories.
+    #[arg(long, default_value = crate::state::DEFAULT_STATE_DIR)]
+    pub(crate) state_dir: PathBuf,
+}
+
+/// What a teardown did.
+#[derive(Debug, Default)]
+pub(crate) struct Removed {
+    /// Processes sent SIGKILL (component names, or pids for unrecorded ones).
+    pub(crate) killed: Vec<String>,
+    /// Mounts detached.
+    pub(crate) unmounted: usize,
+    /// Network namespaces deleted.
+    pub(crate) namespaces: Vec<String>,
+    /// cgroups removed.
+    pub(crate) cgroups: usize,
+    /// The cluster directory, if it was removed.
+    pub(crate) dir: Option<PathBuf>,
+    /// Failures (the teardown keeps going past each one).
+    pub(crate) errors: Vec<String>,
+}
+
+impl Removed {
+    /// True if nothing was there to remove.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.killed.is_empty()
+            && self.unmounted == 0
+            && self.namespaces.is_empty()
+            && self.cgroups == 0
+            && self.dir.is_none()
+    }
+
+    /// One line per kind of thing removed, then the failures.
+    pub(crate) fn print(&self, out: &mut dyn Write, indent: &str) {
+        if !self.killed.is_empty() {
+            let _ = writeln!(
+                out,
+                "{indent}stopped {} process(es): {}",
+                self.killed.len(),
+                self.killed.join(", ")
+            );
+        }
+        if self.unmounted > 0 {
+            let _ = writeln!(
+                out,
+                "{indent}unmounted {} mount(s) under the cluster directory",
+                self.unmounted
+            );
+        }
+        if !self.namespaces.is_empty() {
+            let _ = writeln!(
+                out,
+                "{indent}deleted {} network namespace(s) and their links: {}",
+                self.namespaces.len(),
+                self.namespaces.join(", ")
+            );
+        }
+        if self.cgroups > 0 {
+            let _ = writeln!(out, "{indent}removed {} cgroup(s)", self.cgroups);
+        }
+        if let Some(dir) = &self.dir {
+            let _ = writeln!(out, "{indent}removed {}", dir.display());
+        }
+        for e in &self.errors {
+            let _ = writeln!(out, "{indent}FAILED: {e}");
+        }
+    }
+}
+
+/// True if anything of cluster `name` exists on this machine (directory, namespace, cgroup).
+pub(crate) fn leftovers(name: &str, dir: &ClusterDir) -> Vec<String> {
+    let mut found = Vec::new();
+    if dir.path().exists() {
+        found.push(dir.path().display().to_string());
+    }
+    found.extend(
+        net::netns_list()
+            .into_iter()
+            .filter(|ns| topology::is_cluster_netns(name, ns))
+            .map(|ns| format!("namespace {ns}")),
+    );
+    if let Ok(root) = cgroup::root() {
+        let cg = topology::cluster_cgroup(&root, name);
+        if cg.exists() {
+            found.push(format!("cgroup {}", cg.display()));
+        }
+    }
+    found
+}
+
+/// Removes everything of cluster `name`: what `state` lists and what a sweep finds.
+pub(crate) fn teardown(name: &str, dir: &ClusterDir, state: Option<&State>) -> Removed {
+    let mut r = Removed::default();
+    let me = sys::own_pid();
+
+    // 1. A `ferry up` still running would keep creating things.
+    if let Some(up) = state.and_then(|s| s.up) {
+        if up.pid != me && up.is_running() && sys::kill(up.pid) {
+            r.killed.push(format!("ferry up (pid {})", up.pid));
+        }
+    }
+
+    // 2. Every process: the cgroup subtree, the recorded pids, anything inside our namespaces.
+    let mut cgroup_tops: Vec<PathBuf> = Vec::new();
+    if let Some(s) = state {
+        cgroup_tops.push(topology::cluster_cgroup(&s.cgroup_root, name));
+    }
+    if let Ok(root) = cgroup::root() {
+        let top = topology::cluster_cgroup(&root, name);
+        if !cgroup_tops.contains(&top) {
+            cgroup_tops.push(top);
+        }
+    }
+    let components = state.map(|s| s.components.as_slice()).unwrap_or_default();
+    let mut in_cgroup: Vec<(i32, String)> = Vec::new();
+    for top in cgroup_tops.iter().filter(|t| t.exists()) {
+        in_cgroup.extend(cgroup::pids(top).into_iter().map(|p| (p, sys::comm(p))));
+        if let Err(e) = cgroup::kill_all(top) {
+            r.errors.push(format!("{e:#}"));
+        }
+    }
+    for c in components {
+        let running = c.proc.is_running();
+        if running {
+            sys::kill(c.proc.pid);
+        }
+        if running || in_cgroup.iter().any(|(p, _)| *p == c.proc.pid) {
+            r.killed.push(format!("{} (pid {})", c.name, c.proc.pid));
+        }
+    }
+    for (pid, comm) in &in_cgroup {
+        if !components.iter().any(|c| c.proc.pid == *pid) {
+            r.killed.push(format!("{comm} (pid {pid})"));
+        }
+    }
+    let mut namespaces: Vec<String> = state.map(|s| s.namespaces.clone()).unwrap_or_default();
+    for ns in net::netns_list() {
+        if topology::is_cluster_netns(name, &ns) && !namespaces.contains(&ns) {
+            namespaces.push(ns);
+        }
+    }
+    for ns in &namespaces {
+        for pid in net::netns_pids(ns) {
+            let comm = sys::comm(pid);
+            if pid != me && sys::kill(pid) && !in_cgroup.iter().any(|(p, _)| *p == pid) {
+                r.killed.push(format!("{comm} (pid {pid}, in {ns})"));
+            }
+        }
+    }
+    for top in cgroup_tops.iter().filter(|t| t.exists()) {
+        if !cgroup::wait_empty(top, Duration::from_secs(10)) {
+            r.errors.push(format!(
+                "processes still in {} after 10s: {:?}",
+                top.display(),
+                cgroup::pids(top)
+            ));
+        }
+    }
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    while components.iter().any(|c| c.proc.is_running()) && std::time::Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    // 3. Mounts under the cluster directory (the kubelet's pod namespace handles).
+    for m in sys::mounts_under(dir.path()) {
+        match sys::umount_detach(&m) {
+            Ok(()) => r.unmounted += 1,
+            Err(e) => r.errors.push(format!("unmounting {}: {e}", m.display())),
+        }
+    }
+
+    // 4. Namespaces, with their links.
+    for ns in &namespaces {
+        match net::netns_del(ns) {
+            Ok(true) => r.namespaces.push(ns.clone()),
+            Ok(false) => {}
+            Err(e) => r.errors.push(format!("{e:#}")),
+        }
+    }
+
+    // 5. cgroups, children first.
+    for top in &cgroup_tops {
+        match cgroup::remove_tree(top) {
+            Ok(n) => r.cgroups += n,
+            Err(e) => r.errors.push(format!("{e:#}")),
+        }
+    }
+
+    // 6. The directory, last.
+    if dir.path().exists() {
+        if r.errors.is_empty() {
+            match std::fs::remove_dir_all(dir.path()) {
+                Ok(()) => r.dir = Some(dir.path().to_owned()),
+                Err(e) => r
+                    .errors
+                    .push(format!("removing {}: {e}", dir.path().display())),
+            }
+        } else {
+            r.errors.push(format!(
+                "kept {} (state for another ferry down)",
+                dir.path().display()
+            ));
+        }
+    }
+    r
+}
+
+/// `ferry down`.
+pub(crate) fn run(t: &Target) -> Result<()> {
+    if let Err(e) = topology::validate_name(&t.name) {
+        bail!("{e}");
+    }
+    if !sys::is_root() {
+        bail!("ferry down needs root: it deletes network namespaces and cgroups");
+    }
+    let dir = ClusterDir::new(&t.state_dir, &t.name);
+    let state = match dir.load() {
+        Ok(s) => s,
+        Err(e) => {
+            println!(
+                "state of cluster {} unreadable ({e:#}); removing what a sweep finds",
+                t.name
+            );
+            None
+        }
+    };
+    if state.is_none() && leftovers(&t.name, &dir).is_empty() {
+        println!("no cluster named {} is up; nothing to remove", t.name);
+        return Ok(());
+    }
+    println!("removing cluster {}", t.name);
+    let r = teardown(&t.name, &dir, state.as_ref());
+    r.print(&mut std::io::stdout().lock(), "  ");
+    if r.is_empty() {
+        println!("  nothing was left to remove");
+    }
+    if !r.errors.is_empty() {
+        bail!(
+            "cluster {} was not completely removed ({} failure(s) above); run ferry down again",
+            t.name,
+            r.errors.len()
+        );
+    }
+    println!("cluster {} removed", t.name);
+    Ok(())
+}

@@ -1,0 +1,60 @@
+//! `ferry`: a complete Ferry cluster on this machine, every piece inside network namespaces.
+//!
+//! - `ferry up` creates a switch namespace (the underlay bridge), a control-plane namespace running
+//!   `ferry-server` and N node namespaces each running `ferry-kubelet` and `ferry-agent` with
+//!   `ferry-cni` installed in the node's own CNI directories, and returns once every node is Ready.
+//!   kubectl reaches the apiserver from the root namespace on 127.0.0.1 (a listener bound there and
+//!   inherited by the server); nothing routes from the root namespace into the cluster.
+//! - `ferry status` shows every component's health, the nodes and the pods.
+//! - `ferry down` removes everything `ferry up` created, also after a crash of `ferry up`.
+//!
+//! Layout: [`topology`] names and addresses, [`state`] the record on disk, [`sys`] the kernel
+//! boundary (all `unsafe`), [`net`] and [`cgroup`] the resources, [`api`] the Kubernetes client
+//! side, one module per subcommand.
+
+mod api;
+mod cgroup;
+mod down;
+mod net;
+mod state;
+mod status;
+mod sys;
+mod topology;
+mod up;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// A complete Ferry cluster on this machine, in network namespaces.
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Brings up a cluster: control plane and N nodes, each in its own network namespace.
+    Up(up::UpArgs),
+    /// Removes a cluster: processes, namespaces, links, cgroups, files.
+    Down(down::Target),
+    /// Shows the health of every component, the nodes and the pods.
+    Status(down::Target),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (verb, result) = match &cli.cmd {
+        Cmd::Up(a) => ("up", up::run(a)),
+        Cmd::Down(t) => ("down", down::run(t)),
+        Cmd::Status(t) => ("status", status::run(t)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ferry {verb}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

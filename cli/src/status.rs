@@ -1,0 +1,210 @@
+//! `ferry status`: every component's process (running or dead), the apiserver's `/readyz` through
+//! the loopback port, the nodes (Ready, podCIDR, InternalIP) and the pods on each node. Exits
+//! non-zero when anything is unhealthy.
+
+use crate::down::Target;
+use crate::state::{ClusterDir, Component, Phase};
+use crate::{api, sys, topology};
+use anyhow::{anyhow, bail, Context, Result};
+
+/// Prints rows as aligned columns, indented by two spaces.
+fn table(rows: &[Vec<String>]) {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for r in rows {
+        let mut line = String::from("  ");
+        for (c, cell) in r.iter().enumerate() {
+            if c + 1 == r.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  ", w = widths[c]));
+            }
+        }
+        println!("{}", line.trim_end());
+    }
+}
+
+/// One line per component: name, pid, (state,) namespace, address, log.
+pub(crate) fn print_components(components: &[Component], with_state: bool) {
+    let mut rows = vec![{
+        let mut h = vec!["COMPONENT", "PID"];
+        if with_state {
+            h.push("STATE");
+        }
+        h.extend(["NETNS", "ADDRESS", "LOG"]);
+        h.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    }];
+    for c in components {
+        let mut r = vec![c.name.clone(), c.proc.pid.to_string()];
+        if with_state {
+            r.push(if c.proc.is_running() {
+                "running".to_owned()
+            } else {
+                "DEAD".to_owned()
+            });
+        }
+        r.extend([
+            c.netns.clone(),
+            c.address.clone(),
+            c.log.display().to_string(),
+        ]);
+        rows.push(r);
+    }
+    table(&rows);
+}
+
+/// `ferry status`.
+pub(crate) fn run(t: &Target) -> Result<()> {
+    topology::validate_name(&t.name).map_err(|e| anyhow!(e))?;
+    if !sys::is_root() {
+        bail!("ferry status needs root: the cluster's state and credentials are readable by root only");
+    }
+    let dir = ClusterDir::new(&t.state_dir, &t.name);
+    let Some(state) = dir.load()? else {
+        bail!(
+            "no cluster named {} is up (ferry up --name {} starts one)",
+            t.name,
+            t.name
+        );
+    };
+    let mut problems: Vec<String> = Vec::new();
+    let phase = match state.phase {
+        Phase::Up => "up",
+        Phase::Creating => {
+            if state.up.is_some_and(|p| p.is_running()) {
+                "being created by ferry up"
+            } else {
+                problems.push("ferry up did not finish (crashed or killed)".to_owned());
+                "incomplete (ferry up did not finish)"
+            }
+        }
+        Phase::Failed => {
+            problems.push("ferry up failed (--keep-on-failure kept it)".to_owned());
+            "failed (kept by --keep-on-failure)"
+        }
+    };
+    println!(
+        "cluster {}: {phase}; {} node(s), store {}, apiserver https://127.0.0.1:{}",
+        state.name, state.nodes, state.store, state.api_port
+    );
+    if let Some(kc) = &state.kubeconfig {
+        println!("kubeconfig: {}", kc.display());
+    }
+    println!("\ncomponents:");
+    print_components(&state.components, true);
+    for c in state.components.iter().filter(|c| !c.proc.is_running()) {
+        problems.push(format!(
+            "{} is not running (log: {})",
+            c.name,
+            c.log.display()
+        ));
+    }
+
+    match &state.kubeconfig {
+        None => problems.push("no kubeconfig written yet".to_owned()),
+        Some(kc) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            rt.block_on(api_status(kc, &state, &mut problems));
+        }
+    }
+
+    println!();
+    if problems.is_empty() {
+        println!("cluster {} is healthy", state.name);
+        return Ok(());
+    }
+    bail!(
+        "cluster {} is not healthy:\n  - {}",
+        state.name,
+        problems.join("\n  - ")
+    )
+}
+
+async fn api_status(
+    kubeconfig: &std::path::Path,
+    state: &crate::state::State,
+    problems: &mut Vec<String>,
+) {
+    let client = match api::client(kubeconfig).await {
+        Ok(c) => c,
+        Err(e) => {
+            problems.push(format!("no API client: {e:#}"));
+            return;
+        }
+    };
+    let url = format!("https://127.0.0.1:{}", state.api_port);
+    match api::readyz(&client).await {
+        Ok(()) => println!("\napiserver {url}/readyz: ok"),
+        Err(e) => {
+            println!("\napiserver {url}/readyz: FAILED ({e:#})");
+            problems.push(format!("apiserver not ready: {e:#}"));
+            return;
+        }
+    }
+    let nodes = match api::nodes(&client).await {
+        Ok(n) => n,
+        Err(e) => {
+            problems.push(format!("{e:#}"));
+            return;
+        }
+    };
+    println!("\nnodes:");
+    let mut rows = vec![["NAME", "READY", "POD-CIDR", "INTERNAL-IP", "REASON"]
+        .map(str::to_owned)
+        .to_vec()];
+    for n in &nodes {
+        rows.push(vec![
+            n.name.clone(),
+            n.ready.clone(),
+            n.pod_cidr.clone(),
+            n.internal_ip.clone(),
+            n.why.clone(),
+        ]);
+    }
+    table(&rows);
+    let kubelets = state
+        .components
+        .iter()
+        .filter(|c| c.name.ends_with("/kubelet"))
+        .count();
+    for i in 1..=state.nodes {
+        let name = topology::node_name(i);
+        match nodes.iter().find(|n| n.name == name) {
+            None if kubelets > 0 => problems.push(format!("{name} is not registered")),
+            Some(n)
+                if !n.is_ready() && state.components.iter().any(|c| c.name.ends_with("/agent")) =>
+            {
+                problems.push(format!("{name} is not Ready"));
+            }
+            _ => {}
+        }
+    }
+    match api::pods(&client).await {
+        Ok(pods) => {
+            println!("\npods:");
+            if pods.is_empty() {
+                println!("  (none)");
+                return;
+            }
+            let mut rows = vec![["NODE", "POD", "PHASE", "POD-IP"]
+                .map(str::to_owned)
+                .to_vec()];
+            for p in pods {
+                rows.push(vec![p.node, p.name, p.phase, p.ip]);
+            }
+            table(&rows);
+        }
+        Err(e) => problems.push(format!("{e:#}")),
+    }
+}
