@@ -148,6 +148,18 @@ impl Tokens {
         Ok(token)
     }
 
+    /// The token of `node` if it has one (never creates one).
+    pub fn existing_node_token(&self, node: &str) -> Option<String> {
+        self.refresh_if_changed();
+        self.file
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0
+            .nodes
+            .get(node)
+            .cloned()
+    }
+
     /// Authenticates an `Authorization` header value.
     pub fn authenticate(&self, header: Option<&str>) -> Option<Identity> {
         let token = header?.strip_prefix("Bearer ")?.trim();

@@ -30,6 +30,7 @@ fn sub_response_kind(r: &Resource, s: Sub) -> Value {
     match s {
         Sub::Scale => json!({"group": "autoscaling", "version": "v1", "kind": "Scale"}),
         Sub::Binding => json!({"group": "", "version": "v1", "kind": "Binding"}),
+        Sub::Log => json!({"group": "", "version": "v1", "kind": "Pod"}),
         Sub::Status => json!({"group": r.group, "version": r.version, "kind": r.kind}),
     }
 }
@@ -37,6 +38,7 @@ fn sub_response_kind(r: &Resource, s: Sub) -> Value {
 fn sub_verbs(s: Sub) -> Vec<&'static str> {
     match s {
         Sub::Binding => vec!["create"],
+        Sub::Log => vec!["get"],
         Sub::Status | Sub::Scale => vec!["get", "patch", "update"],
     }
 }

@@ -11,6 +11,8 @@ pub enum Sub {
     Scale,
     /// `pods/binding` (create only).
     Binding,
+    /// `pods/log` (get only; proxied to the pod's kubelet).
+    Log,
 }
 
 impl Sub {
@@ -20,6 +22,7 @@ impl Sub {
             Sub::Status => "status",
             Sub::Scale => "scale",
             Sub::Binding => "binding",
+            Sub::Log => "log",
         }
     }
 }
@@ -94,7 +97,7 @@ pub static RESOURCES: &[Resource] = &[
         namespaced: true,
         short_names: &["po"],
         categories: ALL,
-        subresources: &[Sub::Status, Sub::Binding],
+        subresources: &[Sub::Status, Sub::Binding, Sub::Log],
     },
     Resource {
         group: "",

@@ -98,6 +98,9 @@ fn main() -> Result<()> {
             .to_owned(),
         (None, None) => anyhow::bail!("one of --token or --token-file is required"),
     };
+    if token.is_empty() {
+        anyhow::bail!("the bearer token is empty (--token / --token-file)");
+    }
     let cgroup_root = match cli.cgroup_root {
         Some(c) => c,
         None => ferry_kubelet::cgroup::cgroup2_mount()

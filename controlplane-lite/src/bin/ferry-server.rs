@@ -32,7 +32,7 @@ struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,
     /// State directory (certificates, tokens, kubeconfig, the SQLite store).
-    #[arg(long, default_value = "/var/lib/ferry/server")]
+    #[arg(long, global = true, default_value = "/var/lib/ferry/server")]
     data_dir: PathBuf,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:6443")]
