@@ -12,7 +12,7 @@ use crate::state::{ClusterDir, State};
 use crate::{cgroup, net, sys, topology};
 use anyhow::{bail, Result};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// `--name` and `--state-dir`, shared by every subcommand.
@@ -213,7 +213,18 @@ pub(crate) fn teardown(name: &str, dir: &ClusterDir, state: Option<&State>) -> R
     if dir.path().exists() {
         if r.errors.is_empty() {
             match std::fs::remove_dir_all(dir.path()) {
-                Ok(()) => r.dir = Some(dir.path().to_owned()),
+                Ok(()) => {
+                    r.dir = Some(dir.path().to_owned());
+                    // The default parents (/run/ferry/up, /run/ferry) go too once empty; a
+                    // --state-dir given by the user is left alone.
+                    let default = Path::new(crate::state::DEFAULT_STATE_DIR);
+                    if dir.path().parent() == Some(default) && std::fs::remove_dir(default).is_ok()
+                    {
+                        if let Some(run_ferry) = default.parent() {
+                            let _ = std::fs::remove_dir(run_ferry);
+                        }
+                    }
+                }
                 Err(e) => r
                     .errors
                     .push(format!("removing {}: {e}", dir.path().display())),

@@ -84,8 +84,28 @@ pub(crate) struct Spawn<'a> {
     pub(crate) fd3: Option<RawFd>,
 }
 
+/// The environment of a component: like a service manager's, only `PATH` and the Rust logging
+/// and backtrace settings carry over, so nothing of the caller's shell (`KUBECONFIG`, proxies)
+/// changes how a component behaves.
+fn component_env() -> Vec<(OsString, OsString)> {
+    let mut env = vec![(
+        "PATH".into(),
+        std::env::var_os("PATH").unwrap_or_else(|| {
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
+        }),
+    )];
+    env.push((
+        "RUST_LOG".into(),
+        std::env::var_os("RUST_LOG").unwrap_or_else(|| "info".into()),
+    ));
+    if let Some(v) = std::env::var_os("RUST_BACKTRACE") {
+        env.push(("RUST_BACKTRACE".into(), v));
+    }
+    env
+}
+
 /// Starts `s.program` detached from this process: its own session, stdin from /dev/null, output
-/// to the log. Between fork and exec the child joins the cgroup (through an fd opened here, so no
+/// to the log, a clean environment. Between fork and exec the child joins the cgroup (through an fd opened here, so no
 /// path is resolved in the child) and then enters the network namespace with `setns` (unlike
 /// `ip netns exec`, nothing is remounted). The returned `Child` may be dropped: the process keeps
 /// running after `ferry` exits.
@@ -99,6 +119,8 @@ pub(crate) fn spawn_detached(s: &Spawn<'_>) -> io::Result<Child> {
     let (procs_fd, netns_fd, fd3) = (procs.as_raw_fd(), netns.as_raw_fd(), s.fd3);
     let mut cmd = Command::new(s.program);
     cmd.args(&s.args)
+        .env_clear()
+        .envs(component_env())
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err);
