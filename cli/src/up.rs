@@ -66,6 +66,10 @@ pub(crate) struct UpArgs {
     /// Seconds `ferry up` may take in all before it gives up.
     #[arg(long, default_value_t = 60)]
     pub(crate) timeout: u64,
+    /// Seconds without a Lease renewal before a node is marked NotReady (the apiserver's
+    /// `--node-monitor-grace-period`); kubelets renew every quarter of it (10 s for the default).
+    #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u64).range(4..=3600))]
+    pub(crate) node_grace: u64,
     /// Leave everything in place when `ferry up` fails (to debug it; `ferry down` removes it).
     #[arg(long)]
     pub(crate) keep_on_failure: bool,
@@ -651,6 +655,8 @@ impl Up<'_> {
                 &format!("127.0.0.1,{CP_IP}"),
                 "--inherited-listener-fd",
                 "3",
+                "--node-monitor-grace-period",
+                &self.args.node_grace.to_string(),
             ]
             .map(OsString::from),
         );
@@ -793,6 +799,8 @@ impl Up<'_> {
                 self.node_cgroup(i).join("pods").into(),
                 "--node-ip".into(),
                 node_ip(i).to_string().into(),
+                "--lease-interval".into(),
+                (self.args.node_grace / 4).max(1).to_string().into(),
             ]);
             let address = format!(
                 "{}:{} (kubelet endpoint)",
