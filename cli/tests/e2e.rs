@@ -308,7 +308,7 @@ fn a_deployment_across_three_nodes_scales_rolls_restarts_and_survives_kubelet_lo
             Ok(())
         });
     }
-    let _child = restarted.spawn().unwrap();
+    let _child = ferry_tests::ChildGuard(restarted.spawn().unwrap());
     k.wait(&["get", "node", &node], 30, "node Ready again", |n| {
         n["status"]["conditions"].as_array().is_some_and(|cs| {
             cs.iter()
