@@ -1,5 +1,6 @@
 //! The node agent's main loop: watch Nodes, then reconcile this node's files, its Node
-//! annotations and the host-gw routes, on every Node change and every `--resync-seconds`.
+//! annotations, the overlay (VXLAN device + entries, or host-gw routes) and the iptables rules,
+//! on every Node change and every `--resync-seconds`.
 //!
 //! ```text
 //! start ──► ip_forward=1 ──► reflector(Nodes) ──► wait for the complete list ──► loop {
@@ -7,7 +8,9 @@
 //!     podCIDR?   no ─► log "waiting for podCIDR"     (write nothing)
 //!                yes ─► subnet.env, then 10-ferry.conflist (only if changed)
 //!     annotations differ? ─► merge patch of our Node
-//!     routes: desired (all peers) vs installed (main table) ─► add / replace / delete ours
+//!     vxlan: ferry.1 adopted/created; fdb + neighbours + routes: desired vs installed
+//!     host-gw: routes: desired (all peers) vs installed (main table) ─► add / replace / delete ours
+//!     iptables: FERRY-* chains vs iptables-save ─► iptables-restore when they differ
 //!     sleep until a Node changes or the resync period passes
 //! }
 //! ```
@@ -17,12 +20,14 @@
 //! installed by a previous run stay until a complete list says their node is gone. The reflector
 //! swaps relists in atomically, so a watch restart never shows an empty cluster either.
 
-use crate::config::Config;
-use crate::netlink::Netlink;
+use crate::config::{Backend, Config};
+use crate::masq::{MasqConfig, Masquerade};
+use crate::netlink::{Link, Netlink};
 use crate::node::{self, NodeInfo};
 use crate::subnet::{self, NodeNetworkFile};
-use crate::{client, hostgw, sysctl};
+use crate::{client, hostgw, sysctl, vxlan};
 use futures::StreamExt as _;
+use ipnetwork::Ipv4Network;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::{self, store::Writer, Store};
@@ -74,6 +79,8 @@ pub struct Agent {
     store: Store<Node>,
     own: OwnState,
     skipped: BTreeSet<String>,
+    masq: Masquerade,
+    masq_failing: bool,
 }
 
 /// Runs the agent until the process is killed.
@@ -94,6 +101,13 @@ pub async fn run(cfg: Config) -> Result<(), AgentError> {
         "waiting for the complete Node list"
     );
     store.wait_until_ready().await.map_err(AgentError::Watch)?;
+    let masq = Masquerade::new(MasqConfig {
+        cluster: cfg.cluster_cidr,
+        no_masquerade: cfg.no_masquerade_cidrs.clone(),
+        masquerade: cfg.ip_masq,
+        tunnel_port: (cfg.backend == Backend::Vxlan).then_some(vxlan::PORT),
+        random_fully: true,
+    });
     let mut agent = Agent {
         cfg,
         nl,
@@ -101,6 +115,8 @@ pub async fn run(cfg: Config) -> Result<(), AgentError> {
         store,
         own: OwnState::Unknown,
         skipped: BTreeSet::new(),
+        masq,
+        masq_failing: false,
     };
     loop {
         agent.reconcile().await;
@@ -147,20 +163,96 @@ impl Agent {
             }
         };
         let me = nodes.iter().find(|n| n.name == self.cfg.node_name);
-        let state = match (me, link) {
+        // The largest pod MTU our underlay allows, and the cluster's (the minimum published).
+        let own_mtu = link.map(|l| match self.cfg.backend {
+            Backend::Vxlan => l.mtu.saturating_sub(vxlan::OVERHEAD),
+            Backend::HostGw => l.mtu,
+        });
+        let mtu = own_mtu.map(|m| vxlan::cluster_mtu(&nodes, &self.cfg.node_name, m));
+        let state = match (me, mtu) {
             (None, _) => OwnState::NoNode,
             (Some(me), _) if me.pod_cidr.is_none() => OwnState::NoPodCidr,
             (Some(_), None) => OwnState::Unusable(format!("interface {} missing", self.cfg.iface)),
-            (Some(me), Some(link)) => self.write_files(me, link.mtu),
+            (Some(me), Some(mtu)) => self.write_files(me, mtu),
         };
         self.log_transition(state);
+        let iface_ip = link.and_then(|l| self.iface_ipv4(l.index));
+        let public_ip = me.and_then(|me| me.internal_ip).or(iface_ip);
         if let Some(me) = me {
-            let iface_ip = link.and_then(|l| self.iface_ipv4(l.index));
-            self.publish(me, me.internal_ip.or(iface_ip)).await;
+            self.publish(me, public_ip, own_mtu).await;
         }
         if let Some(link) = link {
-            self.routes(&nodes, link.index);
+            match self.cfg.backend {
+                Backend::HostGw => self.routes(&nodes, link.index),
+                Backend::Vxlan => {
+                    let cidr = me.and_then(|m| m.pod_cidr);
+                    if let (Some(cidr), Some(ip), Some(mtu)) = (cidr, public_ip, mtu) {
+                        self.vxlan(&nodes, link, ip, cidr, mtu);
+                    }
+                }
+            }
         }
+        self.iptables();
+    }
+
+    /// Reconciles the VXLAN device and its per-peer entries.
+    fn vxlan(
+        &mut self,
+        nodes: &[NodeInfo],
+        underlay: Link,
+        local: Ipv4Addr,
+        cidr: Ipv4Network,
+        mtu: u32,
+    ) {
+        let spec = vxlan::device_spec(&self.cfg.node_name, local, underlay.index, mtu);
+        let own = Ipv4Network::from(cidr.network());
+        let vx = match vxlan::ensure_device(&mut self.nl, &spec, own) {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::error!(device = vxlan::DEVICE, error = %e, "VXLAN device setup failed (retried next round)");
+                return;
+            }
+        };
+        let direct = if self.cfg.direct_routing {
+            self.nl.ipv4_addresses(underlay.index).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let want = vxlan::desired(nodes, &self.cfg.node_name, vx, underlay.index, &direct);
+        self.log_skipped(want.skipped.clone());
+        let done = vxlan::apply_entries(&mut self.nl, vx, &want);
+        if done != vxlan::Applied::default() {
+            tracing::debug!(?done, peers = want.routes.len(), "vxlan reconciled");
+        }
+    }
+
+    /// Reconciles the iptables chains; failures are logged once until they recover.
+    fn iptables(&mut self) {
+        match self.masq.reconcile() {
+            Ok(_) => {
+                if self.masq_failing {
+                    tracing::info!("iptables rules in place again");
+                }
+                self.masq_failing = false;
+            }
+            Err(e) => {
+                if !self.masq_failing {
+                    tracing::error!(error = %e, "iptables reconciliation failed (retried every round)");
+                }
+                self.masq_failing = true;
+            }
+        }
+    }
+
+    fn log_skipped(&mut self, skipped: Vec<(String, hostgw::Skip)>) {
+        let mut now_skipped = BTreeSet::new();
+        for (peer, why) in skipped {
+            if !self.skipped.contains(&peer) {
+                tracing::warn!(peer = %peer, reason = %why, "peer skipped: no route");
+            }
+            now_skipped.insert(peer);
+        }
+        self.skipped = now_skipped;
     }
 
     fn log_transition(&mut self, state: OwnState) {
@@ -195,9 +287,13 @@ impl Agent {
         let Some(cidr) = me.pod_cidr else {
             return OwnState::NoPodCidr;
         };
-        // host-gw adds no header: pods get the underlay MTU.
+        // host-gw adds no header (pods get the underlay MTU), VXLAN 50 bytes; either way the
+        // cluster minimum.
         let file = match NodeNetworkFile::new(self.cfg.cluster_cidr, cidr, mtu) {
-            Ok(f) => f,
+            Ok(f) => NodeNetworkFile {
+                ipmasq: self.cfg.ip_masq,
+                ..f
+            },
             Err(e) => return OwnState::Unusable(e.to_string()),
         };
         let subnet_file = self.cfg.subnet_file();
@@ -226,8 +322,11 @@ impl Agent {
     }
 
     /// Publishes the flannel annotations on our Node (a merge patch, only when they differ).
-    async fn publish(&self, me: &NodeInfo, public_ip: Option<Ipv4Addr>) {
-        let want = node::desired_annotations(self.cfg.backend.name(), public_ip);
+    async fn publish(&self, me: &NodeInfo, public_ip: Option<Ipv4Addr>, mtu: Option<u32>) {
+        let data = (self.cfg.backend == Backend::Vxlan)
+            .then(|| vxlan::backend_data(&vxlan::vtep_mac(&self.cfg.node_name)));
+        let want =
+            node::desired_annotations(self.cfg.backend.name(), public_ip, data.as_deref(), mtu);
         let changes = node::annotation_changes(&me.annotations, &want);
         if changes.is_empty() {
             return;
@@ -254,14 +353,7 @@ impl Agent {
     /// Reconciles the host-gw routes of every peer.
     fn routes(&mut self, nodes: &[NodeInfo], oif: u32) {
         let (want, skipped) = hostgw::desired_routes(nodes, &self.cfg.node_name, oif);
-        let mut now_skipped = BTreeSet::new();
-        for (peer, why) in skipped {
-            if !self.skipped.contains(&peer) {
-                tracing::warn!(peer = %peer, reason = %why, "peer skipped: no route");
-            }
-            now_skipped.insert(peer);
-        }
-        self.skipped = now_skipped;
+        self.log_skipped(skipped);
         let installed = match self.nl.main_routes_v4() {
             Ok(r) => r,
             Err(e) => {

@@ -4,8 +4,9 @@
 //!
 //! ```text
 //! ferry-agent --node-name N --server https://IP:PORT --token T --certificate-authority CA.crt \
-//!     --cni-conf-dir D --run-dir R [--iface eth0] [--backend host-gw] [--resync-seconds 10] \
-//!     [--cluster-cidr 10.244.0.0/16]
+//!     --cni-conf-dir D --run-dir R [--iface eth0] [--backend vxlan|host-gw] [--direct-routing] \
+//!     [--resync-seconds 10] [--cluster-cidr 10.244.0.0/16] [--ip-masq true|false] \
+//!     [--no-masquerade-cidrs CIDR,...]
 //! ```
 
 use ipnetwork::Ipv4Network;
@@ -15,6 +16,9 @@ use std::time::Duration;
 /// The overlay backend that carries pod traffic between nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Backend {
+    /// Kernel VXLAN device `ferry.1` (VNI 1, UDP 8472), flannel-compatible: one onlink route,
+    /// one neighbour and one FDB entry per peer. Works across L3 boundaries.
+    Vxlan,
     /// One route per peer node: `<peer podCIDR> via <peer IP> dev <iface>` (needs L2 adjacency
     /// between nodes; no encapsulation, so pods get the full interface MTU).
     HostGw,
@@ -24,6 +28,7 @@ impl Backend {
     /// The name published in `flannel.alpha.coreos.com/backend-type`.
     pub fn name(self) -> &'static str {
         match self {
+            Backend::Vxlan => "vxlan",
             Backend::HostGw => "host-gw",
         }
     }
@@ -55,8 +60,19 @@ pub struct RunArgs {
     #[arg(long, default_value = "eth0")]
     pub iface: String,
     /// Overlay backend.
-    #[arg(long, value_enum, default_value = "host-gw")]
+    #[arg(long, value_enum, default_value = "vxlan")]
     pub backend: Backend,
+    /// VXLAN backend: peers whose public IP is on one of the underlay interface's subnets get a
+    /// plain route (host-gw style) instead of the tunnel.
+    #[arg(long)]
+    pub direct_routing: bool,
+    /// Masquerade pod traffic leaving the cluster network to the node's address (iptables).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub ip_masq: bool,
+    /// Destinations (comma separated CIDRs) pod traffic to which is never masqueraded, in
+    /// addition to the cluster network.
+    #[arg(long, value_delimiter = ',')]
+    pub no_masquerade_cidrs: Vec<Ipv4Network>,
     /// Seconds between full reconciliations (routes are also reconciled on every Node change).
     #[arg(long, default_value_t = 10)]
     pub resync_seconds: u64,
@@ -84,6 +100,12 @@ pub struct Config {
     pub iface: String,
     /// Overlay backend.
     pub backend: Backend,
+    /// VXLAN: plain routes to peers on the same L2 subnet.
+    pub direct_routing: bool,
+    /// Masquerade pod egress.
+    pub ip_masq: bool,
+    /// Extra non-masquerade destinations.
+    pub no_masquerade_cidrs: Vec<Ipv4Network>,
     /// Full-reconciliation period.
     pub resync: Duration,
     /// Cluster pod network.
@@ -139,6 +161,9 @@ impl RunArgs {
             run_dir: required(self.run_dir, "run-dir")?,
             iface: self.iface,
             backend: self.backend,
+            direct_routing: self.direct_routing,
+            ip_masq: self.ip_masq,
+            no_masquerade_cidrs: self.no_masquerade_cidrs,
             resync: Duration::from_secs(self.resync_seconds),
             cluster_cidr: self.cluster_cidr,
         })

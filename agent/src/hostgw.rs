@@ -34,6 +34,8 @@ pub enum Skip {
         /// The node that keeps the route.
         winner: String,
     },
+    /// VXLAN backend: the peer has not published a usable `backend-data` (`VtepMAC`, VNI).
+    NoVtep,
 }
 
 impl std::fmt::Display for Skip {
@@ -42,6 +44,9 @@ impl std::fmt::Display for Skip {
             Skip::NoAddress => f.write_str("no public-ip annotation and no IPv4 InternalIP"),
             Skip::OverlapsOwn(own) => write!(f, "its podCIDR overlaps this node's {own}"),
             Skip::Overlaps { winner } => write!(f, "its podCIDR overlaps node {winner:?}'s"),
+            Skip::NoVtep => f.write_str(
+                "no vxlan backend-data annotation with VNI 1 and a VtepMAC (its agent has not published yet)",
+            ),
         }
     }
 }
@@ -55,13 +60,25 @@ pub struct PeerRoute {
     pub route: Route4,
 }
 
-/// The routes this node wants, keyed by destination, and the peers that get none (with podCIDR
-/// but unusable). Nodes without podCIDR are simply not peers yet.
-pub fn desired_routes(
-    nodes: &[NodeInfo],
+/// A peer that can be routed: its node, podCIDR and underlay address.
+#[derive(Debug, Clone, Copy)]
+pub struct UsablePeer<'a> {
+    /// The peer node.
+    pub node: &'a NodeInfo,
+    /// Its podCIDR.
+    pub cidr: Ipv4Network,
+    /// Its underlay address (`public-ip`, else `InternalIP`).
+    pub addr: Ipv4Addr,
+}
+
+/// The peers this node can route to (sorted by name), and the ones with a podCIDR that cannot be
+/// used. `usable` decides, after the overlap checks, whether a peer with an address is served
+/// (the VXLAN backend also needs its VTEP); peers it refuses do not win overlaps.
+pub fn usable_peers<'a>(
+    nodes: &'a [NodeInfo],
     own: &str,
-    oif: u32,
-) -> (BTreeMap<Ipv4Network, PeerRoute>, Vec<(String, Skip)>) {
+    mut usable: impl FnMut(&NodeInfo) -> Option<Skip>,
+) -> (Vec<UsablePeer<'a>>, Vec<(String, Skip)>) {
     let own_cidr = nodes
         .iter()
         .find(|n| n.name == own)
@@ -71,7 +88,7 @@ pub fn desired_routes(
         .filter(|n| n.name != own && n.pod_cidr.is_some())
         .collect();
     peers.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut want: BTreeMap<Ipv4Network, PeerRoute> = BTreeMap::new();
+    let mut out: Vec<UsablePeer<'a>> = Vec::new();
     let mut skipped = Vec::new();
     for peer in peers {
         let Some(cidr) = peer.pod_cidr else {
@@ -81,27 +98,52 @@ pub fn desired_routes(
             skipped.push((peer.name.clone(), Skip::OverlapsOwn(own)));
             continue;
         }
-        if let Some(winner) = want.values().find(|w| overlaps(w.route.dst, cidr)) {
+        if let Some(winner) = out.iter().find(|w| overlaps(w.cidr, cidr)) {
             skipped.push((
                 peer.name.clone(),
                 Skip::Overlaps {
-                    winner: winner.node.clone(),
+                    winner: winner.node.name.clone(),
                 },
             ));
             continue;
         }
-        let Some(via) = peer.peer_address() else {
+        let Some(addr) = peer.peer_address() else {
             skipped.push((peer.name.clone(), Skip::NoAddress));
             continue;
         };
-        want.insert(
+        if let Some(why) = usable(peer) {
+            skipped.push((peer.name.clone(), why));
+            continue;
+        }
+        out.push(UsablePeer {
+            node: peer,
             cidr,
-            PeerRoute {
-                node: peer.name.clone(),
-                route: route(cidr, via, oif),
-            },
-        );
+            addr,
+        });
     }
+    (out, skipped)
+}
+
+/// The routes this node wants, keyed by destination, and the peers that get none (with podCIDR
+/// but unusable). Nodes without podCIDR are simply not peers yet.
+pub fn desired_routes(
+    nodes: &[NodeInfo],
+    own: &str,
+    oif: u32,
+) -> (BTreeMap<Ipv4Network, PeerRoute>, Vec<(String, Skip)>) {
+    let (peers, skipped) = usable_peers(nodes, own, |_| None);
+    let want = peers
+        .into_iter()
+        .map(|p| {
+            (
+                p.cidr,
+                PeerRoute {
+                    node: p.node.name.clone(),
+                    route: route(p.cidr, p.addr, oif),
+                },
+            )
+        })
+        .collect();
     (want, skipped)
 }
 
@@ -113,6 +155,7 @@ pub fn route(dst: Ipv4Network, via: Ipv4Addr, oif: u32) -> Route4 {
         oif: Some(oif),
         protocol: ROUTE_PROTOCOL,
         priority: 0,
+        onlink: false,
     }
 }
 
@@ -305,6 +348,7 @@ mod tests {
             oif: Some(7),
             protocol,
             priority: 0,
+            onlink: false,
         }
     }
 
@@ -322,6 +366,7 @@ mod tests {
             oif: Some(7),
             protocol: 2,
             priority: 0,
+            onlink: false,
         };
         let boot_d = foreign("10.244.4.0/24", "10.99.0.50", 3);
         let boot_other = foreign("10.244.8.0/24", "10.99.0.8", 3);

@@ -2,9 +2,11 @@
 //!
 //! `ferry-agent` runs inside each node's network namespace. It watches Nodes, makes its own node
 //! ready for pods (node network file + CNI conflist once the Node has a `spec.podCIDR`), publishes
-//! flannel-compatible annotations on its Node, and programs the overlay between nodes (backend
-//! `host-gw`: one route per peer podCIDR). `ferry-agent programs` lists the embedded eBPF
-//! programs.
+//! flannel-compatible annotations on its Node, programs the overlay between nodes (backend
+//! `vxlan`, the default: a kernel VXLAN device plus one route, neighbour and FDB entry per peer;
+//! or `host-gw`: one route per peer podCIDR) and masquerades pod egress (iptables).
+//! `ferry-agent uninstall` removes what it installed; `ferry-agent programs` lists the embedded
+//! eBPF programs.
 //!
 //! | module | job |
 //! |---|---|
@@ -14,6 +16,9 @@
 //! | [`node`] | what is read from and published on Node objects |
 //! | [`subnet`] | `subnet.env` and `10-ferry.conflist`: content and atomic writes |
 //! | [`hostgw`] | host-gw route reconciliation (pure diff + apply) |
+//! | [`vxlan`] | the VXLAN device, its neighbour / FDB entries and onlink routes |
+//! | [`masq`] | masquerade and FORWARD rules in `FERRY-*` iptables chains |
+//! | [`uninstall`] | removal of everything above from the namespace |
 //! | [`netlink`], [`sysctl`] | the kernel boundary: rtnetlink routes and links, `ip_forward` |
 //! | [`bpf`] | the eBPF programs built from `ferry-ebpf`, embedded at compile time |
 
@@ -22,7 +27,10 @@ pub mod bpf;
 pub mod client;
 pub mod config;
 pub mod hostgw;
+pub mod masq;
 pub mod netlink;
 pub mod node;
 pub mod subnet;
 pub mod sysctl;
+pub mod uninstall;
+pub mod vxlan;

@@ -1,9 +1,13 @@
 //! `ferry-agent`: Ferry's node agent.
 //!
 //! `ferry-agent --node-name N --server https://IP:PORT --token T --certificate-authority CA.crt
-//! --cni-conf-dir D --run-dir R [--iface eth0] [--backend host-gw] [--resync-seconds 10]
-//! [--cluster-cidr 10.244.0.0/16]` runs the node agent (see `docs/agent.md`); it must be started
+//! --cni-conf-dir D --run-dir R [--iface eth0] [--backend vxlan|host-gw] [--direct-routing]
+//! [--resync-seconds 10] [--cluster-cidr 10.244.0.0/16] [--ip-masq true|false]
+//! [--no-masquerade-cidrs CIDR,...]` runs the node agent (see `docs/agent.md`); it must be started
 //! inside the node's network namespace, which it programs.
+//!
+//! `ferry-agent uninstall` removes the agent's iptables chains, VXLAN device and routes from the
+//! current network namespace.
 //!
 //! `ferry-agent programs` lists the eBPF programs and maps embedded in the binary, read from the
 //! ELF objects without touching the kernel.
@@ -13,8 +17,8 @@ use clap::{Parser, Subcommand};
 use ferry_agent::bpf::{self, BpfError};
 use ferry_agent::config::RunArgs;
 
-/// Ferry's node agent: node subnet files, flannel-compatible Node annotations and host-gw
-/// routes between nodes.
+/// Ferry's node agent: node subnet files, flannel-compatible Node annotations, the VXLAN or
+/// host-gw overlay between nodes and pod egress masquerade.
 #[derive(Debug, Parser)]
 #[command(
     version,
@@ -34,12 +38,31 @@ struct Cli {
 enum Command {
     /// List the eBPF programs and maps embedded in this binary (loads nothing).
     Programs,
+    /// Remove the agent's iptables chains, VXLAN device and routes from this network namespace.
+    Uninstall,
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Programs) => programs(),
+        Some(Command::Uninstall) => {
+            let r = ferry_agent::uninstall::uninstall();
+            println!(
+                "removed: iptables chains, device {}: {}, routes: {}",
+                ferry_agent::vxlan::DEVICE,
+                if r.device { "deleted" } else { "absent" },
+                r.routes
+            );
+            for e in &r.errors {
+                eprintln!("error: {e}");
+            }
+            if r.errors.is_empty() {
+                Ok(())
+            } else {
+                anyhow::bail!("{} step(s) failed", r.errors.len())
+            }
+        }
         None => {
             tracing_subscriber::fmt()
                 .with_writer(std::io::stderr)

@@ -1,6 +1,8 @@
 //! The agent's kernel boundary for routing: a small blocking rtnetlink client (`netlink-sys` +
-//! `netlink-packet-route`) with exactly the operations the overlay backends need: look a link up,
-//! read its IPv4 addresses, dump the main routing table, add/replace and delete one route.
+//! `netlink-packet-route`) with exactly the operations the overlay backends need: look a link up
+//! (with its VXLAN attributes), create / change / delete the VXLAN device, read and change its
+//! IPv4 addresses, dump the main routing table, add/replace and delete one route, and dump / set /
+//! delete neighbour (ARP) and bridge FDB entries of one device.
 //!
 //! The socket acts in the network namespace it was created in (the agent's own: `ferry up` starts
 //! the agent inside the node's namespace). Requests are answered by the kernel within
@@ -12,9 +14,15 @@ use netlink_packet_core::{
     NLM_F_REPLACE, NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
-use netlink_packet_route::link::{LinkAttribute, LinkMessage};
+use netlink_packet_route::link::{
+    InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+};
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
+    RouteType,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
@@ -59,6 +67,27 @@ impl NlError {
     }
 }
 
+/// A MAC address.
+pub type Mac = [u8; 6];
+
+/// Formats a MAC the way `ip` prints it (`0a:1b:...`).
+pub fn mac_string(mac: &Mac) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Parses `0a:1b:2c:3d:4e:5f`.
+pub fn parse_mac(s: &str) -> Option<Mac> {
+    let mut out = [0u8; 6];
+    let mut parts = s.trim().split(':');
+    for b in &mut out {
+        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
 /// What the agent needs to know about a link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Link {
@@ -66,6 +95,60 @@ pub struct Link {
     pub index: u32,
     /// MTU.
     pub mtu: u32,
+    /// Administratively up (`IFF_UP`).
+    pub up: bool,
+    /// Hardware address, when it is an Ethernet one.
+    pub mac: Option<Mac>,
+    /// The VXLAN attributes, when the link is a VXLAN device.
+    pub vxlan: Option<Vxlan>,
+}
+
+/// The attributes of a VXLAN device the agent creates and checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vxlan {
+    /// VXLAN network identifier.
+    pub vni: u32,
+    /// UDP destination port.
+    pub port: u16,
+    /// Local (source) address of the outer packets.
+    pub local: Option<Ipv4Addr>,
+    /// Underlay device index (`dev` of `ip link add ... type vxlan`).
+    pub underlay: Option<u32>,
+    /// Source-address learning.
+    pub learning: bool,
+}
+
+/// A VXLAN device to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VxlanSpec {
+    /// Device name.
+    pub name: String,
+    /// Attributes.
+    pub vxlan: Vxlan,
+    /// MTU.
+    pub mtu: u32,
+    /// Hardware address.
+    pub mac: Mac,
+}
+
+/// A neighbour (ARP) entry of one device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Neigh {
+    /// IPv4 address.
+    pub ip: Ipv4Addr,
+    /// Link-layer address (`None` for incomplete / failed entries).
+    pub mac: Option<Mac>,
+    /// `NUD_PERMANENT`.
+    pub permanent: bool,
+}
+
+/// A bridge FDB entry of a VXLAN device: frames to `mac` are sent to `dst`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Fdb {
+    /// Destination MAC (a peer's VTEP).
+    pub mac: Mac,
+    /// The peer's underlay address (`None`: an entry without remote, e.g. a local one).
+    pub dst: Option<Ipv4Addr>,
 }
 
 /// An IPv4 route of the main table, as installed or to install.
@@ -85,6 +168,9 @@ pub struct Route4 {
     pub protocol: u8,
     /// Metric (`RTA_PRIORITY`), 0 when absent.
     pub priority: u32,
+    /// `RTNH_F_ONLINK`: the next hop is on the link even though no address covers it (the
+    /// VXLAN backend's `via <peer subnet .0> dev ferry.1 onlink`).
+    pub onlink: bool,
 }
 
 /// A blocking rtnetlink socket.
@@ -158,6 +244,10 @@ impl Netlink {
                             Some(_) => Err(NlError::new(op, err.to_io())),
                         };
                     }
+                    // A dump that fails to start reports its errno in NLMSG_DONE.
+                    NetlinkPayload::Done(d) if d.code < 0 => {
+                        return Err(NlError::new(op, io::Error::from_raw_os_error(-d.code)));
+                    }
                     NetlinkPayload::Done(_) => return Ok(replies),
                     NetlinkPayload::InnerMessage(m) => {
                         replies.push(m);
@@ -178,20 +268,276 @@ impl Netlink {
         let op = format!("get link {name}");
         match self.request(&op, RouteNetlinkMessage::GetLink(msg), 0) {
             Ok(replies) => Ok(replies.iter().find_map(|r| match r {
-                RouteNetlinkMessage::NewLink(l) => Some(Link {
-                    index: l.header.index,
-                    mtu: l
-                        .attributes
-                        .iter()
-                        .find_map(|a| match a {
-                            LinkAttribute::Mtu(m) => Some(*m),
-                            _ => None,
-                        })
-                        .unwrap_or(0),
-                }),
+                RouteNetlinkMessage::NewLink(l) => Some(parse_link(l)),
                 _ => None,
             })),
             Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates a VXLAN device (up, with the given MTU and MAC). Fails with EEXIST if the name is
+    /// taken.
+    pub fn create_vxlan(&mut self, spec: &VxlanSpec) -> Result<(), NlError> {
+        let mut msg = LinkMessage::default();
+        msg.header.flags = LinkFlags::Up;
+        msg.header.change_mask = LinkFlags::Up;
+        msg.attributes
+            .push(LinkAttribute::IfName(spec.name.clone()));
+        msg.attributes.push(LinkAttribute::Mtu(spec.mtu));
+        msg.attributes
+            .push(LinkAttribute::Address(spec.mac.to_vec()));
+        let v = &spec.vxlan;
+        let mut data = vec![InfoVxlan::Id(v.vni)];
+        if let Some(local) = v.local {
+            data.push(InfoVxlan::Local(local));
+        }
+        if let Some(dev) = v.underlay {
+            data.push(InfoVxlan::Link(dev));
+        }
+        data.push(InfoVxlan::Port(v.port));
+        data.push(InfoVxlan::Learning(v.learning));
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Vxlan),
+            LinkInfo::Data(InfoData::Vxlan(data)),
+        ]));
+        self.request(
+            &format!("create vxlan {}", spec.name),
+            RouteNetlinkMessage::NewLink(msg),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+        )
+        .map(drop)
+    }
+
+    /// Changes the MTU and/or MAC of a link and/or brings it up (only what is `Some` / `true`).
+    pub fn set_link(
+        &mut self,
+        index: u32,
+        mtu: Option<u32>,
+        mac: Option<Mac>,
+        up: bool,
+    ) -> Result<(), NlError> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        if up {
+            msg.header.flags = LinkFlags::Up;
+            msg.header.change_mask = LinkFlags::Up;
+        }
+        if let Some(mtu) = mtu {
+            msg.attributes.push(LinkAttribute::Mtu(mtu));
+        }
+        if let Some(mac) = mac {
+            msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
+        }
+        self.request(
+            &format!("set link {index}"),
+            RouteNetlinkMessage::SetLink(msg),
+            NLM_F_ACK,
+        )
+        .map(drop)
+    }
+
+    /// Deletes a link. `Ok(false)` if it was already gone.
+    pub fn del_link(&mut self, index: u32) -> Result<bool, NlError> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        match self.request(
+            &format!("delete link {index}"),
+            RouteNetlinkMessage::DelLink(msg),
+            NLM_F_ACK,
+        ) {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn address_message(index: u32, addr: Ipv4Network) -> AddressMessage {
+        let mut msg = AddressMessage::default();
+        msg.header.family = AddressFamily::Inet;
+        msg.header.prefix_len = addr.prefix();
+        msg.header.index = index;
+        msg.attributes
+            .push(AddressAttribute::Local(IpAddr::V4(addr.ip())));
+        msg.attributes
+            .push(AddressAttribute::Address(IpAddr::V4(addr.ip())));
+        msg
+    }
+
+    /// Adds an IPv4 address to a link (EEXIST if it is there).
+    pub fn add_address(&mut self, index: u32, addr: Ipv4Network) -> Result<(), NlError> {
+        self.request(
+            &format!("add address {addr}"),
+            RouteNetlinkMessage::NewAddress(Self::address_message(index, addr)),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+        )
+        .map(drop)
+    }
+
+    /// Removes an IPv4 address from a link. `Ok(false)` if it was not there.
+    pub fn del_address(&mut self, index: u32, addr: Ipv4Network) -> Result<bool, NlError> {
+        match self.request(
+            &format!("delete address {addr}"),
+            RouteNetlinkMessage::DelAddress(Self::address_message(index, addr)),
+            NLM_F_ACK,
+        ) {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() || e.errno() == Some(libc::EADDRNOTAVAIL) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The IPv4 neighbour entries of one device.
+    pub fn neighbours_v4(&mut self, index: u32) -> Result<Vec<Neigh>, NlError> {
+        let mut req = NeighbourMessage::default();
+        req.header.family = AddressFamily::Inet;
+        // Strict checking refuses ndm_ifindex in a dump request; the attribute filters instead.
+        req.attributes.push(NeighbourAttribute::IfIndex(index));
+        let replies = self.request(
+            "dump neighbours",
+            RouteNetlinkMessage::GetNeighbour(req),
+            NLM_F_DUMP,
+        )?;
+        let mut out = Vec::new();
+        for r in replies {
+            let RouteNetlinkMessage::NewNeighbour(m) = r else {
+                continue;
+            };
+            if m.header.ifindex != index || m.header.family != AddressFamily::Inet {
+                continue;
+            }
+            let mut ip = None;
+            let mut mac = None;
+            for a in &m.attributes {
+                match a {
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(d)) => ip = Some(*d),
+                    NeighbourAttribute::LinkLayerAddress(l) => mac = l.as_slice().try_into().ok(),
+                    _ => {}
+                }
+            }
+            if let Some(ip) = ip {
+                out.push(Neigh {
+                    ip,
+                    mac,
+                    permanent: m.header.state == NeighbourState::Permanent,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Creates or replaces a permanent neighbour entry `ip -> mac` on a device.
+    pub fn set_neighbour(&mut self, index: u32, ip: Ipv4Addr, mac: Mac) -> Result<(), NlError> {
+        let mut msg = NeighbourMessage::default();
+        msg.header.family = AddressFamily::Inet;
+        msg.header.ifindex = index;
+        msg.header.state = NeighbourState::Permanent;
+        msg.attributes
+            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+        msg.attributes
+            .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+        self.request(
+            &format!("set neighbour {ip}"),
+            RouteNetlinkMessage::NewNeighbour(msg),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+        )
+        .map(drop)
+    }
+
+    /// Deletes the neighbour entry of `ip` on a device. `Ok(false)` if it was already gone.
+    pub fn del_neighbour(&mut self, index: u32, ip: Ipv4Addr) -> Result<bool, NlError> {
+        let mut msg = NeighbourMessage::default();
+        msg.header.family = AddressFamily::Inet;
+        msg.header.ifindex = index;
+        msg.attributes
+            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+        match self.request(
+            &format!("delete neighbour {ip}"),
+            RouteNetlinkMessage::DelNeighbour(msg),
+            NLM_F_ACK,
+        ) {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The FDB entries of one (VXLAN) device, as `bridge fdb show dev D` lists them.
+    pub fn fdb(&mut self, index: u32) -> Result<Vec<Fdb>, NlError> {
+        let mut req = NeighbourMessage::default();
+        req.header.family = AddressFamily::Bridge;
+        req.attributes.push(NeighbourAttribute::IfIndex(index));
+        let replies = self.request(
+            "dump fdb",
+            RouteNetlinkMessage::GetNeighbour(req),
+            NLM_F_DUMP,
+        )?;
+        let mut out = Vec::new();
+        for r in replies {
+            let RouteNetlinkMessage::NewNeighbour(m) = r else {
+                continue;
+            };
+            if m.header.ifindex != index || m.header.family != AddressFamily::Bridge {
+                continue;
+            }
+            let mut mac = None;
+            let mut dst = None;
+            for a in &m.attributes {
+                match a {
+                    NeighbourAttribute::LinkLayerAddress(l) => mac = l.as_slice().try_into().ok(),
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(d)) => dst = Some(*d),
+                    NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => {
+                        dst = <[u8; 4]>::try_from(b.as_slice()).ok().map(Ipv4Addr::from)
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(mac) = mac {
+                out.push(Fdb { mac, dst });
+            }
+        }
+        Ok(out)
+    }
+
+    fn fdb_message(index: u32, e: &Fdb) -> NeighbourMessage {
+        let mut msg = NeighbourMessage::default();
+        msg.header.family = AddressFamily::Bridge;
+        msg.header.ifindex = index;
+        msg.header.state = NeighbourState::Permanent;
+        msg.header.flags = NeighbourFlags::Own;
+        msg.attributes
+            .push(NeighbourAttribute::LinkLayerAddress(e.mac.to_vec()));
+        if let Some(dst) = e.dst {
+            msg.attributes
+                .push(NeighbourAttribute::Destination(NeighbourAddress::Other(
+                    dst.octets().to_vec(),
+                )));
+        }
+        msg
+    }
+
+    /// Creates (or, for the same MAC, replaces the remote of) a permanent FDB entry
+    /// `mac -> dst` on a VXLAN device.
+    pub fn set_fdb(&mut self, index: u32, e: &Fdb) -> Result<(), NlError> {
+        self.request(
+            &format!("set fdb {}", mac_string(&e.mac)),
+            RouteNetlinkMessage::NewNeighbour(Self::fdb_message(index, e)),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+        )
+        .map(drop)
+    }
+
+    /// Deletes exactly this FDB entry (MAC and remote). `Ok(false)` if it was already gone.
+    pub fn del_fdb(&mut self, index: u32, e: &Fdb) -> Result<bool, NlError> {
+        let mut msg = Self::fdb_message(index, e);
+        msg.header.state = NeighbourState::None;
+        match self.request(
+            &format!("delete fdb {}", mac_string(&e.mac)),
+            RouteNetlinkMessage::DelNeighbour(msg),
+            NLM_F_ACK,
+        ) {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -263,6 +609,7 @@ impl Netlink {
             let mut gw = None;
             let mut oif = None;
             let mut priority = 0;
+            let onlink = m.header.flags.contains(RouteFlags::Onlink);
             for a in &m.attributes {
                 match a {
                     RouteAttribute::Destination(RouteAddress::Inet(d)) => dst = *d,
@@ -279,6 +626,7 @@ impl Netlink {
                     oif,
                     protocol: u8::from(m.header.protocol),
                     priority,
+                    onlink,
                 });
             }
         }
@@ -292,6 +640,9 @@ impl Netlink {
         msg.header.protocol = RouteProtocol::from(r.protocol);
         msg.header.kind = RouteType::Unicast;
         msg.header.table = RouteHeader::RT_TABLE_MAIN;
+        if r.onlink {
+            msg.header.flags = RouteFlags::Onlink;
+        }
         msg.header.scope = if r.gw.is_some() {
             RouteScope::Universe
         } else {
@@ -350,4 +701,49 @@ impl Netlink {
             Err(e) => Err(e),
         }
     }
+}
+
+fn parse_link(l: &LinkMessage) -> Link {
+    let mut link = Link {
+        index: l.header.index,
+        mtu: 0,
+        up: l.header.flags.contains(LinkFlags::Up),
+        mac: None,
+        vxlan: None,
+    };
+    for a in &l.attributes {
+        match a {
+            LinkAttribute::Mtu(m) => link.mtu = *m,
+            LinkAttribute::Address(b) => link.mac = b.as_slice().try_into().ok(),
+            LinkAttribute::LinkInfo(infos) => {
+                let is_vxlan = infos
+                    .iter()
+                    .any(|i| matches!(i, LinkInfo::Kind(InfoKind::Vxlan)));
+                for i in infos {
+                    if let (true, LinkInfo::Data(InfoData::Vxlan(data))) = (is_vxlan, i) {
+                        let mut v = Vxlan {
+                            vni: 0,
+                            port: 0,
+                            local: None,
+                            underlay: None,
+                            learning: true,
+                        };
+                        for d in data {
+                            match d {
+                                InfoVxlan::Id(id) => v.vni = *id,
+                                InfoVxlan::Port(p) => v.port = *p,
+                                InfoVxlan::Local(ip) => v.local = Some(*ip),
+                                InfoVxlan::Link(dev) => v.underlay = Some(*dev),
+                                InfoVxlan::Learning(on) => v.learning = *on,
+                                _ => {}
+                            }
+                        }
+                        link.vxlan = Some(v);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    link
 }

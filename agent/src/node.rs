@@ -2,9 +2,13 @@
 //! addresses and the flannel-compatible annotations.
 //!
 //! Annotations (flannel's `--kube-subnet-mgr` wire format, so flannel-aware tools understand a
-//! ferry node): `flannel.alpha.coreos.com/backend-type`, `.../public-ip` (the address peers
-//! route to) and `.../kube-subnet-manager: "true"` (the subnet is `spec.podCIDR`).
+//! ferry node and a ferry node and a flannel node can peer): `flannel.alpha.coreos.com/backend-type`,
+//! `.../backend-data` (VXLAN: `{"VNI":1,"VtepMAC":"..."}`), `.../public-ip` (the address peers
+//! route to) and `.../kube-subnet-manager: "true"` (the subnet is `spec.podCIDR`). Ferry adds
+//! `ferry.dev/mtu`, the largest pod MTU the node's own underlay allows, from which every agent
+//! computes the cluster MTU (the minimum).
 
+use crate::netlink::{parse_mac, Mac};
 use ipnetwork::Ipv4Network;
 use k8s_openapi::api::core::v1::Node;
 use std::collections::BTreeMap;
@@ -12,6 +16,10 @@ use std::net::Ipv4Addr;
 
 /// Annotation: the overlay backend of the node (`host-gw`).
 pub const ANN_BACKEND_TYPE: &str = "flannel.alpha.coreos.com/backend-type";
+/// Annotation: backend parameters; VXLAN: `{"VNI":1,"VtepMAC":"0a:..."}` (flannel's format).
+pub const ANN_BACKEND_DATA: &str = "flannel.alpha.coreos.com/backend-data";
+/// Annotation (ferry's own): the largest pod MTU this node's underlay allows.
+pub const ANN_MTU: &str = "ferry.dev/mtu";
 /// Annotation: the IPv4 address peers send this node's pod traffic to.
 pub const ANN_PUBLIC_IP: &str = "flannel.alpha.coreos.com/public-ip";
 /// Annotation: the node's subnet comes from `spec.podCIDR` (always `"true"` for ferry).
@@ -78,12 +86,42 @@ impl NodeInfo {
     pub fn peer_address(&self) -> Option<Ipv4Addr> {
         self.public_ip.or(self.internal_ip)
     }
+
+    /// The VXLAN identity the node published (`backend-type: vxlan` and `backend-data`
+    /// `{"VNI":n,"VtepMAC":"..."}`): `(VNI, VTEP MAC)`.
+    pub fn vtep(&self) -> Option<(u32, Mac)> {
+        if self.annotations.get(ANN_BACKEND_TYPE).map(String::as_str) != Some("vxlan") {
+            return None;
+        }
+        let data: serde_json::Value =
+            serde_json::from_str(self.annotations.get(ANN_BACKEND_DATA)?).ok()?;
+        let vni = u32::try_from(data.get("VNI")?.as_u64()?).ok()?;
+        let mac = parse_mac(data.get("VtepMAC")?.as_str()?)?;
+        Some((vni, mac))
+    }
+
+    /// The pod MTU the node published (`ferry.dev/mtu`), if any.
+    pub fn mtu(&self) -> Option<u32> {
+        self.annotations.get(ANN_MTU)?.trim().parse().ok()
+    }
 }
 
-/// The annotations the agent publishes on its own Node.
-pub fn desired_annotations(backend: &str, public_ip: Option<Ipv4Addr>) -> BTreeMap<String, String> {
+/// The annotations the agent publishes on its own Node: `backend_data` is the VXLAN identity
+/// (host-gw publishes none), `mtu` the largest pod MTU its underlay allows.
+pub fn desired_annotations(
+    backend: &str,
+    public_ip: Option<Ipv4Addr>,
+    backend_data: Option<&str>,
+    mtu: Option<u32>,
+) -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
     m.insert(ANN_BACKEND_TYPE.to_owned(), backend.to_owned());
+    if let Some(data) = backend_data {
+        m.insert(ANN_BACKEND_DATA.to_owned(), data.to_owned());
+    }
+    if let Some(mtu) = mtu {
+        m.insert(ANN_MTU.to_owned(), mtu.to_string());
+    }
     m.insert(ANN_KUBE_SUBNET_MANAGER.to_owned(), "true".to_owned());
     if let Some(ip) = public_ip {
         m.insert(ANN_PUBLIC_IP.to_owned(), ip.to_string());
@@ -145,7 +183,7 @@ mod tests {
 
     #[test]
     fn only_differing_annotations_are_patched() {
-        let want = desired_annotations("host-gw", Some(Ipv4Addr::new(10, 99, 0, 2)));
+        let want = desired_annotations("host-gw", Some(Ipv4Addr::new(10, 99, 0, 2)), None, None);
         assert_eq!(want.len(), 3);
         assert_eq!(annotation_changes(&BTreeMap::new(), &want), want);
         let mut have = want.clone();
@@ -155,6 +193,28 @@ mod tests {
         let changes = annotation_changes(&have, &want);
         assert_eq!(changes.len(), 1);
         assert_eq!(changes[ANN_PUBLIC_IP], "10.99.0.2");
-        assert!(!desired_annotations("host-gw", None).contains_key(ANN_PUBLIC_IP));
+        assert!(!desired_annotations("host-gw", None, None, None).contains_key(ANN_PUBLIC_IP));
+    }
+
+    #[test]
+    fn reads_a_flannel_vtep() {
+        let n = NodeInfo::from_node(&node(serde_json::json!({
+            "metadata": {"name": "f", "annotations": {
+                ANN_BACKEND_TYPE: "vxlan",
+                ANN_BACKEND_DATA: "{\"VNI\":1,\"VtepMAC\":\"82:1a:2b:3c:4d:5e\"}",
+                ANN_MTU: "1450",
+            }},
+        })));
+        assert_eq!(n.vtep(), Some((1, [0x82, 0x1a, 0x2b, 0x3c, 0x4d, 0x5e])));
+        assert_eq!(n.mtu(), Some(1450));
+        let mut hostgw = n.clone();
+        hostgw
+            .annotations
+            .insert(ANN_BACKEND_TYPE.into(), "host-gw".into());
+        assert_eq!(hostgw.vtep(), None);
+        let mut bad = n;
+        bad.annotations
+            .insert(ANN_BACKEND_DATA.into(), "{\"VNI\":1}".into());
+        assert_eq!(bad.vtep(), None);
     }
 }

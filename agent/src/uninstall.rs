@@ -1,0 +1,58 @@
+//! `ferry-agent uninstall`: removes what the agent installed in the current network namespace:
+//! the jumps to our iptables chains and the chains, the VXLAN device `ferry.1` (which takes its
+//! neighbour and FDB entries and its onlink routes with it), and every main-table route of
+//! ferry's protocol 78 (host-gw and direct routes). Files (`subnet.env`, the conflist) and
+//! `ip_forward` are left alone. Keeps going past failures and reports them all; running it twice
+//! is a no-op.
+
+use crate::netlink::Netlink;
+use crate::{hostgw, masq, vxlan};
+
+/// What [`uninstall`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Removed {
+    /// The VXLAN device was deleted.
+    pub device: bool,
+    /// Routes of protocol 78 deleted.
+    pub routes: usize,
+    /// Failures (each a message).
+    pub errors: Vec<String>,
+}
+
+/// Removes ferry's iptables chains, VXLAN device and routes from the current network namespace.
+pub fn uninstall() -> Removed {
+    let mut out = Removed::default();
+    out.errors
+        .extend(masq::uninstall().into_iter().map(|e| e.to_string()));
+    let mut nl = match Netlink::new() {
+        Ok(nl) => nl,
+        Err(e) => {
+            out.errors.push(format!("opening a netlink socket: {e}"));
+            return out;
+        }
+    };
+    match nl.link_by_name(vxlan::DEVICE) {
+        Ok(Some(l)) => match nl.del_link(l.index) {
+            Ok(gone) => out.device = gone,
+            Err(e) => out.errors.push(e.to_string()),
+        },
+        Ok(None) => {}
+        Err(e) => out.errors.push(e.to_string()),
+    }
+    match nl.main_routes_v4() {
+        Ok(routes) => {
+            for r in routes
+                .iter()
+                .filter(|r| r.protocol == hostgw::ROUTE_PROTOCOL)
+            {
+                match nl.del_route(r) {
+                    Ok(true) => out.routes += 1,
+                    Ok(false) => {}
+                    Err(e) => out.errors.push(e.to_string()),
+                }
+            }
+        }
+        Err(e) => out.errors.push(e.to_string()),
+    }
+    out
+}
