@@ -10,7 +10,8 @@
 //! | ferry host-gw | the same pods after switching the agents to host-gw (pods keep MTU 1350) |
 //!
 //! Ratios are printed against the underlay and, for ferry vxlan, against the hand-built path.
-//! Build the spawned binaries first: `cargo build -p controlplane-lite --bin ferry-server -p ferry-cni`.
+//! Build the spawned binaries first, in release: `cargo build --release -p controlplane-lite --bin
+//! ferry-server -p ferry-cni` (the bench runs from `target/release`).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
