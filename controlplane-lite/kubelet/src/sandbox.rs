@@ -3,7 +3,8 @@
 //!
 //! - the namespace is created with `unshare(CLONE_NEWNET)` on a short-lived thread and kept alive
 //!   by a bind mount at `<root>/netns/<pod uid>`;
-//! - `lo` is brought up by the `loopback` plugin (network `cni-loopback`), then the first conflist
+//! - `lo` is brought up by the kubelet itself over netlink in the new namespace (what containerd's
+//!   `loopback` plugin run does, without one more process per pod), then the first conflist
 //!   of `--cni-conf-dir` runs ADD with `CNI_ARGS=IgnoreUnknown=1;K8S_POD_NAMESPACE=..;
 //!   K8S_POD_NAME=..;K8S_POD_INFRA_CONTAINER_ID=..;K8S_POD_UID=..`, results cached (cniCacheV1);
 //! - teardown runs DEL with the cached result (and the conflist stored in the cache, so a changed
@@ -14,10 +15,6 @@
 use anyhow::{anyhow, Context as _, Result};
 use ferry_cni::runtime::{ConfList, Runtime, RuntimeConf};
 use std::path::{Path, PathBuf};
-
-/// The loopback network containerd runs before the pod network.
-const LOOPBACK_CONF: &str =
-    r#"{"cniVersion":"1.1.0","name":"cni-loopback","plugins":[{"type":"loopback"}]}"#;
 
 /// Where sandboxes live and how they are networked.
 #[derive(Debug)]
@@ -104,11 +101,8 @@ impl Sandboxes {
         } else {
             create_netns(&path)?;
         }
-        let lo = ConfList::parse(LOOPBACK_CONF.as_bytes()).map_err(|e| anyhow!("{}", e.msg))?;
         let attach = || -> Result<Vec<String>> {
-            self.runtime
-                .add(&lo, &self.rt(pod, "lo", &path))
-                .map_err(|e| anyhow!("loopback: {}", cni_message(&e)))?;
+            loopback_up(&path)?;
             let result = self
                 .runtime
                 .add(&list, &self.rt(pod, "eth0", &path))
@@ -229,6 +223,23 @@ pub fn ips_of(result: &serde_json::Value) -> Vec<String> {
         .unwrap_or_default();
     ips.sort_by_key(|ip| ip.contains(':'));
     ips
+}
+
+/// Sets `lo` up in the namespace at `path`.
+fn loopback_up(path: &Path) -> Result<()> {
+    let ns = ferry_cni::netns::NetnsFd::open(path)
+        .map_err(|e| anyhow!("opening {}: {e}", path.display()))?;
+    let mut nl = ferry_cni::netlink::Netlink::new_in(&ns)
+        .map_err(|e| anyhow!("netlink in the pod namespace: {e}"))?;
+    let lo = nl
+        .link_by_name("lo")
+        .map_err(|e| anyhow!("reading lo: {e}"))?
+        .ok_or_else(|| anyhow!("no lo in the pod namespace"))?;
+    if !lo.up {
+        nl.set_up(lo.index)
+            .map_err(|e| anyhow!("setting lo up: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Creates a network namespace bound at `path`.
