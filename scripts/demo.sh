@@ -1,55 +1,59 @@
 #!/usr/bin/env bash
-# Ferry's main job until the cluster lands: install everything, attach two pods to a node with
-# ferry-cni, show their addresses and routes, measure pod-to-pod throughput with iperf3, then run
-# the CNI benchmark (ferry-cni vs the reference bridge + host-local plugins, side by side).
-# Everything runs inside network namespaces created here and removed on exit.
+# Ferry's main job: install everything, bring up a 3-node cluster on this machine with `ferry up`
+# (every node, pod and the control plane in its own network namespace), deploy a sample app,
+# show its pods spread across the nodes with their IPs, measure pod-to-pod throughput across
+# nodes through the overlay with iperf3, then run the benchmarks (pod startup through the whole
+# cluster; ferry-cni vs the reference bridge + host-local plugins). `ferry down` removes it all,
+# also when anything fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
-cargo build --release --locked -p ferry-cni
+cargo build --release --locked --bins
 
-BIN=$PWD/target/release/ferry-cni
-TAG=fdm$$
-NODE=${TAG}n
-WORK=$(mktemp -d /tmp/ferry-demo.XXXXXX)
+FERRY=$PWD/target/release/ferry
+NAME=demo$$
+NAME=${NAME:0:10}
+STATE=$(mktemp -d /tmp/ferry-demo.XXXXXX)
 cleanup() {
-  for ns in ${TAG}a ${TAG}b "$NODE"; do
-    ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
-    ip netns del "$ns" 2>/dev/null || true
-  done
-  rm -rf "$WORK"
+  "$FERRY" down --name "$NAME" --state-dir "$STATE" || true
+  rm -rf "$STATE"
 }
 trap cleanup EXIT
 
-ip netns add "$NODE"
-ip netns add "${TAG}a"
-ip netns add "${TAG}b"
-CONF='{"cniVersion":"1.0.0","name":"demo","type":"ferry-cni","bridge":"cni0","mtu":1500,
-  "ipam":{"subnet":"10.244.1.0/24","dataDir":"'"$WORK"'/ipam"}}'
+echo "== ferry up"
+"$FERRY" up --name "$NAME" --state-dir "$STATE" --nodes 3 --api-port 0 --backend vxlan
+export KUBECONFIG=$STATE/$NAME/kubeconfig
 
-cni() { # cni VERB CONTAINER NETNS
-  echo "$CONF" | ip netns exec "$NODE" env CNI_COMMAND="$1" CNI_CONTAINERID="$2" \
-    CNI_NETNS="$3" CNI_IFNAME=eth0 CNI_PATH=/usr/lib/cni "$BIN"
-}
+echo "== kubectl get nodes -o wide"
+kubectl get nodes -o wide
+echo "== deploy the sample app (examples/web.yaml)"
+kubectl apply -f examples/web.yaml
+kubectl rollout status deployment/web --timeout=120s
+kubectl get pods -o wide
+kubectl get endpointslices
 
-echo "== ferry-cni ADD for two pods on node $NODE"
-for p in a b; do
-  cni ADD "pod-$p" "/run/netns/${TAG}$p" | jq -c '{pod: "'"$p"'", ips: [.ips[].address], routes: [.routes[].dst]}'
-done
-for p in a b; do
-  echo "-- pod $p:"; ip netns exec "${TAG}$p" ip -br addr show dev eth0; ip netns exec "${TAG}$p" ip route
-done
-IP_B=$(ip netns exec "${TAG}b" ip -j addr show dev eth0 | jq -r '.[0].addr_info[] | select(.family=="inet") | .local')
-echo "== pod a -> pod b ($IP_B)"
-ip netns exec "${TAG}a" ping -c 3 -i 0.2 "$IP_B" | tail -2
-ip netns exec "${TAG}b" iperf3 -s -1 -D >/dev/null
+# Two pods on different nodes; their network namespaces are the kubelets' bind mounts.
+pods=$(kubectl get pods -l app=web -o json)
+a=$(jq -r '.items[] | select(.spec.nodeName=="node-1") | .metadata.uid + " " + .status.podIP' <<<"$pods" | head -1)
+b=$(jq -r '.items[] | select(.spec.nodeName=="node-2") | .metadata.uid + " " + .status.podIP' <<<"$pods" | head -1)
+NS_A=$STATE/$NAME/nodes/n1/kubelet/netns/${a%% *}
+NS_B=$STATE/$NAME/nodes/n2/kubelet/netns/${b%% *}
+IP_B=${b##* }
+echo "== pod on node-1 (${a##* }) -> pod on node-2 ($IP_B), VXLAN overlay"
+nsenter --net="$NS_A" ping -c 3 -i 0.2 "$IP_B" | tail -2
+nsenter --net="$NS_A" curl -s -o /dev/null -w "HTTP %{http_code} from $IP_B:8080\n" "http://$IP_B:8080/"
+nsenter --net="$NS_B" iperf3 -s -1 -D >/dev/null
 sleep 0.3
-ip netns exec "${TAG}a" iperf3 -c "$IP_B" -t 3 -O 1 | grep -E 'sender|receiver'
-echo "== ferry-cni DEL"
-cni DEL pod-a "/run/netns/${TAG}a"
-cni DEL pod-b ""
-echo "   host links left on the node: $(ip netns exec "$NODE" ip -br link | awk '{print $1}' | tr '\n' ' ')"
+nsenter --net="$NS_A" iperf3 -c "$IP_B" -t 3 -O 1 | grep -E 'sender|receiver'
+echo "== kubectl logs (through the apiserver -> kubelet)"
+kubectl logs "$(jq -r '.items[0].metadata.name' <<<"$pods")" | tail -3
+echo "== ferry status"
+"$FERRY" status --name "$NAME" --state-dir "$STATE"
+echo "== ferry down"
+"$FERRY" down --name "$NAME" --state-dir "$STATE"
 
+echo "== pod startup benchmark (100 pods over 3 nodes, through ferry up)"
+cargo bench --locked -p ferry-cli --bench pod_startup -- --rounds 3
 echo "== CNI benchmark: ferry-cni vs bridge+host-local (same run, same kernel)"
 cargo bench --locked -p ferry-cni --bench cni -- "$@"
