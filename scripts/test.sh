@@ -11,9 +11,24 @@ bash scripts/setup.sh
 # Best-effort sweep of namespaces a killed test run could have left (tests clean up on drop and
 # on panic; this covers SIGKILL). Only our own prefixes are touched.
 sweep() {
-  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^(fcn|fcp|fce|fbn|fbp|ftt|fdm)[0-9a-z]+$' || true); do
+  # `ferry up` test clusters (fu*, fb*): ferry down knows everything they created.
+  for state in /tmp/ferry-up-test*/ /tmp/.tmp*/; do
+    for cluster in "$state"f[ub]*/; do
+      [ -f "${cluster}state.json" ] || continue
+      target/debug/ferry down --name "$(basename "$cluster")" --state-dir "$state" >/dev/null 2>&1 || true
+    done
+  done
+  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' |
+    grep -E '^((fcn|fcp|fce|fbn|fbp|ftt|fdm|fsw|fnd|fpa|fpb|fex)[0-9a-z]+|(kl|kp|ka)[0-9a-z]+[cn]|f[ub][0-9a-z]+-(sw|cp|n[0-9]+))$' || true); do
     ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
     ip netns del "$ns" 2>/dev/null || true
+  done
+  # Kubelet test cgroups (fkl*) and ferry up clusters' cgroups: kill what is left, remove them.
+  for cg in /sys/fs/cgroup/unified/fkl* /sys/fs/cgroup/unified/ferry-f[ub]*; do
+    [ -d "$cg" ] || continue
+    echo 1 > "$cg/cgroup.kill" 2>/dev/null || true
+    sleep 0.2
+    find "$cg" -depth -type d -exec rmdir {} \; 2>/dev/null || true
   done
 }
 trap sweep EXIT
