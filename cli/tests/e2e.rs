@@ -16,23 +16,9 @@ struct Kubectl(String);
 
 impl Kubectl {
     fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut child = Command::new("kubectl")
-            .args(["--kubeconfig", &self.0])
-            .args(args)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("kubectl");
-        if let Some(s) = stdin {
-            use std::io::Write as _;
-            child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
-        }
-        child.wait_with_output().unwrap()
+        let mut cmd = Command::new("kubectl");
+        cmd.args(["--kubeconfig", &self.0]).args(args);
+        ferry_tests::output_with_stdin(&mut cmd, stdin)
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -261,24 +247,7 @@ fn a_deployment_across_three_nodes_scales_rolls_restarts_and_survives_kubelet_lo
         slice_endpoints(&k)
     );
     // Restart that kubelet by hand (same command line): it adopts its pods.
-    let before: Vec<i32> = std::fs::read_dir(c.cgroup().join(format!("n{idx}/pods")))
-        .unwrap()
-        .flatten()
-        .filter(|e| e.path().is_dir())
-        .flat_map(|e| {
-            std::fs::read_dir(e.path())
-                .unwrap()
-                .flatten()
-                .collect::<Vec<_>>()
-        })
-        .flat_map(|e| {
-            std::fs::read_to_string(e.path().join("cgroup.procs"))
-                .unwrap_or_default()
-                .lines()
-                .filter_map(|l| l.parse().ok())
-                .collect::<Vec<i32>>()
-        })
-        .collect();
+    let before = node_pod_pids(&c, idx);
     let netns = format!("/run/netns/{}-n{idx}", c.name);
     let cg = c.cgroup().join(format!("n{idx}/kubelet/cgroup.procs"));
     let log = std::fs::File::create(
@@ -321,24 +290,7 @@ fn a_deployment_across_three_nodes_scales_rolls_restarts_and_survives_kubelet_lo
         "pods ready again",
         |l| pods(l).iter().all(ready),
     );
-    let after: Vec<i32> = std::fs::read_dir(c.cgroup().join(format!("n{idx}/pods")))
-        .unwrap()
-        .flatten()
-        .filter(|e| e.path().is_dir())
-        .flat_map(|e| {
-            std::fs::read_dir(e.path())
-                .unwrap()
-                .flatten()
-                .collect::<Vec<_>>()
-        })
-        .flat_map(|e| {
-            std::fs::read_to_string(e.path().join("cgroup.procs"))
-                .unwrap_or_default()
-                .lines()
-                .filter_map(|l| l.parse().ok())
-                .collect::<Vec<i32>>()
-        })
-        .collect();
+    let after = node_pod_pids(&c, idx);
     assert_eq!(before, after, "adopted: same processes, none added");
     assert!(
         wait_until(Duration::from_secs(15), || slice_endpoints(&k)
@@ -369,4 +321,28 @@ fn nix_kill(pid: i32, sig: i32) {
     // SAFETY: kill(2) has no memory-safety preconditions.
     let rc = unsafe { libc::kill(pid, sig) };
     assert_eq!(rc, 0, "kill {pid}: {}", std::io::Error::last_os_error());
+}
+
+/// Every process in the pod cgroups of node `idx`.
+fn node_pod_pids(c: &Cluster, idx: u32) -> Vec<i32> {
+    let mut pids: Vec<i32> = std::fs::read_dir(c.cgroup().join(format!("n{idx}/pods")))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .flat_map(|e| {
+            std::fs::read_dir(e.path())
+                .unwrap()
+                .flatten()
+                .collect::<Vec<_>>()
+        })
+        .flat_map(|e| {
+            std::fs::read_to_string(e.path().join("cgroup.procs"))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.parse().ok())
+                .collect::<Vec<i32>>()
+        })
+        .collect();
+    pids.sort_unstable();
+    pids
 }

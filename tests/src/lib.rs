@@ -322,6 +322,50 @@ pub fn median(values: &[f64]) -> f64 {
     percentile(&v, 50.0)
 }
 
+
+/// Path of a workspace binary (`ferry-server`, `ferry-kubelet`, `ferry-cni`, ...) built into the
+/// same target directory as the running test. `cargo test --workspace` builds every package's
+/// binaries before running any test; a run limited with `-p` may not have it, hence the message.
+pub fn bin_path(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test binary> -> target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test binary lives in target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo build --workspace --bins` (or `cargo test --workspace`) first",
+        path.display()
+    );
+    path
+}
+
+/// Runs `cmd` to completion with `stdin` fed to it (or an empty stdin) and its output captured.
+pub fn output_with_stdin(cmd: &mut Command, stdin: Option<&str>) -> Output {
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {:?}: {e}", cmd.get_program()));
+    if let Some(s) = stdin {
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .expect("piped stdin")
+            .write_all(s.as_bytes())
+            .expect("write stdin");
+    }
+    child.wait_with_output().expect("wait")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,23 +414,4 @@ mod tests {
         .unwrap();
         assert!(!list.contains(&name), "netns {name} left behind");
     }
-}
-
-/// Path of a workspace binary (`ferry-server`, `ferry-kubelet`, `ferry-cni`, ...) built into the
-/// same target directory as the running test. `cargo test --workspace` builds every package's
-/// binaries before running any test; a run limited with `-p` may not have it, hence the message.
-pub fn bin_path(name: &str) -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    // target/<profile>/deps/<test binary> -> target/<profile>/<name>
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("test binary lives in target/<profile>/deps");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is not built: run `cargo build --workspace --bins` (or `cargo test --workspace`) first",
-        path.display()
-    );
-    path
 }

@@ -92,6 +92,29 @@ pub fn field(pod: &Pod, path: &str) -> Result<String, String> {
     Ok(v)
 }
 
+/// `key` of a ConfigMap's or Secret's `data`, honouring `optional`.
+fn key_of(
+    pod: &Pod,
+    data: Option<BTreeMap<String, String>>,
+    kind: &str,
+    name: &str,
+    key: &str,
+    optional: bool,
+) -> Result<Option<String>, String> {
+    match (data, optional) {
+        (Some(d), _) => match d.get(key) {
+            Some(v) => Ok(Some(v.clone())),
+            None if optional => Ok(None),
+            None => Err(format!(
+                "couldn't find key {key} in {kind} {}/{name}",
+                pod.metadata.namespace.as_deref().unwrap_or("default"),
+            )),
+        },
+        (None, true) => Ok(None),
+        (None, false) => Err(format!("{} {name:?} not found", kind.to_lowercase())),
+    }
+}
+
 /// The resolved environment of `c` in `pod` (in definition order, later duplicates win), or the
 /// reason it cannot be built (`CreateContainerConfigError`).
 pub fn environment(
@@ -141,40 +164,24 @@ pub fn environment(
                 Some(field(pod, &f.field_path)?)
             } else if let Some(r) = &src.config_map_key_ref {
                 let data = lookup.config_map(&r.name)?;
-                match (data, r.optional == Some(true)) {
-                    (Some(d), opt) => match d.get(&r.key) {
-                        Some(v) => Some(v.clone()),
-                        None if opt => None,
-                        None => {
-                            return Err(format!(
-                                "couldn't find key {} in ConfigMap {}/{}",
-                                r.key,
-                                pod.metadata.namespace.as_deref().unwrap_or("default"),
-                                r.name
-                            ))
-                        }
-                    },
-                    (None, true) => None,
-                    (None, false) => return Err(format!("configmap {:?} not found", r.name)),
-                }
+                key_of(
+                    pod,
+                    data,
+                    "ConfigMap",
+                    &r.name,
+                    &r.key,
+                    r.optional == Some(true),
+                )?
             } else if let Some(r) = &src.secret_key_ref {
                 let data = lookup.secret(&r.name)?;
-                match (data, r.optional == Some(true)) {
-                    (Some(d), opt) => match d.get(&r.key) {
-                        Some(v) => Some(v.clone()),
-                        None if opt => None,
-                        None => {
-                            return Err(format!(
-                                "couldn't find key {} in Secret {}/{}",
-                                r.key,
-                                pod.metadata.namespace.as_deref().unwrap_or("default"),
-                                r.name
-                            ))
-                        }
-                    },
-                    (None, true) => None,
-                    (None, false) => return Err(format!("secret {:?} not found", r.name)),
-                }
+                key_of(
+                    pod,
+                    data,
+                    "Secret",
+                    &r.name,
+                    &r.key,
+                    r.optional == Some(true),
+                )?
             } else if src.resource_field_ref.is_some() {
                 return Err(format!(
                     "env {}: resourceFieldRef is not supported by ferry-kubelet",

@@ -116,7 +116,7 @@ async fn handle(k: &Kubelet, req: Request<Incoming>) -> Response<Body> {
     }
     let uid = p.metadata.uid.clone().unwrap_or_default();
     let cdir = k.pod_dir(&uid).join(container);
-    let tries = attempts(&cdir);
+    let tries = crate::pod::attempts(&cdir);
     let pick = if flag("previous") {
         tries.iter().rev().nth(1)
     } else {
@@ -195,18 +195,6 @@ async fn handle(k: &Kubelet, req: Request<Incoming>) -> Response<Body> {
         "text/plain".parse().expect("valid"),
     );
     r
-}
-
-fn attempts(dir: &Path) -> Vec<u32> {
-    let mut v: Vec<u32> = std::fs::read_dir(dir)
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort_unstable();
-    v
 }
 
 fn read_from(path: &PathBuf, offset: u64) -> std::io::Result<Vec<u8>> {

@@ -107,7 +107,8 @@ pub struct Worker {
     warned: HashSet<String>,
 }
 
-fn attempts(dir: &Path) -> Vec<u32> {
+/// The attempt numbers found in a container's directory, ascending.
+pub fn attempts(dir: &Path) -> Vec<u32> {
     let mut v: Vec<u32> = std::fs::read_dir(dir)
         .map(|d| {
             d.flatten()

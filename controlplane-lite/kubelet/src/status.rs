@@ -201,6 +201,11 @@ pub fn pod_status(pod: &Pod, facts: &PodFacts, containers: &[ContainerRun], now:
         .filter(|c| !c.ready)
         .map(|c| c.name.as_str())
         .collect::<Vec<_>>();
+    let not_ready_reason = if phase == "Succeeded" || phase == "Failed" {
+        "PodCompleted"
+    } else {
+        "ContainersNotReady"
+    };
     let mut conditions = vec![
         condition(
             pod,
@@ -210,27 +215,13 @@ pub fn pod_status(pod: &Pod, facts: &PodFacts, containers: &[ContainerRun], now:
             None,
         ),
         condition(pod, "Initialized", true, now, None),
-        condition(
-            pod,
-            "Ready",
-            all_ready,
-            now,
-            Some(if phase == "Succeeded" || phase == "Failed" {
-                "PodCompleted"
-            } else {
-                "ContainersNotReady"
-            }),
-        ),
+        condition(pod, "Ready", all_ready, now, Some(not_ready_reason)),
         condition(
             pod,
             "ContainersReady",
             all_ready,
             now,
-            Some(if phase == "Succeeded" || phase == "Failed" {
-                "PodCompleted"
-            } else {
-                "ContainersNotReady"
-            }),
+            Some(not_ready_reason),
         ),
     ];
     if !all_ready && phase != "Succeeded" && phase != "Failed" {

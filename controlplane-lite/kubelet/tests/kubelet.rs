@@ -138,20 +138,8 @@ impl Fixture {
             "--kubeconfig",
             self.path("server/admin.kubeconfig").to_str().unwrap(),
         ])
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("kubectl");
-        if let Some(s) = stdin {
-            use std::io::Write as _;
-            child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
-        }
-        child.wait_with_output().unwrap()
+        .args(args);
+        ferry_tests::output_with_stdin(&mut cmd, stdin)
     }
 
     fn ok(&self, args: &[&str]) -> String {

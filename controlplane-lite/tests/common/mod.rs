@@ -99,20 +99,8 @@ impl Server {
             .arg(self.kubeconfig())
             .arg("--cache-dir")
             .arg(self.dir.path().join("kcache"))
-            .args(args)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("kubectl installed (scripts/setup.sh)");
-        if let Some(s) = stdin {
-            use std::io::Write;
-            child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
-        }
-        child.wait_with_output().unwrap()
+            .args(args);
+        ferry_tests::output_with_stdin(&mut cmd, stdin)
     }
 
     /// kubectl that must succeed; returns stdout.
