@@ -322,7 +322,6 @@ pub fn median(values: &[f64]) -> f64 {
     percentile(&v, 50.0)
 }
 
-
 /// Path of a workspace binary (`ferry-server`, `ferry-kubelet`, `ferry-cni`, ...) built into the
 /// same target directory as the running test. `cargo test --workspace` builds every package's
 /// binaries before running any test; a run limited with `-p` may not have it, hence the message.
