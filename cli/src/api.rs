@@ -57,6 +57,42 @@ pub(crate) struct NodeSummary {
     pub(crate) pod_cidr: String,
     /// The InternalIP address.
     pub(crate) internal_ip: String,
+    /// What ferry-agent published in the Node's annotations (`-` where absent).
+    pub(crate) overlay: Overlay,
+}
+
+/// A node's overlay, from the annotations ferry-agent writes (flannel's format plus `ferry.dev/mtu`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Overlay {
+    /// `flannel.alpha.coreos.com/backend-type`: `vxlan`, `host-gw`.
+    pub(crate) backend: String,
+    /// `flannel.alpha.coreos.com/public-ip`.
+    pub(crate) public_ip: String,
+    /// `VtepMAC` of `flannel.alpha.coreos.com/backend-data` (vxlan only).
+    pub(crate) vtep_mac: String,
+    /// `ferry.dev/mtu`.
+    pub(crate) mtu: String,
+}
+
+fn overlay(node: &Node) -> Overlay {
+    let ann = node.metadata.annotations.as_ref();
+    let get = |k: &str| {
+        ann.and_then(|a| a.get(k))
+            .filter(|v| !v.is_empty())
+            .cloned()
+            .unwrap_or_else(|| "-".to_owned())
+    };
+    let vtep_mac = ann
+        .and_then(|a| a.get("flannel.alpha.coreos.com/backend-data"))
+        .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .and_then(|v| v["VtepMAC"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| "-".to_owned());
+    Overlay {
+        backend: get("flannel.alpha.coreos.com/backend-type"),
+        public_ip: get("flannel.alpha.coreos.com/public-ip"),
+        vtep_mac,
+        mtu: get("ferry.dev/mtu"),
+    }
 }
 
 impl NodeSummary {
@@ -87,6 +123,7 @@ fn summarize(node: &Node) -> NodeSummary {
             .and_then(|s| s.addresses.as_ref())
             .and_then(|a| a.iter().find(|a| a.type_ == "InternalIP"))
             .map_or_else(|| "-".to_owned(), |a| a.address.clone()),
+        overlay: overlay(node),
     }
 }
 
@@ -191,8 +228,27 @@ mod tests {
             (s.pod_cidr.as_str(), s.internal_ip.as_str()),
             ("10.244.1.0/24", "10.99.0.11")
         );
+        assert_eq!(s.overlay.backend, "-");
         let bare: Node =
             serde_json::from_value(serde_json::json!({"metadata": {"name": "n"}})).unwrap();
         assert_eq!(summarize(&bare).ready, "-");
+        let vx: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "node-2", "annotations": {
+                "flannel.alpha.coreos.com/backend-type": "vxlan",
+                "flannel.alpha.coreos.com/backend-data": "{\"VNI\":1,\"VtepMAC\":\"1a:89:53:49:bd:a6\"}",
+                "flannel.alpha.coreos.com/public-ip": "10.99.0.12",
+                "ferry.dev/mtu": "1450"}},
+            "spec": {"podCIDR": "10.244.2.0/24"}
+        }))
+        .unwrap();
+        assert_eq!(
+            summarize(&vx).overlay,
+            Overlay {
+                backend: "vxlan".into(),
+                public_ip: "10.99.0.12".into(),
+                vtep_mac: "1a:89:53:49:bd:a6".into(),
+                mtu: "1450".into(),
+            }
+        );
     }
 }

@@ -2,10 +2,11 @@
 //!
 //! - `ferry up` creates a switch namespace (the underlay bridge), a control-plane namespace running
 //!   `ferry-server` and N node namespaces each running `ferry-kubelet` and `ferry-agent` with
-//!   `ferry-cni` installed in the node's own CNI directories, and returns once every node is Ready.
+//!   `ferry-cni` installed in the node's own CNI directories, plus an "external" host namespace on
+//!   the underlay (for pods' egress), and returns once every node is Ready.
 //!   kubectl reaches the apiserver from the root namespace on 127.0.0.1 (a listener bound there and
 //!   inherited by the server); nothing routes from the root namespace into the cluster.
-//! - `ferry status` shows every component's health, the nodes and the pods.
+//! - `ferry status` shows every component's health, the nodes, their overlay and the pods.
 //! - `ferry down` removes everything `ferry up` created, also after a crash of `ferry up`.
 //!
 //! Layout: [`topology`] names and addresses, [`state`] the record on disk, [`sys`] the kernel

@@ -1,10 +1,11 @@
-//! `ferry status`: every component's process (running or dead), the apiserver's `/readyz` through
-//! the loopback port, the nodes (Ready, podCIDR, InternalIP) and the pods on each node. Exits
-//! non-zero when anything is unhealthy.
+//! `ferry status`: every component's process (running or dead), the external host, the apiserver's
+//! `/readyz` through the loopback port, the nodes (Ready, podCIDR, InternalIP), each node's overlay
+//! (from the annotations ferry-agent publishes) and the pods on each node. Exits non-zero when
+//! anything is unhealthy.
 
 use crate::down::Target;
 use crate::state::{ClusterDir, Component, Phase};
-use crate::{api, sys, topology};
+use crate::{api, net, sys, topology};
 use anyhow::{anyhow, bail, Context, Result};
 
 /// Prints rows as aligned columns, indented by two spaces.
@@ -98,6 +99,23 @@ pub(crate) fn run(t: &Target) -> Result<()> {
     if let Some(kc) = &state.kubeconfig {
         println!("kubeconfig: {}", kc.display());
     }
+    let topo = topology::Topology {
+        name: state.name.clone(),
+        nodes: state.nodes,
+    };
+    let ext = topo.ext_ns();
+    if state.namespaces.contains(&ext) {
+        let there = net::netns_path(&ext).exists();
+        println!(
+            "external host: {}/{} in namespace {ext} on the underlay{}",
+            topology::EXT_IP,
+            topology::UNDERLAY_PREFIX,
+            if there { "" } else { " (MISSING)" }
+        );
+        if !there && state.phase == Phase::Up {
+            problems.push(format!("namespace {ext} of the external host is missing"));
+        }
+    }
     println!("\ncomponents:");
     print_components(&state.components, true);
     for c in state.components.iter().filter(|c| !c.proc.is_running()) {
@@ -129,6 +147,41 @@ pub(crate) fn run(t: &Target) -> Result<()> {
         state.name,
         problems.join("\n  - ")
     )
+}
+
+/// One line per node: subnet, backend, public IP, VTEP MAC, MTU and peers (the other nodes with a
+/// podCIDR, which its agent routes to).
+fn print_overlay(nodes: &[api::NodeSummary]) {
+    println!("\noverlay (ferry-agent's annotations):");
+    let mut rows = vec![[
+        "NODE",
+        "SUBNET",
+        "BACKEND",
+        "PUBLIC-IP",
+        "VTEP-MAC",
+        "MTU",
+        "PEERS",
+    ]
+    .map(str::to_owned)
+    .to_vec()];
+    let with_cidr = |n: &api::NodeSummary| n.pod_cidr != "-";
+    for n in nodes {
+        let peers = nodes
+            .iter()
+            .filter(|p| p.name != n.name && with_cidr(p))
+            .count();
+        let o = &n.overlay;
+        rows.push(vec![
+            n.name.clone(),
+            n.pod_cidr.clone(),
+            o.backend.clone(),
+            o.public_ip.clone(),
+            o.vtep_mac.clone(),
+            o.mtu.clone(),
+            peers.to_string(),
+        ]);
+    }
+    table(&rows);
 }
 
 async fn api_status(
@@ -173,6 +226,7 @@ async fn api_status(
         ]);
     }
     table(&rows);
+    print_overlay(&nodes);
     let kubelets = state
         .components
         .iter()

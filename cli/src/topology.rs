@@ -5,6 +5,8 @@
 //!   <name>-sw   switch: bridge br0, one port per member (cp, n1, n2, ...)
 //!   <name>-cp   control plane: eth0 10.99.0.2/24, ferry-server on 10.99.0.2:6443
 //!   <name>-nI   node I: eth0 10.99.0.(10+I)/24, ferry-kubelet and ferry-agent, node name node-I
+//!   <name>-ext  an external host: eth0 10.99.0.254/24, nothing else (no route into the cluster),
+//!               to test pods' egress (they reach it masqueraded to their node's address)
 //! ```
 
 use std::net::Ipv4Addr;
@@ -16,6 +18,8 @@ pub(crate) const UNDERLAY: &str = "10.99.0.0/24";
 pub(crate) const UNDERLAY_PREFIX: u8 = 24;
 /// The control plane's underlay address.
 pub(crate) const CP_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 2);
+/// The external host's underlay address.
+pub(crate) const EXT_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 254);
 /// The apiserver's port inside the control-plane namespace.
 pub(crate) const API_PORT: u16 = 6443;
 /// The kubelet's port on each node.
@@ -74,10 +78,16 @@ impl Topology {
         format!("{}-n{i}", self.name)
     }
 
-    /// Every namespace, switch first.
+    /// The external host's namespace.
+    pub(crate) fn ext_ns(&self) -> String {
+        format!("{}-ext", self.name)
+    }
+
+    /// Every namespace, switch first, the external host last.
     pub(crate) fn namespaces(&self) -> Vec<String> {
         let mut v = vec![self.switch_ns(), self.cp_ns()];
         v.extend((1..=self.nodes).map(|i| self.node_ns(i)));
+        v.push(self.ext_ns());
         v
     }
 
@@ -99,7 +109,7 @@ pub(crate) fn node_ip(i: u32) -> Ipv4Addr {
 }
 
 /// True if `ns` is one of the namespaces `ferry up` creates for cluster `name` (whatever its node
-/// count): `<name>-sw`, `<name>-cp`, `<name>-n<digits>`. Exact shapes, so the namespaces of a
+/// count): `<name>-sw`, `<name>-cp`, `<name>-ext`, `<name>-n<digits>`. Exact shapes, so the namespaces of a
 /// cluster named `<name>-x` never match.
 pub(crate) fn is_cluster_netns(name: &str, ns: &str) -> bool {
     let Some(rest) = ns.strip_prefix(name).and_then(|r| r.strip_prefix('-')) else {
@@ -107,6 +117,7 @@ pub(crate) fn is_cluster_netns(name: &str, ns: &str) -> bool {
     };
     rest == "sw"
         || rest == "cp"
+        || rest == "ext"
         || rest
             .strip_prefix('n')
             .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
@@ -148,7 +159,14 @@ mod tests {
         };
         assert_eq!(
             t.namespaces(),
-            ["ferry-sw", "ferry-cp", "ferry-n1", "ferry-n2", "ferry-n3"]
+            [
+                "ferry-sw",
+                "ferry-cp",
+                "ferry-n1",
+                "ferry-n2",
+                "ferry-n3",
+                "ferry-ext"
+            ]
         );
         for ns in t.namespaces() {
             assert!(is_cluster_netns("ferry", &ns), "{ns}");
@@ -160,6 +178,8 @@ mod tests {
             "ferry-nx",
             "ferry-2-sw",
             "ferry-2-n1",
+            "ferry-ext-sw",
+            "ferry-ex",
             "ferrysw",
             "ferry-n1-sw",
             "xferry-sw",

@@ -3,7 +3,7 @@
 //! Checks come first and create nothing: root, the binaries, no cluster of that name (nor its
 //! leftovers), and the apiserver port, bound right away on 127.0.0.1 in the root namespace. Then,
 //! recording each resource in the state file before creating it: the namespaces and the underlay
-//! (a bridge in the switch namespace, one veth per member), the cgroups, the node directories with
+//! (a bridge in the switch namespace, one veth per member, an external host on it), the cgroups, the node directories with
 //! ferry-cni installed, the node tokens, ferry-server (in the control-plane namespace, also serving
 //! on the inherited loopback listener), then each node's ferry-agent and ferry-kubelet. It returns
 //! once every node is Ready. Any failure after the first resource exists runs `ferry down`'s
@@ -12,7 +12,7 @@
 use crate::down::{self, Target};
 use crate::state::{ClusterDir, Component, Link, Phase, ProcId, State};
 use crate::sys::{self, Spawn};
-use crate::topology::{self, node_ip, node_name, Topology, API_PORT, BRIDGE, CP_IP, IFACE};
+use crate::topology::{self, node_ip, node_name, Topology, API_PORT, BRIDGE, CP_IP, EXT_IP, IFACE};
 use crate::{api, cgroup, net, status};
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::BTreeSet;
@@ -390,6 +390,8 @@ impl Up<'_> {
                 .node_indexes()
                 .map(|i| (format!("n{i}"), self.topo.node_ns(i), node_ip(i))),
         );
+        // The external host: on the underlay like any member, nothing routed into the cluster.
+        m.push(("ext".to_owned(), self.topo.ext_ns(), EXT_IP));
         m
     }
 
@@ -445,7 +447,8 @@ impl Up<'_> {
             .with_context(|| format!("enabling IPv4 forwarding in {ns}"))?;
         }
         self.step(format!(
-            "network: {} namespaces ({}, {}, {}), underlay {} on bridge {BRIDGE} in {sw}",
+            "network: {} namespaces ({}, {}, {}, external host {} {EXT_IP}), underlay {} on \
+             bridge {BRIDGE} in {sw}",
             namespaces.len(),
             sw,
             self.topo.cp_ns(),
@@ -458,6 +461,7 @@ impl Up<'_> {
                     self.topo.node_ns(self.topo.nodes)
                 )
             },
+            self.topo.ext_ns(),
             topology::UNDERLAY,
         ));
         Ok(())

@@ -161,6 +161,45 @@ fn a_deployment_across_three_nodes_scales_rolls_restarts_and_survives_kubelet_lo
     );
     k.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
 
+    // Egress and pod to pod, from the pods' network namespaces (the kubelets' bind mounts).
+    let on = |node: &str| {
+        pods(&list)
+            .into_iter()
+            .find(|p| p["spec"]["nodeName"] == node)
+            .unwrap_or_else(|| panic!("no pod on {node}"))
+    };
+    let (a, b) = (on("node-1"), on("node-2"));
+    let pod_ns = |p: &Value, i: u32| {
+        c.dir()
+            .join(format!("nodes/n{i}/kubelet/netns"))
+            .join(p["metadata"]["uid"].as_str().unwrap())
+    };
+    let (ns_a, ns_b) = (pod_ns(&a, 1), pod_ns(&b, 2));
+    let ip_a = a["status"]["podIP"].as_str().unwrap();
+    let ip_b = b["status"]["podIP"].as_str().unwrap();
+    // A pod reaches the external host, which sees its node's address (masquerade).
+    let ext_ns = std::path::PathBuf::from(format!("/run/netns/{}-ext", c.name));
+    let seen = connect_and_see_source(&ns_a, &ext_ns, "10.99.0.254");
+    assert_eq!(seen, "10.99.0.11", "external host sees pod {ip_a} as");
+    // Pod to pod across nodes keeps the pod address (no masquerade inside the cluster).
+    let seen = connect_and_see_source(&ns_a, &ns_b, ip_b);
+    assert_eq!(seen, ip_a, "pod {ip_b} on node-2 sees pod {ip_a} as");
+    // `ferry status` shows each node's overlay.
+    let status = c.ferry("status", &[]);
+    assert!(status.status.success(), "{}", text(&status));
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    println!("{status}");
+    assert!(status.contains("external host: 10.99.0.254/24"), "{status}");
+    for (node, cidr) in &cidrs {
+        assert!(
+            status.lines().any(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.len() == 7 && f[0] == node && f[1] == cidr && f[2] == "vxlan" && f[6] == "2"
+            }),
+            "no overlay line for {node} ({cidr}, vxlan, 2 peers):\n{status}"
+        );
+    }
+
     // Scale up and down.
     k.ok(&["scale", "deployment/web", "--replicas=9"]);
     k.wait(&["get", "pods", "-l", "app=web"], 60, "9 ready pods", |l| {
@@ -315,6 +354,56 @@ fn a_deployment_across_three_nodes_scales_rolls_restarts_and_survives_kubelet_lo
     assert!(down.status.success(), "{}", text(&down));
     c.assert_gone();
     root.assert_unchanged();
+}
+
+/// Starts a one-shot TCP listener in the network namespace `server_ns` (port chosen by the
+/// kernel), connects to it at `server_ip` from `client_ns`, and returns the source address the
+/// listener saw.
+fn connect_and_see_source(
+    client_ns: &std::path::Path,
+    server_ns: &std::path::Path,
+    server_ip: &str,
+) -> String {
+    use std::io::BufRead as _;
+    const LISTENER: &str = "import socket\n\
+        s = socket.socket()\n\
+        s.bind(('0.0.0.0', 0))\n\
+        s.listen(1)\n\
+        s.settimeout(20)\n\
+        print(s.getsockname()[1], flush=True)\n\
+        c, peer = s.accept()\n\
+        print(peer[0], flush=True)\n";
+    let mut server = ferry_tests::ChildGuard(
+        Command::new("nsenter")
+            .arg(format!("--net={}", server_ns.display()))
+            .args(["/usr/bin/python3", "-c", LISTENER])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = std::io::BufReader::new(server.0.stdout.take().unwrap()).lines();
+    let port = lines.next().expect("listener port").unwrap();
+    let client = Command::new("nsenter")
+        .arg(format!("--net={}", client_ns.display()))
+        .args([
+            "/usr/bin/python3",
+            "-c",
+            "import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), 5).close()",
+            server_ip,
+            &port,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        client.status.success(),
+        "connect {server_ip}:{port} from {}: {}",
+        client_ns.display(),
+        text(&client)
+    );
+    let seen = lines.next().expect("peer address").unwrap();
+    assert!(server.0.wait().unwrap().success());
+    seen
 }
 
 fn nix_kill(pid: i32, sig: i32) {

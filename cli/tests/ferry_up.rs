@@ -96,6 +96,18 @@ fn three_nodes_ready_kubectl_from_the_root_namespace_status_and_a_clean_down() {
         .output()
         .unwrap();
     assert!(!String::from_utf8_lossy(&routes.stdout).contains("10.99.0."));
+    // The external host: on the underlay, its connected route only (nothing into the cluster).
+    let ext = format!("{}-ext", c.name);
+    let ext_routes = Command::new("ip")
+        .args(["-n", &ext, "-br", "route"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&ext_routes.stdout).trim(),
+        "10.99.0.0/24 dev eth0 proto kernel scope link src 10.99.0.254",
+        "{}",
+        text(&ext_routes)
+    );
 
     // Pods show up in the status, per node.
     let deployment = r#"{"apiVersion": "apps/v1", "kind": "Deployment",
@@ -174,7 +186,7 @@ fn three_nodes_ready_kubectl_from_the_root_namespace_status_and_a_clean_down() {
     let down_out = String::from_utf8_lossy(&down.stdout);
     println!("{down_out}");
     assert!(
-        down_out.contains("deleted 5 network namespace(s)"),
+        down_out.contains("deleted 6 network namespace(s)"),
         "{down_out}"
     );
     assert!(down_out.contains("unmounted"), "pod namespaces: {down_out}");
@@ -271,7 +283,7 @@ fn up_twice_fails_clearly_and_the_first_cluster_stays_healthy() {
     let first = c.up(&["--nodes", "1", "--no-kubelet"]);
     assert!(first.status.success(), "{}", text(&first));
     let namespaces = c.namespaces();
-    assert_eq!(namespaces.len(), 3, "{namespaces:?}");
+    assert_eq!(namespaces.len(), 4, "{namespaces:?}");
 
     let second = c.up(&["--nodes", "2", "--no-kubelet"]);
     assert_eq!(second.status.code(), Some(1), "{}", text(&second));
@@ -327,7 +339,7 @@ fn a_component_that_exits_fails_up_and_everything_is_removed() {
     );
     assert!(stderr.contains("removing what it created"), "{stderr}");
     assert!(
-        stderr.contains("deleted 4 network namespace(s)"),
+        stderr.contains("deleted 5 network namespace(s)"),
         "{stderr}"
     );
     c.assert_gone();

@@ -83,6 +83,7 @@ impl Cluster {
                     .is_some_and(|rest| {
                         rest == "sw"
                             || rest == "cp"
+                            || rest == "ext"
                             || rest
                                 .strip_prefix('n')
                                 .is_some_and(|d| d.bytes().all(|b| b.is_ascii_digit()))
