@@ -2,7 +2,8 @@
 # Ferry's main job: install everything, bring up a 3-node cluster on this machine with `ferry up`
 # (every node, pod and the control plane in its own network namespace), deploy a sample app,
 # show its pods spread across the nodes with their IPs, measure pod-to-pod throughput across
-# nodes through the overlay with iperf3, then run the benchmarks (pod startup through the whole
+# nodes through the overlay with iperf3, show a pod's egress to an external host (masqueraded to
+# its node's address), then run the benchmarks (pod startup through the whole
 # cluster; ferry-cni vs the reference bridge + host-local plugins). `ferry down` removes it all,
 # also when anything fails.
 set -euo pipefail
@@ -46,6 +47,13 @@ nsenter --net="$NS_A" curl -s -o /dev/null -w "HTTP %{http_code} from $IP_B:8080
 nsenter --net="$NS_B" iperf3 -s -1 -D >/dev/null
 sleep 0.3
 nsenter --net="$NS_A" iperf3 -c "$IP_B" -t 3 -O 1 | grep -E 'sender|receiver'
+echo "== egress: pod on node-1 -> external host 10.99.0.254 ($NAME-ext), masqueraded to node-1's IP"
+nsenter --net="/run/netns/$NAME-ext" python3 -c 'import socket
+s = socket.create_server(("10.99.0.254", 9000)); s.settimeout(10)
+c, peer = s.accept(); print("external host sees the connection from", peer[0], "(node-1 is 10.99.0.11)")' &
+sleep 0.3
+nsenter --net="$NS_A" bash -c 'exec 3<>/dev/tcp/10.99.0.254/9000'
+wait $!
 echo "== kubectl logs (through the apiserver -> kubelet)"
 kubectl logs "$(jq -r '.items[0].metadata.name' <<<"$pods")" | tail -3
 echo "== ferry status"
