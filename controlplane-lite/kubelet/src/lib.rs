@@ -53,6 +53,8 @@ pub struct Config {
     pub token: String,
     /// CA certificate (PEM) of the API server.
     pub ca_file: PathBuf,
+    /// The `ferry-shim` executable.
+    pub shim: PathBuf,
     /// CNI conf dir.
     pub cni_conf_dir: PathBuf,
     /// CNI plugin dir.

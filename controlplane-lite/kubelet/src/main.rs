@@ -1,26 +1,23 @@
-//! `ferry-kubelet`: Ferry's kubelet (see the library docs). `ferry-kubelet shim DIR` is the
-//! per-container supervisor the kubelet starts; it is not meant to be run by hand.
+//! `ferry-kubelet`: Ferry's kubelet (see the library docs). Containers run under `ferry-shim`,
+//! found next to this executable unless `--shim` says otherwise.
 
 use anyhow::{Context as _, Result};
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "ferry-kubelet",
     version,
-    about = "Ferry's kubelet: runs the pods bound to this node",
-    subcommand_negates_reqs = true
+    about = "Ferry's kubelet: runs the pods bound to this node"
 )]
 struct Cli {
-    #[command(subcommand)]
-    cmd: Option<Cmd>,
     /// Name of this node.
-    #[arg(long, required = true)]
-    node_name: Option<String>,
+    #[arg(long)]
+    node_name: String,
     /// API server URL (https://HOST:PORT).
-    #[arg(long, required = true)]
-    server: Option<String>,
+    #[arg(long)]
+    server: String,
     /// Bearer token of this node (see `ferry-server node-token`).
     #[arg(long)]
     token: Option<String>,
@@ -28,8 +25,8 @@ struct Cli {
     #[arg(long, conflicts_with = "token")]
     token_file: Option<PathBuf>,
     /// CA certificate (PEM) of the API server.
-    #[arg(long, required = true)]
-    certificate_authority: Option<PathBuf>,
+    #[arg(long)]
+    certificate_authority: PathBuf,
     /// Directory with the CNI network configuration (the first *.conflist / *.conf is used).
     #[arg(long, default_value = "/etc/cni/net.d")]
     cni_conf_dir: PathBuf,
@@ -43,8 +40,11 @@ struct Cli {
     #[arg(long)]
     cgroup_root: Option<PathBuf>,
     /// This node's IP (InternalIP, and where the kubelet endpoint listens).
-    #[arg(long, required = true)]
-    node_ip: Option<String>,
+    #[arg(long)]
+    node_ip: String,
+    /// The container supervisor executable (default: `ferry-shim` next to this executable).
+    #[arg(long)]
+    shim: Option<PathBuf>,
     /// Port of the kubelet endpoint (logs, healthz).
     #[arg(long, default_value_t = 10250)]
     port: u16,
@@ -68,28 +68,15 @@ struct Cli {
     backoff_base: f64,
 }
 
-#[derive(Debug, Subcommand)]
-enum Cmd {
-    /// Container supervisor (started by the kubelet).
-    #[command(hide = true)]
-    Shim {
-        /// The container attempt directory (with spec.json).
-        dir: PathBuf,
-    },
-}
-
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    if let Some(Cmd::Shim { dir }) = &cli.cmd {
-        ferry_kubelet::shim::main(dir);
-    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let node_name = cli.node_name.unwrap_or_default();
+    let node_name = cli.node_name;
     let token = match (&cli.token, &cli.token_file) {
         (Some(t), _) => t.clone(),
         (None, Some(f)) => std::fs::read_to_string(f)
@@ -107,15 +94,27 @@ fn main() -> Result<()> {
             .context("no cgroup2 mount found; pass --cgroup-root")?
             .join(format!("ferry-kubelet-{node_name}")),
     };
-    let node_ip = cli.node_ip.unwrap_or_default();
+    let node_ip = cli.node_ip;
     node_ip
         .parse::<std::net::IpAddr>()
         .with_context(|| format!("--node-ip {node_ip:?} is not an IP address"))?;
+    let shim = match cli.shim {
+        Some(s) => s,
+        None => std::env::current_exe()
+            .context("locating the ferry-kubelet executable")?
+            .with_file_name("ferry-shim"),
+    };
+    anyhow::ensure!(
+        shim.is_file(),
+        "the container supervisor {} does not exist (build it with the kubelet, or pass --shim)",
+        shim.display()
+    );
     let cfg = ferry_kubelet::Config {
         node_name,
-        server: cli.server.unwrap_or_default(),
+        server: cli.server,
         token,
-        ca_file: cli.certificate_authority.unwrap_or_default(),
+        ca_file: cli.certificate_authority,
+        shim,
         cni_conf_dir: cli.cni_conf_dir,
         cni_bin_dir: cli.cni_bin_dir,
         root_dir: cli.root_dir,

@@ -636,10 +636,12 @@ impl Worker {
             .unwrap_or_default();
         let mem = limits.get("memory").and_then(|q| parse_bytes(&q.0));
         let cpu = limits.get("cpu").and_then(|q| parse_millis(&q.0));
-        let started =
-            tokio::task::spawn_blocking(move || start_attempt(&adir, &cg, &shim_spec, mem, cpu))
-                .await
-                .unwrap_or_else(|e| Err(format!("start task: {e}")));
+        let shim_bin = self.k.cfg.shim.clone();
+        let started = tokio::task::spawn_blocking(move || {
+            start_attempt(&shim_bin, &adir, &cg, &shim_spec, mem, cpu)
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("start task: {e}")));
         let c = &mut self.ctrs[i];
         match started {
             Ok(r) => {
@@ -1051,6 +1053,7 @@ fn prune_attempts(cdir: &Path, current: u32) {
 
 /// Starts one attempt through a shim: returns its run record or the start error. Blocking.
 fn start_attempt(
+    shim: &Path,
     adir: &Path,
     cg: &Path,
     spec: &ShimSpec,
@@ -1063,8 +1066,7 @@ fn start_attempt(
     let bytes = serde_json::to_vec(spec).map_err(|e| e.to_string())?;
     shim::write_atomic(&adir.join(shim::SPEC), &bytes).map_err(|e| format!("spec: {e}"))?;
     let shim_log = std::fs::File::create(adir.join("shim.log")).map_err(|e| e.to_string())?;
-    let mut child = std::process::Command::new("/proc/self/exe")
-        .arg("shim")
+    let mut child = std::process::Command::new(shim)
         .arg(adir)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())

@@ -1,7 +1,7 @@
 //! The container supervisor ("shim"), one process per running container, like containerd's
 //! shim or conmon.
 //!
-//! The kubelet starts `ferry-kubelet shim <attempt dir>`; the shim reads `spec.json` there, leaves
+//! The kubelet starts `ferry-shim <attempt dir>`; the shim reads `spec.json` there, leaves
 //! the kubelet's session, enters the pod's network namespace, starts the container's command
 //! (which joins the container's cgroup before `exec`, with stdout and stderr appended to the log
 //! file), prints one JSON line (`{"pid":N}` or `{"error":"..."}`) and then waits for the
@@ -116,7 +116,7 @@ pub fn main(dir: &Path) -> ! {
     let code = match run(dir) {
         Ok(()) => 0,
         Err(e) => {
-            let _ = writeln!(std::io::stderr(), "ferry-kubelet shim: {e:#}");
+            let _ = writeln!(std::io::stderr(), "ferry-shim: {e:#}");
             1
         }
     };
