@@ -34,6 +34,11 @@ pub(crate) struct ControlPlane {
 
 impl ControlPlane {
     pub(crate) fn start() -> ControlPlane {
+        ControlPlane::start_with(&[])
+    }
+
+    /// Like [`ControlPlane::start`], with extra `ferry-server` flags (`--cluster-cidr ...`).
+    pub(crate) fn start_with(extra: &[&str]) -> ControlPlane {
         let dir = tempfile::Builder::new()
             .prefix("ferry-agent-cp")
             .tempdir()
@@ -49,6 +54,7 @@ impl ControlPlane {
             .command(ferry_tests::bin_path("ferry-server"))
             .args(["--data-dir", data.to_str().unwrap(), "--listen", &listen])
             .args(["--advertise-address", &listen, "--tls-san", CP_IP])
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
