@@ -25,7 +25,7 @@ use crate::masq::{MasqConfig, Masquerade};
 use crate::netlink::{Link, Netlink};
 use crate::node::{self, NodeInfo};
 use crate::subnet::{self, NodeNetworkFile};
-use crate::{client, hostgw, sysctl, vxlan};
+use crate::{client, hostgw, sysctl, udp, vxlan};
 use futures::StreamExt as _;
 use ipnetwork::Ipv4Network;
 use k8s_openapi::api::core::v1::Node;
@@ -81,6 +81,10 @@ pub struct Agent {
     skipped: BTreeSet<String>,
     masq: Masquerade,
     masq_failing: bool,
+    /// udp backend: the running datapath (started at the first round that knows our IP).
+    udp: Option<udp::Datapath>,
+    /// udp backend: the last datapath start error (logged once).
+    udp_error: Option<String>,
 }
 
 /// Runs the agent until the process is killed.
@@ -105,7 +109,11 @@ pub async fn run(cfg: Config) -> Result<(), AgentError> {
         cluster: cfg.cluster_cidr,
         no_masquerade: cfg.no_masquerade_cidrs.clone(),
         masquerade: cfg.ip_masq,
-        tunnel_port: (cfg.backend == Backend::Vxlan).then_some(vxlan::PORT),
+        tunnel_port: match cfg.backend {
+            Backend::Vxlan => Some(vxlan::PORT),
+            Backend::Udp => Some(udp::PORT),
+            Backend::HostGw => None,
+        },
         random_fully: true,
     });
     let mut agent = Agent {
@@ -117,6 +125,8 @@ pub async fn run(cfg: Config) -> Result<(), AgentError> {
         skipped: BTreeSet::new(),
         masq,
         masq_failing: false,
+        udp: None,
+        udp_error: None,
     };
     loop {
         agent.reconcile().await;
@@ -167,6 +177,7 @@ impl Agent {
         let own_mtu = link.map(|l| match self.cfg.backend {
             Backend::Vxlan => l.mtu.saturating_sub(vxlan::OVERHEAD),
             Backend::HostGw => l.mtu,
+            Backend::Udp => l.mtu.saturating_sub(udp::OVERHEAD),
         });
         let mtu = own_mtu.map(|m| vxlan::cluster_mtu(&nodes, &self.cfg.node_name, m));
         let state = match (me, mtu) {
@@ -188,6 +199,12 @@ impl Agent {
                     let cidr = me.and_then(|m| m.pod_cidr);
                     if let (Some(cidr), Some(ip), Some(mtu)) = (cidr, public_ip, mtu) {
                         self.vxlan(&nodes, link, ip, cidr, mtu);
+                    }
+                }
+                Backend::Udp => {
+                    let cidr = me.and_then(|m| m.pod_cidr);
+                    if let (Some(cidr), Some(ip), Some(mtu)) = (cidr, public_ip, mtu) {
+                        self.udp(&nodes, ip, cidr, mtu);
                     }
                 }
             }
@@ -223,6 +240,73 @@ impl Agent {
         let done = vxlan::apply_entries(&mut self.nl, vx, &want);
         if done != vxlan::Applied::default() {
             tracing::debug!(?done, peers = want.routes.len(), "vxlan reconciled");
+        }
+    }
+
+    /// udp backend: (re)starts the datapath when our address changed, brings `ferry.udp` into
+    /// shape (MTU, up, the podCIDR's network address /32), hands the workers the new peer table
+    /// and reconciles the per-peer routes.
+    fn udp(&mut self, nodes: &[NodeInfo], local: Ipv4Addr, cidr: Ipv4Network, mtu: u32) {
+        if self.udp.as_ref().is_some_and(|d| d.local() != local) {
+            tracing::info!(address = %local, "node address changed: restarting the udp datapath");
+            self.udp = None;
+        }
+        if self.udp.is_none() {
+            let mut started = udp::Datapath::start(local, udp::default_threads());
+            if let Err(e) = &started {
+                if e.is_mismatch() {
+                    if let Ok(Some(l)) = self.nl.link_by_name(udp::DEVICE) {
+                        tracing::warn!(device = udp::DEVICE, error = %e, "existing device does not match: recreating it");
+                        let _ = self.nl.del_link(l.index);
+                        started = udp::Datapath::start(local, udp::default_threads());
+                    }
+                }
+            }
+            match started {
+                Ok(d) => {
+                    tracing::info!(
+                        device = udp::DEVICE, address = %local, port = udp::PORT,
+                        threads = d.threads(), "udp datapath attached"
+                    );
+                    self.udp = Some(d);
+                    self.udp_error = None;
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    if self.udp_error.as_ref() != Some(&msg) {
+                        tracing::error!(error = %msg, "udp datapath failed to start (retried next round)");
+                    }
+                    self.udp_error = Some(msg);
+                    return;
+                }
+            }
+        }
+        let index = match udp::ensure_device(&mut self.nl, mtu, Ipv4Network::from(cidr.network())) {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::error!(device = udp::DEVICE, error = %e, "device setup failed (retried next round)");
+                if matches!(e, udp::DeviceError::Missing) {
+                    self.udp = None;
+                }
+                return;
+            }
+        };
+        let (want, table, skipped) = udp::desired(nodes, &self.cfg.node_name, index);
+        self.log_skipped(skipped);
+        if let Some(d) = &self.udp {
+            d.set_table(udp::Table::new(Some(cidr), &table));
+        }
+        let installed = match self.nl.main_routes_v4() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "listing routes failed (retried next round)");
+                return;
+            }
+        };
+        let plan = hostgw::plan(want.values().map(|p| &p.route), &installed);
+        if !(plan.is_empty() && plan.conflicts.is_empty()) {
+            let done = hostgw::apply(&mut self.nl, &plan, &want);
+            tracing::debug!(?done, peers = want.len(), "udp routes reconciled");
         }
     }
 

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! ferry-agent --node-name N --server https://IP:PORT --token T --certificate-authority CA.crt \
-//!     --cni-conf-dir D --run-dir R [--iface eth0] [--backend vxlan|host-gw] [--direct-routing] \
+//!     --cni-conf-dir D --run-dir R [--iface eth0] [--backend vxlan|host-gw|udp] [--direct-routing] \
 //!     [--resync-seconds 10] [--cluster-cidr 10.244.0.0/16] [--ip-masq true|false] \
 //!     [--no-masquerade-cidrs CIDR,...]
 //! ```
@@ -22,6 +22,10 @@ pub enum Backend {
     /// One route per peer node: `<peer podCIDR> via <peer IP> dev <iface>` (needs L2 adjacency
     /// between nodes; no encapsulation, so pods get the full interface MTU).
     HostGw,
+    /// Userspace encapsulation (flannel's `udp` wire format, UDP 8285): TUN device
+    /// `ferry.udp`, one route per peer, multi-threaded batched datapath in the agent. For
+    /// underlays that block VXLAN.
+    Udp,
 }
 
 impl Backend {
@@ -30,6 +34,7 @@ impl Backend {
         match self {
             Backend::Vxlan => "vxlan",
             Backend::HostGw => "host-gw",
+            Backend::Udp => "udp",
         }
     }
 }

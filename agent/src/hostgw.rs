@@ -36,6 +36,8 @@ pub enum Skip {
     },
     /// VXLAN backend: the peer has not published a usable `backend-data` (`VtepMAC`, VNI).
     NoVtep,
+    /// udp backend: the peer published another `backend-type` (empty: none yet).
+    OtherBackend(String),
 }
 
 impl std::fmt::Display for Skip {
@@ -47,6 +49,10 @@ impl std::fmt::Display for Skip {
             Skip::NoVtep => f.write_str(
                 "no vxlan backend-data annotation with VNI 1 and a VtepMAC (its agent has not published yet)",
             ),
+            Skip::OtherBackend(b) if b.is_empty() => {
+                f.write_str("no backend-type annotation (its agent has not published yet)")
+            }
+            Skip::OtherBackend(b) => write!(f, "it runs backend {b:?}, this node udp"),
         }
     }
 }

@@ -4,7 +4,7 @@
 //! ready for pods (node network file + CNI conflist once the Node has a `spec.podCIDR`), publishes
 //! flannel-compatible annotations on its Node, programs the overlay between nodes (backend
 //! `vxlan`, the default: a kernel VXLAN device plus one route, neighbour and FDB entry per peer;
-//! or `host-gw`: one route per peer podCIDR) and masquerades pod egress (iptables).
+//! `host-gw`: one route per peer podCIDR; or `udp`: a TUN device and a userspace datapath) and masquerades pod egress (iptables).
 //! `ferry-agent uninstall` removes what it installed; `ferry-agent programs` lists the embedded
 //! eBPF programs.
 //!
@@ -17,6 +17,7 @@
 //! | [`subnet`] | `subnet.env` and `10-ferry.conflist`: content and atomic writes |
 //! | [`hostgw`] | host-gw route reconciliation (pure diff + apply) |
 //! | [`vxlan`] | the VXLAN device, its neighbour / FDB entries and onlink routes |
+//! | [`udp`] | the udp backend: persistent TUN device, per-peer routes, batched userspace datapath |
 //! | [`masq`] | masquerade and FORWARD rules in `FERRY-*` iptables chains |
 //! | [`uninstall`] | removal of everything above from the namespace |
 //! | [`netlink`], [`sysctl`] | the kernel boundary: rtnetlink routes and links, `ip_forward` |
@@ -32,5 +33,6 @@ pub mod netlink;
 pub mod node;
 pub mod subnet;
 pub mod sysctl;
+pub mod udp;
 pub mod uninstall;
 pub mod vxlan;

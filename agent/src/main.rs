@@ -1,13 +1,13 @@
 //! `ferry-agent`: Ferry's node agent.
 //!
 //! `ferry-agent --node-name N --server https://IP:PORT --token T --certificate-authority CA.crt
-//! --cni-conf-dir D --run-dir R [--iface eth0] [--backend vxlan|host-gw] [--direct-routing]
+//! --cni-conf-dir D --run-dir R [--iface eth0] [--backend vxlan|host-gw|udp] [--direct-routing]
 //! [--resync-seconds 10] [--cluster-cidr 10.244.0.0/16] [--ip-masq true|false]
 //! [--no-masquerade-cidrs CIDR,...]` runs the node agent (see `docs/agent.md`); it must be started
 //! inside the node's network namespace, which it programs.
 //!
 //! `ferry-agent uninstall` removes the agent's iptables chains, VXLAN device and routes from the
-//! current network namespace.
+//! current network namespace (and the udp backend's persistent TUN device).
 //!
 //! `ferry-agent programs` lists the eBPF programs and maps embedded in the binary, read from the
 //! ELF objects without touching the kernel.
@@ -49,8 +49,9 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Uninstall) => {
             let r = ferry_agent::uninstall::uninstall();
             println!(
-                "removed: iptables chains, device {}: {}, routes: {}",
+                "removed: iptables chains, devices {} / {}: {}, routes: {}",
                 ferry_agent::vxlan::DEVICE,
+                ferry_agent::udp::DEVICE,
                 if r.device { "deleted" } else { "absent" },
                 r.routes
             );

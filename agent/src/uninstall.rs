@@ -1,17 +1,17 @@
 //! `ferry-agent uninstall`: removes what the agent installed in the current network namespace:
 //! the jumps to our iptables chains and the chains, the VXLAN device `ferry.1` (which takes its
-//! neighbour and FDB entries and its onlink routes with it), and every main-table route of
+//! neighbour and FDB entries and its onlink routes with it), the persistent TUN device `ferry.udp`, and every main-table route of
 //! ferry's protocol 78 (host-gw and direct routes). Files (`subnet.env`, the conflist) and
 //! `ip_forward` are left alone. Keeps going past failures and reports them all; running it twice
 //! is a no-op.
 
 use crate::netlink::Netlink;
-use crate::{hostgw, masq, vxlan};
+use crate::{hostgw, masq, udp, vxlan};
 
 /// What [`uninstall`] removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Removed {
-    /// The VXLAN device was deleted.
+    /// The VXLAN or the TUN device was deleted.
     pub device: bool,
     /// Routes of protocol 78 deleted.
     pub routes: usize,
@@ -31,13 +31,15 @@ pub fn uninstall() -> Removed {
             return out;
         }
     };
-    match nl.link_by_name(vxlan::DEVICE) {
-        Ok(Some(l)) => match nl.del_link(l.index) {
-            Ok(gone) => out.device = gone,
+    for device in [vxlan::DEVICE, udp::DEVICE] {
+        match nl.link_by_name(device) {
+            Ok(Some(l)) => match nl.del_link(l.index) {
+                Ok(gone) => out.device |= gone,
+                Err(e) => out.errors.push(e.to_string()),
+            },
+            Ok(None) => {}
             Err(e) => out.errors.push(e.to_string()),
-        },
-        Ok(None) => {}
-        Err(e) => out.errors.push(e.to_string()),
+        }
     }
     match nl.main_routes_v4() {
         Ok(routes) => {

@@ -57,7 +57,7 @@ pub(crate) struct UpArgs {
     #[arg(long, default_value_t = 6443)]
     pub(crate) api_port: u16,
     /// Overlay backend of the node agents.
-    #[arg(long, default_value = "vxlan", value_parser = ["vxlan", "host-gw"])]
+    #[arg(long, default_value = "vxlan", value_parser = ["vxlan", "host-gw", "udp"])]
     pub(crate) backend: String,
     /// Directory holding ferry-server, ferry-kubelet, ferry-agent and ferry-cni (default: the
     /// directory of this `ferry` executable, where cargo builds them all).
