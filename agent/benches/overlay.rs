@@ -8,8 +8,10 @@
 //! | hand vxlan | node A -> node B over a hand-built point-to-point kernel VXLAN device (MTU 1350) |
 //! | ferry vxlan | pod on A -> pod on B through ferry-agent's VXLAN backend (veth + bridge + ferry.1) |
 //! | ferry host-gw | the same pods after switching the agents to host-gw (pods keep MTU 1350) |
+//! | ferry udp | the same pods after switching the agents to the userspace udp backend |
 //!
-//! Ratios are printed against the underlay and, for ferry vxlan, against the hand-built path.
+//! Ratios are printed against the underlay and, for ferry vxlan, against the hand-built path;
+//! the udp row also against ferry vxlan (target: >= 0.5x).
 //! Build the spawned binaries first, in release: `cargo build --release -p controlplane-lite --bin
 //! ferry-server -p ferry-cni` (the bench runs from `target/release`).
 
@@ -130,6 +132,22 @@ fn main() {
         );
         let hostgw = iperf(&pod_b, &pod_a, &ip_b);
 
+        for n in [&mut a, &mut b] {
+            n.kill_agent();
+            n.args = vec!["--backend".into(), "udp".into()];
+            n.start_agent(&cp);
+        }
+        assert!(
+            wait_until(Duration::from_secs(10), || {
+                a.ns.sh("ip route show proto 78").contains("dev ferry.udp")
+                    && b.ns.sh("ip route show proto 78").contains("dev ferry.udp")
+            }),
+            "{}{}",
+            a.logs(),
+            b.logs()
+        );
+        let udp = iperf(&pod_b, &pod_a, &ip_b);
+
         println!(
             "overlay bench: iperf3 single stream, {SECONDS} s x {RUNS} runs, medians (Gbit/s)"
         );
@@ -146,6 +164,11 @@ fn main() {
         println!(
             "  ferry host-gw pod->pod  {hostgw:7.2}   {:.2} x underlay",
             hostgw / underlay
+        );
+        println!(
+            "  ferry udp pod->pod      {udp:7.2}   {:.2} x underlay, {:.2} x ferry vxlan (target >= 0.5)",
+            udp / underlay,
+            udp / ferry_vxlan
         );
     }
     root.assert_unchanged();

@@ -266,7 +266,7 @@ impl Agent {
                 Ok(d) => {
                     tracing::info!(
                         device = udp::DEVICE, address = %local, port = udp::PORT,
-                        threads = d.threads(), "udp datapath attached"
+                        threads = d.threads(), offload = d.offload(), "udp datapath attached"
                     );
                     self.udp = Some(d);
                     self.udp_error = None;

@@ -29,6 +29,8 @@
 //! answered with ICMP port unreachable. TCP retransmits across the gap; UDP datagrams sent in it
 //! are lost. `ferry-agent uninstall` deletes the device.
 
+mod offload;
+
 use crate::hostgw::{self, PeerRoute, Skip};
 use crate::netlink::{Netlink, NlError, Route4};
 use crate::node::{NodeInfo, ANN_BACKEND_TYPE};
@@ -229,6 +231,9 @@ pub enum UdpError {
     /// (or is not a TUN device).
     #[error("attaching to TUN device {DEVICE} (TUNSETIFF): {0}")]
     Attach(#[source] io::Error),
+    /// `TUNSETOFFLOAD` failed (the datapath then runs without offloads).
+    #[error("enabling offloads on {DEVICE} (TUNSETOFFLOAD): {0}")]
+    Offload(#[source] io::Error),
     /// `TUNSETPERSIST` failed.
     #[error("making {DEVICE} persistent: {0}")]
     Persist(#[source] io::Error),
@@ -261,8 +266,9 @@ fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
-/// Opens one queue of the multi-queue TUN device [`DEVICE`] (creating it if it does not exist).
-fn open_queue() -> Result<OwnedFd, UdpError> {
+/// Opens one queue of the multi-queue TUN device [`DEVICE`] (creating it if it does not exist);
+/// with `offload`, with `IFF_VNET_HDR` and checksum + TSO4 offload (see [`offload`]).
+fn open_queue(offload: bool) -> Result<OwnedFd, UdpError> {
     // SAFETY: the path is a NUL-terminated literal; the result is checked.
     let fd = unsafe {
         libc::open(
@@ -275,13 +281,22 @@ fn open_queue() -> Result<OwnedFd, UdpError> {
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let mut req = IfReq {
         name: [0; libc::IFNAMSIZ],
-        flags: (libc::IFF_TUN | libc::IFF_NO_PI | libc::IFF_MULTI_QUEUE) as libc::c_short,
+        flags: (libc::IFF_TUN
+            | libc::IFF_NO_PI
+            | libc::IFF_MULTI_QUEUE
+            | if offload { libc::IFF_VNET_HDR } else { 0 }) as libc::c_short,
         _pad: [0; 22],
     };
     req.name[..DEVICE.len()].copy_from_slice(DEVICE.as_bytes());
     // SAFETY: req is a valid, initialised ifreq-sized struct that outlives the call.
     let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut req) };
     cvt(rc).map_err(UdpError::Attach)?;
+    if offload {
+        let features = libc::TUN_F_CSUM | libc::TUN_F_TSO4;
+        // SAFETY: TUNSETOFFLOAD takes its argument by value; fd is a valid TUN queue.
+        let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETOFFLOAD, features) };
+        cvt(rc).map_err(UdpError::Offload)?;
+    }
     Ok(fd)
 }
 
@@ -308,8 +323,9 @@ fn sockaddr(ip: Ipv4Addr, port: u16) -> libc::sockaddr_in {
     sa
 }
 
-/// One worker's UDP socket: `SO_REUSEPORT`, bound to `local:8285`, 4 MiB buffers.
-fn udp_socket(local: Ipv4Addr) -> Result<OwnedFd, UdpError> {
+/// One worker's UDP socket: `SO_REUSEPORT`, bound to `local:8285`, 4 MiB buffers; with
+/// `offload`, `UDP_GRO` (best effort).
+fn udp_socket(local: Ipv4Addr, offload: bool) -> Result<OwnedFd, UdpError> {
     let err = |e| UdpError::Socket(local, e);
     // SAFETY: plain socket(2) call; the result is checked.
     let fd = unsafe {
@@ -324,6 +340,9 @@ fn udp_socket(local: Ipv4Addr) -> Result<OwnedFd, UdpError> {
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let raw = fd.as_raw_fd();
     set_int_opt(raw, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1).map_err(err)?;
+    if offload {
+        let _ = set_int_opt(raw, libc::SOL_UDP, libc::UDP_GRO, 1);
+    }
     for opt in [libc::SO_RCVBUFFORCE, libc::SO_SNDBUFFORCE] {
         // Best effort: without CAP_NET_ADMIN the defaults stay.
         let _ = set_int_opt(raw, libc::SOL_SOCKET, opt, 4 << 20);
@@ -346,6 +365,7 @@ fn udp_socket(local: Ipv4Addr) -> Result<OwnedFd, UdpError> {
 #[derive(Debug)]
 pub struct Datapath {
     local: Ipv4Addr,
+    offload: bool,
     table: Arc<RwLock<Arc<Table>>>,
     stop: Arc<AtomicBool>,
     workers: Vec<JoinHandle<()>>,
@@ -357,9 +377,19 @@ impl Datapath {
     /// Attaches `threads` queues to [`DEVICE`] (creating it, persistent), binds one socket per
     /// queue to `local:8285` and starts the workers with an empty peer table.
     pub fn start(local: Ipv4Addr, threads: usize) -> Result<Datapath, UdpError> {
+        match Self::start_with(local, threads, true) {
+            Err(UdpError::Offload(e)) => {
+                tracing::warn!(error = %e, "TUN offloads unavailable: one packet per read/write");
+                Self::start_with(local, threads, false)
+            }
+            other => other,
+        }
+    }
+
+    fn start_with(local: Ipv4Addr, threads: usize, offload: bool) -> Result<Datapath, UdpError> {
         let mut queues = Vec::new();
         for _ in 0..threads.max(1) {
-            queues.push((open_queue()?, udp_socket(local)?));
+            queues.push((open_queue(offload)?, udp_socket(local, offload)?));
         }
         // SAFETY: TUNSETPERSIST takes its argument by value; the fd is a valid TUN queue.
         let rc = unsafe { libc::ioctl(queues[0].0.as_raw_fd(), libc::TUNSETPERSIST, 1) };
@@ -377,6 +407,7 @@ impl Datapath {
                     table: table.clone(),
                     stop: stop.clone(),
                     stats: stats.clone(),
+                    offload,
                 };
                 std::thread::Builder::new()
                     .name(format!("ferry-udp-{i}"))
@@ -386,6 +417,7 @@ impl Datapath {
             .collect();
         Ok(Datapath {
             local,
+            offload,
             table,
             stop,
             workers,
@@ -396,6 +428,11 @@ impl Datapath {
     /// The address the sockets are bound to.
     pub fn local(&self) -> Ipv4Addr {
         self.local
+    }
+
+    /// Whether the TUN offloads (TSO / GSO / GRO) are on.
+    pub fn offload(&self) -> bool {
+        self.offload
     }
 
     /// Number of worker threads.
@@ -427,6 +464,7 @@ struct Worker {
     table: Arc<RwLock<Arc<Table>>>,
     stop: Arc<AtomicBool>,
     stats: Arc<Stats>,
+    offload: bool,
 }
 
 /// Buffers and message headers for one batch; the headers point into `bufs`, `iov` and
@@ -471,6 +509,9 @@ impl Batch {
 
 impl Worker {
     fn run(self) {
+        if self.offload {
+            return self.run_offload();
+        }
         let mut out = Batch::new();
         let mut inb = Batch::new();
         let mut fds = [
@@ -607,6 +648,194 @@ impl Worker {
                 rx += 1;
             }
         }
+        self.stats.rx.fetch_add(rx, Ordering::Relaxed);
+        self.stats.rejected.fetch_add(rejected, Ordering::Relaxed);
+        self.stats.errors.fetch_add(errors, Ordering::Relaxed);
+    }
+}
+
+/// Largest UDP GSO batch handed to one `sendmsg` (payload bytes), and its segment limit.
+const GSO_MAX_BYTES: usize = 65_000;
+const GSO_MAX_SEGMENTS: usize = 64;
+
+impl Worker {
+    /// The offload loop: super-packets from the TUN device, UDP GSO out, UDP GRO in, coalesced
+    /// GSO writes into the TUN device (see [`offload`]).
+    fn run_offload(self) {
+        let mut rbuf = vec![0u8; offload::VNET_HDR_LEN + offload::MAX_PACKET];
+        let mut obuf = Vec::with_capacity(2 * offload::MAX_PACKET);
+        let mut ibuf = vec![0u8; offload::MAX_PACKET];
+        let mut coalescer = offload::Coalescer::new();
+        let mut fds = [
+            libc::pollfd {
+                fd: self.tun.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: self.sock.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        while !self.stop.load(Ordering::Relaxed) {
+            // SAFETY: fds is a valid array of two pollfd structs.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, POLL_MS) };
+            if n <= 0 {
+                continue;
+            }
+            let table = self.table.read().unwrap_or_else(|e| e.into_inner()).clone();
+            if fds[0].revents & libc::POLLIN != 0 {
+                self.tun_to_udp_gso(&mut rbuf, &mut obuf, &table);
+            }
+            if fds[1].revents & libc::POLLIN != 0 {
+                self.udp_to_tun_gro(&mut ibuf, &mut coalescer, &table);
+            }
+            if fds
+                .iter()
+                .any(|f| f.revents & (libc::POLLERR | libc::POLLNVAL) != 0)
+            {
+                std::thread::sleep(Duration::from_millis(u64::from(POLL_MS.unsigned_abs())));
+            }
+        }
+    }
+
+    fn tun_to_udp_gso(&self, rbuf: &mut [u8], obuf: &mut Vec<u8>, table: &Table) {
+        for _ in 0..BATCH {
+            // SAFETY: rbuf is a valid writable buffer of rbuf.len() bytes.
+            let n =
+                unsafe { libc::read(self.tun.as_raw_fd(), rbuf.as_mut_ptr().cast(), rbuf.len()) };
+            if n <= 0 {
+                break;
+            }
+            let Some((stride, count)) = offload::tx_packets(&mut rbuf[..n.unsigned_abs()], obuf)
+            else {
+                self.stats.no_route.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            let Some(peer) = ipv4_addrs(obuf).and_then(|(_, dst)| table.next_hop(dst)) else {
+                self.stats
+                    .no_route
+                    .fetch_add(count as u64, Ordering::Relaxed);
+                continue;
+            };
+            let per_send = (GSO_MAX_BYTES / stride).clamp(1, GSO_MAX_SEGMENTS);
+            for group in obuf.chunks(per_send * stride) {
+                self.send_gso(peer, group, stride);
+            }
+            self.stats.tx.fetch_add(count as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Sends `data` (segments of `stride` bytes, the last maybe shorter) to `peer:8285`, as UDP
+    /// GSO when there is more than one segment. Waits for socket buffer room.
+    fn send_gso(&self, peer: Ipv4Addr, data: &[u8], stride: usize) {
+        let mut addr = sockaddr(peer, PORT);
+        let mut iov = libc::iovec {
+            iov_base: data.as_ptr().cast_mut().cast(),
+            iov_len: data.len(),
+        };
+        let mut cmsg_buf = [0u64; 4];
+        // SAFETY: an all-zero msghdr is valid (null pointers, zero lengths).
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_name = std::ptr::from_mut(&mut addr).cast();
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        if data.len() > stride {
+            msg.msg_control = cmsg_buf.as_mut_ptr().cast();
+            // SAFETY: CMSG_SPACE only computes a size.
+            msg.msg_controllen = unsafe { libc::CMSG_SPACE(2) } as usize;
+            // SAFETY: msg_control points at cmsg_buf (32 bytes, 8-aligned), large enough for
+            // one cmsghdr with a u16 payload (CMSG_SPACE(2) = 24 bytes).
+            unsafe {
+                let c = libc::CMSG_FIRSTHDR(&msg);
+                (*c).cmsg_level = libc::SOL_UDP;
+                (*c).cmsg_type = libc::UDP_SEGMENT;
+                (*c).cmsg_len = libc::CMSG_LEN(2) as usize;
+                std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), stride as u16);
+            }
+        }
+        loop {
+            // SAFETY: msg references live buffers (addr, iov -> data, cmsg_buf) for the call.
+            let rc = unsafe { libc::sendmsg(self.sock.as_raw_fd(), &msg, 0) };
+            if rc >= 0 {
+                return;
+            }
+            if io::Error::last_os_error().raw_os_error() != Some(libc::EAGAIN) {
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            let mut p = libc::pollfd {
+                fd: self.sock.as_raw_fd(),
+                events: libc::POLLOUT,
+                revents: 0,
+            };
+            // SAFETY: p is a valid pollfd.
+            unsafe { libc::poll(&mut p, 1, 10) };
+            if self.stop.load(Ordering::Relaxed) {
+                return;
+            }
+        }
+    }
+
+    fn udp_to_tun_gro(&self, ibuf: &mut [u8], coalescer: &mut offload::Coalescer, table: &Table) {
+        let (mut rx, mut rejected, mut errors) = (0u64, 0u64, 0u64);
+        let tun = self.tun.as_raw_fd();
+        let mut write = |b: &[u8]| {
+            // SAFETY: b is a valid readable buffer of b.len() bytes.
+            if unsafe { libc::write(tun, b.as_ptr().cast(), b.len()) } < 0 {
+                errors += 1;
+            }
+        };
+        for _ in 0..BATCH {
+            let mut addr = sockaddr(Ipv4Addr::UNSPECIFIED, 0);
+            let mut iov = libc::iovec {
+                iov_base: ibuf.as_mut_ptr().cast(),
+                iov_len: ibuf.len(),
+            };
+            let mut cmsg_buf = [0u64; 8];
+            // SAFETY: an all-zero msghdr is valid (null pointers, zero lengths).
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_name = std::ptr::from_mut(&mut addr).cast();
+            msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = cmsg_buf.as_mut_ptr().cast();
+            msg.msg_controllen = std::mem::size_of_val(&cmsg_buf);
+            // SAFETY: msg references live buffers (addr, iov -> ibuf, cmsg_buf) for the call.
+            let n = unsafe { libc::recvmsg(self.sock.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
+            if n <= 0 {
+                break;
+            }
+            let n = n.unsigned_abs();
+            let mut seg = n;
+            // SAFETY: the kernel filled msg_control / msg_controllen; CMSG_* walk within it.
+            unsafe {
+                let mut c = libc::CMSG_FIRSTHDR(&msg);
+                while !c.is_null() {
+                    if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == libc::UDP_GRO {
+                        let v = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
+                        seg = usize::try_from(v).unwrap_or(n).max(1);
+                    }
+                    c = libc::CMSG_NXTHDR(&msg, c);
+                }
+            }
+            if msg.msg_flags & libc::MSG_TRUNC != 0 {
+                rejected += 1;
+                continue;
+            }
+            let from = Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr));
+            for p in ibuf[..n].chunks(seg) {
+                if ipv4_addrs(p).is_some_and(|(src, dst)| table.accept(from, src, dst)) {
+                    coalescer.push(p, &mut write);
+                    rx += 1;
+                } else {
+                    rejected += 1;
+                }
+            }
+        }
+        coalescer.flush(&mut write);
         self.stats.rx.fetch_add(rx, Ordering::Relaxed);
         self.stats.rejected.fetch_add(rejected, Ordering::Relaxed);
         self.stats.errors.fetch_add(errors, Ordering::Relaxed);
