@@ -1,5 +1,5 @@
-//! The agent's kernel boundary for routing: a small blocking rtnetlink client (`netlink-sys` +
-//! `netlink-packet-route`) with exactly the operations the overlay backends need: look a link up
+//! The agent's kernel boundary for routing: ferry-cni's small blocking rtnetlink client
+//! (`netlink-sys` + `netlink-packet-route`) with exactly the operations the overlay backends need: look a link up
 //! (with its VXLAN attributes), create / change / delete the VXLAN device, read and change its
 //! IPv4 addresses, dump the main routing table, add/replace and delete one route, and dump / set /
 //! delete neighbour (ARP) and bridge FDB entries of one device.
@@ -9,10 +9,7 @@
 //! microseconds, so the async agent calls them inline instead of moving them to a thread pool.
 
 use ipnetwork::Ipv4Network;
-use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
-    NLM_F_REPLACE, NLM_F_REQUEST,
-};
+use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE};
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
@@ -25,13 +22,11 @@ use netlink_packet_route::route::{
     RouteType,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
-use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 
 /// The main routing table.
 pub const MAIN_TABLE: u32 = RouteHeader::RT_TABLE_MAIN as u32;
-const RECV_BUF: usize = 64 * 1024;
 
 /// A failed netlink operation, with the kernel's errno. Failures of single route operations are
 /// retried by the next reconciliation round.
@@ -173,27 +168,18 @@ pub struct Route4 {
     pub onlink: bool,
 }
 
-/// A blocking rtnetlink socket.
+/// A blocking rtnetlink socket: ferry-cni's client (socket setup, request/reply loop) with the
+/// agent's operations on top.
 #[derive(Debug)]
 pub struct Netlink {
-    socket: Socket,
-    seq: u32,
-    buf: Vec<u8>,
+    inner: ferry_cni::netlink::Netlink,
 }
 
 impl Netlink {
     /// Opens a socket in the calling thread's network namespace.
     pub fn new() -> io::Result<Netlink> {
-        let mut socket = Socket::new(NETLINK_ROUTE)?;
-        socket.bind_auto()?;
-        socket.connect(&SocketAddr::new(0, 0))?;
-        // Strict checking lets the kernel filter dumps by the header we send; without it
-        // (old kernels) the client-side filters below still apply.
-        let _ = socket.set_netlink_get_strict_chk(true);
         Ok(Netlink {
-            socket,
-            seq: 0,
-            buf: vec![0; RECV_BUF],
+            inner: ferry_cni::netlink::Netlink::new()?,
         })
     }
 
@@ -203,62 +189,9 @@ impl Netlink {
         msg: RouteNetlinkMessage,
         flags: u16,
     ) -> Result<Vec<RouteNetlinkMessage>, NlError> {
-        self.seq = self.seq.wrapping_add(1);
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | flags;
-        header.sequence_number = self.seq;
-        let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(msg));
-        packet.finalize();
-        let mut out = vec![0; packet.buffer_len()];
-        packet.serialize(&mut out);
-        self.socket.send(&out, 0).map_err(|e| NlError::new(op, e))?;
-
-        let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
-        let mut replies = Vec::new();
-        loop {
-            let n = {
-                let mut slice = &mut self.buf[..];
-                self.socket
-                    .recv(&mut slice, 0)
-                    .map_err(|e| NlError::new(op, e))?
-            };
-            let mut offset = 0;
-            while offset < n {
-                let reply =
-                    NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[offset..n])
-                        .map_err(|e| {
-                            NlError::new(op, io::Error::new(io::ErrorKind::InvalidData, e))
-                        })?;
-                let len = reply.header.length as usize;
-                if len == 0 {
-                    break;
-                }
-                offset += (len + 3) & !3;
-                if reply.header.sequence_number != self.seq {
-                    continue;
-                }
-                match reply.payload {
-                    NetlinkPayload::Error(err) => {
-                        return match err.code {
-                            None => Ok(replies),
-                            Some(_) => Err(NlError::new(op, err.to_io())),
-                        };
-                    }
-                    // A dump that fails to start reports its errno in NLMSG_DONE.
-                    NetlinkPayload::Done(d) if d.code < 0 => {
-                        return Err(NlError::new(op, io::Error::from_raw_os_error(-d.code)));
-                    }
-                    NetlinkPayload::Done(_) => return Ok(replies),
-                    NetlinkPayload::InnerMessage(m) => {
-                        replies.push(m);
-                        if !dump && flags & NLM_F_ACK == 0 {
-                            return Ok(replies);
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
+        self.inner
+            .request(op, msg, flags)
+            .map_err(|e| NlError::new(e.op, e.source))
     }
 
     /// Looks a link up by name; `None` if there is none.

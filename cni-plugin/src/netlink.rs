@@ -196,7 +196,11 @@ impl Netlink {
         })
     }
 
-    fn request(
+    /// Sends one request and collects the replies: a dump until NLMSG_DONE, an ACKed request until
+    /// its ACK, anything else until its first reply. Errors carry `op` and the kernel's errno
+    /// (also when a dump fails to start and reports it in NLMSG_DONE). Other crates with
+    /// operations of their own (the node agent's routes, neighbours, FDB) build on it.
+    pub fn request(
         &mut self,
         op: &str,
         msg: RouteNetlinkMessage,
@@ -242,6 +246,10 @@ impl Netlink {
                             None => Ok(replies),
                             Some(_) => Err(NlError::new(op, err.to_io())),
                         };
+                    }
+                    // A dump that fails to start reports its errno in NLMSG_DONE.
+                    NetlinkPayload::Done(d) if d.code < 0 => {
+                        return Err(NlError::new(op, io::Error::from_raw_os_error(-d.code)));
                     }
                     NetlinkPayload::Done(_) => return Ok(replies),
                     NetlinkPayload::InnerMessage(m) => {
