@@ -6,10 +6,11 @@
 //! ferry-agent --node-name N --server https://IP:PORT --token T --certificate-authority CA.crt \
 //!     --cni-conf-dir D --run-dir R [--iface eth0] [--backend vxlan|host-gw|udp] [--direct-routing] \
 //!     [--resync-seconds 10] [--cluster-cidr 10.244.0.0/16] [--ip-masq true|false] \
-//!     [--no-masquerade-cidrs CIDR,...]
+//!     [--no-masquerade-cidrs CIDR,...] [--metrics-address 127.0.0.1:9465|off]
 //! ```
 
 use ipnetwork::Ipv4Network;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -84,6 +85,10 @@ pub struct RunArgs {
     /// Cluster pod network (`FERRY_NETWORK`); every node's podCIDR must lie inside it.
     #[arg(long, default_value = "10.244.0.0/16")]
     pub cluster_cidr: Ipv4Network,
+    /// Prometheus metrics endpoint `IP:PORT` (`GET /metrics`, `GET /healthz`), in the node's
+    /// network namespace; `off` (or empty) disables it.
+    #[arg(long, default_value = crate::metrics::DEFAULT_ADDRESS)]
+    pub metrics_address: String,
 }
 
 /// Validated settings.
@@ -115,6 +120,8 @@ pub struct Config {
     pub resync: Duration,
     /// Cluster pod network.
     pub cluster_cidr: Ipv4Network,
+    /// Metrics endpoint (`None`: disabled).
+    pub metrics_address: Option<SocketAddr>,
 }
 
 /// A missing or invalid flag.
@@ -157,6 +164,13 @@ impl RunArgs {
                 problem: "must be at least 1".into(),
             });
         }
+        let metrics_address = match self.metrics_address.trim() {
+            "" | "off" => None,
+            a => Some(a.parse().map_err(|e| ConfigError {
+                flag: "metrics-address",
+                problem: format!("{a:?} is not IP:PORT or off: {e}"),
+            })?),
+        };
         Ok(Config {
             node_name,
             server,
@@ -171,6 +185,7 @@ impl RunArgs {
             no_masquerade_cidrs: self.no_masquerade_cidrs,
             resync: Duration::from_secs(self.resync_seconds),
             cluster_cidr: self.cluster_cidr,
+            metrics_address,
         })
     }
 }

@@ -18,6 +18,7 @@
 //! | [`hostgw`] | host-gw route reconciliation (pure diff + apply) |
 //! | [`vxlan`] | the VXLAN device, its neighbour / FDB entries and onlink routes |
 //! | [`udp`] | the udp backend: persistent TUN device, per-peer routes, batched userspace datapath |
+//! | [`metrics`] | Prometheus metrics (`/metrics`, `/healthz`) on `--metrics-address` |
 //! | [`masq`] | masquerade and FORWARD rules in `FERRY-*` iptables chains |
 //! | [`uninstall`] | removal of everything above from the namespace |
 //! | [`netlink`], [`sysctl`] | the kernel boundary: rtnetlink routes and links, `ip_forward` |
@@ -29,6 +30,7 @@ pub mod client;
 pub mod config;
 pub mod hostgw;
 pub mod masq;
+pub mod metrics;
 pub mod netlink;
 pub mod node;
 pub mod subnet;

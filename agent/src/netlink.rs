@@ -98,6 +98,23 @@ pub struct Link {
     pub vxlan: Option<Vxlan>,
 }
 
+/// A link's packet counters (the kernel's `rtnl_link_stats64`, the fields the agent reports).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    /// Packets received.
+    pub rx_packets: u64,
+    /// Packets transmitted.
+    pub tx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Bytes transmitted.
+    pub tx_bytes: u64,
+    /// Received packets dropped.
+    pub rx_dropped: u64,
+    /// Packets dropped on transmit (for a TUN device: no queue, or a full one).
+    pub tx_dropped: u64,
+}
+
 /// The attributes of a VXLAN device the agent creates and checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Vxlan {
@@ -202,6 +219,31 @@ impl Netlink {
         match self.request(&op, RouteNetlinkMessage::GetLink(msg), 0) {
             Ok(replies) => Ok(replies.iter().find_map(|r| match r {
                 RouteNetlinkMessage::NewLink(l) => Some(parse_link(l)),
+                _ => None,
+            })),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The kernel's counters of link `name` (`IFLA_STATS64`); `None` if there is no such link.
+    pub fn link_stats(&mut self, name: &str) -> Result<Option<LinkStats>, NlError> {
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.to_owned()));
+        let op = format!("get link stats {name}");
+        match self.request(&op, RouteNetlinkMessage::GetLink(msg), 0) {
+            Ok(replies) => Ok(replies.iter().find_map(|r| match r {
+                RouteNetlinkMessage::NewLink(l) => l.attributes.iter().find_map(|a| match a {
+                    LinkAttribute::Stats64(s) => Some(LinkStats {
+                        rx_packets: s.rx_packets,
+                        tx_packets: s.tx_packets,
+                        rx_bytes: s.rx_bytes,
+                        tx_bytes: s.tx_bytes,
+                        rx_dropped: s.rx_dropped,
+                        tx_dropped: s.tx_dropped,
+                    }),
+                    _ => None,
+                }),
                 _ => None,
             })),
             Err(e) if e.is_not_found() => Ok(None),

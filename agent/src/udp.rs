@@ -211,8 +211,12 @@ pub fn ipv4_addrs(pkt: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr)> {
 pub struct Stats {
     /// Packets read from the TUN device and sent to a peer.
     pub tx: AtomicU64,
+    /// Their bytes (inner IPv4 packets, after TSO segmentation).
+    pub tx_bytes: AtomicU64,
     /// Datagrams received from peers and written to the TUN device.
     pub rx: AtomicU64,
+    /// Their bytes (inner IPv4 packets).
+    pub rx_bytes: AtomicU64,
     /// TUN packets without a peer for their destination (or not IPv4).
     pub no_route: AtomicU64,
     /// Datagrams from unknown senders, with a foreign inner source or not for our podCIDR.
@@ -604,6 +608,10 @@ impl Worker {
             sent += 1;
         }
         self.stats.tx.fetch_add(count as u64, Ordering::Relaxed);
+        let bytes: usize = b.iov[..count].iter().map(|v| v.iov_len).sum();
+        self.stats
+            .tx_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
         for i in 0..count {
             b.iov[i].iov_len = BUF;
         }
@@ -629,7 +637,7 @@ impl Worker {
         if rc <= 0 {
             return;
         }
-        let (mut rx, mut rejected, mut errors) = (0, 0, 0);
+        let (mut rx, mut rx_bytes, mut rejected, mut errors) = (0, 0, 0, 0);
         for i in 0..rc.unsigned_abs() as usize {
             let len = b.msgs[i].msg_len as usize;
             let from = Ipv4Addr::from(u32::from_be(b.addrs[i].sin_addr.s_addr));
@@ -646,9 +654,11 @@ impl Worker {
                 errors += 1;
             } else {
                 rx += 1;
+                rx_bytes += pkt.len() as u64;
             }
         }
         self.stats.rx.fetch_add(rx, Ordering::Relaxed);
+        self.stats.rx_bytes.fetch_add(rx_bytes, Ordering::Relaxed);
         self.stats.rejected.fetch_add(rejected, Ordering::Relaxed);
         self.stats.errors.fetch_add(errors, Ordering::Relaxed);
     }
@@ -724,6 +734,9 @@ impl Worker {
                 self.send_gso(peer, group, stride);
             }
             self.stats.tx.fetch_add(count as u64, Ordering::Relaxed);
+            self.stats
+                .tx_bytes
+                .fetch_add(obuf.len() as u64, Ordering::Relaxed);
         }
     }
 
@@ -780,7 +793,7 @@ impl Worker {
     }
 
     fn udp_to_tun_gro(&self, ibuf: &mut [u8], coalescer: &mut offload::Coalescer, table: &Table) {
-        let (mut rx, mut rejected, mut errors) = (0u64, 0u64, 0u64);
+        let (mut rx, mut rx_bytes, mut rejected, mut errors) = (0u64, 0u64, 0u64, 0u64);
         let tun = self.tun.as_raw_fd();
         let mut write = |b: &[u8]| {
             // SAFETY: b is a valid readable buffer of b.len() bytes.
@@ -830,6 +843,7 @@ impl Worker {
                 if ipv4_addrs(p).is_some_and(|(src, dst)| table.accept(from, src, dst)) {
                     coalescer.push(p, &mut write);
                     rx += 1;
+                    rx_bytes += p.len() as u64;
                 } else {
                     rejected += 1;
                 }
@@ -837,6 +851,7 @@ impl Worker {
         }
         coalescer.flush(&mut write);
         self.stats.rx.fetch_add(rx, Ordering::Relaxed);
+        self.stats.rx_bytes.fetch_add(rx_bytes, Ordering::Relaxed);
         self.stats.rejected.fetch_add(rejected, Ordering::Relaxed);
         self.stats.errors.fetch_add(errors, Ordering::Relaxed);
     }

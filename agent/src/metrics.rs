@@ -1,0 +1,696 @@
+//! Prometheus metrics: the agent's counters in the text exposition format 0.0.4, served over
+//! plain HTTP on `--metrics-address` (default `127.0.0.1:9465`; the agent runs in the node's
+//! network namespace, so that is the node's loopback).
+//!
+//! ```text
+//! GET /metrics  ─► 200 text/plain; version=0.0.4   (HEAD: headers only)
+//! GET /healthz  ─► 200 ok
+//! other path    ─► 404      other method ─► 405      bad or oversized head ─► 400 / 431
+//! ```
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `ferry_agent_info` | gauge (1) | `backend`, `node`, `version` |
+//! | `ferry_agent_peers` | gauge | `state`: `programmed`, `skipped` |
+//! | `ferry_agent_reconcile_total` | counter | |
+//! | `ferry_agent_reconcile_errors_total` | counter | |
+//! | `ferry_udp_{tx,rx}_{packets,bytes}_total` | counter | |
+//! | `ferry_udp_dropped_packets_total` | counter | `reason`: `no_route`, `rejected`, `error` |
+//! | `ferry_udp_device_dropped_packets_total` | counter | `direction`: `tx`, `rx` |
+//!
+//! The udp families appear once the udp datapath has started; the device family is the kernel's
+//! `IFLA_STATS64` of `ferry.udp`, read over rtnetlink at each scrape (not `/sys`, which shows the
+//! root namespace's devices to a process that only `setns`'d into the node). The device outlives
+//! the agent, so its drops include those of the window when no agent was attached; the datapath
+//! counters restart at 0 with the process (Prometheus handles counter resets).
+//!
+//! The server is a hand-written HTTP/1.x responder over tokio's `TcpListener` rather than hyper:
+//! it answers two fixed `GET`s, reads at most [`MAX_HEAD`] bytes of request head within
+//! [`READ_TIMEOUT`], ignores any body and closes every connection, in about 60 lines. hyper 1 is
+//! in the lockfile, but the agent only builds its client half (through kube); enabling its server
+//! features would rebuild hyper and the kube stack above it for a 2-route endpoint.
+
+use crate::config::Backend;
+use crate::netlink::Netlink;
+use crate::udp::{self, Stats};
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Default of `--metrics-address`.
+pub const DEFAULT_ADDRESS: &str = "127.0.0.1:9465";
+/// Largest request head (request line + headers) read.
+pub const MAX_HEAD: usize = 8192;
+/// Time a client gets to send its request head.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time a client gets to take the response.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections served at once (more wait in the listen backlog).
+const MAX_CONNECTIONS: usize = 8;
+/// The content type of the text exposition format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The agent's live counters, shared between the reconcile loop (which sets them) and the
+/// metrics server (which reads them at each scrape).
+#[derive(Debug)]
+pub struct Metrics {
+    backend: &'static str,
+    node: String,
+    peers_programmed: AtomicU64,
+    peers_skipped: AtomicU64,
+    reconcile: AtomicU64,
+    reconcile_errors: AtomicU64,
+    udp: Mutex<UdpSource>,
+}
+
+/// The running datapath's counters, plus the final counts of datapaths this process replaced
+/// (so the exported counters only reset with the process).
+#[derive(Debug, Default)]
+struct UdpSource {
+    base: UdpCounters,
+    current: Option<Arc<Stats>>,
+}
+
+/// Plain values of [`udp::Stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UdpCounters {
+    /// Packets read from the TUN device and sent to a peer.
+    pub tx_packets: u64,
+    /// Their bytes (inner IPv4 packets).
+    pub tx_bytes: u64,
+    /// Packets received from peers and written to the TUN device.
+    pub rx_packets: u64,
+    /// Their bytes (inner IPv4 packets).
+    pub rx_bytes: u64,
+    /// Dropped: no peer for the destination, or not IPv4.
+    pub no_route: u64,
+    /// Dropped: unknown sender, foreign inner source, or not for our podCIDR.
+    pub rejected: u64,
+    /// Dropped: send or TUN write failure.
+    pub errors: u64,
+}
+
+impl UdpCounters {
+    /// Reads every counter of `s`.
+    pub fn load(s: &Stats) -> UdpCounters {
+        let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        UdpCounters {
+            tx_packets: l(&s.tx),
+            tx_bytes: l(&s.tx_bytes),
+            rx_packets: l(&s.rx),
+            rx_bytes: l(&s.rx_bytes),
+            no_route: l(&s.no_route),
+            rejected: l(&s.rejected),
+            errors: l(&s.errors),
+        }
+    }
+
+    fn add(self, o: UdpCounters) -> UdpCounters {
+        UdpCounters {
+            tx_packets: self.tx_packets + o.tx_packets,
+            tx_bytes: self.tx_bytes + o.tx_bytes,
+            rx_packets: self.rx_packets + o.rx_packets,
+            rx_bytes: self.rx_bytes + o.rx_bytes,
+            no_route: self.no_route + o.no_route,
+            rejected: self.rejected + o.rejected,
+            errors: self.errors + o.errors,
+        }
+    }
+}
+
+/// Kernel drop counters of the TUN device (`IFLA_STATS64`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeviceDrops {
+    /// Routed into the device but not taken by a queue (no agent attached, or a full queue).
+    pub tx: u64,
+    /// Written by the agent but dropped by the kernel.
+    pub rx: u64,
+}
+
+/// Everything one scrape renders.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// `--backend`.
+    pub backend: String,
+    /// `--node-name`.
+    pub node: String,
+    /// The agent's version.
+    pub version: String,
+    /// Peers with routes / entries in the desired state.
+    pub peers_programmed: u64,
+    /// Peers that get nothing.
+    pub peers_skipped: u64,
+    /// Reconciliation rounds.
+    pub reconcile: u64,
+    /// Rounds with a failed step.
+    pub reconcile_errors: u64,
+    /// udp datapath counters, once it started.
+    pub udp: Option<UdpCounters>,
+    /// Kernel drops of `ferry.udp`, when it could be read.
+    pub device: Option<DeviceDrops>,
+}
+
+impl Metrics {
+    /// Counters at zero for the agent of `node` running `backend`.
+    pub fn new(node: &str, backend: Backend) -> Arc<Metrics> {
+        Arc::new(Metrics {
+            backend: backend.name(),
+            node: node.to_owned(),
+            peers_programmed: AtomicU64::new(0),
+            peers_skipped: AtomicU64::new(0),
+            reconcile: AtomicU64::new(0),
+            reconcile_errors: AtomicU64::new(0),
+            udp: Mutex::new(UdpSource::default()),
+        })
+    }
+
+    /// Records one reconciliation round: its peer counts, and whether a step failed.
+    pub fn record_round(&self, programmed: usize, skipped: usize, failed: bool) {
+        self.peers_programmed
+            .store(programmed as u64, Ordering::Relaxed);
+        self.peers_skipped.store(skipped as u64, Ordering::Relaxed);
+        self.reconcile.fetch_add(1, Ordering::Relaxed);
+        if failed {
+            self.reconcile_errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The udp datapath's counters (a new datapath: the previous one's final counts are kept).
+    pub fn set_udp(&self, stats: Arc<Stats>) {
+        let mut u = self.udp.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = u.current.take() {
+            if !Arc::ptr_eq(&old, &stats) {
+                u.base = u.base.add(UdpCounters::load(&old));
+            }
+        }
+        u.current = Some(stats);
+    }
+
+    /// The current values (without the device counters, see [`device_drops`]).
+    pub fn snapshot(&self) -> Snapshot {
+        let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let u = self.udp.lock().unwrap_or_else(|e| e.into_inner());
+        Snapshot {
+            backend: self.backend.to_owned(),
+            node: self.node.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            peers_programmed: l(&self.peers_programmed),
+            peers_skipped: l(&self.peers_skipped),
+            reconcile: l(&self.reconcile),
+            reconcile_errors: l(&self.reconcile_errors),
+            udp: u.current.as_ref().map(|s| u.base.add(UdpCounters::load(s))),
+            device: None,
+        }
+    }
+}
+
+/// The kernel's drop counters of [`udp::DEVICE`] in this network namespace (blocking netlink
+/// round trip); `None` when the device is absent or netlink fails.
+pub fn device_drops() -> Option<DeviceDrops> {
+    let stats = Netlink::new().ok()?.link_stats(udp::DEVICE).ok()??;
+    Some(DeviceDrops {
+        tx: stats.tx_dropped,
+        rx: stats.rx_dropped,
+    })
+}
+
+/// A label value with `\`, `"` and newlines escaped.
+fn label(v: &str) -> String {
+    v.replace('\\', r"\\")
+        .replace('"', "\\\"")
+        .replace('\n', r"\n")
+}
+
+/// Renders `s` in the text exposition format 0.0.4.
+pub fn render(s: &Snapshot) -> String {
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, v) in samples {
+            let _ = writeln!(out, "{name}{labels} {v}");
+        }
+    };
+    let plain = |v: u64| [(String::new(), v)];
+    let info = format!(
+        "{{backend=\"{}\",node=\"{}\",version=\"{}\"}}",
+        label(&s.backend),
+        label(&s.node),
+        label(&s.version)
+    );
+    family(
+        "ferry_agent_info",
+        "gauge",
+        "The running agent: overlay backend, node name and version (always 1).",
+        &[(info, 1)],
+    );
+    family(
+        "ferry_agent_peers",
+        "gauge",
+        "Peer nodes programmed into the overlay, and skipped ones (no address, podCIDR or matching backend).",
+        &[
+            ("{state=\"programmed\"}".into(), s.peers_programmed),
+            ("{state=\"skipped\"}".into(), s.peers_skipped),
+        ],
+    );
+    family(
+        "ferry_agent_reconcile_total",
+        "counter",
+        "Reconciliation rounds run.",
+        &plain(s.reconcile),
+    );
+    family(
+        "ferry_agent_reconcile_errors_total",
+        "counter",
+        "Reconciliation rounds in which a step failed.",
+        &plain(s.reconcile_errors),
+    );
+    if let Some(u) = &s.udp {
+        for (name, help, v) in [
+            (
+                "ferry_udp_tx_packets_total",
+                "Packets read from ferry.udp and sent to a peer.",
+                u.tx_packets,
+            ),
+            (
+                "ferry_udp_tx_bytes_total",
+                "Bytes (inner IPv4 packets) read from ferry.udp and sent to a peer.",
+                u.tx_bytes,
+            ),
+            (
+                "ferry_udp_rx_packets_total",
+                "Packets received from peers and written to ferry.udp.",
+                u.rx_packets,
+            ),
+            (
+                "ferry_udp_rx_bytes_total",
+                "Bytes (inner IPv4 packets) received from peers and written to ferry.udp.",
+                u.rx_bytes,
+            ),
+        ] {
+            family(name, "counter", help, &plain(v));
+        }
+        family(
+            "ferry_udp_dropped_packets_total",
+            "counter",
+            "Packets the udp datapath dropped: no_route (no peer for the destination, or not IPv4), rejected (unknown sender, foreign inner source or not for our podCIDR), error (send or TUN write failure).",
+            &[
+                ("{reason=\"no_route\"}".into(), u.no_route),
+                ("{reason=\"rejected\"}".into(), u.rejected),
+                ("{reason=\"error\"}".into(), u.errors),
+            ],
+        );
+    }
+    if let Some(d) = &s.device {
+        family(
+            "ferry_udp_device_dropped_packets_total",
+            "counter",
+            "Kernel drops on the TUN device ferry.udp: tx (routed into it but taken by no agent queue), rx (written by the agent, dropped by the kernel).",
+            &[
+                ("{direction=\"tx\"}".into(), d.tx),
+                ("{direction=\"rx\"}".into(), d.rx),
+            ],
+        );
+    }
+    out
+}
+
+/// Serves `/metrics` and `/healthz` on `addr` in the background (nothing when `None`) and
+/// returns the address listened on. A bind failure is logged and otherwise ignored: the agent
+/// goes on without metrics. Must be called inside a tokio runtime.
+pub fn spawn(addr: Option<SocketAddr>, metrics: Arc<Metrics>) -> Option<SocketAddr> {
+    let addr = addr?;
+    let listener = std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .and_then(TcpListener::from_std)
+        .and_then(|l| Ok((l.local_addr()?, l)));
+    match listener {
+        Ok((local, l)) => {
+            tracing::info!(address = %local, "serving metrics on /metrics");
+            tokio::spawn(serve(l, metrics));
+            Some(local)
+        }
+        Err(e) => {
+            tracing::error!(
+                address = %addr, error = %e,
+                "cannot listen for metrics (--metrics-address); running without them"
+            );
+            None
+        }
+    }
+}
+
+async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        match listener.accept().await {
+            Ok((s, _)) => {
+                let m = metrics.clone();
+                tokio::spawn(async move {
+                    handle(s, &m).await;
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accepting a metrics connection failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// One connection: one request, one response, close.
+async fn handle(mut s: TcpStream, metrics: &Metrics) {
+    let head = tokio::time::timeout(READ_TIMEOUT, read_head(&mut s)).await;
+    let response = match head {
+        Ok(Ok(Some(head))) => respond(&head, metrics).await,
+        Ok(Err(HeadError::TooLarge)) => reply(431, "text/plain", "request head too large\n", true),
+        // Timeout, EOF before a complete head, or a socket error: nobody to answer.
+        _ => return,
+    };
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, async {
+        s.write_all(&response).await?;
+        s.shutdown().await?;
+        // Drain what the client still sends (a body) so closing does not reset the connection
+        // before it read the response.
+        let mut sink = [0u8; 4096];
+        let mut left: usize = 64 * 1024;
+        while left > 0 {
+            let n = s.read(&mut sink).await?;
+            if n == 0 {
+                break;
+            }
+            left = left.saturating_sub(n);
+        }
+        std::io::Result::Ok(())
+    })
+    .await;
+}
+
+#[derive(Debug)]
+enum HeadError {
+    TooLarge,
+    Io,
+}
+
+/// Reads up to the blank line ending the request head; `None` on EOF before it.
+async fn read_head(s: &mut TcpStream) -> Result<Option<Vec<u8>>, HeadError> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = s.read(&mut chunk).await.map_err(|_| HeadError::Io)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        let from = buf.len().saturating_sub(3);
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = find_head_end(&buf[from..]) {
+            buf.truncate(from + end);
+            return Ok(Some(buf));
+        }
+        if buf.len() > MAX_HEAD {
+            return Err(HeadError::TooLarge);
+        }
+    }
+}
+
+/// Where the head ends (`\r\n\r\n`, or `\n\n` from lenient clients) in `b`.
+fn find_head_end(b: &[u8]) -> Option<usize> {
+    let crlf = b.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4);
+    let lf = b.windows(2).position(|w| w == b"\n\n").map(|p| p + 2);
+    crlf.into_iter().chain(lf).min()
+}
+
+/// The response to a request head.
+async fn respond(head: &[u8], metrics: &Metrics) -> Vec<u8> {
+    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.split_ascii_whitespace();
+    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return reply(400, "text/plain", "bad request\n", true);
+    };
+    if !version.starts_with("HTTP/1.") {
+        return reply(400, "text/plain", "bad request\n", true);
+    }
+    let path = target.split('?').next().unwrap_or_default();
+    let body = method == "GET";
+    if !matches!(path, "/metrics" | "/healthz") {
+        return reply(404, "text/plain", "not found\n", true);
+    }
+    if !(body || method == "HEAD") {
+        return reply(405, "text/plain", "method not allowed\n", true);
+    }
+    if path == "/healthz" {
+        return reply(200, "text/plain", "ok", body);
+    }
+    let mut snap = metrics.snapshot();
+    if snap.udp.is_some() {
+        snap.device = tokio::task::spawn_blocking(device_drops)
+            .await
+            .ok()
+            .flatten();
+    }
+    reply(200, CONTENT_TYPE, &render(&snap), body)
+}
+
+fn reply(code: u16, content_type: &str, body: &str, with_body: bool) -> Vec<u8> {
+    let reason = match code {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        _ => "Request Header Fields Too Large",
+    };
+    let allow = if code == 405 {
+        "Allow: GET, HEAD\r\n"
+    } else {
+        ""
+    };
+    let mut out = format!(
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    if with_body {
+        out.extend_from_slice(body.as_bytes());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot() -> Snapshot {
+        Snapshot {
+            backend: "udp".into(),
+            node: "node-\"a\"".into(),
+            version: "0.1.0".into(),
+            peers_programmed: 2,
+            peers_skipped: 1,
+            reconcile: 17,
+            reconcile_errors: 3,
+            udp: Some(UdpCounters {
+                tx_packets: 10,
+                tx_bytes: 1000,
+                rx_packets: 20,
+                rx_bytes: 2000,
+                no_route: 4,
+                rejected: 5,
+                errors: 6,
+            }),
+            device: Some(DeviceDrops { tx: 7, rx: 8 }),
+        }
+    }
+
+    #[test]
+    fn renders_the_text_format() {
+        let want = r#"# HELP ferry_agent_info The running agent: overlay backend, node name and version (always 1).
+# TYPE ferry_agent_info gauge
+ferry_agent_info{backend="udp",node="node-\"a\"",version="0.1.0"} 1
+# HELP ferry_agent_peers Peer nodes programmed into the overlay, and skipped ones (no address, podCIDR or matching backend).
+# TYPE ferry_agent_peers gauge
+ferry_agent_peers{state="programmed"} 2
+ferry_agent_peers{state="skipped"} 1
+# HELP ferry_agent_reconcile_total Reconciliation rounds run.
+# TYPE ferry_agent_reconcile_total counter
+ferry_agent_reconcile_total 17
+# HELP ferry_agent_reconcile_errors_total Reconciliation rounds in which a step failed.
+# TYPE ferry_agent_reconcile_errors_total counter
+ferry_agent_reconcile_errors_total 3
+# HELP ferry_udp_tx_packets_total Packets read from ferry.udp and sent to a peer.
+# TYPE ferry_udp_tx_packets_total counter
+ferry_udp_tx_packets_total 10
+# HELP ferry_udp_tx_bytes_total Bytes (inner IPv4 packets) read from ferry.udp and sent to a peer.
+# TYPE ferry_udp_tx_bytes_total counter
+ferry_udp_tx_bytes_total 1000
+# HELP ferry_udp_rx_packets_total Packets received from peers and written to ferry.udp.
+# TYPE ferry_udp_rx_packets_total counter
+ferry_udp_rx_packets_total 20
+# HELP ferry_udp_rx_bytes_total Bytes (inner IPv4 packets) received from peers and written to ferry.udp.
+# TYPE ferry_udp_rx_bytes_total counter
+ferry_udp_rx_bytes_total 2000
+# HELP ferry_udp_dropped_packets_total Packets the udp datapath dropped: no_route (no peer for the destination, or not IPv4), rejected (unknown sender, foreign inner source or not for our podCIDR), error (send or TUN write failure).
+# TYPE ferry_udp_dropped_packets_total counter
+ferry_udp_dropped_packets_total{reason="no_route"} 4
+ferry_udp_dropped_packets_total{reason="rejected"} 5
+ferry_udp_dropped_packets_total{reason="error"} 6
+# HELP ferry_udp_device_dropped_packets_total Kernel drops on the TUN device ferry.udp: tx (routed into it but taken by no agent queue), rx (written by the agent, dropped by the kernel).
+# TYPE ferry_udp_device_dropped_packets_total counter
+ferry_udp_device_dropped_packets_total{direction="tx"} 7
+ferry_udp_device_dropped_packets_total{direction="rx"} 8
+"#;
+        assert_eq!(render(&snapshot()), want);
+    }
+
+    #[test]
+    fn without_udp_only_agent_families() {
+        let s = Snapshot {
+            udp: None,
+            device: None,
+            ..snapshot()
+        };
+        let text = render(&s);
+        assert!(
+            text.ends_with("ferry_agent_reconcile_errors_total 3\n"),
+            "{text}"
+        );
+        assert!(!text.contains("ferry_udp"), "{text}");
+    }
+
+    #[test]
+    fn udp_counters_survive_a_datapath_restart() {
+        let m = Metrics::new("n", Backend::Udp);
+        let first = Arc::new(Stats::default());
+        first.tx.store(5, Ordering::Relaxed);
+        first.rx_bytes.store(100, Ordering::Relaxed);
+        m.set_udp(first.clone());
+        m.set_udp(first.clone());
+        assert_eq!(m.snapshot().udp.unwrap().tx_packets, 5, "same Arc twice");
+        let second = Arc::new(Stats::default());
+        second.tx.store(2, Ordering::Relaxed);
+        m.set_udp(second);
+        let u = m.snapshot().udp.unwrap();
+        assert_eq!((u.tx_packets, u.rx_bytes), (7, 100));
+        m.record_round(5, 0, true);
+        m.record_round(3, 1, false);
+        let s = m.snapshot();
+        assert_eq!(
+            (
+                s.peers_programmed,
+                s.peers_skipped,
+                s.reconcile,
+                s.reconcile_errors
+            ),
+            (3, 1, 2, 1)
+        );
+        assert_eq!((s.backend.as_str(), s.node.as_str()), ("udp", "n"));
+    }
+
+    #[test]
+    fn metrics_address_flag() {
+        use clap::Parser as _;
+        #[derive(Debug, clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            run: crate::config::RunArgs,
+        }
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["ferry-agent", "--node-name", "n", "--server", "https://x:1"];
+            args.extend(["--token", "t", "--certificate-authority", "ca"]);
+            args.extend(["--cni-conf-dir", "d", "--run-dir", "r"]);
+            args.extend(extra);
+            Cli::try_parse_from(args).unwrap().run.into_config()
+        };
+        let addr = |extra: &[&str]| parse(extra).unwrap().metrics_address;
+        assert_eq!(addr(&[]), Some(DEFAULT_ADDRESS.parse().unwrap()));
+        assert_eq!(addr(&["--metrics-address", "off"]), None);
+        assert_eq!(addr(&["--metrics-address", ""]), None);
+        assert_eq!(
+            addr(&["--metrics-address", "0.0.0.0:9000"]),
+            Some("0.0.0.0:9000".parse().unwrap())
+        );
+        let e = parse(&["--metrics-address", "localhost"]).unwrap_err();
+        assert_eq!(e.flag, "metrics-address");
+    }
+
+    #[test]
+    fn finds_the_end_of_the_head() {
+        assert_eq!(
+            find_head_end(b"GET / HTTP/1.1\r\nA: b\r\n\r\nbody"),
+            Some(24)
+        );
+        assert_eq!(find_head_end(b"GET / HTTP/1.0\n\n"), Some(16));
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\nA: b\r\n"), None);
+    }
+
+    async fn request(addr: SocketAddr, req: &[u8]) -> String {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(req).await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[tokio::test]
+    async fn serves_metrics_healthz_and_errors_on_loopback() {
+        let m = Metrics::new("node-x", Backend::Vxlan);
+        m.record_round(0, 0, false);
+        let addr = spawn(Some("127.0.0.1:0".parse().unwrap()), m.clone()).unwrap();
+        // A second server on the same address fails to bind, without panicking.
+        assert_eq!(spawn(Some(addr), m.clone()), None);
+        let r = request(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+        assert!(
+            r.contains(&format!("Content-Type: {CONTENT_TYPE}\r\n")),
+            "{r}"
+        );
+        let (head, body) = r.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.contains(&format!("Content-Length: {}", body.len())),
+            "{r}"
+        );
+        assert!(body.contains("ferry_agent_reconcile_total 1\n"), "{body}");
+        assert!(body.contains("backend=\"vxlan\",node=\"node-x\""), "{body}");
+        let r = request(addr, b"GET /healthz?verbose HTTP/1.0\r\n\r\n").await;
+        assert!(
+            r.starts_with("HTTP/1.1 200 OK\r\n") && r.ends_with("\r\n\r\nok"),
+            "{r}"
+        );
+        let r = request(addr, b"HEAD /metrics HTTP/1.1\r\n\r\n").await;
+        assert!(
+            r.starts_with("HTTP/1.1 200 OK\r\n") && r.ends_with("\r\n\r\n"),
+            "{r}"
+        );
+        let r = request(addr, b"GET /nope HTTP/1.1\r\n\r\n").await;
+        assert!(r.starts_with("HTTP/1.1 404 "), "{r}");
+        let r = request(
+            addr,
+            b"POST /metrics HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
+        )
+        .await;
+        assert!(
+            r.starts_with("HTTP/1.1 405 ") && r.contains("Allow: GET, HEAD"),
+            "{r}"
+        );
+        let r = request(addr, b"garbage\r\n\r\n").await;
+        assert!(r.starts_with("HTTP/1.1 400 "), "{r}");
+        let mut big = b"GET /metrics HTTP/1.1\r\n".to_vec();
+        big.extend(std::iter::repeat_n(b'a', 2 * MAX_HEAD));
+        let r = request(addr, &big).await;
+        assert!(r.starts_with("HTTP/1.1 431 "), "{r}");
+        // A client that sends half a head and closes gets nothing, and the server goes on.
+        request(addr, b"GET /met").await;
+        let r = request(addr, b"GET /healthz HTTP/1.1\r\n\r\n").await;
+        assert!(r.ends_with("ok"), "{r}");
+    }
+}
