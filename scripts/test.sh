@@ -19,7 +19,7 @@ sweep() {
     done
   done
   for ns in $(ip netns list 2>/dev/null | awk '{print $1}' |
-    grep -E '^((fcn|fcp|fce|fbn|fbp|ftt|fdm|fsw|fnd|fpa|fpb|fex)[0-9a-z]+|(kl|kp|ka)[0-9a-z]+[cn]|f[ub][0-9a-z]+-(sw|cp|ext|n[0-9]+))$' || true); do
+    grep -E '^((fcn|fcp|fce|fbn|fbp|ftt|fdm|fsw|fnd|fpa|fpb|fpk|fex)[0-9a-z]+|(kl|kp|ka)[0-9a-z]+[cn]|f[ub][0-9a-z]+-(sw|cp|ext|n[0-9]+))$' || true); do
     ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
     ip netns del "$ns" 2>/dev/null || true
   done

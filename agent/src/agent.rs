@@ -11,9 +11,18 @@
 //!     vxlan: ferry.1 adopted/created; fdb + neighbours + routes: desired vs installed
 //!     host-gw: routes: desired (all peers) vs installed (main table) ─► add / replace / delete ours
 //!     iptables: FERRY-* chains vs iptables-save ─► iptables-restore when they differ
-//!     sleep until a Node changes or the resync period passes
+//!     Node conditions (NetworkUnavailable, FerryNetworkDegraded) ─► status patch if they changed
+//!     sleep until a Node or one of our links changes (+50 ms to batch a burst), the resync
+//!     period passes, or (while a fault holds) 1 s passes
 //! }
 //! ```
+//!
+//! Faults never tear anything down: a missing podCIDR, an underlay interface that vanished, a
+//! tunnel port held by another socket or a failing device leave the files, routes and rules of
+//! the last good round in place, set `NetworkUnavailable=True` with the reason (see
+//! [`crate::health`]), log once, and are retried every second until they clear. Peers with
+//! garbage annotations are skipped one by one (`FerryNetworkDegraded=True` names them); every
+//! other peer is still served.
 //!
 //! Nothing is reconciled before the reflector holds a complete Node list, so a starting agent (or
 //! one that cannot reach the API server) never mistakes "not listed yet" for "deleted": routes
@@ -21,22 +30,29 @@
 //! swaps relists in atomically, so a watch restart never shows an empty cluster either.
 
 use crate::config::{Backend, Config};
+use crate::health::{self, Degradation, Fault};
 use crate::masq::{MasqConfig, Masquerade};
 use crate::netlink::{Link, Netlink};
 use crate::node::{self, NodeInfo};
 use crate::subnet::{self, NodeNetworkFile};
-use crate::{client, hostgw, sysctl, udp, vxlan};
+use crate::{client, hostgw, linkwatch, sysctl, udp, vxlan};
 use futures::StreamExt as _;
 use ipnetwork::Ipv4Network;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::{self, store::Writer, Store};
 use kube::runtime::{watcher, WatchStreamExt as _};
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::Notify;
+
+/// Retry period while a fault holds (the port is freed, the interface comes back).
+const FAULT_RETRY: Duration = Duration::from_secs(1);
+/// After a wake-up, wait this long so a burst of Node events makes one round.
+const DEBOUNCE: Duration = Duration::from_millis(50);
 
 /// The agent could not start. Once running, it only logs and retries.
 #[derive(Debug, thiserror::Error)]
@@ -64,8 +80,8 @@ enum OwnState {
     NoNode,
     /// The Node has no podCIDR yet.
     NoPodCidr,
-    /// The podCIDR (or the interface) cannot be used; the message says why.
-    Unusable(String),
+    /// The podCIDR cannot be used or the files cannot be written.
+    Unusable(Fault),
     /// Files written for this content.
     Ready(NodeNetworkFile),
 }
@@ -78,13 +94,17 @@ pub struct Agent {
     api: Api<Node>,
     store: Store<Node>,
     own: OwnState,
-    skipped: BTreeSet<String>,
+    /// Peers skipped in the last round, and why (logged on change).
+    skipped: BTreeMap<String, String>,
+    /// The fault of the last round (logged on change).
+    fault: Option<Fault>,
     masq: Masquerade,
-    masq_failing: bool,
+    /// The iptables error of the last round, while rules cannot be reconciled.
+    masq_error: Option<String>,
     /// udp backend: the running datapath (started at the first round that knows our IP).
     udp: Option<udp::Datapath>,
-    /// udp backend: the last datapath start error (logged once).
-    udp_error: Option<String>,
+    /// Counters served on `--metrics-address`.
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Runs the agent until the process is killed.
@@ -93,6 +113,8 @@ pub async fn run(cfg: Config) -> Result<(), AgentError> {
         tracing::info!("enabled net.ipv4.ip_forward");
     }
     let nl = Netlink::new().map_err(AgentError::Netlink)?;
+    let metrics = crate::metrics::Metrics::new(&cfg.node_name, cfg.backend);
+    crate::metrics::spawn(cfg.metrics_address, metrics.clone());
     let client = client::client(&cfg).await?;
     let api: Api<Node> = Api::all(client);
     let wake = Arc::new(Notify::new());
@@ -122,15 +144,28 @@ pub async fn run(cfg: Config) -> Result<(), AgentError> {
         api,
         store,
         own: OwnState::Unknown,
-        skipped: BTreeSet::new(),
+        skipped: BTreeMap::new(),
+        fault: None,
         masq,
-        masq_failing: false,
+        masq_error: None,
         udp: None,
-        udp_error: None,
+        metrics,
     };
+    let mut links = vec![agent.cfg.iface.clone()];
+    links.extend([vxlan::DEVICE.to_owned(), udp::DEVICE.to_owned()]);
+    if let Err(e) = linkwatch::spawn(links, wake.clone()) {
+        tracing::warn!(error = %e, "cannot watch link changes (relying on the periodic resync)");
+    }
     loop {
-        agent.reconcile().await;
-        let _ = tokio::time::timeout(agent.cfg.resync, wake.notified()).await;
+        let faulty = agent.reconcile().await;
+        let period = if faulty {
+            FAULT_RETRY.min(agent.cfg.resync)
+        } else {
+            agent.cfg.resync
+        };
+        if tokio::time::timeout(period, wake.notified()).await.is_ok() {
+            tokio::time::sleep(DEBOUNCE).await;
+        }
     }
 }
 
@@ -153,22 +188,24 @@ fn spawn_reflector(api: Api<Node>, wake: Arc<Notify>) -> Store<Node> {
 }
 
 impl Agent {
-    /// One level-triggered round over the current Node list.
-    pub async fn reconcile(&mut self) {
+    /// One level-triggered round over the current Node list. Returns true while a fault holds
+    /// (the caller retries sooner).
+    pub async fn reconcile(&mut self) -> bool {
         let nodes: Vec<NodeInfo> = self
             .store
             .state()
             .iter()
             .map(|n| NodeInfo::from_node(n))
             .collect();
+        let mut round = Round::default();
         let link = match self.nl.link_by_name(&self.cfg.iface) {
             Ok(Some(link)) => Some(link),
             Ok(None) => {
-                tracing::error!(iface = %self.cfg.iface, "interface not found (retrying every resync)");
+                round.fault(Fault::InterfaceMissing(self.cfg.iface.clone()));
                 None
             }
             Err(e) => {
-                tracing::error!(iface = %self.cfg.iface, error = %e, "reading the interface failed");
+                round.fault(Fault::Device(format!("reading {}: {e}", self.cfg.iface)));
                 None
             }
         };
@@ -180,36 +217,105 @@ impl Agent {
             Backend::Udp => l.mtu.saturating_sub(udp::OVERHEAD),
         });
         let mtu = own_mtu.map(|m| vxlan::cluster_mtu(&nodes, &self.cfg.node_name, m));
-        let state = match (me, mtu) {
-            (None, _) => OwnState::NoNode,
-            (Some(me), _) if me.pod_cidr.is_none() => OwnState::NoPodCidr,
-            (Some(_), None) => OwnState::Unusable(format!("interface {} missing", self.cfg.iface)),
-            (Some(me), Some(mtu)) => self.write_files(me, mtu),
+        let planned = match (me, mtu) {
+            (None, _) => Some(OwnState::NoNode),
+            (Some(me), _) if me.pod_cidr.is_none() => Some(OwnState::NoPodCidr),
+            // The interface is gone: keep the files of the last good round.
+            (Some(_), None) => None,
+            (Some(me), Some(mtu)) => Some(match self.node_file(me, mtu) {
+                Ok(file) => OwnState::Ready(file),
+                Err(fault) => OwnState::Unusable(fault),
+            }),
         };
-        self.log_transition(state);
+        match &planned {
+            Some(OwnState::NoPodCidr) => round.fault(Fault::NoPodCidr),
+            Some(OwnState::Unusable(f)) => round.fault(f.clone()),
+            _ => {}
+        }
         let iface_ip = link.and_then(|l| self.iface_ipv4(l.index));
         let public_ip = me.and_then(|me| me.internal_ip).or(iface_ip);
         if let Some(me) = me {
             self.publish(me, public_ip, own_mtu).await;
         }
         if let Some(link) = link {
+            let cidr = me.and_then(|m| m.pod_cidr);
             match self.cfg.backend {
-                Backend::HostGw => self.routes(&nodes, link.index),
+                Backend::HostGw => self.routes(&nodes, link.index, &mut round),
+                Backend::Vxlan | Backend::Udp if public_ip.is_none() && me.is_some() => {
+                    round.fault(Fault::NoAddress(self.cfg.iface.clone()));
+                }
                 Backend::Vxlan => {
-                    let cidr = me.and_then(|m| m.pod_cidr);
                     if let (Some(cidr), Some(ip), Some(mtu)) = (cidr, public_ip, mtu) {
-                        self.vxlan(&nodes, link, ip, cidr, mtu);
+                        self.vxlan(&nodes, link, ip, cidr, mtu, &mut round);
                     }
                 }
                 Backend::Udp => {
-                    let cidr = me.and_then(|m| m.pod_cidr);
                     if let (Some(cidr), Some(ip), Some(mtu)) = (cidr, public_ip, mtu) {
-                        self.udp(&nodes, ip, cidr, mtu);
+                        self.udp(&nodes, ip, cidr, mtu, &mut round);
                     }
                 }
             }
         }
+        // The files go last, and only in a round without fault: the CNI answers "try again
+        // later" until the overlay is up. Once written they stay through later faults.
+        if let Some(state) = planned {
+            let state = match state {
+                OwnState::Ready(file) if round.fault.is_none() => match self.write_files(&file) {
+                    Ok(()) => OwnState::Ready(file),
+                    Err(fault) => {
+                        round.fault(fault.clone());
+                        OwnState::Unusable(fault)
+                    }
+                },
+                OwnState::Ready(_) => self.own.clone(),
+                other => other,
+            };
+            self.log_transition(state);
+        }
         self.iptables();
+        round.degraded.masquerade = self.masq_error.clone();
+        self.log_skipped(&round.degraded.skipped);
+        self.log_fault(round.fault.as_ref());
+        let failed = round.fault.is_some()
+            || round.degraded.failed_entries > 0
+            || round.degraded.masquerade.is_some();
+        self.metrics
+            .record_round(round.peers, round.degraded.skipped.len(), failed);
+        if let Some(me) = me {
+            self.post_conditions(me, &round).await;
+        }
+        round.fault.is_some()
+    }
+
+    /// Patches our Node's conditions when they differ from this round's verdict.
+    async fn post_conditions(&self, me: &NodeInfo, round: &Round) {
+        let want = health::desired(
+            self.cfg.backend.name(),
+            round.fault.as_ref(),
+            round.peers,
+            &round.degraded,
+        );
+        let current = self
+            .store
+            .state()
+            .into_iter()
+            .find(|n| n.metadata.name.as_deref() == Some(me.name.as_str()))
+            .and_then(|n| n.status.as_ref().and_then(|s| s.conditions.clone()))
+            .unwrap_or_default();
+        let now = k8s_openapi::jiff::Timestamp::now().to_string();
+        let Some(patch) = health::patch(&current, &want, &now) else {
+            return;
+        };
+        match self
+            .api
+            .patch_status(&me.name, &PatchParams::default(), &Patch::Strategic(&patch))
+            .await
+        {
+            Ok(_) => tracing::debug!(conditions = %patch, "node conditions posted"),
+            Err(e) => {
+                tracing::warn!(error = %e, "posting node conditions failed (retried next round)")
+            }
+        }
     }
 
     /// Reconciles the VXLAN device and its per-peer entries.
@@ -220,13 +326,21 @@ impl Agent {
         local: Ipv4Addr,
         cidr: Ipv4Network,
         mtu: u32,
+        round: &mut Round,
     ) {
         let spec = vxlan::device_spec(&self.cfg.node_name, local, underlay.index, mtu);
         let own = Ipv4Network::from(cidr.network());
         let vx = match vxlan::ensure_device(&mut self.nl, &spec, own) {
             Ok(i) => i,
             Err(e) => {
-                tracing::error!(device = vxlan::DEVICE, error = %e, "VXLAN device setup failed (retried next round)");
+                round.fault(if e.is_addr_in_use() {
+                    Fault::PortInUse {
+                        device: vxlan::DEVICE,
+                        port: vxlan::PORT,
+                    }
+                } else {
+                    Fault::Device(e.to_string())
+                });
                 return;
             }
         };
@@ -236,8 +350,10 @@ impl Agent {
             Vec::new()
         };
         let want = vxlan::desired(nodes, &self.cfg.node_name, vx, underlay.index, &direct);
-        self.log_skipped(want.skipped.clone());
+        round.skip(&want.skipped);
+        round.peers = want.routes.len();
         let done = vxlan::apply_entries(&mut self.nl, vx, &want);
+        round.degraded.failed_entries += done.failed;
         if done != vxlan::Applied::default() {
             tracing::debug!(?done, peers = want.routes.len(), "vxlan reconciled");
         }
@@ -246,7 +362,14 @@ impl Agent {
     /// udp backend: (re)starts the datapath when our address changed, brings `ferry.udp` into
     /// shape (MTU, up, the podCIDR's network address /32), hands the workers the new peer table
     /// and reconciles the per-peer routes.
-    fn udp(&mut self, nodes: &[NodeInfo], local: Ipv4Addr, cidr: Ipv4Network, mtu: u32) {
+    fn udp(
+        &mut self,
+        nodes: &[NodeInfo],
+        local: Ipv4Addr,
+        cidr: Ipv4Network,
+        mtu: u32,
+        round: &mut Round,
+    ) {
         if self.udp.as_ref().is_some_and(|d| d.local() != local) {
             tracing::info!(address = %local, "node address changed: restarting the udp datapath");
             self.udp = None;
@@ -268,15 +391,18 @@ impl Agent {
                         device = udp::DEVICE, address = %local, port = udp::PORT,
                         threads = d.threads(), offload = d.offload(), "udp datapath attached"
                     );
+                    self.metrics.set_udp(d.stats.clone());
                     self.udp = Some(d);
-                    self.udp_error = None;
                 }
                 Err(e) => {
-                    let msg = e.to_string();
-                    if self.udp_error.as_ref() != Some(&msg) {
-                        tracing::error!(error = %msg, "udp datapath failed to start (retried next round)");
-                    }
-                    self.udp_error = Some(msg);
+                    round.fault(if e.is_addr_in_use() {
+                        Fault::PortInUse {
+                            device: udp::DEVICE,
+                            port: udp::PORT,
+                        }
+                    } else {
+                        Fault::Device(format!("udp datapath: {e}"))
+                    });
                     return;
                 }
             }
@@ -284,7 +410,7 @@ impl Agent {
         let index = match udp::ensure_device(&mut self.nl, mtu, Ipv4Network::from(cidr.network())) {
             Ok(i) => i,
             Err(e) => {
-                tracing::error!(device = udp::DEVICE, error = %e, "device setup failed (retried next round)");
+                round.fault(Fault::Device(e.to_string()));
                 if matches!(e, udp::DeviceError::Missing) {
                     self.udp = None;
                 }
@@ -292,21 +418,40 @@ impl Agent {
             }
         };
         let (want, table, skipped) = udp::desired(nodes, &self.cfg.node_name, index);
-        self.log_skipped(skipped);
+        round.skip(&skipped);
+        round.peers = want.len();
         if let Some(d) = &self.udp {
             d.set_table(udp::Table::new(Some(cidr), &table));
         }
+        self.apply_routes(&want, round);
+    }
+
+    /// Diffs the peer routes `want` against the main table and applies the difference; foreign
+    /// routes holding a peer's destination skip that peer.
+    fn apply_routes(&mut self, want: &BTreeMap<Ipv4Network, hostgw::PeerRoute>, round: &mut Round) {
         let installed = match self.nl.main_routes_v4() {
             Ok(r) => r,
             Err(e) => {
-                tracing::error!(error = %e, "listing routes failed (retried next round)");
+                round.fault(Fault::Device(format!("listing routes: {e}")));
                 return;
             }
         };
         let plan = hostgw::plan(want.values().map(|p| &p.route), &installed);
+        for (wanted, foreign) in &plan.conflicts {
+            if let Some(p) = want.get(&wanted.dst) {
+                round.peers = round.peers.saturating_sub(1);
+                round.skip(&[(
+                    p.node.clone(),
+                    hostgw::Skip::Foreign {
+                        protocol: foreign.protocol,
+                    },
+                )]);
+            }
+        }
         if !(plan.is_empty() && plan.conflicts.is_empty()) {
-            let done = hostgw::apply(&mut self.nl, &plan, &want);
-            tracing::debug!(?done, peers = want.len(), "udp routes reconciled");
+            let done = hostgw::apply(&mut self.nl, &plan, want);
+            round.degraded.failed_entries += done.failed;
+            tracing::debug!(?done, peers = want.len(), "routes reconciled");
         }
     }
 
@@ -314,29 +459,47 @@ impl Agent {
     fn iptables(&mut self) {
         match self.masq.reconcile() {
             Ok(_) => {
-                if self.masq_failing {
+                if self.masq_error.is_some() {
                     tracing::info!("iptables rules in place again");
                 }
-                self.masq_failing = false;
+                self.masq_error = None;
             }
             Err(e) => {
-                if !self.masq_failing {
+                if self.masq_error.is_none() {
                     tracing::error!(error = %e, "iptables reconciliation failed (retried every round)");
                 }
-                self.masq_failing = true;
+                self.masq_error = Some(e.to_string());
             }
         }
     }
 
-    fn log_skipped(&mut self, skipped: Vec<(String, hostgw::Skip)>) {
-        let mut now_skipped = BTreeSet::new();
-        for (peer, why) in skipped {
-            if !self.skipped.contains(&peer) {
+    /// Logs peers that became skipped (or changed why) and peers served again.
+    fn log_skipped(&mut self, skipped: &[(String, String)]) {
+        let now: BTreeMap<String, String> = skipped.iter().cloned().collect();
+        for (peer, why) in &now {
+            if self.skipped.get(peer) != Some(why) {
                 tracing::warn!(peer = %peer, reason = %why, "peer skipped: no route");
             }
-            now_skipped.insert(peer);
         }
-        self.skipped = now_skipped;
+        for peer in self.skipped.keys().filter(|p| !now.contains_key(*p)) {
+            tracing::info!(peer = %peer, "peer no longer skipped");
+        }
+        self.skipped = now;
+    }
+
+    /// Logs a fault when it appears or changes, and its end.
+    fn log_fault(&mut self, fault: Option<&Fault>) {
+        if self.fault.as_ref() == fault {
+            return;
+        }
+        match fault {
+            Some(f) => tracing::error!(
+                node = %self.cfg.node_name, reason = f.reason(), problem = %f.message(),
+                "cannot serve pods (NetworkUnavailable=True; retrying every second)"
+            ),
+            None => tracing::info!(node = %self.cfg.node_name, "fault cleared: serving again"),
+        }
+        self.fault = fault.cloned();
     }
 
     fn log_transition(&mut self, state: OwnState) {
@@ -353,9 +516,8 @@ impl Agent {
                 node = %self.cfg.node_name,
                 "waiting for spec.podCIDR (node IPAM assigns it); no CNI config written yet"
             ),
-            OwnState::Unusable(why) => {
-                tracing::error!(node = %self.cfg.node_name, problem = %why, "cannot serve pods")
-            }
+            // Logged by log_fault.
+            OwnState::Unusable(_) => {}
             OwnState::Ready(f) => tracing::info!(
                 node = %self.cfg.node_name,
                 subnet = %f.subnet,
@@ -366,20 +528,24 @@ impl Agent {
         self.own = state;
     }
 
-    /// Writes `subnet.env`, then the conflist (each only if it changed).
-    fn write_files(&self, me: &NodeInfo, mtu: u32) -> OwnState {
+    /// The node network file for our podCIDR and the cluster MTU.
+    fn node_file(&self, me: &NodeInfo, mtu: u32) -> Result<NodeNetworkFile, Fault> {
         let Some(cidr) = me.pod_cidr else {
-            return OwnState::NoPodCidr;
+            return Err(Fault::NoPodCidr);
         };
         // host-gw adds no header (pods get the underlay MTU), VXLAN 50 bytes; either way the
         // cluster minimum.
-        let file = match NodeNetworkFile::new(self.cfg.cluster_cidr, cidr, mtu) {
-            Ok(f) => NodeNetworkFile {
+        match NodeNetworkFile::new(self.cfg.cluster_cidr, cidr, mtu) {
+            Ok(f) => Ok(NodeNetworkFile {
                 ipmasq: self.cfg.ip_masq,
                 ..f
-            },
-            Err(e) => return OwnState::Unusable(e.to_string()),
-        };
+            }),
+            Err(e) => Err(Fault::PodCidrUnusable(e.to_string())),
+        }
+    }
+
+    /// Writes `subnet.env`, then the conflist (each only if it changed).
+    fn write_files(&self, file: &NodeNetworkFile) -> Result<(), Fault> {
         let subnet_file = self.cfg.subnet_file();
         let conflist_file = self.cfg.conflist_file();
         let conflist = subnet::conflist(&subnet_file, &self.cfg.ipam_dir());
@@ -387,12 +553,10 @@ impl Agent {
             match subnet::write_if_changed(path, content.as_bytes()) {
                 Ok(true) => tracing::info!(path = %path.display(), "wrote"),
                 Ok(false) => {}
-                Err(e) => {
-                    return OwnState::Unusable(format!("writing {}: {e}", path.display()));
-                }
+                Err(e) => return Err(Fault::Files(format!("writing {}: {e}", path.display()))),
             }
         }
-        OwnState::Ready(file)
+        Ok(())
     }
 
     fn iface_ipv4(&mut self, index: u32) -> Option<Ipv4Addr> {
@@ -435,21 +599,32 @@ impl Agent {
     }
 
     /// Reconciles the host-gw routes of every peer.
-    fn routes(&mut self, nodes: &[NodeInfo], oif: u32) {
+    fn routes(&mut self, nodes: &[NodeInfo], oif: u32, round: &mut Round) {
         let (want, skipped) = hostgw::desired_routes(nodes, &self.cfg.node_name, oif);
-        self.log_skipped(skipped);
-        let installed = match self.nl.main_routes_v4() {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(error = %e, "listing routes failed (retried next round)");
-                return;
-            }
-        };
-        let plan = hostgw::plan(want.values().map(|p| &p.route), &installed);
-        if plan.is_empty() && plan.conflicts.is_empty() {
-            return;
-        }
-        let done = hostgw::apply(&mut self.nl, &plan, &want);
-        tracing::debug!(?done, peers = want.len(), "routes reconciled");
+        round.skip(&skipped);
+        round.peers = want.len();
+        self.apply_routes(&want, round);
+    }
+}
+
+/// What one reconcile round found: the first fault, the peers served, what is degraded.
+#[derive(Debug, Default)]
+struct Round {
+    fault: Option<Fault>,
+    peers: usize,
+    degraded: Degradation,
+}
+
+impl Round {
+    /// Records `f` unless an earlier (more basic) fault was found this round.
+    fn fault(&mut self, f: Fault) {
+        self.fault.get_or_insert(f);
+    }
+
+    fn skip(&mut self, skipped: &[(String, hostgw::Skip)]) {
+        self.degraded
+            .skipped
+            .extend(skipped.iter().map(|(p, why)| (p.clone(), why.to_string())));
+        self.degraded.skipped.sort();
     }
 }

@@ -38,6 +38,13 @@ pub enum Skip {
     NoVtep,
     /// udp backend: the peer published another `backend-type` (empty: none yet).
     OtherBackend(String),
+    /// The peer's annotations are malformed (the message says which and how).
+    Garbage(String),
+    /// A route of another protocol already holds the peer's destination.
+    Foreign {
+        /// The other route's protocol number.
+        protocol: u8,
+    },
 }
 
 impl std::fmt::Display for Skip {
@@ -53,6 +60,11 @@ impl std::fmt::Display for Skip {
                 f.write_str("no backend-type annotation (its agent has not published yet)")
             }
             Skip::OtherBackend(b) => write!(f, "it runs backend {b:?}, this node udp"),
+            Skip::Garbage(what) => f.write_str(what),
+            Skip::Foreign { protocol } => write!(
+                f,
+                "a route of protocol {protocol} (not ferry's) already holds its podCIDR"
+            ),
         }
     }
 }
@@ -111,6 +123,10 @@ pub fn usable_peers<'a>(
                     winner: winner.node.name.clone(),
                 },
             ));
+            continue;
+        }
+        if let Some(problem) = peer.public_ip_problem() {
+            skipped.push((peer.name.clone(), Skip::Garbage(problem)));
             continue;
         }
         let Some(addr) = peer.peer_address() else {

@@ -12,6 +12,8 @@
 //! |---|---|
 //! | [`config`] | command-line flags, validated settings |
 //! | [`agent`] | the watch -> reconcile loop |
+//! | [`health`] | the Node conditions it owns: `NetworkUnavailable`, `FerryNetworkDegraded` |
+//! | [`linkwatch`] | wakes the loop when the underlay interface or an overlay device changes |
 //! | [`client`] | the kube-rs client (server URL + CA file + bearer token) |
 //! | [`node`] | what is read from and published on Node objects |
 //! | [`subnet`] | `subnet.env` and `10-ferry.conflist`: content and atomic writes |
@@ -28,7 +30,9 @@ pub mod agent;
 pub mod bpf;
 pub mod client;
 pub mod config;
+pub mod health;
 pub mod hostgw;
+pub mod linkwatch;
 pub mod masq;
 pub mod metrics;
 pub mod netlink;

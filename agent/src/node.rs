@@ -90,19 +90,58 @@ impl NodeInfo {
     /// The VXLAN identity the node published (`backend-type: vxlan` and `backend-data`
     /// `{"VNI":n,"VtepMAC":"..."}`): `(VNI, VTEP MAC)`.
     pub fn vtep(&self) -> Option<(u32, Mac)> {
+        self.vtep_checked().ok().flatten()
+    }
+
+    /// Like [`NodeInfo::vtep`], telling "not published" (`Ok(None)`: no vxlan backend-type or
+    /// no backend-data) from garbage (`Err`: what is wrong with it).
+    pub fn vtep_checked(&self) -> Result<Option<(u32, Mac)>, String> {
         if self.annotations.get(ANN_BACKEND_TYPE).map(String::as_str) != Some("vxlan") {
-            return None;
+            return Ok(None);
         }
+        let Some(raw) = self.annotations.get(ANN_BACKEND_DATA) else {
+            return Ok(None);
+        };
+        let bad = |what: &str| format!("{ANN_BACKEND_DATA} {}: {what}", quoted(raw));
         let data: serde_json::Value =
-            serde_json::from_str(self.annotations.get(ANN_BACKEND_DATA)?).ok()?;
-        let vni = u32::try_from(data.get("VNI")?.as_u64()?).ok()?;
-        let mac = parse_mac(data.get("VtepMAC")?.as_str()?)?;
-        Some((vni, mac))
+            serde_json::from_str(raw).map_err(|e| bad(&format!("not JSON ({e})")))?;
+        let vni = data
+            .get("VNI")
+            .and_then(serde_json::Value::as_u64)
+            .and_then(|v| u32::try_from(v).ok())
+            .filter(|v| *v < 1 << 24)
+            .ok_or_else(|| bad("no VNI between 0 and 16777215"))?;
+        let mac = data
+            .get("VtepMAC")
+            .and_then(serde_json::Value::as_str)
+            .and_then(parse_mac)
+            .filter(|m| m[0] & 1 == 0 && *m != [0; 6])
+            .ok_or_else(|| bad("no unicast VtepMAC"))?;
+        Ok(Some((vni, mac)))
+    }
+
+    /// What is wrong with the node's `public-ip` annotation, if it is set but not an IPv4
+    /// address (a peer must not fall back to another address the node did not publish).
+    pub fn public_ip_problem(&self) -> Option<String> {
+        let raw = self.annotations.get(ANN_PUBLIC_IP)?;
+        raw.trim()
+            .parse::<Ipv4Addr>()
+            .is_err()
+            .then(|| format!("{ANN_PUBLIC_IP} {} is not an IPv4 address", quoted(raw)))
     }
 
     /// The pod MTU the node published (`ferry.dev/mtu`), if any.
     pub fn mtu(&self) -> Option<u32> {
         self.annotations.get(ANN_MTU)?.trim().parse().ok()
+    }
+}
+
+/// `s` in quotes for a message, cut to 64 characters (annotations can be long garbage).
+fn quoted(s: &str) -> String {
+    if s.chars().count() > 64 {
+        format!("{:?}...", s.chars().take(64).collect::<String>())
+    } else {
+        format!("{s:?}")
     }
 }
 
@@ -213,8 +252,47 @@ mod tests {
             .insert(ANN_BACKEND_TYPE.into(), "host-gw".into());
         assert_eq!(hostgw.vtep(), None);
         let mut bad = n;
-        bad.annotations
-            .insert(ANN_BACKEND_DATA.into(), "{\"VNI\":1}".into());
-        assert_eq!(bad.vtep(), None);
+        for (data, problem) in [
+            ("{\"VNI\":1}", "no unicast VtepMAC"),
+            ("not json", "not JSON"),
+            (
+                "{\"VNI\":\"1\",\"VtepMAC\":\"82:1a:2b:3c:4d:5e\"}",
+                "no VNI",
+            ),
+            (
+                "{\"VNI\":16777216,\"VtepMAC\":\"82:1a:2b:3c:4d:5e\"}",
+                "no VNI",
+            ),
+            (
+                "{\"VNI\":1,\"VtepMAC\":\"zz:1a:2b:3c:4d:5e\"}",
+                "no unicast VtepMAC",
+            ),
+            (
+                "{\"VNI\":1,\"VtepMAC\":\"01:00:5e:00:00:01\"}",
+                "no unicast VtepMAC",
+            ),
+        ] {
+            bad.annotations.insert(ANN_BACKEND_DATA.into(), data.into());
+            assert_eq!(bad.vtep(), None, "{data}");
+            let err = bad.vtep_checked().unwrap_err();
+            assert!(err.contains(problem), "{data}: {err}");
+        }
+        bad.annotations.remove(ANN_BACKEND_DATA);
+        assert_eq!(bad.vtep_checked(), Ok(None), "not published is not garbage");
+    }
+
+    #[test]
+    fn garbage_public_ip_is_reported_not_replaced() {
+        let mut n = NodeInfo::from_node(&node(serde_json::json!({
+            "metadata": {"name": "g", "annotations": {ANN_PUBLIC_IP: "10.99.0.300"}},
+            "status": {"addresses": [{"type": "InternalIP", "address": "10.99.0.3"}]},
+        })));
+        let p = n.public_ip_problem().unwrap();
+        assert!(p.contains("\"10.99.0.300\" is not an IPv4 address"), "{p}");
+        n.annotations.insert(ANN_PUBLIC_IP.into(), "x".repeat(500));
+        assert!(n.public_ip_problem().unwrap().len() < 200);
+        n.annotations
+            .insert(ANN_PUBLIC_IP.into(), "10.99.0.3".into());
+        assert_eq!(n.public_ip_problem(), None);
     }
 }

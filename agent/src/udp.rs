@@ -247,6 +247,11 @@ pub enum UdpError {
 }
 
 impl UdpError {
+    /// True when another socket holds the UDP port (`EADDRINUSE` on bind).
+    pub fn is_addr_in_use(&self) -> bool {
+        matches!(self, UdpError::Socket(_, e) if e.raw_os_error() == Some(libc::EADDRINUSE))
+    }
+
     /// True when a device of our name exists but cannot be attached (delete and retry).
     pub fn is_mismatch(&self) -> bool {
         matches!(self, UdpError::Attach(e)

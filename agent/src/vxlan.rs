@@ -113,9 +113,13 @@ pub fn desired(
         if is_direct(addr) {
             return None;
         }
-        match n.vtep() {
-            Some((vni, _)) if vni == VNI => None,
-            _ => Some(Skip::NoVtep),
+        match n.vtep_checked() {
+            Ok(Some((vni, _))) if vni == VNI => None,
+            Ok(Some((vni, _))) => Some(Skip::Garbage(format!(
+                "its VXLAN uses VNI {vni}, this node VNI {VNI}"
+            ))),
+            Ok(None) => Some(Skip::NoVtep),
+            Err(garbage) => Some(Skip::Garbage(garbage)),
         }
     });
     let mut out = Desired {
@@ -196,6 +200,14 @@ pub enum DeviceError {
     /// The device vanished right after being created.
     #[error("{DEVICE} not found after creating it")]
     Vanished,
+}
+
+impl DeviceError {
+    /// True when the kernel refused to bring the device up because another socket holds the
+    /// VXLAN UDP port (`EADDRINUSE`).
+    pub fn is_addr_in_use(&self) -> bool {
+        matches!(self, DeviceError::Netlink(e) if e.source.raw_os_error() == Some(libc::EADDRINUSE))
+    }
 }
 
 /// Makes sure `ferry.1` exists as `spec` says, with `addr` (the podCIDR's network address /32)
