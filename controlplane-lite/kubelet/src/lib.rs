@@ -5,7 +5,7 @@
 //!
 //! | module | job |
 //! |---|---|
-//! | [`node`] | Node registration, Lease heartbeat, node conditions (Ready, NetworkUnavailable) |
+//! | [`node`] | Node registration, Lease heartbeat, node conditions (Ready; `NetworkUnavailable` is the network agent's) |
 //! | [`sandbox`] | pod network namespaces and their CNI attachment (libcni semantics) |
 //! | [`shim`] | the per-container supervisor process: netns, cgroup, log file, exit status |
 //! | [`pod`] | the per-pod worker: start, restart with back-off, probes, termination, status |

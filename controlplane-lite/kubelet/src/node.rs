@@ -1,6 +1,10 @@
 //! The Node: registration (labels, addresses, capacity from the machine or flags, node info), the
 //! Lease heartbeat (`kube-node-lease/<node>`, renewed every `--lease-interval`), and status
-//! conditions: `Ready` (False while the pod network is not ready) and `NetworkUnavailable`.
+//! conditions: `Ready` (False while the pod network is not ready) and the pressure conditions.
+//!
+//! `NetworkUnavailable` is not ours: as in Kubernetes, the network agent (ferry-agent) owns it.
+//! Status is therefore posted as a strategic merge patch, which merges `conditions` by `type`,
+//! so the conditions other components set survive every kubelet update.
 
 use crate::status::rfc3339;
 use crate::Kubelet;
@@ -137,15 +141,6 @@ fn status(k: &Kubelet, network: Option<&str>, old: Option<&Node>, now: &str) -> 
             "KubeletHasSufficientPID",
             "kubelet has sufficient PID available",
         ),
-        match network {
-            None => cond(
-                "NetworkUnavailable",
-                false,
-                "NetworkReady",
-                "the pod network is configured",
-            ),
-            Some(e) => cond("NetworkUnavailable", true, "NetworkPluginNotReady", e),
-        },
         cond("Ready", ready, ready_reason, &ready_msg),
     ];
     let cap = capacity(k);
@@ -175,7 +170,7 @@ pub async fn status_loop(k: Arc<Kubelet>) {
             .patch_status(
                 &k.cfg.node_name,
                 &PatchParams::default(),
-                &Patch::Merge(json!({"status": st})),
+                &Patch::Strategic(json!({"status": st})),
             )
             .await
         {
