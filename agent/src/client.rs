@@ -1,7 +1,7 @@
 //! The agent's kube-rs client: built from the API server URL, the CA file and the node's bearer
 //! token (no kubeconfig file on disk). The CA file is read by kube-rs when the client is built.
 
-use crate::config::Config;
+use crate::config::{Config, Credentials};
 
 /// The client could not be built (bad URL or unreadable / invalid CA). Not retryable.
 #[derive(Debug, thiserror::Error)]
@@ -24,8 +24,12 @@ pub enum ClientError {
 }
 
 /// A kube-rs client for `cfg.server`, trusting `cfg.certificate_authority`, authenticating with
-/// `cfg.token`.
+/// `cfg.credentials` (a token file is re-read by kube-rs, so a rotated token is picked up).
 pub async fn client(cfg: &Config) -> Result<kube::Client, ClientError> {
+    let user = match &cfg.credentials {
+        Credentials::Token(t) => serde_json::json!({"token": t}),
+        Credentials::TokenFile(p) => serde_json::json!({"tokenFile": p}),
+    };
     let kc: kube::config::Kubeconfig = serde_json::from_value(serde_json::json!({
         "apiVersion": "v1",
         "kind": "Config",
@@ -33,7 +37,7 @@ pub async fn client(cfg: &Config) -> Result<kube::Client, ClientError> {
             "server": cfg.server,
             "certificate-authority": cfg.certificate_authority,
         }}],
-        "users": [{"name": "node", "user": {"token": cfg.token}}],
+        "users": [{"name": "node", "user": user}],
         "contexts": [{"name": "ferry", "context": {"cluster": "ferry", "user": "node"}}],
         "current-context": "ferry",
     }))

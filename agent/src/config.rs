@@ -3,7 +3,7 @@
 //! `ferry up` starts one agent per node, inside that node's network namespace:
 //!
 //! ```text
-//! ferry-agent --node-name N --server https://IP:PORT --token T --certificate-authority CA.crt \
+//! ferry-agent --node-name N --server https://IP:PORT --token-file F --certificate-authority CA.crt \
 //!     --cni-conf-dir D --run-dir R [--iface eth0] [--backend vxlan|host-gw|udp] [--direct-routing] \
 //!     [--resync-seconds 10] [--cluster-cidr 10.244.0.0/16] [--ip-masq true|false] \
 //!     [--no-masquerade-cidrs CIDR,...] [--metrics-address 127.0.0.1:9465|off]
@@ -50,9 +50,13 @@ pub struct RunArgs {
     /// API server URL (`https://IP:PORT`).
     #[arg(long, required = true)]
     pub server: Option<String>,
-    /// Bearer token (the node's token: `ferry-server node-token --node N`).
-    #[arg(long, required = true)]
+    /// Bearer token (the node's token: `ferry-server node-token --node N`). Visible in `ps`:
+    /// prefer `--token-file`.
+    #[arg(long, required_unless_present = "token_file", conflicts_with = "token_file")]
     pub token: Option<String>,
+    /// File holding the bearer token (re-read by the client, so the token can be rotated).
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
     /// CA certificate (PEM) the API server's certificate must chain to.
     #[arg(long, required = true)]
     pub certificate_authority: Option<PathBuf>,
@@ -98,8 +102,8 @@ pub struct Config {
     pub node_name: String,
     /// API server URL.
     pub server: String,
-    /// Bearer token.
-    pub token: String,
+    /// How the agent authenticates.
+    pub credentials: Credentials,
     /// CA certificate file.
     pub certificate_authority: PathBuf,
     /// CNI configuration directory.
@@ -124,6 +128,24 @@ pub struct Config {
     pub metrics_address: Option<SocketAddr>,
 }
 
+/// The agent's bearer token: given on the command line, or in a file.
+#[derive(Clone)]
+pub enum Credentials {
+    /// `--token`.
+    Token(String),
+    /// `--token-file`.
+    TokenFile(PathBuf),
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::Token(_) => f.write_str("Token(<redacted>)"),
+            Credentials::TokenFile(p) => f.debug_tuple("TokenFile").field(p).finish(),
+        }
+    }
+}
+
 /// A missing or invalid flag.
 #[derive(Debug, thiserror::Error)]
 #[error("--{flag}: {problem}")]
@@ -139,6 +161,38 @@ fn required<T>(v: Option<T>, flag: &'static str) -> Result<T, ConfigError> {
         flag,
         problem: "is required".into(),
     })
+}
+
+/// `--token` or `--token-file` (clap already rejects both); a token file must hold a token.
+fn credentials(
+    token: Option<String>,
+    token_file: Option<PathBuf>,
+) -> Result<Credentials, ConfigError> {
+    match (token, token_file) {
+        (Some(t), _) if t.trim().is_empty() => Err(ConfigError {
+            flag: "token",
+            problem: "is empty".into(),
+        }),
+        (Some(t), _) => Ok(Credentials::Token(t)),
+        (None, Some(path)) => match std::fs::read_to_string(&path) {
+            Ok(t) if t.trim().is_empty() => Err(ConfigError {
+                flag: "token-file",
+                problem: format!("{} is empty", path.display()),
+            }),
+            // Absolute: kube-rs resolves a relative tokenFile against a kubeconfig directory.
+            Ok(_) => Ok(Credentials::TokenFile(
+                std::path::absolute(&path).unwrap_or(path),
+            )),
+            Err(e) => Err(ConfigError {
+                flag: "token-file",
+                problem: format!("reading {}: {e}", path.display()),
+            }),
+        },
+        (None, None) => Err(ConfigError {
+            flag: "token",
+            problem: "--token or --token-file is required".into(),
+        }),
+    }
 }
 
 impl RunArgs {
@@ -174,7 +228,7 @@ impl RunArgs {
         Ok(Config {
             node_name,
             server,
-            token: required(self.token, "token")?,
+            credentials: credentials(self.token, self.token_file)?,
             certificate_authority: required(self.certificate_authority, "certificate-authority")?,
             cni_conf_dir: required(self.cni_conf_dir, "cni-conf-dir")?,
             run_dir: required(self.run_dir, "run-dir")?,
@@ -204,5 +258,59 @@ impl Config {
     /// The CNI conflist: `<cni-conf-dir>/10-ferry.conflist`.
     pub fn conflist_file(&self) -> PathBuf {
         self.cni_conf_dir.join(crate::subnet::CONFLIST_NAME)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn parse(extra: &[&str]) -> Result<Config, String> {
+        let mut args = vec![
+            "ferry-agent",
+            "--node-name",
+            "n1",
+            "--server",
+            "https://10.0.0.1:6443",
+            "--certificate-authority",
+            "/ca.crt",
+            "--cni-conf-dir",
+            "/etc/cni/net.d",
+            "--run-dir",
+            "/run/ferry",
+        ];
+        args.extend_from_slice(extra);
+        let cli = Cli::try_parse_from(args).map_err(|e| e.to_string())?;
+        cli.run.into_config().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn token_or_token_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "secret\n").unwrap();
+        let cfg = parse(&["--token-file", file.to_str().unwrap()]).unwrap();
+        assert!(matches!(&cfg.credentials, Credentials::TokenFile(p) if *p == file));
+        assert!(!format!("{cfg:?}").contains("secret"));
+        let cfg = parse(&["--token", "secret"]).unwrap();
+        assert!(matches!(&cfg.credentials, Credentials::Token(t) if t == "secret"));
+        assert!(!format!("{cfg:?}").contains("secret"), "token redacted in Debug");
+
+        let both = parse(&["--token", "t", "--token-file", file.to_str().unwrap()]);
+        assert!(both.unwrap_err().contains("cannot be used with"));
+        assert!(parse(&[]).unwrap_err().contains("--token"));
+        std::fs::write(&file, " \n").unwrap();
+        let empty = parse(&["--token-file", file.to_str().unwrap()]).unwrap_err();
+        assert!(empty.contains("--token-file") && empty.contains("is empty"), "{empty}");
+        let missing = parse(&["--token-file", "/nonexistent/token"]).unwrap_err();
+        assert!(missing.contains("reading /nonexistent/token"), "{missing}");
+        assert!(parse(&["--token", ""]).unwrap_err().contains("is empty"));
     }
 }

@@ -1,6 +1,6 @@
 //! `ferry-agent`: Ferry's node agent.
 //!
-//! `ferry-agent --node-name N --server https://IP:PORT --token T --certificate-authority CA.crt
+//! `ferry-agent --node-name N --server https://IP:PORT --token-file F --certificate-authority CA.crt
 //! --cni-conf-dir D --run-dir R [--iface eth0] [--backend vxlan|host-gw|udp] [--direct-routing]
 //! [--resync-seconds 10] [--cluster-cidr 10.244.0.0/16] [--ip-masq true|false]
 //! [--no-masquerade-cidrs CIDR,...] [--metrics-address 127.0.0.1:9465|off]` runs the node agent

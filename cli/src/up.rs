@@ -754,7 +754,7 @@ impl Up<'_> {
             let ns = self.topo.node_ns(i);
             let dir = self.dir.node(i);
             let token = self.tokens[(i - 1) as usize].clone();
-            // The kubelet reads its token from a file (0600), so it is not in its command line.
+            // The kubelet and the agent read the token from a file (0600): not in a command line.
             let token_file = dir.join("token");
             crate::state::write_private(&token_file, token.as_bytes())?;
             let common: Vec<OsString> = vec![
@@ -770,8 +770,8 @@ impl Up<'_> {
             if let Some(agent) = &agent {
                 let mut args = common.clone();
                 args.extend([
-                    "--token".into(),
-                    token.clone().into(),
+                    "--token-file".into(),
+                    token_file.clone().into(),
                     "--run-dir".into(),
                     dir.join("agent").into(),
                     "--iface".into(),

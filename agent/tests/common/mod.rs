@@ -261,6 +261,17 @@ impl NodeEnv {
         self.dir.path().join("net.d")
     }
 
+    /// The node's token, in a 0600 file (what the agent is started with).
+    pub(crate) fn token_file(&self) -> PathBuf {
+        let path = self.dir.path().join("token");
+        if !path.exists() {
+            std::fs::write(&path, &self.token).unwrap();
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .unwrap();
+        }
+        path
+    }
+
     pub(crate) fn start_agent(&mut self, cp: &ControlPlane) {
         self.starts += 1;
         let log = std::fs::File::create(self.log_path(self.starts)).unwrap();
@@ -269,7 +280,8 @@ impl NodeEnv {
             .command(AGENT)
             .args(["--node-name", &self.name])
             .args(["--server", &format!("https://{CP_IP}:{PORT}")])
-            .args(["--token", &self.token])
+            .arg("--token-file")
+            .arg(self.token_file())
             .arg("--certificate-authority")
             .arg(cp.ca())
             .arg("--cni-conf-dir")
