@@ -128,6 +128,28 @@ fn a_deployment_across_three_nodes_scales_rolls_restarts_and_survives_kubelet_lo
         })
         .collect();
     assert_eq!(cidrs.len(), 3);
+    // The kubelet's and the agent's conditions side by side: Ready from the kubelet,
+    // NetworkUnavailable and FerryNetworkDegraded from the agent (neither overwrites the other).
+    k.wait(
+        &["get", "nodes"],
+        20,
+        "conditions from kubelet and agent",
+        |list| {
+            let status = |n: &Value, ty: &str| {
+                n["status"]["conditions"]
+                    .as_array()
+                    .and_then(|cs| cs.iter().find(|c| c["type"] == ty).cloned())
+                    .map(|c| (c["status"].clone(), c["reason"].clone()))
+            };
+            pods(list).iter().all(|n| {
+                status(n, "Ready") == Some((json!("True"), json!("KubeletReady")))
+                    && status(n, "NetworkUnavailable")
+                        == Some((json!("False"), json!("FerryAgentReady")))
+                    && status(n, "FerryNetworkDegraded")
+                        == Some((json!("False"), json!("AllPeersProgrammed")))
+            })
+        },
+    );
 
     // 6 replicas spread over 3 nodes, all Ready, each IP from its node's podCIDR.
     k.apply(&deployment(6, "v1"));
