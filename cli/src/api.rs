@@ -59,6 +59,10 @@ pub(crate) struct NodeSummary {
     pub(crate) internal_ip: String,
     /// What ferry-agent published in the Node's annotations (`-` where absent).
     pub(crate) overlay: Overlay,
+    /// The agent's `NetworkUnavailable` condition: `(status, reason, message)`, if set.
+    pub(crate) network: Option<(String, String, String)>,
+    /// The agent's `FerryNetworkDegraded` condition: `(status, reason, message)`, if set.
+    pub(crate) degraded: Option<(String, String, String)>,
 }
 
 /// A node's overlay, from the annotations ferry-agent writes (flannel's format plus `ferry.dev/mtu`).
@@ -124,7 +128,25 @@ fn summarize(node: &Node) -> NodeSummary {
             .and_then(|a| a.iter().find(|a| a.type_ == "InternalIP"))
             .map_or_else(|| "-".to_owned(), |a| a.address.clone()),
         overlay: overlay(node),
+        network: condition(node, "NetworkUnavailable"),
+        degraded: condition(node, "FerryNetworkDegraded"),
     }
+}
+
+/// `(status, reason, message)` of condition `ty`.
+fn condition(node: &Node, ty: &str) -> Option<(String, String, String)> {
+    let c = node
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == ty)?;
+    Some((
+        c.status.clone(),
+        c.reason.clone().unwrap_or_default(),
+        c.message.clone().unwrap_or_default(),
+    ))
 }
 
 /// Every node, by name.

@@ -149,12 +149,49 @@ pub(crate) fn run(t: &Target) -> Result<()> {
     )
 }
 
-/// One line per node: subnet, backend, public IP, VTEP MAC, MTU and peers (the other nodes with a
-/// podCIDR, which its agent routes to).
+/// The PEERS column: what the agent's `FerryNetworkDegraded` condition says it programmed
+/// (`2/2`, or `2/3` when a peer is skipped), else the number of other nodes with a podCIDR.
+fn peers_column(n: &api::NodeSummary, nodes: &[api::NodeSummary]) -> String {
+    let others = nodes
+        .iter()
+        .filter(|p| p.name != n.name && p.pod_cidr != "-")
+        .count();
+    let Some((_, _, msg)) = &n.degraded else {
+        return others.to_string();
+    };
+    // "all N peer(s) programmed" or "N peer(s) programmed; M peer(s) skipped: ...".
+    let number = |s: &str| {
+        s.split_whitespace()
+            .next()
+            .and_then(|w| w.parse::<usize>().ok())
+    };
+    let programmed = number(msg.trim_start_matches("all "));
+    let skipped = msg
+        .split_once("; ")
+        .and_then(|(_, rest)| number(rest))
+        .filter(|_| msg.contains("skipped"))
+        .unwrap_or(0);
+    match programmed {
+        Some(p) => format!("{p}/{}", p + skipped),
+        None => others.to_string(),
+    }
+}
+
+/// The NETWORK column: `ready`, or the reason of the agent's `NetworkUnavailable=True`.
+fn network_column(n: &api::NodeSummary) -> String {
+    match &n.network {
+        Some((status, _, _)) if status == "False" => "ready".to_owned(),
+        Some((_, reason, _)) => reason.clone(),
+        None => "-".to_owned(),
+    }
+}
+
+/// One line per node: the agent's verdict, subnet, backend, public IP, VTEP MAC, MTU and peers.
 fn print_overlay(nodes: &[api::NodeSummary]) {
-    println!("\noverlay (ferry-agent's annotations):");
+    println!("\noverlay (ferry-agent's annotations and conditions):");
     let mut rows = vec![[
         "NODE",
+        "NETWORK",
         "SUBNET",
         "BACKEND",
         "PUBLIC-IP",
@@ -164,21 +201,18 @@ fn print_overlay(nodes: &[api::NodeSummary]) {
     ]
     .map(str::to_owned)
     .to_vec()];
-    let with_cidr = |n: &api::NodeSummary| n.pod_cidr != "-";
     for n in nodes {
-        let peers = nodes
-            .iter()
-            .filter(|p| p.name != n.name && with_cidr(p))
-            .count();
+        let peers = peers_column(n, nodes);
         let o = &n.overlay;
         rows.push(vec![
             n.name.clone(),
+            network_column(n),
             n.pod_cidr.clone(),
             o.backend.clone(),
             o.public_ip.clone(),
             o.vtep_mac.clone(),
             o.mtu.clone(),
-            peers.to_string(),
+            peers,
         ]);
     }
     table(&rows);
@@ -243,6 +277,19 @@ async fn api_status(
             }
             _ => {}
         }
+        let Some(n) = nodes.iter().find(|n| n.name == name) else {
+            continue;
+        };
+        for (cond, bad) in [
+            (&n.network, "network unavailable"),
+            (&n.degraded, "network degraded"),
+        ] {
+            if let Some((status, reason, msg)) = cond {
+                if status == "True" {
+                    problems.push(format!("{name}: {bad} ({reason}): {msg}"));
+                }
+            }
+        }
     }
     match api::pods(&client).await {
         Ok(pods) => {
@@ -260,5 +307,54 @@ async fn api_status(
             table(&rows);
         }
         Err(e) => problems.push(format!("{e:#}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, cidr: &str, degraded: Option<&str>) -> api::NodeSummary {
+        api::NodeSummary {
+            name: name.to_owned(),
+            ready: "True".to_owned(),
+            why: String::new(),
+            pod_cidr: cidr.to_owned(),
+            internal_ip: "-".to_owned(),
+            overlay: api::Overlay {
+                backend: "vxlan".to_owned(),
+                public_ip: "-".to_owned(),
+                vtep_mac: "-".to_owned(),
+                mtu: "-".to_owned(),
+            },
+            network: Some(("False".into(), "FerryAgentReady".into(), String::new())),
+            degraded: degraded.map(|m| ("x".into(), "y".into(), m.to_owned())),
+        }
+    }
+
+    #[test]
+    fn peers_and_network_columns_follow_the_agent_conditions() {
+        let nodes = vec![
+            node("a", "10.244.0.0/24", Some("all 2 peer(s) programmed")),
+            node(
+                "b",
+                "10.244.1.0/24",
+                Some("1 peer(s) programmed; 1 peer(s) skipped: c: garbage"),
+            ),
+            node("c", "10.244.2.0/24", None),
+        ];
+        assert_eq!(peers_column(&nodes[0], &nodes), "2/2");
+        assert_eq!(peers_column(&nodes[1], &nodes), "1/2");
+        assert_eq!(
+            peers_column(&nodes[2], &nodes),
+            "2",
+            "no condition: nodes with a podCIDR"
+        );
+        assert_eq!(network_column(&nodes[0]), "ready");
+        let mut down = nodes[0].clone();
+        down.network = Some(("True".into(), "TunnelPortInUse".into(), String::new()));
+        assert_eq!(network_column(&down), "TunnelPortInUse");
+        down.network = None;
+        assert_eq!(network_column(&down), "-");
     }
 }

@@ -162,6 +162,14 @@ fn three_nodes_ready_kubectl_from_the_root_namespace_status_and_a_clean_down() {
                 && l.contains(&format!("10.99.0.1{i}"))),
             "node-{i} line missing: {status_out}"
         );
+        // The overlay line: the agent's verdict and every peer programmed.
+        assert!(
+            status_out.lines().any(|l| l.contains(&format!("node-{i}"))
+                && l.contains("ready")
+                && l.contains("vxlan")
+                && l.trim_end().ends_with("2/2")),
+            "node-{i} overlay line missing: {status_out}"
+        );
     }
     assert_eq!(
         status_out
