@@ -72,6 +72,26 @@ fn wait_message(
     last.2
 }
 
+/// The taints of Node `node`, as `key:effect`.
+fn taints(cp: &ControlPlane, node: &str) -> Vec<String> {
+    cp.node(node)["spec"]["taints"]
+        .as_array()
+        .map(|ts| {
+            ts.iter()
+                .map(|t| {
+                    format!(
+                        "{}:{}",
+                        t["key"].as_str().unwrap_or(""),
+                        t["effect"].as_str().unwrap_or("")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+const NET_TAINT: &str = "node.kubernetes.io/network-unavailable:NoSchedule";
+
 fn alive(n: &mut NodeEnv) -> bool {
     n.agent
         .as_mut()
@@ -187,6 +207,15 @@ fn faults_and_garbage_set_node_conditions_and_tear_nothing_down() {
             a.logs()
         );
         assert!(b.logs().contains("NoPodCIDR"), "{}", b.logs());
+        // The node lifecycle controller keeps new pods off both (taint-nodes-by-condition).
+        for n in ["node-a", "node-b"] {
+            assert!(
+                wait_until(Duration::from_secs(5), || taints(&cp, n)
+                    .contains(&NET_TAINT.to_owned())),
+                "{n} not tainted: {:?}",
+                taints(&cp, n)
+            );
+        }
 
         let t = Instant::now();
         drop(squatter);
@@ -214,6 +243,14 @@ fn faults_and_garbage_set_node_conditions_and_tear_nothing_down() {
             t.elapsed()
         );
         assert!(a.logs().contains("fault cleared"), "{}", a.logs());
+        for n in ["node-a", "node-b"] {
+            assert!(
+                wait_until(Duration::from_secs(5), || !taints(&cp, n)
+                    .contains(&NET_TAINT.to_owned())),
+                "{n} still tainted: {:?}",
+                taints(&cp, n)
+            );
+        }
         wait_condition(
             &cp,
             &a,

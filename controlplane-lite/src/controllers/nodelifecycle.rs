@@ -4,6 +4,10 @@
 //! are evicted (deleted) once the eviction timeout has passed. When the kubelet reports again and
 //! the node is Ready, the taints are removed.
 //!
+//! A reachable node whose network plugin reports `NetworkUnavailable=True` gets the
+//! `node.kubernetes.io/network-unavailable:NoSchedule` taint (upstream's taint-nodes-by-condition),
+//! removed when the condition clears, so new pods are not placed where they could get no network.
+//!
 //! The heartbeat is the newer of the Lease's `renewTime` and the Ready condition's
 //! `lastHeartbeatTime`; a node never heard from is judged from its creation time.
 
@@ -20,6 +24,8 @@ use tokio::sync::Notify;
 
 /// The taint put on unreachable nodes.
 pub const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
+/// The taint (NoSchedule) put on nodes whose `NetworkUnavailable` condition is `True`.
+pub const NETWORK_UNAVAILABLE: &str = "node.kubernetes.io/network-unavailable";
 
 /// Settings.
 #[derive(Debug, Clone, Copy)]
@@ -190,18 +196,60 @@ async fn reconcile(
                     }
                 }
             }
-        } else if tainted && ready.is_some_and(|c| c.status == "True") {
-            let kept: Vec<_> = taints.iter().filter(|t| t.key != UNREACHABLE).collect();
-            let patch = json!({"metadata": {"resourceVersion": node.resource_version()}, "spec": {"taints": kept}});
-            match node_api
-                .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
-                .await
-            {
-                Ok(_) => tracing::info!("node lifecycle: {name} is reachable again"),
-                Err(e) => tracing::info!("node lifecycle: untainting {name}: {e}"),
+        } else {
+            let want = reachable_taints(&taints, ready, network_unavailable(&node), &now_s);
+            if let Some(kept) = want {
+                let patch = json!({"metadata": {"resourceVersion": node.resource_version()}, "spec": {"taints": kept}});
+                match node_api
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+                    .await
+                {
+                    Ok(_) => tracing::info!("node lifecycle: {name} taints now {kept}"),
+                    Err(e) => tracing::info!("node lifecycle: updating the taints of {name}: {e}"),
+                }
             }
         }
     }
+}
+
+/// True when the node's `NetworkUnavailable` condition (set by the network plugin) is `True`.
+fn network_unavailable(node: &Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.type_ == "NetworkUnavailable" && c.status == "True")
+        })
+}
+
+/// The taints of a node that is reachable, when they must change: the unreachable taints go once
+/// it is Ready, and `node.kubernetes.io/network-unavailable:NoSchedule` follows its
+/// `NetworkUnavailable` condition (upstream's taint-nodes-by-condition). `None`: nothing to do.
+fn reachable_taints(
+    taints: &[k8s_openapi::api::core::v1::Taint],
+    ready: Option<&k8s_openapi::api::core::v1::NodeCondition>,
+    net_down: bool,
+    now: &str,
+) -> Option<serde_json::Value> {
+    let mut kept: Vec<serde_json::Value> = taints
+        .iter()
+        .filter_map(|t| serde_json::to_value(t).ok())
+        .collect();
+    let before = kept.len();
+    if ready.is_some_and(|c| c.status == "True") {
+        kept.retain(|t| t["key"] != UNREACHABLE);
+    }
+    let has_net = kept.iter().any(|t| t["key"] == NETWORK_UNAVAILABLE);
+    let mut changed = kept.len() != before;
+    if net_down && !has_net {
+        kept.push(json!({"key": NETWORK_UNAVAILABLE, "effect": "NoSchedule", "timeAdded": now}));
+        changed = true;
+    } else if !net_down && has_net {
+        kept.retain(|t| t["key"] != NETWORK_UNAVAILABLE);
+        changed = true;
+    }
+    changed.then_some(serde_json::Value::Array(kept))
 }
 
 #[cfg(test)]
@@ -218,5 +266,39 @@ mod tests {
         assert!((heartbeat_age(&node, Some(&lease), now) - 10.0).abs() < 0.001);
         let bare: Node = serde_json::from_value(json!({"metadata": {"name": "n"}})).unwrap();
         assert!(heartbeat_age(&bare, None, now).is_infinite());
+    }
+
+    #[test]
+    fn taints_follow_reachability_and_the_network_condition() {
+        let now = "2026-01-01T00:00:00Z";
+        let ready: k8s_openapi::api::core::v1::NodeCondition =
+            serde_json::from_value(json!({"type": "Ready", "status": "True"})).unwrap();
+        let taint = |k: &str| -> k8s_openapi::api::core::v1::Taint {
+            serde_json::from_value(json!({"key": k, "effect": "NoSchedule"})).unwrap()
+        };
+        // Healthy and untainted: nothing to do.
+        assert_eq!(reachable_taints(&[], Some(&ready), false, now), None);
+        // Network down: the NoSchedule taint is added, other taints kept.
+        let other = taint("example.com/x");
+        let t = reachable_taints(std::slice::from_ref(&other), Some(&ready), true, now).unwrap();
+        assert_eq!(t.as_array().unwrap().len(), 2);
+        assert_eq!(t[1]["key"], NETWORK_UNAVAILABLE);
+        assert_eq!(t[1]["effect"], "NoSchedule");
+        // Already tainted while down: nothing to do; back up: removed.
+        let net = taint(NETWORK_UNAVAILABLE);
+        assert_eq!(
+            reachable_taints(std::slice::from_ref(&net), Some(&ready), true, now),
+            None
+        );
+        let t = reachable_taints(&[net, other], Some(&ready), false, now).unwrap();
+        assert_eq!(t, json!([{"key": "example.com/x", "effect": "NoSchedule"}]));
+        // Unreachable taints go once Ready, not before.
+        let unreachable = taint(UNREACHABLE);
+        assert_eq!(
+            reachable_taints(std::slice::from_ref(&unreachable), None, false, now),
+            None
+        );
+        let t = reachable_taints(&[unreachable], Some(&ready), false, now).unwrap();
+        assert_eq!(t, json!([]));
     }
 }
