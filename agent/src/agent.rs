@@ -34,6 +34,7 @@ use crate::health::{self, Degradation, Fault};
 use crate::masq::{MasqConfig, Masquerade};
 use crate::netlink::{Link, Netlink};
 use crate::node::{self, NodeInfo};
+use crate::probe::{Prober, Target, Verdict};
 use crate::subnet::{self, NodeNetworkFile};
 use crate::{client, hostgw, linkwatch, sysctl, udp, vxlan};
 use futures::StreamExt as _;
@@ -105,6 +106,8 @@ pub struct Agent {
     udp: Option<udp::Datapath>,
     /// Counters served on `--metrics-address`.
     metrics: Arc<crate::metrics::Metrics>,
+    /// vxlan/udp: the tunnel prober (`None`: host-gw or `--probe-seconds 0`).
+    prober: Option<Prober>,
 }
 
 /// Runs the agent until the process is killed.
@@ -138,6 +141,19 @@ pub async fn run(cfg: Config) -> Result<(), AgentError> {
         },
         random_fully: true,
     });
+    let prober = match (cfg.probe, cfg.backend) {
+        (Some(every), Backend::Vxlan | Backend::Udp) => {
+            let device = (cfg.backend == Backend::Vxlan).then_some(vxlan::DEVICE);
+            match Prober::spawn(every, device, wake.clone()) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot probe peers (raw ICMP socket): no reachability condition");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
     let mut agent = Agent {
         cfg,
         nl,
@@ -150,6 +166,7 @@ pub async fn run(cfg: Config) -> Result<(), AgentError> {
         masq_error: None,
         udp: None,
         metrics,
+        prober,
     };
     let mut links = vec![agent.cfg.iface.clone()];
     links.extend([vxlan::DEVICE.to_owned(), udp::DEVICE.to_owned()]);
@@ -287,14 +304,66 @@ impl Agent {
         round.fault.is_some()
     }
 
+    /// What the prober found for the current tunnel peers (`None`: no prober).
+    fn reachability(&self) -> Option<health::Reachability> {
+        let p = self.prober.as_ref()?;
+        let report = p.report();
+        let port = match self.cfg.backend {
+            Backend::Udp => udp::PORT,
+            _ => vxlan::PORT,
+        };
+        let mut r = health::Reachability {
+            checksum_off: report.checksum_off.then_some(vxlan::DEVICE),
+            ..health::Reachability::default()
+        };
+        for t in p.targets() {
+            match report.verdicts.get(&t.node) {
+                None => {}
+                Some(Verdict::Answers) => r.probed += 1,
+                Some(v) => {
+                    r.probed += 1;
+                    r.unreachable.push((t.node.clone(), v.describe(port)));
+                }
+            }
+        }
+        Some(r)
+    }
+
+    /// Hands the prober the peers reached through device `dev` (their routes' `oif`).
+    fn probe_targets(
+        &mut self,
+        nodes: &[NodeInfo],
+        want: &BTreeMap<Ipv4Network, hostgw::PeerRoute>,
+        dev: u32,
+    ) {
+        let Some(p) = self.prober.as_mut() else {
+            return;
+        };
+        let targets = want
+            .iter()
+            .filter(|(_, pr)| pr.route.oif == Some(dev))
+            .filter_map(|(cidr, pr)| {
+                let peer = nodes.iter().find(|n| n.name == pr.node)?;
+                Some(Target {
+                    node: pr.node.clone(),
+                    overlay: cidr.network(),
+                    underlay: peer.peer_address()?,
+                })
+            })
+            .collect();
+        p.set_targets(targets);
+    }
+
     /// Patches our Node's conditions when they differ from this round's verdict.
     async fn post_conditions(&self, me: &NodeInfo, round: &Round) {
-        let want = health::desired(
+        let mut want = health::desired(
             self.cfg.backend.name(),
             round.fault.as_ref(),
             round.peers,
             &round.degraded,
-        );
+        )
+        .to_vec();
+        want.extend(self.reachability().as_ref().map(health::reachability));
         let current = self
             .store
             .state()
@@ -352,6 +421,7 @@ impl Agent {
         let want = vxlan::desired(nodes, &self.cfg.node_name, vx, underlay.index, &direct);
         round.skip(&want.skipped);
         round.peers = want.routes.len();
+        self.probe_targets(nodes, &want.routes, vx);
         let done = vxlan::apply_entries(&mut self.nl, vx, &want);
         round.degraded.failed_entries += done.failed;
         if done != vxlan::Applied::default() {
@@ -420,6 +490,7 @@ impl Agent {
         let (want, table, skipped) = udp::desired(nodes, &self.cfg.node_name, index);
         round.skip(&skipped);
         round.peers = want.len();
+        self.probe_targets(nodes, &want, index);
         if let Some(d) = &self.udp {
             d.set_table(udp::Table::new(Some(cidr), &table));
         }

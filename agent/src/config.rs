@@ -52,7 +52,11 @@ pub struct RunArgs {
     pub server: Option<String>,
     /// Bearer token (the node's token: `ferry-server node-token --node N`). Visible in `ps`:
     /// prefer `--token-file`.
-    #[arg(long, required_unless_present = "token_file", conflicts_with = "token_file")]
+    #[arg(
+        long,
+        required_unless_present = "token_file",
+        conflicts_with = "token_file"
+    )]
     pub token: Option<String>,
     /// File holding the bearer token (re-read by the client, so the token can be rotated).
     #[arg(long)]
@@ -93,6 +97,10 @@ pub struct RunArgs {
     /// network namespace; `off` (or empty) disables it.
     #[arg(long, default_value = crate::metrics::DEFAULT_ADDRESS)]
     pub metrics_address: String,
+    /// vxlan/udp: seconds between ICMP probes of every peer through the tunnel (peers are also
+    /// probed whenever they change); 0 disables the probes.
+    #[arg(long, default_value_t = 10)]
+    pub probe_seconds: u64,
 }
 
 /// Validated settings.
@@ -126,6 +134,8 @@ pub struct Config {
     pub cluster_cidr: Ipv4Network,
     /// Metrics endpoint (`None`: disabled).
     pub metrics_address: Option<SocketAddr>,
+    /// Tunnel probe period (`None`: no probes).
+    pub probe: Option<Duration>,
 }
 
 /// The agent's bearer token: given on the command line, or in a file.
@@ -240,6 +250,7 @@ impl RunArgs {
             resync: Duration::from_secs(self.resync_seconds),
             cluster_cidr: self.cluster_cidr,
             metrics_address,
+            probe: (self.probe_seconds > 0).then(|| Duration::from_secs(self.probe_seconds)),
         })
     }
 }
@@ -301,14 +312,20 @@ mod tests {
         assert!(!format!("{cfg:?}").contains("secret"));
         let cfg = parse(&["--token", "secret"]).unwrap();
         assert!(matches!(&cfg.credentials, Credentials::Token(t) if t == "secret"));
-        assert!(!format!("{cfg:?}").contains("secret"), "token redacted in Debug");
+        assert!(
+            !format!("{cfg:?}").contains("secret"),
+            "token redacted in Debug"
+        );
 
         let both = parse(&["--token", "t", "--token-file", file.to_str().unwrap()]);
         assert!(both.unwrap_err().contains("cannot be used with"));
         assert!(parse(&[]).unwrap_err().contains("--token"));
         std::fs::write(&file, " \n").unwrap();
         let empty = parse(&["--token-file", file.to_str().unwrap()]).unwrap_err();
-        assert!(empty.contains("--token-file") && empty.contains("is empty"), "{empty}");
+        assert!(
+            empty.contains("--token-file") && empty.contains("is empty"),
+            "{empty}"
+        );
         let missing = parse(&["--token-file", "/nonexistent/token"]).unwrap_err();
         assert!(missing.contains("reading /nonexistent/token"), "{missing}");
         assert!(parse(&["--token", ""]).unwrap_err().contains("is empty"));

@@ -6,6 +6,8 @@
 //! | `NetworkUnavailable` | `False` (`FerryAgentReady`) | files written, overlay device up, peers programmed |
 //! | `FerryNetworkDegraded` | `True` | the node serves, but not everything: peers skipped (garbage or missing annotations, overlapping podCIDRs), kernel entries failing, masquerade rules failing ([`Degradation`]) |
 //! | `FerryNetworkDegraded` | `False` (`AllPeersProgrammed`) | every peer programmed, every rule in place |
+//! | `FerryPeersUnreachable` | `True` (`TunnelProbeFailed`) | vxlan/udp: peers that do not answer ICMP through the tunnel, each with the diagnosis ([`crate::probe`]) |
+//! | `FerryPeersUnreachable` | `False` (`AllPeersAnswer`) | every probed peer answers through the tunnel |
 //!
 //! `NetworkUnavailable` is the condition Kubernetes network plugins own (Calico and Cilium set
 //! it, the kubelet does not), so `kubectl describe node` and the scheduler's
@@ -23,6 +25,8 @@ use serde_json::{json, Value};
 pub const NETWORK_UNAVAILABLE: &str = "NetworkUnavailable";
 /// Ferry's condition: `True` while the node serves pods but some peers or rules are missing.
 pub const DEGRADED: &str = "FerryNetworkDegraded";
+/// Ferry's condition: `True` while programmed peers do not answer through the tunnel.
+pub const UNREACHABLE: &str = "FerryPeersUnreachable";
 /// At most this many skipped peers are named in a message (the rest are counted).
 const NAMED_PEERS: usize = 5;
 
@@ -233,6 +237,61 @@ pub fn patch(current: &[NodeCondition], want: &[Condition], now: &str) -> Option
     (!changed.is_empty()).then(|| json!({"status": {"conditions": changed}}))
 }
 
+/// What the tunnel probes found, for the `FerryPeersUnreachable` condition.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reachability {
+    /// Peers probed at least once.
+    pub probed: usize,
+    /// Peers that did not answer through the tunnel, and the diagnosis (sorted by name).
+    pub unreachable: Vec<(String, String)>,
+    /// The tunnel device whose TX checksum offload the prober turned off, if it did.
+    pub checksum_off: Option<&'static str>,
+}
+
+/// The `FerryPeersUnreachable` condition for `r`.
+pub fn reachability(r: &Reachability) -> Condition {
+    let note = r
+        .checksum_off
+        .map(|dev| {
+            format!("; TX checksum offload disabled on {dev} (the tunnel only worked without it)")
+        })
+        .unwrap_or_default();
+    if r.unreachable.is_empty() {
+        return Condition {
+            type_: UNREACHABLE,
+            status: false,
+            reason: "AllPeersAnswer".to_owned(),
+            message: format!(
+                "all {} probed peer(s) answer through the tunnel{note}",
+                r.probed
+            ),
+        };
+    }
+    let named: Vec<String> = r
+        .unreachable
+        .iter()
+        .take(NAMED_PEERS)
+        .map(|(peer, why)| format!("{peer}: {why}"))
+        .collect();
+    let more = r.unreachable.len().saturating_sub(NAMED_PEERS);
+    let tail = if more > 0 {
+        format!("; and {more} more")
+    } else {
+        String::new()
+    };
+    Condition {
+        type_: UNREACHABLE,
+        status: true,
+        reason: "TunnelProbeFailed".to_owned(),
+        message: format!(
+            "{} of {} probed peer(s) do not answer through the tunnel: {}{tail}{note}",
+            r.unreachable.len(),
+            r.probed,
+            named.join("; ")
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,6 +364,31 @@ mod tests {
         assert_eq!(
             desired("udp", None, 0, &only_masq)[1].reason,
             "MasqueradeFailing"
+        );
+    }
+
+    #[test]
+    fn reachability_names_silent_peers_and_the_checksum_fallback() {
+        let ok = reachability(&Reachability {
+            probed: 2,
+            ..Reachability::default()
+        });
+        assert_eq!(
+            (ok.type_, ok.status, ok.reason.as_str()),
+            (UNREACHABLE, false, "AllPeersAnswer")
+        );
+        assert_eq!(ok.message, "all 2 probed peer(s) answer through the tunnel");
+        let bad = reachability(&Reachability {
+            probed: 3,
+            unreachable: vec![("b".into(), "UDP 8472 blocked?".into())],
+            checksum_off: Some("ferry.1"),
+        });
+        assert!(bad.status);
+        assert_eq!(bad.reason, "TunnelProbeFailed");
+        assert_eq!(
+            bad.message,
+            "1 of 3 probed peer(s) do not answer through the tunnel: b: UDP 8472 blocked?; \
+             TX checksum offload disabled on ferry.1 (the tunnel only worked without it)"
         );
     }
 

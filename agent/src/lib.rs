@@ -13,6 +13,7 @@
 //! | [`config`] | command-line flags, validated settings |
 //! | [`agent`] | the watch -> reconcile loop |
 //! | [`health`] | the Node conditions it owns: `NetworkUnavailable`, `FerryNetworkDegraded` |
+//! | [`probe`] | ICMP probes of every tunnel peer; TX checksum fallback |
 //! | [`linkwatch`] | wakes the loop when the underlay interface or an overlay device changes |
 //! | [`client`] | the kube-rs client (server URL + CA file + bearer token) |
 //! | [`node`] | what is read from and published on Node objects |
@@ -36,6 +37,7 @@ pub mod linkwatch;
 pub mod masq;
 pub mod metrics;
 pub mod netlink;
+pub mod probe;
 pub mod node;
 pub mod subnet;
 pub mod sysctl;

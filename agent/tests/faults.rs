@@ -170,8 +170,10 @@ fn faults_and_garbage_set_node_conditions_and_tear_nothing_down() {
         let cp = ControlPlane::start_with(&["--cluster-cidr", "10.244.0.0/24"]);
         let mut a = NodeEnv::new(&cp, "node-a", "pa", "10.99.0.11");
         let mut b = NodeEnv::new(&cp, "node-b", "pb", "10.99.0.12");
-        a.args.clear();
-        b.args.clear();
+        // VXLAN (the default), peers probed every second.
+        for n in [&mut a, &mut b] {
+            n.args = vec!["--probe-seconds".into(), "1".into()];
+        }
         veth(&a.ns, "mgmt0", &cp.cp, "mg0");
         cp.cp
             .sh("ip addr add 10.98.0.10/24 dev mg0 && ip link set mg0 up");
@@ -435,6 +437,87 @@ fn faults_and_garbage_set_node_conditions_and_tear_nothing_down() {
         );
         assert!(alive(&mut a) && alive(&mut b));
         drop(park);
+
+        // 4. Tunnel probes. The fake peers C and D have no machine behind them: neither their
+        //    tunnel nor their underlay address answers. Blocking UDP 8472 on B leaves B's
+        //    underlay answering but its tunnel silent: A names it, tries the checksum fallback
+        //    (offload off, probe, no better: offload back on) and clears once unblocked.
+        let tx_csum = |n: &NodeEnv| {
+            n.ns.sh("ethtool -k ferry.1")
+                .lines()
+                .find(|l| l.starts_with("tx-checksumming:"))
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert!(
+            tx_csum(&a).starts_with("tx-checksumming: on"),
+            "{}",
+            tx_csum(&a)
+        );
+        // The agent's ethtool ioctl, checked with ethtool itself.
+        a.ns.run(|| ferry_agent::probe::set_tx_checksum("ferry.1", false))
+            .unwrap();
+        assert!(
+            tx_csum(&a).starts_with("tx-checksumming: off"),
+            "{}",
+            tx_csum(&a)
+        );
+        assert_eq!(
+            a.ns.run(|| ferry_agent::probe::tx_checksum("ferry.1")),
+            Some(false)
+        );
+        a.ns.run(|| ferry_agent::probe::set_tx_checksum("ferry.1", true))
+            .unwrap();
+        assert!(
+            tx_csum(&a).starts_with("tx-checksumming: on"),
+            "{}",
+            tx_csum(&a)
+        );
+        let msg = wait_message(
+            &cp,
+            &a,
+            "FerryPeersUnreachable",
+            "True",
+            "TunnelProbeFailed",
+            "2 of 3 probed peer(s)",
+        );
+        for want in [
+            "node-c: neither the tunnel nor its underlay address answers",
+            "node-d: neither the tunnel nor its underlay address answers",
+        ] {
+            assert!(msg.contains(want), "missing {want:?} in {msg:?}");
+        }
+        assert!(!msg.contains("node-b"), "{msg}");
+        b.ns.sh("iptables -I INPUT -p udp --dport 8472 -j DROP");
+        let t = Instant::now();
+        let msg = wait_message(
+            &cp,
+            &a,
+            "FerryPeersUnreachable",
+            "True",
+            "TunnelProbeFailed",
+            "node-b: no answer through the tunnel but its underlay address answers (UDP 8472 blocked",
+        );
+        eprintln!("blocked tunnel reported after {:?}: {msg}", t.elapsed());
+        assert!(
+            wait_until(Duration::from_secs(10), || a
+                .logs()
+                .contains("checksums are not the cause")),
+            "no checksum experiment:\n{}",
+            a.logs()
+        );
+        assert!(
+            tx_csum(&a).starts_with("tx-checksumming: on"),
+            "offload not restored"
+        );
+        assert!(!a.logs().contains("offload disabled"), "{}", a.logs());
+        b.ns.sh("iptables -D INPUT -p udp --dport 8472 -j DROP");
+        for n in ["node-c", "node-d"] {
+            cp.delete_node(n);
+        }
+        let msg = wait_condition(&cp, &a, "FerryPeersUnreachable", "False", "AllPeersAnswer");
+        assert_eq!(msg, "all 1 probed peer(s) answer through the tunnel");
+        assert!(alive(&mut a) && alive(&mut b));
     }
     root.assert_unchanged();
 }

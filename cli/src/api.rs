@@ -63,6 +63,8 @@ pub(crate) struct NodeSummary {
     pub(crate) network: Option<(String, String, String)>,
     /// The agent's `FerryNetworkDegraded` condition: `(status, reason, message)`, if set.
     pub(crate) degraded: Option<(String, String, String)>,
+    /// The agent's `FerryPeersUnreachable` condition: `(status, reason, message)`, if set.
+    pub(crate) unreachable: Option<(String, String, String)>,
 }
 
 /// A node's overlay, from the annotations ferry-agent writes (flannel's format plus `ferry.dev/mtu`).
@@ -130,6 +132,7 @@ fn summarize(node: &Node) -> NodeSummary {
         overlay: overlay(node),
         network: condition(node, "NetworkUnavailable"),
         degraded: condition(node, "FerryNetworkDegraded"),
+        unreachable: condition(node, "FerryPeersUnreachable"),
     }
 }
 

@@ -283,6 +283,7 @@ async fn api_status(
         for (cond, bad) in [
             (&n.network, "network unavailable"),
             (&n.degraded, "network degraded"),
+            (&n.unreachable, "peers unreachable"),
         ] {
             if let Some((status, reason, msg)) = cond {
                 if status == "True" {
@@ -329,6 +330,7 @@ mod tests {
             },
             network: Some(("False".into(), "FerryAgentReady".into(), String::new())),
             degraded: degraded.map(|m| ("x".into(), "y".into(), m.to_owned())),
+            unreachable: None,
         }
     }
 

@@ -129,7 +129,8 @@ fn a_deployment_across_three_nodes_scales_rolls_restarts_and_survives_kubelet_lo
         .collect();
     assert_eq!(cidrs.len(), 3);
     // The kubelet's and the agent's conditions side by side: Ready from the kubelet,
-    // NetworkUnavailable and FerryNetworkDegraded from the agent (neither overwrites the other).
+    // NetworkUnavailable, FerryNetworkDegraded and FerryPeersUnreachable (every peer answers the
+    // tunnel probes) from the agent; neither overwrites the other.
     k.wait(
         &["get", "nodes"],
         20,
@@ -147,6 +148,8 @@ fn a_deployment_across_three_nodes_scales_rolls_restarts_and_survives_kubelet_lo
                         == Some((json!("False"), json!("FerryAgentReady")))
                     && status(n, "FerryNetworkDegraded")
                         == Some((json!("False"), json!("AllPeersProgrammed")))
+                    && status(n, "FerryPeersUnreachable")
+                        == Some((json!("False"), json!("AllPeersAnswer")))
             })
         },
     );
@@ -216,9 +219,14 @@ fn a_deployment_across_three_nodes_scales_rolls_restarts_and_survives_kubelet_lo
         assert!(
             status.lines().any(|l| {
                 let f: Vec<&str> = l.split_whitespace().collect();
-                f.len() == 7 && f[0] == node && f[1] == cidr && f[2] == "vxlan" && f[6] == "2"
+                f.len() == 8
+                    && f[0] == node
+                    && f[1] == "ready"
+                    && f[2] == cidr
+                    && f[3] == "vxlan"
+                    && f[7] == "2/2"
             }),
-            "no overlay line for {node} ({cidr}, vxlan, 2 peers):\n{status}"
+            "no overlay line for {node} (ready, {cidr}, vxlan, 2/2 peers):\n{status}"
         );
     }
 
