@@ -319,11 +319,8 @@ impl Agent {
         for t in p.targets() {
             match report.verdicts.get(&t.node) {
                 None => {}
-                Some(Verdict::Answers) => r.probed += 1,
-                Some(v) => {
-                    r.probed += 1;
-                    r.unreachable.push((t.node.clone(), v.describe(port)));
-                }
+                Some(Verdict::Answers) => {}
+                Some(v) => r.unreachable.push((t.node.clone(), v.describe(port))),
             }
         }
         Some(r)
@@ -359,7 +356,6 @@ impl Agent {
         let mut want = health::desired(
             self.cfg.backend.name(),
             round.fault.as_ref(),
-            round.peers,
             &round.degraded,
         )
         .to_vec();

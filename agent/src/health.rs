@@ -122,14 +122,10 @@ pub struct Condition {
     pub message: String,
 }
 
-/// Both conditions for a round: `fault` is why the node cannot serve (if so), `peers` the number
-/// of peers programmed, `backend` the backend's name.
-pub fn desired(
-    backend: &str,
-    fault: Option<&Fault>,
-    peers: usize,
-    degraded: &Degradation,
-) -> [Condition; 2] {
+/// Both conditions for a round: `fault` is why the node cannot serve (if so), `backend` the
+/// backend's name. Messages name problems but carry no counts of healthy peers, so a node joining
+/// a healthy cluster changes no agent's conditions (no status write per node per join).
+pub fn desired(backend: &str, fault: Option<&Fault>, degraded: &Degradation) -> [Condition; 2] {
     let unavailable = match fault {
         Some(f) => Condition {
             type_: NETWORK_UNAVAILABLE,
@@ -186,9 +182,9 @@ pub fn desired(
         status: !problems.is_empty(),
         reason: reason.to_owned(),
         message: if problems.is_empty() {
-            format!("all {peers} peer(s) programmed")
+            "every peer is programmed".to_owned()
         } else {
-            format!("{peers} peer(s) programmed; {}", problems.join(". "))
+            problems.join(". ")
         },
     };
     [unavailable, degraded]
@@ -240,8 +236,6 @@ pub fn patch(current: &[NodeCondition], want: &[Condition], now: &str) -> Option
 /// What the tunnel probes found, for the `FerryPeersUnreachable` condition.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reachability {
-    /// Peers probed at least once.
-    pub probed: usize,
     /// Peers that did not answer through the tunnel, and the diagnosis (sorted by name).
     pub unreachable: Vec<(String, String)>,
     /// The tunnel device whose TX checksum offload the prober turned off, if it did.
@@ -261,10 +255,7 @@ pub fn reachability(r: &Reachability) -> Condition {
             type_: UNREACHABLE,
             status: false,
             reason: "AllPeersAnswer".to_owned(),
-            message: format!(
-                "all {} probed peer(s) answer through the tunnel{note}",
-                r.probed
-            ),
+            message: format!("every probed peer answers through the tunnel{note}"),
         };
     }
     let named: Vec<String> = r
@@ -284,9 +275,8 @@ pub fn reachability(r: &Reachability) -> Condition {
         status: true,
         reason: "TunnelProbeFailed".to_owned(),
         message: format!(
-            "{} of {} probed peer(s) do not answer through the tunnel: {}{tail}{note}",
+            "{} peer(s) do not answer through the tunnel: {}{tail}{note}",
             r.unreachable.len(),
-            r.probed,
             named.join("; ")
         ),
     }
@@ -302,7 +292,7 @@ mod tests {
 
     #[test]
     fn healthy_round_reports_ready_and_not_degraded() {
-        let [u, d] = desired("vxlan", None, 2, &Degradation::default());
+        let [u, d] = desired("vxlan", None, &Degradation::default());
         assert_eq!(
             (u.type_, u.status, u.reason.as_str()),
             (NETWORK_UNAVAILABLE, false, "FerryAgentReady")
@@ -312,7 +302,7 @@ mod tests {
             (d.type_, d.status, d.reason.as_str()),
             (DEGRADED, false, "AllPeersProgrammed")
         );
-        assert_eq!(d.message, "all 2 peer(s) programmed");
+        assert_eq!(d.message, "every peer is programmed");
     }
 
     #[test]
@@ -321,7 +311,7 @@ mod tests {
             device: "ferry.1",
             port: 8472,
         };
-        let [u, _] = desired("vxlan", Some(&f), 0, &Degradation::default());
+        let [u, _] = desired("vxlan", Some(&f), &Degradation::default());
         assert!(u.status);
         assert_eq!(u.reason, "TunnelPortInUse");
         assert!(u.message.contains("UDP port 8472"), "{}", u.message);
@@ -341,12 +331,10 @@ mod tests {
             failed_entries: 1,
             masquerade: Some("iptables-restore: exit 4".into()),
         };
-        let [_, d] = desired("host-gw", None, 3, &deg);
+        let [_, d] = desired("host-gw", None, &deg);
         assert!(d.status);
         assert_eq!(d.reason, "PeersSkipped");
-        assert!(d
-            .message
-            .starts_with("3 peer(s) programmed; 7 peer(s) skipped: n0: bad"));
+        assert!(d.message.starts_with("7 peer(s) skipped: n0: bad"));
         assert!(
             d.message.contains("n4: bad backend-data; and 2 more"),
             "{}",
@@ -362,24 +350,20 @@ mod tests {
             ..Degradation::default()
         };
         assert_eq!(
-            desired("udp", None, 0, &only_masq)[1].reason,
+            desired("udp", None, &only_masq)[1].reason,
             "MasqueradeFailing"
         );
     }
 
     #[test]
     fn reachability_names_silent_peers_and_the_checksum_fallback() {
-        let ok = reachability(&Reachability {
-            probed: 2,
-            ..Reachability::default()
-        });
+        let ok = reachability(&Reachability::default());
         assert_eq!(
             (ok.type_, ok.status, ok.reason.as_str()),
             (UNREACHABLE, false, "AllPeersAnswer")
         );
-        assert_eq!(ok.message, "all 2 probed peer(s) answer through the tunnel");
+        assert_eq!(ok.message, "every probed peer answers through the tunnel");
         let bad = reachability(&Reachability {
-            probed: 3,
             unreachable: vec![("b".into(), "UDP 8472 blocked?".into())],
             checksum_off: Some("ferry.1"),
         });
@@ -387,14 +371,14 @@ mod tests {
         assert_eq!(bad.reason, "TunnelProbeFailed");
         assert_eq!(
             bad.message,
-            "1 of 3 probed peer(s) do not answer through the tunnel: b: UDP 8472 blocked?; \
+            "1 peer(s) do not answer through the tunnel: b: UDP 8472 blocked?; \
              TX checksum offload disabled on ferry.1 (the tunnel only worked without it)"
         );
     }
 
     #[test]
     fn patch_only_what_changed_and_keep_transition_times() {
-        let want = desired("vxlan", None, 1, &Degradation::default());
+        let want = desired("vxlan", None, &Degradation::default());
         let now = "2026-11-22T10:00:00Z";
         // Nothing there: both sent, transition now.
         let p = patch(&[], &want, now).unwrap();
@@ -410,19 +394,19 @@ mod tests {
                 "reason": "FerryAgentReady", "message": "ferry-agent is up (vxlan backend)",
                 "lastTransitionTime": "2026-11-22T09:00:00Z"})),
             node_condition(json!({"type": DEGRADED, "status": "False",
-                "reason": "AllPeersProgrammed", "message": "all 0 peer(s) programmed",
+                "reason": "AllPeersProgrammed", "message": "an older message",
                 "lastTransitionTime": "2026-11-22T09:30:00Z"})),
         ];
         let p = patch(&current, &want, now).unwrap();
         let sent = p["status"]["conditions"].as_array().unwrap();
         assert_eq!(sent.len(), 1, "{p}");
         assert_eq!(sent[0]["type"], DEGRADED);
-        assert_eq!(sent[0]["message"], "all 1 peer(s) programmed");
+        assert_eq!(sent[0]["message"], "every peer is programmed");
         // Same status: the transition time stays.
         assert_eq!(sent[0]["lastTransitionTime"], "2026-11-22T09:30:00Z");
         // Status flips: transition now.
         let fault = Fault::NoPodCidr;
-        let want = desired("vxlan", Some(&fault), 1, &Degradation::default());
+        let want = desired("vxlan", Some(&fault), &Degradation::default());
         let p = patch(&current, &want, now).unwrap();
         let sent = p["status"]["conditions"].as_array().unwrap();
         assert_eq!(sent[0]["status"], "True");
@@ -430,8 +414,8 @@ mod tests {
         assert_eq!(sent[0]["lastTransitionTime"], now);
         // Up to date: no patch.
         let mut up_to_date = current.clone();
-        up_to_date[2].message = Some("all 1 peer(s) programmed".into());
-        let want = desired("vxlan", None, 1, &Degradation::default());
+        up_to_date[2].message = Some("every peer is programmed".into());
+        let want = desired("vxlan", None, &Degradation::default());
         assert_eq!(patch(&up_to_date, &want, now), None);
     }
 }

@@ -149,32 +149,24 @@ pub(crate) fn run(t: &Target) -> Result<()> {
     )
 }
 
-/// The PEERS column: what the agent's `FerryNetworkDegraded` condition says it programmed
-/// (`2/2`, or `2/3` when a peer is skipped), else the number of other nodes with a podCIDR.
+/// The PEERS column: programmed / known peers. Known: the other nodes with a podCIDR; skipped
+/// ones are counted in the agent's `FerryNetworkDegraded` message (`M peer(s) skipped: ...`).
 fn peers_column(n: &api::NodeSummary, nodes: &[api::NodeSummary]) -> String {
-    let others = nodes
+    let known = nodes
         .iter()
         .filter(|p| p.name != n.name && p.pod_cidr != "-")
         .count();
-    let Some((_, _, msg)) = &n.degraded else {
-        return others.to_string();
+    let Some((status, _, msg)) = &n.degraded else {
+        return known.to_string();
     };
-    // "all N peer(s) programmed" or "N peer(s) programmed; M peer(s) skipped: ...".
-    let number = |s: &str| {
-        s.split_whitespace()
-            .next()
-            .and_then(|w| w.parse::<usize>().ok())
+    let skipped = if status == "True" {
+        msg.split_once(" peer(s) skipped")
+            .and_then(|(head, _)| head.rsplit(' ').next()?.parse::<usize>().ok())
+            .unwrap_or(0)
+    } else {
+        0
     };
-    let programmed = number(msg.trim_start_matches("all "));
-    let skipped = msg
-        .split_once("; ")
-        .and_then(|(_, rest)| number(rest))
-        .filter(|_| msg.contains("skipped"))
-        .unwrap_or(0);
-    match programmed {
-        Some(p) => format!("{p}/{}", p + skipped),
-        None => others.to_string(),
-    }
+    format!("{}/{known}", known.saturating_sub(skipped))
 }
 
 /// The NETWORK column: `ready`, or the reason of the agent's `NetworkUnavailable=True`.
@@ -329,7 +321,14 @@ mod tests {
                 mtu: "-".to_owned(),
             },
             network: Some(("False".into(), "FerryAgentReady".into(), String::new())),
-            degraded: degraded.map(|m| ("x".into(), "y".into(), m.to_owned())),
+            degraded: degraded.map(|m| {
+                let bad = if m.contains("skipped") {
+                    "True"
+                } else {
+                    "False"
+                };
+                (bad.into(), "y".into(), m.to_owned())
+            }),
             unreachable: None,
         }
     }
@@ -337,12 +336,8 @@ mod tests {
     #[test]
     fn peers_and_network_columns_follow_the_agent_conditions() {
         let nodes = vec![
-            node("a", "10.244.0.0/24", Some("all 2 peer(s) programmed")),
-            node(
-                "b",
-                "10.244.1.0/24",
-                Some("1 peer(s) programmed; 1 peer(s) skipped: c: garbage"),
-            ),
+            node("a", "10.244.0.0/24", Some("every peer is programmed")),
+            node("b", "10.244.1.0/24", Some("1 peer(s) skipped: c: garbage")),
             node("c", "10.244.2.0/24", None),
         ];
         assert_eq!(peers_column(&nodes[0], &nodes), "2/2");
