@@ -43,7 +43,7 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::{self, store::Writer, Store};
 use kube::runtime::{watcher, WatchStreamExt as _};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::Arc;
@@ -186,7 +186,8 @@ pub async fn run(cfg: Config) -> Result<(), AgentError> {
     }
 }
 
-/// Keeps a local store of all Nodes in sync in the background, poking `wake` on every change.
+/// Keeps a local store of all Nodes in sync in the background, poking `wake` on every change of
+/// what the agent reads from a Node ([`NodeInfo`]): podCIDR, InternalIP, annotations, deletion.
 fn spawn_reflector(api: Api<Node>, wake: Arc<Notify>) -> Store<Node> {
     let writer = Writer::default();
     let store = writer.as_reader();
@@ -194,9 +195,23 @@ fn spawn_reflector(api: Api<Node>, wake: Arc<Notify>) -> Store<Node> {
         let mut events = reflector::reflector(writer, watcher(api, watcher::Config::default()))
             .default_backoff()
             .boxed();
+        // What the agent acts on, per node: an event that changes none of it (a kubelet's
+        // status heartbeat, our own condition updates) wakes nobody.
+        let mut seen: HashMap<String, NodeInfo> = HashMap::new();
         while let Some(event) = events.next().await {
             match event {
-                Ok(_) => wake.notify_one(),
+                Ok(watcher::Event::Apply(n) | watcher::Event::InitApply(n)) => {
+                    let info = NodeInfo::from_node(&n);
+                    if seen.get(&info.name) != Some(&info) {
+                        seen.insert(info.name.clone(), info);
+                        wake.notify_one();
+                    }
+                }
+                Ok(watcher::Event::Delete(n)) => {
+                    seen.remove(n.metadata.name.as_deref().unwrap_or_default());
+                    wake.notify_one();
+                }
+                Ok(watcher::Event::Init | watcher::Event::InitDone) => wake.notify_one(),
                 Err(e) => tracing::warn!(error = %e, "Node watch failed (retrying with backoff)"),
             }
         }
