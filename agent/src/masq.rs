@@ -26,6 +26,12 @@
 //! the affected tables with one `iptables-restore --noflush` (declaring a chain flushes it, so
 //! each chain is replaced atomically). `--random-fully` is dropped (once, with a warning) when
 //! the kernel or iptables refuses it. [`uninstall`] removes the jumps and the chains.
+//!
+//! Why `iptables-save` / `iptables-restore` and not the `iptables` crate: that crate runs one
+//! `iptables` process per rule operation, so replacing a chain is a flush followed by appends
+//! (a window in which pod egress is not masqueraded and FORWARD may drop) and a check of all
+//! rules costs one process per rule every round. One `iptables-save` per round and one
+//! `iptables-restore --noflush` per change give an atomic per-table swap and a cheap steady state.
 
 use ipnetwork::Ipv4Network;
 use std::io::Write as _;
