@@ -8,10 +8,11 @@
 //! the agent inside the node's namespace). Requests are answered by the kernel within
 //! microseconds, so the async agent calls them inline instead of moving them to a thread pool.
 //!
-//! Why not the `rtnetlink` crate: it is the async (tokio) front end over the same
-//! `netlink-packet-route` messages. The CNI plugin is a short-lived blocking process in which a
-//! runtime and a connection task would cost more than its whole ADD, and the agent and the plugin
-//! share one client, so both build on `netlink-packet-route` + `netlink-sys` directly.
+//! Why not the `rtnetlink` crate: it is an async front end (a connection task on a tokio
+//! runtime, handles sending requests to it) over the same `netlink-packet-route` messages. The
+//! CNI plugin is a synchronous short-lived process that opens sockets inside namespaces by
+//! `setns` on its own thread, where a blocking request/response client is the simpler fit; the
+//! agent shares that client, so both build on `netlink-packet-route` + `netlink-sys` directly.
 
 use ipnetwork::Ipv4Network;
 use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE};
