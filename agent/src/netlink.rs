@@ -34,39 +34,9 @@ use std::net::{IpAddr, Ipv4Addr};
 /// The main routing table.
 pub const MAIN_TABLE: u32 = RouteHeader::RT_TABLE_MAIN as u32;
 
-/// A failed netlink operation, with the kernel's errno. Failures of single route operations are
-/// retried by the next reconciliation round.
-#[derive(Debug, thiserror::Error)]
-#[error("netlink {op}: {source}")]
-pub struct NlError {
-    /// What was being done (`"add route 10.244.1.0/24"`, ...).
-    pub op: String,
-    /// The kernel's answer (or a local I/O or decode failure).
-    #[source]
-    pub source: io::Error,
-}
-
-impl NlError {
-    fn new(op: impl Into<String>, source: io::Error) -> Self {
-        NlError {
-            op: op.into(),
-            source,
-        }
-    }
-
-    /// The errno, for callers that branch on EEXIST / ESRCH.
-    pub fn errno(&self) -> Option<i32> {
-        self.source.raw_os_error()
-    }
-
-    /// True for "no such device / entry / process" (a delete of something already gone).
-    pub fn is_not_found(&self) -> bool {
-        matches!(
-            self.errno(),
-            Some(libc::ENODEV | libc::ENOENT | libc::ESRCH)
-        )
-    }
-}
+/// A failed netlink operation, with the kernel's errno (ferry-cni's client's error). Failures of
+/// single route operations are retried by the next reconciliation round.
+pub use ferry_cni::netlink::NlError;
 
 /// A MAC address.
 pub type Mac = [u8; 6];
@@ -212,9 +182,7 @@ impl Netlink {
         msg: RouteNetlinkMessage,
         flags: u16,
     ) -> Result<Vec<RouteNetlinkMessage>, NlError> {
-        self.inner
-            .request(op, msg, flags)
-            .map_err(|e| NlError::new(e.op, e.source))
+        self.inner.request(op, msg, flags)
     }
 
     /// Looks a link up by name; `None` if there is none.
