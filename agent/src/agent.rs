@@ -351,11 +351,13 @@ impl Agent {
         let Some(p) = self.prober.as_mut() else {
             return;
         };
+        let by_name: HashMap<&str, &NodeInfo> =
+            nodes.iter().map(|n| (n.name.as_str(), n)).collect();
         let targets = want
             .iter()
             .filter(|(_, pr)| pr.route.oif == Some(dev))
             .filter_map(|(cidr, pr)| {
-                let peer = nodes.iter().find(|n| n.name == pr.node)?;
+                let peer = by_name.get(pr.node.as_str())?;
                 Some(Target {
                     node: pr.node.clone(),
                     overlay: cidr.network(),
@@ -377,9 +379,7 @@ impl Agent {
         want.extend(self.reachability().as_ref().map(health::reachability));
         let current = self
             .store
-            .state()
-            .into_iter()
-            .find(|n| n.metadata.name.as_deref() == Some(me.name.as_str()))
+            .get(&reflector::ObjectRef::new(&me.name))
             .and_then(|n| n.status.as_ref().and_then(|s| s.conditions.clone()))
             .unwrap_or_default();
         let now = k8s_openapi::jiff::Timestamp::now().to_string();
