@@ -20,6 +20,11 @@
 //! UDP 8); every peer gets one route `<peer podCIDR> dev ferry.udp proto 78`, reconciled like the
 //! host-gw routes (level-triggered, stale routes of our protocol deleted).
 //!
+//! **Parsing.** Headers are read through `pnet_packet`'s zero-copy views (`Ipv4Packet` for the
+//! inner addresses here, `Ipv4Packet` / `TcpPacket` in [`offload`]: bounds-checked getters over
+//! the packet buffer, no copy, no allocation). What the datapath writes (TSO segmentation, GRO
+//! coalescing, checksums) stays hand-written in [`offload`].
+//!
 //! **Restart.** The device is made persistent (`TUNSETPERSIST`), so it, its address and the
 //! routes through it survive the agent process; a restarted agent re-attaches its queues to the
 //! same device (same ifindex, nothing rewritten). While no agent is attached (after `kill -9`,
@@ -35,6 +40,7 @@ use crate::hostgw::{self, PeerRoute, Skip};
 use crate::netlink::{Netlink, NlError, Route4};
 use crate::node::{NodeInfo, ANN_BACKEND_TYPE};
 use ipnetwork::Ipv4Network;
+use pnet_packet::ipv4::Ipv4Packet;
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::Ipv4Addr;
@@ -196,14 +202,12 @@ impl Table {
     }
 }
 
-/// `(source, destination)` of an IPv4 packet, parsed by hand (20-byte header); `None` for
-/// anything else (IPv6, truncated).
+/// `(source, destination)` of an IPv4 packet, read through a zero-copy [`Ipv4Packet`] view
+/// (20-byte header); `None` for anything else (IPv6, truncated, IHL < 5).
 pub fn ipv4_addrs(pkt: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr)> {
-    if pkt.len() < 20 || pkt[0] >> 4 != 4 || pkt[0] & 0x0f < 5 {
-        return None;
-    }
-    let a = |i: usize| Ipv4Addr::new(pkt[i], pkt[i + 1], pkt[i + 2], pkt[i + 3]);
-    Some((a(12), a(16)))
+    let ip = Ipv4Packet::new(pkt)?;
+    (ip.get_version() == 4 && ip.get_header_length() >= 5)
+        .then(|| (ip.get_source(), ip.get_destination()))
 }
 
 /// Packet counters of the datapath (all workers).
@@ -936,7 +940,7 @@ mod tests {
     }
 
     #[test]
-    fn parses_ipv4_headers_by_hand() {
+    fn parses_ipv4_headers() {
         let mut p = [0u8; 20];
         p[0] = 0x45;
         p[12..16].copy_from_slice(&[10, 244, 1, 2]);

@@ -14,6 +14,15 @@
 //!
 //! Checksums are RFC 1071 sums over native-endian 32-bit words folded to 16 bits, which are
 //! byte-order independent when stored back with `to_ne_bytes`.
+//!
+//! Header fields are read through `pnet_packet`'s zero-copy views ([`Ipv4Packet`],
+//! [`TcpPacket`]); the writes (per-segment lengths, ids, sequence numbers, flags, checksums) and
+//! the checksum arithmetic stay hand-written byte offsets: they run per segment over buffers being
+//! built, and the 32-bit-word sums here are what keeps them cheap.
+
+use pnet_packet::ip::IpNextHeaderProtocols;
+use pnet_packet::ipv4::{Ipv4Flags, Ipv4Packet};
+use pnet_packet::tcp::{TcpFlags, TcpPacket};
 
 /// `struct virtio_net_hdr` (10 bytes, native endian).
 pub(crate) const VNET_HDR_LEN: usize = 10;
@@ -22,9 +31,9 @@ const F_DATA_VALID: u8 = 2;
 const GSO_NONE: u8 = 0;
 const GSO_TCPV4: u8 = 1;
 const GSO_ECN: u8 = 0x80;
-const TCP_FIN: u8 = 0x01;
-const TCP_PSH: u8 = 0x08;
-const TCP_ACK: u8 = 0x10;
+const TCP_FIN: u8 = TcpFlags::FIN;
+const TCP_PSH: u8 = TcpFlags::PSH;
+const TCP_ACK: u8 = TcpFlags::ACK;
 /// Largest IPv4 packet (and UDP GSO batch payload).
 pub(crate) const MAX_PACKET: usize = 65535;
 
@@ -124,19 +133,25 @@ pub(crate) fn tx_packets(buf: &mut [u8], out: &mut Vec<u8>) -> Option<(usize, us
 /// Cuts an IPv4/TCP super-packet into segments of at most `mss` payload bytes, written back to
 /// back into `out`. Returns `(stride, count)`: every segment is `stride` bytes except the last.
 pub(crate) fn segment_tcp4(pkt: &[u8], mss: usize, out: &mut Vec<u8>) -> Option<(usize, usize)> {
-    if pkt.len() < 40 || pkt[0] >> 4 != 4 || pkt[9] != 6 || mss == 0 {
+    let ip = Ipv4Packet::new(pkt)?;
+    if pkt.len() < 40
+        || ip.get_version() != 4
+        || ip.get_next_level_protocol() != IpNextHeaderProtocols::Tcp
+        || mss == 0
+    {
         return None;
     }
-    let ihl = usize::from(pkt[0] & 0x0f) * 4;
-    let thl = usize::from(pkt.get(ihl + 12)? >> 4) * 4;
+    let ihl = usize::from(ip.get_header_length()) * 4;
+    let tcp = TcpPacket::new(pkt.get(ihl..)?)?;
+    let thl = usize::from(tcp.get_data_offset()) * 4;
     let hlen = ihl + thl;
     if ihl < 20 || thl < 20 || pkt.len() < hlen {
         return None;
     }
     let payload = &pkt[hlen..];
-    let id0 = u16::from_be_bytes([pkt[4], pkt[5]]);
-    let seq0 = u32::from_be_bytes(pkt[ihl + 4..ihl + 8].try_into().ok()?);
-    let flags = pkt[ihl + 13];
+    let id0 = ip.get_identification();
+    let seq0 = tcp.get_sequence();
+    let flags = tcp.get_flags();
     let count = payload.len().div_ceil(mss).max(1);
     out.clear();
     for i in 0..count {
@@ -160,6 +175,21 @@ pub(crate) fn segment_tcp4(pkt: &[u8], mss: usize, out: &mut Vec<u8>) -> Option<
         seg[ihl + 16..ihl + 18].copy_from_slice(&c.to_ne_bytes());
     }
     Some((hlen + mss, count))
+}
+
+/// What [`Coalescer::push`] needs of a mergeable IPv4/TCP segment.
+#[derive(Debug, Clone, Copy)]
+struct Segment {
+    /// IPv4 header length (always 20: no options).
+    ihl: usize,
+    /// IPv4 + TCP header length.
+    hlen: usize,
+    /// TCP payload length (> 0).
+    len: usize,
+    /// TCP sequence number.
+    seq: u32,
+    /// TCP flags (ACK, maybe PSH).
+    flags: u8,
 }
 
 /// Merges consecutive in-order TCP segments of one flow into GSO super-packets for TUN writes.
@@ -190,50 +220,69 @@ impl Coalescer {
         }
     }
 
-    /// `(ihl, hlen, payload len)` when `p` is a plain IPv4/TCP segment that may be merged.
-    fn mergeable(p: &[u8]) -> Option<(usize, usize, usize)> {
-        let ihl = usize::from(p[0] & 0x0f) * 4;
+    /// The segment's geometry when `p` is a plain IPv4/TCP segment that may be merged.
+    fn mergeable(p: &[u8]) -> Option<Segment> {
+        let ip = Ipv4Packet::new(p)?;
+        let ihl = usize::from(ip.get_header_length()) * 4;
         // Not fragmented (MF clear, offset 0), TCP, no IP options.
-        if ihl != 20 || p[9] != 6 || u16::from_be_bytes([p[6], p[7]]) & 0x3fff != 0 {
+        if ihl != 20
+            || ip.get_next_level_protocol() != IpNextHeaderProtocols::Tcp
+            || ip.get_flags() & Ipv4Flags::MoreFragments != 0
+            || ip.get_fragment_offset() != 0
+        {
             return None;
         }
-        let total = usize::from(u16::from_be_bytes([p[2], p[3]]));
-        let thl = usize::from(*p.get(ihl + 12)? >> 4) * 4;
-        let flags = *p.get(ihl + 13)?;
-        if total != p.len() || thl < 20 || total < ihl + thl || flags & !(TCP_PSH) != TCP_ACK {
+        let total = usize::from(ip.get_total_length());
+        let tcp = TcpPacket::new(&p[ihl..])?;
+        let thl = usize::from(tcp.get_data_offset()) * 4;
+        let flags = tcp.get_flags();
+        if total != p.len() || thl < 20 || total < ihl + thl || flags & !TCP_PSH != TCP_ACK {
             return None;
         }
         let len = total - ihl - thl;
-        (len > 0).then_some((ihl, ihl + thl, len))
+        (len > 0).then_some(Segment {
+            ihl,
+            hlen: ihl + thl,
+            len,
+            seq: tcp.get_sequence(),
+            flags,
+        })
     }
 
     /// Offers one validated inner packet; calls `write` with finished (vnet header + packet)
     /// buffers.
     pub(crate) fn push(&mut self, p: &[u8], write: &mut impl FnMut(&[u8])) {
-        let Some((ihl, hlen, len)) = Self::mergeable(p) else {
+        let Some(Segment {
+            ihl,
+            hlen,
+            len,
+            seq,
+            flags,
+        }) = Self::mergeable(p)
+        else {
             self.flush(write);
             write_single(p, &mut self.buf, write);
             return;
         };
         if self.segs > 0 {
             let base = &self.buf[VNET_HDR_LEN..];
+            // Same flow and header: compared as raw byte ranges (one memcmp each) rather than
+            // field by field. Addresses; ports, (seq skipped), ack, data offset.. window;
+            // options identical.
             let same_flow = !self.closed
                 && hlen == self.hlen
                 && len <= self.mss
                 && base[12..20] == p[12..20]
-                // ports, (seq skipped), ack, data offset.. window; options identical
                 && base[ihl..ihl + 4] == p[ihl..ihl + 4]
                 && base[ihl + 8..ihl + 13] == p[ihl + 8..ihl + 13]
                 && base[ihl + 14..ihl + 16] == p[ihl + 14..ihl + 16]
                 && base[ihl + 20..hlen] == p[ihl + 20..hlen]
-                && u32::from_be_bytes(p[ihl + 4..ihl + 8].try_into().unwrap_or_default())
-                    == self.next_seq
+                && seq == self.next_seq
                 && self.buf.len() + len <= VNET_HDR_LEN + MAX_PACKET;
             if same_flow {
                 self.buf.extend_from_slice(&p[hlen..]);
                 self.segs += 1;
                 self.next_seq = self.next_seq.wrapping_add(len as u32);
-                let flags = p[ihl + 13];
                 self.buf[VNET_HDR_LEN + ihl + 13] |= flags & TCP_PSH;
                 if len < self.mss || flags & TCP_PSH != 0 {
                     self.closed = true;
@@ -249,9 +298,8 @@ impl Coalescer {
         self.ihl = ihl;
         self.hlen = hlen;
         self.mss = len;
-        self.next_seq = u32::from_be_bytes(p[ihl + 4..ihl + 8].try_into().unwrap_or_default())
-            .wrapping_add(len as u32);
-        self.closed = p[ihl + 13] & TCP_PSH != 0;
+        self.next_seq = seq.wrapping_add(len as u32);
+        self.closed = flags & TCP_PSH != 0;
     }
 
     /// Writes out the packet being built, if any.
