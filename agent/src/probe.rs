@@ -20,9 +20,17 @@
 //! if not, offload is turned back on: checksums were not the cause. The experiment runs once per
 //! agent run; offload is never disabled blindly (it costs throughput).
 //!
+//! Echo requests are built and replies parsed with `pnet_packet` (`MutableEchoRequestPacket`,
+//! `Ipv4Packet` + `EchoReplyPacket`, the ICMP checksum of `pnet_packet::icmp`).
+//!
 //! Results are read by the reconcile loop (the `FerryPeersUnreachable` condition, see
 //! [`crate::health`]), which is woken whenever a verdict changes.
 
+use pnet_packet::icmp::echo_reply::EchoReplyPacket;
+use pnet_packet::icmp::echo_request::MutableEchoRequestPacket;
+use pnet_packet::icmp::{self, IcmpPacket, IcmpTypes};
+use pnet_packet::ipv4::Ipv4Packet;
+use pnet_packet::Packet as _;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::Ipv4Addr;
@@ -393,45 +401,33 @@ fn set_opt<T>(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, v: &T) -> io:
     }
 }
 
-/// The RFC 1071 internet checksum of `data`.
-pub fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    for chunk in data.chunks(2) {
-        let word = match chunk {
-            [a, b] => u16::from_be_bytes([*a, *b]),
-            [a] => u16::from_be_bytes([*a, 0]),
-            _ => 0,
-        };
-        sum += u32::from(word);
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-/// An ICMP echo request with identifier `id`, sequence `seq` and our tag as payload.
+/// An ICMP echo request with identifier `id`, sequence `seq` and our tag as payload; the
+/// checksum is `pnet_packet::icmp::checksum` (RFC 1071 over the whole message).
 pub fn echo_request(id: u16, seq: u16) -> [u8; 16] {
     let mut p = [0u8; 16];
-    p[0] = 8; // echo request
-    p[4..6].copy_from_slice(&id.to_be_bytes());
-    p[6..8].copy_from_slice(&seq.to_be_bytes());
-    p[8..].copy_from_slice(TAG);
-    let c = checksum(&p);
-    p[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut req = MutableEchoRequestPacket::new(&mut p).expect("16 bytes hold an echo request");
+    req.set_icmp_type(IcmpTypes::EchoRequest);
+    req.set_identifier(id);
+    req.set_sequence_number(seq);
+    req.set_payload(TAG);
+    let c = icmp::checksum(&IcmpPacket::new(req.packet()).expect("16 bytes hold an ICMP header"));
+    req.set_checksum(c);
     p
 }
 
-/// The source of `packet` (IPv4 header + ICMP) if it is an echo reply to us (`id`, our tag).
+/// The source of `packet` (IPv4 header + ICMP, as a raw socket delivers it) if it is an echo
+/// reply to us (`id`, our tag).
 pub fn parse_reply(packet: &[u8], id: u16) -> Option<Ipv4Addr> {
-    let ihl = usize::from(*packet.first()? & 0x0f) * 4;
-    if packet.first()? >> 4 != 4 || ihl < 20 {
+    let ip = Ipv4Packet::new(packet)?;
+    if ip.get_version() != 4 || ip.get_header_length() < 5 {
         return None;
     }
-    let icmp = packet.get(ihl..)?;
-    let ok =
-        icmp.len() >= 16 && icmp[0] == 0 && icmp[4..6] == id.to_be_bytes() && &icmp[8..16] == TAG;
-    ok.then(|| Ipv4Addr::new(packet[12], packet[13], packet[14], packet[15]))
+    // The ICMP message is everything after the header (IHL), whatever the total length says.
+    let reply = EchoReplyPacket::new(packet.get(usize::from(ip.get_header_length()) * 4..)?)?;
+    let ok = reply.get_icmp_type() == IcmpTypes::EchoReply
+        && reply.get_identifier() == id
+        && reply.payload().get(..TAG.len()) == Some(TAG.as_slice());
+    ok.then(|| ip.get_source())
 }
 
 /// `struct ethtool_value`.
@@ -507,10 +503,18 @@ pub fn set_tx_checksum(dev: &str, on: bool) -> io::Result<()> {
 mod tests {
     use super::*;
 
+    /// `pnet_packet::util::checksum` without a skipped word: the plain RFC 1071 checksum (the
+    /// function `pnet_packet::icmp::checksum` runs, skipping the checksum field).
+    fn checksum(data: &[u8]) -> u16 {
+        pnet_packet::util::checksum(data, usize::MAX)
+    }
+
     #[test]
     fn echo_request_checksums_to_zero_and_replies_parse() {
         let req = echo_request(0x1234, 7);
         assert_eq!(req[0], 8);
+        assert_eq!(req[4..8], [0x12, 0x34, 0, 7], "identifier, sequence");
+        assert_eq!(&req[8..], TAG);
         assert_eq!(checksum(&req), 0, "a packet with its checksum sums to zero");
         // A reply as the kernel delivers it on a raw socket: IPv4 header + ICMP.
         let mut reply = vec![
@@ -542,6 +546,12 @@ mod tests {
             0x220d
         );
         assert_eq!(checksum(&[0xff]), !0xff00);
+        // What echo_request uses: the same sum with the checksum field (bytes 2..4) left out.
+        let example = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
+        assert_eq!(
+            icmp::checksum(&IcmpPacket::new(&example).unwrap()),
+            checksum(&[0x00, 0x01, 0, 0, 0xf4, 0xf5, 0xf6, 0xf7])
+        );
     }
 
     #[test]
