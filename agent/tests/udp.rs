@@ -13,12 +13,18 @@
 //!
 //! Node C only exists as an object (udp annotations, no machine) so its route can come and go;
 //! node D runs "vxlan" and must be skipped. Checked with independent tools: `ip -j -d link`,
-//! `ip -j route`, ping, sockets, and a raw `AF_PACKET` capture of B's underlay.
+//! `ip -j route`, ping, sockets, and a raw `AF_PACKET` capture of B's underlay decoded with
+//! `pnet_packet` (Ethernet / IPv4 / UDP / the inner IPv4 packet).
 
 mod common;
 
 use common::*;
 use ferry_tests::{privileged, wait_until, Netns, RootSnapshot};
+use pnet_packet::ethernet::{EtherTypes, EthernetPacket};
+use pnet_packet::ip::IpNextHeaderProtocols;
+use pnet_packet::ipv4::Ipv4Packet;
+use pnet_packet::udp::UdpPacket;
+use pnet_packet::Packet as _;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read as _, Write as _};
@@ -78,32 +84,32 @@ struct Tunnel {
     payload: Vec<u8>,
 }
 
+/// Decodes a captured frame: Ethernet / IPv4 / UDP whose payload is an IPv4 packet, that
+/// packet's payload past its 8-byte UDP header. `None` for anything else or anything truncated.
 fn decode(f: &[u8]) -> Option<Tunnel> {
-    let ip4 = |b: &[u8]| Ipv4Addr::new(b[0], b[1], b[2], b[3]);
-    if f.len() < 14 + 20 + 8 + 20 + 8 || f[12..14] != [0x08, 0x00] {
+    let eth = EthernetPacket::new(f)?;
+    if eth.get_ethertype() != EtherTypes::Ipv4 {
         return None;
     }
-    let ip = &f[14..];
-    let ihl = usize::from(ip[0] & 0x0f) * 4;
-    if ip[9] != 17 {
+    let ip = Ipv4Packet::new(eth.payload())?;
+    if ip.get_next_level_protocol() != IpNextHeaderProtocols::Udp {
         return None;
     }
-    let udp = &ip[ihl..];
-    let inner = &udp[8..];
-    if inner[0] >> 4 != 4 {
+    let udp = UdpPacket::new(ip.payload())?;
+    let inner = Ipv4Packet::new(udp.payload())?;
+    if inner.get_version() != 4 {
         return None;
     }
-    let iihl = usize::from(inner[0] & 0x0f) * 4;
     Some(Tunnel {
-        outer_src: ip4(&ip[12..16]),
-        outer_dst: ip4(&ip[16..20]),
-        sport: u16::from_be_bytes([udp[0], udp[1]]),
-        dport: u16::from_be_bytes([udp[2], udp[3]]),
-        udp_len: usize::from(u16::from_be_bytes([udp[4], udp[5]])),
-        inner_len: usize::from(u16::from_be_bytes([inner[2], inner[3]])),
-        inner_src: ip4(&inner[12..16]),
-        inner_dst: ip4(&inner[16..20]),
-        payload: inner.get(iihl + 8..)?.to_vec(),
+        outer_src: ip.get_source(),
+        outer_dst: ip.get_destination(),
+        sport: udp.get_source(),
+        dport: udp.get_destination(),
+        udp_len: usize::from(udp.get_length()),
+        inner_len: usize::from(inner.get_total_length()),
+        inner_src: inner.get_source(),
+        inner_dst: inner.get_destination(),
+        payload: inner.payload().get(8..)?.to_vec(),
     })
 }
 

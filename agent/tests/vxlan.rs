@@ -14,7 +14,7 @@
 //! (random-looking VTEP MAC, public IP without a machine behind it). Everything is checked with
 //! independent tools: `ip -j -d link`, `bridge -j fdb`, `ip -j neigh`, `ip -j route`,
 //! `ip monitor`, `iptables-save`, `iperf3`, sockets, and a raw `AF_PACKET` capture of the
-//! underlay decoding the VXLAN header by hand.
+//! underlay decoded with `pnet_packet` (Ethernet / IPv4 / UDP / VXLAN / inner Ethernet / IPv4).
 
 mod common;
 
@@ -22,6 +22,12 @@ use common::*;
 use ferry_agent::netlink::mac_string;
 use ferry_agent::vxlan::vtep_mac;
 use ferry_tests::{privileged, wait_until, ChildGuard, Netns, RootSnapshot};
+use pnet_packet::ethernet::{EtherTypes, EthernetPacket};
+use pnet_packet::ip::IpNextHeaderProtocols;
+use pnet_packet::ipv4::Ipv4Packet;
+use pnet_packet::udp::UdpPacket;
+use pnet_packet::vxlan::VxlanPacket;
+use pnet_packet::Packet as _;
 use serde_json::{json, Value};
 use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -176,36 +182,35 @@ struct Vxlan {
     payload: Vec<u8>,
 }
 
+/// Decodes a captured frame: Ethernet / IPv4 / UDP / VXLAN / inner Ethernet / inner IPv4, the
+/// inner payload past its 8-byte UDP header. `None` for anything else or anything truncated.
 fn decode(f: &[u8]) -> Option<Vxlan> {
-    let ip4 = |b: &[u8]| Ipv4Addr::new(b[0], b[1], b[2], b[3]);
-    if f.len() < 14 + 20 + 8 + 8 + 14 + 20 + 8 || f[12..14] != [0x08, 0x00] {
+    let eth = EthernetPacket::new(f)?;
+    if eth.get_ethertype() != EtherTypes::Ipv4 {
         return None;
     }
-    let ip = &f[14..];
-    let ihl = usize::from(ip[0] & 0x0f) * 4;
-    if ip[9] != 17 {
+    let ip = Ipv4Packet::new(eth.payload())?;
+    if ip.get_next_level_protocol() != IpNextHeaderProtocols::Udp {
         return None;
     }
-    let udp = &ip[ihl..];
-    let dport = u16::from_be_bytes([udp[2], udp[3]]);
-    let vx = &udp[8..];
-    let inner = &vx[8..];
-    if inner[12..14] != [0x08, 0x00] {
+    let udp = UdpPacket::new(ip.payload())?;
+    let vx = VxlanPacket::new(udp.payload())?;
+    let inner = EthernetPacket::new(vx.payload())?;
+    if inner.get_ethertype() != EtherTypes::Ipv4 {
         return None;
     }
-    let iip = &inner[14..];
-    let iihl = usize::from(iip[0] & 0x0f) * 4;
+    let iip = Ipv4Packet::new(inner.payload())?;
     Some(Vxlan {
-        outer_src: ip4(&ip[12..16]),
-        outer_dst: ip4(&ip[16..20]),
-        dport,
-        flags: vx[0],
-        vni: u32::from_be_bytes([0, vx[4], vx[5], vx[6]]),
-        inner_dst_mac: inner[0..6].try_into().ok()?,
-        inner_src_mac: inner[6..12].try_into().ok()?,
-        inner_src: ip4(&iip[12..16]),
-        inner_dst: ip4(&iip[16..20]),
-        payload: iip.get(iihl + 8..)?.to_vec(),
+        outer_src: ip.get_source(),
+        outer_dst: ip.get_destination(),
+        dport: udp.get_destination(),
+        flags: vx.get_flags(),
+        vni: vx.get_vni(),
+        inner_dst_mac: inner.get_destination().octets(),
+        inner_src_mac: inner.get_source().octets(),
+        inner_src: iip.get_source(),
+        inner_dst: iip.get_destination(),
+        payload: iip.payload().get(8..)?.to_vec(),
     })
 }
 
