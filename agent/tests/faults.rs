@@ -128,27 +128,6 @@ fn flannel(mac: &str, ip: &str, vni: u32) -> Value {
     })
 }
 
-/// `(mac, dst)` of every FDB entry with a destination on `ferry.1`.
-fn fdb(n: &NodeEnv) -> Vec<(String, String)> {
-    let out =
-        n.ns.sh("bridge -j fdb show dev ferry.1 2>/dev/null || echo '[]'");
-    let v: Value = serde_json::from_str(&out).unwrap_or(Value::Array(vec![]));
-    let mut e: Vec<_> = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e.get("dst").is_some())
-        .map(|e| {
-            (
-                e["mac"].as_str().unwrap().to_owned(),
-                e["dst"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    e.sort();
-    e
-}
-
 fn has_vx_route(n: &NodeEnv, cidr: &str) -> bool {
     n.ferry_routes()
         .iter()
@@ -341,9 +320,9 @@ fn faults_and_garbage_set_node_conditions_and_tear_nothing_down() {
         ];
         want_a.sort();
         assert!(
-            wait_until(Duration::from_secs(3), || fdb(&a) == want_a),
+            wait_until(Duration::from_secs(3), || ferry1_fdb(&a) == want_a),
             "{:?}",
-            fdb(&a)
+            ferry1_fdb(&a)
         );
         for cidr in ["10.244.5.0/24", "10.244.7.0/24", "10.244.8.0/24"] {
             assert!(!has_vx_route(&a, cidr), "{cidr}: {:?}", a.ferry_routes());

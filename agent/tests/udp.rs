@@ -29,7 +29,6 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -606,39 +605,16 @@ fn udp_backend_tun_routes_wire_format_and_restart() {
 
         // 6. On the wire (B's underlay): UDP from A:8285 to B:8285 whose payload is exactly the
         //    inner IPv4 packet between the pod IPs.
-        let fd = raw_socket(&b.ns);
-        let marker = b"ferry-udp-wire-marker";
         let target: SocketAddr = format!("{ip_b}:7777").parse().unwrap();
-        let capture = std::thread::spawn(move || {
-            let end = Instant::now() + Duration::from_secs(5);
-            let mut buf = vec![0u8; 65536];
-            while Instant::now() < end {
-                // SAFETY: buf is a valid writable buffer of buf.len() bytes, fd is open.
-                let n =
-                    unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-                if n <= 0 {
-                    continue;
-                }
-                if let Some(v) = decode(&buf[..n as usize]) {
-                    if v.payload.windows(marker.len()).any(|w| w == marker) {
-                        return Some(v);
-                    }
-                }
-            }
-            None
-        });
-        std::thread::sleep(Duration::from_millis(100));
-        pod_a.run(|| {
-            let s = UdpSocket::bind("0.0.0.0:0").unwrap();
-            for _ in 0..5 {
-                s.send_to(marker, target).unwrap();
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        });
-        let v = capture
-            .join()
-            .unwrap()
-            .expect("no tunnel datagram with the marker on B's eth0");
+        let v = capture_marked(
+            &b.ns,
+            &pod_a,
+            target,
+            b"ferry-udp-wire-marker",
+            decode,
+            |v| &v.payload,
+        )
+        .expect("no tunnel datagram with the marker on B's eth0");
         eprintln!("captured: {v:?}");
         assert_eq!(v.outer_src.to_string(), a.ip);
         assert_eq!(v.outer_dst.to_string(), b.ip);

@@ -31,7 +31,6 @@ use pnet_packet::Packet as _;
 use serde_json::{json, Value};
 use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd as _;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -42,26 +41,6 @@ const VX_MTU: u32 = UNDERLAY_MTU - 50;
 
 fn net0(cidr: &str) -> String {
     cidr.split('/').next().unwrap().to_owned()
-}
-
-/// `(mac, dst)` of every FDB entry with a remote on `ferry.1`.
-fn fdb(n: &NodeEnv) -> Vec<(String, String)> {
-    let out = n.ns.sh("bridge -j fdb show dev ferry.1");
-    let v: Value = serde_json::from_str(&out).unwrap_or(Value::Array(vec![]));
-    let mut e: Vec<_> = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e.get("dst").is_some())
-        .map(|e| {
-            (
-                e["mac"].as_str().unwrap().to_owned(),
-                e["dst"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    e.sort();
-    e
 }
 
 /// `(ip, mac, state)` of every neighbour entry on `ferry.1`.
@@ -129,7 +108,7 @@ fn want_entries(peers: &[(&str, &str, &str)]) -> Entries {
 }
 
 fn entries(n: &NodeEnv) -> Entries {
-    (fdb(n), neigh(n), vx_routes(n))
+    (ferry1_fdb(n), neigh(n), vx_routes(n))
 }
 
 /// TCP from `client` to `addr:port` served in `server`: the peer address the server saw.
@@ -410,39 +389,11 @@ fn vxlan_overlay_masquerade_wire_format_and_restart() {
         // 6. On the wire (captured on B's underlay): VXLAN, VNI 1, outer = node IPs, inner = pod
         //    IPs and VTEP MACs; the MASQUERADE rule never matched any of it.
         let masq_before = masq_packets(&a);
-        let fd = raw_socket(&b.ns);
-        let marker = b"ferry-wire-marker";
         let target: SocketAddr = format!("{ip_b}:7777").parse().unwrap();
-        let capture = std::thread::spawn(move || {
-            let end = Instant::now() + Duration::from_secs(5);
-            let mut buf = vec![0u8; 65536];
-            while Instant::now() < end {
-                // SAFETY: buf is a valid writable buffer of buf.len() bytes, fd is open.
-                let n =
-                    unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-                if n <= 0 {
-                    continue;
-                }
-                if let Some(v) = decode(&buf[..n as usize]) {
-                    if v.payload.windows(marker.len()).any(|w| w == marker) {
-                        return Some(v);
-                    }
-                }
-            }
-            None
-        });
-        std::thread::sleep(Duration::from_millis(100));
-        pod_a.run(|| {
-            let s = UdpSocket::bind("0.0.0.0:0").unwrap();
-            for _ in 0..5 {
-                s.send_to(marker, target).unwrap();
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        });
-        let v = capture
-            .join()
-            .unwrap()
-            .expect("no VXLAN frame with the marker on B's eth0");
+        let v = capture_marked(&b.ns, &pod_a, target, b"ferry-wire-marker", decode, |v| {
+            &v.payload
+        })
+        .expect("no VXLAN frame with the marker on B's eth0");
         eprintln!("captured: {v:?}");
         assert_eq!(v.outer_src.to_string(), a.ip);
         assert_eq!(v.outer_dst.to_string(), b.ip);

@@ -450,3 +450,66 @@ pub(crate) fn raw_socket(ns: &Netns) -> OwnedFd {
         fd
     })
 }
+
+/// Sends `marker` five times over UDP from `sender` to `target` while capturing every frame on
+/// `capture`'s `eth0`: the first frame that `decode` accepts and whose `payload` contains the
+/// marker (5 s at most).
+pub(crate) fn capture_marked<T: Send + 'static>(
+    capture: &Netns,
+    sender: &Netns,
+    target: std::net::SocketAddr,
+    marker: &'static [u8],
+    decode: fn(&[u8]) -> Option<T>,
+    payload: fn(&T) -> &[u8],
+) -> Option<T> {
+    let fd = raw_socket(capture);
+    let capture = std::thread::spawn(move || {
+        let end = std::time::Instant::now() + Duration::from_secs(5);
+        let mut buf = vec![0u8; 65536];
+        while std::time::Instant::now() < end {
+            // SAFETY: buf is a valid writable buffer of buf.len() bytes, fd is open.
+            let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            let Ok(n) = usize::try_from(n) else {
+                continue;
+            };
+            if let Some(v) = decode(&buf[..n]) {
+                if payload(&v).windows(marker.len()).any(|w| w == marker) {
+                    return Some(v);
+                }
+            }
+        }
+        None
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    sender.run(|| {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        for _ in 0..5 {
+            s.send_to(marker, target).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    capture.join().unwrap()
+}
+
+/// `(mac, dst)` of every FDB entry with a destination on `ferry.1` of node `n` (sorted; empty
+/// when the device does not exist).
+pub(crate) fn ferry1_fdb(n: &NodeEnv) -> Vec<(String, String)> {
+    let out =
+        n.ns.sh("bridge -j fdb show dev ferry.1 2>/dev/null || echo '[]'");
+    let v: Value = serde_json::from_str(&out).unwrap_or(Value::Array(vec![]));
+    let mut e: Vec<_> = v
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter(|e| e.get("dst").is_some())
+        .map(|e| {
+            (
+                e["mac"].as_str().unwrap_or_default().to_owned(),
+                e["dst"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    e.sort();
+    e
+}
