@@ -54,20 +54,6 @@ fn want_routes(cidrs: &[&str]) -> Vec<(String, String, String)> {
     v
 }
 
-/// UDP datagram from `client` to `addr:port` served in `server`: the source the server saw.
-fn udp_peer(server: &Netns, client: &Netns, addr: &str, port: u16) -> Option<SocketAddr> {
-    let sock = server.run(|| UdpSocket::bind(("0.0.0.0", port)).unwrap());
-    sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    let target: SocketAddr = format!("{addr}:{port}").parse().unwrap();
-    client.run(|| {
-        let c = UdpSocket::bind("0.0.0.0:0").unwrap();
-        c.send_to(b"ferry-udp", target).unwrap();
-    });
-    let mut buf = [0u8; 64];
-    let (n, from) = sock.recv_from(&mut buf).ok()?;
-    (buf[..n] == *b"ferry-udp").then_some(from)
-}
-
 /// A decoded tunnel frame: outer IPs and UDP ports, then the inner IPv4 packet (the whole UDP
 /// payload, flannel's udp format).
 #[derive(Debug)]

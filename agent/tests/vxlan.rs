@@ -29,8 +29,8 @@ use pnet_packet::udp::UdpPacket;
 use pnet_packet::vxlan::VxlanPacket;
 use pnet_packet::Packet as _;
 use serde_json::{json, Value};
-use std::io::{Read as _, Write as _};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::io::Read as _;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -109,41 +109,6 @@ fn want_entries(peers: &[(&str, &str, &str)]) -> Entries {
 
 fn entries(n: &NodeEnv) -> Entries {
     (ferry1_fdb(n), neigh(n), vx_routes(n))
-}
-
-/// TCP from `client` to `addr:port` served in `server`: the peer address the server saw.
-fn tcp_peer(server: &Netns, client: &Netns, addr: &str, port: u16) -> Option<SocketAddr> {
-    let listener = server.run(|| TcpListener::bind(("0.0.0.0", port)).unwrap());
-    let target: SocketAddr = format!("{addr}:{port}").parse().unwrap();
-    let acceptor = std::thread::spawn(move || {
-        let (mut s, peer) = listener.accept().ok()?;
-        let mut b = [0u8; 1];
-        s.read_exact(&mut b).ok().map(|()| peer)
-    });
-    let sent = client.run(|| {
-        TcpStream::connect_timeout(&target, Duration::from_secs(3))
-            .and_then(|mut s| s.write_all(b"x"))
-            .is_ok()
-    });
-    if !sent {
-        let _ = server.run(|| TcpStream::connect(("127.0.0.1", port)));
-    }
-    let peer = acceptor.join().unwrap();
-    peer.filter(|_| sent)
-}
-
-/// UDP datagram from `client` to `addr:port` served in `server`: the source the server saw.
-fn udp_peer(server: &Netns, client: &Netns, addr: &str, port: u16) -> Option<SocketAddr> {
-    let sock = server.run(|| UdpSocket::bind(("0.0.0.0", port)).unwrap());
-    sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    let target: SocketAddr = format!("{addr}:{port}").parse().unwrap();
-    client.run(|| {
-        let c = UdpSocket::bind("0.0.0.0:0").unwrap();
-        c.send_to(b"ferry-udp", target).unwrap();
-    });
-    let mut buf = [0u8; 64];
-    let (n, from) = sock.recv_from(&mut buf).ok()?;
-    (buf[..n] == *b"ferry-udp").then_some(from)
 }
 
 /// A decoded VXLAN frame: outer IPs, UDP ports, VNI, inner MACs, inner IPs, inner payload.

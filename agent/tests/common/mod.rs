@@ -373,13 +373,24 @@ impl NodeEnv {
 
 /// A TCP listener in `server` on `addr:port`, a connection from `client`; true if a byte arrived.
 pub(crate) fn tcp_reaches(server: &Netns, client: &Netns, addr: &str, port: u16) -> bool {
+    tcp_peer(server, client, addr, port).is_some()
+}
+
+/// TCP from `client` to `addr:port` served in `server`: the peer address the server saw (once a
+/// byte arrived), `None` if the connection or the byte did not make it.
+pub(crate) fn tcp_peer(
+    server: &Netns,
+    client: &Netns,
+    addr: &str,
+    port: u16,
+) -> Option<std::net::SocketAddr> {
     use std::net::{TcpListener, TcpStream};
     let listener = server.run(|| TcpListener::bind(("0.0.0.0", port)).unwrap());
     let target: std::net::SocketAddr = format!("{addr}:{port}").parse().unwrap();
     let acceptor = std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().ok()?;
+        let (mut s, peer) = listener.accept().ok()?;
         let mut b = [0u8; 1];
-        s.read_exact(&mut b).ok().map(|()| b[0])
+        s.read_exact(&mut b).ok().map(|()| peer)
     });
     let sent = client.run(|| {
         TcpStream::connect_timeout(&target, Duration::from_secs(3))
@@ -390,8 +401,28 @@ pub(crate) fn tcp_reaches(server: &Netns, client: &Netns, addr: &str, port: u16)
         // Unblock the acceptor.
         let _ = server.run(|| TcpStream::connect(("127.0.0.1", port)));
     }
-    let got = acceptor.join().unwrap();
-    sent && got == Some(b'x')
+    let peer = acceptor.join().unwrap();
+    peer.filter(|_| sent)
+}
+
+/// UDP datagram from `client` to `addr:port` served in `server`: the source the server saw.
+pub(crate) fn udp_peer(
+    server: &Netns,
+    client: &Netns,
+    addr: &str,
+    port: u16,
+) -> Option<std::net::SocketAddr> {
+    use std::net::UdpSocket;
+    let sock = server.run(|| UdpSocket::bind(("0.0.0.0", port)).unwrap());
+    sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let target: std::net::SocketAddr = format!("{addr}:{port}").parse().unwrap();
+    client.run(|| {
+        let c = UdpSocket::bind("0.0.0.0:0").unwrap();
+        c.send_to(b"ferry-udp", target).unwrap();
+    });
+    let mut buf = [0u8; 64];
+    let (n, from) = sock.recv_from(&mut buf).ok()?;
+    (buf[..n] == *b"ferry-udp").then_some(from)
 }
 
 /// The first host of a /24 (`10.244.1.0/24` -> `10.244.1.1/24`).
