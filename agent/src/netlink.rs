@@ -493,39 +493,14 @@ impl Netlink {
 
     /// The IPv4 addresses of one link, in the kernel's order (primary first).
     pub fn ipv4_addresses(&mut self, index: u32) -> Result<Vec<Ipv4Network>, NlError> {
-        let mut req = AddressMessage::default();
-        req.header.family = AddressFamily::Inet;
-        req.header.index = index;
-        let replies = self.request(
-            "dump addresses",
-            RouteNetlinkMessage::GetAddress(req),
-            NLM_F_DUMP,
-        )?;
-        let mut out = Vec::new();
-        for r in replies {
-            let RouteNetlinkMessage::NewAddress(m) = r else {
-                continue;
-            };
-            if m.header.index != index {
-                continue;
-            }
-            let local = m.attributes.iter().find_map(|a| match a {
-                AddressAttribute::Local(IpAddr::V4(ip)) => Some(*ip),
-                _ => None,
-            });
-            let addr = local.or_else(|| {
-                m.attributes.iter().find_map(|a| match a {
-                    AddressAttribute::Address(IpAddr::V4(ip)) => Some(*ip),
-                    _ => None,
-                })
-            });
-            if let Some(ip) = addr {
-                if let Ok(net) = Ipv4Network::new(ip, m.header.prefix_len) {
-                    out.push(net);
-                }
-            }
-        }
-        Ok(out)
+        let all = self.inner.addresses(index)?;
+        Ok(all
+            .into_iter()
+            .filter_map(|n| match n {
+                ipnetwork::IpNetwork::V4(v4) => Some(v4),
+                ipnetwork::IpNetwork::V6(_) => None,
+            })
+            .collect())
     }
 
     /// Every IPv4 route of the main table, whoever installed it.
