@@ -691,6 +691,50 @@ fn udp_backend_tun_routes_wire_format_and_restart() {
             );
         }
 
+        // 8b. UDP 8285 held by another socket when the agent starts: NetworkUnavailable=True
+        //     TunnelPortInUse on A's Node, the agent keeps running and serves once it is free.
+        a.kill_agent();
+        let squatter = a.ns.run(|| UdpSocket::bind("0.0.0.0:8285").unwrap());
+        a.start_agent(&cp);
+        let unavailable = |want: &str| {
+            let node = cp.node("node-a");
+            node["status"]["conditions"].as_array().is_some_and(|cs| {
+                cs.iter().any(|c| {
+                    c["type"] == "NetworkUnavailable"
+                        && c["status"] == want
+                        && (want == "False" || c["reason"] == "TunnelPortInUse")
+                })
+            })
+        };
+        assert!(
+            wait_until(Duration::from_secs(10), || unavailable("True")),
+            "{}\n{}",
+            cp.node("node-a")["status"],
+            a.logs()
+        );
+        assert!(
+            a.logs().contains("UDP port 8285 is held by another socket"),
+            "{}",
+            a.logs()
+        );
+        assert!(
+            a.agent.as_mut().unwrap().0.try_wait().unwrap().is_none(),
+            "agent exited"
+        );
+        drop(squatter);
+        assert!(
+            wait_until(Duration::from_secs(10), || unavailable("False")),
+            "{}",
+            a.logs()
+        );
+        assert!(
+            wait_until(Duration::from_secs(10), || tcp_reaches(
+                &pod_b, &pod_a, &ip_b, 8083
+            )),
+            "{}",
+            a.logs()
+        );
+
         // 9. `ferry-agent uninstall` removes the device and the routes.
         a.kill_agent();
         let out = a.ns.command(AGENT).arg("uninstall").output().unwrap();
