@@ -336,25 +336,35 @@ impl Netlink {
         }
     }
 
-    /// The IPv4 neighbour entries of one device.
-    pub fn neighbours_v4(&mut self, index: u32) -> Result<Vec<Neigh>, NlError> {
+    /// The neighbour-table entries of `family` (`Inet`: ARP, `Bridge`: FDB) on one device.
+    fn dump_neighbours(
+        &mut self,
+        op: &str,
+        family: AddressFamily,
+        index: u32,
+    ) -> Result<Vec<NeighbourMessage>, NlError> {
         let mut req = NeighbourMessage::default();
-        req.header.family = AddressFamily::Inet;
+        req.header.family = family;
         // Strict checking refuses ndm_ifindex in a dump request; the attribute filters instead.
         req.attributes.push(NeighbourAttribute::IfIndex(index));
-        let replies = self.request(
-            "dump neighbours",
-            RouteNetlinkMessage::GetNeighbour(req),
-            NLM_F_DUMP,
-        )?;
+        let replies = self.request(op, RouteNetlinkMessage::GetNeighbour(req), NLM_F_DUMP)?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|r| match r {
+                RouteNetlinkMessage::NewNeighbour(m)
+                    if m.header.ifindex == index && m.header.family == family =>
+                {
+                    Some(m)
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// The IPv4 neighbour entries of one device.
+    pub fn neighbours_v4(&mut self, index: u32) -> Result<Vec<Neigh>, NlError> {
         let mut out = Vec::new();
-        for r in replies {
-            let RouteNetlinkMessage::NewNeighbour(m) = r else {
-                continue;
-            };
-            if m.header.ifindex != index || m.header.family != AddressFamily::Inet {
-                continue;
-            }
+        for m in self.dump_neighbours("dump neighbours", AddressFamily::Inet, index)? {
             let mut ip = None;
             let mut mac = None;
             for a in &m.attributes {
@@ -413,22 +423,8 @@ impl Netlink {
 
     /// The FDB entries of one (VXLAN) device, as `bridge fdb show dev D` lists them.
     pub fn fdb(&mut self, index: u32) -> Result<Vec<Fdb>, NlError> {
-        let mut req = NeighbourMessage::default();
-        req.header.family = AddressFamily::Bridge;
-        req.attributes.push(NeighbourAttribute::IfIndex(index));
-        let replies = self.request(
-            "dump fdb",
-            RouteNetlinkMessage::GetNeighbour(req),
-            NLM_F_DUMP,
-        )?;
         let mut out = Vec::new();
-        for r in replies {
-            let RouteNetlinkMessage::NewNeighbour(m) = r else {
-                continue;
-            };
-            if m.header.ifindex != index || m.header.family != AddressFamily::Bridge {
-                continue;
-            }
+        for m in self.dump_neighbours("dump fdb", AddressFamily::Bridge, index)? {
             let mut mac = None;
             let mut dst = None;
             for a in &m.attributes {
