@@ -521,24 +521,22 @@ impl Batch {
 }
 
 impl Worker {
+    /// `poll` entries for the TUN queue (index 0) and the UDP socket (index 1).
+    fn pollfds(&self) -> [libc::pollfd; 2] {
+        [self.tun.as_raw_fd(), self.sock.as_raw_fd()].map(|fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+    }
+
     fn run(self) {
         if self.offload {
             return self.run_offload();
         }
         let mut out = Batch::new();
         let mut inb = Batch::new();
-        let mut fds = [
-            libc::pollfd {
-                fd: self.tun.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: self.sock.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
+        let mut fds = self.pollfds();
         while !self.stop.load(Ordering::Relaxed) {
             // SAFETY: fds is a valid array of two pollfd structs.
             let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, POLL_MS) };
@@ -685,18 +683,7 @@ impl Worker {
         let mut obuf = Vec::with_capacity(2 * offload::MAX_PACKET);
         let mut ibuf = vec![0u8; offload::MAX_PACKET];
         let mut coalescer = offload::Coalescer::new();
-        let mut fds = [
-            libc::pollfd {
-                fd: self.tun.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: self.sock.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
+        let mut fds = self.pollfds();
         while !self.stop.load(Ordering::Relaxed) {
             // SAFETY: fds is a valid array of two pollfd structs.
             let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, POLL_MS) };
