@@ -20,10 +20,7 @@ mod common;
 
 use common::*;
 use ferry_tests::{privileged, wait_until, Netns, RootSnapshot};
-use pnet_packet::ethernet::{EtherTypes, EthernetPacket};
-use pnet_packet::ip::IpNextHeaderProtocols;
 use pnet_packet::ipv4::Ipv4Packet;
-use pnet_packet::udp::UdpPacket;
 use pnet_packet::Packet as _;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -72,22 +69,14 @@ struct Tunnel {
 /// Decodes a captured frame: Ethernet / IPv4 / UDP whose payload is an IPv4 packet, that
 /// packet's payload past its 8-byte UDP header. `None` for anything else or anything truncated.
 fn decode(f: &[u8]) -> Option<Tunnel> {
-    let eth = EthernetPacket::new(f)?;
-    if eth.get_ethertype() != EtherTypes::Ipv4 {
-        return None;
-    }
-    let ip = Ipv4Packet::new(eth.payload())?;
-    if ip.get_next_level_protocol() != IpNextHeaderProtocols::Udp {
-        return None;
-    }
-    let udp = UdpPacket::new(ip.payload())?;
+    let (outer_src, outer_dst, udp) = outer_udp(f)?;
     let inner = Ipv4Packet::new(udp.payload())?;
     if inner.get_version() != 4 {
         return None;
     }
     Some(Tunnel {
-        outer_src: ip.get_source(),
-        outer_dst: ip.get_destination(),
+        outer_src,
+        outer_dst,
         sport: udp.get_source(),
         dport: udp.get_destination(),
         udp_len: usize::from(udp.get_length()),

@@ -23,9 +23,7 @@ use ferry_agent::netlink::mac_string;
 use ferry_agent::vxlan::vtep_mac;
 use ferry_tests::{privileged, wait_until, ChildGuard, Netns, RootSnapshot};
 use pnet_packet::ethernet::{EtherTypes, EthernetPacket};
-use pnet_packet::ip::IpNextHeaderProtocols;
 use pnet_packet::ipv4::Ipv4Packet;
-use pnet_packet::udp::UdpPacket;
 use pnet_packet::vxlan::VxlanPacket;
 use pnet_packet::Packet as _;
 use serde_json::{json, Value};
@@ -129,15 +127,7 @@ struct Vxlan {
 /// Decodes a captured frame: Ethernet / IPv4 / UDP / VXLAN / inner Ethernet / inner IPv4, the
 /// inner payload past its 8-byte UDP header. `None` for anything else or anything truncated.
 fn decode(f: &[u8]) -> Option<Vxlan> {
-    let eth = EthernetPacket::new(f)?;
-    if eth.get_ethertype() != EtherTypes::Ipv4 {
-        return None;
-    }
-    let ip = Ipv4Packet::new(eth.payload())?;
-    if ip.get_next_level_protocol() != IpNextHeaderProtocols::Udp {
-        return None;
-    }
-    let udp = UdpPacket::new(ip.payload())?;
+    let (outer_src, outer_dst, udp) = outer_udp(f)?;
     let vx = VxlanPacket::new(udp.payload())?;
     let inner = EthernetPacket::new(vx.payload())?;
     if inner.get_ethertype() != EtherTypes::Ipv4 {
@@ -145,8 +135,8 @@ fn decode(f: &[u8]) -> Option<Vxlan> {
     }
     let iip = Ipv4Packet::new(inner.payload())?;
     Some(Vxlan {
-        outer_src: ip.get_source(),
-        outer_dst: ip.get_destination(),
+        outer_src,
+        outer_dst,
         dport: udp.get_destination(),
         flags: vx.get_flags(),
         vni: vx.get_vni(),

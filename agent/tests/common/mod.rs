@@ -544,3 +544,28 @@ pub(crate) fn ferry1_fdb(n: &NodeEnv) -> Vec<(String, String)> {
     e.sort();
     e
 }
+
+/// The outer IPv4 source and destination and the UDP datagram of a captured Ethernet frame
+/// (decoded with `pnet_packet`); `None` for anything but IPv4 / UDP, or anything truncated.
+pub(crate) fn outer_udp(
+    f: &[u8],
+) -> Option<(
+    std::net::Ipv4Addr,
+    std::net::Ipv4Addr,
+    pnet_packet::udp::UdpPacket<'_>,
+)> {
+    use pnet_packet::ethernet::{EtherTypes, EthernetPacket};
+    use pnet_packet::ipv4::Ipv4Packet;
+    if EthernetPacket::new(f)?.get_ethertype() != EtherTypes::Ipv4 {
+        return None;
+    }
+    let l3 = f.get(EthernetPacket::minimum_packet_size()..)?;
+    let ip = Ipv4Packet::new(l3)?;
+    if ip.get_next_level_protocol() != pnet_packet::ip::IpNextHeaderProtocols::Udp {
+        return None;
+    }
+    let start = usize::from(ip.get_header_length()) * 4;
+    let end = usize::from(ip.get_total_length()).min(l3.len());
+    let udp = pnet_packet::udp::UdpPacket::new(l3.get(start..end)?)?;
+    Some((ip.get_source(), ip.get_destination(), udp))
+}
