@@ -421,37 +421,28 @@ fn faults_and_garbage_set_node_conditions_and_tear_nothing_down() {
         //    tunnel nor their underlay address answers. Blocking UDP 8472 on B leaves B's
         //    underlay answering but its tunnel silent: A names it, tries the checksum fallback
         //    (offload off, probe, no better: offload back on) and clears once unblocked.
+        // `ethtool -k ferry.1`'s verdict on TX checksumming: `Some(true)` for "on".
         let tx_csum = |n: &NodeEnv| {
-            n.ns.sh("ethtool -k ferry.1")
-                .lines()
-                .find(|l| l.starts_with("tx-checksumming:"))
-                .unwrap_or_default()
-                .to_owned()
+            let out = n.ns.sh("ethtool -k ferry.1");
+            let line = out.lines().find(|l| l.starts_with("tx-checksumming:"))?;
+            Some(
+                line.trim_start_matches("tx-checksumming:")
+                    .trim_start()
+                    .starts_with("on"),
+            )
         };
-        assert!(
-            tx_csum(&a).starts_with("tx-checksumming: on"),
-            "{}",
-            tx_csum(&a)
-        );
+        assert_eq!(tx_csum(&a), Some(true));
         // The agent's ethtool ioctl, checked with ethtool itself.
         a.ns.run(|| ferry_agent::probe::set_tx_checksum("ferry.1", false))
             .unwrap();
-        assert!(
-            tx_csum(&a).starts_with("tx-checksumming: off"),
-            "{}",
-            tx_csum(&a)
-        );
+        assert_eq!(tx_csum(&a), Some(false));
         assert_eq!(
             a.ns.run(|| ferry_agent::probe::tx_checksum("ferry.1")),
             Some(false)
         );
         a.ns.run(|| ferry_agent::probe::set_tx_checksum("ferry.1", true))
             .unwrap();
-        assert!(
-            tx_csum(&a).starts_with("tx-checksumming: on"),
-            "{}",
-            tx_csum(&a)
-        );
+        assert_eq!(tx_csum(&a), Some(true));
         let msg = wait_message(
             &cp,
             &a,
@@ -485,10 +476,7 @@ fn faults_and_garbage_set_node_conditions_and_tear_nothing_down() {
             "no checksum experiment:\n{}",
             a.logs()
         );
-        assert!(
-            tx_csum(&a).starts_with("tx-checksumming: on"),
-            "offload not restored"
-        );
+        assert_eq!(tx_csum(&a), Some(true), "offload not restored");
         assert!(!a.logs().contains("offload disabled"), "{}", a.logs());
         b.ns.sh("iptables -D INPUT -p udp --dport 8472 -j DROP");
         for n in ["node-c", "node-d"] {
