@@ -259,17 +259,7 @@ fn a_deployment_across_three_nodes_scales_rolls_restarts_and_survives_kubelet_lo
     let node = victim["spec"]["nodeName"].as_str().unwrap().to_owned();
     let idx: u32 = node.trim_start_matches("node-").parse().unwrap();
     let pod_cg = c.cgroup().join(format!("n{idx}/pods")).join(&uid);
-    let pids: Vec<i32> = std::fs::read_dir(&pod_cg)
-        .unwrap()
-        .flatten()
-        .flat_map(|e| {
-            std::fs::read_to_string(e.path().join("cgroup.procs"))
-                .unwrap_or_default()
-                .lines()
-                .filter_map(|l| l.parse().ok())
-                .collect::<Vec<i32>>()
-        })
-        .collect();
+    let pids = child_cgroup_pids(&pod_cg);
     assert_eq!(pids.len(), 1, "{pids:?} in {}", pod_cg.display());
     nix_kill(pids[0], libc::SIGKILL);
     k.wait(&["get", "pod", &name], 30, "restarted container", |p| {
@@ -448,12 +438,17 @@ fn node_pod_pids(c: &Cluster, idx: u32) -> Vec<i32> {
         .unwrap()
         .flatten()
         .filter(|e| e.path().is_dir())
-        .flat_map(|e| {
-            std::fs::read_dir(e.path())
-                .unwrap()
-                .flatten()
-                .collect::<Vec<_>>()
-        })
+        .flat_map(|e| child_cgroup_pids(&e.path()))
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
+/// The processes in the child cgroups of `dir` (one level down: a pod's container attempts).
+fn child_cgroup_pids(dir: &std::path::Path) -> Vec<i32> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
         .flat_map(|e| {
             std::fs::read_to_string(e.path().join("cgroup.procs"))
                 .unwrap_or_default()
@@ -461,7 +456,5 @@ fn node_pod_pids(c: &Cluster, idx: u32) -> Vec<i32> {
                 .filter_map(|l| l.parse().ok())
                 .collect::<Vec<i32>>()
         })
-        .collect();
-    pids.sort_unstable();
-    pids
+        .collect()
 }
