@@ -2,16 +2,16 @@
 # Installs everything Ferry needs on a fresh Debian bookworm machine of the project's kind.
 # Idempotent: a second run checks what is there and returns in a second or two.
 #
-#   - apt packages for the build (llvm-22 for bpf-linker), the tests (iproute2, iptables, bpftool,
+#   - apt packages for the build (llvm-22 for bpf-linker; protoc and the well-known .proto files of
+#     libprotobuf-dev for etcd-client's build script: --no-install-recommends leaves those out), the tests (iproute2, iptables, bpftool,
 #     containerd, the reference CNI plugins) and the benchmarks (iperf3, sockperf);
 #   - the nightly `rust-src` component (eBPF programs are built with -Z build-std=core);
 #   - bpf-linker, built against the system LLVM 22.
 set -euo pipefail
 
-if [ "$(id -u)" -ne 0 ]; then
-  echo "setup.sh: must run as root (it installs apt packages)" >&2
-  exit 1
-fi
+# shellcheck source=scripts/root.sh
+. "$(dirname "$0")/root.sh"
+as_root "$0" "$@"
 
 APT_PACKAGES=(
   build-essential pkg-config ca-certificates
@@ -20,7 +20,7 @@ APT_PACKAGES=(
   containernetworking-plugins containerd
   etcd-server
   llvm-22-dev libpolly-22-dev zlib1g-dev libzstd-dev
-  protobuf-compiler
+  protobuf-compiler libprotobuf-dev
 )
 
 missing=()
@@ -45,9 +45,6 @@ else
   echo "setup: apt packages present"
 fi
 
-if ! command -v kubectl >/dev/null 2>&1; then
-  echo "setup: warning: kubectl not found (the apiserver tests need it)" >&2
-fi
 
 if ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src'; then
   echo "setup: adding rust-src to the nightly toolchain"
@@ -63,4 +60,22 @@ else
   echo "setup: bpf-linker present ($(bpf-linker --version 2>/dev/null | head -1))"
 fi
 
+# What the build, the tests and the benchmarks need, checked after installing: a missing piece is
+# named here rather than failing a build ten minutes later.
+problems=()
+for cmd in cc pkg-config protoc ip iptables-save iptables-restore bpftool jq nsenter iperf3 sockperf \
+  ping ethtool containerd etcd kubectl bpf-linker cargo rustup; do
+  command -v "$cmd" >/dev/null 2>&1 || problems+=("command '$cmd' not found")
+done
+for f in /usr/include/google/protobuf/descriptor.proto /usr/include/google/protobuf/struct.proto \
+  /usr/lib/cni/bridge /usr/lib/cni/host-local /usr/lib/llvm-22/bin/llvm-config; do
+  [ -e "$f" ] || problems+=("file $f missing")
+done
+rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src' ||
+  problems+=("nightly rust-src component missing")
+if [ "${#problems[@]}" -gt 0 ]; then
+  echo "setup: FAILED, the machine still lacks:" >&2
+  printf '  - %s\n' "${problems[@]}" >&2
+  exit 1
+fi
 echo "setup: done"
