@@ -405,6 +405,7 @@ mod tests {
             manager: "kube-controller-manager".to_owned(),
             operation: "Update".to_owned(),
             api_version: "apps/v1".to_owned(),
+            subresource: String::new(),
             field: ".spec.replicas".to_owned(),
         }];
         let (code, body) = apply_conflict(&causes);

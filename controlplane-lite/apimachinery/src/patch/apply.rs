@@ -12,13 +12,24 @@
 //!    sets uid, timestamps and defaults as for a create and answers 201).
 //! 5. Otherwise, **conflicts**: a leaf the configuration sets to a value different from the live
 //!    one, owned by another manager (`Apply` or `Update` entry) -> [`ApplyError::Conflict`] (409)
-//!    unless `force`, in which case the other managers lose those fields.
+//!    unless `force`, in which case the other managers lose those fields. As upstream, a manager
+//!    is a name with an operation and subresource: only the applier's own `Apply` entry is not
+//!    another manager, so `kubectl scale` (recorded as `kubectl`, `Update`, subresource `scale`)
+//!    conflicts with `kubectl apply --server-side`.
+//!    **Upgrade from client-side apply** (upstream's lastAppliedManager): for the manager
+//!    `kubectl` ([`KUBECTL_APPLY_MANAGER`]), conflicts on fields whose live value still equals
+//!    the one in the object's `kubectl.kubernetes.io/last-applied-configuration` annotation
+//!    ([`client_side_applied_fields`]) are not conflicts: the apply proceeds as if forced when
+//!    they are the only ones; otherwise the 409 lists only the others.
 //! 6. **Removal** (implemented): fields in the manager's previous `Apply` set that the new
 //!    configuration omits, and that no other manager owns (at or below that path), are removed
 //!    from the object; containers left empty by the removal go too unless someone owns them.
 //! 7. The configuration is strategic-merged into the object ([`strategic_merge`]), so keyed lists
 //!    merge by key and other lists are replaced.
-//! 8. Every managed-fields entry is pruned of paths that no longer exist; empty entries are
+//! 8. For the manager `kubectl`, an existing non-empty last-applied annotation is set to the
+//!    applied configuration ([`update_last_applied`], upstream's lastAppliedUpdater), so that
+//!    client-side `kubectl apply` keeps working after `kubectl apply --server-side`.
+//! 9. Every managed-fields entry is pruned of paths that no longer exist; empty entries are
 //!    dropped; entries are sorted like upstream (operation, time, manager, apiVersion).
 //!
 //! [`track_update`] is the counterpart for ordinary writes (create, update, non-apply patches):
@@ -68,6 +79,8 @@ pub struct ConflictCause {
     pub operation: String,
     /// Its entry's `apiVersion`.
     pub api_version: String,
+    /// Its entry's subresource (`scale`, `status`), empty for the main resource.
+    pub subresource: String,
     /// The field, in upstream's notation (`.spec.replicas`,
     /// `.spec.containers[name="nginx"].image`).
     pub field: String,
@@ -75,13 +88,17 @@ pub struct ConflictCause {
 
 impl ConflictCause {
     /// The manager as upstream prints it: `"kubectl"` for an applier, `"kube-controller-manager"
-    /// using apps/v1` for an updater.
+    /// using apps/v1` for an updater, `"kubectl" with subresource "scale" using apps/v1` for an
+    /// updater of a subresource.
     pub fn manager_description(&self) -> String {
-        if self.operation == "Update" {
-            format!("{:?} using {}", self.manager, self.api_version)
-        } else {
-            format!("{:?}", self.manager)
+        let mut text = format!("{:?}", self.manager);
+        if !self.subresource.is_empty() {
+            text = format!("{text} with subresource {:?}", self.subresource);
         }
+        if self.operation == "Update" {
+            text = format!("{text} using {}", self.api_version);
+        }
+        text
     }
 }
 
@@ -272,6 +289,135 @@ fn is_element_path(path: &[PathElement]) -> bool {
     )
 }
 
+/// kubectl's client-side apply annotation: the configuration `kubectl apply` applied last, as
+/// JSON.
+pub const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// The field manager of `kubectl apply --server-side`. Only this manager upgrades from
+/// client-side apply and keeps [`LAST_APPLIED_ANNOTATION`] up to date, as upstream: applying with
+/// another `--field-manager` opts out of both.
+pub const KUBECTL_APPLY_MANAGER: &str = "kubectl";
+
+/// Upstream's limit on the total size of an object's annotations (keys plus values, in bytes).
+const TOTAL_ANNOTATION_SIZE_LIMIT: usize = 256 * 1024;
+
+/// The fields client-side `kubectl apply` still stands behind in `live`, read from its
+/// [`LAST_APPLIED_ANNOTATION`]: every path of the last-applied configuration whose live value is
+/// still the last-applied one (for list elements: that still exist). A field changed since, by
+/// `kubectl scale`, `kubectl edit` or a controller, is not in the set, and neither is one the
+/// configuration does not mention.
+///
+/// `None` when there is no usable annotation: absent, empty, not a JSON object, or of another
+/// `apiVersion` (`api_version`, the applied configuration's) or kind than the object, as upstream.
+///
+/// A server-side apply by [`KUBECTL_APPLY_MANAGER`] whose conflicts all lie in this set takes
+/// those fields over as if forced (upstream's lastAppliedManager); this is what lets
+/// `kubectl apply --server-side` follow `kubectl apply` without `--force-conflicts`.
+pub fn client_side_applied_fields(kind: &str, api_version: &str, live: &Value) -> Option<FieldSet> {
+    let annotation = live
+        .pointer("/metadata/annotations")?
+        .get(LAST_APPLIED_ANNOTATION)?
+        .as_str()?;
+    let config: Value = serde_json::from_str(annotation).ok()?;
+    if config.get("apiVersion").and_then(Value::as_str) != Some(api_version)
+        || config.get("kind").and_then(Value::as_str) != Some(kind)
+    {
+        return None;
+    }
+    let mut set = FieldSet::new();
+    for path in fields_of(kind, &config).paths() {
+        let still_applied = if is_element_path(&path) {
+            value_at(live, &path).is_some()
+        } else {
+            value_at(live, &path).is_some_and(|v| value_at(&config, &path) == Some(v))
+        };
+        if still_applied {
+            set.insert(&path);
+        }
+    }
+    Some(set)
+}
+
+/// Upstream's lastAppliedUpdater, run after a successful server-side apply by
+/// [`KUBECTL_APPLY_MANAGER`]: when `object` carries a non-empty [`LAST_APPLIED_ANNOTATION`], it
+/// becomes the applied configuration `config` (the request body, without that annotation), so
+/// that a later client-side `kubectl apply` (the documented downgrade) computes its three-way
+/// patch against what was applied last, and a later upgrade sees the current values. An object
+/// without the annotation does not get one. If the annotations would exceed upstream's 256 KiB
+/// limit, the annotation is dropped instead.
+///
+/// The value is encoded like Go's JSON encoder, which is how kubectl writes it: keys sorted,
+/// `<`, `>`, `&`, U+2028 and U+2029 escaped, a trailing newline.
+pub fn update_last_applied(object: &mut Value, config: &Value) {
+    let Some(annotations) = object
+        .pointer_mut("/metadata/annotations")
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    if annotations
+        .get(LAST_APPLIED_ANNOTATION)
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        return;
+    }
+    let mut config = config.clone();
+    if let Some(own) = config
+        .pointer_mut("/metadata/annotations")
+        .and_then(Value::as_object_mut)
+    {
+        own.remove(LAST_APPLIED_ANNOTATION);
+    }
+    annotations.insert(
+        LAST_APPLIED_ANNOTATION.to_owned(),
+        Value::from(go_json(&config)),
+    );
+    let size: usize = annotations
+        .iter()
+        .map(|(k, v)| k.len() + v.as_str().map_or(0, str::len))
+        .sum();
+    if size > TOTAL_ANNOTATION_SIZE_LIMIT {
+        annotations.remove(LAST_APPLIED_ANNOTATION);
+    }
+}
+
+/// `value` as Go's `json.Encoder` writes it: keys sorted (also when serde_json keeps insertion
+/// order), control characters escaped as serde_json does, and in addition the HTML-sensitive
+/// characters and the two JavaScript line terminators escaped, then a newline. Those characters
+/// only occur inside strings, so replacing them in the output is safe.
+fn go_json(value: &Value) -> String {
+    fn sorted(value: &Value) -> Value {
+        match value {
+            Value::Object(map) => {
+                let mut members: Vec<(&String, &Value)> = map.iter().collect();
+                members.sort_by(|a, b| a.0.cmp(b.0));
+                Value::Object(
+                    members
+                        .into_iter()
+                        .map(|(k, v)| (k.clone(), sorted(v)))
+                        .collect(),
+                )
+            }
+            Value::Array(list) => Value::Array(list.iter().map(sorted).collect()),
+            other => other.clone(),
+        }
+    }
+    let mut out = String::new();
+    for c in sorted(value).to_string().chars() {
+        match c {
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
+            c => out.push(c),
+        }
+    }
+    out.push('\n');
+    out
+}
+
 /// Server-side apply of `applied` (the decoded request body) by `manager` onto `existing` (the
 /// live object, `None` when absent). `now` is the RFC 3339 time recorded in the entry.
 pub fn apply(
@@ -282,6 +428,7 @@ pub fn apply(
     force: bool,
     now: &str,
 ) -> Result<ApplyOutcome, ApplyError> {
+    let raw_config = applied;
     let applied = validated_config(kind, applied, manager)?;
     let api_version = applied
         .get("apiVersion")
@@ -300,6 +447,9 @@ pub fn apply(
 
     let Some(existing) = existing else {
         let mut object = applied;
+        if manager == KUBECTL_APPLY_MANAGER {
+            update_last_applied(&mut object, raw_config);
+        }
         write_entries(&mut object, vec![new_entry]);
         return Ok(ApplyOutcome {
             object,
@@ -308,7 +458,12 @@ pub fn apply(
     };
 
     let mut entries = read_entries(Some(existing));
-    let is_mine = |e: &ManagedEntry| e.manager == manager;
+    // This applier's own entry. Entries are managers as upstream identifies them, by name,
+    // operation and subresource (and apiVersion for updaters): `kubectl scale` without a field
+    // manager records `kubectl`/Update/scale, which `kubectl apply --server-side` conflicts with.
+    let is_mine = |e: &ManagedEntry| {
+        e.manager == manager && e.operation == "Apply" && e.subresource.is_empty()
+    };
 
     // Conflicts: leaves we would change that somebody else owns.
     let mut conflicts: Vec<(usize, Vec<PathElement>)> = Vec::new();
@@ -328,29 +483,36 @@ pub fn apply(
             }
         }
     }
-    if !conflicts.is_empty() {
-        if !force {
-            let causes = conflicts
-                .iter()
-                .map(|(i, path)| ConflictCause {
-                    manager: entries[*i].manager.clone(),
-                    operation: entries[*i].operation.clone(),
-                    api_version: entries[*i].api_version.clone(),
-                    field: DisplayPath(path).to_string(),
-                })
-                .collect();
+    if !conflicts.is_empty() && !force {
+        // Upgrade from client-side apply: `kubectl apply --server-side` may take over what
+        // `kubectl apply` set, as long as the live value is still the last-applied one.
+        let upgradable = if manager == KUBECTL_APPLY_MANAGER {
+            client_side_applied_fields(kind, &new_entry.api_version, existing)
+        } else {
+            None
+        };
+        let causes: Vec<ConflictCause> = conflicts
+            .iter()
+            .filter(|(_, path)| !upgradable.as_ref().is_some_and(|set| set.contains(path)))
+            .map(|(i, path)| ConflictCause {
+                manager: entries[*i].manager.clone(),
+                operation: entries[*i].operation.clone(),
+                api_version: entries[*i].api_version.clone(),
+                subresource: entries[*i].subresource.clone(),
+                field: DisplayPath(path).to_string(),
+            })
+            .collect();
+        if !causes.is_empty() {
             return Err(ApplyError::Conflict { causes });
         }
-        for (i, path) in &conflicts {
-            entries[*i].fields.remove(path);
-        }
+    }
+    for (i, path) in &conflicts {
+        entries[*i].fields.remove(path);
     }
 
     // Removal of fields this manager applied before and no longer applies.
     let mut object = without_managed_fields(existing);
-    let previous = entries
-        .iter()
-        .position(|e| is_mine(e) && e.operation == "Apply" && e.subresource.is_empty());
+    let previous = entries.iter().position(is_mine);
     if let Some(previous) = previous {
         let mut dropped: Vec<Vec<PathElement>> = entries[previous]
             .fields
@@ -376,6 +538,9 @@ pub fn apply(
     }
 
     let mut object = strategic_merge(kind, &object, &applied)?;
+    if manager == KUBECTL_APPLY_MANAGER {
+        update_last_applied(&mut object, raw_config);
+    }
     entries.push(new_entry);
     write_entries(&mut object, entries);
     Ok(ApplyOutcome {
@@ -914,5 +1079,318 @@ mod tests {
             .expect("kubelet");
         assert_eq!(kubelet["subresource"], "status");
         assert_eq!(kubelet["fieldsV1"], json!({"f:status":{"f:phase":{}}}));
+    }
+
+    /// `config` as `kubectl apply` (client-side) creates it: with the last-applied annotation and
+    /// every field owned by `kubectl-client-side-apply` through an `Update` entry.
+    fn client_side_applied(config: &Value) -> Value {
+        let mut obj = config.clone();
+        obj["metadata"]["annotations"] = json!({ LAST_APPLIED_ANNOTATION: go_json(config) });
+        track_update(
+            "Deployment",
+            None,
+            &obj,
+            "kubectl-client-side-apply",
+            None,
+            T0,
+        )
+    }
+
+    fn entry<'a>(obj: &'a Value, manager: &str) -> Option<&'a Value> {
+        obj["metadata"]["managedFields"]
+            .as_array()?
+            .iter()
+            .find(|e| e["manager"] == manager)
+    }
+
+    fn owns(obj: &Value, manager: &str, path: &[&str]) -> bool {
+        entry(obj, manager).is_some_and(|e| {
+            path.iter()
+                .try_fold(&e["fieldsV1"], |node, key| node.get(key))
+                .is_some()
+        })
+    }
+
+    const REPLICAS: &[&str] = &["f:spec", "f:replicas"];
+    const IMAGE: &[&str] = &[
+        "f:spec",
+        "f:template",
+        "f:spec",
+        "f:containers",
+        "k:{\"name\":\"nginx\"}",
+        "f:image",
+    ];
+    const TIER: &[&str] = &["f:metadata", "f:labels", "f:tier"];
+
+    fn last_applied(obj: &Value) -> Value {
+        let text = obj["metadata"]["annotations"][LAST_APPLIED_ANNOTATION]
+            .as_str()
+            .expect("annotation");
+        serde_json::from_str(text).expect("JSON")
+    }
+
+    fn conflict_fields(err: &ApplyError) -> Vec<(String, String)> {
+        match err {
+            ApplyError::Conflict { causes } => causes
+                .iter()
+                .map(|c| (c.manager.clone(), c.field.clone()))
+                .collect(),
+            other => panic!("not a conflict: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn kubectl_takes_over_what_client_side_apply_set() {
+        let mut config = deployment(2, "nginx:1");
+        config["metadata"]["labels"]["tier"] = json!("be");
+        let live = client_side_applied(&config);
+
+        let mut next = deployment(3, "nginx:2");
+        next["metadata"]["labels"]["tier"] = json!("fe");
+        let out = apply("Deployment", Some(&live), &next, "kubectl", false, T1).expect("upgrade");
+        assert_eq!(out.object["spec"]["replicas"], 3);
+        assert_eq!(
+            out.object["spec"]["template"]["spec"]["containers"][0]["image"],
+            "nginx:2"
+        );
+        for path in [REPLICAS, IMAGE, TIER] {
+            assert!(owns(&out.object, "kubectl", path), "{path:?}");
+            assert!(
+                !owns(&out.object, "kubectl-client-side-apply", path),
+                "{path:?}"
+            );
+        }
+        // Unchanged fields are shared, as after a forced apply; the annotation stays with
+        // client-side apply and now holds the applied configuration.
+        assert!(owns(
+            &out.object,
+            "kubectl-client-side-apply",
+            &["f:spec", "f:selector"]
+        ));
+        assert_eq!(last_applied(&out.object), next);
+
+        // Only what is different from the live object was a conflict: applying the same
+        // configuration by another manager is fine (shared), a different one conflicts as usual.
+        let err = apply("Deployment", Some(&live), &next, "kubectl-other", false, T1)
+            .expect_err("not kubectl");
+        assert_eq!(conflict_fields(&err).len(), 3);
+    }
+
+    #[test]
+    fn fields_changed_since_client_side_apply_still_conflict() {
+        let mut config = deployment(2, "nginx:1");
+        config["metadata"]["labels"]["tier"] = json!("be");
+        let live = client_side_applied(&config);
+        // kubectl scale, through the scale subresource; it sends no field manager, so the
+        // server names it after the user agent: `kubectl`, like the applier, but an updater.
+        let mut scaled = live.clone();
+        scaled["spec"]["replicas"] = json!(5);
+        let scaled = track_update(
+            "Deployment",
+            Some(&live),
+            &scaled,
+            "kubectl",
+            Some("scale"),
+            T1,
+        );
+        // kubectl edit, with its own manager.
+        let mut edited = scaled.clone();
+        edited["spec"]["template"]["spec"]["containers"][0]["image"] = json!("nginx:edit");
+        let edited = track_update(
+            "Deployment",
+            Some(&scaled),
+            &edited,
+            "kubectl-edit",
+            None,
+            T1,
+        );
+
+        // The manifest still says 2 replicas, changes the image and the label: the label may
+        // transfer, the other two are reported, and only they.
+        let mut next = deployment(2, "nginx:2");
+        next["metadata"]["labels"]["tier"] = json!("fe");
+        let err =
+            apply("Deployment", Some(&edited), &next, "kubectl", false, T1).expect_err("conflict");
+        assert_eq!(
+            conflict_fields(&err),
+            vec![
+                ("kubectl".into(), ".spec.replicas".into()),
+                (
+                    "kubectl-edit".into(),
+                    ".spec.template.spec.containers[name=\"nginx\"].image".into()
+                ),
+            ]
+        );
+        assert_eq!(
+            err.to_string(),
+            "Apply failed with 2 conflicts: \
+             conflicts with \"kubectl\" with subresource \"scale\" using apps/v1:\n\
+             - .spec.replicas\n\
+             conflicts with \"kubectl-edit\" using apps/v1:\n\
+             - .spec.template.spec.containers[name=\"nginx\"].image"
+        );
+
+        // Forced, kubectl's Apply entry gets all three; the scale and edit entries, which had
+        // one field each, go.
+        let out = apply("Deployment", Some(&edited), &next, "kubectl", true, T1).expect("force");
+        for path in [REPLICAS, IMAGE, TIER] {
+            assert!(owns(&out.object, "kubectl", path), "{path:?}");
+        }
+        assert_eq!(
+            managers(&out.object),
+            vec![
+                ("kubectl".into(), "Apply".into()),
+                ("kubectl-client-side-apply".into(), "Update".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn upgrade_needs_a_usable_annotation() {
+        let live = client_side_applied(&deployment(2, "nginx:1"));
+        let next = deployment(3, "nginx:1");
+        let with_annotation = |value: Value| {
+            let mut obj = live.clone();
+            obj["metadata"]["annotations"][LAST_APPLIED_ANNOTATION] = value;
+            obj
+        };
+        let mut other_version = deployment(2, "nginx:1");
+        other_version["apiVersion"] = json!("apps/v1beta1");
+        let mut other_kind = deployment(2, "nginx:1");
+        other_kind["kind"] = json!("ReplicaSet");
+        for obj in [
+            with_annotation(Value::Null),
+            with_annotation(json!("")),
+            with_annotation(json!("{not json")),
+            with_annotation(json!(go_json(&other_version))),
+            with_annotation(json!(go_json(&other_kind))),
+        ] {
+            let err = apply("Deployment", Some(&obj), &next, "kubectl", false, T1)
+                .expect_err("no upgrade");
+            assert_eq!(
+                conflict_fields(&err),
+                vec![("kubectl-client-side-apply".into(), ".spec.replicas".into())]
+            );
+        }
+    }
+
+    #[test]
+    fn client_side_applied_fields_are_those_still_matching() {
+        let mut config = deployment(2, "nginx:1");
+        config["spec"]["template"]["spec"]["containers"]
+            .as_array_mut()
+            .expect("containers")
+            .push(json!({"name": "gone", "image": "x"}));
+        let mut live = deployment(4, "nginx:1");
+        live["metadata"]["labels"]["extra"] = json!("live only");
+        live["metadata"]["annotations"] = json!({ LAST_APPLIED_ANNOTATION: go_json(&config) });
+        let set = client_side_applied_fields("Deployment", "apps/v1", &live).expect("annotation");
+        let path = |p: &[&str]| -> Vec<PathElement> {
+            p.iter()
+                .map(|s| match s.split_at(2) {
+                    ("f:", rest) => PathElement::Field(rest.to_owned()),
+                    ("k:", rest) => PathElement::Key(rest.to_owned()),
+                    _ => panic!("{s}"),
+                })
+                .collect()
+        };
+        assert!(set.contains(&path(IMAGE)));
+        assert!(set.contains(&path(&["f:metadata", "f:labels", "f:app"])));
+        assert!(set.contains(&path(&[
+            "f:spec",
+            "f:template",
+            "f:spec",
+            "f:containers",
+            "k:{\"name\":\"nginx\"}"
+        ])));
+        // Changed since.
+        assert!(!set.contains(&path(REPLICAS)));
+        // Never applied.
+        assert!(!set.contains(&path(&["f:metadata", "f:labels", "f:extra"])));
+        // Applied, since removed.
+        assert!(!set.contains_at_or_below(&path(&[
+            "f:spec",
+            "f:template",
+            "f:spec",
+            "f:containers",
+            "k:{\"name\":\"gone\"}"
+        ])));
+        assert!(client_side_applied_fields("Deployment", "apps/v1", &deployment(1, "x")).is_none());
+    }
+
+    #[test]
+    fn last_applied_is_kept_up_to_date_only_by_kubectl() {
+        let live = client_side_applied(&deployment(2, "nginx:1"));
+        let original = live["metadata"]["annotations"][LAST_APPLIED_ANNOTATION].clone();
+        // Another manager: untouched (and it shares replicas, no conflict).
+        let other = apply(
+            "Deployment",
+            Some(&live),
+            &deployment(2, "nginx:1"),
+            "deployer",
+            false,
+            T1,
+        )
+        .expect("shared");
+        assert_eq!(
+            other.object["metadata"]["annotations"][LAST_APPLIED_ANNOTATION],
+            original
+        );
+        // kubectl: the applied configuration, without the annotation itself (which it may only
+        // set with force: client-side apply owns it).
+        let mut next = deployment(2, "nginx:<2>&");
+        next["metadata"]["annotations"] = json!({
+            LAST_APPLIED_ANNOTATION: "stale",
+            "note": "kept",
+        });
+        let err = apply("Deployment", Some(&live), &next, "kubectl", false, T1)
+            .expect_err("the annotation is not the last-applied one");
+        assert_eq!(conflict_fields(&err).len(), 1);
+        let out = apply("Deployment", Some(&live), &next, "kubectl", true, T1).expect("apply");
+        let text = out.object["metadata"]["annotations"][LAST_APPLIED_ANNOTATION]
+            .as_str()
+            .expect("annotation");
+        let mut expected = next.clone();
+        expected["metadata"]["annotations"] = json!({"note": "kept"});
+        assert_eq!(last_applied(&out.object), expected);
+        // Encoded as Go (and so kubectl) encodes it.
+        assert!(text.starts_with("{\"apiVersion\":\"apps/v1\",\"kind\":\"Deployment\","));
+        assert!(text.contains("nginx:\\u003c2\\u003e\\u0026"), "{text}");
+        assert!(text.ends_with("}\n"));
+        assert_eq!(out.object["metadata"]["annotations"]["note"], "kept");
+
+        // No annotation, none added; on create too.
+        let plain = apply(
+            "Deployment",
+            None,
+            &deployment(1, "nginx:1"),
+            "kubectl",
+            false,
+            T0,
+        )
+        .expect("create");
+        assert!(plain.object["metadata"].get("annotations").is_none());
+        let created = apply("Deployment", None, &next, "kubectl", false, T0).expect("create");
+        assert_eq!(last_applied(&created.object), expected);
+    }
+
+    #[test]
+    fn oversized_last_applied_is_dropped() {
+        let mut object = json!({"metadata": {"annotations": {
+            LAST_APPLIED_ANNOTATION: "x",
+            "big": "y".repeat(TOTAL_ANNOTATION_SIZE_LIMIT - 2000),
+        }}});
+        let mut config = json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {}});
+        config["data"]["k"] = json!("z".repeat(1000));
+        update_last_applied(&mut object, &config);
+        assert!(object["metadata"]["annotations"][LAST_APPLIED_ANNOTATION]
+            .as_str()
+            .is_some_and(|t| t.len() > 1000));
+        config["data"]["k"] = json!("z".repeat(3000));
+        update_last_applied(&mut object, &config);
+        assert!(object["metadata"]["annotations"]
+            .get(LAST_APPLIED_ANNOTATION)
+            .is_none());
+        assert!(object["metadata"]["annotations"].get("big").is_some());
     }
 }
