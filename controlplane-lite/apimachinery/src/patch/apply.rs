@@ -35,6 +35,8 @@
 //! [`track_update`] is the counterpart for ordinary writes (create, update, non-apply patches):
 //! the writing manager's `Update` entry gains the fields whose values changed, and every other
 //! manager loses them, which is what makes later applies conflict with `kubectl edit`/controllers.
+//! Like upstream it starts from the `managedFields` the client sent, if any, which is how kubectl
+//! moves the fields of `kubectl-client-side-apply` to `kubectl` after its first server-side apply.
 //!
 //! Not implemented: shared ownership rules for list *order*, version conversion of field sets
 //! (every kind here has one version), `subresource`-specific reset rules beyond dropping
@@ -270,6 +272,24 @@ fn write_entries(obj: &mut Value, mut entries: Vec<ManagedEntry>) {
             Value::Array(entries.iter().map(ManagedEntry::encode).collect()),
         );
     }
+}
+
+/// The `metadata.managedFields` a client sent, as upstream's `decodeLiveOrNew` takes them: `None`
+/// when absent, `null`, not a list or not decodable (keep the live ones), no entries for a reset
+/// (`[]`, or one empty entry `[{}]`).
+fn requested_entries(obj: &Value) -> Option<Vec<ManagedEntry>> {
+    let list = obj.pointer("/metadata/managedFields")?.as_array()?;
+    let is_reset = match list.as_slice() {
+        [] => true,
+        [only] => only
+            .as_object()
+            .is_some_and(|m| m.values().all(|v| v.is_null() || v.as_str() == Some(""))),
+        _ => false,
+    };
+    if is_reset {
+        return Some(Vec::new());
+    }
+    list.iter().map(ManagedEntry::decode).collect()
 }
 
 fn without_managed_fields(obj: &Value) -> Value {
@@ -624,8 +644,18 @@ fn validated_config(kind: &str, applied: &Value, manager: &str) -> Result<Value,
 /// e.g. `kubectl-edit`). `subresource` is `Some("status")` for `/status` writes.
 ///
 /// Fields whose value changed go to `manager`'s `Update` entry and are taken away from every
-/// other entry. The old object's `managedFields` are authoritative on update; on create the new
-/// object's own (client-provided) entries are kept. Returns `new` with `managedFields` set.
+/// other entry. The entries start from the client's, as upstream, so that `managedFields` can be
+/// written directly (kubectl does so to migrate `kubectl-client-side-apply` to `kubectl` after
+/// `kubectl apply --server-side`):
+///
+/// - on create, the new object's entries;
+/// - on update of the main resource, the new object's entries when it has any (`[]` or `[{}]`
+///   resets them to none), else the old object's, so that clients which drop `managedFields` do
+///   not erase them; a list with an entry that cannot be decoded (no `fieldsV1`) also falls back
+///   to the old object's;
+/// - on a subresource write, always the old object's.
+///
+/// Returns `new` with `managedFields` set.
 pub fn track_update(
     kind: &str,
     old: Option<&Value>,
@@ -635,7 +665,11 @@ pub fn track_update(
     now: &str,
 ) -> Value {
     let mut object = without_managed_fields(new);
-    let mut entries = read_entries(old.or(Some(new)));
+    let mut entries = match old {
+        None => read_entries(Some(new)),
+        Some(old) if subresource.is_some() => read_entries(Some(old)),
+        Some(old) => requested_entries(new).unwrap_or_else(|| read_entries(Some(old))),
+    };
     let api_version = new
         .get("apiVersion")
         .and_then(Value::as_str)
@@ -1392,5 +1426,73 @@ mod tests {
             .get(LAST_APPLIED_ANNOTATION)
             .is_none());
         assert!(object["metadata"]["annotations"].get("big").is_some());
+    }
+
+    #[test]
+    fn track_update_takes_managed_fields_from_the_client() {
+        let live = client_side_applied(&deployment(2, "nginx:1"));
+        let applied = apply(
+            "Deployment",
+            Some(&live),
+            &deployment(3, "nginx:1"),
+            "kubectl",
+            false,
+            T1,
+        )
+        .expect("upgrade")
+        .object;
+        assert!(entry(&applied, "kubectl-client-side-apply").is_some());
+
+        // What kubectl sends after its first server-side apply: client-side apply's entry merged
+        // into kubectl's.
+        let mut migrated = applied.clone();
+        let mut merged = entry(&applied, "kubectl").expect("kubectl").clone();
+        merged["fieldsV1"] =
+            entry(&applied, "kubectl-client-side-apply").expect("csa")["fieldsV1"].clone();
+        merged["fieldsV1"]["f:spec"]["f:replicas"] = json!({});
+        migrated["metadata"]["managedFields"] = json!([merged]);
+        let out = track_update("Deployment", Some(&applied), &migrated, "kubectl", None, T1);
+        assert_eq!(managers(&out), vec![("kubectl".into(), "Apply".into())]);
+        assert!(owns(&out, "kubectl", REPLICAS) && owns(&out, "kubectl", IMAGE));
+
+        // No managedFields in the request, or ones that do not decode: the live ones stay.
+        let mut dropped = applied.clone();
+        dropped["metadata"]
+            .as_object_mut()
+            .expect("metadata")
+            .remove("managedFields");
+        let mut broken = applied.clone();
+        broken["metadata"]["managedFields"] = json!([{"manager": "x", "operation": "Update"}]);
+        for obj in [dropped, broken] {
+            let out = track_update("Deployment", Some(&applied), &obj, "m", None, T1);
+            assert_eq!(
+                out["metadata"]["managedFields"],
+                applied["metadata"]["managedFields"]
+            );
+        }
+
+        // A reset, `[]` or `[{}]`: only this write's changes are tracked.
+        for reset in [json!([]), json!([{}])] {
+            let mut obj = applied.clone();
+            obj["metadata"]["managedFields"] = reset;
+            obj["spec"]["replicas"] = json!(7);
+            let out = track_update("Deployment", Some(&applied), &obj, "m", None, T1);
+            assert_eq!(managers(&out), vec![("m".into(), "Update".into())]);
+            assert!(owns(&out, "m", REPLICAS));
+        }
+
+        // A subresource write never takes them.
+        let out = track_update(
+            "Deployment",
+            Some(&applied),
+            &migrated,
+            "m",
+            Some("status"),
+            T1,
+        );
+        assert_eq!(
+            out["metadata"]["managedFields"],
+            applied["metadata"]["managedFields"]
+        );
     }
 }
