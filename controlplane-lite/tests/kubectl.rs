@@ -1,6 +1,7 @@
 //! The real `kubectl` against a real `ferry-server` (embedded store): discovery, create/apply
 //! (client-side and server-side) without `--validate=false`, get -o wide with Tables, get -w,
-//! scale, label, patch (three types), wait, delete, Service allocation, bad input, authorization.
+//! scale, label, patch (three types), wait, delete, Service allocation, bad input, authorization,
+//! and the upgrade from client-side to server-side apply (and back).
 
 mod common;
 
@@ -456,4 +457,242 @@ fn wide_tables_for_nodes_and_endpointslices() {
             "--no-headers"
         ])
         .contains("web-abc"));
+}
+
+/// A Deployment managed with client-side `kubectl apply` first, for the upgrade tests.
+const WEB: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  labels: {app: web, tier: backend}
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: web
+        image: example/web:1
+"#;
+
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// `kubectl get deploy NAME -o json --show-managed-fields`.
+fn deployment_json(s: &Server, name: &str) -> serde_json::Value {
+    serde_json::from_str(&s.ok(&["get", "deploy", name, "-o", "json", "--show-managed-fields"]))
+        .unwrap()
+}
+
+/// The `metadata.managedFields` entry of `manager`.
+fn managed_entry<'a>(obj: &'a serde_json::Value, manager: &str) -> Option<&'a serde_json::Value> {
+    obj["metadata"]["managedFields"]
+        .as_array()?
+        .iter()
+        .find(|e| e["manager"] == manager)
+}
+
+/// Whether `entry`'s `fieldsV1` has `path` (a list of `f:`/`k:` keys).
+fn owns(entry: &serde_json::Value, path: &[&str]) -> bool {
+    path.iter()
+        .try_fold(&entry["fieldsV1"], |node, key| node.get(key))
+        .is_some()
+}
+
+const REPLICAS: &[&str] = &["f:spec", "f:replicas"];
+const IMAGE: &[&str] = &[
+    "f:spec",
+    "f:template",
+    "f:spec",
+    "f:containers",
+    "k:{\"name\":\"web\"}",
+    "f:image",
+];
+
+fn last_applied(obj: &serde_json::Value) -> serde_json::Value {
+    let text = obj["metadata"]["annotations"][LAST_APPLIED]
+        .as_str()
+        .unwrap_or_else(|| panic!("no last-applied annotation: {obj}"));
+    serde_json::from_str(text).unwrap()
+}
+
+/// The documented upgrade path: `kubectl apply` (client-side), then `kubectl apply --server-side`
+/// with changed fields succeeds without `--force-conflicts`, and `kubectl` owns the fields
+/// `kubectl-client-side-apply` owned. The server keeps the last-applied annotation up to date, so
+/// the downgrade back to client-side `kubectl apply` (and a second upgrade) work too.
+#[test]
+fn server_side_apply_upgrades_from_client_side_apply_and_back() {
+    let s = Server::start();
+    assert!(s
+        .ok_stdin(&["apply", "-f", "-"], WEB)
+        .contains("deployment.apps/web created"));
+    let d = deployment_json(&s, "web");
+    let csa = managed_entry(&d, "kubectl-client-side-apply").expect("client-side apply entry");
+    assert_eq!(csa["operation"], "Update");
+    assert!(owns(csa, REPLICAS) && owns(csa, IMAGE), "{csa}");
+
+    // Upgrade, changing two fields and adding a label.
+    let v2 = WEB
+        .replace("example/web:1", "example/web:2")
+        .replace("replicas: 2", "replicas: 3")
+        .replace("tier: backend}", "tier: backend, track: stable}");
+    let out = s.kubectl_stdin(&["apply", "--server-side", "-f", "-"], Some(&v2));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success() && stdout.contains("deployment.apps/web serverside-applied"),
+        "{stdout}\n{stderr}\nserver log:\n{}",
+        s.log()
+    );
+    // kubectl's managedFields migration and annotation save did not fail.
+    assert!(!stderr.contains("arning"), "{stderr}");
+    let d = deployment_json(&s, "web");
+    assert_eq!(d["spec"]["replicas"], 3);
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "example/web:2"
+    );
+    assert_eq!(d["metadata"]["labels"]["track"], "stable");
+    let kubectl = managed_entry(&d, "kubectl").expect("kubectl entry");
+    assert_eq!(kubectl["operation"], "Apply");
+    for path in [
+        REPLICAS,
+        IMAGE,
+        &["f:metadata", "f:labels", "f:tier"],
+        &["f:metadata", "f:labels", "f:track"],
+    ] {
+        assert!(owns(kubectl, path), "{path:?}: {kubectl}");
+    }
+    assert!(
+        managed_entry(&d, "kubectl-client-side-apply").is_none(),
+        "client-side apply no longer owns anything: {}",
+        d["metadata"]["managedFields"]
+    );
+    for entry in d["metadata"]["managedFields"].as_array().unwrap() {
+        if entry["manager"] != "kubectl" {
+            assert!(!owns(entry, REPLICAS) && !owns(entry, IMAGE), "{entry}");
+        }
+    }
+    // The server rewrote the annotation with what was applied.
+    let la = last_applied(&d);
+    assert_eq!(la["spec"]["replicas"], 3);
+    assert_eq!(
+        la["spec"]["template"]["spec"]["containers"][0]["image"],
+        "example/web:2"
+    );
+    assert_eq!(la["metadata"]["labels"]["track"], "stable");
+
+    // Applying the same configuration again is not a conflict either.
+    assert!(s
+        .ok_stdin(&["apply", "--server-side", "-f", "-"], &v2)
+        .contains("serverside-applied"));
+
+    // Downgrade: client-side apply diffs against the annotation the server kept, so dropping the
+    // label that only the server-side apply set removes it.
+    let v3 = WEB
+        .replace("example/web:1", "example/web:3")
+        .replace("replicas: 2", "replicas: 3");
+    assert!(s
+        .ok_stdin(&["apply", "-f", "-"], &v3)
+        .contains("deployment.apps/web configured"));
+    let d = deployment_json(&s, "web");
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "example/web:3"
+    );
+    assert!(d["metadata"]["labels"].get("track").is_none(), "{d}");
+    assert_eq!(d["spec"]["replicas"], 3);
+    let csa = managed_entry(&d, "kubectl-client-side-apply").expect("client-side apply entry");
+    assert!(owns(csa, IMAGE), "{csa}");
+
+    // And up again.
+    let v4 = v3.replace("example/web:3", "example/web:4");
+    assert!(s
+        .ok_stdin(&["apply", "--server-side", "-f", "-"], &v4)
+        .contains("serverside-applied"));
+    let d = deployment_json(&s, "web");
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "example/web:4"
+    );
+    assert!(owns(managed_entry(&d, "kubectl").unwrap(), IMAGE));
+    assert!(managed_entry(&d, "kubectl-client-side-apply").is_none());
+}
+
+/// Only what client-side apply still stands behind transfers: fields changed since by other
+/// managers (`kubectl scale`, `kubectl patch`) conflict, and the refused request changes nothing.
+#[test]
+fn server_side_apply_upgrade_still_conflicts_on_fields_changed_since() {
+    // No deployment controller: the object changes only through the requests below, so "nothing
+    // changed" can compare whole objects, resourceVersion included.
+    let s = Server::start_with(&["--controllers", "false"]);
+    s.ok_stdin(&["apply", "-f", "-"], WEB);
+    s.ok(&["scale", "deployment", "web", "--replicas=5"]);
+    s.ok(&[
+        "patch",
+        "deployment",
+        "web",
+        "-p",
+        r#"{"spec":{"template":{"spec":{"containers":[{"name":"web","image":"example/web:hotfix"}]}}}}"#,
+    ]);
+    let before = deployment_json(&s, "web");
+
+    // The label change alone would transfer; replicas and image no longer do.
+    let v2 = WEB
+        .replace("example/web:1", "example/web:2")
+        .replace("tier: backend", "tier: frontend");
+    let err = s.fails(&["apply", "--server-side", "-f", "-"], Some(&v2));
+    assert!(err.contains("Apply failed with 2 conflicts"), "{err}");
+    assert!(err.contains(".spec.replicas"), "{err}");
+    assert!(
+        err.contains(".spec.template.spec.containers[name=\"web\"].image"),
+        "{err}"
+    );
+    // kubectl scale sends no field manager: the server names it `kubectl` after the user agent,
+    // as upstream does, and that updater is another manager than the applier `kubectl`.
+    assert!(
+        err.contains("\"kubectl\" with subresource \"scale\" using apps/v1"),
+        "{err}"
+    );
+    assert!(err.contains("\"kubectl-patch\" using apps/v1"), "{err}");
+    assert!(!err.contains("tier"), "{err}");
+    assert_eq!(deployment_json(&s, "web"), before, "nothing changed");
+
+    // Another field manager opts out of the upgrade: the label conflicts with client-side apply.
+    let label_only = WEB
+        .replace("tier: backend", "tier: frontend")
+        .replace("  replicas: 2\n", "")
+        .replace("example/web:1", "example/web:hotfix");
+    let err = s.fails(
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=deployer",
+            "-f",
+            "-",
+        ],
+        Some(&label_only),
+    );
+    assert!(
+        err.contains("\"kubectl-client-side-apply\"") && err.contains(".metadata.labels.tier"),
+        "{err}"
+    );
+    assert_eq!(deployment_json(&s, "web"), before, "nothing changed");
+
+    // kubectl, leaving replicas alone and agreeing on the image, takes the label over.
+    assert!(s
+        .ok_stdin(&["apply", "--server-side", "-f", "-"], &label_only)
+        .contains("serverside-applied"));
+    let d = deployment_json(&s, "web");
+    assert_eq!(d["metadata"]["labels"]["tier"], "frontend");
+    assert_eq!(d["spec"]["replicas"], 5);
+    assert!(owns(
+        managed_entry(&d, "kubectl").unwrap(),
+        &["f:metadata", "f:labels", "f:tier"]
+    ));
 }
