@@ -11,11 +11,14 @@ use crate::env::CniEnv;
 use crate::error::{code, CniError, CniResult};
 use crate::ipam;
 use crate::masq;
-use crate::netlink::{format_mac, Link, Netlink, NlError, RouteSpec, VethEnd};
+use crate::netlink::{
+    format_mac, InstalledRoute, Link, Netlink, NlError, RouteSpec, VethEnd, MAIN_TABLE,
+};
 use crate::netns::{NetnsError, NetnsFd};
 use crate::types::{CniOutput, Interface, IpConfig, Route};
 use ipnetwork::IpNetwork;
 use std::hash::Hasher;
+use std::net::IpAddr;
 
 /// Prefix of host-side veth names; GC only ever deletes links with this prefix on our bridge.
 pub const HOST_VETH_PREFIX: &str = "ferry";
@@ -240,54 +243,8 @@ fn attach(
     }
     pod_nl.set_up(pod_link.index)?;
 
-    let mut routes = Vec::new();
-    if conf.is_default_gateway {
-        for ip in &assigned.ips {
-            if let Some(gw) = ip.gateway {
-                let any = if gw.is_ipv4() { "0.0.0.0/0" } else { "::/0" };
-                let dst: IpNetwork = any.parse().unwrap_or(ip.address);
-                if !routes.iter().any(|r: &Route| r.dst == dst) {
-                    routes.push(Route::new(dst, Some(gw)));
-                }
-            }
-        }
-    }
-    for r in &assigned.routes {
-        // A cluster-network route is redundant next to a default route via the same gateway.
-        let covered = routes
-            .iter()
-            .any(|d| d.dst.prefix() == 0 && d.dst.is_ipv4() == r.dst.is_ipv4());
-        if !covered || r.gw.is_some() {
-            routes.push(r.clone());
-        }
-    }
-    for r in &mut routes {
-        let gw = r.gw.or_else(|| {
-            assigned
-                .ips
-                .iter()
-                .find(|i| i.address.is_ipv4() == r.dst.is_ipv4())
-                .and_then(|i| i.gateway)
-        });
-        r.gw = gw;
-        r.mtu = Some(mtu);
-        r.advmss = Some(mtu.saturating_sub(if r.dst.is_ipv4() { 40 } else { 60 }));
-        let spec = RouteSpec {
-            dst: r.dst,
-            gw,
-            oif: pod_link.index,
-            priority: r.priority,
-            mtu: r.mtu,
-            advmss: r.advmss,
-            table: r.table,
-            scope: r.scope.and_then(|s| u8::try_from(s).ok()),
-        };
-        match pod_nl.add_route(&spec) {
-            Ok(()) => {}
-            Err(e) if e.is_exists() => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
+    let wanted = planned_routes(conf, assigned, mtu);
+    let routes = install_routes(&mut pod_nl, &pod_link, wanted)?;
 
     let mut out = conf.prev_result.clone().unwrap_or_default();
     let base = out.interfaces.len();
@@ -320,6 +277,180 @@ fn attach(
         out.dns = assigned.dns.clone();
     }
     Ok(out)
+}
+
+/// The routes the attachment asks for: the default route via the gateway (`isDefaultGateway`)
+/// and IPAM's routes, with the gateway, `mtu` and `advmss` filled in.
+fn planned_routes(conf: &NetConf, assigned: &ipam::Assigned, mtu: u32) -> Vec<Route> {
+    let mut routes = Vec::new();
+    if conf.is_default_gateway {
+        for ip in &assigned.ips {
+            if let Some(gw) = ip.gateway {
+                let any = if gw.is_ipv4() { "0.0.0.0/0" } else { "::/0" };
+                let dst: IpNetwork = any.parse().unwrap_or(ip.address);
+                if !routes.iter().any(|r: &Route| r.dst == dst) {
+                    routes.push(Route::new(dst, Some(gw)));
+                }
+            }
+        }
+    }
+    for r in &assigned.routes {
+        // A cluster-network route is redundant next to a default route via the same gateway.
+        let covered = routes
+            .iter()
+            .any(|d| d.dst.prefix() == 0 && d.dst.is_ipv4() == r.dst.is_ipv4());
+        if !covered || r.gw.is_some() {
+            routes.push(r.clone());
+        }
+    }
+    for r in &mut routes {
+        r.gw = r.gw.or_else(|| {
+            assigned
+                .ips
+                .iter()
+                .find(|i| i.address.is_ipv4() == r.dst.is_ipv4())
+                .and_then(|i| i.gateway)
+        });
+        r.mtu = Some(mtu);
+        r.advmss = Some(mtu.saturating_sub(if r.dst.is_ipv4() { 40 } else { 60 }));
+    }
+    routes
+}
+
+/// The metric the kernel gives a route added without one.
+fn implicit_metric(v6: bool) -> u32 {
+    if v6 {
+        1024
+    } else {
+        0
+    }
+}
+
+/// `0.0.0.0/0 via 10.1.0.1 dev eth0 metric 1 table 100`, leaving out what is unset.
+fn describe_route(
+    dst: IpNetwork,
+    gw: Option<IpAddr>,
+    dev: &str,
+    metric: Option<u32>,
+    table: Option<u32>,
+) -> String {
+    let mut s = dst.to_string();
+    if let Some(gw) = gw {
+        s.push_str(&format!(" via {gw}"));
+    }
+    s.push_str(&format!(" dev {dev}"));
+    if let Some(m) = metric {
+        s.push_str(&format!(" metric {m}"));
+    }
+    if let Some(t) = table.filter(|t| *t != MAIN_TABLE) {
+        s.push_str(&format!(" table {t}"));
+    }
+    s
+}
+
+/// Installs `routes` on `link` and returns them as installed, so the result describes what is
+/// in the kernel. A route whose (table, destination, metric) is already taken in the pod netns,
+/// typically a second default route beside another interface's, is installed with the lowest
+/// metric above every existing route to that destination (they keep precedence) and reported
+/// with it; when the config pins its metric (`priority`), that clash is an error instead. EEXIST
+/// is never taken as success: the route in the way may not be ours.
+fn install_routes(pod_nl: &mut Netlink, link: &Link, routes: Vec<Route>) -> CniResult<Vec<Route>> {
+    let mut installed: Vec<Route> = Vec::new();
+    let mut have: [Option<Vec<InstalledRoute>>; 2] = [None, None];
+    for mut r in routes {
+        let v6 = r.dst.is_ipv6();
+        let existing = match &mut have[usize::from(v6)] {
+            Some(h) => h,
+            slot => slot.insert(pod_nl.routes(v6)?),
+        };
+        let table = r.table.unwrap_or(MAIN_TABLE);
+        let metric = r.priority.unwrap_or(implicit_metric(v6));
+        let same_dst: Vec<&InstalledRoute> = existing
+            .iter()
+            .filter(|h| h.table == table && h.dst == r.dst)
+            .collect();
+        if let Some(taken) = same_dst.iter().find(|h| h.priority == metric) {
+            if taken.oif == Some(link.index) && taken.gw == r.gw {
+                // Listed twice: installed (and reported) once.
+                continue;
+            }
+            let holder = describe_route(
+                taken.dst,
+                taken.gw,
+                &link_name(pod_nl, taken.oif),
+                Some(taken.priority),
+                Some(taken.table),
+            );
+            if r.priority.is_some() {
+                return Err(CniError::new(
+                    code::NAME_CONFLICT,
+                    format!(
+                        "cannot add route {}: the pod netns already has {holder}",
+                        describe_route(r.dst, r.gw, &link.name, r.priority, r.table)
+                    ),
+                )
+                .with_details("the configured route priority is taken; choose another"));
+            }
+            let above = same_dst
+                .iter()
+                .map(|h| h.priority)
+                .max()
+                .unwrap_or(metric)
+                .checked_add(1)
+                .ok_or_else(|| {
+                    CniError::new(
+                        code::NAME_CONFLICT,
+                        format!(
+                            "cannot add route {}: no metric left above {holder}",
+                            describe_route(r.dst, r.gw, &link.name, None, r.table)
+                        ),
+                    )
+                })?;
+            r.priority = Some(above);
+        }
+        let spec = RouteSpec {
+            dst: r.dst,
+            gw: r.gw,
+            oif: link.index,
+            priority: r.priority,
+            mtu: r.mtu,
+            advmss: r.advmss,
+            table: r.table,
+            scope: r.scope.and_then(|s| u8::try_from(s).ok()),
+        };
+        pod_nl.add_route(&spec).map_err(|e| {
+            CniError::new(
+                code::NETLINK,
+                format!(
+                    "cannot add route {}",
+                    describe_route(r.dst, r.gw, &link.name, r.priority, r.table)
+                ),
+            )
+            .with_details(e)
+        })?;
+        existing.push(InstalledRoute {
+            dst: r.dst,
+            gw: r.gw,
+            oif: Some(link.index),
+            table,
+            priority: r.priority.unwrap_or(implicit_metric(v6)),
+        });
+        installed.push(r);
+    }
+    Ok(installed)
+}
+
+/// The name of link `index` for messages (`"?"` when it cannot be read).
+fn link_name(nl: &mut Netlink, index: Option<u32>) -> String {
+    index
+        .and_then(|i| {
+            nl.links()
+                .ok()?
+                .into_iter()
+                .find(|l| l.index == i)
+                .map(|l| l.name)
+        })
+        .unwrap_or_else(|| "?".to_owned())
 }
 
 fn ensure_masq(conf: &NetConf, assigned: &ipam::Assigned) -> CniResult<()> {
@@ -439,13 +570,20 @@ pub fn check(conf: &NetConf, env: &CniEnv) -> CniResult<()> {
         }
         let have = pod_nl.routes(v6)?;
         for r in wanted {
+            // Same matching as ADD installed it: on this interface, in its table, via its
+            // gateway, and with its metric when the result records one (1.1.0 results do; older
+            // versions have no field for it).
             let found = have.iter().any(|h| {
-                h.dst == r.dst && (r.gw.is_none() || h.gw == r.gw) && h.oif == Some(link.index)
+                h.dst == r.dst
+                    && h.oif == Some(link.index)
+                    && h.table == r.table.unwrap_or(MAIN_TABLE)
+                    && r.gw.is_none_or(|gw| h.gw == Some(gw))
+                    && r.priority.is_none_or(|p| h.priority == p)
             });
             if !found {
                 return Err(check_failed(format!(
-                    "route {} via {:?} is missing",
-                    r.dst, r.gw
+                    "route {} is missing",
+                    describe_route(r.dst, r.gw, &env.ifname, r.priority, r.table)
                 )));
             }
         }

@@ -159,9 +159,15 @@ pub struct InstalledRoute {
     pub gw: Option<IpAddr>,
     /// Output interface.
     pub oif: Option<u32>,
+    /// Routing table.
+    pub table: u32,
+    /// Metric (`RTA_PRIORITY`; 0 when the kernel reports none, as for IPv4 routes added without
+    /// one).
+    pub priority: u32,
 }
 
-const MAIN_TABLE: u32 = 254;
+/// The main routing table.
+pub const MAIN_TABLE: u32 = 254;
 const RECV_BUF: usize = 64 * 1024;
 
 /// A blocking rtnetlink socket.
@@ -507,7 +513,7 @@ impl Netlink {
         .map(drop)
     }
 
-    /// Routes of the main table for one family.
+    /// Routes of every table for one family (unicast and otherwise, as the kernel lists them).
     pub fn routes(&mut self, v6: bool) -> Result<Vec<InstalledRoute>, NlError> {
         let mut req = RouteMessage::default();
         req.header.address_family = if v6 {
@@ -525,21 +531,18 @@ impl Netlink {
             let RouteNetlinkMessage::NewRoute(m) = r else {
                 continue;
             };
-            let table = m.attributes.iter().find_map(|a| match a {
-                RouteAttribute::Table(t) => Some(*t),
-                _ => None,
-            });
-            if table.unwrap_or(u32::from(m.header.table)) != MAIN_TABLE {
-                continue;
-            }
+            let mut table = u32::from(m.header.table);
             let mut dst_ip = None;
             let mut gw = None;
             let mut oif = None;
+            let mut priority = 0;
             for a in &m.attributes {
                 match a {
                     RouteAttribute::Destination(d) => dst_ip = route_ip(d),
                     RouteAttribute::Gateway(g) => gw = route_ip(g),
                     RouteAttribute::Oif(o) => oif = Some(*o),
+                    RouteAttribute::Table(t) => table = *t,
+                    RouteAttribute::Priority(p) => priority = *p,
                     _ => {}
                 }
             }
@@ -552,7 +555,13 @@ impl Netlink {
                 dst_ip.unwrap_or(unspecified),
                 m.header.destination_prefix_length,
             ) {
-                out.push(InstalledRoute { dst, gw, oif });
+                out.push(InstalledRoute {
+                    dst,
+                    gw,
+                    oif,
+                    table,
+                    priority,
+                });
             }
         }
         Ok(out)

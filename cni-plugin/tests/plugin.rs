@@ -415,3 +415,120 @@ fn ip_masq_hides_pods_behind_the_node_address() {
         node.cni("DEL", c, p.path(), "eth0", &conf).expect_ok();
     }
 }
+
+/// Issue #10, second defect: a second attachment of one pod to the same network asks for a
+/// default route the pod already has (via eth0). ADD used to report it without installing it
+/// (EEXIST was taken as success) and CHECK then failed. Now it is installed with the next metric
+/// (eth0's route keeps precedence), the result says so, and CHECK agrees; a configured priority
+/// that clashes fails clearly and rolls back.
+#[test]
+fn second_default_route_gets_the_next_metric_and_check_agrees() {
+    if !privileged("second_default_route_gets_the_next_metric_and_check_agrees") {
+        return;
+    }
+    let node = Node::new();
+    let pod = Netns::new("fcp");
+    let conf = node.conf("1.1.0", "10.89.0.0/24", json!({}));
+    let check = |ifname: &str, result: &serde_json::Value, conf: &serde_json::Value| {
+        let mut with_prev = conf.clone();
+        with_prev["prevResult"] = result.clone();
+        node.cni("CHECK", "c3", pod.path(), ifname, &with_prev)
+    };
+    let eth0 = node
+        .cni("ADD", "c3", pod.path(), "eth0", &conf)
+        .expect_ok()
+        .clone();
+    assert_eq!(first_ip(&eth0), "10.89.0.2");
+    let eth9 = node
+        .cni("ADD", "c3", pod.path(), "eth9", &conf)
+        .expect_ok()
+        .clone();
+    assert_eq!(eth9["routes"].as_array().unwrap().len(), 1, "{eth9}");
+    let route = &eth9["routes"][0];
+    assert_eq!(
+        (&route["dst"], &route["gw"], &route["priority"]),
+        (&json!("0.0.0.0/0"), &json!("10.89.0.1"), &json!(1)),
+        "{eth9}"
+    );
+
+    // The kernel has what the result says, and eth0's default route still wins.
+    let defaults = pod.ip_json("route show default");
+    let on = |dev: &str| {
+        defaults
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["dev"] == dev)
+            .unwrap_or_else(|| panic!("no default route on {dev}: {defaults}"))
+            .clone()
+    };
+    assert_eq!(on("eth0")["gateway"], "10.89.0.1");
+    assert!(on("eth0").get("metric").is_none(), "eth0 keeps metric 0");
+    assert_eq!(on("eth9")["gateway"], "10.89.0.1");
+    assert_eq!(on("eth9")["metric"], 1);
+    assert_eq!(pod.ip_json("route get 192.0.2.1")[0]["dev"], "eth0");
+
+    check("eth9", &eth9, &conf).expect_ok();
+    check("eth0", &eth0, &conf).expect_ok();
+
+    // A 1.0.0 result has no field for the metric: the route is installed above both others, and
+    // CHECK finds it by device and gateway.
+    let conf_100 = node.conf("1.0.0", "10.89.0.0/24", json!({}));
+    let eth8 = node
+        .cni("ADD", "c3", pod.path(), "eth8", &conf_100)
+        .expect_ok()
+        .clone();
+    assert!(eth8["routes"][0].get("priority").is_none(), "{eth8}");
+    assert_eq!(on_dev(&pod, "eth8")["metric"], 2);
+    check("eth8", &eth8, &conf_100).expect_ok();
+
+    // CHECK notices the route going, and says which in plain words.
+    pod.sh("ip route del default dev eth9");
+    let bad = check("eth9", &eth9, &conf);
+    assert_eq!(bad.code(), 103, "{}", bad.stdout);
+    assert_eq!(
+        bad.json["msg"],
+        "route 0.0.0.0/0 via 10.89.0.1 dev eth9 metric 1 is missing"
+    );
+
+    // A priority pinned by IPAM that is taken: a clear error, the delegated reservation released.
+    let log = node.dir.path().join("ipam.log");
+    let ipam = node.bin_dir.join("pinned-ipam");
+    std::fs::write(
+        &ipam,
+        format!(
+            "#!/bin/sh\necho \"$CNI_COMMAND $CNI_IFNAME\" >> {}\n\
+             [ \"$CNI_COMMAND\" = ADD ] && echo '{{\"cniVersion\":\"1.1.0\",\
+             \"ips\":[{{\"address\":\"10.89.0.77/24\",\"gateway\":\"10.89.0.1\"}}],\
+             \"routes\":[{{\"dst\":\"0.0.0.0/0\",\"gw\":\"10.89.0.1\",\"priority\":0}}]}}'\n\
+             exit 0\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&ipam, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let pinned = node.conf(
+        "1.1.0",
+        "unused",
+        json!({"isDefaultGateway": false, "ipam": {"type": "pinned-ipam"}}),
+    );
+    let a = node.cni("ADD", "c3", pod.path(), "eth7", &pinned);
+    assert_eq!(a.code(), 101, "{}", a.stdout);
+    assert_eq!(
+        a.json["msg"],
+        "cannot add route 0.0.0.0/0 via 10.89.0.1 dev eth7 metric 0: \
+         the pod netns already has 0.0.0.0/0 via 10.89.0.1 dev eth0 metric 0"
+    );
+    assert!(!pod.link_names().contains(&"eth7".to_owned()));
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "ADD eth7\nDEL eth7\n",
+        "the delegated ADD was undone"
+    );
+    assert_eq!(node.ferry_veths().len(), 3, "eth0, eth9 and eth8 only");
+}
+
+/// The default route on `dev` in `pod`, from `ip -j`.
+fn on_dev(pod: &Netns, dev: &str) -> serde_json::Value {
+    pod.ip_json(&format!("route show default dev {dev}"))[0].clone()
+}
