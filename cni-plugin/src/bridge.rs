@@ -8,7 +8,7 @@
 
 use crate::config::{IpamSource, NetConf, NodeNetwork};
 use crate::env::CniEnv;
-use crate::error::{code, CniError, CniResult};
+use crate::error::{code, quoted, CniError, CniResult};
 use crate::ipam;
 use crate::masq;
 use crate::netlink::{
@@ -88,8 +88,8 @@ fn existing_bridge(nl: &mut Netlink, conf: &NetConf) -> CniResult<Option<Link>> 
         Some(link) if link.kind.as_deref() != Some("bridge") => Err(CniError::new(
             code::NAME_CONFLICT,
             format!(
-                "link {:?} exists and is not a bridge (kind {})",
-                conf.bridge,
+                "link {} exists and is not a bridge (kind {})",
+                quoted(&conf.bridge),
                 link.kind.as_deref().unwrap_or("none")
             ),
         )),
@@ -536,18 +536,19 @@ pub fn check(conf: &NetConf, env: &CniEnv) -> CniResult<()> {
     if link.kind.as_deref() != Some("veth") {
         return Err(check_failed(format!("{} is not a veth", env.ifname)));
     }
-    if !want.mac.is_empty() && link.mac.map(format_mac).as_deref() != Some(want.mac.as_str()) {
+    let mac = link.mac.map(format_mac);
+    if !want.mac.is_empty() && mac.as_deref() != Some(want.mac.as_str()) {
         return Err(check_failed(format!(
-            "{} has MAC {:?}, expected {}",
+            "{} has MAC {}, expected {}",
             env.ifname,
-            link.mac.map(format_mac),
+            mac.as_deref().unwrap_or("none"),
             want.mac
         )));
     }
-    if want.mtu.is_some_and(|m| m != link.mtu) {
+    if let Some(mtu) = want.mtu.filter(|m| *m != link.mtu) {
         return Err(check_failed(format!(
-            "{} has MTU {}, expected {:?}",
-            env.ifname, link.mtu, want.mtu
+            "{} has MTU {}, expected {mtu}",
+            env.ifname, link.mtu
         )));
     }
     let addrs = pod_nl.addresses(link.index)?;

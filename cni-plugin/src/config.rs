@@ -7,7 +7,7 @@
 //! IPAM serves the ranges from the config or, when the config has none, from the node file.
 
 use crate::env::validate_ifname;
-use crate::error::{code, CniError, CniResult};
+use crate::error::{code, quoted, CniError, CniResult};
 use crate::types::{CniOutput, Dns, Route};
 use crate::version::{self, Version};
 use ipnetwork::IpNetwork;
@@ -202,13 +202,13 @@ fn invalid(msg: impl Into<String>) -> CniError {
 
 fn parse_ip(s: &str, what: &str) -> CniResult<IpAddr> {
     s.parse()
-        .map_err(|_| invalid(format!("invalid {what} {s:?}: not an IP address")))
+        .map_err(|_| invalid(format!("invalid {what} {}: not an IP address", quoted(s))))
 }
 
 fn parse_net(s: &str, what: &str) -> CniResult<IpNetwork> {
     let net: IpNetwork = s
         .parse()
-        .map_err(|_| invalid(format!("invalid {what} {s:?}")))?;
+        .map_err(|_| invalid(format!("invalid {what} {}", quoted(s))))?;
     Ok(net)
 }
 
@@ -221,7 +221,7 @@ impl NetConf {
             Some(s) => Version::parse_supported(s).ok_or_else(|| {
                 CniError::new(
                     code::INCOMPATIBLE_VERSION,
-                    format!("unsupported cniVersion {s:?}"),
+                    format!("unsupported cniVersion {}", quoted(s)),
                 )
                 .with_details(format!("supported: {}", version::SUPPORTED.join(", ")))
             }),
@@ -251,7 +251,10 @@ impl NetConf {
             return Err(invalid("network name is missing"));
         }
         if raw.name.contains('/') || raw.name == "." || raw.name == ".." {
-            return Err(invalid(format!("invalid network name {:?}", raw.name)));
+            return Err(invalid(format!(
+                "invalid network name {}",
+                quoted(&raw.name)
+            )));
         }
         for (set, key) in [
             (raw.vlan.is_some(), "vlan"),
@@ -261,7 +264,7 @@ impl NetConf {
             if set {
                 return Err(CniError::new(
                     code::UNSUPPORTED_FIELD,
-                    format!("unsupported field {key:?}"),
+                    format!("unsupported field {}", quoted(key)),
                 ));
             }
         }
@@ -282,7 +285,7 @@ impl NetConf {
         let ipam = match ipam_raw.plugin.as_deref() {
             Some(t) if !t.is_empty() && t != "ferry" => {
                 if t.contains('/') {
-                    return Err(invalid(format!("invalid ipam type {t:?}")));
+                    return Err(invalid(format!("invalid ipam type {}", quoted(t))));
                 }
                 IpamSource::Delegate(t.to_owned())
             }
@@ -523,7 +526,7 @@ impl NodeNetwork {
             .filter(|l| !l.is_empty() && !l.starts_with('#'))
         {
             let Some((k, v)) = line.split_once('=') else {
-                return Err(invalid(format!("malformed line {line:?}")));
+                return Err(invalid(format!("malformed line {}", quoted(line))));
             };
             let key = k
                 .trim()
@@ -538,7 +541,7 @@ impl NodeNetwork {
                         v.parse::<u32>()
                             .ok()
                             .filter(|m| (68..=65535).contains(m))
-                            .ok_or_else(|| invalid(format!("invalid MTU {v:?}")))?,
+                            .ok_or_else(|| invalid(format!("invalid MTU {}", quoted(v))))?,
                     )
                 }
                 "IPMASQ" => ipmasq = v == "true",

@@ -1,7 +1,7 @@
 //! The CNI invocation environment: `CNI_COMMAND`, `CNI_CONTAINERID`, `CNI_NETNS`, `CNI_IFNAME`,
 //! `CNI_ARGS`, `CNI_PATH`, validated once so the rest of the plugin works with typed values.
 
-use crate::error::{code, CniError, CniResult};
+use crate::error::{code, quoted, CniError, CniResult};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -35,7 +35,7 @@ impl Command {
             other => {
                 return Err(CniError::new(
                     code::INVALID_ENV,
-                    format!("unknown CNI_COMMAND {other:?}"),
+                    format!("unknown CNI_COMMAND {}", quoted(other)),
                 )
                 .with_details("expected one of ADD, DEL, CHECK, VERSION, GC, STATUS"))
             }
@@ -53,7 +53,8 @@ pub fn validate_ifname(name: &str, what: &str) -> Result<(), String> {
     }
     if name.len() > MAX_IFNAME {
         return Err(format!(
-            "{what} {name:?} is longer than {MAX_IFNAME} characters"
+            "{what} {} is longer than {MAX_IFNAME} characters",
+            quoted(name)
         ));
     }
     if name == "."
@@ -63,7 +64,8 @@ pub fn validate_ifname(name: &str, what: &str) -> Result<(), String> {
             .any(|c| c == '/' || c == ':' || c.is_whitespace())
     {
         return Err(format!(
-            "{what} {name:?} contains characters not allowed in interface names"
+            "{what} {} contains characters not allowed in interface names",
+            quoted(name)
         ));
     }
     Ok(())
@@ -149,10 +151,11 @@ fn validate_container_id(id: &str) -> CniResult<()> {
     if ok_first && ok_rest {
         Ok(())
     } else {
-        Err(
-            CniError::new(code::INVALID_ENV, format!("invalid CNI_CONTAINERID {id:?}"))
-                .with_details("must start with an alphanumeric and contain only [A-Za-z0-9_.-]"),
+        Err(CniError::new(
+            code::INVALID_ENV,
+            format!("invalid CNI_CONTAINERID {}", quoted(id)),
         )
+        .with_details("must start with an alphanumeric and contain only [A-Za-z0-9_.-]"))
     }
 }
 
@@ -163,7 +166,7 @@ pub fn parse_cni_args(s: &str) -> CniResult<BTreeMap<String, String>> {
         let Some((k, v)) = part.split_once('=') else {
             return Err(CniError::new(
                 code::INVALID_ENV,
-                format!("invalid CNI_ARGS pair {part:?}: expected KEY=VALUE"),
+                format!("invalid CNI_ARGS pair {}: expected KEY=VALUE", quoted(part)),
             ));
         };
         map.insert(k.to_owned(), v.to_owned());

@@ -105,3 +105,64 @@ impl std::error::Error for CniError {}
 
 /// Shorthand result type for plugin operations.
 pub type CniResult<T> = Result<T, CniError>;
+
+/// `s` in double quotes with control characters and quotes escaped, for names taken from the
+/// user (interface, plugin, network names) in messages. Messages never use `{:?}`: that would also
+/// let Rust's `Some(..)`/`None` and struct syntax leak into what users read.
+pub fn quoted(s: &str) -> String {
+    format!("\"{}\"", s.escape_debug())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// No message of the plugin goes through `Debug` (`{:?}`, `{x:?}`, `{:#?}`): that is how
+    /// `Some(10.89.0.1)` reached users. Scans every source file up to its test module.
+    #[test]
+    fn no_debug_formatting_outside_tests() {
+        fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for e in std::fs::read_dir(dir).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    out.push(p);
+                }
+            }
+        }
+        let mut sources = Vec::new();
+        walk(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut sources,
+        );
+        assert!(sources.len() > 10, "found only {sources:?}");
+        let mut offenders = Vec::new();
+        for path in sources {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let code = text.split("#[cfg(test)]").next().unwrap_or(&text);
+            for (n, line) in code.lines().enumerate() {
+                if line.trim_start().starts_with("//") {
+                    continue;
+                }
+                if [":?}", ":#?}", "{:?", "{:#?"]
+                    .iter()
+                    .any(|p| line.contains(p))
+                {
+                    offenders.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
+                }
+            }
+        }
+        assert!(
+            offenders.is_empty(),
+            "Debug formatting:\n{}",
+            offenders.join("\n")
+        );
+    }
+
+    #[test]
+    fn quoted_escapes_like_a_string_literal() {
+        assert_eq!(quoted("eth0"), "\"eth0\"");
+        assert_eq!(quoted("a\"b\nc"), "\"a\\\"b\\nc\"");
+    }
+}

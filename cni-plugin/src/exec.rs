@@ -4,7 +4,7 @@
 //! `ferry-cni` uses this to delegate IPAM; [`crate::runtime`] uses it to drive whole conflists the
 //! way libcni does (for tests, the benchmark and the kubelet).
 
-use crate::error::{code, CniError, CniResult};
+use crate::error::{code, quoted, CniError, CniResult};
 use crate::netns::NetnsFd;
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd};
@@ -17,7 +17,7 @@ pub fn find_plugin(plugin: &str, dirs: &[PathBuf]) -> CniResult<PathBuf> {
     if plugin.is_empty() || plugin.contains('/') {
         return Err(CniError::new(
             code::INVALID_CONFIG,
-            format!("invalid plugin type {plugin:?}"),
+            format!("invalid plugin type {}", quoted(plugin)),
         ));
     }
     dirs.iter()
@@ -29,8 +29,11 @@ pub fn find_plugin(plugin: &str, dirs: &[PathBuf]) -> CniResult<PathBuf> {
                 .map(|d| d.display().to_string())
                 .collect::<Vec<_>>()
                 .join(":");
-            CniError::new(code::INVALID_CONFIG, format!("plugin {plugin:?} not found"))
-                .with_details(format!("searched CNI_PATH {searched:?}"))
+            CniError::new(
+                code::INVALID_CONFIG,
+                format!("plugin {} not found", quoted(plugin)),
+            )
+            .with_details(format!("searched CNI_PATH {}", quoted(&searched)))
         })
 }
 
