@@ -140,44 +140,195 @@ fn enable_forwarding(v6: bool) {
     }
 }
 
-/// ADD.
+/// Something one ADD created, recorded the moment it exists.
+#[derive(Debug)]
+enum Created {
+    /// Addresses reserved for the attachment (or a delegated IPAM ADD that succeeded).
+    Ipam(ipam::IpamUndo),
+    /// The veth pair, by its host end (deleting it takes the pod end, with its addresses and
+    /// routes, along).
+    Veth(String),
+}
+
+/// The undo log of one ADD: what it created, undone newest first when ADD fails (or panics), so a
+/// failed ADD leaves behind nothing it created and touches nothing that existed before it.
+///
+/// Node-wide state that ADD only converges (the bridge, its gateway address, forwarding, the
+/// masquerade rules) is never recorded: other attachments use it, concurrent ADDs may be
+/// attaching to a bridge this ADD just created, and the reference plugin keeps it too.
+#[derive(Debug)]
+struct Rollback<'a> {
+    conf: &'a NetConf,
+    env: &'a CniEnv,
+    created: Vec<Created>,
+}
+
+impl<'a> Rollback<'a> {
+    fn new(conf: &'a NetConf, env: &'a CniEnv) -> Self {
+        Rollback {
+            conf,
+            env,
+            created: Vec::new(),
+        }
+    }
+
+    fn record(&mut self, c: Created) {
+        self.created.push(c);
+    }
+
+    /// ADD succeeded: everything recorded stays.
+    fn commit(mut self) {
+        self.created.clear();
+    }
+
+    /// Undoes everything recorded, newest first; returns what could not be undone.
+    fn undo(&mut self) -> Vec<String> {
+        let mut failed = Vec::new();
+        while let Some(c) = self.created.pop() {
+            match c {
+                Created::Veth(name) => {
+                    if let Err(e) = Netlink::new()
+                        .map_err(|e| e.to_string())
+                        .and_then(|mut nl| nl.del_link(&name).map_err(|e| e.to_string()))
+                    {
+                        failed.push(format!("deleting veth {name}: {e}"));
+                    }
+                }
+                Created::Ipam(undo) => {
+                    if let Err(e) = ipam::undo_add(self.conf, self.env, &undo) {
+                        failed.push(format!("releasing the addresses reserved: {e}"));
+                    }
+                }
+            }
+        }
+        failed
+    }
+}
+
+impl Drop for Rollback<'_> {
+    fn drop(&mut self) {
+        // Entries are left only when ADD panicked: still leave nothing behind.
+        for f in self.undo() {
+            eprintln!("ferry-cni: rollback: {f}");
+        }
+    }
+}
+
+/// ADD. Every step is listed in [`crate::fault::ADD_STEPS`] and ends with its fault point.
 pub fn add(conf: &NetConf, env: &CniEnv) -> CniResult<CniOutput> {
-    let netns = NetnsFd::open(&env.netns)?;
-    let node = node_network(conf)?;
-    let mtu = conf
-        .mtu
-        .or(node.as_ref().and_then(|n| n.mtu))
-        .unwrap_or(crate::config::DEFAULT_MTU);
-    let mut host_nl = host_netlink()?;
-    // Fail early, before reserving anything, on a bridge name clash.
-    let bridge = existing_bridge(&mut host_nl, conf)?;
-    let assigned = ipam::add(conf, env, node.as_ref())?;
-    let host_name = host_veth_name(&conf.name, &env.container_id, &env.ifname);
-    let attached = ensure_bridge(&mut host_nl, conf, mtu, bridge)
-        .and_then(|bridge| attach(conf, env, &netns, &mut host_nl, bridge, mtu, &assigned))
-        .and_then(|out| ensure_masq(conf, &assigned).map(|()| out));
-    match attached {
-        Ok(out) => Ok(out),
-        Err(e) => {
-            // Leave nothing behind: no veth, no reservation.
-            let _ = host_nl.del_link(&host_name);
-            let _ = ipam::del(conf, env);
+    let mut rollback = Rollback::new(conf, env);
+    match add_steps(conf, env, &mut rollback) {
+        Ok(out) => {
+            rollback.commit();
+            Ok(out)
+        }
+        Err(mut e) => {
+            let failed = rollback.undo();
+            if !failed.is_empty() {
+                let undo = format!("rollback incomplete: {}", failed.join("; "));
+                e.details = if e.details.is_empty() {
+                    undo
+                } else {
+                    format!("{}; {undo}", e.details)
+                };
+            }
             Err(e)
         }
     }
 }
 
-fn attach(
-    conf: &NetConf,
-    env: &CniEnv,
-    netns: &NetnsFd,
-    host_nl: &mut Netlink,
-    bridge: Link,
-    mtu: u32,
-    assigned: &ipam::Assigned,
-) -> CniResult<CniOutput> {
+fn ifname_exists(env: &CniEnv) -> CniError {
+    CniError::new(
+        code::NAME_CONFLICT,
+        format!(
+            "interface {} already exists in netns {}",
+            env.ifname, env.netns
+        ),
+    )
+}
+
+/// Whose is this attachment's host veth name, found taken before ADD creates the pair.
+#[derive(Debug, PartialEq, Eq)]
+enum HostVeth {
+    /// Nobody's.
+    Free,
+    /// A veth left by an earlier ADD of this attachment into this same pod netns, whose pod end
+    /// is no longer `CNI_IFNAME` (a crash between steps, then a renamed or stripped pod end): it
+    /// is replaced, so a retried ADD converges.
+    Stale,
+    /// Anything else: the pod end lives in another netns (the attachment is alive there) or the
+    /// name is held by something that is not our veth. Never touched.
+    InUse,
+}
+
+fn host_veth_state(nl: &mut Netlink, name: &str, netns: &NetnsFd) -> CniResult<HostVeth> {
+    let Some(link) = nl.link_by_name(name)? else {
+        return Ok(HostVeth::Free);
+    };
+    if link.kind.as_deref() != Some("veth") {
+        return Ok(HostVeth::InUse);
+    }
+    // Reading the link made the kernel give its peer's netns an id, if it had none.
+    let pod_ns = nl.nsid_of(netns)?;
+    Ok(match (link.link_netnsid, pod_ns) {
+        (Some(peer), Some(pod)) if peer == pod => HostVeth::Stale,
+        _ => HostVeth::InUse,
+    })
+}
+
+fn host_veth_in_use(conf: &NetConf, env: &CniEnv, host_name: &str) -> CniError {
+    CniError::new(
+        code::NAME_CONFLICT,
+        format!(
+            "host veth {host_name} of attachment (network {}, container {}, interface {}) \
+             already exists and does not lead into netns {}",
+            conf.name, env.container_id, env.ifname, env.netns
+        ),
+    )
+    .with_details("the attachment is set up elsewhere; a repeated ADD needs a DEL first")
+}
+
+fn add_steps(conf: &NetConf, env: &CniEnv, rollback: &mut Rollback<'_>) -> CniResult<CniOutput> {
+    let fault = env.fault;
+    let netns = NetnsFd::open(&env.netns)?;
+    fault.after("netns")?;
+
+    let node = node_network(conf)?;
+    let mtu = conf
+        .mtu
+        .or(node.as_ref().and_then(|n| n.mtu))
+        .unwrap_or(crate::config::DEFAULT_MTU);
+    fault.after("node-network")?;
+
+    let mut host_nl = host_netlink()?;
+    // Fail early, before reserving anything, on a bridge name clash.
+    let bridge = existing_bridge(&mut host_nl, conf)?;
+    fault.after("bridge-check")?;
+
+    // The spec: fail if CNI_IFNAME exists. Checked before anything is reserved or created, so a
+    // repeated ADD of a working attachment answers 101 having touched nothing.
+    let mut pod_nl = Netlink::new_in(&netns)?;
+    if pod_nl.link_by_name(&env.ifname)?.is_some() {
+        return Err(ifname_exists(env));
+    }
+    fault.after("ifname-check")?;
+
     let host_name = host_veth_name(&conf.name, &env.container_id, &env.ifname);
-    let host_name = host_name.as_str();
+    let host_veth = host_veth_state(&mut host_nl, &host_name, &netns)?;
+    if host_veth == HostVeth::InUse {
+        return Err(host_veth_in_use(conf, env, &host_name));
+    }
+    fault.after("host-veth-check")?;
+
+    let assigned = ipam::add(conf, env, node.as_ref())?;
+    if assigned.undo != ipam::IpamUndo::Nothing {
+        rollback.record(Created::Ipam(assigned.undo.clone()));
+    }
+    fault.after("ipam")?;
+
+    let bridge = ensure_bridge(&mut host_nl, conf, mtu, bridge)?;
+    fault.after("bridge")?;
+
     if conf.is_gateway {
         for ip in &assigned.ips {
             if let Some(gw) = ip.gateway {
@@ -192,11 +343,12 @@ fn attach(
             }
         }
     }
+    fault.after("gateway")?;
 
     let host_mac = derived_mac(&["host", &conf.name, &env.container_id, &env.ifname]);
     let pod_mac = derived_mac(&["pod", &conf.name, &env.container_id, &env.ifname]);
     let host_end = VethEnd {
-        name: host_name,
+        name: &host_name,
         mac: host_mac,
         mtu,
     };
@@ -205,32 +357,28 @@ fn attach(
         mac: pod_mac,
         mtu,
     };
-    let mut pod_nl = Netlink::new_in(netns)?;
-    match host_nl.create_veth(&host_end, bridge.index, &pod_end, netns) {
-        Ok(()) => {}
+    if host_veth == HostVeth::Stale {
+        host_nl.del_link(&host_name)?;
+    }
+    match host_nl.create_veth(&host_end, bridge.index, &pod_end, &netns) {
+        Ok(()) => rollback.record(Created::Veth(host_name.clone())),
+        // Taken since the checks above (the spec forbids concurrent ADDs of one attachment, so
+        // this is someone else's): not ours to remove.
         Err(e) if e.is_exists() => {
-            if pod_nl.link_by_name(&env.ifname)?.is_some() {
-                return Err(CniError::new(
-                    code::NAME_CONFLICT,
-                    format!(
-                        "interface {} already exists in netns {}",
-                        env.ifname, env.netns
-                    ),
-                ));
-            }
-            // A host veth left by an ADD that crashed halfway for this same attachment.
-            if host_nl.link_by_name(host_name)?.is_some() {
-                host_nl.del_link(host_name)?;
-                host_nl.create_veth(&host_end, bridge.index, &pod_end, netns)?;
+            return Err(if pod_nl.link_by_name(&env.ifname)?.is_some() {
+                ifname_exists(env)
             } else {
-                return Err(e.into());
-            }
+                host_veth_in_use(conf, env, &host_name)
+            });
         }
         Err(e) => return Err(e.into()),
     }
+    fault.after("veth")?;
+
     if conf.hairpin {
-        host_nl.set_hairpin_by_name(host_name, true)?;
+        host_nl.set_hairpin_by_name(&host_name, true)?;
     }
+    fault.after("hairpin")?;
 
     let pod_link = pod_nl.link_by_name(&env.ifname)?.ok_or_else(|| {
         CniError::new(
@@ -241,10 +389,17 @@ fn attach(
     for ip in &assigned.ips {
         pod_nl.add_address(pod_link.index, ip.address)?;
     }
-    pod_nl.set_up(pod_link.index)?;
+    fault.after("pod-address")?;
 
-    let wanted = planned_routes(conf, assigned, mtu);
+    pod_nl.set_up(pod_link.index)?;
+    fault.after("pod-up")?;
+
+    let wanted = planned_routes(conf, &assigned, mtu);
     let routes = install_routes(&mut pod_nl, &pod_link, wanted)?;
+    fault.after("routes")?;
+
+    ensure_masq(conf, &assigned)?;
+    fault.after("masq")?;
 
     let mut out = conf.prev_result.clone().unwrap_or_default();
     let base = out.interfaces.len();
@@ -254,7 +409,7 @@ fn attach(
         ..Default::default()
     });
     out.interfaces.push(Interface {
-        name: host_name.to_owned(),
+        name: host_name,
         mac: format_mac(host_mac),
         mtu: Some(mtu),
         ..Default::default()

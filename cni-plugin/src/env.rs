@@ -2,6 +2,7 @@
 //! `CNI_ARGS`, `CNI_PATH`, validated once so the rest of the plugin works with typed values.
 
 use crate::error::{code, quoted, CniError, CniResult};
+use crate::fault::FaultPoint;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -86,6 +87,8 @@ pub struct CniEnv {
     pub args: BTreeMap<String, String>,
     /// Directories to search for delegated plugins.
     pub path: Vec<PathBuf>,
+    /// Test-only: the ADD step to fail after (`FERRY_CNI_FAULT`, see [`crate::fault`]).
+    pub fault: FaultPoint,
 }
 
 impl CniEnv {
@@ -131,6 +134,7 @@ impl CniEnv {
             .filter(|p| !p.is_empty())
             .map(PathBuf::from)
             .collect();
+        let fault = FaultPoint::from_lookup(&get)?;
         Ok(CniEnv {
             command,
             container_id,
@@ -138,6 +142,7 @@ impl CniEnv {
             ifname,
             args,
             path,
+            fault,
         })
     }
 }

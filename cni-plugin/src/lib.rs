@@ -11,6 +11,7 @@
 //! | [`masq`] | `ipMasq`: node-level masquerade rules per pod subnet |
 //! | [`loopback`] | the `loopback` plugin, same binary |
 //! | [`exec`], [`runtime`] | running plugins and whole conflists the way libcni does |
+//! | [`fault`] | test-only fault injection into ADD (`FERRY_CNI_FAULT`) |
 //! | [`types`], [`version`], [`error`] | CNI results, versions, error codes |
 
 pub mod bridge;
@@ -18,6 +19,7 @@ pub mod config;
 pub mod env;
 pub mod error;
 pub mod exec;
+pub mod fault;
 pub mod ipam;
 pub mod loopback;
 pub mod masq;

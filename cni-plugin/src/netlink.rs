@@ -17,6 +17,7 @@ use netlink_packet_route::link::{
     InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute,
     LinkFlags, LinkInfo, LinkMessage,
 };
+use netlink_packet_route::nsid::{NsidAttribute, NsidMessage};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteMessage, RouteMetric, RouteProtocol, RouteScope, RouteType,
 };
@@ -81,6 +82,9 @@ pub struct Link {
     pub master: Option<u32>,
     /// Administratively up.
     pub up: bool,
+    /// For a link whose peer (veth) or lower device lives in another network namespace: that
+    /// namespace's id as seen from this socket's namespace (`IFLA_LINK_NETNSID`).
+    pub link_netnsid: Option<i32>,
 }
 
 impl Link {
@@ -93,12 +97,14 @@ impl Link {
             mtu: 0,
             master: None,
             up: msg.header.flags.contains(LinkFlags::Up),
+            link_netnsid: None,
         };
         for attr in &msg.attributes {
             match attr {
                 LinkAttribute::IfName(n) => link.name.clone_from(n),
                 LinkAttribute::Mtu(m) => link.mtu = *m,
                 LinkAttribute::Controller(m) => link.master = Some(*m),
+                LinkAttribute::LinkNetNsId(id) => link.link_netnsid = Some(*id),
                 LinkAttribute::Address(a) if a.len() == 6 => {
                     let mut mac = [0; 6];
                     mac.copy_from_slice(a);
@@ -511,6 +517,28 @@ impl Netlink {
             NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
         )
         .map(drop)
+    }
+
+    /// The id this socket's namespace gives the namespace `ns` (`RTM_GETNSID`); `None` when it has
+    /// given it none. Compare with [`Link::link_netnsid`] to learn whether a veth's peer is in `ns`
+    /// (reading such a link makes the kernel assign an id to the peer's namespace).
+    pub fn nsid_of(&mut self, ns: &NetnsFd) -> Result<Option<i32>, NlError> {
+        let mut msg = NsidMessage::default();
+        let fd = u32::try_from(ns.as_fd().as_raw_fd()).map_err(|e| {
+            NlError::new("get nsid", io::Error::new(io::ErrorKind::InvalidInput, e))
+        })?;
+        msg.attributes.push(NsidAttribute::Fd(fd));
+        let replies = self.request("get nsid", RouteNetlinkMessage::GetNsId(msg), 0)?;
+        Ok(replies
+            .iter()
+            .find_map(|r| match r {
+                RouteNetlinkMessage::NewNsId(m) => m.attributes.iter().find_map(|a| match a {
+                    NsidAttribute::Id(id) => Some(*id),
+                    _ => None,
+                }),
+                _ => None,
+            })
+            .filter(|id| *id >= 0))
     }
 
     /// Routes of every table for one family (unicast and otherwise, as the kernel lists them).

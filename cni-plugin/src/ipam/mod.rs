@@ -12,6 +12,7 @@ use crate::error::{code, CniError, CniResult};
 use crate::exec::{find_plugin, invoke, Invocation};
 use crate::types::{CniOutput, Dns, IpConfig, Route};
 use ipnetwork::IpNetwork;
+use std::net::IpAddr;
 use store::{current_boot_id, Store, StoreError};
 
 /// What IPAM decided for one attachment.
@@ -23,6 +24,22 @@ pub struct Assigned {
     pub routes: Vec<Route>,
     /// DNS from the IPAM plugin.
     pub dns: Dns,
+    /// How to take back exactly what this allocation created (see [`undo_add`]).
+    pub undo: IpamUndo,
+}
+
+/// What an ADD's allocation created, so a failed ADD can release that and nothing else.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum IpamUndo {
+    /// Nothing new: every address was already held by this attachment (an ADD retried after a
+    /// crash gets its addresses back), so they are not this invocation's to release.
+    #[default]
+    Nothing,
+    /// Addresses the built-in store reserved in this call.
+    Reserved(Vec<IpAddr>),
+    /// The delegated IPAM plugin's ADD succeeded (it refuses a second ADD for the same
+    /// attachment, so what it holds was created by this call): undone with a delegated DEL.
+    Delegated(String),
 }
 
 impl From<StoreError> for CniError {
@@ -72,7 +89,15 @@ fn builtin_add(
     routes: Vec<Route>,
 ) -> CniResult<Assigned> {
     let store = open_store(conf)?;
+    let held = store
+        .lookup_indexed(&env.container_id, &env.ifname)?
+        .unwrap_or_default();
     let got = store.allocate(ranges, &env.container_id, &env.ifname)?;
+    let reserved: Vec<IpAddr> = got
+        .iter()
+        .map(|(ip, _)| *ip)
+        .filter(|ip| !held.contains(ip))
+        .collect();
     let ips = got
         .into_iter()
         .map(|(ip, range)| IpConfig {
@@ -85,7 +110,25 @@ fn builtin_add(
         ips,
         routes,
         dns: Dns::default(),
+        undo: if reserved.is_empty() {
+            IpamUndo::Nothing
+        } else {
+            IpamUndo::Reserved(reserved)
+        },
     })
+}
+
+/// Takes back what one ADD's allocation created (see [`IpamUndo`]); addresses the attachment
+/// held before that ADD stay reserved.
+pub fn undo_add(conf: &NetConf, env: &CniEnv, undo: &IpamUndo) -> CniResult<()> {
+    match undo {
+        IpamUndo::Nothing => Ok(()),
+        IpamUndo::Reserved(ips) => {
+            open_store(conf)?.release_some(&env.container_id, &env.ifname, ips)?;
+            Ok(())
+        }
+        IpamUndo::Delegated(plugin) => delegate_run(conf, env, plugin, "DEL").map(drop),
+    }
 }
 
 /// Releases the attachment's addresses (idempotent).
@@ -144,6 +187,7 @@ fn delegate_add(conf: &NetConf, env: &CniEnv, plugin: &str) -> CniResult<Assigne
             ips: r.ips,
             routes: r.routes,
             dns: r.dns,
+            undo: IpamUndo::Delegated(plugin.to_owned()),
         }),
         other => {
             // The spec: a failed delegated ADD is followed by a DEL on that delegate.

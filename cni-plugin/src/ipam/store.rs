@@ -322,6 +322,51 @@ impl Store {
         Ok(ips)
     }
 
+    /// Undoes part of an allocation: releases `ips` where the reservation still names
+    /// `(container_id, ifname)`, and drops them from the attachment's index (removing the index
+    /// when nothing is left). Whatever else the attachment holds stays reserved.
+    pub fn release_some(
+        &self,
+        container_id: &str,
+        ifname: &str,
+        ips: &[IpAddr],
+    ) -> Result<(), StoreError> {
+        for ip in ips {
+            let ours = self
+                .read(*ip)
+                .is_some_and(|o| o.container_id == container_id && o.ifname == ifname);
+            if !ours {
+                continue;
+            }
+            let path = self.dir.join(ip.to_string());
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("release", &path)(e)),
+            }
+        }
+        let index = self.index_path(container_id, ifname);
+        let text = match fs::read_to_string(&index) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_err("read", &index)(e)),
+        };
+        let left: Vec<IpAddr> = text
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .filter(|ip| !ips.contains(ip))
+            .collect();
+        if left.is_empty() {
+            match fs::remove_file(&index) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(io_err("remove", &index)(e)),
+            }
+        } else {
+            self.write_index(container_id, ifname, &left)
+        }
+    }
+
     /// Every reservation on disk (unreadable files are reported as owned by nobody).
     pub fn reservations(&self) -> Result<Vec<Reservation>, StoreError> {
         let mut out = Vec::new();
@@ -538,6 +583,34 @@ mod tests {
         let sets2 = vec![set("10.1.0.0/24"), set("10.0.0.0/30")];
         assert!(s.allocate(&sets2, "c2", "eth0").is_err());
         assert_eq!(s.reservations().unwrap().len(), 1);
+        assert!(s.lookup("c2", "eth0").unwrap().is_empty());
+    }
+
+    #[test]
+    fn release_some_takes_back_only_the_named_addresses() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), "net", "b").unwrap();
+        let v4 = vec![set("10.0.0.0/24")];
+        let held = s.allocate(&v4, "c1", "eth0").unwrap()[0].0;
+        let index = dir.path().join("net/by-attachment/c1%eth0");
+        let before = fs::read(&index).unwrap();
+        // A later ADD of the same attachment with a second range set gets `held` back plus one
+        // new address; undoing that ADD must restore exactly the state before it.
+        let both = vec![set("10.0.0.0/24"), set("fd00::/120")];
+        let got = s.allocate(&both, "c1", "eth0").unwrap();
+        assert_eq!(got[0].0, held);
+        let new = got[1].0;
+        s.release_some("c1", "eth0", &[new]).unwrap();
+        assert_eq!(fs::read(&index).unwrap(), before, "index as it was");
+        assert_eq!(s.lookup("c1", "eth0").unwrap(), vec![held]);
+        assert!(!dir.path().join(format!("net/{new}")).exists());
+        // An address owned by someone else is never released through this attachment.
+        let other = s.allocate(&v4, "c2", "eth0").unwrap()[0].0;
+        s.release_some("c1", "eth0", &[other]).unwrap();
+        assert_eq!(s.lookup("c2", "eth0").unwrap(), vec![other]);
+        // Releasing everything an attachment holds removes its index.
+        s.release_some("c2", "eth0", &[other]).unwrap();
+        assert!(!dir.path().join("net/by-attachment/c2%eth0").exists());
         assert!(s.lookup("c2", "eth0").unwrap().is_empty());
     }
 
