@@ -6,13 +6,15 @@
 //!
 //! | Module | What |
 //! |---|---|
+//! | [`names`] | name formats (DNS labels and subdomains, qualified names, label values) |
 //! | [`patch`] | JSON merge patch, JSON patch, strategic merge patch, server-side apply + managedFields |
 //! | [`selector`] | label selectors, field selectors, `metav1.LabelSelector` conversion |
 //! | [`table`] | `meta.k8s.io/v1` `Table` output for `kubectl get` |
-//! | [`validate`] | name formats, `generateName`, strict unknown fields, per-kind validation |
+//! | [`validate`] | `generateName`, namespaces, field errors, strict unknown fields, per-kind validation |
 //! | [`status`] | `Status` error and success bodies with upstream codes and reasons |
 #![forbid(unsafe_code)]
 
+pub mod names;
 pub mod patch;
 pub mod selector;
 pub mod status;

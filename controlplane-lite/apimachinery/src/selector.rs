@@ -20,7 +20,7 @@ use std::fmt;
 
 use serde_json::Value;
 
-use crate::validate::{is_qualified_name, is_valid_label_value};
+use crate::names::{is_qualified_name, is_valid_label_value};
 
 /// A selector could not be parsed. The message is what the server returns in a 400 Status.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
