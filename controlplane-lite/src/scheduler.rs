@@ -13,6 +13,7 @@
 //! `Unschedulable` and a `FailedScheduling` Event, and is retried when nodes change.
 
 use crate::controllers::spawn_reflector;
+use ferry_apimachinery::quantity::parse_quantity;
 use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::Store;
@@ -38,32 +39,6 @@ impl Default for Config {
             parallel_binds: 16,
         }
     }
-}
-
-/// Parses a Kubernetes quantity (`100m`, `2`, `128Mi`, `1G`, `1e3`) into a number of base units.
-pub fn parse_quantity(q: &str) -> Option<f64> {
-    let q = q.trim();
-    let split = q
-        .find(|c: char| c.is_ascii_alphabetic() && c != 'e' && c != 'E')
-        .unwrap_or(q.len());
-    let (num, suffix) = q.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let mult = match suffix {
-        "" => 1.0,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "Ki" => 1024.0,
-        "Mi" => 1024.0 * 1024.0,
-        "Gi" => 1024.0 * 1024.0 * 1024.0,
-        "Ti" => 1024.0_f64.powi(4),
-        "Pi" => 1024.0_f64.powi(5),
-        _ => return None,
-    };
-    Some(n * mult)
 }
 
 /// CPU (cores), memory (bytes) and pod count.
@@ -461,17 +436,6 @@ async fn report_unschedulable(client: &kube::Client, pod: &Pod, msg: &str) -> ku
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quantities() {
-        assert_eq!(parse_quantity("100m"), Some(0.1));
-        assert_eq!(parse_quantity("2"), Some(2.0));
-        assert_eq!(parse_quantity("128Mi"), Some(128.0 * 1024.0 * 1024.0));
-        assert_eq!(parse_quantity("1G"), Some(1e9));
-        assert_eq!(parse_quantity("1e3"), Some(1000.0));
-        assert_eq!(parse_quantity("abc"), None);
-        assert_eq!(parse_quantity("5Q"), None);
-    }
 
     fn node(name: &str, extra: serde_json::Value) -> Node {
         let mut n = serde_json::json!({"metadata": {"name": name}, "status": {

@@ -1,5 +1,6 @@
-//! `ferry-apimachinery`: the pure parts of Ferry's Kubernetes API server (no I/O): patches, label
-//! and field selectors, Table rendering, validation and `Status` bodies.
+//! `ferry-apimachinery`: the pure parts of Ferry's Kubernetes API machinery (no I/O): patches,
+//! label and field selectors, Table rendering, validation, `Status` bodies (for `ferry-server`)
+//! and resource quantities (also for the kubelet).
 //!
 //! Objects are handled as `serde_json::Value` (the server stores JSON); k8s-openapi types are
 //! used where a typed check helps (strict field validation, container and port checks).
@@ -8,6 +9,7 @@
 //! |---|---|
 //! | [`names`] | name formats (DNS labels and subdomains, qualified names, label values) |
 //! | [`patch`] | JSON merge patch, JSON patch, strategic merge patch, server-side apply + managedFields |
+//! | [`quantity`] | resource quantities (`100m`, `128Mi`) as numbers |
 //! | [`selector`] | label selectors, field selectors, `metav1.LabelSelector` conversion |
 //! | [`table`] | `meta.k8s.io/v1` `Table` output for `kubectl get` |
 //! | [`validate`] | `generateName`, namespaces, field errors, strict unknown fields, per-kind validation |
@@ -16,6 +18,7 @@
 
 pub mod names;
 pub mod patch;
+pub mod quantity;
 pub mod selector;
 pub mod status;
 pub mod table;

@@ -17,6 +17,7 @@ use crate::sandbox::PodRef;
 use crate::shim::{self, Exit, ShimSpec, Started};
 use crate::status::{self, rfc3339, ContainerRun, PodFacts, State, Terminated};
 use crate::{cgroup, Kubelet};
+use ferry_apimachinery::quantity::{parse_bytes, parse_millis};
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use serde::{Deserialize, Serialize};
@@ -1126,45 +1127,9 @@ async fn sleep_until_opt(t: Option<Instant>) {
     }
 }
 
-/// Parses a memory quantity into bytes (`128Mi`, `1G`, `1000`).
-pub fn parse_bytes(q: &str) -> Option<i64> {
-    let (num, mult) = [
-        ("Ki", 1i64 << 10),
-        ("Mi", 1 << 20),
-        ("Gi", 1 << 30),
-        ("Ti", 1 << 40),
-        ("k", 1000),
-        ("M", 1_000_000),
-        ("G", 1_000_000_000),
-        ("T", 1_000_000_000_000),
-    ]
-    .iter()
-    .find_map(|(s, m)| q.strip_suffix(s).map(|n| (n, *m)))
-    .unwrap_or((q, 1));
-    num.parse::<f64>().ok().map(|n| (n * mult as f64) as i64)
-}
-
-/// Parses a CPU quantity into millicores (`500m`, `2`).
-pub fn parse_millis(q: &str) -> Option<i64> {
-    match q.strip_suffix('m') {
-        Some(m) => m.parse().ok(),
-        None => q.parse::<f64>().ok().map(|c| (c * 1000.0) as i64),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quantities() {
-        assert_eq!(parse_bytes("128Mi"), Some(128 << 20));
-        assert_eq!(parse_bytes("1G"), Some(1_000_000_000));
-        assert_eq!(parse_bytes("42"), Some(42));
-        assert_eq!(parse_millis("500m"), Some(500));
-        assert_eq!(parse_millis("2"), Some(2000));
-        assert_eq!(parse_bytes("x"), None);
-    }
 
     #[test]
     fn backoff_doubles_from_immediate_to_the_cap() {
