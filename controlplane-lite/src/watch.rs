@@ -11,7 +11,7 @@
 //! - Bookmarks (`allowWatchBookmarks=true`) from the store's progress notifications, at most one
 //!   per bookmark interval, and one just before the server ends the watch at its timeout.
 
-use crate::api::{store_err, Target};
+use crate::api::request::{store_err, Config, Target};
 use crate::machinery::{self as mach, Selectors};
 use crate::objects::from_kv;
 use crate::web::{ApiError, Body};
@@ -42,10 +42,7 @@ pub struct Options {
 
 impl Options {
     /// Parses the watch parameters.
-    pub fn from_query(
-        q: &HashMap<String, String>,
-        cfg: &crate::api::Config,
-    ) -> Result<Options, String> {
+    pub fn from_query(q: &HashMap<String, String>, cfg: &Config) -> Result<Options, String> {
         let rv = q.get("resourceVersion").map(String::as_str).unwrap_or("");
         let from = match rv {
             "" | "0" => None,

@@ -1,0 +1,24 @@
+//! Kind-specific behaviour on writes: defaulting, immutable fields, generation, status and scale
+//! subresources, graceful deletion and finalizers, and the ClusterIP / NodePort allocators.
+//!
+//! | File | What |
+//! |---|---|
+//! | `defaults.rs` | defaults on create and on update (pod specs, Services, workloads, generation) |
+//! | `immutable.rs` | what a PUT keeps from the stored object; immutable fields |
+//! | `deletion.rs` | finalizers, `propagationPolicy`, graceful (pod) deletion |
+//! | `alloc.rs` | the ClusterIP / NodePort [`Allocator`] (the only part doing I/O) |
+//! | `subresource.rs` | the Scale view, status conditions |
+
+mod alloc;
+mod defaults;
+mod deletion;
+mod immutable;
+mod subresource;
+
+pub use alloc::{allocate, allocation_keys, release, release_for, Allocator};
+pub use defaults::{defaults_on_create, on_update};
+pub use deletion::{
+    add_finalizer, finalizers, graceful, propagation_policy, waits_for_finalizers_only, Propagation,
+};
+pub use immutable::{check_immutable, merge_update};
+pub use subresource::{scale_of, set_condition};

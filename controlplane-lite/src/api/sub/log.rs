@@ -1,0 +1,155 @@
+//! `GET pods/{name}/log`: proxied to the kubelet of the pod's node with that node's token, and
+//! streamed back as it comes.
+
+use crate::api::request::{ApiResult, Req, Target};
+use crate::api::Api;
+use crate::resources;
+use crate::web::{ApiError, Body};
+use bytes::Bytes;
+use http::Response;
+use http_body_util::BodyExt;
+use serde_json::Value;
+
+impl Api {
+    /// `GET pods/{name}/log`: proxied to the kubelet of the pod's node
+    /// (`http://<InternalIP>:<daemonEndpoints port>/containerLogs/...`, with that node's token),
+    /// streamed back as it comes (`follow=true` streams until the container ends).
+    pub(in crate::api) async fn pod_log(&self, t: &Target, r: &Req) -> ApiResult<Response<Body>> {
+        let ns = Self::ns_of(t);
+        let name = t.name.clone().unwrap_or_default();
+        let (pod, _) = self.get_obj(t.res, &ns, &name).await?;
+        let containers: Vec<&str> = pod
+            .pointer("/spec/containers")
+            .and_then(Value::as_array)
+            .map(|cs| cs.iter().filter_map(|c| c["name"].as_str()).collect())
+            .unwrap_or_default();
+        let container = match r.query.get("container").filter(|c| !c.is_empty()) {
+            Some(c) => {
+                if !containers.contains(&c.as_str()) {
+                    return Err(ApiError::bad_request(format!(
+                        "container {c} is not valid for pod {name}"
+                    )));
+                }
+                c.clone()
+            }
+            None => match containers.as_slice() {
+                [one] => (*one).to_owned(),
+                many => {
+                    let default = pod
+                        .pointer("/metadata/annotations/kubectl.kubernetes.io~1default-container")
+                        .and_then(Value::as_str);
+                    match default.filter(|d| many.contains(d)) {
+                        Some(d) => d.to_owned(),
+                        None => {
+                            return Err(ApiError::bad_request(format!(
+                                "a container name must be specified for pod {name}, choose one of: [{}]",
+                                many.join(" ")
+                            )))
+                        }
+                    }
+                }
+            },
+        };
+        let node = pod
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if node.is_empty() {
+            return Err(ApiError::bad_request(format!(
+                "pod {name} does not have a host assigned"
+            )));
+        }
+        let nodes =
+            resources::by_kind("Node").ok_or_else(|| ApiError::internal("no Node resource"))?;
+        let (n, _) = self.get_obj(nodes, "", node).await?;
+        let ip = n
+            .pointer("/status/addresses")
+            .and_then(Value::as_array)
+            .and_then(|a| a.iter().find(|x| x["type"] == "InternalIP"))
+            .and_then(|x| x["address"].as_str())
+            .ok_or_else(|| {
+                ApiError::new(
+                    503,
+                    "ServiceUnavailable",
+                    format!("node {node} has no InternalIP"),
+                )
+            })?
+            .to_owned();
+        let port = n
+            .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
+            .and_then(Value::as_u64)
+            .unwrap_or(10250);
+        let token = self.tokens.existing_node_token(node).ok_or_else(|| {
+            ApiError::new(
+                503,
+                "ServiceUnavailable",
+                format!("node {node} has no credentials"),
+            )
+        })?;
+        let mut query = Vec::new();
+        for k in [
+            "follow",
+            "previous",
+            "tailLines",
+            "limitBytes",
+            "sinceSeconds",
+            "timestamps",
+        ] {
+            // Only plain values (numbers, booleans) are forwarded.
+            if let Some(v) = r
+                .query
+                .get(k)
+                .filter(|v| v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+            {
+                query.push(format!("{k}={v}"));
+            }
+        }
+        let path = format!("/containerLogs/{ns}/{name}/{container}?{}", query.join("&"));
+        let unreachable = |e: &dyn std::fmt::Display| {
+            ApiError::new(
+                503,
+                "ServiceUnavailable",
+                format!("error dialing the kubelet of node {node} ({ip}:{port}): {e}"),
+            )
+        };
+        let tcp = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            tokio::net::TcpStream::connect((ip.as_str(), port as u16)),
+        )
+        .await
+        .map_err(|_| unreachable(&"timeout"))?
+        .map_err(|e| unreachable(&e))?;
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+                .await
+                .map_err(|e| unreachable(&e))?;
+        tokio::spawn(conn);
+        let req = http::Request::get(path)
+            .header(http::header::HOST, format!("{ip}:{port}"))
+            .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(http_body_util::Empty::<Bytes>::new())
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let resp = send.send_request(req).await.map_err(|e| unreachable(&e))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+                .unwrap_or_default();
+            return Err(ApiError::new(
+                status.as_u16(),
+                "BadRequest",
+                body.trim().to_owned(),
+            ));
+        }
+        let body = resp.into_body().map_err(std::io::Error::other).boxed();
+        let mut out = Response::new(body);
+        out.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain"),
+        );
+        Ok(out)
+    }
+}
