@@ -4,10 +4,14 @@
 # show its pods spread across the nodes with their IPs, measure pod-to-pod throughput across
 # nodes through the overlay with iperf3, show a pod's egress to an external host (masqueraded to
 # its node's address), then run the benchmarks (pod startup through the whole
-# cluster; ferry-cni vs the reference bridge + host-local plugins). `ferry down` removes it all,
-# also when anything fails.
+# cluster; ferry-cni vs the reference bridge + host-local plugins) from the same release binaries,
+# so the workspace is compiled once. `ferry down` removes it all, also when anything fails.
+# Runs as root; re-runs itself with sudo when started as another user.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/root.sh
+. scripts/root.sh
+as_root "$0" "$@"
 
 bash scripts/setup.sh
 cargo build --release --locked --bins
@@ -62,6 +66,6 @@ echo "== ferry down"
 "$FERRY" down --name "$NAME" --state-dir "$STATE"
 
 echo "== pod startup benchmark (100 pods over 3 nodes, through ferry up)"
-cargo bench --locked -p ferry-cli --bench pod_startup -- --rounds 3
+"$FERRY" bench startup --rounds 3
 echo "== CNI benchmark: ferry-cni vs bridge+host-local (same run, same kernel)"
-cargo bench --locked -p ferry-cni --bench cni -- "$@"
+"$FERRY" bench cni "$@"

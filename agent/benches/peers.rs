@@ -13,7 +13,7 @@
 //! permanent neighbour entries on `ferry.1`). Then all peers are deleted with one
 //! `deletecollection` (label selector) and the time until every entry is gone is measured.
 //!
-//! Reported per backend (medians of [`ROUNDS`] rounds): create throughput of the API server,
+//! Reported per backend (median [min-max] of [`ROUNDS`] rounds): create throughput of the API server,
 //! first create -> all programmed, last create answered -> all programmed (the agent's own
 //! latency), deletecollection -> all removed, and the agent's peak RSS (`VmHWM`).
 //! Build the spawned binaries first, in release: `cargo build --release -p controlplane-lite --bin
@@ -25,7 +25,7 @@ mod common;
 use common::*;
 use ferry_agent::netlink::Netlink;
 use ferry_agent::{hostgw, vxlan};
-use ferry_tests::{median, privileged, RootSnapshot};
+use ferry_tests::{privileged, RootSnapshot, Spread};
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
@@ -285,11 +285,11 @@ fn main() {
     root.assert_unchanged();
 
     println!(
-        "peers bench: {PEERS} peer Node objects, {CONCURRENCY} concurrent creates, kernel polled every {} ms, medians of {ROUNDS} rounds",
+        "peers bench: {PEERS} peer Node objects, {CONCURRENCY} concurrent creates, kernel polled every {} ms, median [min-max] of {ROUNDS} rounds",
         POLL.as_millis()
     );
     for (backend, rounds, hwm, rss, cpu) in &report {
-        let m = |f: fn(&Round) -> f64| median(&rounds.iter().map(f).collect::<Vec<_>>());
+        let m = |f: fn(&Round) -> f64| format!("{:.3}", Spread::over(rounds, f));
         let entries = if *backend == "vxlan" {
             "routes + fdb + neigh"
         } else {
@@ -297,27 +297,27 @@ fn main() {
         };
         println!("  {backend} ({entries}):");
         println!(
-            "    create {PEERS} Nodes (API server)         {:6.3} s",
+            "    create {PEERS} Nodes (API server)         {} s",
             m(|r| r.create)
         );
         println!(
-            "    first create -> all programmed         {:6.3} s   target <= 1 s",
+            "    first create -> all programmed         {} s   target <= 1 s",
             m(|r| r.programmed)
         );
         println!(
-            "    last create answered -> all programmed {:6.3} s   (agent latency)",
+            "    last create answered -> all programmed {} s   (agent latency)",
             m(|r| r.agent)
         );
         println!(
-            "    deletecollection -> all removed        {:6.3} s   (API call {:.3} s)",
+            "    deletecollection -> all removed        {} s   (API call {} s)",
             m(|r| r.removed),
             m(|r| r.delete_api)
         );
         println!(
-            "    deletecollection answered -> removed   {:6.3} s   (agent latency)",
+            "    deletecollection answered -> removed   {} s   (agent latency)",
             m(|r| r.removed - r.delete_api)
         );
-        println!("    agent CPU per round (create + delete)  {cpu:6.3} s",);
+        println!("    agent CPU per round (create + delete)  {cpu:6.3} s   (mean over the rounds)");
         println!(
             "    agent peak RSS (VmHWM)                 {hwm:6.1} MiB target <= 50 MB (VmRSS now {rss:.1} MiB)"
         );

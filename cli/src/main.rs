@@ -8,12 +8,14 @@
 //!   inherited by the server); nothing routes from the root namespace into the cluster.
 //! - `ferry status` shows every component's health, the nodes, their overlay and the pods.
 //! - `ferry down` removes everything `ferry up` created, also after a crash of `ferry up`.
+//! - `ferry bench cni|startup` runs the benchmarks from the release binaries ([`bench`]).
 //!
 //! Layout: [`topology`] names and addresses, [`state`] the record on disk, [`sys`] the kernel
 //! boundary (all `unsafe`), [`net`] and [`cgroup`] the resources, [`api`] the Kubernetes client
 //! side, one module per subcommand.
 
 mod api;
+mod bench;
 mod cgroup;
 mod down;
 mod net;
@@ -42,6 +44,9 @@ enum Cmd {
     Down(down::Target),
     /// Shows the health of every component, the nodes and the pods.
     Status(down::Target),
+    /// Benchmarks from the release binaries: the CNI plugin against the reference, pod startup.
+    #[command(subcommand)]
+    Bench(bench::BenchCmd),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +55,7 @@ fn main() -> ExitCode {
         Cmd::Up(a) => ("up", up::run(a)),
         Cmd::Down(t) => ("down", down::run(t)),
         Cmd::Status(t) => ("status", status::run(t)),
+        Cmd::Bench(b) => ("bench", bench::run(b)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,15 +1,23 @@
-//! API server benchmark: `cargo bench -p controlplane-lite --bench apiserver -- [--store sqlite|etcd|both] [--objects N]`.
+//! API server benchmark: `cargo bench -p controlplane-lite --bench apiserver -- [--store
+//! sqlite|etcd|both] [--controllers on|off|both] [--objects N] [--rounds N]`.
 //!
-//! Against a real `ferry-server` process (and, for etcd, a real etcd on loopback), through kube-rs:
+//! Against a real `ferry-server` process (and, for etcd, a real etcd on loopback), through kube-rs,
+//! in each configuration (store x controllers: `on` is the default server, which runs the
+//! scheduler and controllers with their caches beside the API; `off` is `--controllers false`):
 //! - creates/s with 10 concurrent clients;
 //! - LIST latency of N pods (paged by 500, as kube-rs and kubectl do), median of 5;
 //! - watch delivery latency p50/p99 with 100 watchers (time from sending a write to each watcher
 //!   receiving its event: an upper bound, the write's own round trip included);
 //! - resident memory of the server holding N pods + N services + N endpointslices.
 //!
+//! Each round measures every configuration once, in a rotated order, on a fresh server; every
+//! figure is the median over rounds with its min–max. Then the scheduler / endpoint programming
+//! step (default server, SQLite), also over rounds.
+//!
 //! Targets (from the issue): >= 2,000 creates/s embedded, watch p99 <= 50 ms, RSS <= 300 MB at
 //! 10k of each. Figures are printed with the targets; nothing is asserted.
 
+use ferry_tests::Spread;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -143,7 +151,17 @@ fn pod(name: &str) -> Pod {
         "spec": {"containers": [{"name": "c", "image": "registry.example/app:1", "ports": [{"containerPort": 8080}]}]}})).unwrap()
 }
 
-async fn run(store: &str, n: usize) {
+/// One configuration's figures in one round.
+#[derive(Debug)]
+struct Figures {
+    creates: f64,
+    list_ms: f64,
+    watch_p50: f64,
+    watch_p99: f64,
+    rss_mb: f64,
+}
+
+async fn run(store: &str, controllers: bool, n: usize) -> Figures {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut args = vec![
@@ -151,9 +169,8 @@ async fn run(store: &str, n: usize) {
         dir.path().to_str().unwrap().to_owned(),
         "--listen".to_owned(),
         format!("127.0.0.1:{port}"),
-        // The store figures are measured without controllers reacting to the 10k pods.
         "--controllers".to_owned(),
-        "false".to_owned(),
+        controllers.to_string(),
     ];
     let _etcd = if store == "etcd" {
         let (p, url) = start_etcd(dir.path());
@@ -274,7 +291,7 @@ async fn run(store: &str, n: usize) {
         concurrently(n, 10, move |i| {
         let (svcs, eps) = (svcs.clone(), eps.clone());
         async move {
-            let svc: Service = serde_json::from_value(serde_json::json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": format!("s{i:06}")}, "spec": {"selector": {"app": "bench"}, "ports": [{"port": 80, "targetPort": 8080}]}})).unwrap();
+            let svc: Service = serde_json::from_value(serde_json::json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": format!("s{i:06}")}, "spec": {"selector": {"app": "bench-svc"}, "ports": [{"port": 80, "targetPort": 8080}]}})).unwrap();
             svcs.create(&PostParams::default(), &svc).await.unwrap();
             let ep: EndpointSlice = serde_json::from_value(serde_json::json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "metadata": {"name": format!("s{i:06}-x"), "labels": {"kubernetes.io/service-name": format!("s{i:06}")}}, "addressType": "IPv4", "endpoints": [{"addresses": ["10.244.1.5"], "conditions": {"ready": true}}], "ports": [{"port": 8080, "protocol": "TCP"}]})).unwrap();
             eps.create(&PostParams::default(), &ep).await.unwrap();
@@ -283,23 +300,24 @@ async fn run(store: &str, n: usize) {
     .await;
     }
     let rss = rss_mb(server.0.id());
-
-    let list_med = pct(&mut lists, 50.0);
-    let (p50, p99) = (pct(&mut lat.clone(), 50.0), pct(&mut lat, 99.0));
-    println!("store={store:<7} objects={n:<6} creates/s={creates:>8.0}  list {n} pods (paged 500) median={list_med:>7.1} ms  watch x100 p50={p50:>6.2} ms p99={p99:>6.2} ms  server RSS with {n} pods+svcs+slices={rss:>6.1} MB");
-    if store == "sqlite" {
-        println!(
-            "  targets: creates/s >= 2000: {}; watch p99 <= 50 ms: {}; RSS <= 300 MB (at 10k): {}",
-            if creates >= 2000.0 { "met" } else { "MISSED" },
-            if p99 <= 50.0 { "met" } else { "MISSED" },
-            if rss <= 300.0 { "met" } else { "MISSED" }
-        );
-    }
+    let f = Figures {
+        creates,
+        list_ms: pct(&mut lists, 50.0),
+        watch_p50: pct(&mut lat.clone(), 50.0),
+        watch_p99: pct(&mut lat, 99.0),
+        rss_mb: rss,
+    };
+    println!(
+        "  store={store:<7} controllers={:<3} creates/s={:>6.0}  list {n} pods (paged 500, median of 5)={:>7.1} ms  watch x100 p50={:>6.2} ms p99={:>6.2} ms  RSS with {n} pods+svcs+slices={:>6.1} MB",
+        if controllers { "on" } else { "off" },
+        f.creates, f.list_ms, f.watch_p50, f.watch_p99, f.rss_mb
+    );
+    f
 }
 
 /// Scheduling throughput (pods bound per second, `pending` pods over 3 nodes) and endpoint
 /// programming latency (a pod readiness flip until its EndpointSlice shows it), on SQLite.
-async fn controllers(pending: usize) {
+async fn controllers(pending: usize) -> (f64, f64, f64) {
     use k8s_openapi::api::core::v1::Node;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -390,8 +408,9 @@ async fn controllers(pending: usize) {
     drop(server);
     #[expect(clippy::cast_precision_loss, reason = "rates")]
     let rate = pending as f64 / sched;
-    println!("scheduler: {pending} pods over 3 nodes bound in {sched:.2} s ({rate:.0} pods/s, creation included); endpoint change -> slice p50={:.1} ms p99={:.1} ms (target 100 ms)",
-        pct(&mut lat.clone(), 50.0), pct(&mut lat, 99.0));
+    let (p50, p99) = (pct(&mut lat.clone(), 50.0), pct(&mut lat, 99.0));
+    println!("  scheduler: {pending} pods over 3 nodes bound in {sched:.2} s ({rate:.0} pods/s, creation included); endpoint change -> slice p50={p50:.1} ms p99={p99:.1} ms");
+    (sched, p50, p99)
 }
 
 fn arg(name: &str) -> Option<String> {
@@ -409,14 +428,81 @@ fn main() {
     let n: usize = arg("--objects")
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
-    let which = arg("--store").unwrap_or_else(|| "both".into());
+    let rounds: usize = arg("--rounds")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+        .max(1);
+    let stores = match arg("--store").as_deref().unwrap_or("both") {
+        "both" => vec!["sqlite", "etcd"],
+        "sqlite" => vec!["sqlite"],
+        "etcd" => vec!["etcd"],
+        other => panic!("--store {other}: expected sqlite, etcd or both"),
+    };
+    let modes = match arg("--controllers").as_deref().unwrap_or("both") {
+        "both" => vec![true, false],
+        "on" => vec![true],
+        "off" => vec![false],
+        other => panic!("--controllers {other}: expected on, off or both"),
+    };
+    let configs: Vec<(&str, bool)> = stores
+        .iter()
+        .flat_map(|s| modes.iter().map(move |c| (*s, *c)))
+        .collect();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    for store in ["sqlite", "etcd"] {
-        if which == "both" || which == store {
-            rt.block_on(run(store, n));
+    let mut figures: Vec<Vec<Figures>> = configs.iter().map(|_| Vec::new()).collect();
+    for round in 0..rounds {
+        println!("round {}:", round + 1);
+        // Rotate the order so drift of the shared machine hits every configuration alike.
+        for k in 0..configs.len() {
+            let i = (k + round) % configs.len();
+            let (store, ctl) = configs[i];
+            figures[i].push(rt.block_on(run(store, ctl, n)));
         }
     }
-    if which == "both" || which == "sqlite" {
-        rt.block_on(controllers(500));
+    println!("\n{n} objects, {rounds} rounds, median [min-max]:");
+    println!(
+        "{:<26} {:>22} {:>22} {:>20} {:>20} {:>20}",
+        "store, controllers",
+        "creates/s (10 clients)",
+        "LIST 10k pods ms",
+        "watch p50 ms",
+        "watch p99 ms",
+        "server RSS MB"
+    );
+    for ((store, ctl), f) in configs.iter().zip(&figures) {
+        println!(
+            "{:<26} {:>22} {:>22} {:>20} {:>20} {:>20}",
+            format!("{store}, {}", if *ctl { "on (default)" } else { "off" }),
+            format!("{:.0}", Spread::over(f, |x| x.creates)),
+            format!("{:.0}", Spread::over(f, |x| x.list_ms)),
+            format!("{:.1}", Spread::over(f, |x| x.watch_p50)),
+            format!("{:.1}", Spread::over(f, |x| x.watch_p99)),
+            format!("{:.0}", Spread::over(f, |x| x.rss_mb)),
+        );
+    }
+    if let Some(i) = configs.iter().position(|c| *c == ("sqlite", true)) {
+        let f = &figures[i];
+        let (c, p99, rss) = (
+            Spread::over(f, |x| x.creates).median,
+            Spread::over(f, |x| x.watch_p99).median,
+            Spread::over(f, |x| x.rss_mb).median,
+        );
+        println!(
+            "targets (sqlite, default server, medians): creates/s >= 2000: {}; watch p99 <= 50 ms: {}; RSS <= 300 MB (at 10k): {}",
+            if c >= 2000.0 { "met" } else { "MISSED" },
+            if p99 <= 50.0 { "met" } else { "MISSED" },
+            if rss <= 300.0 { "met" } else { "MISSED" }
+        );
+    }
+    if stores.contains(&"sqlite") {
+        println!("\nscheduler and endpoint programming (sqlite, default server):");
+        let runs: Vec<(f64, f64, f64)> =
+            (0..rounds).map(|_| rt.block_on(controllers(500))).collect();
+        println!(
+            "500 pods bound in {:.2} s; endpoint change -> slice p50 {:.1} ms, p99 {:.1} ms (target 100 ms); median [min-max] of {rounds}",
+            Spread::over(&runs, |r| r.0),
+            Spread::over(&runs, |r| r.1),
+            Spread::over(&runs, |r| r.2)
+        );
     }
 }

@@ -12,6 +12,10 @@
 //! test under `CI=true` (a privileged test that silently skips in CI is a bug) and otherwise prints
 //! a visible skip.
 
+pub mod stats;
+
+pub use stats::{median, percentile, Spread};
+
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -300,28 +304,6 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// Percentile (0-100) of a sample, nearest-rank.
-pub fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    #[expect(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        clippy::cast_precision_loss,
-        reason = "ranks of small samples"
-    )]
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
-    sorted[rank.min(sorted.len()) - 1]
-}
-
-/// Median of a sample.
-pub fn median(values: &[f64]) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    percentile(&v, 50.0)
-}
-
 /// Path of a workspace binary (`ferry-server`, `ferry-kubelet`, `ferry-cni`, ...) built into the
 /// same target directory as the running test. `cargo test --workspace` builds every package's
 /// binaries before running any test; a run limited with `-p` may not have it, hence the message.
@@ -375,14 +357,6 @@ mod tests {
         let b = unique("fcni");
         assert_ne!(a, b);
         assert!(a.len() <= 12, "{a}");
-    }
-
-    #[test]
-    fn percentiles() {
-        let v = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0];
-        assert!((percentile(&v, 50.0) - 5.0).abs() < f64::EPSILON);
-        assert!((percentile(&v, 99.0) - 10.0).abs() < f64::EPSILON);
-        assert!((median(&[3.0, 1.0, 2.0]) - 2.0).abs() < f64::EPSILON);
     }
 
     #[test]

@@ -1,0 +1,176 @@
+//! `ferry bench cni` and `ferry bench startup` on the real kernel (privileged), in short smoke
+//! runs: every figure is present, finite and positive, the ratio row exists, bad flags are refused
+//! before anything is created, and nothing of the run is left (namespaces named after the bench's
+//! pid, its cluster, the root namespace's links and routes).
+
+mod common;
+
+use common::*;
+use ferry_tests::{privileged, RootSnapshot};
+use std::process::Command;
+
+/// The numbers of a table row (`name  1.23 [1.00-2.00]  ...`).
+fn numbers(line: &str) -> Vec<f64> {
+    line.split(|c: char| c.is_whitespace() || c == '[' || c == ']' || c == '-')
+        .filter_map(|w| w.parse::<f64>().ok())
+        .collect()
+}
+
+fn base36(mut v: u32) -> String {
+    let mut s = Vec::new();
+    loop {
+        s.push(b"0123456789abcdefghijklmnopqrstuvwxyz"[(v % 36) as usize]);
+        v /= 36;
+        if v == 0 {
+            break;
+        }
+    }
+    s.reverse();
+    String::from_utf8(s).unwrap()
+}
+
+fn namespaces() -> Vec<String> {
+    let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn bench_cni_reports_both_plugins_and_leaves_nothing() {
+    if !privileged("bench_cni_reports_both_plugins_and_leaves_nothing") {
+        return;
+    }
+    binaries(&["ferry-cni"]);
+    let root = RootSnapshot::take();
+    let child = Command::new(FERRY)
+        .args([
+            "bench",
+            "cni",
+            "--pods",
+            "4",
+            "--concurrent",
+            "4",
+            "--rounds",
+            "2",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "ferry bench cni failed: {}",
+        text(&out)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("{stdout}");
+    for row in ["ferry-cni", "bridge+host-local", "ratio (per round)"] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(row))
+            .unwrap_or_else(|| panic!("no {row:?} row:\n{stdout}"));
+        let v = numbers(line.trim_start_matches(row));
+        // Five columns, each `median [min-max]`.
+        assert_eq!(v.len(), 15, "{row}: {line}");
+        assert!(v.iter().all(|x| x.is_finite() && *x > 0.0), "{row}: {line}");
+        for c in v.chunks(3) {
+            assert!(
+                c[1] <= c[0] && c[0] <= c[2],
+                "median outside its min-max: {line}"
+            );
+        }
+    }
+    assert!(stdout.contains("target ADD p50 <= 1/3 of the reference: "));
+    // Its namespaces are `fbn`/`fbp` + its pid in base 36 + a counter.
+    let mine: Vec<_> = namespaces()
+        .into_iter()
+        .filter(|n| {
+            n.starts_with(&format!("fbn{}", base36(pid)))
+                || n.starts_with(&format!("fbp{}", base36(pid)))
+        })
+        .collect();
+    assert!(mine.is_empty(), "namespaces left: {mine:?}");
+    root.assert_unchanged();
+}
+
+#[test]
+fn bench_refuses_bad_flags_before_creating_anything() {
+    if !privileged("bench_refuses_bad_flags_before_creating_anything") {
+        return;
+    }
+    let before = namespaces();
+    for args in [
+        &["bench", "cni", "--rounds", "0"][..],
+        &["bench", "cni", "--pods", "-3"],
+        &["bench", "startup", "--nodes", "0"],
+        &["bench", "startup", "--pods", "many"],
+        &["bench", "nosuch"],
+    ] {
+        let out = Command::new(FERRY).args(args).output().unwrap();
+        assert!(!out.status.success(), "{args:?} accepted: {}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("error:"), "{args:?}: no clear error: {err}");
+    }
+    assert_eq!(namespaces(), before);
+}
+
+#[test]
+fn bench_startup_times_pods_and_removes_its_cluster() {
+    if !privileged("bench_startup_times_pods_and_removes_its_cluster") {
+        return;
+    }
+    binaries(&["ferry-server", "ferry-kubelet", "ferry-agent", "ferry-cni"]);
+    let root = RootSnapshot::take();
+    let child = Command::new(FERRY)
+        .args([
+            "bench", "startup", "--pods", "4", "--rounds", "2", "--nodes", "2",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let cluster = format!("fb{}", child.id() % 100_000);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "ferry bench startup failed: {}",
+        text(&out)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("{stdout}");
+    assert!(stdout.contains("every node Ready in"), "{stdout}");
+    assert_eq!(
+        stdout.matches("create->ready p50").count(),
+        3,
+        "two rounds and the summary:\n{stdout}"
+    );
+    for row in [
+        "create->ready p50",
+        "create->ready p99",
+        "bound->ready p50",
+        "throughput",
+    ] {
+        let line = stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(row))
+            .unwrap_or_else(|| panic!("no {row:?} summary row:\n{stdout}"));
+        let v = numbers(line.trim_start().trim_start_matches(row));
+        assert!(
+            v.len() >= 3 && v[..3].iter().all(|x| x.is_finite() && *x > 0.0),
+            "{line}"
+        );
+    }
+    let left: Vec<_> = namespaces()
+        .into_iter()
+        .filter(|n| n.starts_with(&format!("{cluster}-")))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "namespaces of the bench's cluster left: {left:?}"
+    );
+    root.assert_unchanged();
+}
