@@ -116,7 +116,7 @@ pub async fn run(cfg: Config) -> Result<(), AgentError> {
         tracing::info!("enabled net.ipv4.ip_forward");
     }
     let nl = Netlink::new().map_err(AgentError::Netlink)?;
-    let metrics = crate::metrics::Metrics::new(&cfg.node_name, cfg.backend);
+    let metrics = crate::metrics::Metrics::new(&cfg.node_name, cfg.backend.name());
     crate::metrics::spawn(cfg.metrics_address, metrics.clone());
     let client = client::client(&cfg).await?;
     let api: Api<Node> = Api::all(client);

@@ -14,6 +14,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Default of `--metrics-address`.
+pub const DEFAULT_METRICS_ADDRESS: &str = "127.0.0.1:9465";
+
 /// The overlay backend that carries pod traffic between nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Backend {
@@ -95,7 +98,7 @@ pub struct RunArgs {
     pub cluster_cidr: Ipv4Network,
     /// Prometheus metrics endpoint `IP:PORT` (`GET /metrics`, `GET /healthz`), in the node's
     /// network namespace; `off` (or empty) disables it.
-    #[arg(long, default_value = crate::metrics::DEFAULT_ADDRESS)]
+    #[arg(long, default_value = DEFAULT_METRICS_ADDRESS)]
     pub metrics_address: String,
     /// vxlan/udp: seconds between ICMP probes of every peer through the tunnel (peers are also
     /// probed whenever they change); 0 disables the probes.
@@ -329,5 +332,26 @@ mod tests {
         let missing = parse(&["--token-file", "/nonexistent/token"]).unwrap_err();
         assert!(missing.contains("reading /nonexistent/token"), "{missing}");
         assert!(parse(&["--token", ""]).unwrap_err().contains("is empty"));
+    }
+
+    #[test]
+    fn metrics_address_flag() {
+        let addr = |extra: &[&str]| {
+            let mut args = vec!["--token", "t"];
+            args.extend_from_slice(extra);
+            parse(&args).map(|c| c.metrics_address)
+        };
+        assert_eq!(
+            addr(&[]),
+            Ok(Some(DEFAULT_METRICS_ADDRESS.parse().unwrap()))
+        );
+        assert_eq!(addr(&["--metrics-address", "off"]), Ok(None));
+        assert_eq!(addr(&["--metrics-address", ""]), Ok(None));
+        assert_eq!(
+            addr(&["--metrics-address", "0.0.0.0:9000"]),
+            Ok(Some("0.0.0.0:9000".parse().unwrap()))
+        );
+        let e = addr(&["--metrics-address", "localhost"]).unwrap_err();
+        assert!(e.starts_with("--metrics-address: "), "{e}");
     }
 }

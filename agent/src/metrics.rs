@@ -30,7 +30,6 @@
 //! in the lockfile, but the agent only builds its client half (through kube); enabling its server
 //! features would rebuild hyper and the kube stack above it for a 2-route endpoint.
 
-use crate::config::Backend;
 use crate::netlink::Netlink;
 use crate::udp::{self, Stats};
 use std::fmt::Write as _;
@@ -41,8 +40,6 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
-/// Default of `--metrics-address`.
-pub const DEFAULT_ADDRESS: &str = "127.0.0.1:9465";
 /// Largest request head (request line + headers) read.
 pub const MAX_HEAD: usize = 8192;
 /// Time a client gets to send its request head.
@@ -155,10 +152,11 @@ pub struct Snapshot {
 }
 
 impl Metrics {
-    /// Counters at zero for the agent of `node` running `backend`.
-    pub fn new(node: &str, backend: Backend) -> Arc<Metrics> {
+    /// Counters at zero for the agent of `node` running the backend named `backend` (its
+    /// `--backend` value, e.g. `vxlan`).
+    pub fn new(node: &str, backend: &'static str) -> Arc<Metrics> {
         Arc::new(Metrics {
-            backend: backend.name(),
+            backend,
             node: node.to_owned(),
             peers_programmed: AtomicU64::new(0),
             peers_skipped: AtomicU64::new(0),
@@ -568,7 +566,7 @@ ferry_udp_device_dropped_packets_total{direction="rx"} 8
 
     #[test]
     fn udp_counters_survive_a_datapath_restart() {
-        let m = Metrics::new("n", Backend::Udp);
+        let m = Metrics::new("n", "udp");
         let first = Arc::new(Stats::default());
         first.tx.store(5, Ordering::Relaxed);
         first.rx_bytes.store(100, Ordering::Relaxed);
@@ -596,33 +594,6 @@ ferry_udp_device_dropped_packets_total{direction="rx"} 8
     }
 
     #[test]
-    fn metrics_address_flag() {
-        use clap::Parser as _;
-        #[derive(Debug, clap::Parser)]
-        struct Cli {
-            #[command(flatten)]
-            run: crate::config::RunArgs,
-        }
-        let parse = |extra: &[&str]| {
-            let mut args = vec!["ferry-agent", "--node-name", "n", "--server", "https://x:1"];
-            args.extend(["--token", "t", "--certificate-authority", "ca"]);
-            args.extend(["--cni-conf-dir", "d", "--run-dir", "r"]);
-            args.extend(extra);
-            Cli::try_parse_from(args).unwrap().run.into_config()
-        };
-        let addr = |extra: &[&str]| parse(extra).unwrap().metrics_address;
-        assert_eq!(addr(&[]), Some(DEFAULT_ADDRESS.parse().unwrap()));
-        assert_eq!(addr(&["--metrics-address", "off"]), None);
-        assert_eq!(addr(&["--metrics-address", ""]), None);
-        assert_eq!(
-            addr(&["--metrics-address", "0.0.0.0:9000"]),
-            Some("0.0.0.0:9000".parse().unwrap())
-        );
-        let e = parse(&["--metrics-address", "localhost"]).unwrap_err();
-        assert_eq!(e.flag, "metrics-address");
-    }
-
-    #[test]
     fn finds_the_end_of_the_head() {
         assert_eq!(
             find_head_end(b"GET / HTTP/1.1\r\nA: b\r\n\r\nbody"),
@@ -643,7 +614,7 @@ ferry_udp_device_dropped_packets_total{direction="rx"} 8
 
     #[tokio::test]
     async fn serves_metrics_healthz_and_errors_on_loopback() {
-        let m = Metrics::new("node-x", Backend::Vxlan);
+        let m = Metrics::new("node-x", "vxlan");
         m.record_round(0, 0, false);
         let addr = spawn(Some("127.0.0.1:0".parse().unwrap()), m.clone()).unwrap();
         // A second server on the same address fails to bind, without panicking.
