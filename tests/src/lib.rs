@@ -9,8 +9,9 @@
 //! `bpftool`), not only with Ferry's own reads.
 //!
 //! Privileged tests start with [`privileged`]: as root it returns true; without root it fails the
-//! test under `CI=true` (a privileged test that silently skips in CI is a bug) and otherwise prints
-//! a visible skip.
+//! test under `CI=true` (a privileged test that silently skips in CI is a bug) and otherwise writes
+//! a `SKIPPED <test>` line straight to stderr, past libtest's capture, so the skip stays visible
+//! next to the test's `ok`.
 
 pub mod stats;
 
@@ -18,7 +19,7 @@ pub use stats::{median, percentile, Spread};
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -34,8 +35,28 @@ pub fn privileged(test: &str) -> bool {
     if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
         panic!("{test}: privileged test cannot run without root, and CI=true forbids skipping");
     }
-    eprintln!("SKIPPED {test}: needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN)");
+    skip_notice(&format!(
+        "SKIPPED {test}: needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN)\n"
+    ));
     false
+}
+
+/// Writes `line` to the process's standard error past libtest's output capture. libtest captures
+/// `print!`/`eprint!` (its output-capture hook) and shows a passing test's output only with
+/// `--nocapture`, so an `eprintln!` skip would read as a plain `ok`. A duplicate of fd 2 is a plain
+/// file to std, which the hook never sees; one `write_all` of one line keeps it whole among the
+/// parallel tests' output.
+fn skip_notice(line: &str) {
+    use std::io::Write as _;
+    let written = io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .map(File::from)
+        .and_then(|mut f| f.write_all(line.as_bytes()));
+    if written.is_err() {
+        // fd 2 closed or out of fds: the captured stream is better than nothing.
+        eprint!("{line}");
+    }
 }
 
 /// A short name unique to this process and call: `<tag><pid base36><counter>`, at most 12
