@@ -54,6 +54,14 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Sto
     }
 }
 
+/// Removes `path`; a file that is already gone is not an error (release and DEL are idempotent).
+fn remove_if_present(op: &'static str, path: &Path) -> Result<(), StoreError> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(op, path)(e)),
+        _ => Ok(()),
+    }
+}
+
 /// The owner of a reserved address.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -306,19 +314,9 @@ impl Store {
     pub fn release(&self, container_id: &str, ifname: &str) -> Result<Vec<IpAddr>, StoreError> {
         let ips = self.lookup(container_id, ifname)?;
         for ip in &ips {
-            let path = self.dir.join(ip.to_string());
-            match fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io_err("release", &path)(e)),
-            }
+            remove_if_present("release", &self.dir.join(ip.to_string()))?;
         }
-        let index = self.index_path(container_id, ifname);
-        match fs::remove_file(&index) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err("remove", &index)(e)),
-        }
+        remove_if_present("remove", &self.index_path(container_id, ifname))?;
         Ok(ips)
     }
 
@@ -338,12 +336,7 @@ impl Store {
             if !ours {
                 continue;
             }
-            let path = self.dir.join(ip.to_string());
-            match fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io_err("release", &path)(e)),
-            }
+            remove_if_present("release", &self.dir.join(ip.to_string()))?;
         }
         let index = self.index_path(container_id, ifname);
         let text = match fs::read_to_string(&index) {
@@ -357,11 +350,7 @@ impl Store {
             .filter(|ip| !ips.contains(ip))
             .collect();
         if left.is_empty() {
-            match fs::remove_file(&index) {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(io_err("remove", &index)(e)),
-            }
+            remove_if_present("remove", &index)
         } else {
             self.write_index(container_id, ifname, &left)
         }
