@@ -27,7 +27,9 @@
 //! rounds swung between 7 and 16 Gbit/s), and `1,1` cut absolutes by about 10 % without
 //! tightening the per-round ratios. `FERRY_BENCH_DUMP=1` prints, for node A and both pods,
 //! `ip -d link`, routes, `ethtool -k` (when installed), `iptables-save` and the `net.*` sysctls,
-//! to diff ferry's devices against the hand-built ones.
+//! to diff ferry's devices against the hand-built ones. `FERRY_BENCH_PHASES` (comma-separated
+//! subset of `vxlan,host-gw,udp`, default all) runs only those phases, in the usual order; the
+//! udp target needs the vxlan phase (`FERRY_BENCH_PHASES=vxlan,udp` for the udp figure alone).
 //! Build the spawned binaries first, in release: `cargo build --release -p controlplane-lite --bin
 //! ferry-server -p ferry-cni` (the bench runs from `target/release`).
 
@@ -57,7 +59,12 @@ struct Settings {
     seconds: u32,
     /// (client CPU, server CPU).
     affinity: Option<(u32, u32)>,
+    /// Phases to run: vxlan, host-gw, udp.
+    phases: [bool; 3],
 }
+
+/// The phases, in the order they run.
+const PHASES: [&str; 3] = ["vxlan", "host-gw", "udp"];
 
 impl Settings {
     fn from_env() -> Settings {
@@ -72,10 +79,21 @@ impl Settings {
             let (c, s) = v.split_once(',')?;
             Some((c.trim().parse().ok()?, s.trim().parse().ok()?))
         });
+        let phases = std::env::var("FERRY_BENCH_PHASES").map_or([true; 3], |v| {
+            let want: Vec<&str> = v.split(',').map(str::trim).collect();
+            for w in &want {
+                assert!(
+                    PHASES.contains(w),
+                    "FERRY_BENCH_PHASES: unknown phase {w:?}"
+                );
+            }
+            PHASES.map(|p| want.contains(&p))
+        });
         Settings {
             rounds: num("FERRY_BENCH_ROUNDS", 5) as usize,
             seconds: num("FERRY_BENCH_SECONDS", 3),
             affinity,
+            phases,
         }
     }
 }
@@ -341,17 +359,22 @@ fn main() {
         ping(&a.ns, "192.168.77.2", "hand vxlan node->node");
         dump(&[&a.ns], &[&pod_a, &hpod_a]);
 
+        let phases: Vec<&str> = PHASES
+            .iter()
+            .zip(s.phases)
+            .filter_map(|(p, on)| on.then_some(*p))
+            .collect();
         println!(
             "overlay bench: iperf3 single stream, {} rounds x {} s per path, paths interleaved \
-             per round; affinity {}; Gbit/s median [min-max]",
+             per round; phases {}; affinity {}; Gbit/s median [min-max]",
             s.rounds,
             s.seconds,
+            phases.join(","),
             s.affinity.map_or("none".to_owned(), |(c, sv)| format!(
                 "client cpu {c}, server cpu {sv}"
             ))
         );
 
-        // Phase 1: vxlan.
         let hand_pp = |name| Path {
             name,
             server: &hpod_b,
@@ -364,99 +387,110 @@ fn main() {
             client: &pod_a,
             ip: ip_b.clone(),
         };
-        let paths = [
-            ferry_pp("ferry vxlan pod->pod"),
-            hand_pp("hand vxlan pod->pod"),
-            Path {
-                name: "hand vxlan node->node",
-                server: &b.ns,
-                client: &a.ns,
-                ip: "192.168.77.2".into(),
-            },
-        ];
-        let t = Instant::now();
-        let vx = phase(&paths, &s);
-        let vx_med = report("phase vxlan", &paths, &vx, t.elapsed().as_secs_f64());
-        let r_vx = ratio(
-            "ferry vxlan / hand vxlan pod->pod",
-            &vx[0],
-            &vx[1],
-            Some(0.95),
-        );
-        ratio("ferry vxlan / hand vxlan node->node", &vx[0], &vx[2], None);
-        ratio("hand vxlan pod->pod / node->node", &vx[1], &vx[2], None);
+        // Phase 1: vxlan.
+        let mut vxlan = None;
+        if s.phases[0] {
+            let paths = [
+                ferry_pp("ferry vxlan pod->pod"),
+                hand_pp("hand vxlan pod->pod"),
+                Path {
+                    name: "hand vxlan node->node",
+                    server: &b.ns,
+                    client: &a.ns,
+                    ip: "192.168.77.2".into(),
+                },
+            ];
+            let t = Instant::now();
+            let vx = phase(&paths, &s);
+            let vx_med = report("phase vxlan", &paths, &vx, t.elapsed().as_secs_f64());
+            let r_vx = ratio(
+                "ferry vxlan / hand vxlan pod->pod",
+                &vx[0],
+                &vx[1],
+                Some(0.95),
+            );
+            ratio("ferry vxlan / hand vxlan node->node", &vx[0], &vx[2], None);
+            ratio("hand vxlan pod->pod / node->node", &vx[1], &vx[2], None);
+            vxlan = Some((r_vx, vx_med[0]));
+        }
 
         // Phase 2: host-gw.
-        switch_backend(&cp, [&mut a, &mut b], "host-gw");
-        let (ia, ib) = (a.ip.clone(), b.ip.clone());
-        assert!(
-            wait_until(Duration::from_secs(10), || {
-                a.ns.sh("ip route show proto 78")
-                    .contains(&format!("via {ib} dev eth0"))
-                    && b.ns
-                        .sh("ip route show proto 78")
-                        .contains(&format!("via {ia} dev eth0"))
-            }),
-            "{}{}",
-            a.logs(),
-            b.logs()
-        );
-        hand_route(&a, 2, &b.ip, false);
-        hand_route(&b, 1, &a.ip, false);
-        ping(&pod_a, &ip_b, "ferry host-gw pod->pod");
-        ping(&hpod_a, "10.250.2.2", "hand routed pod->pod");
-        let paths = [
-            ferry_pp("ferry host-gw pod->pod"),
-            hand_pp("hand routed pod->pod"),
-            Path {
-                name: "underlay node->node",
-                server: &b.ns,
-                client: &a.ns,
-                ip: b.ip.clone(),
-            },
-        ];
-        let t = Instant::now();
-        let hg = phase(&paths, &s);
-        report("phase host-gw", &paths, &hg, t.elapsed().as_secs_f64());
-        ratio("ferry host-gw / underlay", &hg[0], &hg[2], Some(0.9));
-        ratio("ferry host-gw / hand routed pod->pod", &hg[0], &hg[1], None);
-        ratio("hand routed pod->pod / underlay", &hg[1], &hg[2], None);
+        if s.phases[1] {
+            switch_backend(&cp, [&mut a, &mut b], "host-gw");
+            let (ia, ib) = (a.ip.clone(), b.ip.clone());
+            assert!(
+                wait_until(Duration::from_secs(10), || {
+                    a.ns.sh("ip route show proto 78")
+                        .contains(&format!("via {ib} dev eth0"))
+                        && b.ns
+                            .sh("ip route show proto 78")
+                            .contains(&format!("via {ia} dev eth0"))
+                }),
+                "{}{}",
+                a.logs(),
+                b.logs()
+            );
+            hand_route(&a, 2, &b.ip, false);
+            hand_route(&b, 1, &a.ip, false);
+            ping(&pod_a, &ip_b, "ferry host-gw pod->pod");
+            ping(&hpod_a, "10.250.2.2", "hand routed pod->pod");
+            let paths = [
+                ferry_pp("ferry host-gw pod->pod"),
+                hand_pp("hand routed pod->pod"),
+                Path {
+                    name: "underlay node->node",
+                    server: &b.ns,
+                    client: &a.ns,
+                    ip: b.ip.clone(),
+                },
+            ];
+            let t = Instant::now();
+            let hg = phase(&paths, &s);
+            report("phase host-gw", &paths, &hg, t.elapsed().as_secs_f64());
+            ratio("ferry host-gw / underlay", &hg[0], &hg[2], Some(0.9));
+            ratio("ferry host-gw / hand routed pod->pod", &hg[0], &hg[1], None);
+            ratio("hand routed pod->pod / underlay", &hg[1], &hg[2], None);
+        }
 
         // Phase 3: udp.
-        switch_backend(&cp, [&mut a, &mut b], "udp");
-        assert!(
-            wait_until(Duration::from_secs(10), || {
-                a.ns.sh("ip route show proto 78").contains("dev ferry.udp")
-                    && b.ns.sh("ip route show proto 78").contains("dev ferry.udp")
-            }),
-            "{}{}",
-            a.logs(),
-            b.logs()
-        );
-        hand_route(&a, 2, &b.ip, true);
-        hand_route(&b, 1, &a.ip, true);
-        ping(&pod_a, &ip_b, "ferry udp pod->pod");
-        ping(&hpod_a, "10.250.2.2", "hand vxlan pod->pod");
-        let paths = [
-            ferry_pp("ferry udp pod->pod"),
-            hand_pp("hand vxlan pod->pod"),
-        ];
-        let t = Instant::now();
-        let ud = phase(&paths, &s);
-        let ud_med = report("phase udp", &paths, &ud, t.elapsed().as_secs_f64());
-        let r_ud = ratio("ferry udp / hand vxlan pod->pod", &ud[0], &ud[1], None);
-        let cross = r_ud / r_vx;
-        let plain = ud_med[0] / vx_med[0];
-        println!(
-            "  ratio {:<46} {cross:.3}  (udp-phase ratio / vxlan-phase ratio, both vs hand vxlan \
-             pod->pod)  target >= 0.5: {}",
-            "ferry udp / ferry vxlan (drift-corrected)",
-            if cross >= 0.5 { "met" } else { "NOT met" }
-        );
-        println!(
-            "  ratio {:<46} {plain:.3}  (median / median across phases)",
-            "ferry udp / ferry vxlan (plain)"
-        );
+        if s.phases[2] {
+            switch_backend(&cp, [&mut a, &mut b], "udp");
+            assert!(
+                wait_until(Duration::from_secs(10), || {
+                    a.ns.sh("ip route show proto 78").contains("dev ferry.udp")
+                        && b.ns.sh("ip route show proto 78").contains("dev ferry.udp")
+                }),
+                "{}{}",
+                a.logs(),
+                b.logs()
+            );
+            hand_route(&a, 2, &b.ip, true);
+            hand_route(&b, 1, &a.ip, true);
+            ping(&pod_a, &ip_b, "ferry udp pod->pod");
+            ping(&hpod_a, "10.250.2.2", "hand vxlan pod->pod");
+            let paths = [
+                ferry_pp("ferry udp pod->pod"),
+                hand_pp("hand vxlan pod->pod"),
+            ];
+            let t = Instant::now();
+            let ud = phase(&paths, &s);
+            let ud_med = report("phase udp", &paths, &ud, t.elapsed().as_secs_f64());
+            let r_ud = ratio("ferry udp / hand vxlan pod->pod", &ud[0], &ud[1], None);
+            if let Some((r_vx, vx_med)) = vxlan {
+                let cross = r_ud / r_vx;
+                let plain = ud_med[0] / vx_med;
+                println!(
+                    "  ratio {:<46} {cross:.3}  (udp-phase ratio / vxlan-phase ratio, both vs \
+                     hand vxlan pod->pod)  target >= 0.5: {}",
+                    "ferry udp / ferry vxlan (drift-corrected)",
+                    if cross >= 0.5 { "met" } else { "NOT met" }
+                );
+                println!(
+                    "  ratio {:<46} {plain:.3}  (median / median across phases)",
+                    "ferry udp / ferry vxlan (plain)"
+                );
+            }
+        }
     }
     root.assert_unchanged();
 }
