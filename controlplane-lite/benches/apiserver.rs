@@ -464,7 +464,7 @@ fn main() {
         "{:<26} {:>22} {:>22} {:>20} {:>20} {:>20}",
         "store, controllers",
         "creates/s (10 clients)",
-        "LIST 10k pods ms",
+        &format!("LIST {n} pods ms"),
         "watch p50 ms",
         "watch p99 ms",
         "server RSS MB"
