@@ -45,7 +45,7 @@ cargo clippy --locked --workspace --all-targets -- -D warnings
 echo "== cargo test (unit + privileged)"
 log=$(mktemp)
 set +e
-cargo test --locked --workspace 2>&1 | tee "$log"
+cargo test --locked --workspace --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 totals=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
