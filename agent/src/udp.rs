@@ -194,11 +194,31 @@ impl Table {
     /// Whether a packet `src -> dst` that arrived from underlay address `from` may enter: the
     /// sender is a known peer, `src` lies in one of its podCIDRs and `dst` in ours.
     pub fn accept(&self, from: Ipv4Addr, src: Ipv4Addr, dst: Ipv4Addr) -> bool {
-        self.own.is_some_and(|o| o.contains(dst))
-            && self
-                .sources
-                .get(&from)
-                .is_some_and(|c| c.iter().any(|c| c.contains(src)))
+        self.sender(from).is_some_and(|s| s.admits(src, dst))
+    }
+
+    /// The known peer at underlay address `from` (`None` for strangers, or before this node has
+    /// a podCIDR): one lookup per datagram, then [`Sender::admits`] per inner packet.
+    pub fn sender(&self, from: Ipv4Addr) -> Option<Sender<'_>> {
+        Some(Sender {
+            own: self.own?,
+            cidrs: self.sources.get(&from)?,
+        })
+    }
+}
+
+/// A known peer as seen by the receive path (see [`Table::sender`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Sender<'a> {
+    own: Ipv4Network,
+    cidrs: &'a [Ipv4Network],
+}
+
+impl Sender<'_> {
+    /// Whether an inner packet `src -> dst` from this peer may enter: `src` lies in one of its
+    /// podCIDRs and `dst` in ours.
+    pub fn admits(&self, src: Ipv4Addr, dst: Ipv4Addr) -> bool {
+        self.own.contains(dst) && self.cidrs.iter().any(|c| c.contains(src))
     }
 }
 
@@ -835,8 +855,11 @@ impl Worker {
                 continue;
             }
             let from = Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr));
+            let sender = table.sender(from);
             for p in ibuf[..n].chunks(seg) {
-                if ipv4_addrs(p).is_some_and(|(src, dst)| table.accept(from, src, dst)) {
+                let ok = sender
+                    .is_some_and(|s| ipv4_addrs(p).is_some_and(|(src, dst)| s.admits(src, dst)));
+                if ok {
                     coalescer.push(p, &mut write);
                     rx += 1;
                     rx_bytes += p.len() as u64;
