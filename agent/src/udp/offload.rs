@@ -4,8 +4,9 @@
 //!   TUN_F_TSO4)`, so the kernel hands a worker whole TCP super-packets (up to 64 KiB, one
 //!   `read`). [`segment_tcp4`] cuts one into MSS-sized IPv4/TCP packets (IP id, total length,
 //!   header checksum, TCP sequence number, flags and checksum per segment) laid out back to back;
-//!   one `sendmsg` with `UDP_SEGMENT` then sends them as one UDP GSO batch (the kernel emits
-//!   one datagram per segment, each the bare inner packet: flannel's wire format is unchanged).
+//!   one `sendmsg` with `UDP_SEGMENT` then sends up to 48 of them as one UDP GSO batch (the
+//!   kernel emits one datagram per segment, each the bare inner packet: flannel's wire format is
+//!   unchanged). [`GsoQueue`] fills those sends across reads: a super-packet is ~50 segments.
 //! * **RX**: the socket has `UDP_GRO`, so one `recvmsg` returns many datagrams of one sender back
 //!   to back. [`Coalescer`] merges consecutive in-order segments of one TCP flow into one
 //!   super-packet written with a `VIRTIO_NET_HDR_GSO_TCPV4` header (one `write`, one pass through
@@ -107,16 +108,15 @@ pub(crate) fn finish_checksum(pkt: &mut [u8], start: usize, offset: usize) -> Op
     Some(())
 }
 
-/// Turns what one TUN `read` returned (`vnet header + packet`) into wire packets in `out`, back
-/// to back, all `stride` bytes long except maybe the last. Returns `(stride, count)`; `None`
-/// for packets that cannot be handled (dropped).
+/// Turns what one TUN `read` returned (`vnet header + packet`) into wire packets appended to
+/// `out`, back to back, all `stride` bytes long except maybe the last. Returns `(stride, count)`;
+/// `None` for packets that cannot be handled (dropped; `out` may then hold a partial append).
 pub(crate) fn tx_packets(buf: &mut [u8], out: &mut Vec<u8>) -> Option<(usize, usize)> {
     if buf.len() < VNET_HDR_LEN + 20 {
         return None;
     }
     let h = VnetHdr::parse(&buf[..VNET_HDR_LEN]);
     let pkt = &mut buf[VNET_HDR_LEN..];
-    out.clear();
     match h.gso_type & !GSO_ECN {
         GSO_NONE => {
             if h.flags & F_NEEDS_CSUM != 0 {
@@ -130,8 +130,8 @@ pub(crate) fn tx_packets(buf: &mut [u8], out: &mut Vec<u8>) -> Option<(usize, us
     }
 }
 
-/// Cuts an IPv4/TCP super-packet into segments of at most `mss` payload bytes, written back to
-/// back into `out`. Returns `(stride, count)`: every segment is `stride` bytes except the last.
+/// Cuts an IPv4/TCP super-packet into segments of at most `mss` payload bytes, appended back to
+/// back to `out`. Returns `(stride, count)`: every segment is `stride` bytes except the last.
 pub(crate) fn segment_tcp4(pkt: &[u8], mss: usize, out: &mut Vec<u8>) -> Option<(usize, usize)> {
     let ip = Ipv4Packet::new(pkt)?;
     if pkt.len() < 40
@@ -153,7 +153,6 @@ pub(crate) fn segment_tcp4(pkt: &[u8], mss: usize, out: &mut Vec<u8>) -> Option<
     let seq0 = tcp.get_sequence();
     let flags = tcp.get_flags();
     let count = payload.len().div_ceil(mss).max(1);
-    out.clear();
     for i in 0..count {
         let chunk = &payload[(i * mss).min(payload.len())..((i + 1) * mss).min(payload.len())];
         let start = out.len();
@@ -175,6 +174,81 @@ pub(crate) fn segment_tcp4(pkt: &[u8], mss: usize, out: &mut Vec<u8>) -> Option<
         seg[ihl + 16..ihl + 18].copy_from_slice(&c.to_ne_bytes());
     }
     Some((hlen + mss, count))
+}
+
+/// Largest UDP GSO batch handed to one `sendmsg` (payload bytes: at most 65507 fit in one IPv4
+/// datagram), and its segment limit.
+pub(crate) const GSO_MAX_BYTES: usize = 65_000;
+pub(crate) const GSO_MAX_SEGMENTS: usize = 64;
+
+/// Groups the wire segments of consecutive TUN reads into UDP GSO sends.
+///
+/// A 64 KiB TSO super-packet at MTU 1372 is ~50 segments of 1350 bytes, and one GSO send holds
+/// at most 48 ([`GSO_MAX_BYTES`]), so sending every read on its own costs two `sendmsg` per
+/// super-packet (48 + 2 segments) and two datagrams at the peer (two `recvmsg`, often two TUN
+/// writes). Here a tail of full-sized segments is kept back and the next read's segments join it
+/// when they go to the same peer with the same stride (GSO needs every segment but the last at
+/// one size), so a stream of super-packets leaves in full 48-segment sends. What is kept back
+/// goes out when something else comes and at [`GsoQueue::flush`] (end of the worker's batch).
+#[derive(Debug)]
+pub(crate) struct GsoQueue<P> {
+    /// Segments kept back, then the segments being committed (appended by [`tx_packets`]).
+    pub(crate) buf: Vec<u8>,
+    /// Peer and stride of the kept-back segments (`None`: `buf` holds none).
+    held: Option<(P, usize)>,
+}
+
+impl<P: Copy + PartialEq> GsoQueue<P> {
+    pub(crate) fn new() -> GsoQueue<P> {
+        GsoQueue {
+            // Kept back (< one send) + one super-packet's segments.
+            buf: Vec::with_capacity(3 * MAX_PACKET),
+            held: None,
+        }
+    }
+
+    /// Sends what was appended to `buf` from `start` on (segments of `stride` bytes for `peer`,
+    /// the last maybe shorter), joined to the kept-back segments where possible, through
+    /// `send(peer, segments, stride)`; keeps back a tail of full segments shorter than a send.
+    pub(crate) fn commit(
+        &mut self,
+        start: usize,
+        peer: P,
+        stride: usize,
+        send: &mut impl FnMut(P, &[u8], usize),
+    ) {
+        // Where the segments for this peer start: 0 when the kept-back ones are joined.
+        let mut at = 0;
+        if let Some((p, s)) = self.held.take() {
+            if (p, s) != (peer, stride) {
+                send(p, &self.buf[..start], s);
+                at = start;
+            }
+        }
+        let group = (GSO_MAX_BYTES / stride).clamp(1, GSO_MAX_SEGMENTS) * stride;
+        while self.buf.len() - at > group {
+            send(peer, &self.buf[at..at + group], stride);
+            at += group;
+        }
+        // The rest, one send at most: kept back unless it is a full send or ends short.
+        let rest = self.buf.len() - at;
+        if rest == group || !rest.is_multiple_of(stride) {
+            send(peer, &self.buf[at..], stride);
+            self.buf.clear();
+        } else {
+            self.buf.copy_within(at.., 0);
+            self.buf.truncate(rest);
+            self.held = Some((peer, stride));
+        }
+    }
+
+    /// Sends what is kept back.
+    pub(crate) fn flush(&mut self, send: &mut impl FnMut(P, &[u8], usize)) {
+        if let Some((peer, stride)) = self.held.take() {
+            send(peer, &self.buf, stride);
+        }
+        self.buf.clear();
+    }
 }
 
 /// What [`Coalescer::push`] needs of a mergeable IPv4/TCP segment.
@@ -345,6 +419,7 @@ fn write_single(p: &[u8], scratch: &mut Vec<u8>, write: &mut impl FnMut(&[u8])) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::RefCell;
 
     /// An IPv4/TCP packet 10.0.0.1:1000 -> 10.0.0.2:2000 with `payload`, seq `seq`, valid
     /// checksums.
@@ -427,6 +502,69 @@ mod tests {
         let mut full = merged.to_vec();
         finish_checksum(&mut full, 20, 16).unwrap();
         assert_eq!(full, big);
+    }
+
+    /// Appends `n` segments of `stride` bytes (the last `last` bytes) numbered from `id`.
+    fn append(buf: &mut Vec<u8>, id: u8, n: usize, stride: usize, last: usize) -> usize {
+        let start = buf.len();
+        for i in 0..n {
+            let len = if i + 1 == n { last } else { stride };
+            buf.extend(std::iter::repeat_n(id.wrapping_add(i as u8), len));
+        }
+        start
+    }
+
+    #[test]
+    fn gso_queue_fills_sends_across_reads() {
+        const S: usize = 1350;
+        let full = GSO_MAX_BYTES / S;
+        assert_eq!(full, 48);
+        let mut q = GsoQueue::new();
+        // (peer, segments, stride, bytes) of every send.
+        type Sends = Vec<(u8, usize, usize, Vec<u8>)>;
+        let sent: RefCell<Sends> = RefCell::default();
+        let mut send =
+            |p: u8, d: &[u8], s: usize| sent.borrow_mut().push((p, d.len() / s, s, d.to_vec()));
+        // Three 50-segment super-packets for peer 1: 48 + 48 + 48 + 6 instead of 6 sends.
+        let mut want = Vec::new();
+        for k in 0..3u8 {
+            let start = append(&mut q.buf, 50 * k, 50, S, S);
+            want.extend_from_slice(&q.buf[start..]);
+            q.commit(start, 1, S, &mut send);
+        }
+        q.flush(&mut send);
+        let sent = sent.into_inner();
+        let counts: Vec<usize> = sent.iter().map(|x| x.1).collect();
+        assert_eq!(counts, [48, 48, 48, 6]);
+        assert!(sent.iter().all(|x| (x.0, x.2) == (1, S)));
+        let got: Vec<u8> = sent.iter().flat_map(|x| x.3.clone()).collect();
+        assert_eq!(got, want, "every byte, in order");
+        assert!(q.buf.is_empty());
+    }
+
+    #[test]
+    fn gso_queue_sends_held_segments_before_anything_else() {
+        let mut q = GsoQueue::new();
+        let sent: RefCell<Vec<(u8, usize, usize)>> = RefCell::default();
+        let mut send = |p: u8, d: &[u8], s: usize| sent.borrow_mut().push((p, d.len(), s));
+        // 3 full segments held for peer 1, then peer 2: peer 1's go first.
+        let start = append(&mut q.buf, 0, 3, 100, 100);
+        q.commit(start, 1, 100, &mut send);
+        assert!(sent.borrow().is_empty(), "kept back");
+        let start = append(&mut q.buf, 10, 2, 100, 100);
+        q.commit(start, 2, 100, &mut send);
+        assert_eq!(*sent.borrow(), [(1, 300, 100)]);
+        // Same peer, other stride (a lone ACK): the held segments go first.
+        let start = append(&mut q.buf, 20, 1, 52, 52);
+        q.commit(start, 2, 52, &mut send);
+        assert_eq!(sent.borrow()[1..], [(2, 200, 100)]);
+        // A short last segment ends a send: joined, sent at once, nothing held.
+        let start = append(&mut q.buf, 30, 2, 52, 40);
+        q.commit(start, 2, 52, &mut send);
+        assert_eq!(sent.borrow()[2..], [(2, 52 + 52 + 40, 52)]);
+        assert!(q.buf.is_empty());
+        q.flush(&mut send);
+        assert_eq!(sent.borrow().len(), 3);
     }
 
     #[test]
