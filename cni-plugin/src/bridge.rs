@@ -14,7 +14,7 @@ use crate::masq;
 use crate::netlink::{
     format_mac, InstalledRoute, Link, Netlink, NlError, RouteSpec, VethEnd, MAIN_TABLE,
 };
-use crate::netns::{NetnsError, NetnsFd};
+use ferry_sys::netns::{NetnsError, NetnsFd};
 use crate::types::{CniOutput, Interface, IpConfig, Route};
 use ipnetwork::IpNetwork;
 use std::hash::Hasher;

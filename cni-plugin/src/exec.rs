@@ -5,7 +5,7 @@
 //! way libcni does (for tests, the benchmark and the kubelet).
 
 use crate::error::{code, quoted, CniError, CniResult};
-use crate::netns::NetnsFd;
+use ferry_sys::netns::NetnsFd;
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::process::CommandExt;

@@ -7,7 +7,7 @@
 //! | [`env`], [`config`] | validated `CNI_*` environment and network configuration |
 //! | [`bridge`] | ADD/DEL/CHECK/GC/STATUS of the veth + bridge attachment |
 //! | [`ipam`] | built-in file-backed IPAM, or delegation to an IPAM plugin |
-//! | [`netlink`], [`netns`] | the kernel boundary: rtnetlink and network namespaces |
+//! | [`netlink`] | the kernel boundary: rtnetlink (namespaces come from `ferry-sys`) |
 //! | [`masq`] | `ipMasq`: node-level masquerade rules per pod subnet |
 //! | [`loopback`] | the `loopback` plugin, same binary |
 //! | [`exec`], [`runtime`] | running plugins and whole conflists the way libcni does |
@@ -24,7 +24,6 @@ pub mod ipam;
 pub mod loopback;
 pub mod masq;
 pub mod netlink;
-pub mod netns;
 pub mod plugin;
 pub mod runtime;
 pub mod types;

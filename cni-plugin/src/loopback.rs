@@ -4,7 +4,7 @@
 use crate::env::{CniEnv, Command};
 use crate::error::{code, CniError, CniResult};
 use crate::netlink::Netlink;
-use crate::netns::NetnsFd;
+use ferry_sys::netns::NetnsFd;
 use crate::types::{CniOutput, Interface, IpConfig};
 use crate::version::Version;
 use ipnetwork::IpNetwork;

@@ -6,7 +6,7 @@
 //! created in: [`Netlink::new_in`] creates one inside a pod's namespace, after which every
 //! operation on it acts there, whatever namespace the thread is in.
 
-use crate::netns::{NetnsError, NetnsFd};
+use ferry_sys::netns::{NetnsError, NetnsFd};
 use ipnetwork::IpNetwork;
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,

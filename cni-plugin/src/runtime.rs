@@ -6,7 +6,7 @@
 
 use crate::error::{code, CniError, CniResult};
 use crate::exec::{find_plugin, invoke, Invocation};
-use crate::netns::NetnsFd;
+use ferry_sys::netns::NetnsFd;
 use base64::Engine;
 use std::path::{Path, PathBuf};
 

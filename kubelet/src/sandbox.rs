@@ -227,7 +227,7 @@ pub fn ips_of(result: &serde_json::Value) -> Vec<String> {
 
 /// Sets `lo` up in the namespace at `path`.
 fn loopback_up(path: &Path) -> Result<()> {
-    let ns = ferry_cni::netns::NetnsFd::open(path)
+    let ns = ferry_sys::netns::NetnsFd::open(path)
         .map_err(|e| anyhow!("opening {}: {e}", path.display()))?;
     let mut nl = ferry_cni::netlink::Netlink::new_in(&ns)
         .map_err(|e| anyhow!("netlink in the pod namespace: {e}"))?;
