@@ -212,7 +212,7 @@ mod tests {
             Path::new("/run/ferry/subnet.env"),
             Path::new("/run/ferry/ipam"),
         );
-        let list = ferry_cni::runtime::ConfList::parse(text.as_bytes()).unwrap();
+        let list = ferry_libcni::runtime::ConfList::parse(text.as_bytes()).unwrap();
         assert_eq!(list.name, NETWORK_NAME);
         assert_eq!(list.cni_version, CNI_VERSION);
         assert_eq!(list.plugins.len(), 1);

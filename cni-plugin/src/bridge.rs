@@ -14,8 +14,8 @@ use crate::masq;
 use crate::netlink::{
     format_mac, InstalledRoute, Link, Netlink, NlError, RouteSpec, VethEnd, MAIN_TABLE,
 };
-use ferry_sys::netns::{NetnsError, NetnsFd};
 use crate::types::{CniOutput, Interface, IpConfig, Route};
+use ferry_sys::netns::NetnsFd;
 use ipnetwork::IpNetwork;
 use std::hash::Hasher;
 use std::net::IpAddr;
@@ -49,17 +49,6 @@ pub fn derived_mac(parts: &[&str]) -> [u8; 6] {
 impl From<NlError> for CniError {
     fn from(e: NlError) -> Self {
         CniError::new(code::NETLINK, e.to_string())
-    }
-}
-
-impl From<NetnsError> for CniError {
-    fn from(e: NetnsError) -> Self {
-        match e {
-            NetnsError::NotFound(_) => CniError::new(code::UNKNOWN_CONTAINER, e.to_string()),
-            NetnsError::NotNetns(_) => CniError::new(code::INVALID_ENV, e.to_string())
-                .with_details("CNI_NETNS must name a network namespace"),
-            NetnsError::Io { .. } => CniError::new(code::IO_FAILURE, e.to_string()),
-        }
     }
 }
 

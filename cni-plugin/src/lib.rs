@@ -10,21 +10,18 @@
 //! | [`netlink`] | the kernel boundary: rtnetlink (namespaces come from `ferry-sys`) |
 //! | [`masq`] | `ipMasq`: node-level masquerade rules per pod subnet |
 //! | [`loopback`] | the `loopback` plugin, same binary |
-//! | [`exec`], [`runtime`] | running plugins and whole conflists the way libcni does |
 //! | [`fault`] | test-only fault injection into ADD (`FERRY_CNI_FAULT`) |
-//! | [`types`], [`version`], [`error`] | CNI results, versions, error codes |
+//! | [`types`], [`version`], [`error`], [`exec`] | re-exported from `ferry-libcni`: CNI results, versions, error codes, invoking a delegated plugin |
 
 pub mod bridge;
 pub mod config;
 pub mod env;
-pub mod error;
-pub mod exec;
 pub mod fault;
 pub mod ipam;
 pub mod loopback;
 pub mod masq;
 pub mod netlink;
 pub mod plugin;
-pub mod runtime;
-pub mod types;
-pub mod version;
+
+// The spec types and plugin execution (IPAM delegation) live in the runtime-side crate.
+pub use ferry_libcni::{error, exec, types, version};

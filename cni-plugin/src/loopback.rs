@@ -4,9 +4,9 @@
 use crate::env::{CniEnv, Command};
 use crate::error::{code, CniError, CniResult};
 use crate::netlink::Netlink;
-use ferry_sys::netns::NetnsFd;
 use crate::types::{CniOutput, Interface, IpConfig};
 use crate::version::Version;
+use ferry_sys::netns::NetnsFd;
 use ipnetwork::IpNetwork;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

@@ -8,7 +8,7 @@ mod common;
 
 use common::Node;
 use ferry_cni::fault::{ADD_STEPS, VAR};
-use ferry_cni::runtime::{ConfList, RuntimeConf};
+use ferry_libcni::runtime::{ConfList, RuntimeConf};
 use ferry_tests::{privileged, wait_until, Netns, RootSnapshot};
 use serde_json::json;
 use std::collections::BTreeMap;

@@ -1,12 +1,12 @@
 //! Behaviour under a real runtime's calling pattern (containerd 1.6's CRI plugin), driven through
-//! [`ferry_cni::runtime`], our libcni equivalent: a conflist chain with Debian's `portmap` after
+//! [`ferry_libcni::runtime`], our libcni equivalent: a conflist chain with Debian's `portmap` after
 //! `ferry-cni`, the `loopback` network run concurrently with `eth0`, the result cache, DEL twice
 //! (the second with an empty netns and no prevResult), CHECK and GC.
 
 mod common;
 
 use common::Node;
-use ferry_cni::runtime::{ConfList, RuntimeConf};
+use ferry_libcni::runtime::{ConfList, RuntimeConf};
 use ferry_tests::{privileged, Netns, RootSnapshot};
 use serde_json::json;
 use std::os::unix::fs::PermissionsExt;

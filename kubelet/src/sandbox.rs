@@ -13,7 +13,7 @@
 //! Plugins run in the kubelet's own network namespace: the node's.
 
 use anyhow::{anyhow, Context as _, Result};
-use ferry_cni::runtime::{ConfList, Runtime, RuntimeConf};
+use ferry_libcni::runtime::{ConfList, Runtime, RuntimeConf};
 use std::path::{Path, PathBuf};
 
 /// Where sandboxes live and how they are networked.
@@ -201,7 +201,7 @@ impl Sandboxes {
     }
 }
 
-fn cni_message(e: &ferry_cni::error::CniError) -> String {
+fn cni_message(e: &ferry_libcni::error::CniError) -> String {
     if e.details.is_empty() {
         e.msg.clone()
     } else {

@@ -6,7 +6,7 @@
     reason = "each test binary uses a different subset of the fixture"
 )]
 
-use ferry_cni::runtime::{ConfList, Runtime, RuntimeConf};
+use ferry_libcni::runtime::{ConfList, Runtime, RuntimeConf};
 use ferry_tests::{veth, wait_until, ChildGuard, Netns};
 use serde_json::{json, Value};
 use std::io::{Read as _, Write as _};

@@ -155,8 +155,8 @@ impl Node {
     }
 
     /// A libcni-style runtime whose plugins run inside this node's namespace (never the test's).
-    pub fn runtime(&self) -> ferry_cni::runtime::Runtime {
-        ferry_cni::runtime::Runtime::in_netns(
+    pub fn runtime(&self) -> ferry_libcni::runtime::Runtime {
+        ferry_libcni::runtime::Runtime::in_netns(
             vec![self.bin_dir.clone()],
             self.dir.path().join("cache"),
             Path::new(self.ns.path()),

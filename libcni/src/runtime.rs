@@ -6,8 +6,8 @@
 
 use crate::error::{code, CniError, CniResult};
 use crate::exec::{find_plugin, invoke, Invocation};
-use ferry_sys::netns::NetnsFd;
 use base64::Engine;
+use ferry_sys::netns::NetnsFd;
 use std::path::{Path, PathBuf};
 
 /// A parsed network configuration list (`.conflist`, or a single `.conf` wrapped as one).

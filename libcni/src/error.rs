@@ -4,6 +4,7 @@
 //! spec's numeric code, a one-line message and optional details. `main` prints it as the CNI error
 //! JSON on stdout and exits non-zero.
 
+use ferry_sys::netns::NetnsError;
 use serde::Serialize;
 use std::fmt;
 
@@ -164,5 +165,17 @@ mod tests {
     fn quoted_escapes_like_a_string_literal() {
         assert_eq!(quoted("eth0"), "\"eth0\"");
         assert_eq!(quoted("a\"b\nc"), "\"a\\\"b\\nc\"");
+    }
+}
+
+/// A namespace the runtime named that cannot be used is the caller's error, not an I/O one.
+impl From<NetnsError> for CniError {
+    fn from(e: NetnsError) -> Self {
+        match e {
+            NetnsError::NotFound(_) => CniError::new(code::UNKNOWN_CONTAINER, e.to_string()),
+            NetnsError::NotNetns(_) => CniError::new(code::INVALID_ENV, e.to_string())
+                .with_details("CNI_NETNS must name a network namespace"),
+            NetnsError::Io { .. } => CniError::new(code::IO_FAILURE, e.to_string()),
+        }
     }
 }
