@@ -2,9 +2,21 @@
 //!
 //! | module | job |
 //! |---|---|
-//! | [`netns`] | open, verify and enter network namespaces |
+//! | [`netns`] | open, verify, enter and create network namespaces; run code inside one |
+//! | [`process`] | process identity (pid + start time), signals, pidfds, fork/exec into a cgroup and netns |
+//! | [`cgroup`] | cgroup v2: mount discovery, create, kill, wait empty, remove, limits |
+//! | [`fs`] | atomic file writes, write-if-changed, mountinfo, unmounting |
+//! | [`sysctl`] | boolean sysctls such as `ip_forward` of the current namespace |
+//! | [`listener`] | listening sockets inherited from the parent process |
 //!
 //! Every `unsafe` block of the workspace outside the eBPF programs and the UDP datapath's hot loop
-//! lives in this crate, each with its `SAFETY` line; the other crates `forbid(unsafe_code)`.
+//! lives in this crate, each with its `SAFETY` line; the other crates `forbid(unsafe_code)`. The
+//! raw namespace syscalls (`setns`, `unshare`) are `disallowed-methods` everywhere else
+//! (`clippy.toml`); here each has one reasoned `expect`.
 
+pub mod cgroup;
+pub mod fs;
+pub mod listener;
 pub mod netns;
+pub mod process;
+pub mod sysctl;

@@ -1,13 +1,19 @@
 //! Network namespaces: open a netns path once, check it really is a network namespace, and enter
-//! it through a guard that restores the original namespace on drop (also while unwinding).
+//! it through a guard that restores the original namespace on drop (also while unwinding), or run
+//! code in it on a dedicated thread; create namespaces (bound at a path, or held only by an fd) and
+//! remove bound ones.
 //!
 //! A network namespace belongs to a thread, so [`NetnsGuard`] is `!Send`. The plugin is
-//! single-threaded; other users (tests, the kubelet) must call it from a dedicated thread.
+//! single-threaded; other users (tests, the kubelet, `ferry`) use [`NetnsFd::run_on_thread`], which
+//! never moves a thread of theirs. Entering a namespace in a child between `fork` and `exec` is
+//! [`crate::process::OnExec`].
 
+use std::ffi::CString;
 use std::fs::File;
 use std::io;
 use std::marker::PhantomData;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 
 /// `NSFS_MAGIC` from `linux/magic.h`: the filesystem of `/proc/*/ns/*` and bind-mounted netns.
@@ -107,6 +113,138 @@ impl NetnsFd {
         let _guard = self.enter()?;
         Ok(f())
     }
+
+    /// Runs `f` on a new OS thread that has entered this namespace (the thread ends with `f`, so
+    /// no thread of the caller ever changes namespace). A panic in `f` is resumed in the caller.
+    pub fn run_on_thread<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T, NetnsError> {
+        let fd = self.as_fd();
+        on_thread(|| {
+            setns(fd).map_err(|source| NetnsError::Io {
+                op: "setns",
+                path: self.path.clone(),
+                source,
+            })?;
+            Ok(f())
+        })
+    }
+
+    /// Creates a new network namespace held only by the returned fd (and by whatever `setup`
+    /// leaves inside it, such as sockets): it disappears when the last of those closes. `setup`
+    /// runs inside it on a short-lived thread of its own; a panic in it is resumed in the caller.
+    pub fn new_anonymous<T: Send>(
+        setup: impl FnOnce() -> T + Send,
+    ) -> Result<(NetnsFd, T), NetnsError> {
+        on_thread(|| {
+            unshare_net()?;
+            let ns = NetnsFd::current()?;
+            Ok((ns, setup()))
+        })
+    }
+}
+
+impl From<NetnsFd> for OwnedFd {
+    fn from(ns: NetnsFd) -> OwnedFd {
+        ns.file.into()
+    }
+}
+
+/// Runs `f` on a scoped thread and returns its result, resuming its panic here.
+fn on_thread<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(f)
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
+/// Creates a network namespace kept alive by a bind mount at `path` (as `ip netns add` and
+/// runtimes do): the file is created (with its directory), then a short-lived thread unshares a new
+/// namespace and bind-mounts it there. On failure the file is removed again.
+pub fn create_bound(path: &Path) -> Result<(), NetnsError> {
+    let io_err = |op: &'static str, p: &Path| {
+        let path = p.to_owned();
+        move |source| NetnsError::Io { op, path, source }
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
+    }
+    File::create(path).map_err(io_err("create", path))?;
+    let made = on_thread(|| {
+        unshare_net()?;
+        // The thread ends right after; the bind mount keeps the namespace alive.
+        bind_mount(Path::new("/proc/thread-self/ns/net"), path).map_err(io_err("bind-mount", path))
+    });
+    if made.is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    made
+}
+
+/// Unmounts and removes a namespace created by [`create_bound`] (or `ip netns add`); fine if it is
+/// already gone or not mounted.
+pub fn remove_bound(path: &Path) -> Result<(), NetnsError> {
+    if !path.exists() {
+        return Ok(());
+    }
+    match crate::fs::umount_detach(path) {
+        Ok(()) => {}
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOENT)) => {}
+        Err(source) => {
+            return Err(NetnsError::Io {
+                op: "unmount",
+                path: path.to_owned(),
+                source,
+            })
+        }
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(NetnsError::Io {
+            op: "remove",
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+fn bind_mount(src: &Path, target: &Path) -> io::Result<()> {
+    let src = CString::new(src.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let target = CString::new(target.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    // SAFETY: both paths are valid NUL-terminated strings that outlive the call; a bind mount
+    // takes no filesystem type and no data (null pointers are allowed for both).
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Moves the calling thread into a new network namespace.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "ferry-sys::netns is the one place that unshares network namespaces"
+)]
+fn unshare_net() -> Result<(), NetnsError> {
+    // SAFETY: unshare has no memory-safety preconditions; CLONE_NEWNET only moves this thread.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } == 0 {
+        Ok(())
+    } else {
+        Err(NetnsError::Io {
+            op: "unshare(CLONE_NEWNET)",
+            path: PathBuf::from("/proc/thread-self/ns/net"),
+            source: io::Error::last_os_error(),
+        })
+    }
 }
 
 impl AsFd for NetnsFd {
@@ -116,8 +254,18 @@ impl AsFd for NetnsFd {
 }
 
 fn setns(fd: BorrowedFd<'_>) -> io::Result<()> {
-    // SAFETY: setns only reads the fd, which is valid for the call.
-    if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } == 0 {
+    setns_raw(fd.as_raw_fd())
+}
+
+/// `setns(fd, CLONE_NEWNET)` for the calling thread. Async-signal-safe (no allocation), so
+/// [`crate::process::OnExec`] calls it between `fork` and `exec`.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "ferry-sys::netns is the one place that calls setns"
+)]
+pub(crate) fn setns_raw(fd: RawFd) -> io::Result<()> {
+    // SAFETY: setns only reads the fd (an invalid one is EBADF); no memory is shared.
+    if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } == 0 {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
@@ -138,5 +286,46 @@ impl Drop for NetnsGuard {
             eprintln!("ferry: cannot return to the original network namespace: {e}");
             std::process::abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inode(path: &str) -> PathBuf {
+        std::fs::read_link(path).unwrap()
+    }
+
+    #[test]
+    fn namespaces_made_run_in_and_removed() {
+        if !crate::process::is_root() {
+            eprintln!("SKIPPED namespaces_made_run_in_and_removed: needs root");
+            return;
+        }
+        let here = inode("/proc/thread-self/ns/net");
+        let (ns, inside) =
+            NetnsFd::new_anonymous(|| inode("/proc/thread-self/ns/net")).unwrap();
+        assert_ne!(inside, here);
+        assert_eq!(ns.run_on_thread(|| inode("/proc/thread-self/ns/net")).unwrap(), inside);
+        assert_eq!(inode("/proc/thread-self/ns/net"), here);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("netns/a");
+        create_bound(&path).unwrap();
+        let bound = NetnsFd::open(&path).unwrap();
+        let in_bound = bound.run_on_thread(|| inode("/proc/thread-self/ns/net")).unwrap();
+        assert_ne!(in_bound, here);
+        drop(bound);
+        remove_bound(&path).unwrap();
+        assert!(!path.exists());
+        remove_bound(&path).unwrap();
+        assert!(matches!(NetnsFd::open(&path), Err(NetnsError::NotFound(_))));
+    }
+
+    #[test]
+    fn a_plain_file_is_not_a_netns() {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        assert!(matches!(NetnsFd::open(f.path()), Err(NetnsError::NotNetns(_))));
     }
 }
