@@ -7,8 +7,6 @@
 use crate::error::{code, quoted, CniError, CniResult};
 use ferry_sys::netns::NetnsFd;
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -66,18 +64,13 @@ pub fn invoke(
     let path = std::env::join_paths(inv.path).unwrap_or_default();
     let mut cmd = Command::new(binary);
     if let Some(ns) = inv.run_in {
-        let fd = ns.as_fd().as_raw_fd();
-        // SAFETY: the closure only calls setns (async-signal-safe, no allocation) on an fd that
-        // `ns` keeps open until the child has been spawned.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) == 0 {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::last_os_error())
-                }
-            });
-        }
+        ferry_sys::process::enter_netns_on_exec(&mut cmd, ns).map_err(|e| {
+            CniError::new(
+                code::IO_FAILURE,
+                format!("failed to run {}", binary.display()),
+            )
+            .with_details(e)
+        })?;
     }
     let mut child = cmd
         .env("CNI_COMMAND", inv.command)

@@ -8,6 +8,8 @@
 //! | [`exec`] | find and invoke one plugin binary (also inside a network namespace) |
 //! | [`types`], [`version`], [`error`] | CNI results, spec versions, error codes and bodies |
 
+#![forbid(unsafe_code)]
+
 pub mod error;
 pub mod exec;
 pub mod runtime;

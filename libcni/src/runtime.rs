@@ -263,9 +263,6 @@ impl Runtime {
         let io = |e: std::io::Error| {
             CniError::new(code::IO_FAILURE, format!("writing {}", path.display())).with_details(e)
         };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
         let entry = serde_json::json!({
             "kind": "cniCacheV1",
             "containerId": rt.container_id,
@@ -276,11 +273,13 @@ impl Runtime {
             "capabilityArgs": rt.capability_args,
             "result": result,
         });
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec(&entry).unwrap_or_default()).map_err(io)?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(io)
+        let bytes = serde_json::to_vec(&entry).unwrap_or_default();
+        ferry_sys::fs::write_atomic(
+            &path,
+            &bytes,
+            ferry_sys::fs::WriteOptions::private().create_dir(true),
+        )
+        .map_err(|e| io(e.into()))
     }
 
     /// DEL through the chain in reverse, with the cached result as `prevResult`; then drops the
