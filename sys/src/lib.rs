@@ -8,6 +8,8 @@
 //! | [`fs`] | atomic file writes, write-if-changed, mountinfo, unmounting |
 //! | [`sysctl`] | boolean sysctls such as `ip_forward` of the current namespace |
 //! | [`listener`] | listening sockets inherited from the parent process |
+//! | [`net`] | sockets, setsockopt, bind / recv / sendto, `struct ifreq` (size-checked), ethtool TX checksum |
+//! | [`tun`] | TUN queues: open + `TUNSETIFF`, `TUNSETOFFLOAD`, `TUNSETPERSIST` |
 //!
 //! Every `unsafe` block of the workspace outside the eBPF programs and the UDP datapath's hot loop
 //! lives in this crate, each with its `SAFETY` line; the other crates `forbid(unsafe_code)`. The
@@ -17,6 +19,8 @@
 pub mod cgroup;
 pub mod fs;
 pub mod listener;
+pub mod net;
 pub mod netns;
 pub mod process;
 pub mod sysctl;
+pub mod tun;
