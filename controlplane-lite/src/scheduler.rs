@@ -12,8 +12,9 @@
 //! pods never over-commits a node. A pod that fits nowhere gets `PodScheduled=False` with reason
 //! `Unschedulable` and a `FailedScheduling` Event, and is retried when nodes change.
 
-use crate::controllers::spawn_reflector;
 use ferry_apimachinery::quantity::parse_quantity;
+use ferry_kube::watch::{self, Reflector};
+use ferry_kube::Loop;
 use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::Store;
@@ -237,15 +238,20 @@ struct State {
 /// Runs the scheduler until the client's streams end.
 pub async fn run(client: kube::Client, cfg: Config) -> anyhow::Result<()> {
     let wake = Arc::new(Notify::new());
-    let pods = spawn_reflector(Api::<Pod>::all(client.clone()), wake.clone());
-    let nodes = spawn_reflector(Api::<Node>::all(client.clone()), wake.clone());
-    pods.wait_until_ready().await?;
-    nodes.wait_until_ready().await?;
+    let pods = Reflector::new(Api::<Pod>::all(client.clone()))
+        .wake(wake.clone())
+        .spawn();
+    let nodes = Reflector::new(Api::<Node>::all(client.clone()))
+        .wake(wake.clone())
+        .spawn();
+    watch::ready(&pods).await?;
+    watch::ready(&nodes).await?;
     let state = Arc::new(Mutex::new(State::default()));
     let binds = Arc::new(Semaphore::new(cfg.parallel_binds.max(1)));
+    let mut lp = Loop::new(wake.clone(), Duration::from_secs(1));
     loop {
         round(&client, &cfg, &pods, &nodes, &state, &binds, &wake).await;
-        let _ = tokio::time::timeout(Duration::from_secs(1), wake.notified()).await;
+        lp.after(()).await;
     }
 }
 

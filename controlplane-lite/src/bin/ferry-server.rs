@@ -304,17 +304,16 @@ async fn main() -> Result<()> {
         } else {
             local.ip().to_string()
         };
-        let kc = kubeconfig::render(
+        let client = kubeconfig::builder(
             "ferry",
             &format!("https://{host}:{}", local.port()),
             &ca,
             "admin",
             &tokens_admin,
-        );
-        let kc = kube::config::Kubeconfig::from_yaml(&kc).context("in-process kubeconfig")?;
-        let client = kube::Client::try_from(
-            kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?,
-        )?;
+        )
+        .build()
+        .await
+        .context("in-process client")?;
         type Ctl = fn(
             kube::Client,
         ) -> std::pin::Pin<

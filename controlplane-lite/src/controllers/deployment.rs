@@ -26,7 +26,9 @@
 //! After writing for a Deployment the controller waits until its store shows the writes (by
 //! ReplicaSet generation) before deciding again, so stale state never scales twice.
 
-use super::{controller_of, controller_ref, reflect, selects};
+use super::{controller_of, controller_ref, selects};
+use ferry_kube::watch::{self, Reflector};
+use ferry_kube::{Expectations, Loop};
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet, ReplicaSetSpec,
 };
@@ -36,9 +38,9 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::Store;
 use kube::ResourceExt;
 use sha2::Digest;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::Notify;
 
 /// Label (on ReplicaSets and their pods) naming the pod template hash.
@@ -180,20 +182,26 @@ fn bare_template(v: Option<&k8s_openapi::api::core::v1::PodTemplateSpec>) -> ser
     t
 }
 
-/// Per Deployment uid: ReplicaSet name -> generation we wrote, and when.
-type Pending = HashMap<String, (BTreeMap<String, i64>, Instant)>;
+/// Per Deployment uid: ReplicaSet name -> generation we wrote (and when: forgotten after
+/// [`SETTLE_TTL`]).
+type Pending = Expectations<String, BTreeMap<String, i64>>;
 
 /// Runs the controller.
 pub async fn run(client: kube::Client) -> anyhow::Result<()> {
     let wake = Arc::new(Notify::new());
-    let deps = reflect(Api::<Deployment>::all(client.clone()), (), wake.clone());
-    let rss = reflect(Api::<ReplicaSet>::all(client.clone()), (), wake.clone());
-    deps.wait_until_ready().await?;
-    rss.wait_until_ready().await?;
-    let mut pending = Pending::new();
+    let deps = Reflector::new(Api::<Deployment>::all(client.clone()))
+        .wake(wake.clone())
+        .spawn();
+    let rss = Reflector::new(Api::<ReplicaSet>::all(client.clone()))
+        .wake(wake.clone())
+        .spawn();
+    watch::ready(&deps).await?;
+    watch::ready(&rss).await?;
+    let mut pending = Pending::with_ttl(SETTLE_TTL);
+    let mut lp = Loop::new(wake, Duration::from_secs(2));
     loop {
         round(&client, &deps, &rss, &mut pending).await;
-        let _ = tokio::time::timeout(Duration::from_secs(2), wake.notified()).await;
+        lp.after(()).await;
     }
 }
 
@@ -205,19 +213,17 @@ async fn round(
 ) {
     let all_rs = rss.state();
     let all_deps = deps.state();
-    pending.retain(|uid, (writes, at)| {
+    pending.settle(|uid, writes| {
         let settled = writes.iter().all(|(name, generation)| {
             all_rs
                 .iter()
                 .any(|r| r.name_any() == *name && r.metadata.generation.unwrap_or(0) >= *generation)
         });
-        !settled
-            && at.elapsed() < SETTLE_TTL
-            && all_deps.iter().any(|d| d.uid().as_deref() == Some(uid))
+        settled || !all_deps.iter().any(|d| d.uid().as_deref() == Some(uid))
     });
     for d in all_deps {
         let uid = d.uid().unwrap_or_default();
-        if pending.contains_key(&uid) || d.metadata.deletion_timestamp.is_some() {
+        if pending.contains(&uid) || d.metadata.deletion_timestamp.is_some() {
             continue;
         }
         let mut s = Sync {
@@ -228,7 +234,7 @@ async fn round(
         };
         let res = s.sync(&all_rs).await;
         if !s.writes.is_empty() {
-            pending.insert(uid, (s.writes, Instant::now()));
+            pending.expect(uid, s.writes);
         }
         if let Err(e) = res {
             tracing::info!(

@@ -12,7 +12,8 @@
 //! Service. Headless services get slices too; ExternalName services and services without a
 //! selector get none from this controller.
 
-use super::spawn_reflector;
+use ferry_kube::watch::{self, Reflector};
+use ferry_kube::Loop;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, PostParams};
@@ -33,15 +34,22 @@ pub const MAX_ENDPOINTS: usize = 100;
 /// Runs the controller.
 pub async fn run(client: kube::Client) -> anyhow::Result<()> {
     let wake = Arc::new(Notify::new());
-    let services = spawn_reflector(Api::<Service>::all(client.clone()), wake.clone());
-    let pods = spawn_reflector(Api::<Pod>::all(client.clone()), wake.clone());
-    let slices = spawn_reflector(Api::<EndpointSlice>::all(client.clone()), wake.clone());
-    services.wait_until_ready().await?;
-    pods.wait_until_ready().await?;
-    slices.wait_until_ready().await?;
+    let services = Reflector::new(Api::<Service>::all(client.clone()))
+        .wake(wake.clone())
+        .spawn();
+    let pods = Reflector::new(Api::<Pod>::all(client.clone()))
+        .wake(wake.clone())
+        .spawn();
+    let slices = Reflector::new(Api::<EndpointSlice>::all(client.clone()))
+        .wake(wake.clone())
+        .spawn();
+    watch::ready(&services).await?;
+    watch::ready(&pods).await?;
+    watch::ready(&slices).await?;
+    let mut lp = Loop::new(wake, Duration::from_secs(10));
     loop {
         reconcile(&client, &services, &pods, &slices).await;
-        let _ = tokio::time::timeout(Duration::from_secs(10), wake.notified()).await;
+        lp.after(()).await;
     }
 }
 

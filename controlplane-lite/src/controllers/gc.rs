@@ -15,8 +15,9 @@
 //! The API server adds those finalizers for `DELETE` with `propagationPolicy` `Foreground` or
 //! `Orphan` (see `admission::Propagation`).
 
-use super::reflect;
 use crate::resources::{Resource, RESOURCES};
+use ferry_kube::watch::{self, Reflector};
+use ferry_kube::Loop;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
 use kube::runtime::reflector::Store;
@@ -60,11 +61,12 @@ pub async fn run(client: kube::Client) -> anyhow::Result<()> {
     let mut kinds = Vec::new();
     for r in RESOURCES {
         let ar = api_resource(r);
-        let store = reflect(
+        let store = Reflector::with_dyntype(
             Api::<DynamicObject>::all_with(client.clone(), &ar),
             ar.clone(),
-            wake.clone(),
-        );
+        )
+        .wake(wake.clone())
+        .spawn();
         kinds.push(Kind {
             ar,
             namespaced: r.namespaced,
@@ -72,11 +74,12 @@ pub async fn run(client: kube::Client) -> anyhow::Result<()> {
         });
     }
     for k in &kinds {
-        k.store.wait_until_ready().await?;
+        watch::ready(&k.store).await?;
     }
+    let mut lp = Loop::new(wake, Duration::from_secs(2));
     loop {
         round(&client, &kinds).await;
-        let _ = tokio::time::timeout(Duration::from_secs(2), wake.notified()).await;
+        lp.after(()).await;
     }
 }
 

@@ -1,5 +1,7 @@
 //! Controllers that run inside `ferry-server`. Each talks to the API with kube-rs only
-//! (watch -> local store -> reconcile), so it works against any Kubernetes API server.
+//! (watch -> local store -> reconcile), so it works against any Kubernetes API server. The
+//! watches ([`ferry_kube::watch`]), the loop around each round ([`ferry_kube::Loop`]) and the
+//! writes not yet seen in a store ([`ferry_kube::Expectations`]) come from `ferry-kube`.
 //!
 //! | module | job |
 //! |---|---|
@@ -17,47 +19,9 @@ pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod replicaset;
 
-use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
-use kube::api::Api;
-use kube::runtime::reflector::{self, store::Writer, Store};
-use kube::runtime::{watcher, WatchStreamExt};
 use kube::Resource;
-use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
-use std::fmt::Debug;
-use std::hash::Hash;
-use std::sync::Arc;
-use tokio::sync::Notify;
-
-/// Starts a reflector of `api` in the background: a local store kept in sync by a watch (with
-/// backoff on errors), poking `wake` on every change so the owner reconciles.
-pub(crate) fn reflect<K>(api: Api<K>, dyntype: K::DynamicType, wake: Arc<Notify>) -> Store<K>
-where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    K::DynamicType: Eq + Hash + Clone + Send + Sync,
-{
-    let writer = Writer::new(dyntype);
-    let store = writer.as_reader();
-    tokio::spawn(async move {
-        let mut s = reflector::reflector(writer, watcher(api, watcher::Config::default()))
-            .default_backoff()
-            .touched_objects()
-            .boxed();
-        while s.next().await.is_some() {
-            wake.notify_one();
-        }
-    });
-    store
-}
-
-/// [`reflect`] for the statically typed resources (k8s-openapi types).
-pub fn spawn_reflector<K>(api: Api<K>, wake: Arc<Notify>) -> Store<K>
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-{
-    reflect(api, (), wake)
-}
 
 /// Whether `selector` (a `metav1.LabelSelector`) selects `labels`; a selector that does not
 /// parse selects nothing.

@@ -7,13 +7,14 @@
 //! The assignment is a merge patch guarded by the node's resourceVersion: two instances racing for
 //! one node cannot both win.
 
-use super::spawn_reflector;
+use ferry_kube::watch::{self, Reflector};
+use ferry_kube::{Expectations, Loop};
 use ipnetwork::Ipv4Network;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::Store;
 use kube::ResourceExt;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,14 +58,15 @@ pub async fn run(client: kube::Client, cfg: Config) -> anyhow::Result<()> {
     }
     let api: Api<Node> = Api::all(client.clone());
     let wake = Arc::new(Notify::new());
-    let store = spawn_reflector(api.clone(), wake.clone());
-    store.wait_until_ready().await?;
+    let store = Reflector::new(api.clone()).wake(wake.clone()).spawn();
+    watch::ready(&store).await?;
     // Assignments made but not yet visible in the (asynchronously updated) local store: without
-    // them a second round could hand the same subnet to another node.
-    let mut in_flight: BTreeMap<String, Ipv4Network> = BTreeMap::new();
+    // them a second round could hand the same subnet to another node. Node uid -> subnet.
+    let mut in_flight: Expectations<String, Ipv4Network> = Expectations::new();
+    let mut lp = Loop::new(wake, Duration::from_secs(5));
     loop {
         reconcile(&api, &store, &cfg, &mut in_flight).await;
-        let _ = tokio::time::timeout(Duration::from_secs(5), wake.notified()).await;
+        lp.after(()).await;
     }
 }
 
@@ -72,7 +74,7 @@ async fn reconcile(
     api: &Api<Node>,
     store: &Store<Node>,
     cfg: &Config,
-    in_flight: &mut BTreeMap<String, Ipv4Network>,
+    in_flight: &mut Expectations<String, Ipv4Network>,
 ) {
     let nodes = store.state();
     let cidr_of = |n: &Node| {
@@ -83,8 +85,8 @@ async fn reconcile(
             .and_then(|c| c.parse::<Ipv4Network>().ok())
     };
     // Forget in-flight entries the store now shows, or whose node is gone.
-    in_flight.retain(|uid, _| {
-        nodes
+    in_flight.settle(|uid, _| {
+        !nodes
             .iter()
             .any(|n| n.uid().as_deref() == Some(uid.as_str()) && cidr_of(n).is_none())
     });
@@ -92,7 +94,7 @@ async fn reconcile(
     used.extend(in_flight.values().copied());
     let mut pending: Vec<_> = nodes
         .iter()
-        .filter(|n| cidr_of(n).is_none() && !in_flight.contains_key(&n.uid().unwrap_or_default()))
+        .filter(|n| cidr_of(n).is_none() && !in_flight.contains(&n.uid().unwrap_or_default()))
         .collect();
     pending.sort_by_key(|n| n.name_any());
     for node in pending {
@@ -119,7 +121,7 @@ async fn reconcile(
             Ok(_) => {
                 tracing::info!("node IPAM: {} gets {cidr}", node.name_any());
                 used.insert(cidr);
-                in_flight.insert(node.uid().unwrap_or_default(), cidr);
+                in_flight.expect(node.uid().unwrap_or_default(), cidr);
             }
             Err(e) => tracing::info!(
                 "node IPAM: assigning {cidr} to {}: {e} (retrying)",

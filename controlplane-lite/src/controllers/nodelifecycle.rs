@@ -11,7 +11,8 @@
 //! The heartbeat is the newer of the Lease's `renewTime` and the Ready condition's
 //! `lastHeartbeatTime`; a node never heard from is judged from its creation time.
 
-use super::spawn_reflector;
+use ferry_kube::watch::{self, Reflector};
+use ferry_kube::Loop;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
@@ -48,18 +49,22 @@ impl Default for Config {
 /// Runs the controller.
 pub async fn run(client: kube::Client, cfg: Config) -> anyhow::Result<()> {
     let wake = Arc::new(Notify::new());
-    let nodes = spawn_reflector(Api::<Node>::all(client.clone()), wake.clone());
-    let leases = spawn_reflector(
-        Api::<Lease>::namespaced(client.clone(), "kube-node-lease"),
-        wake.clone(),
-    );
-    let pods = spawn_reflector(Api::<Pod>::all(client.clone()), wake.clone());
-    nodes.wait_until_ready().await?;
-    leases.wait_until_ready().await?;
-    pods.wait_until_ready().await?;
+    let nodes = Reflector::new(Api::<Node>::all(client.clone()))
+        .wake(wake.clone())
+        .spawn();
+    let leases = Reflector::new(Api::<Lease>::namespaced(client.clone(), "kube-node-lease"))
+        .wake(wake.clone())
+        .spawn();
+    let pods = Reflector::new(Api::<Pod>::all(client.clone()))
+        .wake(wake.clone())
+        .spawn();
+    watch::ready(&nodes).await?;
+    watch::ready(&leases).await?;
+    watch::ready(&pods).await?;
+    let mut lp = Loop::new(wake, Duration::from_secs(1));
     loop {
         reconcile(&client, &cfg, &nodes, &leases, &pods).await;
-        let _ = tokio::time::timeout(Duration::from_secs(1), wake.notified()).await;
+        lp.after(()).await;
     }
 }
 

@@ -15,7 +15,9 @@
 //! that have not finished, which `Recreate` waits for) goes through the `/status` subresource, only when it
 //! changes.
 
-use super::{controller_of, controller_ref, reflect, seconds_since, selects};
+use super::{controller_of, controller_ref, seconds_since, selects};
+use ferry_kube::watch::{self, Reflector};
+use ferry_kube::{Expectations, Loop};
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -23,7 +25,7 @@ use kube::runtime::reflector::Store;
 use kube::ResourceExt;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::Notify;
 
 /// Most pods created or deleted for one ReplicaSet in one round.
@@ -90,24 +92,34 @@ fn deletion_rank(pod: &Pod) -> (u8, u8, u8, std::cmp::Reverse<Option<jiff::Times
 
 /// Creations and deletions made but not yet seen, per ReplicaSet uid.
 #[derive(Debug, Default)]
-struct Expectations {
+struct PodExpectations {
     /// Pod uids created.
-    adds: HashMap<String, HashMap<String, Instant>>,
+    adds: HashMap<String, Expectations<String>>,
     /// Pod uids deleted.
-    dels: HashMap<String, HashMap<String, Instant>>,
+    dels: HashMap<String, Expectations<String>>,
+}
+
+/// What a ReplicaSet's first expectation starts.
+fn expectations() -> Expectations<String> {
+    Expectations::with_ttl(EXPECTATION_TTL)
 }
 
 /// Runs the controller.
 pub async fn run(client: kube::Client) -> anyhow::Result<()> {
     let wake = Arc::new(Notify::new());
-    let rss = reflect(Api::<ReplicaSet>::all(client.clone()), (), wake.clone());
-    let pods = reflect(Api::<Pod>::all(client.clone()), (), wake.clone());
-    rss.wait_until_ready().await?;
-    pods.wait_until_ready().await?;
-    let mut exp = Expectations::default();
+    let rss = Reflector::new(Api::<ReplicaSet>::all(client.clone()))
+        .wake(wake.clone())
+        .spawn();
+    let pods = Reflector::new(Api::<Pod>::all(client.clone()))
+        .wake(wake.clone())
+        .spawn();
+    watch::ready(&rss).await?;
+    watch::ready(&pods).await?;
+    let mut exp = PodExpectations::default();
+    let mut lp = Loop::new(wake, Duration::from_secs(2));
     loop {
         round(&client, &rss, &pods, &mut exp).await;
-        let _ = tokio::time::timeout(Duration::from_secs(2), wake.notified()).await;
+        lp.after(()).await;
     }
 }
 
@@ -115,7 +127,7 @@ async fn round(
     client: &kube::Client,
     rss: &Store<ReplicaSet>,
     pods: &Store<Pod>,
-    exp: &mut Expectations,
+    exp: &mut PodExpectations,
 ) {
     let all_pods = pods.state();
     let by_uid: HashMap<String, &Arc<Pod>> = all_pods
@@ -124,12 +136,10 @@ async fn round(
         .collect();
     // Settle expectations against what the store shows now.
     for m in exp.adds.values_mut() {
-        m.retain(|uid, at| !by_uid.contains_key(uid) && at.elapsed() < EXPECTATION_TTL);
+        m.settle(|uid, ()| by_uid.contains_key(uid));
     }
     for m in exp.dels.values_mut() {
-        m.retain(|uid, at| {
-            by_uid.get(uid).is_some_and(|p| pod_active(p)) && at.elapsed() < EXPECTATION_TTL
-        });
+        m.settle(|uid, ()| !by_uid.get(uid).is_some_and(|p| pod_active(p)));
     }
     let all_rs = rss.state();
     let live: HashSet<String> = all_rs.iter().filter_map(|r| r.uid()).collect();
@@ -150,7 +160,7 @@ async fn sync(
     client: &kube::Client,
     rs: &ReplicaSet,
     all_pods: &[Arc<Pod>],
-    exp: &mut Expectations,
+    exp: &mut PodExpectations,
 ) -> kube::Result<()> {
     let ns = rs.namespace().unwrap_or_default();
     let uid = rs.uid().unwrap_or_default();
@@ -178,12 +188,12 @@ async fn sync(
             }
         }
     }
-    let adds = exp.adds.get(&uid).map_or(0, HashMap::len);
+    let adds = exp.adds.get(&uid).map_or(0, Expectations::len);
     let dels = exp.dels.get(&uid).cloned().unwrap_or_default();
     let mut active: Vec<&Arc<Pod>> = owned
         .iter()
         .copied()
-        .filter(|p| pod_active(p) && !dels.contains_key(&p.uid().unwrap_or_default()))
+        .filter(|p| pod_active(p) && !dels.contains(&p.uid().unwrap_or_default()))
         .collect();
     let want = usize::try_from(spec.replicas.unwrap_or(1).max(0)).unwrap_or(0);
     if !deleting {
@@ -203,8 +213,8 @@ async fn sync(
                 let created = pod_api.create(&PostParams::default(), &pod).await?;
                 exp.adds
                     .entry(uid.clone())
-                    .or_default()
-                    .insert(created.uid().unwrap_or_default(), Instant::now());
+                    .or_insert_with(expectations)
+                    .expect(created.uid().unwrap_or_default(), ());
             }
         } else if active.len() > want && adds == 0 {
             active.sort_by_key(|p| deletion_rank(p));
@@ -220,8 +230,8 @@ async fn sync(
                 }
                 exp.dels
                     .entry(uid.clone())
-                    .or_default()
-                    .insert(p.uid().unwrap_or_default(), Instant::now());
+                    .or_insert_with(expectations)
+                    .expect(p.uid().unwrap_or_default(), ());
             }
         }
     }
