@@ -86,6 +86,12 @@ impl Loop {
         }
     }
 
+    /// A loop woken only by `wake` (no resync: the kubelet's dispatcher, whose pod workers resync
+    /// themselves).
+    pub fn on_wake_only(wake: Arc<Notify>) -> Self {
+        Self::new(wake, Duration::MAX)
+    }
+
     /// After a failed round, runs the next one after `d` (capped at the resync period).
     pub fn retry(mut self, d: Duration) -> Self {
         self.retry = Some(d);
@@ -190,6 +196,8 @@ mod tests {
             s(1),
             "a good round resets the backoff"
         );
+        let mut l = Loop::on_wake_only(Arc::new(Notify::new()));
+        assert_eq!(l.period(Outcome::Done), Duration::MAX);
         let mut l = lp().retry(s(30));
         assert_eq!(
             l.period(Outcome::Retry),

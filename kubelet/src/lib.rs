@@ -30,11 +30,10 @@ pub mod shim;
 pub mod status;
 
 use anyhow::{bail, Context as _, Result};
-use futures::StreamExt as _;
+use ferry_kube::watch::Reflector;
 use k8s_openapi::api::core::v1::{Event, ObjectReference, Pod};
 use kube::api::{Api, PostParams};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt as _};
+use kube::runtime::reflector::Store;
 use std::collections::HashMap;
 use std::os::fd::{FromRawFd as _, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -98,20 +97,14 @@ pub struct Kubelet {
 
 /// A kube client for `server` trusting `ca_file`, authenticating with `token`.
 pub async fn client(server: &str, ca_file: &Path, token: &str) -> Result<kube::Client> {
-    use base64::Engine as _;
-    let ca = std::fs::read(ca_file).with_context(|| format!("reading {}", ca_file.display()))?;
-    let kc = serde_json::json!({
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "c", "cluster": {"server": server,
-            "certificate-authority-data": base64::engine::general_purpose::STANDARD.encode(ca)}}],
-        "users": [{"name": "u", "user": {"token": token}}],
-        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
-        "current-context": "c",
-    });
-    let kc = kube::config::Kubeconfig::from_yaml(&kc.to_string())?;
-    let mut config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
-    config.connect_timeout = Some(Duration::from_secs(5));
-    Ok(kube::Client::try_from(config)?)
+    // The CA is read now (a missing file fails here, not on the first request).
+    let ca = ferry_kube::client::read_ca(ca_file)?;
+    Ok(ferry_kube::ClientBuilder::new(server)
+        .ca(ca)
+        .token(token)
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .await?)
 }
 
 impl std::fmt::Debug for Kubelet {
@@ -259,25 +252,12 @@ pub async fn run(cfg: Config) -> Result<()> {
     let sandboxes = sandbox::Sandboxes::new(&cfg.root_dir, &cfg.cni_conf_dir, &cfg.cni_bin_dir);
     let (network, _) = watch::channel(Some("not checked yet".to_owned()));
     let wake = Arc::new(Notify::new());
-    let writer = reflector::store::Writer::default();
-    let pods = writer.as_reader();
-    let api: Api<Pod> = Api::all(client.clone());
-    let wcfg = watcher::Config::default().fields(&format!("spec.nodeName={}", cfg.node_name));
-    {
-        let wake = wake.clone();
-        tokio::spawn(async move {
-            let mut s = reflector::reflector(writer, watcher(api, wcfg))
-                .default_backoff()
-                .touched_objects()
-                .boxed();
-            while let Some(ev) = s.next().await {
-                if let Err(e) = ev {
-                    tracing::warn!("pod watch: {e}");
-                }
-                wake.notify_one();
-            }
-        });
-    }
+    // The pods bound to this node; every change (and every watch error) wakes the dispatcher.
+    let pods = Reflector::new(Api::<Pod>::all(client.clone()))
+        .fields(&format!("spec.nodeName={}", cfg.node_name))
+        .name("pod watch")
+        .wake(wake.clone())
+        .spawn();
     let k = Arc::new(Kubelet {
         cfg,
         client,
@@ -292,15 +272,15 @@ pub async fn run(cfg: Config) -> Result<()> {
     tokio::spawn(node::status_loop(k.clone()));
     let server = logs::serve(k.clone()).await?;
     tokio::spawn(server);
-    k.pods
-        .wait_until_ready()
+    ferry_kube::watch::ready(&k.pods)
         .await
         .context("waiting for the first pod list")?;
     cleanup_orphans(&k).await;
     tracing::info!("kubelet {} running", k.cfg.node_name);
+    let mut lp = ferry_kube::Loop::on_wake_only(wake);
     loop {
         dispatch(&k);
-        wake.notified().await;
+        lp.after(()).await;
     }
 }
 
