@@ -24,7 +24,7 @@ mod common;
 
 use common::*;
 use ferry_agent::netlink::Netlink;
-use ferry_agent::{hostgw, vxlan};
+use ferry_agent::overlay::{peers as hostgw, vxlan};
 use ferry_tests::{privileged, RootSnapshot, Spread};
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Node;

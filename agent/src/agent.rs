@@ -29,14 +29,15 @@
 //! installed by a previous run stay until a complete list says their node is gone. The reflector
 //! swaps relists in atomically, so a watch restart never shows an empty cluster either.
 
-use crate::config::{Backend, Config};
+use crate::config::Config;
 use crate::health::{self, Degradation, Fault};
 use crate::masq::{MasqConfig, Masquerade};
-use crate::netlink::{Link, Netlink};
+use crate::netlink::Netlink;
 use crate::node::{self, NodeInfo};
+use crate::overlay::{self, peers, vxlan, Backend};
 use crate::probe::{Prober, Target, Verdict};
 use crate::subnet::{self, NodeNetworkFile};
-use crate::{client, hostgw, linkwatch, sysctl, udp, vxlan};
+use crate::{client, linkwatch, sysctl};
 use futures::StreamExt as _;
 use ipnetwork::Ipv4Network;
 use k8s_openapi::api::core::v1::Node;
@@ -102,8 +103,8 @@ pub struct Agent {
     masq: Masquerade,
     /// The iptables error of the last round, while rules cannot be reconciled.
     masq_error: Option<String>,
-    /// udp backend: the running datapath (started at the first round that knows our IP).
-    udp: Option<udp::Datapath>,
+    /// The overlay backend (`--backend`).
+    backend: Box<dyn Backend>,
     /// Counters served on `--metrics-address`.
     metrics: Arc<crate::metrics::Metrics>,
     /// vxlan/udp: the tunnel prober (`None`: host-gw or `--probe-seconds 0`).
@@ -118,6 +119,7 @@ pub async fn run(cfg: Config) -> Result<(), AgentError> {
     let nl = Netlink::new().map_err(AgentError::Netlink)?;
     let metrics = crate::metrics::Metrics::new(&cfg.node_name, cfg.backend.name());
     crate::metrics::spawn(cfg.metrics_address, metrics.clone());
+    let backend = overlay::new(&cfg, metrics.clone());
     let client = client::client(&cfg).await?;
     let api: Api<Node> = Api::all(client);
     let wake = Arc::new(Notify::new());
@@ -125,7 +127,7 @@ pub async fn run(cfg: Config) -> Result<(), AgentError> {
     tracing::info!(
         node = %cfg.node_name,
         server = %cfg.server,
-        backend = cfg.backend.name(),
+        backend = backend.name(),
         iface = %cfg.iface,
         "waiting for the complete Node list"
     );
@@ -134,17 +136,12 @@ pub async fn run(cfg: Config) -> Result<(), AgentError> {
         cluster: cfg.cluster_cidr,
         no_masquerade: cfg.no_masquerade_cidrs.clone(),
         masquerade: cfg.ip_masq,
-        tunnel_port: match cfg.backend {
-            Backend::Vxlan => Some(vxlan::PORT),
-            Backend::Udp => Some(udp::PORT),
-            Backend::HostGw => None,
-        },
+        tunnel_port: backend.tunnel().map(|t| t.port),
         random_fully: true,
     });
-    let prober = match (cfg.probe, cfg.backend) {
-        (Some(every), Backend::Vxlan | Backend::Udp) => {
-            let device = (cfg.backend == Backend::Vxlan).then_some(vxlan::DEVICE);
-            match Prober::spawn(every, device, wake.clone()) {
+    let prober = match (cfg.probe, backend.tunnel()) {
+        (Some(every), Some(tunnel)) => {
+            match Prober::spawn(every, tunnel.probe_device, wake.clone()) {
                 Ok(p) => Some(p),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot probe peers (raw ICMP socket): no reachability condition");
@@ -164,12 +161,12 @@ pub async fn run(cfg: Config) -> Result<(), AgentError> {
         fault: None,
         masq,
         masq_error: None,
-        udp: None,
+        backend,
         metrics,
         prober,
     };
     let mut links = vec![agent.cfg.iface.clone()];
-    links.extend([vxlan::DEVICE.to_owned(), udp::DEVICE.to_owned()]);
+    links.extend(overlay::DEVICES.map(str::to_owned));
     if let Err(e) = linkwatch::spawn(links, wake.clone()) {
         tracing::warn!(error = %e, "cannot watch link changes (relying on the periodic resync)");
     }
@@ -243,12 +240,8 @@ impl Agent {
         };
         let me = nodes.iter().find(|n| n.name == self.cfg.node_name);
         // The largest pod MTU our underlay allows, and the cluster's (the minimum published).
-        let own_mtu = link.map(|l| match self.cfg.backend {
-            Backend::Vxlan => l.mtu.saturating_sub(vxlan::OVERHEAD),
-            Backend::HostGw => l.mtu,
-            Backend::Udp => l.mtu.saturating_sub(udp::OVERHEAD),
-        });
-        let mtu = own_mtu.map(|m| vxlan::cluster_mtu(&nodes, &self.cfg.node_name, m));
+        let own_mtu = link.map(|l| l.mtu.saturating_sub(self.backend.overhead()));
+        let mtu = own_mtu.map(|m| peers::cluster_mtu(&nodes, &self.cfg.node_name, m));
         let planned = match (me, mtu) {
             (None, _) => Some(OwnState::NoNode),
             (Some(me), _) if me.pod_cidr.is_none() => Some(OwnState::NoPodCidr),
@@ -270,22 +263,22 @@ impl Agent {
             self.publish(me, public_ip, own_mtu).await;
         }
         if let Some(link) = link {
-            let cidr = me.and_then(|m| m.pod_cidr);
-            match self.cfg.backend {
-                Backend::HostGw => self.routes(&nodes, link.index, &mut round),
-                Backend::Vxlan | Backend::Udp if public_ip.is_none() && me.is_some() => {
-                    round.fault(Fault::NoAddress(self.cfg.iface.clone()));
+            if self.backend.tunnel().is_some() && public_ip.is_none() && me.is_some() {
+                round.fault(Fault::NoAddress(self.cfg.iface.clone()));
+            } else {
+                let view = overlay::View {
+                    nodes: &nodes,
+                    own: &self.cfg.node_name,
+                    underlay: &link,
+                    local: public_ip,
+                    cidr: me.and_then(|m| m.pod_cidr),
+                    mtu,
+                };
+                let report = self.backend.reconcile(&mut self.nl, &view);
+                if let Some((dev, want)) = &report.probe {
+                    self.probe_targets(&nodes, want, *dev);
                 }
-                Backend::Vxlan => {
-                    if let (Some(cidr), Some(ip), Some(mtu)) = (cidr, public_ip, mtu) {
-                        self.vxlan(&nodes, link, ip, cidr, mtu, &mut round);
-                    }
-                }
-                Backend::Udp => {
-                    if let (Some(cidr), Some(ip), Some(mtu)) = (cidr, public_ip, mtu) {
-                        self.udp(&nodes, ip, cidr, mtu, &mut round);
-                    }
-                }
+                round.merge(report);
             }
         }
         // The files go last, and only in a round without fault: the CNI answers "try again
@@ -323,10 +316,7 @@ impl Agent {
     fn reachability(&self) -> Option<health::Reachability> {
         let p = self.prober.as_ref()?;
         let report = p.report();
-        let port = match self.cfg.backend {
-            Backend::Udp => udp::PORT,
-            _ => vxlan::PORT,
-        };
+        let port = self.backend.tunnel().map_or(vxlan::PORT, |t| t.port);
         let mut r = health::Reachability {
             checksum_off: report.checksum_off.then_some(vxlan::DEVICE),
             ..health::Reachability::default()
@@ -345,7 +335,7 @@ impl Agent {
     fn probe_targets(
         &mut self,
         nodes: &[NodeInfo],
-        want: &BTreeMap<Ipv4Network, hostgw::PeerRoute>,
+        want: &BTreeMap<Ipv4Network, peers::PeerRoute>,
         dev: u32,
     ) {
         let Some(p) = self.prober.as_mut() else {
@@ -370,12 +360,8 @@ impl Agent {
 
     /// Patches our Node's conditions when they differ from this round's verdict.
     async fn post_conditions(&self, me: &NodeInfo, round: &Round) {
-        let mut want = health::desired(
-            self.cfg.backend.name(),
-            round.fault.as_ref(),
-            &round.degraded,
-        )
-        .to_vec();
+        let mut want =
+            health::desired(self.backend.name(), round.fault.as_ref(), &round.degraded).to_vec();
         want.extend(self.reachability().as_ref().map(health::reachability));
         let current = self
             .store
@@ -395,145 +381,6 @@ impl Agent {
             Err(e) => {
                 tracing::warn!(error = %e, "posting node conditions failed (retried next round)")
             }
-        }
-    }
-
-    /// Reconciles the VXLAN device and its per-peer entries.
-    fn vxlan(
-        &mut self,
-        nodes: &[NodeInfo],
-        underlay: Link,
-        local: Ipv4Addr,
-        cidr: Ipv4Network,
-        mtu: u32,
-        round: &mut Round,
-    ) {
-        let spec = vxlan::device_spec(&self.cfg.node_name, local, underlay.index, mtu);
-        let own = Ipv4Network::from(cidr.network());
-        let vx = match vxlan::ensure_device(&mut self.nl, &spec, own) {
-            Ok(i) => i,
-            Err(e) => {
-                round.fault(if e.is_addr_in_use() {
-                    Fault::PortInUse {
-                        device: vxlan::DEVICE,
-                        port: vxlan::PORT,
-                    }
-                } else {
-                    Fault::Device(e.to_string())
-                });
-                return;
-            }
-        };
-        let direct = if self.cfg.direct_routing {
-            self.nl.ipv4_addresses(underlay.index).unwrap_or_default()
-        } else {
-            Vec::new()
-        };
-        let want = vxlan::desired(nodes, &self.cfg.node_name, vx, underlay.index, &direct);
-        round.skip(&want.skipped);
-        round.peers = want.routes.len();
-        self.probe_targets(nodes, &want.routes, vx);
-        let done = vxlan::apply_entries(&mut self.nl, vx, &want);
-        round.degraded.failed_entries += done.failed;
-        if done != vxlan::Applied::default() {
-            tracing::debug!(?done, peers = want.routes.len(), "vxlan reconciled");
-        }
-    }
-
-    /// udp backend: (re)starts the datapath when our address changed, brings `ferry.udp` into
-    /// shape (MTU, up, the podCIDR's network address /32), hands the workers the new peer table
-    /// and reconciles the per-peer routes.
-    fn udp(
-        &mut self,
-        nodes: &[NodeInfo],
-        local: Ipv4Addr,
-        cidr: Ipv4Network,
-        mtu: u32,
-        round: &mut Round,
-    ) {
-        if self.udp.as_ref().is_some_and(|d| d.local() != local) {
-            tracing::info!(address = %local, "node address changed: restarting the udp datapath");
-            self.udp = None;
-        }
-        if self.udp.is_none() {
-            let mut started = udp::Datapath::start(local, udp::default_threads());
-            if let Err(e) = &started {
-                if e.is_mismatch() {
-                    if let Ok(Some(l)) = self.nl.link_by_name(udp::DEVICE) {
-                        tracing::warn!(device = udp::DEVICE, error = %e, "existing device does not match: recreating it");
-                        let _ = self.nl.del_link(l.index);
-                        started = udp::Datapath::start(local, udp::default_threads());
-                    }
-                }
-            }
-            match started {
-                Ok(d) => {
-                    tracing::info!(
-                        device = udp::DEVICE, address = %local, port = udp::PORT,
-                        threads = d.threads(), offload = d.offload(), "udp datapath attached"
-                    );
-                    self.metrics.set_udp(d.stats.clone());
-                    self.udp = Some(d);
-                }
-                Err(e) => {
-                    round.fault(if e.is_addr_in_use() {
-                        Fault::PortInUse {
-                            device: udp::DEVICE,
-                            port: udp::PORT,
-                        }
-                    } else {
-                        Fault::Device(format!("udp datapath: {e}"))
-                    });
-                    return;
-                }
-            }
-        }
-        let index = match udp::ensure_device(&mut self.nl, mtu, Ipv4Network::from(cidr.network())) {
-            Ok(i) => i,
-            Err(e) => {
-                round.fault(Fault::Device(e.to_string()));
-                if matches!(e, udp::DeviceError::Missing) {
-                    self.udp = None;
-                }
-                return;
-            }
-        };
-        let (want, table, skipped) = udp::desired(nodes, &self.cfg.node_name, index);
-        round.skip(&skipped);
-        round.peers = want.len();
-        self.probe_targets(nodes, &want, index);
-        if let Some(d) = &self.udp {
-            d.set_table(udp::Table::new(Some(cidr), &table));
-        }
-        self.apply_routes(&want, round);
-    }
-
-    /// Diffs the peer routes `want` against the main table and applies the difference; foreign
-    /// routes holding a peer's destination skip that peer.
-    fn apply_routes(&mut self, want: &BTreeMap<Ipv4Network, hostgw::PeerRoute>, round: &mut Round) {
-        let installed = match self.nl.main_routes_v4() {
-            Ok(r) => r,
-            Err(e) => {
-                round.fault(Fault::Device(format!("listing routes: {e}")));
-                return;
-            }
-        };
-        let plan = hostgw::plan(want.values().map(|p| &p.route), &installed);
-        for (wanted, foreign) in &plan.conflicts {
-            if let Some(p) = want.get(&wanted.dst) {
-                round.peers = round.peers.saturating_sub(1);
-                round.skip(&[(
-                    p.node.clone(),
-                    hostgw::Skip::Foreign {
-                        protocol: foreign.protocol,
-                    },
-                )]);
-            }
-        }
-        if !(plan.is_empty() && plan.conflicts.is_empty()) {
-            let done = hostgw::apply(&mut self.nl, &plan, want);
-            round.degraded.failed_entries += done.failed;
-            tracing::debug!(?done, peers = want.len(), "routes reconciled");
         }
     }
 
@@ -653,10 +500,8 @@ impl Agent {
 
     /// Publishes the flannel annotations on our Node (a merge patch, only when they differ).
     async fn publish(&self, me: &NodeInfo, public_ip: Option<Ipv4Addr>, mtu: Option<u32>) {
-        let data = (self.cfg.backend == Backend::Vxlan)
-            .then(|| vxlan::backend_data(&vxlan::vtep_mac(&self.cfg.node_name)));
-        let want =
-            node::desired_annotations(self.cfg.backend.name(), public_ip, data.as_deref(), mtu);
+        let data = self.backend.backend_data(&self.cfg.node_name);
+        let want = node::desired_annotations(self.backend.name(), public_ip, data.as_deref(), mtu);
         let changes = node::annotation_changes(&me.annotations, &want);
         if changes.is_empty() {
             return;
@@ -679,14 +524,6 @@ impl Agent {
             }
         }
     }
-
-    /// Reconciles the host-gw routes of every peer.
-    fn routes(&mut self, nodes: &[NodeInfo], oif: u32, round: &mut Round) {
-        let (want, skipped) = hostgw::desired_routes(nodes, &self.cfg.node_name, oif);
-        round.skip(&skipped);
-        round.peers = want.len();
-        self.apply_routes(&want, round);
-    }
 }
 
 /// What one reconcile round found: the first fault, the peers served, what is degraded.
@@ -703,10 +540,19 @@ impl Round {
         self.fault.get_or_insert(f);
     }
 
-    fn skip(&mut self, skipped: &[(String, hostgw::Skip)]) {
-        self.degraded
-            .skipped
-            .extend(skipped.iter().map(|(p, why)| (p.clone(), why.to_string())));
+    /// Takes in what the overlay backend's round found.
+    fn merge(&mut self, report: overlay::Report) {
+        if let Some(f) = report.fault {
+            self.fault(f);
+        }
+        self.peers = report.peers;
+        self.degraded.skipped.extend(
+            report
+                .skipped
+                .iter()
+                .map(|(p, why)| (p.clone(), why.to_string())),
+        );
         self.degraded.skipped.sort();
+        self.degraded.failed_entries += report.failed_entries;
     }
 }

@@ -51,7 +51,7 @@ fn main() -> anyhow::Result<()> {
             let r = ferry_agent::uninstall::uninstall();
             println!(
                 "removed: iptables chains, devices {} / {}: {}, routes: {}",
-                ferry_agent::vxlan::DEVICE,
+                ferry_agent::overlay::vxlan::DEVICE,
                 ferry_agent::udp::DEVICE,
                 if r.device { "deleted" } else { "absent" },
                 r.routes

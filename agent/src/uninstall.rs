@@ -5,8 +5,9 @@
 //! `ip_forward` are left alone. Keeps going past failures and reports them all; running it twice
 //! is a no-op.
 
+use crate::masq;
 use crate::netlink::Netlink;
-use crate::{hostgw, masq, udp, vxlan};
+use crate::overlay::{peers, DEVICES};
 
 /// What [`uninstall`] removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -31,7 +32,7 @@ pub fn uninstall() -> Removed {
             return out;
         }
     };
-    for device in [vxlan::DEVICE, udp::DEVICE] {
+    for device in DEVICES {
         match nl.link_by_name(device) {
             Ok(Some(l)) => match nl.del_link(l.index) {
                 Ok(gone) => out.device |= gone,
@@ -45,7 +46,7 @@ pub fn uninstall() -> Removed {
         Ok(routes) => {
             for r in routes
                 .iter()
-                .filter(|r| r.protocol == hostgw::ROUTE_PROTOCOL)
+                .filter(|r| r.protocol == peers::ROUTE_PROTOCOL)
             {
                 match nl.del_route(r) {
                     Ok(true) => out.routes += 1,

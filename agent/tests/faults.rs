@@ -24,7 +24,7 @@ mod common;
 
 use common::*;
 use ferry_agent::netlink::mac_string;
-use ferry_agent::vxlan::vtep_mac;
+use ferry_agent::overlay::vxlan::vtep_mac;
 use ferry_tests::{privileged, veth, wait_until, Netns, RootSnapshot};
 use serde_json::{json, Value};
 use std::net::UdpSocket;

@@ -20,7 +20,7 @@ mod common;
 
 use common::*;
 use ferry_agent::netlink::mac_string;
-use ferry_agent::vxlan::vtep_mac;
+use ferry_agent::overlay::vxlan::vtep_mac;
 use ferry_tests::{privileged, wait_until, ChildGuard, Netns, RootSnapshot};
 use pnet_packet::ethernet::{EtherTypes, EthernetPacket};
 use pnet_packet::ipv4::Ipv4Packet;

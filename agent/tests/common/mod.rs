@@ -20,7 +20,7 @@ pub(crate) const CP_IP: &str = "10.99.0.10";
 pub(crate) const PORT: u16 = 6443;
 pub(crate) const RESYNC_SECONDS: u64 = 2;
 pub(crate) const UNDERLAY_MTU: u32 = 1400;
-/// `ferry_agent::hostgw::ROUTE_PROTOCOL`, as `ip -j` prints it.
+/// `ferry_agent::overlay::peers::ROUTE_PROTOCOL`, as `ip -j` prints it.
 pub(crate) const PROTO: &str = "78";
 
 /// The control plane: a switch, the API server's namespace and the server process.

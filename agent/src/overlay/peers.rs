@@ -1,12 +1,14 @@
-//! The host-gw backend: one plain route per peer node, `<peer podCIDR> via <peer IP> dev <iface>`,
-//! in the main table, tagged with ferry's own route protocol [`ROUTE_PROTOCOL`].
+//! Peer planning shared by every overlay backend: which peers can be served ([`usable_peers`],
+//! the reasons a peer is [`Skip`]ped), the route ferry installs for a peer ([`route`], tagged with
+//! ferry's own route protocol [`ROUTE_PROTOCOL`]), the cluster MTU, and the level-triggered route
+//! reconciliation the host-gw, udp and VXLAN backends all use.
 //!
 //! Level-triggered (datapath pitfall 7): every round computes the desired routes from the full
-//! Node list ([`desired_routes`]), reads every IPv4 route of the main table, diffs the two
-//! ([`plan`]) and applies the difference ([`apply`]): missing routes are added, changed ones are
-//! replaced atomically (no window without a route), and routes of our protocol that no node owns
-//! any more are deleted. That last step also removes routes of nodes deleted while the agent was
-//! down; nothing is ever flushed, so a restarted agent adopts what its predecessor installed.
+//! Node list, reads every IPv4 route of the main table, diffs the two ([`plan`]) and applies the
+//! difference ([`apply`]): missing routes are added, changed ones are replaced atomically (no
+//! window without a route), and routes of our protocol that no node owns any more are deleted.
+//! That last step also removes routes of nodes deleted while the agent was down; nothing is ever
+//! flushed, so a restarted agent adopts what its predecessor installed.
 //!
 //! Routes of any other protocol are never changed or deleted: when a foreign route already holds
 //! a peer's destination (same prefix and metric) the peer is skipped with a warning. One failing
@@ -146,27 +148,14 @@ pub fn usable_peers<'a>(
     (out, skipped)
 }
 
-/// The routes this node wants, keyed by destination, and the peers that get none (with podCIDR
-/// but unusable). Nodes without podCIDR are simply not peers yet.
-pub fn desired_routes(
-    nodes: &[NodeInfo],
-    own: &str,
-    oif: u32,
-) -> (BTreeMap<Ipv4Network, PeerRoute>, Vec<(String, Skip)>) {
-    let (peers, skipped) = usable_peers(nodes, own, |_| None);
-    let want = peers
-        .into_iter()
-        .map(|p| {
-            (
-                p.cidr,
-                PeerRoute {
-                    node: p.node.name.clone(),
-                    route: route(p.cidr, p.addr, oif),
-                },
-            )
-        })
-        .collect();
-    (want, skipped)
+/// The cluster MTU: the smallest of this node's own pod MTU (underlay MTU minus the backend's overhead) and the MTUs other nodes published.
+pub fn cluster_mtu(nodes: &[NodeInfo], own: &str, own_mtu: u32) -> u32 {
+    nodes
+        .iter()
+        .filter(|n| n.name != own)
+        .filter_map(NodeInfo::mtu)
+        .filter(|m| *m >= 68)
+        .fold(own_mtu, u32::min)
 }
 
 /// Our route for `dst` via `via` out of `oif`.
@@ -328,41 +317,6 @@ mod tests {
         s.parse().unwrap()
     }
 
-    #[test]
-    fn desired_routes_cover_usable_peers_only() {
-        let nodes = [
-            info("me", Some("10.244.0.0/24"), Some("10.99.0.1"), None),
-            info("b", Some("10.244.1.0/24"), Some("10.99.0.2"), None),
-            info(
-                "c",
-                Some("10.244.2.0/24"),
-                Some("10.99.0.3"),
-                Some("10.99.1.3"),
-            ),
-            info("d", Some("10.244.3.0/24"), None, None),
-            info("e", None, Some("10.99.0.5"), None),
-            info("f", Some("10.244.0.0/25"), Some("10.99.0.6"), None),
-            info("g", Some("10.244.1.0/24"), Some("10.99.0.7"), None),
-        ];
-        let (want, skipped) = desired_routes(&nodes, "me", 7);
-        assert_eq!(want.len(), 2);
-        assert_eq!(
-            want[&net("10.244.1.0/24")].route,
-            route(net("10.244.1.0/24"), ip("10.99.0.2"), 7)
-        );
-        assert_eq!(want[&net("10.244.1.0/24")].node, "b");
-        // The published public-ip wins over InternalIP.
-        assert_eq!(want[&net("10.244.2.0/24")].route.gw, Some(ip("10.99.1.3")));
-        assert_eq!(
-            skipped,
-            vec![
-                ("d".to_owned(), Skip::NoAddress),
-                ("f".to_owned(), Skip::OverlapsOwn(net("10.244.0.0/24"))),
-                ("g".to_owned(), Skip::Overlaps { winner: "b".into() }),
-            ]
-        );
-    }
-
     fn foreign(dst: &str, gw: &str, protocol: u8) -> Route4 {
         Route4 {
             dst: net(dst),
@@ -419,5 +373,23 @@ mod tests {
         let p = plan(&[a], &[moved, metric]);
         assert_eq!(p.replace, vec![a]);
         assert_eq!(p.delete, vec![metric]);
+    }
+
+    #[test]
+    fn cluster_mtu_is_the_minimum() {
+        let mut a = info("a", Some("10.244.1.0/24"), Some("10.99.0.2"), None);
+        let mut b = info("b", Some("10.244.2.0/24"), Some("10.99.0.3"), None);
+        a.annotations
+            .insert(crate::node::ANN_MTU.into(), "1400".into());
+        b.annotations
+            .insert(crate::node::ANN_MTU.into(), "junk".into());
+        let me = info("me", Some("10.244.0.0/24"), Some("10.99.0.1"), None);
+        assert_eq!(
+            cluster_mtu(&[me.clone(), a.clone(), b.clone()], "me", 1450),
+            1400
+        );
+        assert_eq!(cluster_mtu(&[me, b], "me", 1450), 1450);
+        // Our own published value never counts (it may be stale after an underlay change).
+        assert_eq!(cluster_mtu(&[a], "a", 8950), 8950);
     }
 }

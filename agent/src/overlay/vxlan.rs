@@ -16,12 +16,13 @@
 //!
 //! Level-triggered like host-gw: every round computes the wanted entries from the full Node list
 //! ([`desired`]), dumps what the kernel holds on `ferry.1` and diffs ([`plan_neighbours`],
-//! [`plan_fdb`], and [`crate::hostgw::plan`] for the routes). Missing entries are added, changed
+//! [`plan_fdb`], and [`super::peers::plan`] for the routes). Missing entries are added, changed
 //! ones replaced in place, entries on our device that no node owns are deleted. An existing
 //! device with the right VNI / port / local address / underlay is **adopted** (only MTU, MAC or
 //! the up flag are fixed in place); a restarted agent therefore changes nothing in the kernel.
 
-use crate::hostgw::{self, PeerRoute, Skip};
+use super::peers::{self, PeerRoute, Skip};
+use crate::health::Fault;
 use crate::netlink::{mac_string, Fdb, Mac, Neigh, Netlink, NlError, Route4, Vxlan, VxlanSpec};
 use crate::node::NodeInfo;
 use ipnetwork::Ipv4Network;
@@ -74,16 +75,6 @@ pub fn device_spec(node: &str, local: Ipv4Addr, underlay: u32, mtu: u32) -> Vxla
     }
 }
 
-/// The cluster MTU: the smallest of this node's VXLAN MTU and the MTUs other nodes published.
-pub fn cluster_mtu(nodes: &[NodeInfo], own: &str, own_mtu: u32) -> u32 {
-    nodes
-        .iter()
-        .filter(|n| n.name != own)
-        .filter_map(NodeInfo::mtu)
-        .filter(|m| *m >= 68)
-        .fold(own_mtu, u32::min)
-}
-
 /// Everything this node wants in the kernel for its peers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Desired {
@@ -108,7 +99,7 @@ pub fn desired(
     direct: &[Ipv4Network],
 ) -> Desired {
     let is_direct = |addr: Ipv4Addr| direct.iter().any(|n| n.contains(addr));
-    let (peers, skipped) = hostgw::usable_peers(nodes, own, |n| {
+    let (peers, skipped) = peers::usable_peers(nodes, own, |n| {
         let addr = n.peer_address()?;
         if is_direct(addr) {
             return None;
@@ -128,7 +119,7 @@ pub fn desired(
     };
     for p in peers {
         let route = if is_direct(p.addr) {
-            hostgw::route(p.cidr, p.addr, underlay)
+            peers::route(p.cidr, p.addr, underlay)
         } else {
             let Some((_, mac)) = p.node.vtep() else {
                 continue;
@@ -143,7 +134,7 @@ pub fn desired(
                 dst: p.cidr,
                 gw: Some(gw),
                 oif: Some(vx),
-                protocol: hostgw::ROUTE_PROTOCOL,
+                protocol: peers::ROUTE_PROTOCOL,
                 priority: 0,
                 onlink: true,
             }
@@ -318,9 +309,9 @@ pub fn apply_entries(nl: &mut Netlink, vx: u32, want: &Desired) -> Applied {
     }
     match nl.main_routes_v4() {
         Ok(installed) => {
-            let plan = hostgw::plan(want.routes.values().map(|p| &p.route), &installed);
+            let plan = peers::plan(want.routes.values().map(|p| &p.route), &installed);
             if !(plan.is_empty() && plan.conflicts.is_empty()) {
-                let r = hostgw::apply(nl, &plan, &want.routes);
+                let r = peers::apply(nl, &plan, &want.routes);
                 done.changed += r.changed;
                 done.deleted += r.deleted;
                 done.failed += r.failed;
@@ -348,10 +339,85 @@ pub fn apply_entries(nl: &mut Netlink, vx: u32, want: &Desired) -> Applied {
     done
 }
 
+/// The VXLAN driver.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Driver {
+    /// `--direct-routing`: peers on one of the underlay's subnets get a plain route instead.
+    direct_routing: bool,
+}
+
+impl Driver {
+    /// A driver with or without direct routing.
+    pub fn new(direct_routing: bool) -> Self {
+        Driver { direct_routing }
+    }
+}
+
+impl super::Backend for Driver {
+    fn name(&self) -> &'static str {
+        crate::config::Backend::Vxlan.name()
+    }
+
+    fn overhead(&self) -> u32 {
+        OVERHEAD
+    }
+
+    fn tunnel(&self) -> Option<super::Tunnel> {
+        Some(super::Tunnel {
+            port: PORT,
+            probe_device: Some(DEVICE),
+        })
+    }
+
+    fn backend_data(&self, node: &str) -> Option<String> {
+        Some(backend_data(&vtep_mac(node)))
+    }
+
+    /// Reconciles the VXLAN device and its per-peer entries.
+    fn reconcile(&mut self, nl: &mut Netlink, view: &super::View<'_>) -> super::Report {
+        let mut report = super::Report::default();
+        let (Some(cidr), Some(local), Some(mtu)) = (view.cidr, view.local, view.mtu) else {
+            return report;
+        };
+        let underlay = view.underlay.index;
+        let spec = device_spec(view.own, local, underlay, mtu);
+        let own = Ipv4Network::from(cidr.network());
+        let vx = match ensure_device(nl, &spec, own) {
+            Ok(i) => i,
+            Err(e) => {
+                report.fault = Some(if e.is_addr_in_use() {
+                    Fault::PortInUse {
+                        device: DEVICE,
+                        port: PORT,
+                    }
+                } else {
+                    Fault::Device(e.to_string())
+                });
+                return report;
+            }
+        };
+        let direct = if self.direct_routing {
+            nl.ipv4_addresses(underlay).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let want = desired(view.nodes, view.own, vx, underlay, &direct);
+        report.skipped.clone_from(&want.skipped);
+        report.peers = want.routes.len();
+        report.probe = Some((vx, want.routes.clone()));
+        let done = apply_entries(nl, vx, &want);
+        report.failed_entries += done.failed;
+        if done != Applied::default() {
+            tracing::debug!(?done, peers = want.routes.len(), "vxlan reconciled");
+        }
+        report
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::{ANN_BACKEND_DATA, ANN_BACKEND_TYPE, ANN_MTU};
+    use crate::node::{ANN_BACKEND_DATA, ANN_BACKEND_TYPE};
 
     fn info(name: &str, cidr: &str, ip: &str, vtep: Option<Mac>) -> NodeInfo {
         let mut annotations = BTreeMap::new();
@@ -413,7 +479,7 @@ mod tests {
         // without a VTEP; the peer on another subnet still goes through the tunnel.
         let d = desired(&nodes, "me", 9, 2, &["10.99.0.0/24".parse().unwrap()]);
         let rb = d.routes[&"10.244.1.0/24".parse().unwrap()].route;
-        assert_eq!(rb, hostgw::route(rb.dst, "10.99.0.2".parse().unwrap(), 2));
+        assert_eq!(rb, peers::route(rb.dst, "10.99.0.2".parse().unwrap(), 2));
         assert!(d.routes.contains_key(&"10.244.3.0/24".parse().unwrap()));
         assert_eq!(d.neighbours.len(), 1);
         assert_eq!(d.fdb.len(), 1);
@@ -458,21 +524,5 @@ mod tests {
             plan_fdb(&want, &[f(m2, "10.99.0.3"), f(m1, "10.99.0.2")]).0,
             []
         );
-    }
-
-    #[test]
-    fn cluster_mtu_is_the_minimum() {
-        let mut a = info("a", "10.244.1.0/24", "10.99.0.2", None);
-        let mut b = info("b", "10.244.2.0/24", "10.99.0.3", None);
-        a.annotations.insert(ANN_MTU.into(), "1400".into());
-        b.annotations.insert(ANN_MTU.into(), "junk".into());
-        let me = info("me", "10.244.0.0/24", "10.99.0.1", None);
-        assert_eq!(
-            cluster_mtu(&[me.clone(), a.clone(), b.clone()], "me", 1450),
-            1400
-        );
-        assert_eq!(cluster_mtu(&[me, b], "me", 1450), 1450);
-        // Our own published value never counts (it may be stale after an underlay change).
-        assert_eq!(cluster_mtu(&[a], "a", 8950), 8950);
     }
 }
