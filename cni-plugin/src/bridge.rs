@@ -117,15 +117,15 @@ fn ensure_bridge(
 }
 
 fn enable_forwarding(v6: bool) {
+    use ferry_sys::sysctl::{self, SysctlError};
     let path = if v6 {
-        "/proc/sys/net/ipv6/conf/all/forwarding"
+        sysctl::IPV6_FORWARDING
     } else {
-        "/proc/sys/net/ipv4/ip_forward"
+        sysctl::IP_FORWARD
     };
-    if std::fs::read_to_string(path).is_ok_and(|v| v.trim() != "1") {
-        if let Err(e) = std::fs::write(path, "1") {
-            eprintln!("ferry-cni: cannot enable forwarding ({path}): {e}");
-        }
+    // Unreadable (no such sysctl): nothing to enable.
+    if let Err(e @ SysctlError::Write { .. }) = sysctl::enable(path) {
+        eprintln!("ferry-cni: cannot enable forwarding ({path}): {e}");
     }
 }
 

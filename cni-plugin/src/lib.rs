@@ -13,6 +13,8 @@
 //! | [`fault`] | test-only fault injection into ADD (`FERRY_CNI_FAULT`) |
 //! | [`types`], [`version`], [`error`], [`exec`] | re-exported from `ferry-libcni`: CNI results, versions, error codes, invoking a delegated plugin |
 
+#![forbid(unsafe_code)]
+
 pub mod bridge;
 pub mod config;
 pub mod env;

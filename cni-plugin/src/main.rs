@@ -1,5 +1,7 @@
 //! The `ferry-cni` binary (also answers as `loopback` when invoked under that name).
 
+#![forbid(unsafe_code)]
+
 use ferry_cni::plugin::{self, Personality};
 use std::io::{Read, Write};
 use std::process::ExitCode;
@@ -10,7 +12,7 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 fn main() -> ExitCode {
     if std::env::var_os("PATH").is_none_or(|p| p.is_empty()) {
         // Still single-threaded here, so setting the environment is race-free.
-        std::env::set_var("PATH", DEFAULT_PATH);
+        let _ = ferry_sys::process::set_env_while_single_threaded("PATH", DEFAULT_PATH);
     }
     let argv0 = std::env::args().next().unwrap_or_default();
     let who = Personality::from_argv0(&argv0);

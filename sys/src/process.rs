@@ -249,6 +249,38 @@ pub fn enter_netns_on_exec(cmd: &mut Command, netns: impl AsFd) -> io::Result<()
     Ok(())
 }
 
+/// The number of threads of this process (`Threads:` in `/proc/self/status`).
+pub fn thread_count() -> io::Result<usize> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .ok_or_else(|| io::Error::other("no Threads: line in /proc/self/status"))
+}
+
+/// Sets an environment variable of this process, which is only sound while no other thread can
+/// read the environment: it refuses (`WouldBlock`) once the process has a second thread. Meant for
+/// the top of `main`; everywhere else, give children their environment with `Command::env`.
+pub fn set_env_while_single_threaded(
+    key: impl AsRef<std::ffi::OsStr>,
+    value: impl AsRef<std::ffi::OsStr>,
+) -> io::Result<()> {
+    let threads = thread_count()?;
+    if threads != 1 {
+        return Err(io::Error::new(
+            io::ErrorKind::WouldBlock,
+            format!("refusing to change the environment of a process with {threads} threads"),
+        ));
+    }
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the one set_var of the workspace, guarded by the single-thread check above"
+    )]
+    std::env::set_var(key, value);
+    Ok(())
+}
+
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(_: libc::c_int) {
@@ -291,6 +323,15 @@ mod tests {
         assert!(is_running(own_pid(), me));
         assert!(!is_running(own_pid(), me + 1));
         assert!(clock_ticks_per_second() > 0);
+    }
+
+    #[test]
+    fn the_environment_is_only_changed_single_threaded() {
+        // The test harness runs tests on threads of their own.
+        assert!(thread_count().unwrap() > 1);
+        let e = set_env_while_single_threaded("FERRY_SYS_TEST", "1").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        assert!(std::env::var_os("FERRY_SYS_TEST").is_none());
     }
 
     #[test]

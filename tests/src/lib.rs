@@ -12,24 +12,26 @@
 //! test under `CI=true` (a privileged test that silently skips in CI is a bug) and otherwise writes
 //! a `SKIPPED <test>` line straight to stderr, past libtest's capture, so the skip stays visible
 //! next to the test's `ok`.
+//!
+//! The kernel calls (entering a namespace, signals) go through `ferry-sys`, like everywhere else.
+
+#![forbid(unsafe_code)]
 
 pub mod stats;
 
 pub use stats::{median, percentile, Spread};
 
+use ferry_sys::netns::NetnsFd;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
+use std::os::fd::AsFd;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// True when privileged tests can run. Panics under `CI=true` when they cannot.
 pub fn privileged(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if root {
+    if ferry_sys::process::is_root() {
         return true;
     }
     if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
@@ -102,7 +104,7 @@ pub fn run_ok(cmd: &mut Command) -> Output {
 pub struct Netns {
     name: String,
     path: String,
-    fd: OwnedFd,
+    fd: NetnsFd,
 }
 
 impl Netns {
@@ -111,9 +113,7 @@ impl Netns {
         let name = unique(tag);
         run_ok(Command::new("ip").args(["netns", "add", &name]));
         let path = format!("/run/netns/{name}");
-        let fd = File::open(&path)
-            .unwrap_or_else(|e| panic!("open {path}: {e}"))
-            .into();
+        let fd = NetnsFd::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
         let ns = Netns { name, path, fd };
         ns.sh("ip link set lo up");
         ns
@@ -133,18 +133,8 @@ impl Netns {
     /// `ip netns exec` it does not remount `/sys` and costs no extra process).
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut cmd = Command::new(program);
-        let fd = self.fd.as_raw_fd();
-        // SAFETY: the closure only calls setns (async-signal-safe) on an fd this Netns keeps
-        // open while the Command exists; it allocates nothing.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) == 0 {
-                    Ok(())
-                } else {
-                    Err(io::Error::last_os_error())
-                }
-            });
-        }
+        ferry_sys::process::enter_netns_on_exec(&mut cmd, &self.fd)
+            .unwrap_or_else(|e| panic!("netns {}: {e}", self.name));
         cmd
     }
 
@@ -187,17 +177,9 @@ impl Netns {
 
     /// Runs `f` on a new thread that has entered this namespace.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let fd = self.fd.as_raw_fd();
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                // SAFETY: setns on a fresh thread with an fd this Netns keeps open.
-                let rc = unsafe { libc::setns(fd, libc::CLONE_NEWNET) };
-                assert_eq!(rc, 0, "setns: {}", io::Error::last_os_error());
-                f()
-            })
-            .join()
-            .unwrap_or_else(|p| std::panic::resume_unwind(p))
-        })
+        self.fd
+            .run_on_thread(f)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Starts a long-running process inside the namespace; it is killed when the guard drops.
@@ -223,8 +205,7 @@ impl Drop for Netns {
         {
             for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
                 if let Ok(pid) = pid.parse::<i32>() {
-                    // SAFETY: kill has no memory-safety preconditions.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    ferry_sys::process::kill(pid);
                 }
             }
         }

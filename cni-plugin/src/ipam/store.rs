@@ -21,7 +21,6 @@ use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::net::IpAddr;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 /// Failures of the reservation store.
@@ -119,10 +118,8 @@ impl Store {
             .write(true)
             .open(&lock_path)
             .map_err(io_err("open", &lock_path))?;
-        // SAFETY: flock only reads the fd, which `lock` keeps open.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(io_err("lock", &lock_path)(io::Error::last_os_error()));
-        }
+        // flock(LOCK_EX), held until `lock` is closed.
+        lock.lock().map_err(io_err("lock", &lock_path))?;
         let store = Store {
             dir,
             boot_id: boot_id.to_owned(),
@@ -416,7 +413,8 @@ impl Store {
             .map_err(io_err("list", &self.dir))?
             .flatten()
         {
-            if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".tmp-") || (name.starts_with('.') && name.ends_with(".tmp")) {
                 let _ = fs::remove_file(entry.path());
             }
         }
@@ -424,13 +422,15 @@ impl Store {
     }
 }
 
-/// Writes `path` atomically (temporary file in the same directory, then rename).
+/// Writes `path` atomically (temporary file `.<name>.tmp` in the same directory, then rename).
 fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StoreError> {
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    let mut f = File::create(&tmp).map_err(io_err("write", &tmp))?;
-    f.write_all(data).map_err(io_err("write", &tmp))?;
-    drop(f);
-    fs::rename(&tmp, path).map_err(io_err("rename", path))
+    ferry_sys::fs::write_atomic(path, data, ferry_sys::fs::WriteOptions::default()).map_err(
+        |e| StoreError::Io {
+            op: e.op,
+            path: e.path,
+            source: e.source,
+        },
+    )
 }
 
 /// Iterates over the usable addresses of a range set, starting after `last` and wrapping, never
