@@ -22,16 +22,13 @@ pub(crate) fn rewrite_kubeconfig(admin: &[u8], server: &str) -> Result<Vec<u8>> 
 
 /// A kube-rs client from a kubeconfig file, with short timeouts (the server is local).
 pub(crate) async fn client(kubeconfig: &Path) -> Result<kube::Client> {
-    let kc = kube::config::Kubeconfig::read_from(kubeconfig)
-        .with_context(|| format!("reading {}", kubeconfig.display()))?;
-    let mut cfg =
-        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-            .await
-            .with_context(|| format!("loading {}", kubeconfig.display()))?;
-    cfg.connect_timeout = Some(Duration::from_secs(2));
-    cfg.read_timeout = Some(Duration::from_secs(5));
-    cfg.write_timeout = Some(Duration::from_secs(5));
-    kube::Client::try_from(cfg).context("building the API client")
+    ferry_kube::ClientBuilder::from_kubeconfig_file(kubeconfig)
+        .connect_timeout(Duration::from_secs(2))
+        .read_timeout(Duration::from_secs(5))
+        .write_timeout(Duration::from_secs(5))
+        .build()
+        .await
+        .context("building the API client")
 }
 
 /// `GET /readyz`: Ok when the apiserver answers `ok`.
