@@ -11,10 +11,10 @@ use crate::env::CniEnv;
 use crate::error::{code, quoted, CniError, CniResult};
 use crate::ipam;
 use crate::masq;
-use crate::netlink::{
-    format_mac, InstalledRoute, Link, Netlink, NlError, RouteSpec, VethEnd, MAIN_TABLE,
-};
 use crate::types::{CniOutput, Interface, IpConfig, Route};
+use ferry_netlink::{
+    AddressOptions, InstalledRoute, Link, Mac, Netlink, NlError, RouteSpec, VethEnd, MAIN_TABLE,
+};
 use ferry_sys::netns::NetnsFd;
 use ipnetwork::IpNetwork;
 use std::hash::Hasher;
@@ -41,15 +41,16 @@ pub fn host_veth_name(network: &str, container_id: &str, ifname: &str) -> String
 }
 
 /// A locally administered unicast MAC derived from `parts`.
-pub fn derived_mac(parts: &[&str]) -> [u8; 6] {
+pub fn derived_mac(parts: &[&str]) -> Mac {
     let b = hash(parts).to_be_bytes();
-    [(b[0] & 0xfc) | 0x02, b[1], b[2], b[3], b[4], b[5]]
+    Mac([(b[0] & 0xfc) | 0x02, b[1], b[2], b[3], b[4], b[5]])
 }
 
-impl From<NlError> for CniError {
-    fn from(e: NlError) -> Self {
-        CniError::new(code::NETLINK, e.to_string())
-    }
+/// A netlink failure as the plugin reports it: code [`code::NETLINK`] with the operation and the
+/// kernel's error. (A function, not a `From` impl: both types live in other crates; the CNI spec
+/// crate has no business knowing netlink.)
+pub(crate) fn netlink_error(e: NlError) -> CniError {
+    CniError::new(code::NETLINK, e.to_string())
 }
 
 /// The node network file, when the config takes its subnet from one.
@@ -62,18 +63,12 @@ fn node_network(conf: &NetConf) -> CniResult<Option<NodeNetwork>> {
 
 /// A netlink socket in the calling thread's (the node's) namespace.
 fn host_netlink() -> CniResult<Netlink> {
-    Netlink::new().map_err(|e| {
-        NlError {
-            op: "open socket".into(),
-            source: e,
-        }
-        .into()
-    })
+    Netlink::new().map_err(|e| netlink_error(NlError::new("open socket", e)))
 }
 
 /// The bridge, if it exists; a name clash with a link that is not a bridge is an error.
 fn existing_bridge(nl: &mut Netlink, conf: &NetConf) -> CniResult<Option<Link>> {
-    match nl.link_by_name(&conf.bridge)? {
+    match nl.link_by_name(&conf.bridge).map_err(netlink_error)? {
         Some(link) if link.kind.as_deref() != Some("bridge") => Err(CniError::new(
             code::NAME_CONFLICT,
             format!(
@@ -100,7 +95,7 @@ fn ensure_bridge(
             match nl.create_bridge(&conf.bridge, derived_mac(&["bridge", &conf.bridge]), mtu) {
                 Ok(()) => {}
                 Err(e) if e.is_exists() => {}
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(netlink_error(e)),
             }
             existing_bridge(nl, conf)?.ok_or_else(|| {
                 CniError::new(
@@ -111,7 +106,7 @@ fn ensure_bridge(
         }
     };
     if !link.up {
-        nl.set_up(link.index)?;
+        nl.set_up(link.index).map_err(netlink_error)?;
     }
     Ok(link)
 }
@@ -178,7 +173,7 @@ impl<'a> Rollback<'a> {
                 Created::Veth(name) => {
                     if let Err(e) = Netlink::new()
                         .map_err(|e| e.to_string())
-                        .and_then(|mut nl| nl.del_link(&name).map_err(|e| e.to_string()))
+                        .and_then(|mut nl| nl.del_link_by_name(&name).map_err(|e| e.to_string()))
                     {
                         failed.push(format!("deleting veth {name}: {e}"));
                     }
@@ -251,14 +246,14 @@ enum HostVeth {
 }
 
 fn host_veth_state(nl: &mut Netlink, name: &str, netns: &NetnsFd) -> CniResult<HostVeth> {
-    let Some(link) = nl.link_by_name(name)? else {
+    let Some(link) = nl.link_by_name(name).map_err(netlink_error)? else {
         return Ok(HostVeth::Free);
     };
     if link.kind.as_deref() != Some("veth") {
         return Ok(HostVeth::InUse);
     }
     // Reading the link made the kernel give its peer's netns an id, if it had none.
-    let pod_ns = nl.nsid_of(netns)?;
+    let pod_ns = nl.nsid_of(netns).map_err(netlink_error)?;
     Ok(match (link.link_netnsid, pod_ns) {
         (Some(peer), Some(pod)) if peer == pod => HostVeth::Stale,
         _ => HostVeth::InUse,
@@ -297,7 +292,11 @@ fn add_steps(conf: &NetConf, env: &CniEnv, rollback: &mut Rollback<'_>) -> CniRe
     // The spec: fail if CNI_IFNAME exists. Checked before anything is reserved or created, so a
     // repeated ADD of a working attachment answers 101 having touched nothing.
     let mut pod_nl = Netlink::new_in(&netns)?;
-    if pod_nl.link_by_name(&env.ifname)?.is_some() {
+    if pod_nl
+        .link_by_name(&env.ifname)
+        .map_err(netlink_error)?
+        .is_some()
+    {
         return Err(ifname_exists(env));
     }
     fault.after("ifname-check")?;
@@ -323,10 +322,10 @@ fn add_steps(conf: &NetConf, env: &CniEnv, rollback: &mut Rollback<'_>) -> CniRe
             if let Some(gw) = ip.gateway {
                 let net = IpNetwork::new(gw, ip.address.prefix())
                     .map_err(|e| CniError::new(code::INVALID_CONFIG, e.to_string()))?;
-                match host_nl.add_address(bridge.index, net) {
+                match host_nl.add_address_with(bridge.index, net, AddressOptions::INTERFACE) {
                     Ok(()) => {}
                     Err(e) if e.is_exists() => {}
-                    Err(e) => return Err(e.into()),
+                    Err(e) => return Err(netlink_error(e)),
                 }
                 enable_forwarding(gw.is_ipv6());
             }
@@ -347,40 +346,55 @@ fn add_steps(conf: &NetConf, env: &CniEnv, rollback: &mut Rollback<'_>) -> CniRe
         mtu,
     };
     if host_veth == HostVeth::Stale {
-        host_nl.del_link(&host_name)?;
+        host_nl
+            .del_link_by_name(&host_name)
+            .map_err(netlink_error)?;
     }
     match host_nl.create_veth(&host_end, bridge.index, &pod_end, &netns) {
         Ok(()) => rollback.record(Created::Veth(host_name.clone())),
         // Taken since the checks above (the spec forbids concurrent ADDs of one attachment, so
         // this is someone else's): not ours to remove.
         Err(e) if e.is_exists() => {
-            return Err(if pod_nl.link_by_name(&env.ifname)?.is_some() {
-                ifname_exists(env)
-            } else {
-                host_veth_in_use(conf, env, &host_name)
-            });
+            return Err(
+                if pod_nl
+                    .link_by_name(&env.ifname)
+                    .map_err(netlink_error)?
+                    .is_some()
+                {
+                    ifname_exists(env)
+                } else {
+                    host_veth_in_use(conf, env, &host_name)
+                },
+            );
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(netlink_error(e)),
     }
     fault.after("veth")?;
 
     if conf.hairpin {
-        host_nl.set_hairpin_by_name(&host_name, true)?;
+        host_nl
+            .set_hairpin_by_name(&host_name, true)
+            .map_err(netlink_error)?;
     }
     fault.after("hairpin")?;
 
-    let pod_link = pod_nl.link_by_name(&env.ifname)?.ok_or_else(|| {
-        CniError::new(
-            code::NETLINK,
-            format!("{} vanished from the pod netns", env.ifname),
-        )
-    })?;
+    let pod_link = pod_nl
+        .link_by_name(&env.ifname)
+        .map_err(netlink_error)?
+        .ok_or_else(|| {
+            CniError::new(
+                code::NETLINK,
+                format!("{} vanished from the pod netns", env.ifname),
+            )
+        })?;
     for ip in &assigned.ips {
-        pod_nl.add_address(pod_link.index, ip.address)?;
+        pod_nl
+            .add_address_with(pod_link.index, ip.address, AddressOptions::INTERFACE)
+            .map_err(netlink_error)?;
     }
     fault.after("pod-address")?;
 
-    pod_nl.set_up(pod_link.index)?;
+    pod_nl.set_up(pod_link.index).map_err(netlink_error)?;
     fault.after("pod-up")?;
 
     let wanted = planned_routes(conf, &assigned, mtu);
@@ -394,18 +408,18 @@ fn add_steps(conf: &NetConf, env: &CniEnv, rollback: &mut Rollback<'_>) -> CniRe
     let base = out.interfaces.len();
     out.interfaces.push(Interface {
         name: conf.bridge.clone(),
-        mac: bridge.mac.map(format_mac).unwrap_or_default(),
+        mac: bridge.mac.map(|m| m.to_string()).unwrap_or_default(),
         ..Default::default()
     });
     out.interfaces.push(Interface {
         name: host_name,
-        mac: format_mac(host_mac),
+        mac: host_mac.to_string(),
         mtu: Some(mtu),
         ..Default::default()
     });
     out.interfaces.push(Interface {
         name: env.ifname.clone(),
-        mac: format_mac(pod_mac),
+        mac: pod_mac.to_string(),
         mtu: Some(mtu),
         sandbox: env.netns.clone(),
         ..Default::default()
@@ -505,7 +519,7 @@ fn install_routes(pod_nl: &mut Netlink, link: &Link, routes: Vec<Route>) -> CniR
         let v6 = r.dst.is_ipv6();
         let existing = match &mut have[usize::from(v6)] {
             Some(h) => h,
-            slot => slot.insert(pod_nl.routes(v6)?),
+            slot => slot.insert(pod_nl.routes(v6).map_err(netlink_error)?),
         };
         let table = r.table.unwrap_or(MAIN_TABLE);
         let metric = r.priority.unwrap_or(implicit_metric(v6));
@@ -562,7 +576,7 @@ fn install_routes(pod_nl: &mut Netlink, link: &Link, routes: Vec<Route>) -> CniR
             table: r.table,
             scope: r.scope.and_then(|s| u8::try_from(s).ok()),
         };
-        pod_nl.add_route(&spec).map_err(|e| {
+        pod_nl.add_route_spec(&spec).map_err(|e| {
             CniError::new(
                 code::NETLINK,
                 format!(
@@ -618,7 +632,7 @@ pub fn del(conf: &NetConf, env: &CniEnv) -> CniResult<()> {
     let mut errors = Vec::new();
     let host_name = host_veth_name(&conf.name, &env.container_id, &env.ifname);
     match Netlink::new() {
-        Ok(mut nl) => match nl.del_link(&host_name) {
+        Ok(mut nl) => match nl.del_link_by_name(&host_name) {
             Ok(true) => {}
             Ok(false) => {
                 // No host end: make sure no orphaned pod end survives either.
@@ -627,7 +641,7 @@ pub fn del(conf: &NetConf, env: &CniEnv) -> CniResult<()> {
                         if let Ok(mut pod_nl) = Netlink::new_in(&ns) {
                             if let Ok(Some(l)) = pod_nl.link_by_name(&env.ifname) {
                                 if l.kind.as_deref() == Some("veth") {
-                                    if let Err(e) = pod_nl.del_link(&env.ifname) {
+                                    if let Err(e) = pod_nl.del_link_by_name(&env.ifname) {
                                         errors.push(e.to_string());
                                     }
                                 }
@@ -671,16 +685,19 @@ pub fn check(conf: &NetConf, env: &CniEnv) -> CniResult<()> {
     let want = &prev.interfaces[idx];
     let netns = NetnsFd::open(&env.netns)?;
     let mut pod_nl = Netlink::new_in(&netns)?;
-    let link = pod_nl.link_by_name(&env.ifname)?.ok_or_else(|| {
-        check_failed(format!(
-            "interface {} is missing from the netns",
-            env.ifname
-        ))
-    })?;
+    let link = pod_nl
+        .link_by_name(&env.ifname)
+        .map_err(netlink_error)?
+        .ok_or_else(|| {
+            check_failed(format!(
+                "interface {} is missing from the netns",
+                env.ifname
+            ))
+        })?;
     if link.kind.as_deref() != Some("veth") {
         return Err(check_failed(format!("{} is not a veth", env.ifname)));
     }
-    let mac = link.mac.map(format_mac);
+    let mac = link.mac.map(|m| m.to_string());
     if !want.mac.is_empty() && mac.as_deref() != Some(want.mac.as_str()) {
         return Err(check_failed(format!(
             "{} has MAC {}, expected {}",
@@ -695,7 +712,7 @@ pub fn check(conf: &NetConf, env: &CniEnv) -> CniResult<()> {
             env.ifname, link.mtu
         )));
     }
-    let addrs = pod_nl.addresses(link.index)?;
+    let addrs = pod_nl.addresses(link.index).map_err(netlink_error)?;
     for ip in prev.ips.iter().filter(|i| i.interface == Some(idx)) {
         if !addrs.contains(&ip.address) {
             return Err(check_failed(format!(
@@ -713,7 +730,7 @@ pub fn check(conf: &NetConf, env: &CniEnv) -> CniResult<()> {
         if wanted.is_empty() {
             continue;
         }
-        let have = pod_nl.routes(v6)?;
+        let have = pod_nl.routes(v6).map_err(netlink_error)?;
         for r in wanted {
             // Same matching as ADD installed it: on this interface, in its table, via its
             // gateway, and with its metric when the result records one (1.1.0 results do; older
@@ -735,11 +752,13 @@ pub fn check(conf: &NetConf, env: &CniEnv) -> CniResult<()> {
     }
     let mut host_nl = host_netlink()?;
     let bridge = host_nl
-        .link_by_name(&conf.bridge)?
+        .link_by_name(&conf.bridge)
+        .map_err(netlink_error)?
         .ok_or_else(|| check_failed(format!("bridge {} is missing", conf.bridge)))?;
     let host_name = host_veth_name(&conf.name, &env.container_id, &env.ifname);
     let host = host_nl
-        .link_by_name(&host_name)?
+        .link_by_name(&host_name)
+        .map_err(netlink_error)?
         .ok_or_else(|| check_failed(format!("host veth {host_name} is missing")))?;
     if host.master != Some(bridge.index) {
         return Err(check_failed(format!(
@@ -772,13 +791,13 @@ pub fn gc(conf: &NetConf, env: &CniEnv) -> CniResult<()> {
         .collect();
     match Netlink::new() {
         Ok(mut nl) => {
-            if let Some(bridge) = nl.link_by_name(&conf.bridge)? {
-                for link in nl.links()? {
+            if let Some(bridge) = nl.link_by_name(&conf.bridge).map_err(netlink_error)? {
+                for link in nl.links().map_err(netlink_error)? {
                     let ours = link.master == Some(bridge.index)
                         && link.name.starts_with(HOST_VETH_PREFIX)
                         && link.name.len() == HOST_VETH_PREFIX.len() + 10;
                     if ours && !keep.contains(&link.name) {
-                        if let Err(e) = nl.del_link(&link.name) {
+                        if let Err(e) = nl.del_link_by_name(&link.name) {
                             errors.push(e.to_string());
                         }
                     }

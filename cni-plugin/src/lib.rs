@@ -7,7 +7,7 @@
 //! | [`env`], [`config`] | validated `CNI_*` environment and network configuration |
 //! | [`bridge`] | ADD/DEL/CHECK/GC/STATUS of the veth + bridge attachment |
 //! | [`ipam`] | built-in file-backed IPAM, or delegation to an IPAM plugin |
-//! | [`netlink`] | the kernel boundary: rtnetlink (namespaces come from `ferry-sys`) |
+//! | (`ferry-netlink`) | the kernel boundary: rtnetlink, through the shared crate (namespaces come from `ferry-sys`) |
 //! | [`masq`] | `ipMasq`: node-level masquerade rules per pod subnet |
 //! | [`loopback`] | the `loopback` plugin, same binary |
 //! | [`fault`] | test-only fault injection into ADD (`FERRY_CNI_FAULT`) |
@@ -22,7 +22,6 @@ pub mod fault;
 pub mod ipam;
 pub mod loopback;
 pub mod masq;
-pub mod netlink;
 pub mod plugin;
 
 // The spec types and plugin execution (IPAM delegation) live in the runtime-side crate.

@@ -1,11 +1,12 @@
 //! The `loopback` plugin, served by the same binary when it is invoked under that name (runtimes
 //! such as containerd run a `loopback` network for every pod, so one must exist in the bin dir).
 
+use crate::bridge::netlink_error;
 use crate::env::{CniEnv, Command};
 use crate::error::{code, CniError, CniResult};
-use crate::netlink::Netlink;
 use crate::types::{CniOutput, Interface, IpConfig};
 use crate::version::Version;
+use ferry_netlink::Netlink;
 use ferry_sys::netns::NetnsFd;
 use ipnetwork::IpNetwork;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -21,7 +22,8 @@ pub fn run(env: &CniEnv, version: Version) -> CniResult<Option<serde_json::Value
             let ns = NetnsFd::open(&env.netns)?;
             let mut nl = Netlink::new_in(&ns)?;
             let lo = nl
-                .link_by_name("lo")?
+                .link_by_name("lo")
+                .map_err(netlink_error)?
                 .ok_or_else(|| CniError::new(code::NETLINK, "no lo in the netns"))?;
             if env.command == Command::Check {
                 return if lo.up {
@@ -31,7 +33,7 @@ pub fn run(env: &CniEnv, version: Version) -> CniResult<Option<serde_json::Value
                 };
             }
             if !lo.up {
-                nl.set_up(lo.index)?;
+                nl.set_up(lo.index).map_err(netlink_error)?;
             }
             let out = CniOutput {
                 interfaces: vec![Interface {
