@@ -229,7 +229,7 @@ pub fn ips_of(result: &serde_json::Value) -> Vec<String> {
 fn loopback_up(path: &Path) -> Result<()> {
     let ns = ferry_sys::netns::NetnsFd::open(path)
         .map_err(|e| anyhow!("opening {}: {e}", path.display()))?;
-    let mut nl = ferry_cni::netlink::Netlink::new_in(&ns)
+    let mut nl = ferry_netlink::Netlink::new_in(&ns)
         .map_err(|e| anyhow!("netlink in the pod namespace: {e}"))?;
     let lo = nl
         .link_by_name("lo")
