@@ -169,20 +169,12 @@ impl ClusterDir {
             .with_context(|| format!("parsing {}", path.display()))
     }
 
-    /// Writes `state.json` atomically (temporary file + rename).
+    /// Writes `state.json` atomically (temporary file + rename), readable only by root.
     pub(crate) fn save(&self, state: &State) -> Result<()> {
         let path = self.state_file();
-        let tmp = self.0.join("state.json.tmp");
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        f.write_all(&serde_json::to_vec_pretty(state)?)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
+        let bytes = serde_json::to_vec_pretty(state)?;
+        ferry_sys::fs::write_atomic(&path, &bytes, ferry_sys::fs::WriteOptions::private())
+            .with_context(|| format!("writing {}", path.display()))
     }
 }
 

@@ -18,7 +18,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::net::{Ipv4Addr, TcpListener};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd as _, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -291,7 +291,7 @@ struct Launch {
     cgroup: PathBuf,
     address: String,
     /// A socket handed over as fd 3.
-    fd3: Option<i32>,
+    fd3: Option<OwnedFd>,
 }
 
 /// One run of `ferry up`.
@@ -440,10 +440,8 @@ impl Up<'_> {
         // Nodes route pod traffic (as any Kubernetes node must).
         for i in self.topo.node_indexes() {
             let ns = self.topo.node_ns(i);
-            sys::in_netns(&net::netns_path(&ns), || {
-                std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
-            })
-            .and_then(|r| r)
+            sys::in_netns(&net::netns_path(&ns), ferry_sys::sysctl::enable_ip_forward)
+                .and_then(|r| r.map_err(std::io::Error::from))
             .with_context(|| format!("enabling IPv4 forwarding in {ns}"))?;
         }
         self.step(format!(
@@ -542,7 +540,7 @@ impl Up<'_> {
             netns: &netns_path,
             cgroup: &l.cgroup,
             log: &log,
-            fd3: l.fd3,
+            fd3: l.fd3.as_ref().map(|fd| fd.as_fd()),
         })
         .with_context(|| format!("starting {} ({})", l.name, l.program.display()))?;
         #[expect(clippy::cast_possible_wrap, reason = "pids fit in i32")]
@@ -690,7 +688,12 @@ impl Up<'_> {
             netns: cp,
             cgroup: cg,
             address,
-            fd3: Some(listener.as_raw_fd()),
+            fd3: Some(
+                listener
+                    .try_clone()
+                    .context("duplicating the apiserver's listener")?
+                    .into(),
+            ),
         })
     }
 

@@ -324,18 +324,10 @@ fn a_deployment_across_three_nodes_scales_rolls_restarts_and_survives_kubelet_lo
         .stderr(log);
     // Join the node's kubelet cgroup first, so `ferry down` finds this process too.
     let cg_file = std::fs::OpenOptions::new().write(true).open(&cg).unwrap();
-    use std::os::fd::AsRawFd as _;
-    let fd = cg_file.as_raw_fd();
-    use std::os::unix::process::CommandExt as _;
-    // SAFETY: only a write(2) on an fd the parent keeps open until spawn returns.
-    unsafe {
-        restarted.pre_exec(move || {
-            if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    ferry_sys::process::OnExec::new()
+        .join_cgroup(&cg_file)
+        .unwrap()
+        .install(&mut restarted);
     let _child = ferry_tests::ChildGuard(restarted.spawn().unwrap());
     k.wait(&["get", "node", &node], 30, "node Ready again", |n| {
         n["status"]["conditions"].as_array().is_some_and(|cs| {
@@ -427,9 +419,9 @@ fn connect_and_see_source(
 }
 
 fn nix_kill(pid: i32, sig: i32) {
-    // SAFETY: kill(2) has no memory-safety preconditions.
-    let rc = unsafe { libc::kill(pid, sig) };
-    assert_eq!(rc, 0, "kill {pid}: {}", std::io::Error::last_os_error());
+    if let Err(e) = ferry_sys::process::signal(pid, sig) {
+        panic!("kill {pid}: {e}");
+    }
 }
 
 /// Every process in the pod cgroups of node `idx`.
