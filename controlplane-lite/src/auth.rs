@@ -10,7 +10,6 @@
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// Who made a request.
@@ -181,10 +180,9 @@ impl Tokens {
 }
 
 fn write(path: &Path, file: &TokenFile) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(file)?)?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+    let bytes = serde_json::to_vec_pretty(file)?;
+    ferry_sys::fs::write_atomic(path, &bytes, ferry_sys::fs::WriteOptions::private())
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// What a request wants to do.
@@ -358,6 +356,7 @@ mod tests {
         );
         let again = Tokens::load_or_init(dir.path()).unwrap();
         assert_eq!(again.admin(), admin);
+        use std::os::unix::fs::PermissionsExt as _;
         let mode = std::fs::metadata(dir.path().join("tokens.json"))
             .unwrap()
             .permissions()

@@ -6,13 +6,12 @@ mod common;
 
 use common::{free_port, SERVER};
 use ferry_tests::ChildGuard;
-use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::process::CommandExt;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// `ferry-server` with `fd` duplicated onto fd 3 and `--inherited-listener-fd 3`.
-fn server_with_fd3(dir: &std::path::Path, fd: RawFd, port: u16) -> Command {
+fn server_with_fd3(dir: &std::path::Path, fd: BorrowedFd<'_>, port: u16) -> Command {
     let mut cmd = Command::new(SERVER);
     cmd.arg("--data-dir")
         .arg(dir)
@@ -21,20 +20,10 @@ fn server_with_fd3(dir: &std::path::Path, fd: RawFd, port: u16) -> Command {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    // SAFETY: dup2 and fcntl are async-signal-safe and touch only fds of the child.
-    unsafe {
-        cmd.pre_exec(move || {
-            let rc = if fd == 3 {
-                libc::fcntl(3, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(fd, 3)
-            };
-            if rc < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    ferry_sys::process::OnExec::new()
+        .fd3(fd)
+        .unwrap()
+        .install(&mut cmd);
     cmd
 }
 
@@ -53,7 +42,7 @@ fn serves_on_an_inherited_listener_too() {
     let inherited = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let inherited_port = inherited.local_addr().unwrap().port();
     let port = free_port();
-    let child = server_with_fd3(dir.path(), inherited.as_raw_fd(), port)
+    let child = server_with_fd3(dir.path(), inherited.as_fd(), port)
         .stderr(std::fs::File::create(dir.path().join("server.log")).unwrap())
         .spawn()
         .unwrap();
@@ -85,9 +74,9 @@ fn refuses_an_fd_that_is_not_a_listening_tcp_socket() {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let stream = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
     for (fd, want) in [
-        (file.as_raw_fd(), "is not a socket"),
-        (udp.as_raw_fd(), "is not a TCP socket"),
-        (stream.as_raw_fd(), "is not listening"),
+        (file.as_fd(), "is not a socket"),
+        (udp.as_fd(), "is not a TCP socket"),
+        (stream.as_fd(), "is not listening"),
     ] {
         let out = server_with_fd3(dir.path(), fd, free_port())
             .output()

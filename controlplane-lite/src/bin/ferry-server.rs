@@ -8,6 +8,8 @@
 //! (`ferry up` binds 127.0.0.1:PORT in the root network namespace and hands it to a server that runs
 //! in the control-plane namespace: a socket keeps the namespace it was created in).
 
+#![forbid(unsafe_code)]
+
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use controlplane_lite::{api, auth, kubeconfig, server, tls};
@@ -125,55 +127,8 @@ fn parse_range(s: &str) -> Result<(u16, u16)> {
 
 /// Takes ownership of `fd`, which must be a listening TCP socket inherited from the parent.
 fn inherited_listener(fd: i32) -> Result<std::net::TcpListener> {
-    use std::os::fd::FromRawFd;
-    let what = format!("--inherited-listener-fd {fd}");
-    if fd < 3 {
-        bail!("{what}: fds 0-2 are stdin, stdout and stderr; pass a listening TCP socket as fd 3 or higher");
-    }
-    // SAFETY: fstat only writes into the zeroed stat buffer we own; a bad fd is reported as EBADF.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: see above.
-    if unsafe { libc::fstat(fd, &raw mut st) } != 0 {
-        let e = std::io::Error::last_os_error();
-        bail!("{what}: fd {fd} is not open in this process ({e}); the parent must pass it");
-    }
-    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
-        bail!("{what}: fd {fd} is not a socket (expected a listening TCP socket)");
-    }
-    let opt = |level: i32, name: i32| -> Result<i32> {
-        let mut v: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: getsockopt writes at most `len` bytes into `v`, an int we own.
-        let rc = unsafe { libc::getsockopt(fd, level, name, (&raw mut v).cast(), &raw mut len) };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error())
-                .with_context(|| format!("{what}: getsockopt({name})"));
-        }
-        Ok(v)
-    };
-    let domain = opt(libc::SOL_SOCKET, libc::SO_DOMAIN)?;
-    if domain != libc::AF_INET && domain != libc::AF_INET6 {
-        bail!("{what}: fd {fd} is not an IPv4/IPv6 socket (expected a listening TCP socket)");
-    }
-    if opt(libc::SOL_SOCKET, libc::SO_TYPE)? != libc::SOCK_STREAM
-        || opt(libc::SOL_SOCKET, libc::SO_PROTOCOL)? != libc::IPPROTO_TCP
-    {
-        bail!("{what}: fd {fd} is not a TCP socket (expected a listening TCP socket)");
-    }
-    if opt(libc::SOL_SOCKET, libc::SO_ACCEPTCONN)? != 1 {
-        bail!(
-            "{what}: fd {fd} is a TCP socket that is not listening (the parent must call listen)"
-        );
-    }
-    // SAFETY: fd is an open listening TCP socket (checked above) that nothing else in this process
-    // owns: it was inherited, and is claimed once, before any other fd is handed out to it.
-    let listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
-    // SAFETY: fcntl on an fd we own; FD_CLOEXEC keeps it out of anything this process spawns.
-    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-    listener
-        .set_nonblocking(true)
-        .with_context(|| format!("{what}: setting O_NONBLOCK"))?;
-    Ok(listener)
+    ferry_sys::listener::inherited_tcp_listener(fd)
+        .map_err(|e| anyhow::anyhow!("--inherited-listener-fd {fd}: {e}"))
 }
 
 #[tokio::main]

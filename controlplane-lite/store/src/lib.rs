@@ -10,6 +10,8 @@
 //! `/registry/<resource>/<name>` for cluster-scoped ones. A prefix given to [`Store::list`] or
 //! [`Store::watch`] ends with `/`.
 
+#![forbid(unsafe_code)]
+
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 
