@@ -240,7 +240,9 @@ impl Agent {
         };
         let me = nodes.iter().find(|n| n.name == self.cfg.node_name);
         // The largest pod MTU our underlay allows, and the cluster's (the minimum published).
-        let own_mtu = link.map(|l| l.mtu.saturating_sub(self.backend.overhead()));
+        let own_mtu = link
+            .as_ref()
+            .map(|l| l.mtu.saturating_sub(self.backend.overhead()));
         let mtu = own_mtu.map(|m| peers::cluster_mtu(&nodes, &self.cfg.node_name, m));
         let planned = match (me, mtu) {
             (None, _) => Some(OwnState::NoNode),
@@ -257,7 +259,7 @@ impl Agent {
             Some(OwnState::Unusable(f)) => round.fault(f.clone()),
             _ => {}
         }
-        let iface_ip = link.and_then(|l| self.iface_ipv4(l.index));
+        let iface_ip = link.as_ref().and_then(|l| self.iface_ipv4(l.index));
         let public_ip = me.and_then(|me| me.internal_ip).or(iface_ip);
         if let Some(me) = me {
             self.publish(me, public_ip, own_mtu).await;

@@ -244,7 +244,10 @@ mod tests {
                 ANN_MTU: "1450",
             }},
         })));
-        assert_eq!(n.vtep(), Some((1, [0x82, 0x1a, 0x2b, 0x3c, 0x4d, 0x5e])));
+        assert_eq!(
+            n.vtep(),
+            Some((1, Mac([0x82, 0x1a, 0x2b, 0x3c, 0x4d, 0x5e])))
+        );
         assert_eq!(n.mtu(), Some(1450));
         let mut hostgw = n.clone();
         hostgw

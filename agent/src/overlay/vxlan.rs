@@ -51,7 +51,7 @@ pub fn vtep_mac(name: &str) -> Mac {
     h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     h ^= h >> 31;
     let b = h.to_be_bytes();
-    [(b[0] & 0xfc) | 0x02, b[1], b[2], b[3], b[4], b[5]]
+    Mac([(b[0] & 0xfc) | 0x02, b[1], b[2], b[3], b[4], b[5]])
 }
 
 /// The `backend-data` annotation: `{"VNI":1,"VtepMAC":"0a:..."}` (flannel's exact format).
@@ -448,7 +448,7 @@ mod tests {
             "well mixed"
         );
         assert_eq!(
-            backend_data(&[2, 0, 0, 0, 0, 1]),
+            backend_data(&Mac([2, 0, 0, 0, 0, 1])),
             r#"{"VNI":1,"VtepMAC":"02:00:00:00:00:01"}"#
         );
     }
@@ -456,7 +456,7 @@ mod tests {
     #[test]
     fn desired_entries_per_peer_and_direct_routing() {
         let mb = vtep_mac("b");
-        let flannel_mac = [0x82, 1, 2, 3, 4, 5];
+        let flannel_mac = Mac([0x82, 1, 2, 3, 4, 5]);
         let nodes = [
             info("me", "10.244.0.0/24", "10.99.0.1", Some(vtep_mac("me"))),
             info("b", "10.244.1.0/24", "10.99.0.2", Some(mb)),
@@ -488,8 +488,8 @@ mod tests {
 
     #[test]
     fn neighbour_and_fdb_diffs() {
-        let m1 = [2, 0, 0, 0, 0, 1];
-        let m2 = [2, 0, 0, 0, 0, 2];
+        let m1 = Mac([2, 0, 0, 0, 0, 1]);
+        let m2 = Mac([2, 0, 0, 0, 0, 2]);
         let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
         let want = BTreeMap::from([(ip("10.244.1.0"), m1), (ip("10.244.2.0"), m2)]);
         let have = [
