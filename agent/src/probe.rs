@@ -23,9 +23,13 @@
 //! Echo requests are built and replies parsed with `pnet_packet` (`MutableEchoRequestPacket`,
 //! `Ipv4Packet` + `EchoReplyPacket`, the ICMP checksum of `pnet_packet::icmp`).
 //!
+//! The socket calls and the `SIOCETHTOOL` ioctl go through [`ferry_sys::net`]; this module has
+//! no `unsafe` of its own.
+//!
 //! Results are read by the reconcile loop (the `FerryPeersUnreachable` condition, see
 //! [`crate::health`]), which is woken whenever a verdict changes.
 
+use ferry_sys::net;
 use pnet_packet::icmp::echo_reply::EchoReplyPacket;
 use pnet_packet::icmp::echo_request::MutableEchoRequestPacket;
 use pnet_packet::icmp::{self, IcmpPacket, IcmpTypes};
@@ -34,7 +38,7 @@ use pnet_packet::Packet as _;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+use std::os::fd::{AsFd as _, OwnedFd};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -287,32 +291,12 @@ struct IcmpSocket {
     seq: std::cell::Cell<u16>,
 }
 
-/// `ICMP_FILTER` (SOL_RAW): a bit mask of ICMP types the socket does not receive.
-const ICMP_FILTER: libc::c_int = 1;
-const SOL_RAW: libc::c_int = 255;
-
 impl IcmpSocket {
     fn open() -> io::Result<IcmpSocket> {
-        // SAFETY: socket(2) with constant arguments; the result is checked.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_INET,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::IPPROTO_ICMP,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fd is a fresh descriptor we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let fd = net::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP)?;
         let filter: u32 = !(1 << 0); // everything but ICMP_ECHOREPLY (type 0)
-        set_opt(&fd, SOL_RAW, ICMP_FILTER, &filter)?;
-        let timeout = libc::timeval {
-            tv_sec: 0,
-            tv_usec: 50_000,
-        };
-        set_opt(&fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &timeout)?;
+        net::set_icmp_filter(fd.as_fd(), filter)?;
+        net::set_recv_timeout(fd.as_fd(), Duration::from_millis(50))?;
         Ok(IcmpSocket {
             fd,
             id: (std::process::id() & 0xffff) as u16,
@@ -339,13 +323,11 @@ impl IcmpSocket {
                     let _ = self.send(*a, seq);
                 }
             }
-            // SAFETY: buf is a valid writable buffer of buf.len() bytes; fd is open.
-            let n =
-                unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n <= 0 {
-                continue;
-            }
-            if let Some(src) = parse_reply(&buf[..n as usize], self.id) {
+            let n = match net::recv(self.fd.as_fd(), &mut buf, 0) {
+                Ok(n) if n > 0 => n,
+                _ => continue,
+            };
+            if let Some(src) = parse_reply(&buf[..n], self.id) {
                 if addrs.contains(&src) {
                     answered.insert(src);
                 }
@@ -356,48 +338,7 @@ impl IcmpSocket {
 
     fn send(&self, dst: Ipv4Addr, seq: u16) -> io::Result<()> {
         let packet = echo_request(self.id, seq);
-        let addr = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: 0,
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(dst).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
-        // SAFETY: packet and addr are valid for the lengths given; fd is open.
-        let rc = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                packet.as_ptr().cast(),
-                packet.len(),
-                libc::MSG_DONTWAIT,
-                std::ptr::addr_of!(addr).cast(),
-                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
-    }
-}
-
-fn set_opt<T>(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, v: &T) -> io::Result<()> {
-    // SAFETY: v points to a live T of size_of::<T>() bytes; fd is open.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            std::ptr::from_ref(v).cast(),
-            std::mem::size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
+        net::send_to_v4(self.fd.as_fd(), &packet, libc::MSG_DONTWAIT, dst, 0).map(drop)
     }
 }
 
@@ -430,73 +371,14 @@ pub fn parse_reply(packet: &[u8], id: u16) -> Option<Ipv4Addr> {
     ok.then(|| ip.get_source())
 }
 
-/// `struct ethtool_value`.
-#[repr(C)]
-struct EthtoolValue {
-    cmd: u32,
-    data: u32,
-}
-
-/// `struct ifreq` with the `ifr_data` member of the union (40 bytes).
-#[repr(C)]
-struct IfReqData {
-    name: [u8; libc::IFNAMSIZ],
-    data: *mut libc::c_void,
-    _pad: [u8; 16],
-}
-
-const ETHTOOL_GTXCSUM: u32 = 0x16;
-const ETHTOOL_STXCSUM: u32 = 0x17;
-
-fn ethtool(dev: &str, value: &mut EthtoolValue) -> io::Result<()> {
-    let mut ifr = IfReqData {
-        name: [0; libc::IFNAMSIZ],
-        data: std::ptr::from_mut(value).cast(),
-        _pad: [0; 16],
-    };
-    let name = dev.as_bytes();
-    if name.len() >= libc::IFNAMSIZ {
-        return Err(io::Error::from(io::ErrorKind::InvalidInput));
-    }
-    ifr.name[..name.len()].copy_from_slice(name);
-    // SAFETY: socket(2) with constant arguments; the result is checked.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh descriptor we own.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: ifr is a valid ifreq whose data points to a live ethtool_value for the call.
-    let rc = unsafe {
-        libc::ioctl(
-            fd.as_raw_fd(),
-            libc::SIOCETHTOOL,
-            std::ptr::from_mut(&mut ifr),
-        )
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
 /// Whether TX checksum offload is on for `dev` (`None`: cannot tell).
 pub fn tx_checksum(dev: &str) -> Option<bool> {
-    let mut v = EthtoolValue {
-        cmd: ETHTOOL_GTXCSUM,
-        data: 0,
-    };
-    ethtool(dev, &mut v).ok().map(|()| v.data != 0)
+    net::tx_checksum(dev).ok()
 }
 
 /// Turns TX checksum offload of `dev` on or off (`ethtool -K dev tx on|off`).
 pub fn set_tx_checksum(dev: &str, on: bool) -> io::Result<()> {
-    let mut v = EthtoolValue {
-        cmd: ETHTOOL_STXCSUM,
-        data: u32::from(on),
-    };
-    ethtool(dev, &mut v)
+    net::set_tx_checksum(dev, on)
 }
 
 #[cfg(test)]
