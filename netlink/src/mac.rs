@@ -62,6 +62,21 @@ impl PartialEq<[u8; 6]> for Mac {
     }
 }
 
+impl PartialEq<Mac> for [u8; 6] {
+    fn eq(&self, other: &Mac) -> bool {
+        *self == other.0
+    }
+}
+
+impl IntoIterator for Mac {
+    type Item = u8;
+    type IntoIter = std::array::IntoIter<u8, 6>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
 /// A string that is not six `:`-separated hex bytes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("not a MAC address (six hex bytes separated by ':')")]
@@ -119,6 +134,8 @@ mod tests {
         assert_eq!(m[0] & 1, 0);
         assert_eq!(m.to_vec(), vec![2, 0, 0, 0, 0, 1]);
         assert_eq!(<[u8; 6]>::from(m), m.octets());
+        assert_eq!([2, 0, 0, 0, 0, 1], m);
+        assert_eq!(m.into_iter().sum::<u8>(), 3);
         assert_eq!(
             Mac::from_slice(&[1, 2, 3, 4, 5, 6]),
             Some(Mac([1, 2, 3, 4, 5, 6]))
