@@ -18,6 +18,10 @@
 //! State lives on disk under `--root-dir` (`pods/<uid>/...`, `netns/<uid>`, `cni-cache/`), so a
 //! kubelet killed with `kill -9` and restarted adopts its running pods (no second CNI ADD, no
 //! duplicate processes) and cleans up pods deleted while it was down.
+//!
+//! Kernel access (namespaces, cgroups, pidfds, fork/exec) goes through `ferry-sys`.
+
+#![forbid(unsafe_code)]
 
 pub mod cgroup;
 pub mod env;
@@ -35,7 +39,7 @@ use k8s_openapi::api::core::v1::{Event, ObjectReference, Pod};
 use kube::api::{Api, PostParams};
 use kube::runtime::reflector::Store;
 use std::collections::HashMap;
-use std::os::fd::{FromRawFd as _, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -193,25 +197,13 @@ fn rand_suffix() -> u64 {
 
 /// Opens a pidfd for `pid` (`None` if the process is gone).
 pub fn pidfd(pid: i32) -> Option<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1; no memory is shared.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: the kernel just returned this fd to us and nothing else owns it.
-    Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    ferry_sys::process::Pidfd::open(pid).ok().map(OwnedFd::from)
 }
 
 /// Waits until process `pid` has exited (reaping it if it is our child).
 pub async fn wait_pid(pid: i32) {
-    if let Some(fd) = pidfd(pid) {
-        // SAFETY: the AsyncFd owns the OwnedFd, which stays open and unchanged until it drops.
-        let registered = unsafe {
-            tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
-        };
-        if let Ok(afd) = registered {
-            let _ = afd.readable().await;
-        }
+    if let Ok(fd) = ferry_sys::process::Pidfd::open(pid) {
+        let _ = fd.exited().await;
     }
     let _ = nix::sys::wait::waitpid(
         nix::unistd::Pid::from_raw(pid),
@@ -221,9 +213,7 @@ pub async fn wait_pid(pid: i32) {
 
 /// The start time (clock ticks since boot) of `pid`, to tell a PID from a reused one.
 pub fn start_ticks(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = stat.rsplit_once(')')?.1;
-    after.split_whitespace().nth(19)?.parse().ok()
+    ferry_sys::process::start_ticks(pid)
 }
 
 /// Runs the kubelet until the process is stopped.

@@ -1,6 +1,8 @@
 //! `ferry-kubelet`: Ferry's kubelet (see the library docs). Containers run under `ferry-shim`,
 //! found next to this executable unless `--shim` says otherwise.
 
+#![forbid(unsafe_code)]
+
 use anyhow::{Context as _, Result};
 use clap::Parser;
 use std::path::PathBuf;

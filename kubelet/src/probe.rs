@@ -145,7 +145,8 @@ pub async fn run_once(p: &Probe, c: &Container, t: &Target) -> Result<(), String
             ),
             None => None,
         };
-        crate::shim::enter_before_exec(&mut cmd, Some(&procs), netns.as_ref());
+        crate::shim::enter_before_exec(&mut cmd, Some(&procs), netns.as_ref())
+            .map_err(|e| format!("exec setup: {e}"))?;
         let mut cmd = tokio::process::Command::from(cmd);
         cmd.kill_on_drop(true);
         let child = cmd.spawn().map_err(|e| format!("exec {prog:?}: {e}"))?;

@@ -244,49 +244,14 @@ fn loopback_up(path: &Path) -> Result<()> {
 
 /// Creates a network namespace bound at `path`.
 pub fn create_netns(path: &Path) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    let target = path.to_owned();
-    let made = std::thread::spawn(move || -> Result<()> {
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
-            .context("unshare(CLONE_NEWNET)")?;
-        let tid = nix::unistd::gettid();
-        let src = format!("/proc/self/task/{tid}/ns/net");
-        nix::mount::mount(
-            Some(src.as_str()),
-            &target,
-            None::<&str>,
-            nix::mount::MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .with_context(|| format!("bind-mounting the namespace at {}", target.display()))
-        // The thread ends here; the bind mount keeps the namespace alive.
-    })
-    .join()
-    .map_err(|_| anyhow!("netns thread panicked"))?;
-    if let Err(e) = made {
-        let _ = std::fs::remove_file(path);
-        return Err(e);
-    }
-    Ok(())
+    ferry_sys::netns::create_bound(path)
+        .with_context(|| format!("creating the network namespace at {}", path.display()))
 }
 
 /// Unmounts and removes a namespace created by [`create_netns`]; fine if it is already gone.
 pub fn remove_netns(path: &Path) -> Result<()> {
-    if !path.exists() {
-        return Ok(());
-    }
-    match nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH) {
-        Ok(()) | Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => {}
-        Err(e) => return Err(anyhow!("unmounting {}: {e}", path.display())),
-    }
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(anyhow!("removing {}: {e}", path.display())),
-    }
+    ferry_sys::netns::remove_bound(path)
+        .with_context(|| format!("removing the network namespace at {}", path.display()))
 }
 
 #[cfg(test)]

@@ -14,9 +14,9 @@
 use serde::{Deserialize, Serialize};
 use std::fs::OpenOptions;
 use std::io::Write as _;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -66,45 +66,33 @@ pub const EXIT: &str = "exit.json";
 
 /// Writes `bytes` to `path` atomically (temp file, fsync, rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)
+    use ferry_sys::fs::{Durability, WriteOptions};
+    let opts = WriteOptions::default().durability(Durability::Data);
+    Ok(ferry_sys::fs::write_atomic(path, bytes, opts)?)
 }
 
 /// Registers, for `cmd`'s child, joining the cgroup whose `cgroup.procs` is open as `procs` and
-/// entering the network namespace open as `netns`, both between fork and exec.
-pub fn enter_before_exec(cmd: &mut Command, procs: Option<&OwnedFd>, netns: Option<&OwnedFd>) {
-    let procs = procs.map(AsRawFd::as_raw_fd);
-    let netns = netns.map(AsRawFd::as_raw_fd);
-    // SAFETY: the closure runs in the forked child before exec and only makes raw
-    // async-signal-safe syscalls (write, setns) on fds the parent keeps open until spawn returns.
-    unsafe {
-        cmd.pre_exec(move || {
-            if let Some(fd) = procs {
-                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            if let Some(fd) = netns {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
+/// entering the network namespace open as `netns`, both between fork and exec. Fails only when
+/// the fds cannot be duplicated (out of fds).
+pub fn enter_before_exec(
+    cmd: &mut Command,
+    procs: Option<&OwnedFd>,
+    netns: Option<&OwnedFd>,
+) -> std::io::Result<()> {
+    let mut on_exec = ferry_sys::process::OnExec::new();
+    if let Some(procs) = procs {
+        on_exec = on_exec.join_cgroup(procs)?;
     }
+    if let Some(netns) = netns {
+        on_exec = on_exec.enter_netns(netns)?;
+    }
+    on_exec.install(cmd);
+    Ok(())
 }
 
 /// Opens `<cgroup>/cgroup.procs` for writing.
 pub fn open_procs(cgroup: &Path) -> std::io::Result<OwnedFd> {
-    Ok(OpenOptions::new()
-        .write(true)
-        .open(cgroup.join("cgroup.procs"))?
-        .into())
+    Ok(ferry_sys::cgroup::open_procs(cgroup)?.into())
 }
 
 fn now() -> String {
@@ -186,7 +174,9 @@ fn run(dir: &Path) -> anyhow::Result<()> {
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
-    enter_before_exec(&mut cmd, Some(&procs), netns.as_ref());
+    if let Err(e) = enter_before_exec(&mut cmd, Some(&procs), netns.as_ref()) {
+        return fail(format!("preparing exec: {e}"));
+    }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {

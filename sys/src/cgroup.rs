@@ -112,13 +112,16 @@ pub fn wait_empty(top: &Path, timeout: Duration) -> bool {
 
 /// Removes the subtree at `top`, children first; returns how many cgroups were removed (a missing
 /// one is fine). A cgroup whose last process is still exiting answers EBUSY for a moment, so each
-/// removal is retried for up to `retry` (`Duration::ZERO`: once).
+/// removal is retried for up to `retry` (`Duration::ZERO`: once). A cgroup that cannot be removed
+/// does not stop the others; the first failure is returned at the end.
 pub fn remove_tree(top: &Path, retry: Duration) -> Result<usize, crate::fs::FsError> {
     let mut removed = 0;
+    let mut first_err = None;
     let mut cgroups = subtree(top);
     cgroups.reverse();
     for cg in cgroups {
-        let end = Instant::now() + retry;
+        // After a failure, no more waiting: its parents cannot go either.
+        let end = Instant::now() + if first_err.is_some() { Duration::ZERO } else { retry };
         loop {
             match std::fs::remove_dir(&cg) {
                 Ok(()) => {
@@ -130,16 +133,20 @@ pub fn remove_tree(top: &Path, retry: Duration) -> Result<usize, crate::fs::FsEr
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 Err(source) => {
-                    return Err(crate::fs::FsError {
+                    first_err.get_or_insert(crate::fs::FsError {
                         op: "removing cgroup",
                         path: cg,
                         source,
-                    })
+                    });
+                    break;
                 }
             }
         }
     }
-    Ok(removed)
+    match first_err {
+        None => Ok(removed),
+        Some(e) => Err(e),
+    }
 }
 
 /// Writes `memory.max` (bytes) and `cpu.max` (millicores, as a quota per 100 ms period) where the

@@ -2,6 +2,8 @@
 //! attempt (see `ferry_kubelet::shim`). A separate, small executable, so starting one costs little:
 //! it links only the shim's code, not the kubelet's API client and runtime.
 
+#![forbid(unsafe_code)]
+
 fn main() {
     let mut args = std::env::args_os().skip(1);
     match (args.next(), args.next()) {
