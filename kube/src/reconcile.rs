@@ -9,6 +9,22 @@
 //! - after a failed round ([`Outcome::Retry`]), after the retry period instead, when one is set
 //!   (never later than the resync), doubling on every further failure up to a cap when backoff is
 //!   set.
+//!
+//! The agent's loop (a faulty round retries sooner; a burst of Node events costs one round):
+//!
+//! ```no_run
+//! # async fn reconcile() -> bool { false }
+//! # async fn doc(wake: std::sync::Arc<tokio::sync::Notify>) {
+//! use std::time::Duration;
+//! let mut lp = ferry_kube::Loop::new(wake, Duration::from_secs(30))
+//!     .retry(Duration::from_secs(2))
+//!     .debounce(Duration::from_millis(100));
+//! loop {
+//!     let faulty = reconcile().await;
+//!     lp.after(faulty).await;
+//! }
+//! # }
+//! ```
 
 use std::future::Future;
 use std::sync::Arc;

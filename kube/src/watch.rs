@@ -7,6 +7,37 @@
 //! changed), narrow the watch with a label or field selector ([`Reflector::labels`],
 //! [`Reflector::fields`]: the kubelet watches only its node's pods), log errors under a name,
 //! and share one `Notify` between several reflectors. [`ready`] waits for the first complete list.
+//!
+//! A reflector that wakes its owner only when what it reads from a Node changed, and logs watch
+//! errors without waking it (the agent's):
+//!
+//! ```no_run
+//! # async fn doc(client: kube::Client) -> Result<(), ferry_kube::watch::WatchError> {
+//! use ferry_kube::watch::{self, Reflector};
+//! use k8s_openapi::api::core::v1::Node;
+//! use kube::runtime::watcher::Event;
+//! use std::collections::HashMap;
+//! let mut seen: HashMap<String, Option<String>> = HashMap::new(); // name -> podCIDR
+//! let nodes = Reflector::new(kube::Api::<Node>::all(client))
+//!     .name("Node watch failed (retrying with backoff)")
+//!     .wake_on_error(false)
+//!     .wake_if(move |event| match event {
+//!         Event::Apply(n) | Event::InitApply(n) => {
+//!             let name = n.metadata.name.clone().unwrap_or_default();
+//!             let cidr = n.spec.as_ref().and_then(|s| s.pod_cidr.clone());
+//!             seen.insert(name, cidr.clone()) != Some(cidr)
+//!         }
+//!         Event::Delete(n) => {
+//!             seen.remove(n.metadata.name.as_deref().unwrap_or_default());
+//!             true
+//!         }
+//!         Event::Init | Event::InitDone => true,
+//!     })
+//!     .spawn();
+//! watch::ready(&nodes).await?;
+//! # Ok(())
+//! # }
+//! ```
 
 use futures::StreamExt as _;
 use kube::runtime::reflector::{self, store::Writer, Store};
