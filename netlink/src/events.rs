@@ -7,6 +7,7 @@
 
 use crate::socket::{frames, RECV_BUF};
 use crate::IfIndex;
+use ferry_sys::netns::{NetnsError, NetnsFd};
 use netlink_packet_core::NetlinkPayload;
 use netlink_packet_route::link::LinkAttribute;
 use netlink_packet_route::RouteNetlinkMessage;
@@ -90,6 +91,16 @@ impl LinkEvents {
             socket,
             buf: vec![0; RECV_BUF],
         })
+    }
+
+    /// Subscribes inside `ns`; the thread returns to its own namespace afterwards.
+    pub fn subscribe_in(ns: &NetnsFd) -> Result<LinkEvents, NetnsError> {
+        ns.run(LinkEvents::subscribe)?
+            .map_err(|source| NetnsError::Io {
+                op: "subscribe to link events in",
+                path: ns.path().to_path_buf(),
+                source,
+            })
     }
 
     /// Waits for the next datagram of notifications (interrupted waits are resumed).
