@@ -24,7 +24,7 @@
 //! `Ipv4Packet` + `EchoReplyPacket`, the ICMP checksum of `pnet_packet::icmp`).
 //!
 //! The socket calls and the `SIOCETHTOOL` ioctl go through [`ferry_sys::net`]; this module has
-//! no `unsafe` of its own.
+//! no raw syscalls of its own.
 //!
 //! Results are read by the reconcile loop (the `FerryPeersUnreachable` condition, see
 //! [`crate::health`]), which is woken whenever a verdict changes.

@@ -40,7 +40,7 @@
 //! | `device` | [`ensure_device`]: MTU, up, address of the (attached) device, over netlink |
 //! | `tun` | opening the device's queues (offloads, persistence) through [`ferry_sys::tun`] |
 //! | `socket` | the workers' `SO_REUSEPORT` UDP sockets through [`ferry_sys::net`] |
-//! | `datapath` | [`Datapath`]: the worker threads and their hot loops (the backend's only `unsafe`) |
+//! | `datapath` | [`Datapath`]: the worker threads and their hot loops (its only raw syscalls) |
 //! | [`offload`] | TSO segmentation, UDP GSO batching, GRO coalescing (pure) |
 //! | `stats` | the datapath's packet counters ([`Stats`]) |
 
