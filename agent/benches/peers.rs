@@ -194,8 +194,7 @@ fn cpu_seconds(pid: u32) -> f64 {
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
     let rest = &stat[stat.rfind(')').unwrap() + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let hz = ferry_sys::process::clock_ticks_per_second() as f64;
     (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / hz
 }
 

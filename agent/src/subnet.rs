@@ -17,7 +17,7 @@
 //! kubelet report "not ready".
 
 use ipnetwork::Ipv4Network;
-use std::io::{self, Write as _};
+use std::io;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
@@ -127,29 +127,11 @@ pub fn conflist(subnet_file: &Path, ipam_dir: &Path) -> String {
 /// Writes `content` to `path` atomically unless the file already holds exactly that; creates the
 /// directory if needed. Returns whether the file was (re)written.
 pub fn write_if_changed(path: &Path, content: &[u8]) -> io::Result<bool> {
-    if std::fs::read(path).is_ok_and(|old| old == content) {
-        return Ok(false);
-    }
-    let dir = path
-        .parent()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no directory"))?;
-    std::fs::create_dir_all(dir)?;
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(content)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map(|()| true)
+    use ferry_sys::fs::{Durability, WriteOptions};
+    let opts = WriteOptions::default()
+        .durability(Durability::DataAndRename)
+        .create_dir(true);
+    Ok(ferry_sys::fs::write_if_changed(path, content, opts)?)
 }
 
 #[cfg(test)]

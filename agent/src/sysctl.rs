@@ -1,21 +1,18 @@
 //! The one sysctl the agent owns: `net.ipv4.ip_forward` of its own network namespace.
 //!
 //! `/proc/sys/net` shows the namespace of the process that opens it, so this acts on the namespace
-//! the agent was started in (a node's); it is read first and written only when it is off.
+//! the agent was started in (a node's); it is read first and written only when it is off. The
+//! mechanism is `ferry_sys::sysctl`.
 
 use std::io;
 use std::path::Path;
 
 /// `net.ipv4.ip_forward`.
-pub const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+pub const IP_FORWARD: &str = ferry_sys::sysctl::IP_FORWARD;
 
 /// Sets the boolean sysctl at `path` to 1 unless it already is; returns whether it was written.
 pub fn enable(path: &Path) -> io::Result<bool> {
-    if std::fs::read_to_string(path)?.trim() == "1" {
-        return Ok(false);
-    }
-    std::fs::write(path, b"1\n")?;
-    Ok(true)
+    Ok(ferry_sys::sysctl::enable(path)?)
 }
 
 #[cfg(test)]

@@ -14,15 +14,16 @@
 //!
 //! Needs root, a cgroup2 mount, `bpftool`, `ip` and `bash`. With `CI=true` a missing prerequisite
 //! fails the test; outside CI a non-root run prints a visible `SKIPPED` line and returns.
+//!
+//! The kernel calls (namespace, cgroup discovery, joining between fork and exec) go through
+//! `ferry-sys`, as in the agent itself.
+
+#![forbid(unsafe_code)]
 
 use std::{
-    fs::{self, File, OpenOptions},
+    fs::{self, OpenOptions},
     io::{self, Read as _, Write as _},
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener},
-    os::{
-        fd::{AsRawFd as _, OwnedFd},
-        unix::process::CommandExt as _,
-    },
     path::{Path, PathBuf},
     process::{self, Child, Command, ExitStatus, Stdio},
     thread,
@@ -31,6 +32,8 @@ use std::{
 
 use ferry_agent::bpf::{L4Proto, SockRedirect};
 use ferry_common::names;
+use ferry_sys::netns::NetnsFd;
+use ferry_sys::process::OnExec;
 
 /// How long a child connect or an expected accept may take on loopback before the test fails.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -145,8 +148,7 @@ fn connect4_redirects_in_test_cgroup_and_stops_after_detach() {
 /// skip (non-root, outside CI only).
 fn preflight() -> Option<PathBuf> {
     let in_ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = ferry_sys::process::is_root();
     if !root {
         assert!(!in_ci, "CI=true: this privileged test must run as root");
         // Written to the real stderr (not the test harness's capture) so the skip is visible.
@@ -175,37 +177,7 @@ fn preflight() -> Option<PathBuf> {
 /// The first cgroup2 mount point in `/proc/self/mountinfo` (e.g. `/sys/fs/cgroup` on pure v2
 /// hosts, `/sys/fs/cgroup/unified` on hybrid ones).
 fn cgroup2_mount() -> Option<PathBuf> {
-    let mountinfo = fs::read_to_string("/proc/self/mountinfo").expect("reading mountinfo");
-    mountinfo.lines().find_map(|line| {
-        // `id parent maj:min root mount-point options [optional...] - fstype source super-opts`
-        let (left, right) = line.split_once(" - ")?;
-        let fstype = right.split(' ').next()?;
-        let mount_point = left.split(' ').nth(4)?;
-        (fstype == "cgroup2").then(|| PathBuf::from(unescape_mountinfo(mount_point)))
-    })
-}
-
-/// Undoes mountinfo's octal escapes (`\040` for a space, etc.).
-fn unescape_mountinfo(field: &str) -> String {
-    let mut out = Vec::with_capacity(field.len());
-    let mut rest = field.as_bytes();
-    while let Some((&byte, tail)) = rest.split_first() {
-        let octal = tail
-            .get(..3)
-            .and_then(|digits| std::str::from_utf8(digits).ok())
-            .and_then(|digits| u8::from_str_radix(digits, 8).ok());
-        match octal {
-            Some(escaped) if byte == b'\\' => {
-                out.push(escaped);
-                rest = &tail[3..];
-            }
-            _ => {
-                out.push(byte);
-                rest = tail;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    ferry_sys::cgroup::mount()
 }
 
 /// A cgroup made for this test; removed by [`TestCgroup::remove`], or on drop (also when
@@ -244,13 +216,13 @@ impl TestCgroup {
         if !procs.trim().is_empty() {
             // cgroup.kill (Linux 5.14+) kills exactly this cgroup's processes.
             if fs::write(self.path.join("cgroup.kill"), "1").is_err() {
+                // Each pid is a process in our own test cgroup, which only ever holds this
+                // test's children.
                 for pid in procs
                     .lines()
                     .filter_map(|l| l.trim().parse::<libc::pid_t>().ok())
                 {
-                    // SAFETY: kill has no memory-safety preconditions; the pid is a process in
-                    // our own test cgroup, which only ever holds this test's children.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    ferry_sys::process::kill(pid);
                 }
             }
         }
@@ -288,7 +260,7 @@ impl Drop for TestCgroup {
 /// it) is open; nothing else refers to it, so it disappears with the test, whatever happens.
 #[derive(Debug)]
 struct TestNetns {
-    fd: OwnedFd,
+    fd: NetnsFd,
 }
 
 impl TestNetns {
@@ -296,13 +268,7 @@ impl TestNetns {
     /// ends right after, so no test thread ever changes namespace) and binds a TCP listener on
     /// `127.0.0.1:0` inside it.
     fn create_with_listener() -> (Self, TcpListener) {
-        let setup = thread::spawn(|| -> io::Result<(OwnedFd, TcpListener)> {
-            // SAFETY: unshare has no memory-safety preconditions; CLONE_NEWNET only moves this
-            // thread, which exits when the closure returns.
-            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let fd = OwnedFd::from(File::open("/proc/thread-self/ns/net")?);
+        let (fd, listener) = NetnsFd::new_anonymous(|| -> io::Result<TcpListener> {
             // Children inherit the namespace of the thread that spawns them.
             let status = Command::new("ip")
                 .args(["link", "set", "lo", "up"])
@@ -310,13 +276,10 @@ impl TestNetns {
             if !status.success() {
                 return Err(io::Error::other(format!("ip link set lo up: {status}")));
             }
-            let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
-            Ok((fd, listener))
-        });
-        let (fd, listener) = setup
-            .join()
-            .expect("netns setup thread panicked")
-            .expect("creating the test network namespace");
+            TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        })
+        .expect("creating the test network namespace");
+        let listener = listener.expect("setting up the test network namespace");
         (Self { fd }, listener)
     }
 }
@@ -334,8 +297,6 @@ fn connect_from(cgroup: &TestCgroup, netns: &TestNetns, to: SocketAddrV4) -> Att
         .write(true)
         .open(cgroup.path().join("cgroup.procs"))
         .expect("opening cgroup.procs");
-    let procs_fd = procs.as_raw_fd();
-    let netns_fd = netns.fd.as_raw_fd();
     let mut command = Command::new("bash");
     command
         .args(["-c", r#"exec 3<>"/dev/tcp/$1/$2""#, "connect"])
@@ -345,21 +306,12 @@ fn connect_from(cgroup: &TestCgroup, netns: &TestNetns, to: SocketAddrV4) -> Att
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    // SAFETY: the closure runs between fork and exec, so it must be async-signal-safe: it only
-    // calls write(2) and setns(2) on fds opened before the fork (kept alive by `procs` and
-    // `netns` for the whole call) and allocates nothing.
-    unsafe {
-        command.pre_exec(move || {
-            // Join the test cgroup first ("0" means the writing process), then the netns.
-            if libc::write(procs_fd, b"0".as_ptr().cast(), 1) != 1 {
-                return Err(io::Error::last_os_error());
-            }
-            if libc::setns(netns_fd, libc::CLONE_NEWNET) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    // Between fork and exec: join the test cgroup first, then the netns.
+    OnExec::new()
+        .join_cgroup(&procs)
+        .and_then(|o| o.enter_netns(&netns.fd))
+        .expect("duplicating the cgroup and netns fds")
+        .install(&mut command);
     let mut child = ChildGuard(Some(command.spawn().expect("spawning bash")));
     let status = child.wait_within(TIMEOUT);
     let mut stderr = String::new();
