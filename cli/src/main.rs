@@ -11,8 +11,8 @@
 //! - `ferry bench cni|startup` runs the benchmarks from the release binaries ([`bench`]).
 //!
 //! Layout: [`topology`] names and addresses, [`state`] the record on disk, [`sys`] the kernel
-//! boundary (over `ferry-sys`, which holds the `unsafe`), [`net`] and [`cgroup`] the resources,
-//! [`api`] the Kubernetes client side, one module per subcommand.
+//! boundary (over `ferry-sys`), [`net`] and [`cgroup`] the resources, [`api`] the Kubernetes
+//! client side, one module per subcommand.
 
 #![forbid(unsafe_code)]
 

@@ -1,6 +1,6 @@
 //! The kernel boundary of `ferry`: process identity and signals, starting a detached process inside
 //! a cgroup and a network namespace, running a closure inside a namespace, unmounting. The
-//! mechanism is `ferry-sys` (where the workspace's `unsafe` lives); this module adds `ferry`'s
+//! mechanism is `ferry-sys` (the workspace's one Linux boundary); this module adds `ferry`'s
 //! policy: a component's clean environment, its session and log, and `io::Error`s for `anyhow`.
 
 use ferry_sys::netns::NetnsFd;

@@ -442,7 +442,7 @@ impl Up<'_> {
             let ns = self.topo.node_ns(i);
             sys::in_netns(&net::netns_path(&ns), ferry_sys::sysctl::enable_ip_forward)
                 .and_then(|r| r.map_err(std::io::Error::from))
-            .with_context(|| format!("enabling IPv4 forwarding in {ns}"))?;
+                .with_context(|| format!("enabling IPv4 forwarding in {ns}"))?;
         }
         self.step(format!(
             "network: {} namespaces ({}, {}, {}, external host {} {EXT_IP}), underlay {} on \

@@ -121,7 +121,12 @@ pub fn remove_tree(top: &Path, retry: Duration) -> Result<usize, crate::fs::FsEr
     cgroups.reverse();
     for cg in cgroups {
         // After a failure, no more waiting: its parents cannot go either.
-        let end = Instant::now() + if first_err.is_some() { Duration::ZERO } else { retry };
+        let end = Instant::now()
+            + if first_err.is_some() {
+                Duration::ZERO
+            } else {
+                retry
+            };
         loop {
             match std::fs::remove_dir(&cg) {
                 Ok(()) => {
@@ -188,7 +193,10 @@ mod tests {
         assert!(populated(&top));
         // Plain directories with files in them cannot be rmdir'ed; a real cgroup can.
         assert!(remove_tree(&top, Duration::ZERO).is_err());
-        assert_eq!(remove_tree(&dir.path().join("missing"), Duration::ZERO).unwrap(), 0);
+        assert_eq!(
+            remove_tree(&dir.path().join("missing"), Duration::ZERO).unwrap(),
+            0
+        );
     }
 
     #[test]

@@ -304,17 +304,22 @@ mod tests {
             return;
         }
         let here = inode("/proc/thread-self/ns/net");
-        let (ns, inside) =
-            NetnsFd::new_anonymous(|| inode("/proc/thread-self/ns/net")).unwrap();
+        let (ns, inside) = NetnsFd::new_anonymous(|| inode("/proc/thread-self/ns/net")).unwrap();
         assert_ne!(inside, here);
-        assert_eq!(ns.run_on_thread(|| inode("/proc/thread-self/ns/net")).unwrap(), inside);
+        assert_eq!(
+            ns.run_on_thread(|| inode("/proc/thread-self/ns/net"))
+                .unwrap(),
+            inside
+        );
         assert_eq!(inode("/proc/thread-self/ns/net"), here);
 
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("netns/a");
         create_bound(&path).unwrap();
         let bound = NetnsFd::open(&path).unwrap();
-        let in_bound = bound.run_on_thread(|| inode("/proc/thread-self/ns/net")).unwrap();
+        let in_bound = bound
+            .run_on_thread(|| inode("/proc/thread-self/ns/net"))
+            .unwrap();
         assert_ne!(in_bound, here);
         drop(bound);
         remove_bound(&path).unwrap();
@@ -326,6 +331,9 @@ mod tests {
     #[test]
     fn a_plain_file_is_not_a_netns() {
         let f = tempfile::NamedTempFile::new().unwrap();
-        assert!(matches!(NetnsFd::open(f.path()), Err(NetnsError::NotNetns(_))));
+        assert!(matches!(
+            NetnsFd::open(f.path()),
+            Err(NetnsError::NotNetns(_))
+        ));
     }
 }

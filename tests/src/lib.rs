@@ -177,9 +177,7 @@ impl Netns {
 
     /// Runs `f` on a new thread that has entered this namespace.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        self.fd
-            .run_on_thread(f)
-            .unwrap_or_else(|e| panic!("{e}"))
+        self.fd.run_on_thread(f).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Starts a long-running process inside the namespace; it is killed when the guard drops.

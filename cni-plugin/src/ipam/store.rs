@@ -424,13 +424,13 @@ impl Store {
 
 /// Writes `path` atomically (temporary file `.<name>.tmp` in the same directory, then rename).
 fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StoreError> {
-    ferry_sys::fs::write_atomic(path, data, ferry_sys::fs::WriteOptions::default()).map_err(
-        |e| StoreError::Io {
+    ferry_sys::fs::write_atomic(path, data, ferry_sys::fs::WriteOptions::default()).map_err(|e| {
+        StoreError::Io {
             op: e.op,
             path: e.path,
             source: e.source,
-        },
-    )
+        }
+    })
 }
 
 /// Iterates over the usable addresses of a range set, starting after `last` and wrapping, never
