@@ -38,12 +38,13 @@ use crate::overlay::{self, peers, vxlan, Backend};
 use crate::probe::{Prober, Target, Verdict};
 use crate::subnet::{self, NodeNetworkFile};
 use crate::{client, linkwatch, sysctl};
-use futures::StreamExt as _;
+use ferry_kube::watch::Reflector;
+use ferry_kube::Loop;
 use ipnetwork::Ipv4Network;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::reflector::{self, store::Writer, Store};
-use kube::runtime::{watcher, WatchStreamExt as _};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher;
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -170,50 +171,41 @@ pub async fn run(cfg: Config) -> Result<(), AgentError> {
     if let Err(e) = linkwatch::spawn(links, wake.clone()) {
         tracing::warn!(error = %e, "cannot watch link changes (relying on the periodic resync)");
     }
+    let mut rounds = Loop::new(wake, agent.cfg.resync)
+        .retry(FAULT_RETRY)
+        .debounce(DEBOUNCE);
     loop {
         let faulty = agent.reconcile().await;
-        let period = if faulty {
-            FAULT_RETRY.min(agent.cfg.resync)
-        } else {
-            agent.cfg.resync
-        };
-        if tokio::time::timeout(period, wake.notified()).await.is_ok() {
-            tokio::time::sleep(DEBOUNCE).await;
-        }
+        rounds.after(faulty).await;
     }
 }
 
 /// Keeps a local store of all Nodes in sync in the background, poking `wake` on every change of
 /// what the agent reads from a Node ([`NodeInfo`]): podCIDR, InternalIP, annotations, deletion.
+/// An event that changes none of it (a kubelet's status heartbeat, our own condition updates)
+/// wakes nobody; watch errors are logged and retried with backoff.
 fn spawn_reflector(api: Api<Node>, wake: Arc<Notify>) -> Store<Node> {
-    let writer = Writer::default();
-    let store = writer.as_reader();
-    tokio::spawn(async move {
-        let mut events = reflector::reflector(writer, watcher(api, watcher::Config::default()))
-            .default_backoff()
-            .boxed();
-        // What the agent acts on, per node: an event that changes none of it (a kubelet's
-        // status heartbeat, our own condition updates) wakes nobody.
-        let mut seen: HashMap<String, NodeInfo> = HashMap::new();
-        while let Some(event) = events.next().await {
-            match event {
-                Ok(watcher::Event::Apply(n) | watcher::Event::InitApply(n)) => {
-                    let info = NodeInfo::from_node(&n);
-                    if seen.get(&info.name) != Some(&info) {
-                        seen.insert(info.name.clone(), info);
-                        wake.notify_one();
-                    }
+    let mut seen: HashMap<String, NodeInfo> = HashMap::new();
+    Reflector::new(api)
+        .wake(wake)
+        .wake_on_error(false)
+        .name("Node watch failed (retrying with backoff)")
+        .wake_if(move |event| match event {
+            watcher::Event::Apply(n) | watcher::Event::InitApply(n) => {
+                let info = NodeInfo::from_node(n);
+                if seen.get(&info.name) == Some(&info) {
+                    return false;
                 }
-                Ok(watcher::Event::Delete(n)) => {
-                    seen.remove(n.metadata.name.as_deref().unwrap_or_default());
-                    wake.notify_one();
-                }
-                Ok(watcher::Event::Init | watcher::Event::InitDone) => wake.notify_one(),
-                Err(e) => tracing::warn!(error = %e, "Node watch failed (retrying with backoff)"),
+                seen.insert(info.name.clone(), info);
+                true
             }
-        }
-    });
-    store
+            watcher::Event::Delete(n) => {
+                seen.remove(n.metadata.name.as_deref().unwrap_or_default());
+                true
+            }
+            watcher::Event::Init | watcher::Event::InitDone => true,
+        })
+        .spawn()
 }
 
 impl Agent {
