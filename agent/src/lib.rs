@@ -18,12 +18,11 @@
 //! | [`client`] | the kube-rs client (server URL + CA file + bearer token) |
 //! | [`node`] | what is read from and published on Node objects |
 //! | [`subnet`] | `subnet.env` and `10-ferry.conflist`: content and atomic writes |
-//! | [`overlay`] | the backends as drivers (`Backend` trait, factory): VXLAN, host-gw, udp; shared peer planning |
-//! | [`udp`] | the udp backend: persistent TUN device, per-peer routes, batched userspace datapath |
+//! | [`overlay`] | the backends as drivers (`Backend` trait, one factory): VXLAN, host-gw, and udp (persistent TUN device, batched userspace datapath); shared peer planning |
 //! | [`metrics`] | Prometheus metrics (`/metrics`, `/healthz`) on `--metrics-address` |
 //! | [`masq`] | masquerade and FORWARD rules in `FERRY-*` iptables chains |
 //! | [`uninstall`] | removal of everything above from the namespace |
-//! | [`netlink`], [`sysctl`] | the kernel boundary: rtnetlink routes and links, `ip_forward` |
+//! | [`netlink`], [`sysctl`] | the agent's view of `ferry-netlink` (MAC helpers) and `ip_forward` over `ferry-sys`; the kernel boundary itself is those crates |
 //! | [`bpf`] | the eBPF programs built from `ferry-ebpf`, embedded at compile time |
 
 pub mod agent;
@@ -40,8 +39,4 @@ pub mod overlay;
 pub mod probe;
 pub mod subnet;
 pub mod sysctl;
-pub mod udp;
 pub mod uninstall;
-
-// Until the udp datapath moves under `overlay/` (it still names the shared planning `hostgw`).
-use overlay::peers as hostgw;

@@ -52,7 +52,7 @@ fn main() -> anyhow::Result<()> {
             println!(
                 "removed: iptables chains, devices {} / {}: {}, routes: {}",
                 ferry_agent::overlay::vxlan::DEVICE,
-                ferry_agent::udp::DEVICE,
+                ferry_agent::overlay::udp::DEVICE,
                 if r.device { "deleted" } else { "absent" },
                 r.routes
             );

@@ -31,7 +31,7 @@
 //! features would rebuild hyper and the kube stack above it for a 2-route endpoint.
 
 use crate::netlink::Netlink;
-use crate::udp::{self, Stats};
+use crate::overlay::udp::{self, Stats};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};

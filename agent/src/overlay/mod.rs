@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | `vxlan` (default) | [`vxlan`] | kernel VXLAN device `ferry.1`; neighbour + FDB entry + onlink route |
 //! | `host-gw` | [`hostgw`] | one plain route via the peer's underlay address |
-//! | `udp` | [`crate::udp`] (datapath), [`udp_backend`] (driver) | persistent TUN `ferry.udp`; one route into it |
+//! | `udp` | [`udp`] (driver in `udp::driver`, userspace datapath beside it) | persistent TUN `ferry.udp`; one route into it |
 //!
 //! The agent's loop ([`crate::agent`]) owns everything that is the same for all backends (Node
 //! list, node files, annotations, conditions, masquerade, prober) and asks the backend for the
@@ -15,7 +15,7 @@
 
 pub mod hostgw;
 pub mod peers;
-pub mod udp_backend;
+pub mod udp;
 pub mod vxlan;
 
 use crate::config::{self, Config};
@@ -31,7 +31,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 /// Every device an overlay backend may own (watched for changes, removed by `uninstall`).
-pub const DEVICES: [&str; 2] = [vxlan::DEVICE, crate::udp::DEVICE];
+pub const DEVICES: [&str; 2] = [vxlan::DEVICE, udp::DEVICE];
 
 /// One way of carrying pod traffic between nodes.
 pub trait Backend: fmt::Debug + Send {
@@ -96,7 +96,7 @@ pub fn new(cfg: &Config, metrics: Arc<Metrics>) -> Box<dyn Backend> {
     match cfg.backend {
         config::Backend::Vxlan => Box::new(vxlan::Driver::new(cfg.direct_routing)),
         config::Backend::HostGw => Box::new(hostgw::Driver),
-        config::Backend::Udp => Box::new(udp_backend::Driver::new(metrics)),
+        config::Backend::Udp => Box::new(udp::Driver::new(metrics)),
     }
 }
 

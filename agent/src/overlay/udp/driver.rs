@@ -1,13 +1,14 @@
-//! The `udp` driver: owns the running userspace datapath ([`crate::udp::Datapath`]), restarts it
+//! The `udp` driver: owns the running userspace datapath ([`super::Datapath`]), restarts it
 //! when the node's address changes, keeps `ferry.udp` in shape, hands the workers the peer table
-//! and reconciles the per-peer routes into the device. The datapath itself lives in [`crate::udp`].
+//! and reconciles the per-peer routes into the device. The datapath itself lives in the
+//! sibling modules of [`super`].
 
-use super::{apply_routes, Backend, Report, Tunnel, View};
+use crate::overlay::{apply_routes, Backend, Report, Tunnel, View};
 use crate::config;
 use crate::health::Fault;
 use crate::metrics::Metrics;
 use crate::netlink::Netlink;
-use crate::udp;
+use crate::overlay::udp;
 use ipnetwork::Ipv4Network;
 use std::sync::Arc;
 

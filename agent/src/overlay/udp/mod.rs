@@ -46,6 +46,7 @@
 
 mod datapath;
 mod device;
+mod driver;
 mod offload;
 mod socket;
 mod stats;
@@ -53,11 +54,12 @@ mod tun;
 
 pub use datapath::Datapath;
 pub use device::{ensure_device, DeviceError};
+pub use driver::Driver;
 pub use stats::Stats;
 
-use crate::hostgw::{self, PeerRoute, Skip};
 use crate::netlink::Route4;
 use crate::node::{NodeInfo, ANN_BACKEND_TYPE};
+use crate::overlay::peers::{self, PeerRoute, Skip};
 use ipnetwork::Ipv4Network;
 use pnet_packet::ipv4::Ipv4Packet;
 use std::collections::{BTreeMap, HashMap};
@@ -91,7 +93,7 @@ pub type Desired = (
 /// peers that published `backend-type: udp` are served: a VXLAN or host-gw peer would not
 /// understand the datagrams.
 pub fn desired(nodes: &[NodeInfo], own: &str, tun: u32) -> Desired {
-    let (peers, skipped) = hostgw::usable_peers(nodes, own, |n| {
+    let (peers, skipped) = peers::usable_peers(nodes, own, |n| {
         match n.annotations.get(ANN_BACKEND_TYPE).map(String::as_str) {
             Some(BACKEND) => None,
             other => Some(Skip::OtherBackend(other.unwrap_or("").to_owned())),
@@ -109,7 +111,7 @@ pub fn desired(nodes: &[NodeInfo], own: &str, tun: u32) -> Desired {
                     dst: p.cidr,
                     gw: None,
                     oif: Some(tun),
-                    protocol: hostgw::ROUTE_PROTOCOL,
+                    protocol: peers::ROUTE_PROTOCOL,
                     priority: 0,
                     onlink: false,
                 },
