@@ -1,12 +1,14 @@
-//! Network namespaces and links, through the `ip` tool. Every link is created directly inside
-//! the namespaces it belongs to; nothing is configured in the root namespace.
+//! Network namespaces and links. Namespaces are made and removed by `ferry_sys::netns` at
+//! `/run/netns/<name>` (where `ip netns` finds them); links and addresses go through the `ip` tool.
+//! Every link is created directly inside the namespaces it belongs to; nothing is configured in
+//! the root namespace.
 
 use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-/// `/run/netns/<name>`, the handle `ip netns add` creates.
+/// `/run/netns/<name>`, the handle of namespace `name` (the path `ip netns` uses).
 pub(crate) fn netns_path(name: &str) -> PathBuf {
     PathBuf::from("/run/netns").join(name)
 }
@@ -39,17 +41,21 @@ fn run_ip(args: &[&str], stdin: Option<&str>) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// `ip netns add <name>`.
+/// Creates namespace `name` (as `ip netns add <name>`; an existing name is an error).
 pub(crate) fn netns_add(name: &str) -> Result<()> {
-    run_ip(&["netns", "add", name], None).map(drop)
+    ferry_sys::netns::create_bound(&netns_path(name))
+        .with_context(|| format!("creating network namespace {name}"))
 }
 
-/// `ip netns del <name>`; false if there was no such namespace.
+/// Removes namespace `name` (as `ip netns del <name>`); false if there was no such namespace.
 pub(crate) fn netns_del(name: &str) -> Result<bool> {
-    if !netns_path(name).exists() {
+    let path = netns_path(name);
+    if !path.exists() {
         return Ok(false);
     }
-    run_ip(&["netns", "del", name], None).map(|_| true)
+    ferry_sys::netns::remove_bound(&path)
+        .with_context(|| format!("removing network namespace {name}"))?;
+    Ok(true)
 }
 
 /// Names of the namespaces `ip netns list` knows.

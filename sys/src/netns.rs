@@ -158,8 +158,9 @@ fn on_thread<T: Send>(f: impl FnOnce() -> T + Send) -> T {
 }
 
 /// Creates a network namespace kept alive by a bind mount at `path` (as `ip netns add` and
-/// runtimes do): the file is created (with its directory), then a short-lived thread unshares a new
-/// namespace and bind-mounts it there. On failure the file is removed again.
+/// runtimes do; `/run/netns/<name>` makes it one `ip netns` knows): the file is created (with its
+/// directory; an existing file is refused), then a short-lived thread unshares a new namespace and
+/// bind-mounts it there. On failure the file is removed again.
 pub fn create_bound(path: &Path) -> Result<(), NetnsError> {
     let io_err = |op: &'static str, p: &Path| {
         let path = p.to_owned();
@@ -168,7 +169,8 @@ pub fn create_bound(path: &Path) -> Result<(), NetnsError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
     }
-    File::create(path).map_err(io_err("create", path))?;
+    // O_EXCL, as `ip netns add`: an existing name is refused (AlreadyExists), not mounted over.
+    File::create_new(path).map_err(io_err("create", path))?;
     let made = on_thread(|| {
         unshare_net()?;
         // The thread ends right after; the bind mount keeps the namespace alive.
@@ -316,6 +318,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("netns/a");
         create_bound(&path).unwrap();
+        let again = create_bound(&path).unwrap_err();
+        assert!(
+            matches!(&again, NetnsError::Io { source, .. } if source.kind() == io::ErrorKind::AlreadyExists),
+            "{again}"
+        );
         let bound = NetnsFd::open(&path).unwrap();
         let in_bound = bound
             .run_on_thread(|| inode("/proc/thread-self/ns/net"))

@@ -98,8 +98,8 @@ pub fn run_ok(cmd: &mut Command) -> Output {
     out
 }
 
-/// A network namespace created for one test (`ip netns add`), deleted on drop together with
-/// every process still inside it.
+/// A network namespace created for one test at `/run/netns/<name>` (so `ip netns` knows it),
+/// deleted on drop together with every process still inside it.
 #[derive(Debug)]
 pub struct Netns {
     name: String,
@@ -111,8 +111,9 @@ impl Netns {
     /// Creates `<tag><unique>`.
     pub fn new(tag: &str) -> Netns {
         let name = unique(tag);
-        run_ok(Command::new("ip").args(["netns", "add", &name]));
         let path = format!("/run/netns/{name}");
+        ferry_sys::netns::create_bound(std::path::Path::new(&path))
+            .unwrap_or_else(|e| panic!("creating netns {name}: {e}"));
         let fd = NetnsFd::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
         let ns = Netns { name, path, fd };
         ns.sh("ip link set lo up");
@@ -207,9 +208,7 @@ impl Drop for Netns {
                 }
             }
         }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
+        let _ = ferry_sys::netns::remove_bound(std::path::Path::new(&self.path));
     }
 }
 
