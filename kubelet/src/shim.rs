@@ -188,6 +188,9 @@ fn run(dir: &Path) -> anyhow::Result<()> {
             return fail(what);
         }
     };
+    // The command holds duplicates of both fds (for its pre-exec step): close them all, so the
+    // shim keeps no handle on the pod's namespace or cgroup while it waits.
+    drop(cmd);
     drop(procs);
     drop(netns);
     report(&Started {
