@@ -121,6 +121,46 @@ pub fn bind_v4(fd: BorrowedFd<'_>, ip: Ipv4Addr, port: u16) -> io::Result<()> {
     cvt(rc).map(drop)
 }
 
+/// The index of interface `name` in the calling thread's network namespace.
+pub fn if_index(name: &str) -> io::Result<u32> {
+    let c =
+        std::ffi::CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: c is a valid NUL-terminated string that outlives the call.
+    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if index == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(index)
+}
+
+/// A raw `AF_PACKET` socket receiving every frame (`ETH_P_ALL`) of interface `name`, the way
+/// `tcpdump -i <name>` sees them (for capture in tests).
+pub fn packet_socket(name: &str) -> io::Result<OwnedFd> {
+    let proto = (libc::ETH_P_ALL as u16).to_be();
+    let index = if_index(name)?;
+    let fd = socket(libc::AF_PACKET, libc::SOCK_RAW, libc::c_int::from(proto))?;
+    let sll = libc::sockaddr_ll {
+        sll_family: libc::AF_PACKET as libc::c_ushort,
+        sll_protocol: proto,
+        sll_ifindex: libc::c_int::try_from(index)
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?,
+        sll_hatype: 0,
+        sll_pkttype: 0,
+        sll_halen: 0,
+        sll_addr: [0; 8],
+    };
+    // SAFETY: sll is a valid sockaddr_ll of the given size, live for the call; fd is open.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            std::ptr::from_ref(&sll).cast(),
+            size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    cvt(rc)?;
+    Ok(fd)
+}
+
 /// `recv(fd, buf, flags)`: the number of bytes received into `buf`.
 pub fn recv(fd: BorrowedFd<'_>, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
     // SAFETY: buf is a valid writable buffer of buf.len() bytes for the call; fd is open.

@@ -10,7 +10,7 @@ use ferry_libcni::runtime::{ConfList, Runtime, RuntimeConf};
 use ferry_tests::{veth, wait_until, ChildGuard, Netns};
 use serde_json::{json, Value};
 use std::io::{Read as _, Write as _};
-use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+use std::os::fd::{AsFd as _, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -440,44 +440,9 @@ pub(crate) fn inode(p: &Path) -> u64 {
 /// An `AF_PACKET` socket receiving every frame on `eth0` of `ns` (200 ms receive timeout).
 pub(crate) fn raw_socket(ns: &Netns) -> OwnedFd {
     ns.run(|| {
-        let proto = (libc::ETH_P_ALL as u16).to_be();
-        // SAFETY: plain socket(2) call; the result is checked before use.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
-        assert!(fd >= 0, "AF_PACKET: {}", std::io::Error::last_os_error());
-        // SAFETY: fd is a fresh, valid descriptor owned by nobody else.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: the name is a valid NUL-terminated string.
-        let index = unsafe { libc::if_nametoindex(c"eth0".as_ptr()) };
-        assert!(index > 0);
-        // SAFETY: an all-zero sockaddr_ll is valid; fields are set below.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = proto;
-        sll.sll_ifindex = index as i32;
-        // SAFETY: sll is a valid sockaddr_ll of the given size, fd is open.
-        let rc = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                std::ptr::from_ref(&sll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
-        let tv = libc::timeval {
-            tv_sec: 0,
-            tv_usec: 200_000,
-        };
-        // SAFETY: tv is a valid timeval of the given size.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                std::ptr::from_ref(&tv).cast(),
-                std::mem::size_of::<libc::timeval>() as u32,
-            )
-        };
-        assert_eq!(rc, 0);
+        let fd = ferry_sys::net::packet_socket("eth0").expect("AF_PACKET socket on eth0");
+        ferry_sys::net::set_recv_timeout(fd.as_fd(), Duration::from_millis(200))
+            .expect("SO_RCVTIMEO");
         fd
     })
 }
@@ -498,9 +463,7 @@ pub(crate) fn capture_marked<T: Send + 'static>(
         let end = std::time::Instant::now() + Duration::from_secs(5);
         let mut buf = vec![0u8; 65536];
         while std::time::Instant::now() < end {
-            // SAFETY: buf is a valid writable buffer of buf.len() bytes, fd is open.
-            let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            let Ok(n) = usize::try_from(n) else {
+            let Ok(n) = ferry_sys::net::recv(fd.as_fd(), &mut buf, 0) else {
                 continue;
             };
             if let Some(v) = decode(&buf[..n]) {
