@@ -153,6 +153,10 @@ impl LbStat {
 }
 
 #[cfg(feature = "user")]
+#[allow(
+    unsafe_code,
+    reason = "aya::Pod is an unsafe trait: the impl asserts the types are plain bytes (the map ABI)"
+)]
 mod user {
     use super::{Lb4Backend, Lb4Key};
 

@@ -26,6 +26,11 @@
 //! # }
 //! ```
 
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
+
+// kube needs one k8s-openapi version feature in the graph; this crate's users pick v1_33 through it.
+use k8s_openapi as _;
+
 pub mod client;
 pub mod expectations;
 pub mod reconcile;

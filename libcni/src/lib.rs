@@ -8,6 +8,8 @@
 //! | [`exec`] | find and invoke one plugin binary (also inside a network namespace) |
 //! | [`types`], [`version`], [`error`] | CNI results, spec versions, error codes and bodies |
 
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
+
 #![forbid(unsafe_code)]
 
 pub mod error;

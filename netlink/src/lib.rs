@@ -24,6 +24,8 @@
 //! | [`events`] | link notifications (`RTNLGRP_LINK`) |
 //! | [`tc`] | `clsact` qdiscs, where the eBPF load balancer's tc programs attach |
 
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
+
 pub mod addr;
 pub mod error;
 pub mod events;

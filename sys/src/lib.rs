@@ -16,6 +16,10 @@
 //! raw namespace syscalls (`setns`, `unshare`) are `disallowed-methods` everywhere else
 //! (`clippy.toml`); here each has one reasoned `expect`.
 
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
+
+#![allow(unsafe_code, reason = "ferry-sys is the kernel boundary: raw syscalls and C layouts, each block with its SAFETY line")]
+
 pub mod cgroup;
 pub mod fs;
 pub mod listener;

@@ -48,8 +48,11 @@ pub fn mean(values: &[f64]) -> f64 {
 /// One figure over several rounds: its median (what is quoted) and its min–max (the spread).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Spread {
+    /// The true median of the rounds (the mean of the middle two for an even count).
     pub median: f64,
+    /// The smallest round.
     pub min: f64,
+    /// The largest round.
     pub max: f64,
 }
 

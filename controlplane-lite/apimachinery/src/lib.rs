@@ -14,6 +14,8 @@
 //! | [`table`] | `meta.k8s.io/v1` `Table` output for `kubectl get` |
 //! | [`validate`] | `generateName`, namespaces, field errors, strict unknown fields, per-kind validation |
 //! | [`status`] | `Status` error and success bodies with upstream codes and reasons |
+
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
 #![forbid(unsafe_code)]
 
 pub mod names;

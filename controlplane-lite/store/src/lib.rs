@@ -10,6 +10,8 @@
 //! `/registry/<resource>/<name>` for cluster-scoped ones. A prefix given to [`Store::list`] or
 //! [`Store::watch`] ends with `/`.
 
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
+
 #![forbid(unsafe_code)]
 
 use async_trait::async_trait;
