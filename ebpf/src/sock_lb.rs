@@ -10,8 +10,10 @@
 //! Built for `bpfel-unknown-none` by `ferry-agent`'s build script. On the host this file compiles
 //! to an empty `main` so that `cargo clippy --workspace --all-targets` can check it.
 
-#![allow(unsafe_code, reason = "an eBPF program reads the kernel's context and map memory through raw pointers")]
-
+#![allow(
+    unsafe_code,
+    reason = "an eBPF program reads the kernel's context and map memory through raw pointers"
+)]
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 

@@ -9,7 +9,6 @@
 //! | [`types`], [`version`], [`error`] | CNI results, spec versions, error codes and bodies |
 
 #![cfg_attr(not(test), warn(unused_crate_dependencies))]
-
 #![forbid(unsafe_code)]
 
 pub mod error;

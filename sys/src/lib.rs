@@ -17,8 +17,10 @@
 //! (`clippy.toml`); here each has one reasoned `expect`.
 
 #![cfg_attr(not(test), warn(unused_crate_dependencies))]
-
-#![allow(unsafe_code, reason = "ferry-sys is the kernel boundary: raw syscalls and C layouts, each block with its SAFETY line")]
+#![allow(
+    unsafe_code,
+    reason = "ferry-sys is the kernel boundary: raw syscalls and C layouts, each block with its SAFETY line"
+)]
 
 pub mod cgroup;
 pub mod fs;

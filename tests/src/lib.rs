@@ -16,7 +16,6 @@
 //! The kernel calls (entering a namespace, signals) go through `ferry-sys`, like everywhere else.
 
 #![cfg_attr(not(test), warn(unused_crate_dependencies))]
-
 #![forbid(unsafe_code)]
 
 pub mod stats;

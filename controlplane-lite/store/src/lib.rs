@@ -11,7 +11,6 @@
 //! [`Store::watch`] ends with `/`.
 
 #![cfg_attr(not(test), warn(unused_crate_dependencies))]
-
 #![forbid(unsafe_code)]
 
 use async_trait::async_trait;

@@ -3,12 +3,12 @@
 //! and reconciles the per-peer routes into the device. The datapath itself lives in the
 //! sibling modules of [`super`].
 
-use crate::overlay::{apply_routes, Backend, Report, Tunnel, View};
 use crate::config;
 use crate::health::Fault;
 use crate::metrics::Metrics;
 use crate::netlink::Netlink;
 use crate::overlay::udp;
+use crate::overlay::{apply_routes, Backend, Report, Tunnel, View};
 use ipnetwork::Ipv4Network;
 use std::sync::Arc;
 
