@@ -13,6 +13,7 @@
 //! | [`config`] | command-line flags, validated settings |
 //! | [`agent`] | the watch -> reconcile loop |
 //! | [`health`] | the Node conditions it owns: `NetworkUnavailable`, `FerryNetworkDegraded` |
+//! | [`service`] | Services: the service table (pure) and the proxiers that program it (eBPF socket LB, iptables) |
 //! | [`probe`] | ICMP probes of every tunnel peer; TX checksum fallback |
 //! | [`linkwatch`] | wakes the loop when the underlay interface or an overlay device changes |
 //! | [`client`] | the kube-rs client (server URL + CA file + bearer token) |
@@ -37,6 +38,7 @@ pub mod netlink;
 pub mod node;
 pub mod overlay;
 pub mod probe;
+pub mod service;
 pub mod subnet;
 pub mod sysctl;
 pub mod uninstall;

@@ -1,0 +1,70 @@
+//! Services on this node: the agent's kube-proxy replacement.
+//!
+//! ```text
+//! Services, EndpointSlices, Nodes (watch) --> table::compute (pure) --> ServiceTable
+//!     --> Proxier::sync: eBPF socket LB (default) | iptables (kube-proxy style rules)
+//! ```
+//!
+//! A [`Proxier`] programs a whole [`ServiceTable`] and is level-triggered: it reads back what the
+//! kernel holds (pinned maps, our iptables chains) and changes only what differs, so a restarted
+//! agent adopts the datapath instead of flushing it.
+
+pub mod table;
+
+pub use table::{Backend, Entry, Frontend, FrontendKind, Proto, ServicePortName, ServiceTable};
+
+/// How Services are implemented on this node (`--service-proxy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProxyMode {
+    /// Cgroup socket hooks (`connect4`, `sendmsg4`, `recvmsg4`, `getpeername4`): connections go
+    /// straight to a backend, no per-packet NAT, no conntrack entry.
+    Ebpf,
+    /// kube-proxy-style iptables rules in ferry's own chains (DNAT with random `statistic`
+    /// matching per endpoint).
+    Iptables,
+    /// Services are not routed by ferry (another proxy does it).
+    Off,
+}
+
+impl ProxyMode {
+    /// `ebpf` / `iptables` / `off`, as the flag, metrics and `ferry status` spell it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ProxyMode::Ebpf => "ebpf",
+            ProxyMode::Iptables => "iptables",
+            ProxyMode::Off => "off",
+        }
+    }
+}
+
+/// What one [`Proxier::sync`] changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncStats {
+    /// Frontends added or changed.
+    pub changed: usize,
+    /// Frontends removed.
+    pub removed: usize,
+    /// Frontends that could not be programmed (logged; retried next round; the others work).
+    pub failed: usize,
+}
+
+/// One way of implementing Services in the kernel.
+pub trait Proxier: std::fmt::Debug + Send {
+    /// The mode this proxier implements.
+    fn mode(&self) -> ProxyMode;
+    /// Makes the kernel translate exactly `table`: adds, changes and removes frontends (each
+    /// frontend atomically: a new connection sees the old or the new backends, never a mix),
+    /// leaves untouched what already matches. A frontend that fails is counted, the rest served.
+    fn sync(&mut self, table: &ServiceTable) -> Result<SyncStats, ProxyError>;
+}
+
+/// A proxier could not work at all this round (the previous datapath stays in place).
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The eBPF programs or maps could not be loaded, pinned or attached.
+    #[error("eBPF datapath: {0}")]
+    Bpf(String),
+    /// iptables-save / iptables-restore failed.
+    #[error("iptables: {0}")]
+    Iptables(String),
+}
