@@ -206,6 +206,10 @@ fn loss_across_restart(
     tcp_in
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "i % 251 is below 256: a u8"
+    )]
     let pattern = |i: usize| (i % 251) as u8;
 
     let kill_seq = Arc::new(AtomicU64::new(u64::MAX));
@@ -255,7 +259,7 @@ fn loss_across_restart(
                 if let Some(wait) = due.checked_duration_since(Instant::now()) {
                     std::thread::sleep(wait);
                 }
-                let us = t0.elapsed().as_micros() as u64;
+                let us = u64::try_from(t0.elapsed().as_micros()).expect("µs of a test run fit u64");
                 let mut msg = [0u8; 16];
                 msg[..8].copy_from_slice(&seq.to_be_bytes());
                 msg[8..].copy_from_slice(&us.to_be_bytes());
@@ -296,7 +300,7 @@ fn loss_across_restart(
     });
 
     std::thread::sleep(kill_at.saturating_sub(t0.elapsed()));
-    let killed_us = t0.elapsed().as_micros() as u64;
+    let killed_us = u64::try_from(t0.elapsed().as_micros()).expect("µs of a test run fit u64");
     a.kill_agent();
     kill_seq.store(sent.load(Ordering::Relaxed), Ordering::Relaxed);
     a.start_agent(cp);
@@ -321,7 +325,7 @@ fn loss_across_restart(
     let seqs: BTreeSet<u64> = got.iter().map(|(s, _)| *s).collect();
     let end_us = *send_us.last().unwrap();
     let tail: Vec<u64> = (0..send_us.len() as u64)
-        .filter(|s| send_us[*s as usize] + 500_000 >= end_us && !seqs.contains(s))
+        .filter(|s| send_us[usize::try_from(*s).unwrap()] + 500_000 >= end_us && !seqs.contains(s))
         .collect();
     assert!(
         tail.is_empty(),

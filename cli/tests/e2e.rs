@@ -275,7 +275,8 @@ fn a_deployment_across_three_nodes_scales_rolls_restarts_and_survives_kubelet_lo
         .find(|c| c["name"] == format!("{node}/kubelet"))
         .unwrap_or_else(|| panic!("no {node}/kubelet in {state:#}"))
         .clone();
-    let kpid = kubelet["proc"]["pid"].as_i64().unwrap() as i32;
+    let kpid =
+        i32::try_from(kubelet["proc"]["pid"].as_i64().unwrap()).expect("a pid fits in pid_t");
     let on_node: Vec<String> = pods(&k.json(&["get", "pods", "-l", "app=web"]))
         .iter()
         .filter(|p| p["spec"]["nodeName"] == node.as_str())

@@ -47,7 +47,16 @@ fn ferry_connect4(ctx: SockAddrContext) -> i32 {
     // of `user_ip4`, `user_port` and `protocol`, 4-byte writes of `user_ip4` and `user_port`).
     let sock_addr = unsafe { &mut *ctx.sock_addr };
     // `user_port` holds the network-order port in its low 16 bits; the cast keeps exactly those.
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "kernel ABI: bpf_sock_addr.user_port carries the port in its low 16 bits, the \
+                  high bits are zero; no extra branch for the verifier"
+    )]
     let port_be = sock_addr.user_port as u16;
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "kernel ABI: bpf_sock_addr.protocol is an IPPROTO_* number (< 256) in a u32"
+    )]
     let key = Lb4Key::from_wire(sock_addr.user_ip4, port_be, sock_addr.protocol as u8);
 
     // SAFETY: the returned reference points into the map element, valid for this run (RCU); the

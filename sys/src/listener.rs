@@ -71,7 +71,7 @@ pub fn inherited_tcp_listener(fd: RawFd) -> Result<TcpListener, ListenerError> {
     }
     let opt = |level: i32, name: i32| -> Result<i32, ListenerError> {
         let mut v: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        let mut len = crate::net::socklen_of::<libc::c_int>();
         // SAFETY: getsockopt writes at most `len` bytes into `v`, an int we own.
         let rc = unsafe { libc::getsockopt(fd, level, name, (&raw mut v).cast(), &raw mut len) };
         if rc != 0 {

@@ -25,6 +25,37 @@ const ETHTOOL_GTXCSUM: u32 = 0x16;
 /// `ETHTOOL_STXCSUM` (`linux/ethtool.h`): set TX checksum offload.
 const ETHTOOL_STXCSUM: u32 = 0x17;
 
+/// `AF_INET` as the `sa_family_t` of a `sockaddr_in`.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "AF_INET is 2, well within u16"
+)]
+const AF_INET_FAMILY: libc::sa_family_t = libc::AF_INET as libc::sa_family_t;
+/// `AF_PACKET` as the `c_ushort` family of a `sockaddr_ll`.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "AF_PACKET is 17, well within u16"
+)]
+const AF_PACKET_FAMILY: libc::c_ushort = libc::AF_PACKET as libc::c_ushort;
+/// `ETH_P_ALL` as the 16-bit ethertype of a `sockaddr_ll` / `AF_PACKET` protocol.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "ETH_P_ALL is 0x0003, an ethertype (16 bits)"
+)]
+const ETH_P_ALL: u16 = libc::ETH_P_ALL as u16;
+
+/// `size_of::<T>()` as a `socklen_t` (the length argument of `bind`, `sendto`, `setsockopt`,
+/// `getsockopt`); the bound is checked at compile time for each `T` it is used with.
+pub(crate) const fn socklen_of<T>() -> libc::socklen_t {
+    const { assert!(size_of::<T>() <= libc::socklen_t::MAX as usize) };
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "the const assertion above proves size_of::<T>() fits in socklen_t"
+    )]
+    let len = size_of::<T>() as libc::socklen_t;
+    len
+}
+
 /// `-1` -> the thread's `errno`, anything else passes.
 pub(crate) fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
     if rc < 0 {
@@ -64,7 +95,7 @@ fn setsockopt<T: Copy>(
             level,
             name,
             std::ptr::from_ref(value).cast(),
-            size_of::<T>() as libc::socklen_t,
+            socklen_of::<T>(),
         )
     };
     cvt(rc).map(drop)
@@ -98,7 +129,7 @@ pub fn set_icmp_filter(fd: BorrowedFd<'_>, blocked: u32) -> io::Result<()> {
 #[inline]
 pub fn sockaddr_in(ip: Ipv4Addr, port: u16) -> libc::sockaddr_in {
     libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_family: AF_INET_FAMILY,
         sin_port: port.to_be(),
         sin_addr: libc::in_addr {
             s_addr: u32::from(ip).to_be(),
@@ -115,7 +146,7 @@ pub fn bind_v4(fd: BorrowedFd<'_>, ip: Ipv4Addr, port: u16) -> io::Result<()> {
         libc::bind(
             fd.as_raw_fd(),
             std::ptr::from_ref(&sa).cast(),
-            size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            socklen_of::<libc::sockaddr_in>(),
         )
     };
     cvt(rc).map(drop)
@@ -136,11 +167,11 @@ pub fn if_index(name: &str) -> io::Result<u32> {
 /// A raw `AF_PACKET` socket receiving every frame (`ETH_P_ALL`) of interface `name`, the way
 /// `tcpdump -i <name>` sees them (for capture in tests).
 pub fn packet_socket(name: &str) -> io::Result<OwnedFd> {
-    let proto = (libc::ETH_P_ALL as u16).to_be();
+    let proto = ETH_P_ALL.to_be();
     let index = if_index(name)?;
     let fd = socket(libc::AF_PACKET, libc::SOCK_RAW, libc::c_int::from(proto))?;
     let sll = libc::sockaddr_ll {
-        sll_family: libc::AF_PACKET as libc::c_ushort,
+        sll_family: AF_PACKET_FAMILY,
         sll_protocol: proto,
         sll_ifindex: libc::c_int::try_from(index)
             .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?,
@@ -154,7 +185,7 @@ pub fn packet_socket(name: &str) -> io::Result<OwnedFd> {
         libc::bind(
             fd.as_raw_fd(),
             std::ptr::from_ref(&sll).cast(),
-            size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            socklen_of::<libc::sockaddr_ll>(),
         )
     };
     cvt(rc)?;
@@ -185,7 +216,7 @@ pub fn send_to_v4(
             buf.len(),
             flags,
             std::ptr::from_ref(&addr).cast(),
-            size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            socklen_of::<libc::sockaddr_in>(),
         )
     };
     cvt_size(n)
@@ -322,7 +353,7 @@ mod tests {
     #[test]
     fn sockaddr_is_network_order() {
         let sa = sockaddr_in(Ipv4Addr::new(10, 0, 0, 1), 8285);
-        assert_eq!(sa.sin_family, libc::AF_INET as libc::sa_family_t);
+        assert_eq!(libc::c_int::from(sa.sin_family), libc::AF_INET);
         assert_eq!(u16::from_be(sa.sin_port), 8285);
         assert_eq!(sa.sin_addr.s_addr.to_ne_bytes(), [10, 0, 0, 1]);
     }

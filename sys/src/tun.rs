@@ -46,11 +46,15 @@ impl Tun {
     /// exist. The descriptor is non-blocking and close-on-exec.
     pub fn open_queue(name: &str, vnet_hdr: bool) -> Result<Tun, TunError> {
         let mut req = IfReq::new(name).map_err(TunError::Name)?;
-        req.ifru.flags = (libc::IFF_TUN
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "the IFF_* flags are all below 0x8000 (their union is 0x5101): a c_short"
+        )]
+        let flags = (libc::IFF_TUN
             | libc::IFF_NO_PI
             | libc::IFF_MULTI_QUEUE
-            | if vnet_hdr { libc::IFF_VNET_HDR } else { 0 })
-            as libc::c_short;
+            | if vnet_hdr { libc::IFF_VNET_HDR } else { 0 }) as libc::c_short;
+        req.ifru.flags = flags;
         // SAFETY: the path is a NUL-terminated literal; the result is checked.
         let fd = unsafe {
             libc::open(

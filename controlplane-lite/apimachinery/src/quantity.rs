@@ -9,7 +9,8 @@
 //!   [`parse_quantity`] and kept as they were: `parse_bytes` knows only the `k`/`M`/`G`/`T` and
 //!   `Ki`/`Mi`/`Gi`/`Ti` suffixes and no surrounding spaces, and `parse_millis` takes integer
 //!   millicores (`500m`) or a plain number of cores (`2`, `0.5`); anything else is `None` (no
-//!   limit set).
+//!   limit set). A value that is not finite or does not fit an `i64` (`NaN`, `inf`, `1e30`) is
+//!   refused (`None`) rather than wrapped or clamped; fractions are dropped (towards zero).
 
 /// Parses a Kubernetes quantity (`100m`, `2`, `128Mi`, `1G`, `1e3`) into a number of base units.
 pub fn parse_quantity(q: &str) -> Option<f64> {
@@ -52,15 +53,34 @@ pub fn parse_bytes(q: &str) -> Option<i64> {
     .iter()
     .find_map(|(s, m)| q.strip_suffix(s).map(|n| (n, *m)))
     .unwrap_or((q, 1));
-    num.parse::<f64>().ok().map(|n| (n * mult as f64) as i64)
+    num.parse::<f64>()
+        .ok()
+        .and_then(|n| f64_to_i64(n * mult as f64))
 }
 
 /// Parses a CPU quantity into millicores (`500m`, `2`).
 pub fn parse_millis(q: &str) -> Option<i64> {
     match q.strip_suffix('m') {
         Some(m) => m.parse().ok(),
-        None => q.parse::<f64>().ok().map(|c| (c * 1000.0) as i64),
+        None => q.parse::<f64>().ok().and_then(|c| f64_to_i64(c * 1000.0)),
     }
+}
+
+/// `x` with its fraction dropped (towards zero), or `None` when `x` is not finite or lies
+/// outside `i64`'s range (an `as` cast would turn `NaN` into 0 and clamp the rest).
+fn f64_to_i64(x: f64) -> Option<i64> {
+    /// 2^63, exactly representable: `i64` holds `[-2^63, 2^63)`.
+    const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
+    // NaN and the infinities are outside the range too.
+    if !(-TWO_POW_63..TWO_POW_63).contains(&x) {
+        return None;
+    }
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "x is finite and within i64's range (checked above); only the fraction is dropped"
+    )]
+    let n = x as i64;
+    Some(n)
 }
 
 #[cfg(test)]
@@ -99,5 +119,19 @@ mod tests {
         assert_eq!(parse_millis("0.5m"), None);
         assert_eq!(parse_millis("1k"), None);
         assert_eq!(parse_millis("0.5"), Some(500));
+    }
+
+    #[test]
+    fn out_of_range_limits_are_refused_not_wrapped() {
+        for q in ["NaN", "inf", "-inf", "1e30", "-1e30", "1e19", "9000000Ti"] {
+            assert_eq!(parse_bytes(q), None, "{q}");
+            assert_eq!(parse_millis(q), None, "{q}");
+        }
+        assert_eq!(parse_millis("1e16"), None);
+        assert_eq!(parse_bytes("9e18"), Some(9_000_000_000_000_000_000));
+        assert_eq!(parse_bytes("-1e18"), Some(-1_000_000_000_000_000_000));
+        assert_eq!(parse_millis("9e15"), Some(9_000_000_000_000_000_000));
+        assert_eq!(parse_bytes("1.9"), Some(1));
+        assert_eq!(parse_millis("0.0019"), Some(1));
     }
 }

@@ -146,6 +146,10 @@ struct Batch {
 }
 
 impl Batch {
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "size_of::<sockaddr_in>() is 16 bytes: it fits msg_namelen (u32)"
+    )]
     fn new() -> Batch {
         let mut bufs: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; BUF]).collect();
         let mut iov: Vec<libc::iovec> = bufs
@@ -216,6 +220,10 @@ impl Worker {
     }
 
     /// Reads up to [`BATCH`] packets from the TUN queue and sends them with one `sendmmsg`.
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "count - sent is at most BATCH (64): it fits the c_uint vlen of sendmmsg"
+    )]
     fn tun_to_udp(&self, b: &mut Batch, table: &Table) {
         let mut count = 0;
         let mut dropped = 0;
@@ -282,6 +290,10 @@ impl Worker {
 
     /// Receives up to [`BATCH`] datagrams with one `recvmmsg` and writes the accepted ones to the
     /// TUN queue.
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "size_of::<sockaddr_in>() (16) and BATCH (64) fit msg_namelen (u32) and the c_uint vlen"
+    )]
     fn udp_to_tun(&self, b: &mut Batch, table: &Table) {
         for m in &mut b.msgs {
             m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
@@ -403,6 +415,10 @@ impl Worker {
 
     /// Sends `data` (segments of `stride` bytes, the last maybe shorter) to `peer:8285`, as UDP
     /// GSO when there is more than one segment. Waits for socket buffer room.
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "size_of::<sockaddr_in>() is 16; stride is one segment's length, at most MAX_PACKET (65535), so it fits the u16 UDP_SEGMENT payload"
+    )]
     fn send_gso(&self, peer: Ipv4Addr, data: &[u8], stride: usize) {
         let mut addr = sockaddr_in(peer, PORT);
         let mut iov = libc::iovec {
@@ -453,6 +469,10 @@ impl Worker {
         }
     }
 
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "size_of::<sockaddr_in>() is 16 bytes: it fits msg_namelen (u32)"
+    )]
     fn udp_to_tun_gro(&self, ibuf: &mut [u8], coalescer: &mut offload::Coalescer, table: &Table) {
         let (mut rx, mut rx_bytes, mut rejected, mut errors) = (0u64, 0u64, 0u64, 0u64);
         let tun = self.tun.as_raw_fd();

@@ -51,6 +51,10 @@ fn sum(data: &[u8], mut acc: u64) -> u64 {
 }
 
 /// Folds an accumulator to 16 bits (native order; store with `to_ne_bytes`).
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "the loop leaves acc below 2^16"
+)]
 fn fold(mut acc: u64) -> u16 {
     while acc >> 16 != 0 {
         acc = (acc & 0xffff) + (acc >> 16);
@@ -59,6 +63,10 @@ fn fold(mut acc: u64) -> u16 {
 }
 
 /// The sum of the TCP/UDP pseudo header of an IPv4 packet `ip` with an L4 length `len`.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "len is an L4 length inside one IPv4 packet, at most MAX_PACKET (65535)"
+)]
 fn pseudo(ip: &[u8], proto: u8, len: usize) -> u64 {
     let mut p = [0u8; 12];
     p[..8].copy_from_slice(&ip[12..20]);
@@ -132,6 +140,10 @@ pub(crate) fn tx_packets(buf: &mut [u8], out: &mut Vec<u8>) -> Option<(usize, us
 
 /// Cuts an IPv4/TCP super-packet into segments of at most `mss` payload bytes, appended back to
 /// back to `out`. Returns `(stride, count)`: every segment is `stride` bytes except the last.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "total <= pkt.len() <= MAX_PACKET (65535, the TUN read buffer); `i as u16` and `(i * mss) as u32` wrap on purpose: the IP id and the TCP sequence number count modulo 2^16 and 2^32"
+)]
 pub(crate) fn segment_tcp4(pkt: &[u8], mss: usize, out: &mut Vec<u8>) -> Option<(usize, usize)> {
     let ip = Ipv4Packet::new(pkt)?;
     if pkt.len() < 40
@@ -325,6 +337,10 @@ impl Coalescer {
 
     /// Offers one validated inner packet; calls `write` with finished (vnet header + packet)
     /// buffers.
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "len is one segment's payload (below MAX_PACKET); the TCP sequence number counts modulo 2^32"
+    )]
     pub(crate) fn push(&mut self, p: &[u8], write: &mut impl FnMut(&[u8])) {
         let Some(Segment {
             ihl,
@@ -377,6 +393,10 @@ impl Coalescer {
     }
 
     /// Writes out the packet being built, if any.
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "hlen, mss, ihl and total all lie within the packet being built, at most MAX_PACKET (65535) bytes"
+    )]
     pub(crate) fn flush(&mut self, write: &mut impl FnMut(&[u8])) {
         match self.segs {
             0 => return,
@@ -423,6 +443,10 @@ mod tests {
 
     /// An IPv4/TCP packet 10.0.0.1:1000 -> 10.0.0.2:2000 with `payload`, seq `seq`, valid
     /// checksums.
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "test packets are far below 64 KiB"
+    )]
     fn tcp_packet(seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
         let total = 40 + payload.len();
         let mut p = vec![0u8; total];
@@ -465,6 +489,10 @@ mod tests {
     }
 
     #[test]
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "test data: `(i * 7) as u8` wraps on purpose (a byte pattern) and segment indexes are below 3"
+    )]
     fn segmentation_then_coalescing_round_trips() {
         let payload: Vec<u8> = (0..3500u32).map(|i| (i * 7) as u8).collect();
         let big = tcp_packet(1000, TCP_ACK | TCP_PSH, &payload);
@@ -505,6 +533,10 @@ mod tests {
     }
 
     /// Appends `n` segments of `stride` bytes (the last `last` bytes) numbered from `id`.
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "test data: `i as u8` wraps on purpose (segment ids are a byte pattern)"
+    )]
     fn append(buf: &mut Vec<u8>, id: u8, n: usize, stride: usize, last: usize) -> usize {
         let start = buf.len();
         for i in 0..n {

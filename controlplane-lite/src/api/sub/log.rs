@@ -75,10 +75,7 @@ impl Api {
                 )
             })?
             .to_owned();
-        let port = n
-            .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
-            .and_then(Value::as_u64)
-            .unwrap_or(10250);
+        let port = kubelet_port(&n, node)?;
         let token = self.tokens.existing_node_token(node).ok_or_else(|| {
             ApiError::new(
                 503,
@@ -114,7 +111,7 @@ impl Api {
         };
         let tcp = tokio::time::timeout(
             std::time::Duration::from_secs(5),
-            tokio::net::TcpStream::connect((ip.as_str(), port as u16)),
+            tokio::net::TcpStream::connect((ip.as_str(), port)),
         )
         .await
         .map_err(|_| unreachable(&"timeout"))?
@@ -151,5 +148,49 @@ impl Api {
             http::HeaderValue::from_static("text/plain"),
         );
         Ok(out)
+    }
+}
+
+/// The kubelet port of Node object `n` (`status.daemonEndpoints.kubeletEndpoint.Port`, 10250
+/// when unset). The Node is written by clients, so a value that is not a TCP port is refused
+/// rather than cut to 16 bits (which would dial some other port).
+fn kubelet_port(n: &Value, node: &str) -> Result<u16, ApiError> {
+    let Some(port) = n
+        .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
+        .and_then(Value::as_u64)
+    else {
+        return Ok(10250);
+    };
+    u16::try_from(port).map_err(|_| {
+        ApiError::new(
+            503,
+            "ServiceUnavailable",
+            format!("node {node} has an invalid kubelet port {port}"),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kubelet_port;
+    use serde_json::{json, Value};
+
+    fn node(port: Value) -> Value {
+        json!({"status": {"daemonEndpoints": {"kubeletEndpoint": {"Port": port}}}})
+    }
+
+    #[test]
+    fn kubelet_port_defaults_and_is_checked() {
+        assert_eq!(kubelet_port(&json!({}), "n1").unwrap(), 10250);
+        assert_eq!(kubelet_port(&node(json!(10255)), "n1").unwrap(), 10255);
+        assert_eq!(kubelet_port(&node(json!(65535)), "n1").unwrap(), 65535);
+        // 75786 = 65536 + 10250: an `as u16` cast would have dialed 10250.
+        let err = kubelet_port(&node(json!(75786)), "n1").unwrap_err();
+        assert_eq!(err.code, 503);
+        assert!(
+            err.status["message"].as_str().unwrap().contains("75786"),
+            "{}",
+            err.status
+        );
     }
 }
