@@ -1,6 +1,7 @@
 //! The node agent's main loop: watch Nodes, then reconcile this node's files, its Node
-//! annotations, the overlay (VXLAN device + entries, or host-gw routes) and the iptables rules,
-//! on every Node change and every `--resync-seconds`.
+//! annotations, the overlay (through the [`crate::overlay::Backend`] chosen by `--backend`:
+//! VXLAN device + entries, host-gw routes, or the udp TUN datapath) and the iptables rules, on
+//! every Node change and every `--resync-seconds`.
 //!
 //! ```text
 //! start ──► ip_forward=1 ──► reflector(Nodes) ──► wait for the complete list ──► loop {
@@ -8,8 +9,9 @@
 //!     podCIDR?   no ─► log "waiting for podCIDR"     (write nothing)
 //!                yes ─► subnet.env, then 10-ferry.conflist (only if changed)
 //!     annotations differ? ─► merge patch of our Node
-//!     vxlan: ferry.1 adopted/created; fdb + neighbours + routes: desired vs installed
-//!     host-gw: routes: desired (all peers) vs installed (main table) ─► add / replace / delete ours
+//!     overlay backend round ─► Report (peers served, skipped, faults, probe targets)
+//!       vxlan: ferry.1 adopted/created; fdb + neighbours + routes: desired vs installed
+//!       host-gw / udp: peer routes: desired vs installed (main table) ─► add / replace / delete ours
 //!     iptables: FERRY-* chains vs iptables-save ─► iptables-restore when they differ
 //!     Node conditions (NetworkUnavailable, FerryNetworkDegraded) ─► status patch if they changed
 //!     sleep until a Node or one of our links changes (+50 ms to batch a burst), the resync

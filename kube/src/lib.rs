@@ -26,6 +26,7 @@
 //! # }
 //! ```
 
+#![forbid(unsafe_code)]
 #![cfg_attr(not(test), warn(unused_crate_dependencies))]
 
 // kube needs one k8s-openapi version feature in the graph; this crate's users pick v1_33 through it.

@@ -24,6 +24,7 @@
 //! | [`events`] | link notifications (`RTNLGRP_LINK`) |
 //! | [`tc`] | `clsact` qdiscs, where the eBPF load balancer's tc programs attach |
 
+#![forbid(unsafe_code)]
 #![cfg_attr(not(test), warn(unused_crate_dependencies))]
 
 pub mod addr;
