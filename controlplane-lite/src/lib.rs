@@ -8,6 +8,7 @@
 //! | module | job |
 //! |---|---|
 //! | [`server`] | TLS listener, HTTP/1.1 + HTTP/2 |
+//! | [`request`] | what a request is (config, path target, continue tokens, store errors as Status): the leaf `api` and `watch` share |
 //! | [`api`] | authentication, routing, authorization, the REST verbs over the store |
 //! | [`admission`] | defaulting, immutability, allocators, graceful deletion, subresources |
 //! | [`watch`] | watch streams, bookmarks, in-stream 410 |
@@ -25,6 +26,7 @@ pub mod kubeconfig;
 pub mod machinery;
 pub mod objects;
 pub mod openapi;
+pub mod request;
 pub mod resources;
 pub mod scheduler;
 pub mod server;

@@ -11,7 +11,7 @@
 //! - Bookmarks (`allowWatchBookmarks=true`) from the store's progress notifications, at most one
 //!   per bookmark interval, and one just before the server ends the watch at its timeout.
 
-use crate::api::request::{store_err, Config, Target};
+use crate::request::{store_err, Config, Target};
 use crate::machinery::{self as mach, Selectors};
 use crate::objects::from_kv;
 use crate::web::{ApiError, Body};

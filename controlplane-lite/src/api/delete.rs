@@ -2,7 +2,7 @@
 //! graceful pod deletion and finalizers leave it [`Deleted::Pending`]), a namespace's contents
 //! with it, and deletecollection.
 
-use super::request::{store_err, ApiResult, Req, Target};
+use crate::request::{store_err, ApiResult, Req, Target};
 use super::{dry_run, Api};
 use crate::admission;
 use crate::machinery as mach;

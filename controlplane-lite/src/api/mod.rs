@@ -8,7 +8,7 @@
 //! | File | What |
 //! |---|---|
 //! | `mod.rs` | [`Api`]: authentication, routing, authorization, discovery paths |
-//! | [`request`] | the leaf: [`Config`], [`Req`], [`Target`], [`parse_path`], [`store_err`], continue tokens |
+//! | [`crate::request`] | the leaf (beside this module): [`Config`], [`Req`], [`Target`], [`parse_path`], [`store_err`], continue tokens |
 //! | `read.rs` | get, list (selectors, pagination, Tables), watch (per-client limit) |
 //! | `write.rs` | create, update, patch (JSON, merge, strategic, apply), field validation |
 //! | `delete.rs` | delete (grace, preconditions, propagation), namespace purge, deletecollection |
@@ -16,12 +16,13 @@
 
 mod delete;
 mod read;
-pub mod request;
 mod sub;
 mod write;
 
 pub use delete::Deleted;
-pub use request::{decode_continue, encode_continue, parse_path, store_err, Config, Req, Target};
+pub use crate::request::{
+    decode_continue, encode_continue, parse_path, store_err, Config, Req, Target,
+};
 
 use crate::admission;
 use crate::auth::{authorize, Attributes, Decision, Identity, Tokens};
@@ -31,7 +32,7 @@ use crate::web::{self, ApiError, Body};
 use ferry_store::{Kv, Store, StoreError};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use request::ApiResult;
+use crate::request::ApiResult;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -3,7 +3,7 @@
 //! `resourceVersionMatch`), and watch (at most `max_watches_per_client` per identity; the stream
 //! itself is [`crate::watch`]).
 
-use super::request::{decode_continue, encode_continue, store_err, ApiResult, Req, Target};
+use crate::request::{decode_continue, encode_continue, store_err, ApiResult, Req, Target};
 use super::Api;
 use crate::machinery as mach;
 use crate::objects::{from_kv, meta_str};

@@ -3,7 +3,7 @@
 //! server-side apply patches, optimistic concurrency, managedFields), and field validation
 //! (`fieldValidation=Strict|Warn|Ignore`).
 
-use super::request::{store_err, ApiResult, Req, Target};
+use crate::request::{store_err, ApiResult, Req, Target};
 use super::{add_warnings, dry_run, manager, Api};
 use crate::admission;
 use crate::machinery as mach;

@@ -2,7 +2,7 @@
 //! ([`crate::admission::scale_of`]); PUT and PATCH of it go through the write path.
 
 use crate::admission;
-use crate::api::request::{ApiResult, Target};
+use crate::request::{ApiResult, Target};
 use crate::api::Api;
 use crate::web::{self, Body};
 use http::{Response, StatusCode};

@@ -3,8 +3,8 @@
 //! plus what watches share with the handlers: [`store_err`] (store failures as API Status) and
 //! continue tokens ([`encode_continue`], [`decode_continue`]).
 //!
-//! A leaf of the REST layer: it imports nothing else from [`crate::api`], so [`crate::watch`]
-//! uses it without an `api` -> `watch` -> `api` cycle.
+//! A leaf of the REST layer, beside [`crate::api`] rather than inside it: both `api` (which serves
+//! watches through [`crate::watch`]) and `watch` use it, without an `api` -> `watch` -> `api` cycle.
 
 use crate::auth::Identity;
 use crate::machinery as mach;
