@@ -252,23 +252,40 @@ async fn main() -> Result<()> {
         tracing::info!("also serving on https://{} (inherited)", l.local_addr()?);
         listeners.push(l);
     }
+    // The scheduler and controllers are ordinary API clients of this server.
+    let host = if local.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        local.ip().to_string()
+    };
+    let client = kubeconfig::builder(
+        "ferry",
+        &format!("https://{host}:{}", local.port()),
+        &ca,
+        "admin",
+        &tokens_admin,
+    )
+    .build()
+    .await
+    .context("in-process client")?;
+    // The `kubernetes` Service is the API server's own, also without `--controllers`.
+    let k8s_svc = controlplane_lite::controllers::kubernetes_service::Config::new(
+        cli.service_cidr,
+        &advertise,
+    );
+    if k8s_svc.endpoint.is_none() {
+        tracing::warn!(
+            "--advertise-address {advertise} is not an IPv4 address pods can reach: the \
+             kubernetes Service gets no endpoint of this server"
+        );
+    }
+    let kc = client.clone();
+    tokio::spawn(async move {
+        if let Err(e) = controlplane_lite::controllers::kubernetes_service::run(kc, k8s_svc).await {
+            tracing::error!("kubernetes service controller stopped: {e:#}");
+        }
+    });
     if cli.controllers {
-        // The scheduler and controllers are ordinary API clients of this server.
-        let host = if local.ip().is_unspecified() {
-            "127.0.0.1".to_owned()
-        } else {
-            local.ip().to_string()
-        };
-        let client = kubeconfig::builder(
-            "ferry",
-            &format!("https://{host}:{}", local.port()),
-            &ca,
-            "admin",
-            &tokens_admin,
-        )
-        .build()
-        .await
-        .context("in-process client")?;
         type Ctl = fn(
             kube::Client,
         ) -> std::pin::Pin<

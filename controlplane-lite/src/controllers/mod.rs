@@ -7,6 +7,7 @@
 //! |---|---|
 //! | [`nodeipam`] | a `spec.podCIDR` for every Node |
 //! | [`endpointslice`] | EndpointSlices of every Service with a selector |
+//! | [`kubernetes_service`] | the `default/kubernetes` Service, its EndpointSlice and Endpoints (the API server's own; runs also with `--controllers false`) |
 //! | [`nodelifecycle`] | unreachable nodes: taints, not-ready pods, eviction |
 //! | [`replicaset`] | ReplicaSet -> Pods |
 //! | [`deployment`] | Deployment -> ReplicaSets (rolling update, recreate, scaling, status) |
@@ -15,6 +16,7 @@
 pub mod deployment;
 pub mod endpointslice;
 pub mod gc;
+pub mod kubernetes_service;
 pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod replicaset;
