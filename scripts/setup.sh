@@ -16,7 +16,7 @@ as_root "$0" "$@"
 APT_PACKAGES=(
   build-essential pkg-config ca-certificates
   iproute2 iptables nftables bpftool jq util-linux procps
-  iperf3 sockperf iputils-ping strace ethtool
+  iperf3 sockperf iputils-ping strace ethtool conntrack
   containernetworking-plugins containerd
   etcd-server
   llvm-22-dev libpolly-22-dev zlib1g-dev libzstd-dev

@@ -4,7 +4,7 @@
 //! every Node change and every `--resync-seconds`.
 //!
 //! ```text
-//! start ──► ip_forward=1 ──► reflector(Nodes) ──► wait for the complete list ──► loop {
+//! start ──► ip_forward=1 ──► service reconciler (own task: crate::service::reconcile) ──► reflector(Nodes) ──► wait for the complete list ──► loop {
 //!     own Node?  no ─► log "waiting for Node"        (write nothing)
 //!     podCIDR?   no ─► log "waiting for podCIDR"     (write nothing)
 //!                yes ─► subnet.env, then 10-ferry.conflist (only if changed)
@@ -124,7 +124,9 @@ pub async fn run(cfg: Config) -> Result<(), AgentError> {
     crate::metrics::spawn(cfg.metrics_address, metrics.clone());
     let backend = overlay::new(&cfg, metrics.clone());
     let client = client::client(&cfg).await?;
-    let api: Api<Node> = Api::all(client);
+    let api: Api<Node> = Api::all(client.clone());
+    // Services beside the overlay: their own watches, loop and Node condition.
+    crate::service::reconcile::spawn(cfg.clone(), client, metrics.clone());
     let wake = Arc::new(Notify::new());
     let store = spawn_reflector(api.clone(), wake.clone());
     tracing::info!(

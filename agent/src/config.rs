@@ -6,13 +6,19 @@
 //! ferry-agent --node-name N --server https://IP:PORT --token-file F --certificate-authority CA.crt \
 //!     --cni-conf-dir D --run-dir R [--iface eth0] [--backend vxlan|host-gw|udp] [--direct-routing] \
 //!     [--resync-seconds 10] [--cluster-cidr 10.244.0.0/16] [--ip-masq true|false] \
-//!     [--no-masquerade-cidrs CIDR,...] [--metrics-address 127.0.0.1:9465|off]
+//!     [--no-masquerade-cidrs CIDR,...] [--metrics-address 127.0.0.1:9465|off] \
+//!     [--service-proxy ebpf|iptables|off] [--proxy-cgroup DIR] [--bpffs-dir DIR] [--proxy-fallback] \
+//!     [--service-cidr 10.96.0.0/12]
 //! ```
 
+use crate::service::ProxyMode;
 use ipnetwork::Ipv4Network;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// Parent of the default `--bpffs-dir` (`<this>/<node-name>`).
+pub const DEFAULT_BPFFS_ROOT: &str = "/sys/fs/bpf/ferry";
 
 /// Default of `--metrics-address`.
 pub const DEFAULT_METRICS_ADDRESS: &str = "127.0.0.1:9465";
@@ -104,6 +110,25 @@ pub struct RunArgs {
     /// probed whenever they change); 0 disables the probes.
     #[arg(long, default_value_t = 10)]
     pub probe_seconds: u64,
+    /// How Services are routed on this node: `ebpf` (cgroup socket hooks), `iptables`
+    /// (kube-proxy-style rules in ferry's chains) or `off` (another proxy does it).
+    #[arg(long, value_enum, default_value = "ebpf")]
+    pub service_proxy: ProxyMode,
+    /// ebpf: the cgroup v2 directory the socket hooks attach to (the node's cgroup holding its
+    /// pods and host processes). Required by the eBPF proxier.
+    #[arg(long)]
+    pub proxy_cgroup: Option<PathBuf>,
+    /// ebpf: the bpffs directory the maps and links are pinned in (default
+    /// `/sys/fs/bpf/ferry/<node-name>`).
+    #[arg(long)]
+    pub bpffs_dir: Option<PathBuf>,
+    /// If the eBPF datapath cannot load or attach and nothing was programmed yet, route Services
+    /// with the iptables proxier instead (reported on the Node and in the log).
+    #[arg(long)]
+    pub proxy_fallback: bool,
+    /// The Service network (the API server's `--service-cluster-ip-range`).
+    #[arg(long, default_value = "10.96.0.0/12")]
+    pub service_cidr: Ipv4Network,
 }
 
 /// Validated settings.
@@ -139,6 +164,16 @@ pub struct Config {
     pub metrics_address: Option<SocketAddr>,
     /// Tunnel probe period (`None`: no probes).
     pub probe: Option<Duration>,
+    /// `--service-proxy`.
+    pub service_proxy: ProxyMode,
+    /// `--proxy-cgroup`.
+    pub proxy_cgroup: Option<PathBuf>,
+    /// `--bpffs-dir` (defaulted).
+    pub bpffs_dir: PathBuf,
+    /// `--proxy-fallback`.
+    pub proxy_fallback: bool,
+    /// `--service-cidr`.
+    pub service_cidr: Ipv4Network,
 }
 
 /// The agent's bearer token: given on the command line, or in a file.
@@ -239,7 +274,6 @@ impl RunArgs {
             })?),
         };
         Ok(Config {
-            node_name,
             server,
             credentials: credentials(self.token, self.token_file)?,
             certificate_authority: required(self.certificate_authority, "certificate-authority")?,
@@ -254,6 +288,14 @@ impl RunArgs {
             cluster_cidr: self.cluster_cidr,
             metrics_address,
             probe: (self.probe_seconds > 0).then(|| Duration::from_secs(self.probe_seconds)),
+            service_proxy: self.service_proxy,
+            proxy_cgroup: self.proxy_cgroup,
+            bpffs_dir: self
+                .bpffs_dir
+                .unwrap_or_else(|| Path::new(DEFAULT_BPFFS_ROOT).join(&node_name)),
+            proxy_fallback: self.proxy_fallback,
+            service_cidr: self.service_cidr,
+            node_name,
         })
     }
 }
@@ -332,6 +374,42 @@ mod tests {
         let missing = parse(&["--token-file", "/nonexistent/token"]).unwrap_err();
         assert!(missing.contains("reading /nonexistent/token"), "{missing}");
         assert!(parse(&["--token", ""]).unwrap_err().contains("is empty"));
+    }
+
+    #[test]
+    fn service_proxy_flags() {
+        let cfg = parse(&["--token", "t"]).unwrap();
+        assert_eq!(cfg.service_proxy, ProxyMode::Ebpf);
+        assert_eq!(cfg.bpffs_dir, Path::new("/sys/fs/bpf/ferry/n1"));
+        assert_eq!(cfg.proxy_cgroup, None);
+        assert!(!cfg.proxy_fallback);
+        assert_eq!(
+            cfg.service_cidr,
+            "10.96.0.0/12".parse::<Ipv4Network>().unwrap()
+        );
+        let cfg = parse(&[
+            "--token",
+            "t",
+            "--service-proxy",
+            "iptables",
+            "--proxy-cgroup",
+            "/sys/fs/cgroup/n1",
+            "--bpffs-dir",
+            "/sys/fs/bpf/x",
+            "--proxy-fallback",
+            "--service-cidr",
+            "10.100.0.0/16",
+        ])
+        .unwrap();
+        assert_eq!(cfg.service_proxy, ProxyMode::Iptables);
+        assert_eq!(
+            cfg.proxy_cgroup.as_deref(),
+            Some(Path::new("/sys/fs/cgroup/n1"))
+        );
+        assert_eq!(cfg.bpffs_dir, Path::new("/sys/fs/bpf/x"));
+        assert!(cfg.proxy_fallback);
+        assert_eq!(cfg.service_cidr.to_string(), "10.100.0.0/16");
+        assert!(parse(&["--token", "t", "--service-proxy", "ipvs"]).is_err());
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //! | `FerryNetworkDegraded` | `False` (`AllPeersProgrammed`) | every peer programmed, every rule in place |
 //! | `FerryPeersUnreachable` | `True` (`TunnelProbeFailed`) | vxlan/udp: peers that do not answer ICMP through the tunnel, each with the diagnosis ([`crate::probe`]) |
 //! | `FerryPeersUnreachable` | `False` (`AllPeersAnswer`) | every probed peer answers through the tunnel |
+//! | `FerryServiceProxyReady` | `True` (`ServicesProgrammed`) | the Service proxier programmed the last service table ([`service_proxy`]) |
+//! | `FerryServiceProxyReady` | `False` (`ProxierUnavailable`, `SyncFailed`, `ServiceProxyOff`) | no proxier could start (e.g. the eBPF verifier's message), or the last sync failed (the previous datapath stays) |
 //!
 //! `NetworkUnavailable` is the condition Kubernetes network plugins own (Calico and Cilium set
 //! it, the kubelet does not), so `kubectl describe node` and the scheduler's
@@ -27,6 +29,8 @@ pub const NETWORK_UNAVAILABLE: &str = "NetworkUnavailable";
 pub const DEGRADED: &str = "FerryNetworkDegraded";
 /// Ferry's condition: `True` while programmed peers do not answer through the tunnel.
 pub const UNREACHABLE: &str = "FerryPeersUnreachable";
+/// Ferry's condition: `True` while the Service proxier has programmed the current table.
+pub const SERVICE_PROXY_READY: &str = "FerryServiceProxyReady";
 /// At most this many skipped peers are named in a message (the rest are counted).
 const NAMED_PEERS: usize = 5;
 
@@ -282,6 +286,65 @@ pub fn reachability(r: &Reachability) -> Condition {
     }
 }
 
+/// How the Service proxier stands, for the `FerryServiceProxyReady` condition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProxyHealth {
+    /// `--service-proxy off`: another proxy routes Services.
+    Off,
+    /// No proxier could be started (the reason, e.g. the verifier's message).
+    Unavailable(String),
+    /// The last sync failed (the previous datapath stays in place).
+    Failing {
+        /// `ebpf` / `iptables`.
+        mode: &'static str,
+        /// The error.
+        error: String,
+    },
+    /// The last sync succeeded.
+    Programmed {
+        /// `ebpf` / `iptables`.
+        mode: &'static str,
+        /// A note, e.g. that the iptables mode runs as the fallback of the eBPF one.
+        note: Option<String>,
+    },
+}
+
+/// The `FerryServiceProxyReady` condition for `h`. Messages carry no counts, so a Service change
+/// does not rewrite the Node's status.
+pub fn service_proxy(h: &ProxyHealth) -> Condition {
+    let (status, reason, message) = match h {
+        ProxyHealth::Off => (
+            false,
+            "ServiceProxyOff",
+            "ferry-agent does not route Services (--service-proxy off)".to_owned(),
+        ),
+        ProxyHealth::Unavailable(why) => (
+            false,
+            "ProxierUnavailable",
+            format!("ferry-agent: no Service proxier: {why}"),
+        ),
+        ProxyHealth::Failing { mode, error } => (
+            false,
+            "SyncFailed",
+            format!("ferry-agent: programming Services ({mode}) failed, previous datapath kept: {error}"),
+        ),
+        ProxyHealth::Programmed { mode, note } => (
+            true,
+            "ServicesProgrammed",
+            format!(
+                "Services programmed ({mode} mode){}",
+                note.as_deref().map(|n| format!("; {n}")).unwrap_or_default()
+            ),
+        ),
+    };
+    Condition {
+        type_: SERVICE_PROXY_READY,
+        status,
+        reason: reason.to_owned(),
+        message,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -374,6 +437,34 @@ mod tests {
             "1 peer(s) do not answer through the tunnel: b: UDP 8472 blocked?; \
              TX checksum offload disabled on ferry.1 (the tunnel only worked without it)"
         );
+    }
+
+    #[test]
+    fn service_proxy_condition() {
+        let ok = service_proxy(&ProxyHealth::Programmed {
+            mode: "iptables",
+            note: Some("fallback".into()),
+        });
+        assert_eq!(
+            (ok.type_, ok.status, ok.reason.as_str()),
+            (SERVICE_PROXY_READY, true, "ServicesProgrammed")
+        );
+        assert_eq!(ok.message, "Services programmed (iptables mode); fallback");
+        let bad = service_proxy(&ProxyHealth::Unavailable(
+            "verifier: R1 invalid mem access".into(),
+        ));
+        assert!(!bad.status);
+        assert_eq!(bad.reason, "ProxierUnavailable");
+        assert!(bad.message.contains("R1 invalid mem access"));
+        let failing = service_proxy(&ProxyHealth::Failing {
+            mode: "iptables",
+            error: "exit 4".into(),
+        });
+        assert_eq!(
+            (failing.status, failing.reason.as_str()),
+            (false, "SyncFailed")
+        );
+        assert_eq!(service_proxy(&ProxyHealth::Off).reason, "ServiceProxyOff");
     }
 
     #[test]

@@ -17,6 +17,14 @@
 //! | `ferry_udp_{tx,rx}_{packets,bytes}_total` | counter | |
 //! | `ferry_udp_dropped_packets_total` | counter | `reason`: `no_route`, `rejected`, `error` |
 //! | `ferry_udp_device_dropped_packets_total` | counter | `direction`: `tx`, `rx` |
+//! | `ferry_service_proxy_info` | gauge (1) | `mode`: `ebpf`, `iptables`, `off`, `none` |
+//! | `ferry_services` | gauge | Services (namespace/name) in the service table |
+//! | `ferry_service_frontends` | gauge | frontends (address, port, protocol) programmed |
+//! | `ferry_service_backends` | gauge | backends summed over frontends |
+//! | `ferry_service_skipped` | gauge | objects (or parts) left out of the table as unusable |
+//! | `ferry_service_sync_total`, `ferry_service_sync_errors_total` | counter | proxier syncs, failed ones |
+//! | `ferry_service_sync_duration_seconds` | histogram | table computation + proxier sync |
+//! | `ferry_service_programming_latency_seconds` | histogram | from the first unprocessed Service / EndpointSlice / Node event to the datapath holding it |
 //!
 //! The udp families appear once the udp datapath has started; the device family is the kernel's
 //! `IFLA_STATS64` of `ferry.udp`, read over rtnetlink at each scrape (not `/sys`, which shows the
@@ -62,6 +70,59 @@ pub struct Metrics {
     reconcile: AtomicU64,
     reconcile_errors: AtomicU64,
     udp: Mutex<UdpSource>,
+    services: Mutex<Option<ServiceStats>>,
+}
+
+/// Upper bounds (seconds) of the service histograms' buckets.
+pub const BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// A Prometheus histogram over [`BUCKETS`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Histogram {
+    /// Observations per bucket (not cumulative; the last one is `+Inf`).
+    pub counts: [u64; BUCKETS.len() + 1],
+    /// Sum of the observations.
+    pub sum: f64,
+    /// Number of observations.
+    pub count: u64,
+}
+
+impl Histogram {
+    /// Records `v` seconds.
+    pub fn observe(&mut self, v: f64) {
+        let i = BUCKETS
+            .iter()
+            .position(|b| v <= *b)
+            .unwrap_or(BUCKETS.len());
+        self.counts[i] += 1;
+        self.sum += v;
+        self.count += 1;
+    }
+}
+
+/// The Service proxy's numbers (present once the service reconciler runs).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServiceStats {
+    /// The proxier's mode name (`none` while no proxier runs).
+    pub mode: &'static str,
+    /// Services in the table.
+    pub services: u64,
+    /// Frontends in the table.
+    pub frontends: u64,
+    /// Backends summed over frontends.
+    pub backends: u64,
+    /// Skipped objects.
+    pub skipped: u64,
+    /// Syncs run.
+    pub syncs: u64,
+    /// Syncs failed.
+    pub sync_errors: u64,
+    /// Duration of each round (compute + sync).
+    pub sync_seconds: Histogram,
+    /// Event-to-datapath latency.
+    pub latency: Histogram,
 }
 
 /// The running datapath's counters, plus the final counts of datapaths this process replaced
@@ -129,7 +190,7 @@ pub struct DeviceDrops {
 }
 
 /// Everything one scrape renders.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
     /// `--backend`.
     pub backend: String,
@@ -149,6 +210,8 @@ pub struct Snapshot {
     pub udp: Option<UdpCounters>,
     /// Kernel drops of `ferry.udp`, when it could be read.
     pub device: Option<DeviceDrops>,
+    /// Service proxy numbers, once the service reconciler runs.
+    pub services: Option<ServiceStats>,
 }
 
 impl Metrics {
@@ -163,7 +226,17 @@ impl Metrics {
             reconcile: AtomicU64::new(0),
             reconcile_errors: AtomicU64::new(0),
             udp: Mutex::new(UdpSource::default()),
+            services: Mutex::new(None),
         })
+    }
+
+    /// Updates the Service proxy's numbers (creating them at the first call).
+    pub fn update_services(&self, f: impl FnOnce(&mut ServiceStats)) {
+        let mut s = self.services.lock().unwrap_or_else(|e| e.into_inner());
+        f(s.get_or_insert_with(|| ServiceStats {
+            mode: "none",
+            ..ServiceStats::default()
+        }));
     }
 
     /// Records one reconciliation round: its peer counts, and whether a step failed.
@@ -202,6 +275,11 @@ impl Metrics {
             reconcile_errors: l(&self.reconcile_errors),
             udp: u.current.as_ref().map(|s| u.base.add(UdpCounters::load(s))),
             device: None,
+            services: self
+                .services
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
         }
     }
 }
@@ -313,7 +391,85 @@ pub fn render(s: &Snapshot) -> String {
             ],
         );
     }
+    if let Some(svc) = &s.services {
+        render_services(&mut out, svc);
+    }
     out
+}
+
+fn render_histogram(out: &mut String, name: &str, help: &str, h: &Histogram) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    let mut cumulative = 0;
+    for (le, n) in BUCKETS.iter().zip(h.counts) {
+        cumulative += n;
+        let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", h.count);
+    let _ = writeln!(out, "{name}_sum {}", h.sum);
+    let _ = writeln!(out, "{name}_count {}", h.count);
+}
+
+fn render_services(out: &mut String, s: &ServiceStats) {
+    let _ = writeln!(
+        out,
+        "# HELP ferry_service_proxy_info The Service proxier running (always 1).\n# TYPE ferry_service_proxy_info gauge\nferry_service_proxy_info{{mode=\"{}\"}} 1",
+        label(s.mode)
+    );
+    for (name, kind, help, v) in [
+        (
+            "ferry_services",
+            "gauge",
+            "Services (namespace/name) in the service table.",
+            s.services,
+        ),
+        (
+            "ferry_service_frontends",
+            "gauge",
+            "Service frontends (address, port, protocol) in the service table.",
+            s.frontends,
+        ),
+        (
+            "ferry_service_backends",
+            "gauge",
+            "Backends summed over the service table's frontends.",
+            s.backends,
+        ),
+        (
+            "ferry_service_skipped",
+            "gauge",
+            "Services, EndpointSlices or parts of them left out of the service table as unusable.",
+            s.skipped,
+        ),
+        (
+            "ferry_service_sync_total",
+            "counter",
+            "Service proxier syncs run.",
+            s.syncs,
+        ),
+        (
+            "ferry_service_sync_errors_total",
+            "counter",
+            "Service proxier syncs that failed (the previous datapath stays).",
+            s.sync_errors,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+        );
+    }
+    render_histogram(
+        out,
+        "ferry_service_sync_duration_seconds",
+        "Duration of a Service round: table computation and proxier sync.",
+        &s.sync_seconds,
+    );
+    render_histogram(
+        out,
+        "ferry_service_programming_latency_seconds",
+        "Time from the first unprocessed Service, EndpointSlice or Node event to the datapath holding the change.",
+        &s.latency,
+    );
 }
 
 /// Serves `/metrics` and `/healthz` on `addr` in the background (nothing when `None`) and
@@ -506,6 +662,40 @@ mod tests {
                 errors: 6,
             }),
             device: Some(DeviceDrops { tx: 7, rx: 8 }),
+            services: None,
+        }
+    }
+
+    #[test]
+    fn renders_service_families() {
+        let m = Metrics::new("n", "vxlan");
+        assert!(!render(&m.snapshot()).contains("ferry_service"));
+        m.update_services(|s| {
+            s.mode = "iptables";
+            s.services = 2;
+            s.frontends = 3;
+            s.backends = 4;
+            s.syncs = 1;
+            s.sync_seconds.observe(0.003);
+            s.latency.observe(7.0);
+        });
+        let text = render(&m.snapshot());
+        for line in [
+            "ferry_service_proxy_info{mode=\"iptables\"} 1\n",
+            "ferry_services 2\n",
+            "ferry_service_frontends 3\n",
+            "ferry_service_backends 4\n",
+            "ferry_service_sync_total 1\n",
+            "ferry_service_sync_errors_total 0\n",
+            "# TYPE ferry_service_sync_duration_seconds histogram\n",
+            "ferry_service_sync_duration_seconds_bucket{le=\"0.0025\"} 0\n",
+            "ferry_service_sync_duration_seconds_bucket{le=\"0.005\"} 1\n",
+            "ferry_service_sync_duration_seconds_count 1\n",
+            "ferry_service_programming_latency_seconds_bucket{le=\"5\"} 0\n",
+            "ferry_service_programming_latency_seconds_bucket{le=\"+Inf\"} 1\n",
+            "ferry_service_programming_latency_seconds_sum 7\n",
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
         }
     }
 

@@ -9,9 +9,13 @@
 //! kernel holds (pinned maps, our iptables chains) and changes only what differs, so a restarted
 //! agent adopts the datapath instead of flushing it.
 
+pub mod iptables;
+pub mod reconcile;
 pub mod table;
 
-pub use table::{Backend, Entry, Frontend, FrontendKind, Proto, ServicePortName, ServiceTable};
+pub use table::{
+    compute, Backend, Entry, Frontend, FrontendKind, Options, Proto, ServicePortName, ServiceTable,
+};
 
 /// How Services are implemented on this node (`--service-proxy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

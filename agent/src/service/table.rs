@@ -10,7 +10,10 @@
 //! `targetPort`s through the EndpointSlice's port names). An entry with no backends is kept: the
 //! proxier must refuse it at once (ECONNREFUSED / ICMP port unreachable), never time out.
 
-use std::collections::BTreeMap;
+use k8s_openapi::api::core::v1::{Node, Service, ServicePort};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use std::borrow::Borrow;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::net::Ipv4Addr;
 
@@ -128,4 +131,775 @@ pub struct ServiceTable {
     /// Objects (or parts of them) skipped as unusable: `(namespace/name, why)`, for logs, metrics
     /// and events. Every other Service is still served.
     pub skipped: Vec<(String, String)>,
+}
+
+/// Label naming the proxy that implements a Service; any value means "not us" (kube-proxy
+/// without `--service-proxy-name` ignores such Services the same way).
+pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
+/// Label marking a headless Service or its EndpointSlices: ignored.
+pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
+/// Label tying an EndpointSlice to its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// `sessionAffinityConfig.clientIP.timeoutSeconds` when unset (3 hours).
+pub const DEFAULT_AFFINITY_TIMEOUT: u32 = 10800;
+/// Largest `timeoutSeconds` the API accepts (one day).
+const MAX_AFFINITY_TIMEOUT: u32 = 86400;
+
+/// Settings of [`compute`] beyond the objects.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Addresses that serve NodePorts in addition to every Node's InternalIPs (e.g. this node's
+    /// interface address while its Node has no InternalIP yet).
+    pub node_port_addresses: Vec<Ipv4Addr>,
+}
+
+/// One endpoint as read from the slices, before the policy picks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Candidate {
+    ready: bool,
+    serving: bool,
+    terminating: bool,
+    local: bool,
+}
+
+impl Candidate {
+    /// Two slices list the same endpoint: keep the best view of it.
+    fn merge(self, o: Candidate) -> Candidate {
+        Candidate {
+            ready: self.ready || o.ready,
+            serving: self.serving || o.serving,
+            terminating: self.terminating && o.terminating,
+            local: self.local || o.local,
+        }
+    }
+}
+
+/// The endpoints kube-proxy would use out of `all`: ready ones; when none is ready, the serving
+/// and terminating ones (KEP-1669). `local_only`: only this node's (`internalTrafficPolicy:
+/// Local`), with the same fallback among them.
+fn pick(all: &BTreeMap<Backend, Candidate>, local_only: bool) -> Vec<Backend> {
+    let eligible = |c: &Candidate| !local_only || c.local;
+    let ready: Vec<Backend> = all
+        .iter()
+        .filter(|(_, c)| eligible(c) && c.ready)
+        .map(|(b, _)| *b)
+        .collect();
+    if !ready.is_empty() {
+        return ready;
+    }
+    all.iter()
+        .filter(|(_, c)| eligible(c) && c.serving && c.terminating)
+        .map(|(b, _)| *b)
+        .collect()
+}
+
+/// A port number from the API (`i32`), if it is a valid one.
+fn port_number(p: i32) -> Option<u16> {
+    u16::try_from(p).ok().filter(|p| *p != 0)
+}
+
+fn protocol(p: Option<&str>) -> Result<Proto, String> {
+    match p.unwrap_or("TCP") {
+        "TCP" => Ok(Proto::Tcp),
+        "UDP" => Ok(Proto::Udp),
+        other => Err(format!("protocol {other} is not supported")),
+    }
+}
+
+/// What an address string from the API is.
+enum Addr {
+    V4(Ipv4Addr),
+    V6,
+    Garbage,
+}
+
+fn parse_addr(s: &str) -> Addr {
+    match s.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(a)) => Addr::V4(a),
+        Ok(std::net::IpAddr::V6(_)) => Addr::V6,
+        Err(_) => Addr::Garbage,
+    }
+}
+
+/// The endpoints of one Service, merged over its EndpointSlices: per slice port (name,
+/// protocol), every endpoint with its conditions.
+type Endpoints = HashMap<(String, Proto), BTreeMap<Backend, Candidate>>;
+
+/// Reads the usable EndpointSlices into endpoints per Service `(namespace, name)`; records what
+/// is unusable in `skipped`.
+fn endpoints_by_service<E: Borrow<EndpointSlice>>(
+    slices: &[E],
+    node_name: &str,
+    skipped: &mut Vec<(String, String)>,
+) -> HashMap<(String, String), Endpoints> {
+    let mut out: HashMap<(String, String), Endpoints> = HashMap::new();
+    for s in slices {
+        let s: &EndpointSlice = s.borrow();
+        let ns = s.metadata.namespace.clone().unwrap_or_default();
+        let id = format!("{ns}/{}", s.metadata.name.as_deref().unwrap_or_default());
+        let labels = s.metadata.labels.as_ref();
+        if labels.is_some_and(|l| l.contains_key(HEADLESS_LABEL)) {
+            continue;
+        }
+        let Some(svc) = labels
+            .and_then(|l| l.get(SERVICE_NAME_LABEL))
+            .filter(|n| !n.is_empty())
+        else {
+            skipped.push((
+                id,
+                format!("EndpointSlice without the {SERVICE_NAME_LABEL} label"),
+            ));
+            continue;
+        };
+        if s.address_type != "IPv4" {
+            skipped.push((
+                id,
+                format!(
+                    "EndpointSlice of addressType {} (only IPv4 is served)",
+                    s.address_type
+                ),
+            ));
+            continue;
+        }
+        let mut ports = Vec::new();
+        for p in s.ports.iter().flatten() {
+            let name = p.name.clone().unwrap_or_default();
+            let proto = match protocol(p.protocol.as_deref()) {
+                Ok(proto) => proto,
+                Err(why) => {
+                    skipped.push((id.clone(), format!("port {name:?}: {why}")));
+                    continue;
+                }
+            };
+            match p.port.and_then(port_number) {
+                Some(n) => ports.push((name, proto, n)),
+                None => skipped.push((
+                    id.clone(),
+                    format!("port {name:?}: missing or out-of-range port {:?}", p.port),
+                )),
+            }
+        }
+        let mut eps = Vec::new();
+        for e in &s.endpoints {
+            // kube-proxy uses the first address only (the API requires exactly one for IPv4).
+            let Some(first) = e.addresses.first() else {
+                continue;
+            };
+            let addr = match parse_addr(first) {
+                Addr::V4(a) => a,
+                _ => {
+                    skipped.push((
+                        id.clone(),
+                        format!("endpoint address {first:?} is not IPv4"),
+                    ));
+                    continue;
+                }
+            };
+            let c = e.conditions.as_ref();
+            let ready = c.and_then(|c| c.ready).unwrap_or(true);
+            eps.push((
+                addr,
+                Candidate {
+                    ready,
+                    serving: c.and_then(|c| c.serving).unwrap_or(ready),
+                    terminating: c.and_then(|c| c.terminating).unwrap_or(false),
+                    local: e.node_name.as_deref() == Some(node_name),
+                },
+            ));
+        }
+        let merged = out.entry((ns, svc.clone())).or_default();
+        for (name, proto, port) in &ports {
+            let set = merged.entry((name.clone(), *proto)).or_default();
+            for (addr, cand) in &eps {
+                let b = Backend {
+                    addr: *addr,
+                    port: *port,
+                };
+                let c = set.get(&b).map_or(*cand, |old| old.merge(*cand));
+                set.insert(b, c);
+            }
+        }
+    }
+    out
+}
+
+/// Every IPv4 InternalIP of `nodes`, plus the extra addresses.
+fn node_port_addresses<N: Borrow<Node>>(nodes: &[N], opts: &Options) -> BTreeSet<Ipv4Addr> {
+    let mut out: BTreeSet<Ipv4Addr> = opts.node_port_addresses.iter().copied().collect();
+    for n in nodes {
+        let addrs = n
+            .borrow()
+            .status
+            .as_ref()
+            .and_then(|s| s.addresses.as_ref());
+        for a in addrs.into_iter().flatten() {
+            if a.type_ == "InternalIP" {
+                if let Addr::V4(ip) = parse_addr(&a.address) {
+                    out.insert(ip);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The frontend addresses of a Service beyond its NodePorts: `(kind, address)`; what is unusable
+/// goes to `skipped`.
+fn service_addresses(
+    svc: &Service,
+    id: &str,
+    skipped: &mut Vec<(String, String)>,
+) -> Vec<(FrontendKind, Ipv4Addr)> {
+    let mut out = Vec::new();
+    let spec = svc.spec.as_ref();
+    let cluster_ips: Vec<String> = match spec.and_then(|s| s.cluster_ips.clone()) {
+        Some(ips) if !ips.is_empty() => ips,
+        _ => spec
+            .and_then(|s| s.cluster_ip.clone())
+            .into_iter()
+            .collect(),
+    };
+    let mut push = |kind: FrontendKind, what: &str, s: &str| match parse_addr(s) {
+        Addr::V4(a) => out.push((kind, a)),
+        Addr::V6 => skipped.push((
+            id.to_owned(),
+            format!("{what} {s} is IPv6 (only IPv4 is served)"),
+        )),
+        Addr::Garbage => skipped.push((id.to_owned(), format!("{what} {s:?} is not an address"))),
+    };
+    for ip in cluster_ips.iter().filter(|ip| !ip.is_empty()) {
+        push(FrontendKind::ClusterIp, "clusterIP", ip);
+    }
+    for ip in spec
+        .and_then(|s| s.external_ips.as_ref())
+        .into_iter()
+        .flatten()
+    {
+        push(FrontendKind::ExternalIp, "externalIP", ip);
+    }
+    let ingress = svc
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref());
+    for ing in ingress.into_iter().flatten() {
+        // ipMode Proxy: the load balancer delivers to the node with its own address as the
+        // destination, so the proxy must not capture the IP (kube-proxy skips it too).
+        if ing.ip_mode.as_deref() == Some("Proxy") {
+            continue;
+        }
+        if let Some(ip) = ing.ip.as_deref().filter(|ip| !ip.is_empty()) {
+            push(FrontendKind::LoadBalancer, "load balancer ingress IP", ip);
+        }
+    }
+    out
+}
+
+/// Validates one Service port: `(name, protocol, port, nodePort)`.
+fn service_port(
+    p: &ServicePort,
+    has_node_ports: bool,
+) -> Result<(String, Proto, u16, Option<u16>), String> {
+    let name = p.name.clone().unwrap_or_default();
+    let proto = protocol(p.protocol.as_deref()).map_err(|why| format!("port {}: {why}", p.port))?;
+    let port = port_number(p.port).ok_or_else(|| format!("port {} is out of range", p.port))?;
+    let node_port = match p.node_port {
+        Some(n) if has_node_ports => Some(
+            port_number(n).ok_or_else(|| format!("port {port}: nodePort {n} is out of range"))?,
+        ),
+        _ => None,
+    };
+    Ok((name, proto, port, node_port))
+}
+
+/// The service table of `node_name` for these objects: kube-proxy's semantics (see the module
+/// documentation and `docs/services.md`). Pure; bad objects (or bad parts of one) are left out
+/// with a reason in [`ServiceTable::skipped`] and never affect the others. Services are taken in
+/// namespace/name order, so when two claim one frontend the first keeps it.
+pub fn compute<S, E, N>(
+    services: &[S],
+    slices: &[E],
+    nodes: &[N],
+    node_name: &str,
+    opts: &Options,
+) -> ServiceTable
+where
+    S: Borrow<Service>,
+    E: Borrow<EndpointSlice>,
+    N: Borrow<Node>,
+{
+    let mut table = ServiceTable::default();
+    let endpoints = endpoints_by_service(slices, node_name, &mut table.skipped);
+    let node_addrs = node_port_addresses(nodes, opts);
+    let mut ordered: Vec<&Service> = services.iter().map(Borrow::borrow).collect();
+    ordered.sort_by(|a, b| {
+        (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name))
+    });
+    let empty = Endpoints::new();
+    for svc in ordered {
+        let ns = svc.metadata.namespace.clone().unwrap_or_default();
+        let name = svc.metadata.name.clone().unwrap_or_default();
+        let id = format!("{ns}/{name}");
+        let labels = svc.metadata.labels.as_ref();
+        if labels.is_some_and(|l| {
+            l.contains_key(SERVICE_PROXY_NAME_LABEL) || l.contains_key(HEADLESS_LABEL)
+        }) {
+            continue;
+        }
+        let Some(spec) = svc.spec.as_ref() else {
+            continue;
+        };
+        let type_ = spec.type_.as_deref().unwrap_or("ClusterIP");
+        if type_ == "ExternalName" || spec.cluster_ip.as_deref() == Some("None") {
+            continue;
+        }
+        let has_node_ports = matches!(type_, "NodePort" | "LoadBalancer");
+        let addresses = service_addresses(svc, &id, &mut table.skipped);
+        let affinity_timeout = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
+            spec.session_affinity_config
+                .as_ref()
+                .and_then(|c| c.client_ip.as_ref())
+                .and_then(|c| c.timeout_seconds)
+                .and_then(|t| u32::try_from(t).ok())
+                .filter(|t| (1..=MAX_AFFINITY_TIMEOUT).contains(t))
+                .unwrap_or(DEFAULT_AFFINITY_TIMEOUT)
+        });
+        let local_only = spec.internal_traffic_policy.as_deref() == Some("Local");
+        let eps = endpoints.get(&(ns.clone(), name.clone())).unwrap_or(&empty);
+        let mut seen_ports: BTreeSet<(u16, Proto)> = BTreeSet::new();
+        let mut seen_names: BTreeSet<String> = BTreeSet::new();
+        for p in spec.ports.iter().flatten() {
+            let (port_name, proto, port, node_port) = match service_port(p, has_node_ports) {
+                Ok(v) => v,
+                Err(why) => {
+                    table.skipped.push((id.clone(), why));
+                    continue;
+                }
+            };
+            if !seen_ports.insert((port, proto)) || !seen_names.insert(port_name.clone()) {
+                table.skipped.push((
+                    id.clone(),
+                    format!("duplicate port {port}/{} ({port_name:?})", proto.name()),
+                ));
+                continue;
+            }
+            let all = eps.get(&(port_name.clone(), proto));
+            let pick_with = |local: bool| all.map(|a| pick(a, local)).unwrap_or_default();
+            let cluster = pick_with(false);
+            let internal = if local_only {
+                pick_with(true)
+            } else {
+                cluster.clone()
+            };
+            let service = ServicePortName {
+                namespace: ns.clone(),
+                name: name.clone(),
+                port: port_name,
+            };
+            let mut frontends: Vec<(Frontend, FrontendKind)> = addresses
+                .iter()
+                .map(|(kind, addr)| {
+                    (
+                        Frontend {
+                            addr: *addr,
+                            port,
+                            proto,
+                        },
+                        *kind,
+                    )
+                })
+                .collect();
+            if let Some(np) = node_port {
+                frontends.extend(node_addrs.iter().map(|a| {
+                    (
+                        Frontend {
+                            addr: *a,
+                            port: np,
+                            proto,
+                        },
+                        FrontendKind::NodePort,
+                    )
+                }));
+            }
+            for (fe, kind) in frontends {
+                if let Some(other) = table.entries.get(&fe) {
+                    if other.service != service {
+                        table.skipped.push((
+                            id.clone(),
+                            format!("{fe} is already served for {}", other.service),
+                        ));
+                    }
+                    continue;
+                }
+                let backends = if kind == FrontendKind::ClusterIp {
+                    internal.clone()
+                } else {
+                    cluster.clone()
+                };
+                table.entries.insert(
+                    fe,
+                    Entry {
+                        service: service.clone(),
+                        kind,
+                        backends,
+                        affinity_timeout,
+                    },
+                );
+            }
+        }
+    }
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn svc(v: Value) -> Service {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn slice(v: Value) -> EndpointSlice {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn node(name: &str, ip: &str) -> Node {
+        serde_json::from_value(json!({"metadata": {"name": name},
+            "status": {"addresses": [{"type": "InternalIP", "address": ip},
+                                     {"type": "Hostname", "address": name}]}}))
+        .unwrap()
+    }
+
+    /// A ClusterIP Service `ns/name` with `ports` (`[name, port, protocol]`).
+    fn cluster_ip(name: &str, ip: &str, ports: Value) -> Value {
+        json!({"metadata": {"namespace": "default", "name": name},
+               "spec": {"type": "ClusterIP", "clusterIP": ip, "clusterIPs": [ip], "ports": ports}})
+    }
+
+    /// A slice for Service `svc` with `ports` and `endpoints`.
+    fn slice_of(name: &str, svc: &str, ports: Value, endpoints: Value) -> EndpointSlice {
+        slice(json!({"metadata": {"namespace": "default", "name": name,
+                                  "labels": {SERVICE_NAME_LABEL: svc}},
+                     "addressType": "IPv4", "ports": ports, "endpoints": endpoints}))
+    }
+
+    fn ep(ip: &str, node: &str) -> Value {
+        json!({"addresses": [ip], "nodeName": node, "conditions": {"ready": true}})
+    }
+
+    fn fe(addr: &str, port: u16, proto: Proto) -> Frontend {
+        Frontend {
+            addr: addr.parse().unwrap(),
+            port,
+            proto,
+        }
+    }
+
+    fn be(addr: &str, port: u16) -> Backend {
+        Backend {
+            addr: addr.parse().unwrap(),
+            port,
+        }
+    }
+
+    fn run(services: &[Value], slices: &[EndpointSlice], nodes: &[Node]) -> ServiceTable {
+        let services: Vec<Service> = services.iter().cloned().map(svc).collect();
+        compute(&services, slices, nodes, "n1", &Options::default())
+    }
+
+    #[test]
+    fn cluster_ip_tcp_and_udp_with_named_target_ports() {
+        let s = cluster_ip(
+            "dns",
+            "10.96.0.10",
+            json!([{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": "dns"},
+                   {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": "dns-tcp"},
+                   {"name": "metrics", "port": 9153, "targetPort": 9153}]),
+        );
+        let sl = slice_of(
+            "dns-abc",
+            "dns",
+            json!([{"name": "dns", "port": 5353, "protocol": "UDP"},
+                   {"name": "dns-tcp", "port": 5354, "protocol": "TCP"},
+                   {"name": "metrics", "port": 9153, "protocol": "TCP"}]),
+            json!([ep("10.244.1.3", "n1"), ep("10.244.2.3", "n2")]),
+        );
+        let t = run(&[s], &[sl], &[]);
+        assert!(t.skipped.is_empty(), "{:?}", t.skipped);
+        assert_eq!(t.entries.len(), 3);
+        let udp = &t.entries[&fe("10.96.0.10", 53, Proto::Udp)];
+        assert_eq!(
+            udp.backends,
+            vec![be("10.244.1.3", 5353), be("10.244.2.3", 5353)]
+        );
+        assert_eq!(udp.kind, FrontendKind::ClusterIp);
+        assert_eq!(udp.service.to_string(), "default/dns:dns");
+        assert_eq!(udp.affinity_timeout, None);
+        let tcp = &t.entries[&fe("10.96.0.10", 53, Proto::Tcp)];
+        assert_eq!(
+            tcp.backends,
+            vec![be("10.244.1.3", 5354), be("10.244.2.3", 5354)]
+        );
+        assert_eq!(
+            t.entries[&fe("10.96.0.10", 9153, Proto::Tcp)].backends[0],
+            be("10.244.1.3", 9153)
+        );
+    }
+
+    #[test]
+    fn readiness_and_terminating_fallback() {
+        let s = cluster_ip("web", "10.96.0.20", json!([{"port": 80}]));
+        let ports = json!([{"port": 8080}]);
+        let eps = |v: Value| slice_of("web-1", "web", ports.clone(), v);
+        // ready nil counts as ready; not ready is left out.
+        let t = run(
+            std::slice::from_ref(&s),
+            &[eps(json!([
+                {"addresses": ["10.244.1.1"]},
+                {"addresses": ["10.244.1.2"], "conditions": {"ready": false}},
+                {"addresses": ["10.244.1.3"], "conditions": {"ready": false, "serving": true, "terminating": true}}
+            ]))],
+            &[],
+        );
+        let f = fe("10.96.0.20", 80, Proto::Tcp);
+        assert_eq!(t.entries[&f].backends, vec![be("10.244.1.1", 8080)]);
+        assert_eq!(t.entries[&f].service.to_string(), "default/web");
+        // No ready endpoint: the serving terminating ones (not the non-serving terminating).
+        let t = run(
+            std::slice::from_ref(&s),
+            &[eps(json!([
+                {"addresses": ["10.244.1.2"], "conditions": {"ready": false}},
+                {"addresses": ["10.244.1.3"], "conditions": {"ready": false, "serving": true, "terminating": true}},
+                {"addresses": ["10.244.1.4"], "conditions": {"ready": false, "serving": false, "terminating": true}}
+            ]))],
+            &[],
+        );
+        assert_eq!(t.entries[&f].backends, vec![be("10.244.1.3", 8080)]);
+        // No endpoints at all (no slice): the entry stays, empty (refuse).
+        let t = run(&[s], &[], &[]);
+        assert_eq!(t.entries[&f].backends, vec![]);
+    }
+
+    #[test]
+    fn slices_merge_and_dedupe() {
+        let s = cluster_ip("web", "10.96.0.20", json!([{"port": 80}]));
+        let ports = json!([{"port": 8080}]);
+        let a = slice_of(
+            "web-a",
+            "web",
+            ports.clone(),
+            json!([ep("10.244.1.1", "n1"), {"addresses": ["10.244.1.2"], "conditions": {"ready": false}}]),
+        );
+        let b = slice_of(
+            "web-b",
+            "web",
+            ports,
+            json!([
+                ep("10.244.1.2", "n2"),
+                ep("10.244.1.1", "n1"),
+                ep("10.244.1.9", "n3")
+            ]),
+        );
+        let t = run(&[s], &[a, b], &[]);
+        assert_eq!(
+            t.entries[&fe("10.96.0.20", 80, Proto::Tcp)].backends,
+            vec![
+                be("10.244.1.1", 8080),
+                be("10.244.1.2", 8080),
+                be("10.244.1.9", 8080)
+            ]
+        );
+    }
+
+    #[test]
+    fn internal_traffic_policy_local_and_affinity() {
+        let mut s = cluster_ip("web", "10.96.0.20", json!([{"port": 80}]));
+        s["spec"]["internalTrafficPolicy"] = json!("Local");
+        s["spec"]["sessionAffinity"] = json!("ClientIP");
+        let sl = slice_of(
+            "web-a",
+            "web",
+            json!([{"port": 8080}]),
+            json!([ep("10.244.1.1", "n1"), ep("10.244.2.1", "n2")]),
+        );
+        let t = run(std::slice::from_ref(&s), std::slice::from_ref(&sl), &[]);
+        let e = &t.entries[&fe("10.96.0.20", 80, Proto::Tcp)];
+        assert_eq!(e.backends, vec![be("10.244.1.1", 8080)]);
+        assert_eq!(e.affinity_timeout, Some(DEFAULT_AFFINITY_TIMEOUT));
+        s["spec"]["sessionAffinityConfig"] = json!({"clientIP": {"timeoutSeconds": 60}});
+        // On a node without local endpoints: none (refuse), as kube-proxy does.
+        let services = vec![svc(s)];
+        let t = compute(&services, &[sl], &[] as &[Node], "n9", &Options::default());
+        let e = &t.entries[&fe("10.96.0.20", 80, Proto::Tcp)];
+        assert_eq!(e.backends, vec![]);
+        assert_eq!(e.affinity_timeout, Some(60));
+    }
+
+    #[test]
+    fn node_ports_external_ips_and_load_balancers() {
+        let s = json!({"metadata": {"namespace": "default", "name": "lb"},
+            "spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.30",
+                     "externalIPs": ["192.0.2.7"],
+                     "ports": [{"port": 80, "nodePort": 30080, "protocol": "TCP"}]},
+            "status": {"loadBalancer": {"ingress": [
+                {"ip": "198.51.100.1"}, {"ip": "198.51.100.2", "ipMode": "VIP"},
+                {"ip": "198.51.100.3", "ipMode": "Proxy"}, {"hostname": "lb.example"}]}}});
+        let np = json!({"metadata": {"namespace": "default", "name": "np"},
+            "spec": {"type": "NodePort", "clusterIP": "10.96.0.31",
+                     "ports": [{"port": 81, "nodePort": 30081, "protocol": "UDP"}]}});
+        // A ClusterIP Service's nodePort (left over from a type change) is not served.
+        let cip = json!({"metadata": {"namespace": "default", "name": "cip"},
+            "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.32",
+                     "ports": [{"port": 82, "nodePort": 30082}]}});
+        let nodes = [node("n1", "10.0.0.1"), node("n2", "10.0.0.2")];
+        let t = run(&[s, np, cip], &[], &nodes);
+        assert!(t.skipped.is_empty(), "{:?}", t.skipped);
+        let kinds: Vec<(Frontend, FrontendKind)> =
+            t.entries.iter().map(|(f, e)| (*f, e.kind)).collect();
+        let want = [
+            (fe("10.0.0.1", 30080, Proto::Tcp), FrontendKind::NodePort),
+            (fe("10.0.0.1", 30081, Proto::Udp), FrontendKind::NodePort),
+            (fe("10.0.0.2", 30080, Proto::Tcp), FrontendKind::NodePort),
+            (fe("10.0.0.2", 30081, Proto::Udp), FrontendKind::NodePort),
+            (fe("10.96.0.30", 80, Proto::Tcp), FrontendKind::ClusterIp),
+            (fe("10.96.0.31", 81, Proto::Udp), FrontendKind::ClusterIp),
+            (fe("10.96.0.32", 82, Proto::Tcp), FrontendKind::ClusterIp),
+            (fe("192.0.2.7", 80, Proto::Tcp), FrontendKind::ExternalIp),
+            (
+                fe("198.51.100.1", 80, Proto::Tcp),
+                FrontendKind::LoadBalancer,
+            ),
+            (
+                fe("198.51.100.2", 80, Proto::Tcp),
+                FrontendKind::LoadBalancer,
+            ),
+        ];
+        assert_eq!(kinds, want);
+    }
+
+    #[test]
+    fn ignored_services_and_slices() {
+        let mut proxied = cluster_ip("other", "10.96.0.40", json!([{"port": 80}]));
+        proxied["metadata"]["labels"] = json!({SERVICE_PROXY_NAME_LABEL: "someone-else"});
+        let headless = json!({"metadata": {"namespace": "default", "name": "hl"},
+            "spec": {"clusterIP": "None", "ports": [{"port": 80}]}});
+        let external = json!({"metadata": {"namespace": "default", "name": "ext"},
+            "spec": {"type": "ExternalName", "externalName": "example.com"}});
+        let web = cluster_ip("web", "10.96.0.20", json!([{"port": 80}]));
+        let mut hl_slice = slice_of(
+            "web-h",
+            "web",
+            json!([{"port": 1}]),
+            json!([ep("10.244.9.9", "n1")]),
+        );
+        hl_slice
+            .metadata
+            .labels
+            .get_or_insert_with(Default::default)
+            .insert(HEADLESS_LABEL.into(), String::new());
+        let t = run(&[proxied, headless, external, web], &[hl_slice], &[]);
+        assert!(t.skipped.is_empty(), "{:?}", t.skipped);
+        assert_eq!(t.entries.len(), 1);
+        assert_eq!(
+            t.entries[&fe("10.96.0.20", 80, Proto::Tcp)].backends,
+            vec![]
+        );
+    }
+
+    #[test]
+    fn bad_input_is_skipped_with_a_reason_and_breaks_nothing_else() {
+        let bad_ports = cluster_ip(
+            "bad",
+            "10.96.0.50",
+            json!([{"name": "a", "port": 70000}, {"name": "b", "port": 80},
+                   {"name": "c", "port": 80}, {"name": "d", "port": 90, "protocol": "SCTP"},
+                   {"name": "e", "port": 91}]),
+        );
+        let v6 = json!({"metadata": {"namespace": "default", "name": "v6"},
+            "spec": {"clusterIP": "fd00::10", "clusterIPs": ["fd00::10", "10.96.0.60"],
+                     "ports": [{"port": 80}]}});
+        let garbage = cluster_ip("garbage", "not-an-ip", json!([{"port": 80}]));
+        let web = cluster_ip("web", "10.96.0.20", json!([{"port": 80}]));
+        let good = slice_of(
+            "web-a",
+            "web",
+            json!([{"port": 8080}]),
+            json!([ep("10.244.1.1", "n1"), {"addresses": ["10.244.1.999"]}, {"addresses": []}]),
+        );
+        let bad_port = slice_of(
+            "web-b",
+            "web",
+            json!([{"port": 0}]),
+            json!([ep("10.244.1.5", "n1")]),
+        );
+        let unlabelled = slice(
+            json!({"metadata": {"namespace": "default", "name": "orphan"},
+            "addressType": "IPv4", "ports": [{"port": 1}], "endpoints": []}),
+        );
+        let v6_slice = slice(
+            json!({"metadata": {"namespace": "default", "name": "web-v6",
+            "labels": {SERVICE_NAME_LABEL: "web"}}, "addressType": "IPv6", "endpoints": []}),
+        );
+        let t = run(
+            &[bad_ports, v6, garbage, web],
+            &[good, bad_port, unlabelled, v6_slice],
+            &[],
+        );
+        let reasons: Vec<String> = t
+            .skipped
+            .iter()
+            .map(|(id, why)| format!("{id}: {why}"))
+            .collect();
+        let has = |s: &str| reasons.iter().any(|r| r.contains(s));
+        assert!(
+            has("default/web-a: endpoint address \"10.244.1.999\" is not IPv4"),
+            "{reasons:#?}"
+        );
+        assert!(
+            has("default/web-b: port \"\": missing or out-of-range port Some(0)"),
+            "{reasons:#?}"
+        );
+        assert!(has(
+            "default/orphan: EndpointSlice without the kubernetes.io/service-name label"
+        ));
+        assert!(has("default/web-v6: EndpointSlice of addressType IPv6"));
+        assert!(has("default/bad: port 70000 is out of range"));
+        assert!(has("default/bad: duplicate port 80/tcp (\"c\")"));
+        assert!(has("default/bad: port 90: protocol SCTP is not supported"));
+        assert!(has("default/v6: clusterIP fd00::10 is IPv6"));
+        assert!(has(
+            "default/garbage: clusterIP \"not-an-ip\" is not an address"
+        ));
+        assert_eq!(t.skipped.len(), 9, "{reasons:#?}");
+        // The good parts are served.
+        assert_eq!(
+            t.entries[&fe("10.96.0.20", 80, Proto::Tcp)].backends,
+            vec![be("10.244.1.1", 8080)]
+        );
+        assert!(t.entries.contains_key(&fe("10.96.0.50", 80, Proto::Tcp)));
+        assert!(t.entries.contains_key(&fe("10.96.0.50", 91, Proto::Tcp)));
+        assert!(t.entries.contains_key(&fe("10.96.0.60", 80, Proto::Tcp)));
+        assert_eq!(t.entries.len(), 4);
+    }
+
+    #[test]
+    fn a_frontend_claimed_twice_goes_to_the_first_service() {
+        let mut a = cluster_ip("a", "10.96.0.1", json!([{"port": 80}]));
+        a["spec"]["externalIPs"] = json!(["192.0.2.1"]);
+        let mut b = cluster_ip("b", "10.96.0.2", json!([{"port": 80}]));
+        b["spec"]["externalIPs"] = json!(["192.0.2.1"]);
+        let t = run(&[b, a], &[], &[]);
+        assert_eq!(
+            t.entries[&fe("192.0.2.1", 80, Proto::Tcp)].service.name,
+            "a"
+        );
+        assert_eq!(
+            t.skipped,
+            vec![(
+                "default/b".to_owned(),
+                "192.0.2.1:80/tcp is already served for default/a".to_owned()
+            )]
+        );
+    }
 }

@@ -1,0 +1,818 @@
+//! The iptables proxier (`--service-proxy iptables`): kube-proxy's iptables mode, in ferry's own
+//! chains (never `KUBE-*`), programmed from the [`ServiceTable`].
+//!
+//! ```text
+//! nat     PREROUTING, OUTPUT -j FERRY-SERVICES
+//!   -d <addr>/32 -p <proto> -m <proto> --dport <port> -j FERRY-SVC-<hash>      (one per frontend with endpoints)
+//!   -m addrtype --dst-type LOCAL -j FERRY-NODEPORTS                             (last)
+//! nat     FERRY-NODEPORTS
+//!   -p <proto> -m <proto> --dport <nodePort> -j FERRY-SVC-<hash>                (NodePorts on any local address)
+//! nat     FERRY-SVC-<hash>                                                      (one frontend)
+//!   ! -s <cluster> -d <addr>/32 ... -j FERRY-MARK-MASQ      (ClusterIP: off-cluster sources; other kinds: every non-pod source)
+//!   -m recent --rcheck --seconds <t> --reap --name FERRY-SEP-<h> ... -j FERRY-SEP-<h>   (ClientIP affinity, per endpoint)
+//!   -m statistic --mode random --probability 1/(n-i) -j FERRY-SEP-<h>          (endpoint i of n; the last unconditional)
+//! nat     FERRY-SEP-<hash>                                                      (one endpoint of one frontend)
+//!   -s <endpoint>/32 -j FERRY-MARK-MASQ                                         (hairpin: a pod reaching itself)
+//!   -p <proto> [-m recent --set ...] -m <proto> -j DNAT --to-destination <endpoint>:<port>
+//! nat     FERRY-MARK-MASQ: -j MARK --set-xmark 0x20000/0x20000
+//! nat     POSTROUTING -j FERRY-SERVICES-POST
+//!   -m mark ! --mark 0x20000/0x20000 -j RETURN
+//!   -j MARK --set-xmark 0x0/0x20000                                             (cleared before any encapsulation)
+//!   -j MASQUERADE
+//! filter  INPUT, FORWARD, OUTPUT -j FERRY-SERVICES
+//!   -d <addr>/32 -p <proto> -m <proto> --dport <port> -j REJECT --reject-with icmp-port-unreachable   (no endpoints)
+//!   -p <proto> -m addrtype --dst-type LOCAL -m <proto> --dport <nodePort> -j REJECT ...              (NodePort, no endpoints)
+//! ```
+//!
+//! A frontend without endpoints is rejected with ICMP port unreachable, so `connect` fails at
+//! once with `ECONNREFUSED` and a UDP sender gets the ICMP error (never a timeout). The
+//! masquerade mark is ferry's own bit ([`MASQ_MARK`]), distinct from kube-proxy's `0x4000`,
+//! its drop mark `0x8000`, portmap's and netavark's `0x2000` / `0x1000`; the existing
+//! `FERRY-POSTROUTING` chain ([`crate::masq`]) keeps pod-to-pod traffic unmasqueraded, and this
+//! chain masquerades only what the service rules marked.
+//!
+//! Chain names hash the frontend and the endpoint (FNV-1a, base32), so they are stable across
+//! agent restarts. Every sync reads `iptables-save`, renders the wanted chains in the exact form
+//! `iptables-save` prints them, and writes only the chains that differ (plus the removal of our
+//! stale ones) in one `iptables-restore --noflush` per sync: each table's change is atomic, and
+//! an unchanged table writes nothing. A restarted agent adopts the rules (no flush).
+//!
+//! UDP conntrack: after a sync, flows of a UDP frontend whose endpoint went away (all of them
+//! when it has none left, or the frontend was removed) are deleted with `conntrack -D` (when
+//! the tool is installed), so a client that keeps sending is re-balanced instead of
+//! black-holed; flows to a frontend that got endpoints back are deleted too (they were not
+//! translated).
+
+use super::{Backend, Entry, Frontend, FrontendKind, Proto, Proxier, ProxyError, ProxyMode};
+use super::{ServiceTable, SyncStats};
+use ipnetwork::Ipv4Network;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+
+/// Ferry's masquerade mark for Service traffic (see the module documentation).
+pub const MASQ_MARK: u32 = 0x20000;
+/// nat: the entry chain (jumped from PREROUTING and OUTPUT); filter: the reject chain (jumped
+/// from INPUT, FORWARD and OUTPUT).
+pub const SERVICES: &str = "FERRY-SERVICES";
+/// nat: NodePorts on local addresses.
+pub const NODEPORTS: &str = "FERRY-NODEPORTS";
+/// nat: sets [`MASQ_MARK`].
+pub const MARK_MASQ: &str = "FERRY-MARK-MASQ";
+/// nat: masquerades marked Service traffic (jumped from POSTROUTING).
+pub const POSTROUTING: &str = "FERRY-SERVICES-POST";
+/// Prefix of the per-frontend chains.
+pub const SVC_PREFIX: &str = "FERRY-SVC-";
+/// Prefix of the per-endpoint chains.
+pub const SEP_PREFIX: &str = "FERRY-SEP-";
+
+/// The hooks: `(table, built-in chain, our chain)`, in the order the jumps are checked.
+pub const JUMPS: [(&str, &str, &str); 6] = [
+    ("nat", "PREROUTING", SERVICES),
+    ("nat", "OUTPUT", SERVICES),
+    ("nat", "POSTROUTING", POSTROUTING),
+    ("filter", "INPUT", SERVICES),
+    ("filter", "FORWARD", SERVICES),
+    ("filter", "OUTPUT", SERVICES),
+];
+
+/// 64-bit FNV-1a of `s`, as 16 base32 characters (a stable, short chain-name suffix).
+fn hash(s: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    (0..13)
+        .map(|i| {
+            let [low, ..] = (h >> (i * 5)).to_le_bytes();
+            char::from(ALPHABET[usize::from(low & 31)])
+        })
+        .collect()
+}
+
+/// The chain of frontend `fe` of service port `entry.service`.
+pub fn svc_chain(fe: &Frontend, entry: &Entry) -> String {
+    format!("{SVC_PREFIX}{}", hash(&format!("{}/{fe}", entry.service)))
+}
+
+/// The chain of endpoint `b` of frontend `fe`.
+pub fn sep_chain(fe: &Frontend, entry: &Entry, b: &Backend) -> String {
+    format!(
+        "{SEP_PREFIX}{}",
+        hash(&format!("{}/{fe}/{b}", entry.service))
+    )
+}
+
+/// `--probability` as `iptables-save` prints it: the kernel keeps `round(p * 2^31)`, printed
+/// with 11 decimals.
+pub fn probability(p: f64) -> String {
+    let q = (p * 2_147_483_648.0).round();
+    format!("{:.11}", q / 2_147_483_648.0)
+}
+
+/// One table's chains as wanted (or as installed): chain -> rules, each rule as
+/// `iptables-save` prints it without `-A <chain> `.
+pub type Chains = BTreeMap<String, Vec<String>>;
+
+/// What the proxier wants in the nat and filter tables.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rules {
+    /// nat chains.
+    pub nat: Chains,
+    /// filter chains.
+    pub filter: Chains,
+}
+
+/// Renders `table` (see the module documentation). `cluster`: the pod network (sources outside
+/// it are masqueraded); `None` masquerades every Service connection.
+pub fn render(table: &ServiceTable, cluster: Option<Ipv4Network>) -> Rules {
+    let mut nat = Chains::new();
+    let mut filter_rules = Vec::new();
+    let mut services = Vec::new();
+    let mut nodeports = Vec::new();
+    let mut seen_nodeports = BTreeSet::new();
+    let not_pods = cluster.map(|c| format!("! -s {c} ")).unwrap_or_default();
+    for (fe, entry) in &table.entries {
+        let p = fe.proto.name();
+        let dst = format!("-d {}/32 -p {p} -m {p} --dport {}", fe.addr, fe.port);
+        let local_np =
+            entry.kind == FrontendKind::NodePort && seen_nodeports.insert((fe.port, fe.proto));
+        if entry.backends.is_empty() {
+            let reject = "-j REJECT --reject-with icmp-port-unreachable";
+            filter_rules.push(format!("{dst} {reject}"));
+            if local_np {
+                filter_rules.push(format!(
+                    "-p {p} -m addrtype --dst-type LOCAL -m {p} --dport {} {reject}",
+                    fe.port
+                ));
+            }
+            continue;
+        }
+        let chain = svc_chain(fe, entry);
+        services.push(format!("{dst} -j {chain}"));
+        if local_np {
+            nodeports.push(format!("-p {p} -m {p} --dport {} -j {chain}", fe.port));
+        }
+        let mut rules = Vec::new();
+        // ClusterIP: only off-cluster sources need the reply to come back through us; a
+        // NodePort, externalIP or LoadBalancer IP may be reached from anywhere.
+        let mark_src = if entry.kind == FrontendKind::ClusterIp {
+            not_pods.clone()
+        } else {
+            String::new()
+        };
+        rules.push(format!("{mark_src}{dst} -j {MARK_MASQ}"));
+        let seps: Vec<String> = entry
+            .backends
+            .iter()
+            .map(|b| sep_chain(fe, entry, b))
+            .collect();
+        if let Some(t) = entry.affinity_timeout {
+            for sep in &seps {
+                rules.push(format!(
+                    "-m recent --rcheck --seconds {t} --reap --name {sep} --mask 255.255.255.255 --rsource -j {sep}"
+                ));
+            }
+        }
+        let n = seps.len();
+        for (i, sep) in seps.iter().enumerate() {
+            if i + 1 == n {
+                rules.push(format!("-j {sep}"));
+            } else {
+                let prob = probability(1.0 / (n - i) as f64);
+                rules.push(format!(
+                    "-m statistic --mode random --probability {prob} -j {sep}"
+                ));
+            }
+        }
+        nat.insert(chain, rules);
+        for (b, sep) in entry.backends.iter().zip(&seps) {
+            let recent = if entry.affinity_timeout.is_some() {
+                format!("-m recent --set --name {sep} --mask 255.255.255.255 --rsource ")
+            } else {
+                String::new()
+            };
+            nat.insert(
+                sep.clone(),
+                vec![
+                    format!("-s {}/32 -j {MARK_MASQ}", b.addr),
+                    format!("-p {p} {recent}-m {p} -j DNAT --to-destination {b}"),
+                ],
+            );
+        }
+    }
+    services.push(format!("-m addrtype --dst-type LOCAL -j {NODEPORTS}"));
+    nat.insert(SERVICES.to_owned(), services);
+    nat.insert(NODEPORTS.to_owned(), nodeports);
+    nat.insert(
+        MARK_MASQ.to_owned(),
+        vec![format!("-j MARK --set-xmark {MASQ_MARK:#x}/{MASQ_MARK:#x}")],
+    );
+    nat.insert(
+        POSTROUTING.to_owned(),
+        vec![
+            format!("-m mark ! --mark {MASQ_MARK:#x}/{MASQ_MARK:#x} -j RETURN"),
+            format!("-j MARK --set-xmark 0x0/{MASQ_MARK:#x}"),
+            "-j MASQUERADE".to_owned(),
+        ],
+    );
+    let mut filter = Chains::new();
+    filter.insert(SERVICES.to_owned(), filter_rules);
+    Rules { nat, filter }
+}
+
+/// Whether `chain` is one of ours in this module's namespace of names.
+fn ours(chain: &str) -> bool {
+    chain == SERVICES
+        || chain == NODEPORTS
+        || chain == MARK_MASQ
+        || chain == POSTROUTING
+        || chain.starts_with(SVC_PREFIX)
+        || chain.starts_with(SEP_PREFIX)
+}
+
+/// What `iptables-save` shows of one table: our chains and their rules, and every jump count
+/// `(hook, chain)`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Installed {
+    /// Our chains (declared), with their rules.
+    pub chains: Chains,
+    /// `-A <hook> -j <chain>` counts for our chains.
+    pub jumps: BTreeMap<(String, String), usize>,
+}
+
+/// Reads our chains of `table` out of `iptables-save` output.
+pub fn installed(save: &str, table: &str) -> Installed {
+    let mut out = Installed::default();
+    let mut in_table = false;
+    for line in save.lines() {
+        if let Some(t) = line.strip_prefix('*') {
+            in_table = t.trim() == table;
+            continue;
+        }
+        if !in_table {
+            continue;
+        }
+        if let Some(decl) = line.strip_prefix(':') {
+            let name = decl.split_whitespace().next().unwrap_or_default();
+            if ours(name) {
+                out.chains.entry(name.to_owned()).or_default();
+            }
+        } else if let Some(rule) = line.strip_prefix("-A ") {
+            let (chain, rest) = rule.split_once(' ').unwrap_or((rule, ""));
+            if ours(chain) {
+                out.chains
+                    .entry(chain.to_owned())
+                    .or_default()
+                    .push(rest.trim_end().to_owned());
+            } else if let Some(target) = rest.strip_prefix("-j ") {
+                let target = target.trim_end();
+                if ours(target) {
+                    *out.jumps
+                        .entry((chain.to_owned(), target.to_owned()))
+                        .or_default() += 1;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The `iptables-restore --noflush` input that makes our chains of `table` equal `want`, given
+/// `save`; `None` when they already match. Changed chains are redeclared (flushed) and refilled,
+/// stale ones flushed then deleted, jumps added or de-duplicated, all in one `COMMIT`.
+pub fn restore_table(table: &str, want: &Chains, save: &str) -> Option<String> {
+    let have = installed(save, table);
+    let mut decl = String::new();
+    let mut body = String::new();
+    for (chain, rules) in want {
+        if have.chains.get(chain) == Some(rules) {
+            continue;
+        }
+        let _ = writeln!(decl, ":{chain} - [0:0]");
+        for r in rules {
+            let _ = writeln!(body, "-A {chain} {r}");
+        }
+    }
+    for (_, hook, chain) in JUMPS.iter().filter(|(t, _, _)| *t == table) {
+        let n = have
+            .jumps
+            .get(&((*hook).to_owned(), (*chain).to_owned()))
+            .copied()
+            .unwrap_or(0);
+        if n == 0 {
+            let _ = writeln!(body, "-I {hook} -j {chain}");
+        }
+        for _ in 1..n {
+            let _ = writeln!(body, "-D {hook} -j {chain}");
+        }
+    }
+    let mut stale = String::new();
+    for chain in have.chains.keys().filter(|c| !want.contains_key(*c)) {
+        let _ = writeln!(decl, ":{chain} - [0:0]");
+        let _ = writeln!(stale, "-X {chain}");
+    }
+    if decl.is_empty() && body.is_empty() {
+        return None;
+    }
+    Some(format!("*{table}\n{decl}{body}{stale}COMMIT\n"))
+}
+
+/// The whole restore input for `rules` given `save` (`None`: nothing to write).
+pub fn restore_input(rules: &Rules, save: &str) -> Option<String> {
+    let parts: Vec<String> = [("filter", &rules.filter), ("nat", &rules.nat)]
+        .into_iter()
+        .filter_map(|(t, want)| restore_table(t, want, save))
+        .collect();
+    (!parts.is_empty()).then(|| parts.concat())
+}
+
+/// Removes all our Service chains and jumps (given `save`): the restore input, `None` when none
+/// is there.
+pub fn uninstall_input(save: &str) -> Option<String> {
+    let mut out = String::new();
+    for table in ["filter", "nat"] {
+        let have = installed(save, table);
+        if have.chains.is_empty() && have.jumps.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "*{table}");
+        for ((hook, chain), n) in &have.jumps {
+            for _ in 0..*n {
+                let _ = writeln!(out, "-D {hook} -j {chain}");
+            }
+        }
+        for chain in have.chains.keys() {
+            let _ = writeln!(out, ":{chain} - [0:0]");
+        }
+        for chain in have.chains.keys() {
+            let _ = writeln!(out, "-X {chain}");
+        }
+        out.push_str("COMMIT\n");
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// The UDP conntrack deletions going from `old` to `new`: `(frontend, reply source)`, where a
+/// reply source `None` means every flow to the frontend and `Some(b)` the flows answered by
+/// `b` (for an endpoint that went away) or by the frontend itself (untranslated flows of a
+/// frontend that had no endpoints).
+pub fn stale_udp(
+    old: &ServiceTable,
+    new: &ServiceTable,
+) -> Vec<(Frontend, Option<(std::net::Ipv4Addr, u16)>)> {
+    let mut out = Vec::new();
+    for (fe, before) in old.entries.iter().filter(|(f, _)| f.proto == Proto::Udp) {
+        match new.entries.get(fe) {
+            None => out.push((*fe, None)),
+            Some(after) => {
+                for b in before
+                    .backends
+                    .iter()
+                    .filter(|b| !after.backends.contains(b))
+                {
+                    out.push((*fe, Some((b.addr, b.port))));
+                }
+                if before.backends.is_empty() && !after.backends.is_empty() {
+                    out.push((*fe, Some((fe.addr, fe.port))));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn run(cmd: &str, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+    let what = |p: String| format!("{cmd} {}: {p}", args.join(" "));
+    let mut child = Command::new(cmd)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| what(e.to_string()))?;
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(input.as_bytes())
+            .map_err(|e| what(e.to_string()))?;
+    }
+    let out = child.wait_with_output().map_err(|e| what(e.to_string()))?;
+    if !out.status.success() {
+        return Err(what(format!(
+            "{}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Removes our Service chains from the current network namespace.
+pub fn uninstall() -> Result<(), ProxyError> {
+    let save = run("iptables-save", &[], None).map_err(ProxyError::Iptables)?;
+    if let Some(input) = uninstall_input(&save) {
+        run("iptables-restore", &["--noflush", "-w", "5"], Some(&input))
+            .map_err(ProxyError::Iptables)?;
+    }
+    Ok(())
+}
+
+/// The iptables proxier; see the module documentation.
+#[derive(Debug)]
+pub struct IptablesProxier {
+    cluster: Option<Ipv4Network>,
+    /// The table of the last successful sync (for the conntrack cleanup).
+    last: Option<ServiceTable>,
+    /// `iptables-restore` runs so far (tests and metrics: an unchanged table writes nothing).
+    restores: u64,
+    /// Whether `conntrack` is usable (checked once; warned once).
+    conntrack: Option<bool>,
+}
+
+impl IptablesProxier {
+    /// A proxier for a cluster whose pod network is `cluster`.
+    pub fn new(cluster: Option<Ipv4Network>) -> IptablesProxier {
+        IptablesProxier {
+            cluster,
+            last: None,
+            restores: 0,
+            conntrack: None,
+        }
+    }
+
+    /// How many times a sync had to run `iptables-restore`.
+    pub fn restores(&self) -> u64 {
+        self.restores
+    }
+
+    fn conntrack_cleanup(&mut self, new: &ServiceTable) {
+        let Some(old) = self.last.as_ref() else {
+            // First sync of this process: flows of a previous run are left alone (a restart
+            // must not disturb working UDP flows).
+            return;
+        };
+        let stale = stale_udp(old, new);
+        if stale.is_empty() {
+            return;
+        }
+        if self.conntrack.is_none() {
+            let ok = Command::new("conntrack")
+                .arg("--version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                tracing::warn!(
+                    "conntrack not installed: stale UDP flows to changed Services are not deleted"
+                );
+            }
+            self.conntrack = Some(ok);
+        }
+        if self.conntrack != Some(true) {
+            return;
+        }
+        for (fe, reply) in stale {
+            let (addr, port) = (fe.addr.to_string(), fe.port.to_string());
+            let mut args = vec![
+                "-D",
+                "-p",
+                "udp",
+                "--orig-dst",
+                &addr,
+                "--orig-port-dst",
+                &port,
+            ];
+            let (rs, rp) = reply
+                .map(|(a, p)| (a.to_string(), p.to_string()))
+                .unwrap_or_default();
+            if reply.is_some() {
+                args.extend(["--reply-src", &rs, "--reply-port-src", &rp]);
+            }
+            // Exit status 1 with "0 flow entries": nothing to delete.
+            match run("conntrack", &args, None) {
+                Ok(_) => {}
+                Err(e) if e.contains("0 flow entries") => {}
+                Err(e) => {
+                    tracing::warn!(frontend = %fe, error = %e, "deleting stale UDP flows failed")
+                }
+            }
+        }
+    }
+}
+
+impl Proxier for IptablesProxier {
+    fn mode(&self) -> ProxyMode {
+        ProxyMode::Iptables
+    }
+
+    fn sync(&mut self, table: &ServiceTable) -> Result<SyncStats, ProxyError> {
+        let save = run("iptables-save", &[], None).map_err(ProxyError::Iptables)?;
+        let rules = render(table, self.cluster);
+        let mut stats = SyncStats::default();
+        if let Some(input) = restore_input(&rules, &save) {
+            run("iptables-restore", &["--noflush", "-w", "5"], Some(&input))
+                .map_err(ProxyError::Iptables)?;
+            self.restores += 1;
+            let have = installed(&save, "nat").chains;
+            let svc: Vec<&String> = rules
+                .nat
+                .keys()
+                .filter(|c| c.starts_with(SVC_PREFIX))
+                .collect();
+            stats.changed = svc
+                .iter()
+                .filter(|c| have.get(**c) != rules.nat.get(**c))
+                .count();
+            stats.removed = have
+                .keys()
+                .filter(|c| c.starts_with(SVC_PREFIX) && !rules.nat.contains_key(*c))
+                .count();
+        }
+        self.conntrack_cleanup(table);
+        self.last = Some(table.clone());
+        Ok(stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::ServicePortName;
+
+    fn entry(name: &str, kind: FrontendKind, backends: &[(&str, u16)], aff: Option<u32>) -> Entry {
+        Entry {
+            service: ServicePortName {
+                namespace: "default".into(),
+                name: name.into(),
+                port: String::new(),
+            },
+            kind,
+            backends: backends
+                .iter()
+                .map(|(a, p)| Backend {
+                    addr: a.parse().unwrap(),
+                    port: *p,
+                })
+                .collect(),
+            affinity_timeout: aff,
+        }
+    }
+
+    fn fe(addr: &str, port: u16, proto: Proto) -> Frontend {
+        Frontend {
+            addr: addr.parse().unwrap(),
+            port,
+            proto,
+        }
+    }
+
+    fn table() -> ServiceTable {
+        let mut t = ServiceTable::default();
+        t.entries.insert(
+            fe("10.96.0.10", 80, Proto::Tcp),
+            entry(
+                "web",
+                FrontendKind::ClusterIp,
+                &[
+                    ("10.244.1.2", 8080),
+                    ("10.244.1.3", 8080),
+                    ("10.244.1.4", 8080),
+                ],
+                None,
+            ),
+        );
+        t.entries.insert(
+            fe("10.96.0.11", 53, Proto::Udp),
+            entry(
+                "dns",
+                FrontendKind::ClusterIp,
+                &[("10.244.1.5", 53)],
+                Some(60),
+            ),
+        );
+        t.entries.insert(
+            fe("10.96.0.12", 80, Proto::Tcp),
+            entry("empty", FrontendKind::ClusterIp, &[], None),
+        );
+        t.entries.insert(
+            fe("10.0.0.1", 30080, Proto::Tcp),
+            entry("np", FrontendKind::NodePort, &[("10.244.1.2", 8080)], None),
+        );
+        t.entries.insert(
+            fe("10.0.0.2", 30080, Proto::Tcp),
+            entry("np", FrontendKind::NodePort, &[("10.244.1.2", 8080)], None),
+        );
+        t.entries.insert(
+            fe("10.0.0.1", 30081, Proto::Udp),
+            entry("np-empty", FrontendKind::NodePort, &[], None),
+        );
+        t
+    }
+
+    fn cluster() -> Option<Ipv4Network> {
+        Some("10.244.0.0/16".parse().unwrap())
+    }
+
+    #[test]
+    fn probabilities_print_as_iptables_save_does() {
+        // Seen in `iptables-save` after restoring 0.3333333333 and 0.5.
+        assert_eq!(probability(1.0 / 3.0), "0.33333333349");
+        assert_eq!(probability(0.5), "0.50000000000");
+        assert_eq!(probability(0.25), "0.25000000000");
+    }
+
+    #[test]
+    fn renders_kube_proxy_style_chains() {
+        let t = table();
+        let r = render(&t, cluster());
+        let web_fe = fe("10.96.0.10", 80, Proto::Tcp);
+        let web = svc_chain(&web_fe, &t.entries[&web_fe]);
+        assert!(web.len() <= 28 && web.starts_with("FERRY-SVC-"), "{web}");
+        let seps: Vec<String> = t.entries[&web_fe]
+            .backends
+            .iter()
+            .map(|b| sep_chain(&web_fe, &t.entries[&web_fe], b))
+            .collect();
+        assert_eq!(
+            r.nat[&web],
+            vec![
+                format!("! -s 10.244.0.0/16 -d 10.96.0.10/32 -p tcp -m tcp --dport 80 -j FERRY-MARK-MASQ"),
+                format!("-m statistic --mode random --probability 0.33333333349 -j {}", seps[0]),
+                format!("-m statistic --mode random --probability 0.50000000000 -j {}", seps[1]),
+                format!("-j {}", seps[2]),
+            ]
+        );
+        assert_eq!(
+            r.nat[&seps[1]],
+            vec![
+                "-s 10.244.1.3/32 -j FERRY-MARK-MASQ".to_owned(),
+                "-p tcp -m tcp -j DNAT --to-destination 10.244.1.3:8080".to_owned(),
+            ]
+        );
+        // Affinity: a recent check per endpoint before the random pick, and the set at DNAT.
+        let dns_fe = fe("10.96.0.11", 53, Proto::Udp);
+        let dns = svc_chain(&dns_fe, &t.entries[&dns_fe]);
+        let dsep = sep_chain(
+            &dns_fe,
+            &t.entries[&dns_fe],
+            &t.entries[&dns_fe].backends[0],
+        );
+        assert_eq!(
+            r.nat[&dns][1],
+            format!("-m recent --rcheck --seconds 60 --reap --name {dsep} --mask 255.255.255.255 --rsource -j {dsep}")
+        );
+        assert_eq!(
+            r.nat[&dsep][1],
+            format!("-p udp -m recent --set --name {dsep} --mask 255.255.255.255 --rsource -m udp -j DNAT --to-destination 10.244.1.5:53")
+        );
+        // Entry chain: one jump per frontend with endpoints, NodePorts last via LOCAL.
+        let np_fe = fe("10.0.0.1", 30080, Proto::Tcp);
+        let np = svc_chain(&np_fe, &t.entries[&np_fe]);
+        assert_eq!(
+            r.nat[SERVICES].last().unwrap(),
+            "-m addrtype --dst-type LOCAL -j FERRY-NODEPORTS"
+        );
+        assert_eq!(r.nat[SERVICES].len(), 5, "{:?}", r.nat[SERVICES]);
+        assert_eq!(
+            r.nat[NODEPORTS],
+            vec![format!("-p tcp -m tcp --dport 30080 -j {np}")]
+        );
+        // NodePort: marked whatever the source.
+        assert_eq!(
+            r.nat[&np][0],
+            "-d 10.0.0.1/32 -p tcp -m tcp --dport 30080 -j FERRY-MARK-MASQ"
+        );
+        // No endpoints: rejected in filter, the NodePort also on any local address.
+        assert_eq!(
+            r.filter[SERVICES],
+            vec![
+                "-d 10.0.0.1/32 -p udp -m udp --dport 30081 -j REJECT --reject-with icmp-port-unreachable",
+                "-p udp -m addrtype --dst-type LOCAL -m udp --dport 30081 -j REJECT --reject-with icmp-port-unreachable",
+                "-d 10.96.0.12/32 -p tcp -m tcp --dport 80 -j REJECT --reject-with icmp-port-unreachable",
+            ]
+        );
+        assert_eq!(
+            r.nat[POSTROUTING],
+            vec![
+                "-m mark ! --mark 0x20000/0x20000 -j RETURN",
+                "-j MARK --set-xmark 0x0/0x20000",
+                "-j MASQUERADE",
+            ]
+        );
+    }
+
+    /// `iptables-save` output holding exactly `rules` (and foreign chains), as the kernel
+    /// prints it back.
+    fn saved(rules: &Rules) -> String {
+        let mut s = String::from("# Generated by iptables-save\n");
+        for (t, chains, hooks) in [
+            ("filter", &rules.filter, &["INPUT", "FORWARD", "OUTPUT"][..]),
+            (
+                "nat",
+                &rules.nat,
+                &["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"][..],
+            ),
+        ] {
+            let _ = writeln!(s, "*{t}");
+            for h in hooks {
+                let _ = writeln!(s, ":{h} ACCEPT [0:0]");
+            }
+            let _ = writeln!(s, ":KUBE-SERVICES - [0:0]");
+            for c in chains.keys() {
+                let _ = writeln!(s, ":{c} - [0:0]");
+            }
+            for (tt, hook, chain) in JUMPS {
+                if tt == t {
+                    let _ = writeln!(s, "-A {hook} -j {chain}");
+                }
+            }
+            let _ = writeln!(s, "-A OUTPUT -j KUBE-SERVICES");
+            for (c, rs) in chains {
+                for r in rs {
+                    let _ = writeln!(s, "-A {c} {r}");
+                }
+            }
+            s.push_str("COMMIT\n");
+        }
+        s
+    }
+
+    #[test]
+    fn unchanged_rules_write_nothing_and_changes_touch_only_their_chains() {
+        let t = table();
+        let r = render(&t, cluster());
+        let save = saved(&r);
+        assert_eq!(installed(&save, "nat").chains, r.nat);
+        assert_eq!(restore_input(&r, &save), None);
+        // From nothing: every chain declared, jumps inserted, nothing deleted.
+        let fresh = restore_input(&r, "*nat\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n").unwrap();
+        assert!(fresh.contains("-I PREROUTING -j FERRY-SERVICES\n"));
+        assert!(fresh.contains("-I POSTROUTING -j FERRY-SERVICES-POST\n"));
+        assert!(fresh.contains("-I FORWARD -j FERRY-SERVICES\n"));
+        assert!(!fresh.contains("-X "));
+        // One endpoint removed from web: its SVC chain and FERRY-SERVICES unchanged, its
+        // SVC chain rewritten, the stale SEP chain deleted; the KUBE chain never touched.
+        let mut t2 = t.clone();
+        let web_fe = fe("10.96.0.10", 80, Proto::Tcp);
+        let gone = t2.entries.get_mut(&web_fe).unwrap().backends.pop().unwrap();
+        let r2 = render(&t2, cluster());
+        let input = restore_input(&r2, &save).unwrap();
+        let web = svc_chain(&web_fe, &t.entries[&web_fe]);
+        let stale = sep_chain(&web_fe, &t.entries[&web_fe], &gone);
+        assert!(input.starts_with("*nat\n"), "{input}");
+        assert!(input.contains(&format!(":{web} - [0:0]\n")));
+        assert!(input.contains(&format!(":{stale} - [0:0]\n")));
+        assert!(input.ends_with(&format!("-X {stale}\nCOMMIT\n")), "{input}");
+        assert!(!input.contains(":FERRY-SERVICES"), "{input}");
+        assert!(!input.contains("KUBE"), "{input}");
+        assert_eq!(input.matches("COMMIT").count(), 1);
+        // Uninstall removes jumps, then flushes and deletes every chain of ours.
+        let un = uninstall_input(&save).unwrap();
+        assert!(un.contains("-D PREROUTING -j FERRY-SERVICES\n"));
+        assert!(un.contains(&format!("-X {web}\n")));
+        assert!(!un.contains("KUBE"));
+        assert_eq!(uninstall_input("*nat\nCOMMIT\n"), None);
+    }
+
+    #[test]
+    fn duplicate_jumps_are_removed() {
+        let r = render(&ServiceTable::default(), cluster());
+        let save = saved(&r).replace(
+            "-A PREROUTING -j FERRY-SERVICES\n",
+            "-A PREROUTING -j FERRY-SERVICES\n-A PREROUTING -j FERRY-SERVICES\n",
+        );
+        let input = restore_input(&r, &save).unwrap();
+        assert_eq!(input, "*nat\n-D PREROUTING -j FERRY-SERVICES\nCOMMIT\n");
+    }
+
+    #[test]
+    fn stale_udp_flows_on_every_transition() {
+        let t = table();
+        let dns_fe = fe("10.96.0.11", 53, Proto::Udp);
+        // N -> 0.
+        let mut none = t.clone();
+        none.entries.get_mut(&dns_fe).unwrap().backends.clear();
+        assert_eq!(
+            stale_udp(&t, &none),
+            vec![(dns_fe, Some(("10.244.1.5".parse().unwrap(), 53)))]
+        );
+        // 0 -> 1: untranslated flows (answered by the frontend itself) go.
+        assert_eq!(
+            stale_udp(&none, &t),
+            vec![(dns_fe, Some((dns_fe.addr, 53)))]
+        );
+        // Service deleted: every flow to it.
+        let mut gone = t.clone();
+        gone.entries.remove(&dns_fe);
+        assert_eq!(stale_udp(&t, &gone), vec![(dns_fe, None)]);
+        // TCP and unchanged frontends: nothing.
+        assert_eq!(stale_udp(&t, &t), vec![]);
+    }
+}

@@ -1,0 +1,416 @@
+//! The service reconciler: watches Services, EndpointSlices and Nodes, computes the service
+//! table ([`super::table::compute`]) and hands it to the proxier, round after round, beside the
+//! overlay loop of [`crate::agent`].
+//!
+//! ```text
+//! reflectors (Services, EndpointSlices, Nodes: InternalIP changes only) ──► wake
+//! wait for three complete lists ──► proxier for --service-proxy (ebpf | iptables | off)
+//!     ebpf unavailable and --proxy-fallback ──► iptables (reported on the Node and in the log)
+//! loop {
+//!     table = compute(stores)           (pure)
+//!     proxier.sync(table)               (on a blocking thread; only differences are written)
+//!     metrics, "service table changed" log (on change only), FerryServiceProxyReady condition
+//!     sleep until an event (+5 ms to batch a burst), the resync period, or 1 s after a failure
+//! }
+//! ```
+//!
+//! Nothing is synced before all three lists are complete, so a starting agent never mistakes
+//! "not listed yet" for "no endpoints" (which would reject working Services). A failed sync
+//! leaves the previous datapath in place (`FerryServiceProxyReady=False` with the error) and is
+//! retried every second. The programming latency is measured from the arrival of the first
+//! event not yet in the datapath to the end of the sync that wrote it.
+
+use super::iptables::{self, IptablesProxier};
+use super::table::{self, ServiceTable};
+use super::{Proxier, ProxyError, ProxyMode};
+use crate::config::Config;
+use crate::health::{self, ProxyHealth};
+use crate::metrics::Metrics;
+use ferry_kube::watch::Reflector;
+use ferry_kube::Loop;
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// After a wake-up, wait this long so a burst of events makes one round.
+const DEBOUNCE: Duration = Duration::from_millis(5);
+/// Retry period after a failed round.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// When the first event not yet programmed arrived (shared with the reflectors' filters).
+type FirstChange = Arc<Mutex<Option<Instant>>>;
+
+fn mark(first: &FirstChange) {
+    let mut f = first.lock().unwrap_or_else(|e| e.into_inner());
+    f.get_or_insert_with(Instant::now);
+}
+
+fn take(first: &FirstChange) -> Option<Instant> {
+    first.lock().unwrap_or_else(|e| e.into_inner()).take()
+}
+
+/// The IPv4 InternalIPs of a Node: all the service table reads from it.
+fn internal_ips(n: &Node) -> BTreeSet<String> {
+    n.status
+        .as_ref()
+        .and_then(|s| s.addresses.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|a| a.type_ == "InternalIP")
+        .map(|a| a.address.clone())
+        .collect()
+}
+
+/// The eBPF proxier for `cfg`.
+fn ebpf_proxier(cfg: &Config) -> Result<Box<dyn Proxier>, ProxyError> {
+    if cfg.proxy_cgroup.is_none() {
+        return Err(ProxyError::Bpf(
+            "--proxy-cgroup is not set (the cgroup the socket hooks attach to)".to_owned(),
+        ));
+    }
+    Err(ProxyError::Bpf(
+        "the eBPF Service proxier is not part of this build".to_owned(),
+    ))
+}
+
+/// A proxier, and a note when it is the iptables fallback of an unavailable eBPF datapath.
+type Started = (Box<dyn Proxier>, Option<String>);
+
+/// The proxier for `cfg` (`None` for `--service-proxy off`).
+fn proxier(cfg: &Config) -> Result<Option<Started>, ProxyError> {
+    match cfg.service_proxy {
+        ProxyMode::Off => Ok(None),
+        ProxyMode::Iptables => Ok(Some((
+            Box::new(IptablesProxier::new(Some(cfg.cluster_cidr))),
+            None,
+        ))),
+        ProxyMode::Ebpf => match ebpf_proxier(cfg) {
+            Ok(p) => Ok(Some((p, None))),
+            Err(e) if cfg.proxy_fallback => Ok(Some((fallback(&e), Some(fallback_note(&e))))),
+            Err(e) => Err(e),
+        },
+    }
+}
+
+fn fallback(e: &ProxyError) -> Box<dyn Proxier> {
+    tracing::warn!(error = %e, "eBPF Service datapath unavailable: falling back to iptables (--proxy-fallback)");
+    Box::new(IptablesProxier::new(None))
+}
+
+fn fallback_note(e: &ProxyError) -> String {
+    format!("iptables fallback (--proxy-fallback): {e}")
+}
+
+/// Starts the service reconciler in the background (a tokio task). Returns at once.
+pub fn spawn(cfg: Config, client: kube::Client, metrics: Arc<Metrics>) {
+    tokio::spawn(run(cfg, client, metrics));
+}
+
+/// What the reconciler keeps between rounds.
+struct State {
+    cfg: Config,
+    nodes_api: Api<Node>,
+    services: Store<Service>,
+    slices: Store<EndpointSlice>,
+    nodes: Store<Node>,
+    metrics: Arc<Metrics>,
+    proxier: Option<Box<dyn Proxier>>,
+    /// Set when the running proxier is the iptables fallback.
+    note: Option<String>,
+    /// A sync has succeeded in this process (no fallback after that).
+    programmed: bool,
+    /// The last table synced (for "changed" logs).
+    last: Option<ServiceTable>,
+    /// Skipped objects last logged.
+    skipped: Vec<(String, String)>,
+    /// The condition posted last (to log transitions once).
+    health: Option<ProxyHealth>,
+    first_change: FirstChange,
+}
+
+async fn run(cfg: Config, client: kube::Client, metrics: Arc<Metrics>) {
+    let wake = Arc::new(Notify::new());
+    let first_change: FirstChange = Arc::default();
+    let fc = first_change.clone();
+    let services = Reflector::new(Api::<Service>::all(client.clone()))
+        .wake(wake.clone())
+        .wake_on_error(false)
+        .name("Service watch failed (retrying with backoff)")
+        .wake_if(move |e| {
+            let touched = ferry_kube::watch::touched(e);
+            if touched {
+                mark(&fc);
+            }
+            touched || matches!(e, watcher::Event::InitDone)
+        })
+        .spawn();
+    let fc = first_change.clone();
+    let slices = Reflector::new(Api::<EndpointSlice>::all(client.clone()))
+        .wake(wake.clone())
+        .wake_on_error(false)
+        .name("EndpointSlice watch failed (retrying with backoff)")
+        .wake_if(move |e| {
+            let touched = ferry_kube::watch::touched(e);
+            if touched {
+                mark(&fc);
+            }
+            touched || matches!(e, watcher::Event::InitDone)
+        })
+        .spawn();
+    let fc = first_change.clone();
+    let mut seen: HashMap<String, BTreeSet<String>> = HashMap::new();
+    let nodes_api = Api::<Node>::all(client);
+    let nodes = Reflector::new(nodes_api.clone())
+        .wake(wake.clone())
+        .wake_on_error(false)
+        .name("Node watch (services) failed (retrying with backoff)")
+        .wake_if(move |e| {
+            let changed = match e {
+                watcher::Event::Apply(n) | watcher::Event::InitApply(n) => {
+                    let name = n.metadata.name.clone().unwrap_or_default();
+                    let ips = internal_ips(n);
+                    seen.insert(name, ips.clone()) != Some(ips)
+                }
+                watcher::Event::Delete(n) => seen
+                    .remove(n.metadata.name.as_deref().unwrap_or_default())
+                    .is_some(),
+                watcher::Event::Init => false,
+                watcher::Event::InitDone => return true,
+            };
+            if changed {
+                mark(&fc);
+            }
+            changed
+        })
+        .spawn();
+    for (what, ready) in [
+        ("Service", ferry_kube::watch::ready(&services).await),
+        ("EndpointSlice", ferry_kube::watch::ready(&slices).await),
+        ("Node", ferry_kube::watch::ready(&nodes).await),
+    ] {
+        if let Err(e) = ready {
+            tracing::error!(error = %e, "{what} watch ended: Services are not routed by this agent");
+            return;
+        }
+    }
+    let mut st = State {
+        nodes_api,
+        services,
+        slices,
+        nodes,
+        metrics,
+        proxier: None,
+        note: None,
+        programmed: false,
+        last: None,
+        skipped: Vec::new(),
+        health: None,
+        first_change,
+        cfg,
+    };
+    let mut rounds = Loop::new(wake, st.cfg.resync)
+        .retry(RETRY)
+        .debounce(DEBOUNCE);
+    loop {
+        let faulty = st.round().await;
+        rounds.after(faulty).await;
+    }
+}
+
+impl State {
+    /// One round; true when it failed (retry sooner).
+    async fn round(&mut self) -> bool {
+        let pending = take(&self.first_change);
+        let health = self.sync(pending).await;
+        let faulty = !matches!(health, ProxyHealth::Programmed { .. } | ProxyHealth::Off);
+        self.post(health).await;
+        faulty
+    }
+
+    /// Makes sure a proxier exists, computes the table and syncs it.
+    async fn sync(&mut self, pending: Option<Instant>) -> ProxyHealth {
+        if self.proxier.is_none() {
+            match proxier(&self.cfg) {
+                Ok(None) => {
+                    self.metrics
+                        .update_services(|s| s.mode = ProxyMode::Off.name());
+                    return ProxyHealth::Off;
+                }
+                Ok(Some((p, note))) => {
+                    tracing::info!(mode = p.mode().name(), "Service proxier started");
+                    self.metrics.update_services(|s| s.mode = p.mode().name());
+                    self.proxier = Some(p);
+                    self.note = note;
+                }
+                Err(e) => {
+                    self.metrics.update_services(|s| s.mode = "none");
+                    return ProxyHealth::Unavailable(e.to_string());
+                }
+            }
+        }
+        let start = Instant::now();
+        let services = self.services.state();
+        let slices = self.slices.state();
+        let nodes = self.nodes.state();
+        let table = table::compute(
+            &services,
+            &slices,
+            &nodes,
+            &self.cfg.node_name,
+            &table::Options::default(),
+        );
+        let Some(mut p) = self.proxier.take() else {
+            return ProxyHealth::Unavailable("no proxier".to_owned());
+        };
+        let (p, table, result) = match tokio::task::spawn_blocking(move || {
+            let r = p.sync(&table);
+            (p, table, r)
+        })
+        .await
+        {
+            Ok(v) => v,
+            Err(e) => {
+                // The sync panicked: the proxier is gone; a new one is made next round.
+                return ProxyHealth::Failing {
+                    mode: self.cfg.service_proxy.name(),
+                    error: format!("sync panicked: {e}"),
+                };
+            }
+        };
+        let mode = p.mode().name();
+        let elapsed = start.elapsed().as_secs_f64();
+        match result {
+            Ok(stats) => {
+                if !self.programmed && p.mode() != ProxyMode::Iptables {
+                    // Another mode now serves: iptables chains of an earlier run are stale.
+                    if let Err(e) = iptables::uninstall() {
+                        tracing::warn!(error = %e, "removing stale iptables Service chains failed");
+                    }
+                }
+                self.programmed = true;
+                self.proxier = Some(p);
+                self.record(&table, elapsed, false);
+                if stats.changed + stats.removed > 0 {
+                    if let Some(t) = pending {
+                        let latency = t.elapsed().as_secs_f64();
+                        self.metrics.update_services(|s| s.latency.observe(latency));
+                    }
+                }
+                if stats.failed > 0 {
+                    tracing::warn!(
+                        failed = stats.failed,
+                        "some Service frontends could not be programmed (retried every round)"
+                    );
+                }
+                self.log_table(table);
+                ProxyHealth::Programmed {
+                    mode,
+                    note: self.note.clone(),
+                }
+            }
+            Err(e @ ProxyError::Bpf(_)) if !self.programmed && self.cfg.proxy_fallback => {
+                self.proxier = Some(fallback(&e));
+                self.note = Some(fallback_note(&e));
+                self.metrics
+                    .update_services(|s| s.mode = ProxyMode::Iptables.name());
+                self.record(&table, elapsed, true);
+                ProxyHealth::Failing {
+                    mode,
+                    error: e.to_string(),
+                }
+            }
+            Err(e) => {
+                self.proxier = Some(p);
+                self.record(&table, elapsed, true);
+                ProxyHealth::Failing {
+                    mode,
+                    error: e.to_string(),
+                }
+            }
+        }
+    }
+
+    fn record(&self, t: &ServiceTable, elapsed: f64, failed: bool) {
+        let services: BTreeSet<(&str, &str)> = t
+            .entries
+            .values()
+            .map(|e| (e.service.namespace.as_str(), e.service.name.as_str()))
+            .collect();
+        let backends: usize = t.entries.values().map(|e| e.backends.len()).sum();
+        self.metrics.update_services(|s| {
+            s.services = services.len() as u64;
+            s.frontends = t.entries.len() as u64;
+            s.backends = backends as u64;
+            s.skipped = t.skipped.len() as u64;
+            s.syncs += 1;
+            if failed {
+                s.sync_errors += 1;
+            }
+            s.sync_seconds.observe(elapsed);
+        });
+    }
+
+    /// Logs the table when it changed, and skipped objects when they changed.
+    fn log_table(&mut self, t: ServiceTable) {
+        if self.skipped != t.skipped {
+            for (id, why) in t.skipped.iter().filter(|s| !self.skipped.contains(s)) {
+                tracing::warn!(object = %id, reason = %why, "Service object skipped");
+            }
+            self.skipped = t.skipped.clone();
+        }
+        if self.last.as_ref().map(|l| &l.entries) != Some(&t.entries) {
+            let backends: usize = t.entries.values().map(|e| e.backends.len()).sum();
+            let empty = t.entries.values().filter(|e| e.backends.is_empty()).count();
+            tracing::info!(
+                frontends = t.entries.len(),
+                backends,
+                without_endpoints = empty,
+                "service table programmed"
+            );
+            self.last = Some(t);
+        }
+    }
+
+    /// Posts `FerryServiceProxyReady` when it changed; logs transitions.
+    async fn post(&mut self, h: ProxyHealth) {
+        if self.health.as_ref() != Some(&h) {
+            match &h {
+                ProxyHealth::Programmed { .. } | ProxyHealth::Off => {}
+                ProxyHealth::Unavailable(why) => {
+                    tracing::error!(reason = %why, "no Service proxier (retrying every second)")
+                }
+                ProxyHealth::Failing { error, .. } => {
+                    tracing::error!(error = %error, "Service sync failed (previous datapath kept; retrying every second)")
+                }
+            }
+            self.health = Some(h.clone());
+        }
+        let name = &self.cfg.node_name;
+        let Some(me) = self.nodes.get(&ObjectRef::new(name)) else {
+            return;
+        };
+        let current = me
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.clone())
+            .unwrap_or_default();
+        let want = [health::service_proxy(&h)];
+        let now = k8s_openapi::jiff::Timestamp::now().to_string();
+        let Some(patch) = health::patch(&current, &want, &now) else {
+            return;
+        };
+        if let Err(e) = self
+            .nodes_api
+            .patch_status(name, &PatchParams::default(), &Patch::Strategic(&patch))
+            .await
+        {
+            tracing::warn!(error = %e, "posting FerryServiceProxyReady failed (retried next round)");
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! Privileged end-to-end test of the iptables Service proxier
+//! (`ferry_agent::service::iptables::IptablesProxier`) on real sockets.
+//!
+//! Everything lives in namespaces this test creates (removed by `Drop` guards, also on panic):
+//! a node namespace with a bridge `br0` (10.244.1.1/24) and `ip_forward` on, three backend
+//! "pods" (10.244.1.2-4, each serving its name over TCP 8080 and UDP 5353) and a client pod
+//! (10.244.1.10), each attached to the bridge with a veth pair; the Service network is routed
+//! to an absent gateway (as a node's default route would take it), so rejected frontends are
+//! rejected by our rules and not by a missing route (ICMP redirects are off: routing back out
+//! of `br0` would otherwise send one first, and the per-host ICMP rate limit would then swallow
+//! the port unreachable). The proxier runs on a thread that
+//! entered the node namespace, so its `iptables-save` / `iptables-restore` / `conntrack`
+//! children act there only; the rules are checked with `iptables-save` inside the namespace.
+//!
+//! Checked: ClusterIP over TCP and UDP reaches every backend; a frontend without endpoints
+//! refuses at once (`ECONNREFUSED` on connect, ICMP port unreachable for UDP); `ClientIP`
+//! affinity sticks; hairpin (a pod reaching itself through its Service) works; an unchanged
+//! table runs no `iptables-restore`; a removed endpoint is never picked again.
+
+#![forbid(unsafe_code)]
+
+use ferry_agent::service::iptables::IptablesProxier;
+use ferry_agent::service::{
+    Backend, Entry, Frontend, FrontendKind, Proto, Proxier as _, ServicePortName, ServiceTable,
+};
+use ferry_tests::{privileged, veth, Netns};
+use std::collections::BTreeSet;
+use std::io::{ErrorKind, Read as _, Write as _};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+const TCP_PORT: u16 = 8080;
+const UDP_PORT: u16 = 5353;
+const TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A pod namespace at `ip` on the node's bridge.
+fn pod(node: &Netns, tag: &str, host_if: &str, ip: &str) -> Netns {
+    let p = Netns::new(tag);
+    veth(&p, "eth0", node, host_if);
+    // Hairpin mode on the port, as ferry-cni sets it (datapath pitfall 5).
+    node.sh(&format!(
+        "ip link set {host_if} master br0 up && ip link set {host_if} type bridge_slave hairpin on"
+    ));
+    p.sh(&format!(
+        "ip addr add {ip}/24 dev eth0 && ip link set eth0 up && ip route add default via 10.244.1.1"
+    ));
+    p
+}
+
+/// Serves `name` on TCP 8080 and UDP 5353 in `ns` (sockets made inside it, served from
+/// background threads that end with the test process).
+fn serve(ns: &Netns, name: &'static str) {
+    let (tcp, udp) = ns.run(|| {
+        (
+            TcpListener::bind(("0.0.0.0", TCP_PORT)).unwrap(),
+            UdpSocket::bind(("0.0.0.0", UDP_PORT)).unwrap(),
+        )
+    });
+    std::thread::spawn(move || {
+        for mut s in tcp.incoming().flatten() {
+            let _ = s.write_all(name.as_bytes());
+        }
+    });
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok((_, from)) = udp.recv_from(&mut buf) {
+            let _ = udp.send_to(name.as_bytes(), from);
+        }
+    });
+}
+
+/// Connects from `ns` to `to` and reads the backend's name.
+fn tcp_name(ns: &Netns, to: SocketAddr) -> std::io::Result<String> {
+    ns.run(|| {
+        let mut s = TcpStream::connect_timeout(&to, TIMEOUT)?;
+        s.set_read_timeout(Some(TIMEOUT))?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    })
+}
+
+/// Sends one datagram from a fresh socket in `ns` to `to` and reads the answer.
+fn udp_name(ns: &Netns, to: SocketAddr) -> std::io::Result<String> {
+    ns.run(|| {
+        let s = UdpSocket::bind("0.0.0.0:0")?;
+        s.connect(to)?;
+        s.set_read_timeout(Some(TIMEOUT))?;
+        s.send(b"who")?;
+        let mut buf = [0u8; 64];
+        let n = s.recv(&mut buf)?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    })
+}
+
+fn fe(addr: &str, port: u16, proto: Proto) -> Frontend {
+    Frontend {
+        addr: addr.parse().unwrap(),
+        port,
+        proto,
+    }
+}
+
+fn entry(name: &str, backends: &[&str], port: u16, affinity: Option<u32>) -> Entry {
+    Entry {
+        service: ServicePortName {
+            namespace: "default".into(),
+            name: name.into(),
+            port: String::new(),
+        },
+        kind: FrontendKind::ClusterIp,
+        backends: backends
+            .iter()
+            .map(|a| Backend {
+                addr: a.parse::<Ipv4Addr>().unwrap(),
+                port,
+            })
+            .collect(),
+        affinity_timeout: affinity,
+    }
+}
+
+fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn iptables_proxier_serves_cluster_ips_in_a_namespace() {
+    if !privileged("iptables_proxier_serves_cluster_ips_in_a_namespace") {
+        return;
+    }
+    let root = ferry_tests::RootSnapshot::take();
+    let node = Netns::new("fsvcn");
+    node.sh(
+        "ip link add br0 type bridge && ip addr add 10.244.1.1/24 dev br0 && ip link set br0 up \
+         && sysctl -qw net.ipv4.ip_forward=1 \
+         && ip route add 10.96.0.0/12 via 10.244.1.254 dev br0 \
+         && sysctl -qw net.ipv4.conf.all.send_redirects=0 net.ipv4.conf.br0.send_redirects=0",
+    );
+    let p1 = pod(&node, "fsvc1", "v1", "10.244.1.2");
+    let p2 = pod(&node, "fsvc2", "v2", "10.244.1.3");
+    let p3 = pod(&node, "fsvc3", "v3", "10.244.1.4");
+    let client = pod(&node, "fsvcc", "vc", "10.244.1.10");
+    serve(&p1, "p1");
+    serve(&p2, "p2");
+    serve(&p3, "p3");
+    let all = ["10.244.1.2", "10.244.1.3", "10.244.1.4"];
+
+    let mut table = ServiceTable::default();
+    table.entries.insert(
+        fe("10.96.0.10", 80, Proto::Tcp),
+        entry("web", &all, TCP_PORT, None),
+    );
+    table.entries.insert(
+        fe("10.96.0.10", 53, Proto::Udp),
+        entry("web", &all, UDP_PORT, None),
+    );
+    table.entries.insert(
+        fe("10.96.0.11", 80, Proto::Tcp),
+        entry("empty", &[], 1, None),
+    );
+    table.entries.insert(
+        fe("10.96.0.11", 53, Proto::Udp),
+        entry("empty", &[], 1, None),
+    );
+    table.entries.insert(
+        fe("10.96.0.12", 80, Proto::Tcp),
+        entry("sticky", &all, TCP_PORT, Some(60)),
+    );
+    table.entries.insert(
+        fe("10.96.0.13", 80, Proto::Tcp),
+        entry("self", &["10.244.1.2"], TCP_PORT, None),
+    );
+
+    let mut proxier = IptablesProxier::new(Some("10.244.0.0/16".parse().unwrap()));
+    let stats = node.run(|| proxier.sync(&table)).expect("first sync");
+    assert_eq!(stats.changed, 4, "{stats:?}");
+    assert_eq!(proxier.restores(), 1);
+
+    // The rules, seen by an independent tool inside the node namespace.
+    let save = node.sh("iptables-save");
+    for want in [
+        "-A PREROUTING -j FERRY-SERVICES",
+        "-A OUTPUT -j FERRY-SERVICES",
+        "-A POSTROUTING -j FERRY-SERVICES-POST",
+        "-A FORWARD -j FERRY-SERVICES",
+        "-A FERRY-SERVICES -d 10.96.0.11/32 -p tcp -m tcp --dport 80 -j REJECT --reject-with icmp-port-unreachable",
+        "-A FERRY-SERVICES -d 10.96.0.10/32 -p udp -m udp --dport 53 -j FERRY-SVC-",
+        "-j DNAT --to-destination 10.244.1.4:8080",
+        "-m statistic --mode random --probability 0.33333333349 -j FERRY-SEP-",
+    ] {
+        assert!(save.contains(want), "{want:?} missing in\n{save}");
+    }
+    assert!(!save.contains("KUBE-"), "{save}");
+
+    // ClusterIP TCP and UDP reach every backend.
+    let mut seen = BTreeSet::new();
+    for _ in 0..60 {
+        seen.insert(tcp_name(&client, sa("10.96.0.10:80")).expect("tcp via ClusterIP"));
+    }
+    assert_eq!(
+        seen,
+        BTreeSet::from(["p1".into(), "p2".into(), "p3".into()])
+    );
+    let mut seen = BTreeSet::new();
+    for _ in 0..60 {
+        seen.insert(udp_name(&client, sa("10.96.0.10:53")).expect("udp via ClusterIP"));
+    }
+    assert_eq!(
+        seen,
+        BTreeSet::from(["p1".into(), "p2".into(), "p3".into()])
+    );
+
+    // No endpoints: refused at once, never a timeout.
+    let t = Instant::now();
+    let e = tcp_name(&client, sa("10.96.0.11:80")).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ConnectionRefused, "{e}");
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    let e = udp_name(&client, sa("10.96.0.11:53")).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ConnectionRefused, "{e}");
+
+    // ClientIP affinity sticks.
+    let first = tcp_name(&client, sa("10.96.0.12:80")).unwrap();
+    for _ in 0..20 {
+        assert_eq!(tcp_name(&client, sa("10.96.0.12:80")).unwrap(), first);
+    }
+
+    // Hairpin: p1 reaches itself through its Service.
+    assert_eq!(tcp_name(&p1, sa("10.96.0.13:80")).expect("hairpin"), "p1");
+
+    // Unchanged table: no iptables-restore.
+    let stats = node.run(|| proxier.sync(&table)).unwrap();
+    assert_eq!(stats, Default::default());
+    assert_eq!(proxier.restores(), 1);
+    let rules = |s: &str| -> Vec<String> {
+        s.lines()
+            .filter(|l| l.starts_with("-A "))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(rules(&node.sh("iptables-save")), rules(&save));
+
+    // p3 leaves the Service: never picked again, its chain gone.
+    let web = fe("10.96.0.10", 80, Proto::Tcp);
+    table.entries.get_mut(&web).unwrap().backends.pop();
+    let stats = node.run(|| proxier.sync(&table)).unwrap();
+    assert_eq!((stats.changed, stats.removed), (1, 0), "{stats:?}");
+    assert_eq!(proxier.restores(), 2);
+    let save = node.sh("iptables-save -t nat");
+    assert_eq!(
+        save.matches("DNAT --to-destination 10.244.1.4:8080")
+            .count(),
+        1,
+        "only the sticky Service still uses p3:\n{save}"
+    );
+    for _ in 0..30 {
+        assert_ne!(tcp_name(&client, sa("10.96.0.10:80")).unwrap(), "p3");
+    }
+
+    // Everything removed: no chain of ours is left.
+    node.run(ferry_agent::service::iptables::uninstall).unwrap();
+    let save = node.sh("iptables-save");
+    assert!(!save.contains("FERRY-"), "{save}");
+    drop((client, p1, p2, p3, node));
+    root.assert_unchanged();
+}
