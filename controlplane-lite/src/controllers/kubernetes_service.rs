@@ -20,26 +20,24 @@
 //! same port): the port of the lowest live address, and only the replicas on it are listed, so
 //! every replica computes the same objects and none fights another.
 //!
-//! Level-triggered over reflectors of the four objects: a deleted object is recreated and an
-//! edited one repaired (ports, type, selector of the Service; endpoints, ports and labels of the
-//! slice and the Endpoints) within a round. The EndpointSlice controller never touches these: the
+//! Level-triggered, by polling: every [`POLL`] a round reads the four objects (GETs and two
+//! label-selected LISTs, no watch: the API server's own loop must not take watch slots from the
+//! admin identity, which `--max-watches-per-client` limits) and converges them, so a deleted object
+//! is recreated and an edited one repaired (ports, type, selector of the Service; endpoints, ports
+//! and labels of the slice and the Endpoints) within a couple of seconds. The EndpointSlice controller never touches these: the
 //! Service has no selector and the slice carries no `managed-by` label of its.
 
-use ferry_kube::watch::{self, Reflector};
-use ferry_kube::Loop;
 use ipnetwork::Ipv4Network;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::reflector::Store;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
 
 /// Name of the Service, its EndpointSlice and its Endpoints.
 pub const NAME: &str = "kubernetes";
@@ -49,8 +47,12 @@ pub const NAMESPACE: &str = "default";
 pub const LEASE_NAMESPACE: &str = "kube-system";
 /// Label of the API servers' Leases (value `ferry-server`).
 pub const LEASE_LABEL: &str = "ferry.dev/apiserver-endpoint";
-/// How often a server renews its Lease (and the resync period of the loop).
+/// How often a server renews its Lease.
 pub const RENEW: Duration = Duration::from_secs(5);
+/// How often the objects are read and converged.
+pub const POLL: Duration = Duration::from_secs(2);
+/// The next round after a failed read or write.
+const RETRY: Duration = Duration::from_secs(1);
 /// How long a Lease counts after its last renewal.
 pub const LEASE_SECONDS: i32 = 15;
 
@@ -220,67 +222,67 @@ fn same(cur: &Value, want: &Value, fields: &[&str]) -> bool {
         && cur.pointer("/metadata/labels") == want.pointer("/metadata/labels")
 }
 
-/// Runs the loop (forever, unless a watch cannot start).
+/// Runs the loop (forever).
 pub async fn run(client: kube::Client, cfg: Config) -> anyhow::Result<()> {
-    let wake = Arc::new(Notify::new());
-    let by_name = format!("metadata.name={NAME}");
-    let services = Reflector::new(Api::<Service>::namespaced(client.clone(), NAMESPACE))
-        .fields(&by_name)
-        .wake(wake.clone())
-        .spawn();
-    let endpoints = Reflector::new(Api::<Endpoints>::namespaced(client.clone(), NAMESPACE))
-        .fields(&by_name)
-        .wake(wake.clone())
-        .spawn();
-    let slices = Reflector::new(Api::<EndpointSlice>::namespaced(client.clone(), NAMESPACE))
-        .labels(&format!("kubernetes.io/service-name={NAME}"))
-        .wake(wake.clone())
-        .spawn();
-    let leases = Reflector::new(Api::<Lease>::namespaced(client.clone(), LEASE_NAMESPACE))
-        .labels(LEASE_LABEL)
-        .wake(wake.clone())
-        .spawn();
-    watch::ready(&services).await?;
-    watch::ready(&endpoints).await?;
-    watch::ready(&slices).await?;
-    watch::ready(&leases).await?;
-    let stores = Stores {
-        services,
-        endpoints,
-        slices,
-        leases,
-    };
-    let mut lp = Loop::new(wake, RENEW).retry(Duration::from_secs(1));
     loop {
-        let faulty = reconcile(&client, &cfg, &stores).await;
-        lp.after(faulty).await;
+        let faulty = reconcile(&client, &cfg).await;
+        tokio::time::sleep(if faulty { RETRY } else { POLL }).await;
     }
 }
 
-struct Stores {
-    services: Store<Service>,
-    endpoints: Store<Endpoints>,
-    slices: Store<EndpointSlice>,
-    leases: Store<Lease>,
+/// What the API holds now.
+struct Current {
+    service: Option<Service>,
+    slices: Vec<EndpointSlice>,
+    endpoints: Option<Endpoints>,
+    leases: Vec<Arc<Lease>>,
 }
 
-/// One round; true if a write failed (retry soon).
-async fn reconcile(client: &kube::Client, cfg: &Config, s: &Stores) -> bool {
+async fn read(client: &kube::Client) -> Result<Current, kube::Error> {
+    let svc_api: Api<Service> = Api::namespaced(client.clone(), NAMESPACE);
+    let slice_api: Api<EndpointSlice> = Api::namespaced(client.clone(), NAMESPACE);
+    let ep_api: Api<Endpoints> = Api::namespaced(client.clone(), NAMESPACE);
+    let lease_api: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
+    Ok(Current {
+        service: svc_api.get_opt(NAME).await?,
+        slices: slice_api
+            .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={NAME}")))
+            .await?
+            .items,
+        endpoints: ep_api.get_opt(NAME).await?,
+        leases: lease_api
+            .list(&ListParams::default().labels(LEASE_LABEL))
+            .await?
+            .items
+            .into_iter()
+            .map(Arc::new)
+            .collect(),
+    })
+}
+
+/// One round; true if a read or write failed (retry soon).
+async fn reconcile(client: &kube::Client, cfg: &Config) -> bool {
+    let cur = match read(client).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::info!("kubernetes service: reading: {e} (retrying)");
+            return true;
+        }
+    };
     let mut faulty = false;
     let now = jiff::Timestamp::now();
-    let leases = s.leases.state();
     if let Some(own) = cfg.endpoint {
-        faulty |= renew_lease(client, own, &leases, now).await;
+        faulty |= renew_lease(client, own, &cur.leases, now).await;
     }
 
-    let (port, ips) = live_endpoints(&leases, cfg.endpoint, cfg.port, now);
+    let (port, ips) = live_endpoints(&cur.leases, cfg.endpoint, cfg.port, now);
 
     // The Service.
     let svc_api: Api<Service> = Api::namespaced(client.clone(), NAMESPACE);
-    match s.services.state().iter().find(|x| x.name_any() == NAME) {
+    match &cur.service {
         None => faulty |= create(&svc_api, desired_service(cfg, port)).await,
-        Some(cur) => {
-            if let Some(fixed) = repaired_service(cur, port) {
+        Some(svc) => {
+            if let Some(fixed) = repaired_service(svc, port) {
                 tracing::warn!(
                     "service {NAMESPACE}/{NAME} was edited: repairing its ports, type and selector"
                 );
@@ -292,18 +294,17 @@ async fn reconcile(client: &kube::Client, cfg: &Config, s: &Stores) -> bool {
     // Its endpoints.
     let slice_api: Api<EndpointSlice> = Api::namespaced(client.clone(), NAMESPACE);
     let want = desired_slice(&ips, port);
-    let slices = s.slices.state();
-    match slices.iter().find(|x| x.name_any() == NAME) {
+    match cur.slices.iter().find(|x| x.name_any() == NAME) {
         None => faulty |= create(&slice_api, want).await,
-        Some(cur) => {
-            let cur_v = serde_json::to_value(&**cur).unwrap_or_default();
+        Some(slice) => {
+            let cur_v = serde_json::to_value(slice).unwrap_or_default();
             if !same(&cur_v, &want, &["endpoints", "ports", "addressType"]) {
-                faulty |= replace(&slice_api, with_version(want, cur.resource_version())).await;
+                faulty |= replace(&slice_api, with_version(want, slice.resource_version())).await;
             }
         }
     }
     // Any other slice claiming to be this Service's (upstream deletes them too).
-    for other in slices.iter().filter(|x| x.name_any() != NAME) {
+    for other in cur.slices.iter().filter(|x| x.name_any() != NAME) {
         match slice_api
             .delete(&other.name_any(), &DeleteParams::default())
             .await
@@ -321,12 +322,12 @@ async fn reconcile(client: &kube::Client, cfg: &Config, s: &Stores) -> bool {
     }
     let ep_api: Api<Endpoints> = Api::namespaced(client.clone(), NAMESPACE);
     let want = desired_endpoints(&ips, port);
-    match s.endpoints.state().iter().find(|x| x.name_any() == NAME) {
+    match &cur.endpoints {
         None => faulty |= create(&ep_api, want).await,
-        Some(cur) => {
-            let cur_v = serde_json::to_value(&**cur).unwrap_or_default();
+        Some(ep) => {
+            let cur_v = serde_json::to_value(ep).unwrap_or_default();
             if !same(&cur_v, &want, &["subsets"]) {
-                faulty |= replace(&ep_api, with_version(want, cur.resource_version())).await;
+                faulty |= replace(&ep_api, with_version(want, ep.resource_version())).await;
             }
         }
     }
@@ -338,8 +339,8 @@ fn with_version(mut v: Value, rv: Option<String>) -> Value {
     v
 }
 
-/// Renews (or creates) this server's Lease unless the store shows it renewed within [`RENEW`]
-/// (a renewal wakes the loop, which must not renew again at once); true on failure.
+/// Renews (or creates) this server's Lease unless it was renewed less than [`RENEW`] ago; true on
+/// failure.
 async fn renew_lease(
     client: &kube::Client,
     own: SocketAddrV4,
