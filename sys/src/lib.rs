@@ -10,6 +10,8 @@
 //! | [`listener`] | listening sockets inherited from the parent process |
 //! | [`net`] | sockets, setsockopt, bind / recv / sendto, `struct ifreq` (size-checked), ethtool TX checksum |
 //! | [`tun`] | TUN queues: open + `TUNSETIFF`, `TUNSETOFFLOAD`, `TUNSETPERSIST` |
+//! | [`bpf`] | `BPF_OBJ_GET` of a pin and `BPF_LINK_UPDATE` (what aya 0.14 keeps private) |
+//! | [`sock_diag`] | list and destroy IPv4 UDP sockets of a namespace (`SOCK_DESTROY`) |
 //!
 //! Every `unsafe` block of the workspace outside the eBPF programs and the UDP datapath's hot loop
 //! lives in this crate, each with its `SAFETY` line; the other crates `forbid(unsafe_code)`. The
@@ -22,11 +24,13 @@
     reason = "ferry-sys is the kernel boundary: raw syscalls and C layouts, each block with its SAFETY line"
 )]
 
+pub mod bpf;
 pub mod cgroup;
 pub mod fs;
 pub mod listener;
 pub mod net;
 pub mod netns;
 pub mod process;
+pub mod sock_diag;
 pub mod sysctl;
 pub mod tun;

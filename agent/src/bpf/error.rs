@@ -73,6 +73,36 @@ pub enum BpfError {
         #[source]
         source: Box<aya::maps::MapError>,
     },
+    /// A pin (bpffs file or directory) could not be created, opened, updated or removed.
+    #[error("{op} {}", path.display())]
+    Pin {
+        /// The operation, e.g. `"open link pin"` or `"BPF_LINK_UPDATE"`.
+        op: &'static str,
+        /// The bpffs path.
+        path: PathBuf,
+        /// The kernel's answer.
+        #[source]
+        source: io::Error,
+    },
+    /// aya could not pin an object.
+    #[error("pinning {}", path.display())]
+    PinObject {
+        /// The bpffs path.
+        path: PathBuf,
+        /// What aya reported.
+        #[source]
+        source: Box<aya::pin::PinError>,
+    },
+    /// A program's link is not a `bpf_link` (a kernel older than 5.7 attached it the legacy way,
+    /// which cannot be pinned).
+    #[error("link of eBPF program `{program}` cannot be pinned")]
+    Link {
+        /// The program.
+        program: &'static str,
+        /// What aya reported.
+        #[source]
+        source: Box<aya::programs::links::LinkError>,
+    },
     /// The cgroup directory to attach to could not be opened.
     #[error("opening cgroup directory {}", path.display())]
     OpenCgroup {

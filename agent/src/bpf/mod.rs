@@ -1,16 +1,26 @@
-//! The agent's eBPF side: the embedded objects and typed wrappers around their programs and maps.
+//! The agent's eBPF side (mechanism only: the one module that imports `aya`): the embedded
+//! objects and typed wrappers around their programs and maps.
 //!
 //! The objects come from `ferry-ebpf` (one per binary there), built by this crate's `build.rs`
 //! and embedded with [`aya::include_bytes_aligned!`]. Map key and value types are shared with the
 //! programs through `ferry-common`, whose layouts are asserted at compile time on both sides.
 //!
-//! - [`SockRedirect`]: the `sock-lb` object's `cgroup/connect4` program and its maps.
+//! - [`SockLb`]: the `sock-lb` object's four cgroup socket programs, loaded with their maps
+//!   pinned under a per-node bpffs directory and attached through pinned links, so they keep
+//!   serving while the agent is down and a new agent adopts them ([`SockLb::load`],
+//!   [`SockLb::attach`]); [`unpin`] detaches and removes everything.
+//! - [`LbMaps`]: typed handles on the pinned maps (also opened read-only from the pins alone by
+//!   `ferry-agent services`).
 //! - [`embedded_objects`] / [`describe`]: what is embedded, read from the ELF without the kernel.
+//!
+//! The policy (which frontends go where) lives in `crate::service::ebpf`.
 
 mod error;
+mod maps;
 mod object;
-mod sock_redirect;
+mod sock_lb;
 
 pub use error::BpfError;
+pub use maps::LbMaps;
 pub use object::{describe, embedded_objects, EmbeddedObject, ObjectSummary, ProgramSummary};
-pub use sock_redirect::{CgroupAttachment, L4Proto, RedirectStats, SockRedirect};
+pub use sock_lb::{unpin, AttachOutcome, SockLb};

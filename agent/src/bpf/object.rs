@@ -136,14 +136,21 @@ mod tests {
     #[test]
     fn sock_lb_object_matches_common_names() {
         let summary = describe(&SOCK_LB).expect("sock-lb must be built (AYA_BUILD_SKIP unset)");
+        let programs: Vec<_> = summary
+            .programs
+            .iter()
+            .map(|p| (p.name.as_str(), p.attach.as_str()))
+            .collect();
         assert_eq!(
-            summary.programs,
-            [ProgramSummary {
-                name: names::CONNECT4.to_owned(),
-                attach: "cgroup/connect4".to_owned(),
-            }]
+            programs,
+            [
+                (names::CONNECT4, "cgroup/connect4"),
+                (names::GETPEERNAME4, "cgroup/getpeername4"),
+                (names::RECVMSG4, "cgroup/recvmsg4"),
+                (names::SENDMSG4, "cgroup/sendmsg4"),
+            ]
         );
-        assert_eq!(summary.maps, [names::LB4_SERVICES, names::LB_STATS]);
+        assert_eq!(summary.maps, names::MAPS);
     }
 
     #[test]

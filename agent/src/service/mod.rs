@@ -9,6 +9,7 @@
 //! kernel holds (pinned maps, our iptables chains) and changes only what differs, so a restarted
 //! agent adopts the datapath instead of flushing it.
 
+pub mod ebpf;
 pub mod iptables;
 pub mod reconcile;
 pub mod table;

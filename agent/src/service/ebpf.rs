@@ -1,0 +1,939 @@
+//! [`EbpfProxier`]: the [`Proxier`] that programs the `sock-lb` socket load balancer's pinned
+//! maps (see `docs/services.md` and `ferry_common::lb`).
+//!
+//! Incremental: the proxier keeps what it believes is programmed ([`Programmed`] per frontend,
+//! reference-counted backend ids) and, per sync, touches only frontends whose backends or
+//! affinity differ. At start it reads the pinned maps back ([`Datapath::read`]) instead of
+//! assuming them empty, so a restarted agent adopts the datapath and changes only what differs
+//! (never a flush). Each frontend update is atomic for the programs: the new backend slots go
+//! into the other generation, then the service entry flips (count and generation in one map
+//! update), then the old generation's slots are deleted.
+//!
+//! A frontend that cannot be written (map full, any map error) is rolled back as far as
+//! possible, counted in [`SyncStats::failed`] and retried next sync; the others are served.
+//!
+//! Connected UDP sockets still sent to a backend that left a frontend are destroyed after the
+//! sync (kube-proxy clears UDP conntrack the same way; TCP is left alone): the proxier walks the
+//! network namespaces of the processes in the attached cgroup (deduplicated by inode), lists
+//! their connected UDP sockets with sock_diag on a thread inside each namespace, and destroys
+//! those the reverse-NAT map ties to a removed (frontend, backend) pair.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::net::SocketAddrV4;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+
+use ferry_common::{
+    Lb4Backend, Lb4RevNatKey, Lb4Svc, Lb4SvcKey, LbStat, LB_MAX_BACKENDS_PER_SERVICE,
+};
+
+use super::table::{Backend, Frontend, Proto, ServiceTable};
+use super::{Proxier, ProxyError, ProxyMode, SyncStats};
+use crate::bpf::{AttachOutcome, BpfError, LbMaps, SockLb};
+
+/// What one frontend is programmed to: the live generation, its backends in slot order, and
+/// its ClientIP affinity timeout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Programmed {
+    /// The live generation (0 or 1).
+    pub gen: u8,
+    /// Backends in slot order (slot `i + 1`).
+    pub backends: Vec<Backend>,
+    /// ClientIP affinity timeout in seconds.
+    pub affinity: Option<u32>,
+}
+
+/// The datapath as read back from the maps: frontends, and the backend id table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Datapath {
+    /// Frontend -> what it is programmed to.
+    pub frontends: BTreeMap<Frontend, Programmed>,
+    /// Backend id -> backend.
+    pub backends: BTreeMap<u32, Backend>,
+    /// Service map entries that belong to no live generation or name a missing backend id
+    /// (leftovers of an interrupted update); [`EbpfProxier::new`] deletes them.
+    pub stray_slots: Vec<Lb4SvcKey>,
+}
+
+fn proto_of(n: u8) -> Option<Proto> {
+    match n {
+        6 => Some(Proto::Tcp),
+        17 => Some(Proto::Udp),
+        _ => None,
+    }
+}
+
+fn frontend_of(key: &Lb4SvcKey) -> Option<Frontend> {
+    let addr = key.socket_addr();
+    Some(Frontend {
+        addr: *addr.ip(),
+        port: addr.port(),
+        proto: proto_of(key.proto)?,
+    })
+}
+
+fn service_key(f: &Frontend) -> Lb4SvcKey {
+    Lb4SvcKey::service(SocketAddrV4::new(f.addr, f.port), f.proto.number())
+}
+
+fn backend_of(b: &Lb4Backend) -> Backend {
+    let a = b.socket_addr();
+    Backend {
+        addr: *a.ip(),
+        port: a.port(),
+    }
+}
+
+fn slot_index(i: usize) -> Result<u16, ProxyError> {
+    u16::try_from(i + 1).map_err(|_| ProxyError::Bpf(format!("slot {i} beyond u16")))
+}
+
+impl Datapath {
+    /// Reads the service and backend maps back (pure over the dumped entries: see
+    /// [`Datapath::from_entries`]).
+    pub fn read(maps: &LbMaps) -> Result<Self, BpfError> {
+        Ok(Self::from_entries(
+            &maps.dump_services()?,
+            &maps.dump_backends()?,
+        ))
+    }
+
+    /// Rebuilds the frontends from raw map entries: a frontend's live slots are
+    /// `1..=count` of its entry's generation; a frontend with a missing slot or backend keeps
+    /// the slots it has (the next sync rewrites it, since it differs from the table).
+    pub fn from_entries(services: &[(Lb4SvcKey, Lb4Svc)], backends: &[(u32, Lb4Backend)]) -> Self {
+        let backends: BTreeMap<u32, Backend> = backends
+            .iter()
+            .map(|(id, b)| (*id, backend_of(b)))
+            .collect();
+        let slots: HashMap<Lb4SvcKey, u32> = services
+            .iter()
+            .filter(|(k, _)| k.slot != 0)
+            .map(|(k, v)| (*k, v.backend_id))
+            .collect();
+        let mut out = Datapath {
+            backends,
+            ..Datapath::default()
+        };
+        let mut live = BTreeSet::new();
+        for (key, entry) in services.iter().filter(|(k, _)| k.slot == 0) {
+            let Some(frontend) = frontend_of(key) else {
+                out.stray_slots.push(*key);
+                continue;
+            };
+            let mut list = Vec::with_capacity(usize::from(entry.count));
+            for slot in 1..=entry.count {
+                let slot_key = key.with_slot(entry.gen, slot);
+                live.insert(slot_key);
+                if let Some(b) = slots.get(&slot_key).and_then(|id| out.backends.get(id)) {
+                    list.push(*b);
+                }
+            }
+            out.frontends.insert(
+                frontend,
+                Programmed {
+                    gen: entry.gen,
+                    backends: list,
+                    affinity: entry.affinity(),
+                },
+            );
+        }
+        let mut stray: Vec<Lb4SvcKey> = slots
+            .keys()
+            .filter(|k| !live.contains(*k))
+            .copied()
+            .collect();
+        stray.sort();
+        out.stray_slots.extend(stray);
+        out
+    }
+}
+
+/// Backend id allocation with reference counts (one count per slot that names the backend).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BackendIds {
+    ids: HashMap<Backend, (u32, usize)>,
+    free: Vec<u32>,
+    next: u32,
+}
+
+impl BackendIds {
+    /// Starts from the ids the datapath already uses (references counted from `frontends`).
+    pub fn adopt(dp: &Datapath) -> Self {
+        let mut ids = HashMap::new();
+        for (id, b) in &dp.backends {
+            ids.entry(*b).or_insert((*id, 0));
+        }
+        for p in dp.frontends.values() {
+            for b in &p.backends {
+                if let Some(e) = ids.get_mut(b) {
+                    e.1 += 1;
+                }
+            }
+        }
+        let next = dp.backends.keys().max().map_or(1, |m| m.saturating_add(1));
+        Self {
+            ids,
+            free: Vec::new(),
+            next,
+        }
+    }
+
+    /// The id of `b` if it has one.
+    pub fn get(&self, b: &Backend) -> Option<u32> {
+        self.ids.get(b).map(|e| e.0)
+    }
+
+    /// Takes one reference on `b`; returns its id and whether it is new (must be written).
+    pub fn acquire(&mut self, b: Backend) -> (u32, bool) {
+        if let Some(e) = self.ids.get_mut(&b) {
+            e.1 += 1;
+            return (e.0, false);
+        }
+        let id = self.free.pop().unwrap_or_else(|| {
+            let id = self.next;
+            self.next = self.next.wrapping_add(1).max(1);
+            id
+        });
+        self.ids.insert(b, (id, 1));
+        (id, true)
+    }
+
+    /// Drops one reference on `b`; returns its id if that was the last (must be deleted).
+    pub fn release(&mut self, b: &Backend) -> Option<u32> {
+        let e = self.ids.get_mut(b)?;
+        e.1 = e.1.saturating_sub(1);
+        if e.1 == 0 {
+            let id = e.0;
+            self.ids.remove(b);
+            self.free.push(id);
+            return Some(id);
+        }
+        None
+    }
+
+    /// Backends with no reference (adopted ids nothing uses any more).
+    pub fn unreferenced(&self) -> Vec<(Backend, u32)> {
+        let mut v: Vec<_> = self
+            .ids
+            .iter()
+            .filter(|(_, e)| e.1 == 0)
+            .map(|(b, e)| (*b, e.0))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Forgets an unreferenced backend (after deleting it from the map).
+    pub fn forget(&mut self, b: &Backend) {
+        if let Some((id, 0)) = self.ids.get(b).copied() {
+            self.ids.remove(b);
+            self.free.push(id);
+        }
+    }
+
+    /// Number of backends with an id.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// No backend has an id.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+/// One step of a sync, in the order it must happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Write (or rewrite) a frontend: `old` is what is programmed now (if anything).
+    Upsert {
+        /// The frontend.
+        frontend: Frontend,
+        /// What it should become (generation chosen at apply time).
+        backends: Vec<Backend>,
+        /// Affinity timeout.
+        affinity: Option<u32>,
+        /// What it is now.
+        old: Option<Programmed>,
+    },
+    /// Only the affinity changed: rewrite the service entry in place.
+    Affinity {
+        /// The frontend.
+        frontend: Frontend,
+        /// The programmed state (generation and backends stay).
+        now: Programmed,
+        /// The new affinity.
+        affinity: Option<u32>,
+    },
+    /// Remove a frontend.
+    Remove {
+        /// The frontend.
+        frontend: Frontend,
+        /// What it is now.
+        old: Programmed,
+    },
+}
+
+/// The changes that make `programmed` match `table` (pure). Backends beyond
+/// [`LB_MAX_BACKENDS_PER_SERVICE`] are cut (the table keeps them sorted, so the cut is stable).
+pub fn plan(programmed: &BTreeMap<Frontend, Programmed>, table: &ServiceTable) -> Vec<Change> {
+    let mut out = Vec::new();
+    for (frontend, entry) in &table.entries {
+        let mut backends = entry.backends.clone();
+        backends.truncate(usize::from(LB_MAX_BACKENDS_PER_SERVICE));
+        match programmed.get(frontend) {
+            Some(now) if now.backends == backends && now.affinity == entry.affinity_timeout => {}
+            Some(now) if now.backends == backends => out.push(Change::Affinity {
+                frontend: *frontend,
+                now: now.clone(),
+                affinity: entry.affinity_timeout,
+            }),
+            now => out.push(Change::Upsert {
+                frontend: *frontend,
+                backends,
+                affinity: entry.affinity_timeout,
+                old: now.cloned(),
+            }),
+        }
+    }
+    for (frontend, old) in programmed {
+        if !table.entries.contains_key(frontend) {
+            out.push(Change::Remove {
+                frontend: *frontend,
+                old: old.clone(),
+            });
+        }
+    }
+    out
+}
+
+/// The eBPF socket load balancer as a [`Proxier`].
+#[derive(Debug)]
+pub struct EbpfProxier {
+    lb: SockLb,
+    maps: LbMaps,
+    cgroup: PathBuf,
+    programmed: BTreeMap<Frontend, Programmed>,
+    ids: BackendIds,
+    attach: Vec<(&'static str, AttachOutcome)>,
+    destroyed: usize,
+}
+
+fn bpf_err(e: BpfError) -> ProxyError {
+    ProxyError::Bpf(error_chain(&e))
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+impl EbpfProxier {
+    /// Loads the programs with their maps pinned under `bpffs_dir` (adopting pinned maps), makes
+    /// them serve `cgroup` through pinned links (adopting pinned links with `BPF_LINK_UPDATE`),
+    /// reads the maps back and deletes leftovers of an interrupted update. Nothing else is
+    /// changed until the first [`Proxier::sync`].
+    pub fn new(bpffs_dir: &Path, cgroup: &Path) -> Result<Self, ProxyError> {
+        let (mut lb, mut maps) = SockLb::load(bpffs_dir).map_err(bpf_err)?;
+        let attach = lb.attach(cgroup).map_err(bpf_err)?;
+        let dp = Datapath::read(&maps).map_err(bpf_err)?;
+        for key in &dp.stray_slots {
+            maps.remove_service(key).map_err(bpf_err)?;
+        }
+        let mut ids = BackendIds::adopt(&dp);
+        for (b, id) in ids.unreferenced() {
+            maps.remove_backend(id).map_err(bpf_err)?;
+            ids.forget(&b);
+        }
+        Ok(Self {
+            lb,
+            maps,
+            cgroup: cgroup.to_owned(),
+            programmed: dp.frontends,
+            ids,
+            attach,
+            destroyed: 0,
+        })
+    }
+
+    /// What [`EbpfProxier::new`] did with each program's link (created or adopted).
+    pub fn attach_outcomes(&self) -> &[(&'static str, AttachOutcome)] {
+        &self.attach
+    }
+
+    /// The frontends as this proxier believes them programmed.
+    pub fn programmed(&self) -> &BTreeMap<Frontend, Programmed> {
+        &self.programmed
+    }
+
+    /// The maps (for tests and metrics).
+    pub fn maps(&self) -> &LbMaps {
+        &self.maps
+    }
+
+    /// The loaded programs (ids for `bpftool`).
+    pub fn programs(&self) -> &SockLb {
+        &self.lb
+    }
+
+    /// Connected UDP sockets destroyed by the last sync.
+    pub fn last_destroyed(&self) -> usize {
+        self.destroyed
+    }
+
+    /// Writes one frontend (see the module docs for the order); on error, undoes what it wrote.
+    fn upsert(
+        &mut self,
+        frontend: Frontend,
+        backends: &[Backend],
+        affinity: Option<u32>,
+        old: Option<&Programmed>,
+    ) -> Result<Programmed, ProxyError> {
+        let key = service_key(&frontend);
+        let gen = match old {
+            Some(p) => 1 - (p.gen & 1),
+            None => 0,
+        };
+        let count = u16::try_from(backends.len())
+            .map_err(|_| ProxyError::Bpf(format!("{frontend}: too many backends")))?;
+        let mut acquired = Vec::with_capacity(backends.len());
+        let mut written = Vec::with_capacity(backends.len());
+        let result = (|| -> Result<(), ProxyError> {
+            for (i, b) in backends.iter().enumerate() {
+                let (id, new) = self.ids.acquire(*b);
+                acquired.push(*b);
+                if new {
+                    self.maps
+                        .insert_backend(id, Lb4Backend::new(SocketAddrV4::new(b.addr, b.port)))
+                        .map_err(bpf_err)?;
+                }
+                let slot_key = key.with_slot(gen, slot_index(i)?);
+                self.maps
+                    .insert_service(slot_key, Lb4Svc::slot(id))
+                    .map_err(bpf_err)?;
+                written.push(slot_key);
+            }
+            self.maps
+                .insert_service(key, Lb4Svc::entry(count, gen, affinity))
+                .map_err(bpf_err)
+        })();
+        if let Err(e) = result {
+            for k in &written {
+                let _ignored = self.maps.remove_service(k);
+            }
+            for b in &acquired {
+                if let Some(id) = self.ids.release(b) {
+                    let _ignored = self.maps.remove_backend(id);
+                }
+            }
+            return Err(e);
+        }
+        // Flipped: the old generation's slots and references go.
+        if let Some(old) = old {
+            self.drop_slots(&key, old)?;
+        }
+        Ok(Programmed {
+            gen,
+            backends: backends.to_vec(),
+            affinity,
+        })
+    }
+
+    /// Deletes a generation's slots and releases its backend references.
+    fn drop_slots(&mut self, key: &Lb4SvcKey, old: &Programmed) -> Result<(), ProxyError> {
+        for (i, b) in old.backends.iter().enumerate() {
+            self.maps
+                .remove_service(&key.with_slot(old.gen, slot_index(i)?))
+                .map_err(bpf_err)?;
+            if let Some(id) = self.ids.release(b) {
+                self.maps.remove_backend(id).map_err(bpf_err)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the affinity entries of `frontend` that point at backends it no longer has.
+    fn purge_affinity(&mut self, frontend: &Frontend, gone: &BTreeSet<Backend>) {
+        let Ok(entries) = self.maps.dump_affinity() else {
+            return;
+        };
+        let backends = match self.maps.dump_backends() {
+            Ok(b) => b.into_iter().collect::<HashMap<_, _>>(),
+            Err(_) => HashMap::new(),
+        };
+        for (k, v) in entries {
+            let same = k.socket_addr() == SocketAddrV4::new(frontend.addr, frontend.port)
+                && proto_of(k.proto) == Some(frontend.proto);
+            let stale = backends
+                .get(&v.backend_id)
+                .is_none_or(|b| gone.contains(&backend_of(b)));
+            if same && stale {
+                let _ignored = self.maps.remove_affinity(&k);
+            }
+        }
+    }
+}
+
+impl Proxier for EbpfProxier {
+    fn mode(&self) -> ProxyMode {
+        ProxyMode::Ebpf
+    }
+
+    fn sync(&mut self, table: &ServiceTable) -> Result<SyncStats, ProxyError> {
+        let mut stats = SyncStats::default();
+        // (UDP frontend, backend) pairs that stopped existing: their connected sockets go.
+        let mut gone_udp: BTreeSet<(SocketAddrV4, SocketAddrV4)> = BTreeSet::new();
+        for change in plan(&self.programmed, table) {
+            match change {
+                Change::Upsert {
+                    frontend,
+                    backends,
+                    affinity,
+                    old,
+                } => match self.upsert(frontend, &backends, affinity, old.as_ref()) {
+                    Ok(p) => {
+                        if let Some(old) = &old {
+                            let now: BTreeSet<Backend> = p.backends.iter().copied().collect();
+                            let gone: BTreeSet<Backend> = old
+                                .backends
+                                .iter()
+                                .filter(|b| !now.contains(b))
+                                .copied()
+                                .collect();
+                            if !gone.is_empty() {
+                                if frontend.proto == Proto::Udp {
+                                    let f = SocketAddrV4::new(frontend.addr, frontend.port);
+                                    gone_udp.extend(
+                                        gone.iter().map(|b| (f, SocketAddrV4::new(b.addr, b.port))),
+                                    );
+                                }
+                                if p.affinity.is_some() {
+                                    self.purge_affinity(&frontend, &gone);
+                                }
+                            }
+                        }
+                        self.programmed.insert(frontend, p);
+                        stats.changed += 1;
+                    }
+                    Err(e) => {
+                        tracing::warn!(%frontend, error = %e, "sock-lb: frontend not programmed");
+                        stats.failed += 1;
+                    }
+                },
+                Change::Affinity {
+                    frontend,
+                    now,
+                    affinity,
+                } => {
+                    let count = u16::try_from(now.backends.len()).unwrap_or(u16::MAX);
+                    match self.maps.insert_service(
+                        service_key(&frontend),
+                        Lb4Svc::entry(count, now.gen, affinity),
+                    ) {
+                        Ok(()) => {
+                            self.programmed
+                                .insert(frontend, Programmed { affinity, ..now });
+                            stats.changed += 1;
+                        }
+                        Err(e) => {
+                            tracing::warn!(%frontend, error = %e, "sock-lb: affinity not updated");
+                            stats.failed += 1;
+                        }
+                    }
+                }
+                Change::Remove { frontend, old } => {
+                    let key = service_key(&frontend);
+                    let r = self
+                        .maps
+                        .remove_service(&key)
+                        .map_err(bpf_err)
+                        .and_then(|_| self.drop_slots(&key, &old));
+                    match r {
+                        Ok(()) => {
+                            if frontend.proto == Proto::Udp {
+                                let f = SocketAddrV4::new(frontend.addr, frontend.port);
+                                gone_udp.extend(
+                                    old.backends
+                                        .iter()
+                                        .map(|b| (f, SocketAddrV4::new(b.addr, b.port))),
+                                );
+                            }
+                            self.programmed.remove(&frontend);
+                            stats.removed += 1;
+                        }
+                        Err(e) => {
+                            tracing::warn!(%frontend, error = %e, "sock-lb: frontend not removed");
+                            stats.failed += 1;
+                        }
+                    }
+                }
+            }
+        }
+        self.destroyed = if gone_udp.is_empty() {
+            0
+        } else {
+            destroy_udp_sockets(&self.cgroup, &self.maps, &gone_udp)
+        };
+        Ok(stats)
+    }
+}
+
+/// Destroys the connected UDP sockets of the cgroup's processes whose reverse-NAT entry ties
+/// them to one of the `gone` (frontend, backend) pairs. Best effort: failures are logged.
+fn destroy_udp_sockets(
+    cgroup: &Path,
+    maps: &LbMaps,
+    gone: &BTreeSet<(SocketAddrV4, SocketAddrV4)>,
+) -> usize {
+    let mut seen = BTreeSet::new();
+    let mut destroyed = 0;
+    for pid in ferry_sys::cgroup::pids(cgroup) {
+        let path = PathBuf::from(format!("/proc/{pid}/ns/net"));
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        if !seen.insert((meta.dev(), meta.ino())) {
+            continue;
+        }
+        let Ok(ns) = ferry_sys::netns::NetnsFd::open(&path) else {
+            continue;
+        };
+        let sockets = ns.run_on_thread(|| -> std::io::Result<usize> {
+            let mut n = 0;
+            for s in ferry_sys::sock_diag::udp4_sockets()? {
+                if !s.connected {
+                    continue;
+                }
+                let Ok(Some(rev)) = maps.revnat(&Lb4RevNatKey::new(s.cookie, s.peer)) else {
+                    continue;
+                };
+                if gone.contains(&(rev.socket_addr(), s.peer)) {
+                    match ferry_sys::sock_diag::destroy_udp4(&s) {
+                        Ok(()) => n += 1,
+                        Err(e) => tracing::warn!(socket = ?s.local, error = %e, "sock-lb: SOCK_DESTROY failed"),
+                    }
+                }
+            }
+            Ok(n)
+        });
+        match sockets {
+            Ok(Ok(n)) => destroyed += n,
+            Ok(Err(e)) => tracing::warn!(pid, error = %e, "sock-lb: listing UDP sockets failed"),
+            Err(e) => tracing::warn!(pid, error = %e, "sock-lb: entering the netns failed"),
+        }
+    }
+    destroyed
+}
+
+/// One frontend as the datapath sees it (for `ferry-agent services`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrontendView {
+    /// The frontend.
+    pub frontend: Frontend,
+    /// Live generation.
+    pub gen: u8,
+    /// Backends with their ids, in slot order.
+    pub backends: Vec<(u32, Backend)>,
+    /// Affinity timeout.
+    pub affinity: Option<u32>,
+}
+
+/// The service table as the datapath sees it, read from the pinned maps only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatapathView {
+    /// Frontends, sorted.
+    pub frontends: Vec<FrontendView>,
+    /// Counters summed over CPUs.
+    pub counters: Vec<(LbStat, u64)>,
+    /// Entries in the reverse-NAT LRU map.
+    pub revnat_entries: usize,
+    /// Entries in the affinity LRU map.
+    pub affinity_entries: usize,
+    /// Entries in the backend map.
+    pub backend_entries: usize,
+}
+
+/// Reads the datapath from the maps pinned under `bpffs_dir` (no program loaded; works while the
+/// agent is down).
+pub fn inspect(bpffs_dir: &Path) -> Result<DatapathView, ProxyError> {
+    let maps = LbMaps::open_pinned(bpffs_dir).map_err(bpf_err)?;
+    let services = maps.dump_services().map_err(bpf_err)?;
+    let backends = maps.dump_backends().map_err(bpf_err)?;
+    let ids: HashMap<Backend, u32> = backends
+        .iter()
+        .map(|(id, b)| (backend_of(b), *id))
+        .collect();
+    let dp = Datapath::from_entries(&services, &backends);
+    let frontends = dp
+        .frontends
+        .into_iter()
+        .map(|(frontend, p)| FrontendView {
+            frontend,
+            gen: p.gen,
+            backends: p
+                .backends
+                .iter()
+                .map(|b| (ids.get(b).copied().unwrap_or(0), *b))
+                .collect(),
+            affinity: p.affinity,
+        })
+        .collect();
+    Ok(DatapathView {
+        frontends,
+        counters: maps.stats().map_err(bpf_err)?,
+        revnat_entries: maps.dump_revnat().map_err(bpf_err)?.len(),
+        affinity_entries: maps.dump_affinity().map_err(bpf_err)?.len(),
+        backend_entries: backends.len(),
+    })
+}
+
+impl fmt::Display for DatapathView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{:<4} {:<28} {:<12} BACKENDS",
+            "GEN", "FRONTEND", "AFFINITY"
+        )?;
+        for v in &self.frontends {
+            let aff = v
+                .affinity
+                .map_or_else(|| "-".to_owned(), |t| format!("ClientIP {t}s"));
+            let backends = if v.backends.is_empty() {
+                "(none: refused)".to_owned()
+            } else {
+                v.backends
+                    .iter()
+                    .map(|(id, b)| format!("{b} (#{id})"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            writeln!(
+                f,
+                "{:<4} {:<28} {:<12} {backends}",
+                v.gen,
+                v.frontend.to_string(),
+                aff
+            )?;
+        }
+        writeln!(
+            f,
+            "\nmaps: {} frontends, {} backends, {} reverse-NAT, {} affinity entries",
+            self.frontends.len(),
+            self.backend_entries,
+            self.revnat_entries,
+            self.affinity_entries
+        )?;
+        writeln!(f, "counters:")?;
+        for (stat, n) in &self.counters {
+            writeln!(f, "  {:<22} {n}", stat.name())?;
+        }
+        Ok(())
+    }
+}
+
+impl DatapathView {
+    /// The view as JSON (`ferry-agent services -o json`).
+    pub fn to_json(&self) -> serde_json::Value {
+        let frontends: Vec<_> = self
+            .frontends
+            .iter()
+            .map(|v| {
+                serde_json::json!({
+                    "frontend": v.frontend.to_string(),
+                    "address": v.frontend.addr.to_string(),
+                    "port": v.frontend.port,
+                    "protocol": v.frontend.proto.name(),
+                    "generation": v.gen,
+                    "affinityTimeoutSeconds": v.affinity,
+                    "backends": v.backends.iter().map(|(id, b)| serde_json::json!({
+                        "id": id, "address": b.addr.to_string(), "port": b.port,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let counters: serde_json::Map<String, serde_json::Value> = self
+            .counters
+            .iter()
+            .map(|(s, n)| (s.name().to_owned(), serde_json::Value::from(*n)))
+            .collect();
+        serde_json::json!({
+            "frontends": frontends,
+            "counters": counters,
+            "maps": {
+                "backends": self.backend_entries,
+                "revnat": self.revnat_entries,
+                "affinity": self.affinity_entries,
+            },
+        })
+    }
+}
+
+/// Detaches the programs and removes every pin under `bpffs_dir` (`ferry-agent uninstall`).
+pub fn uninstall(bpffs_dir: &Path) -> Result<usize, ProxyError> {
+    crate::bpf::unpin(bpffs_dir).map_err(bpf_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::super::table::{Entry, FrontendKind, ServicePortName};
+    use super::*;
+
+    fn fe(port: u16) -> Frontend {
+        Frontend {
+            addr: Ipv4Addr::new(10, 96, 0, 10),
+            port,
+            proto: Proto::Tcp,
+        }
+    }
+
+    fn be(last: u8) -> Backend {
+        Backend {
+            addr: Ipv4Addr::new(10, 244, 0, last),
+            port: 8080,
+        }
+    }
+
+    fn table(entries: &[(Frontend, Vec<Backend>, Option<u32>)]) -> ServiceTable {
+        ServiceTable {
+            entries: entries
+                .iter()
+                .map(|(f, b, a)| {
+                    (
+                        *f,
+                        Entry {
+                            service: ServicePortName {
+                                namespace: "default".into(),
+                                name: "web".into(),
+                                port: String::new(),
+                            },
+                            kind: FrontendKind::ClusterIp,
+                            backends: b.clone(),
+                            affinity_timeout: *a,
+                        },
+                    )
+                })
+                .collect(),
+            skipped: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn plan_touches_only_what_differs() {
+        let mut programmed = BTreeMap::new();
+        programmed.insert(
+            fe(80),
+            Programmed {
+                gen: 1,
+                backends: vec![be(1), be(2)],
+                affinity: None,
+            },
+        );
+        programmed.insert(
+            fe(81),
+            Programmed {
+                gen: 0,
+                backends: vec![be(1)],
+                affinity: None,
+            },
+        );
+        programmed.insert(
+            fe(82),
+            Programmed {
+                gen: 0,
+                backends: vec![be(3)],
+                affinity: None,
+            },
+        );
+        let t = table(&[
+            (fe(80), vec![be(1), be(2)], None),
+            (fe(81), vec![be(1)], Some(30)),
+            (fe(83), vec![], None),
+        ]);
+        let changes = plan(&programmed, &t);
+        assert_eq!(changes.len(), 3, "{changes:?}");
+        assert!(
+            matches!(&changes[0], Change::Affinity { frontend, affinity: Some(30), .. } if *frontend == fe(81))
+        );
+        assert!(
+            matches!(&changes[1], Change::Upsert { frontend, backends, old: None, .. } if *frontend == fe(83) && backends.is_empty())
+        );
+        assert!(matches!(&changes[2], Change::Remove { frontend, .. } if *frontend == fe(82)));
+        assert!(plan(
+            &programmed,
+            &table(&[
+                (fe(80), vec![be(1), be(2)], None),
+                (fe(81), vec![be(1)], None),
+                (fe(82), vec![be(3)], None),
+            ])
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn backend_ids_are_reference_counted_and_reused() {
+        let mut ids = BackendIds::default();
+        ids.next = 1;
+        let (a, new_a) = ids.acquire(be(1));
+        let (a2, new_a2) = ids.acquire(be(1));
+        let (b, new_b) = ids.acquire(be(2));
+        assert_eq!(
+            (a, new_a, a2, new_a2, b, new_b),
+            (1, true, 1, false, 2, true)
+        );
+        assert_eq!(ids.release(&be(1)), None);
+        assert_eq!(ids.release(&be(1)), Some(1));
+        let (c, new_c) = ids.acquire(be(3));
+        assert_eq!((c, new_c), (1, true), "a freed id is reused");
+        assert_eq!(ids.len(), 2);
+    }
+
+    fn key(f: &Frontend) -> Lb4SvcKey {
+        service_key(f)
+    }
+
+    #[test]
+    fn datapath_reads_the_live_generation_and_finds_strays() {
+        let f = fe(80);
+        let k = key(&f);
+        let b1 = Lb4Backend::new(SocketAddrV4::new(be(1).addr, 8080));
+        let b2 = Lb4Backend::new(SocketAddrV4::new(be(2).addr, 8080));
+        let services = vec![
+            (k, Lb4Svc::entry(2, 1, Some(10))),
+            (k.with_slot(1, 1), Lb4Svc::slot(7)),
+            (k.with_slot(1, 2), Lb4Svc::slot(9)),
+            // Left over from an interrupted update: generation 0 is not live.
+            (k.with_slot(0, 1), Lb4Svc::slot(7)),
+        ];
+        let dp = Datapath::from_entries(&services, &[(7, b1), (9, b2), (11, b1)]);
+        assert_eq!(
+            dp.frontends[&f],
+            Programmed {
+                gen: 1,
+                backends: vec![be(1), be(2)],
+                affinity: Some(10),
+            }
+        );
+        assert_eq!(dp.stray_slots, vec![k.with_slot(0, 1)]);
+        let ids = BackendIds::adopt(&dp);
+        assert_eq!(ids.get(&be(2)), Some(9));
+        assert_eq!(ids.next, 12);
+        // Id 11 duplicates backend 1's address and is unreferenced through id 7's entry.
+        assert!(ids.unreferenced().is_empty() || ids.unreferenced().iter().all(|(_, id)| *id != 9));
+    }
+
+    #[test]
+    fn datapath_round_trips_through_the_view_format() {
+        let dp = Datapath::from_entries(&[], &[]);
+        assert!(dp.frontends.is_empty() && dp.backends.is_empty() && dp.stray_slots.is_empty());
+    }
+}

@@ -1,0 +1,475 @@
+//! Privileged tests of the eBPF socket load balancer (`sock-lb` + `EbpfProxier`) with real
+//! sockets (`BPF_PROG_TEST_RUN` does not run sock_addr programs).
+//!
+//! Each test builds its own world and removes it on every exit path (Drop guards):
+//! - a private bpffs instance mounted on a temporary directory (the pin directory lives in it;
+//!   unmounting it releases every pin the test left);
+//! - a fresh cgroup under the cgroup2 mount (never the root cgroup), holding only the test's
+//!   client processes (`python3`, joined to the cgroup and the netns between fork and exec);
+//! - a fresh network namespace (`ferry_tests::Netns`) with `lo` up, where the backends listen on
+//!   127.0.0.1 and the clients run. Frontends are ClusterIP-like addresses with no route: only
+//!   the programs make them reachable.
+//!
+//! Kernel state is checked with `bpftool -j` (programs attached to the cgroup, pinned map dumps).
+//! Since it encloses the old smoke test, this file replaces `bpf_smoke.rs`.
+
+#![forbid(unsafe_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{Ipv4Addr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ferry_agent::bpf::AttachOutcome;
+use ferry_agent::service::ebpf::{inspect, uninstall, EbpfProxier};
+use ferry_agent::service::{
+    Backend, Entry, Frontend, FrontendKind, Proto, Proxier as _, ServicePortName, ServiceTable,
+};
+use ferry_common::names;
+use ferry_sys::process::OnExec;
+use ferry_tests::{privileged, unique, Netns};
+
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 7, 10);
+const VIP_EMPTY: Ipv4Addr = Ipv4Addr::new(10, 96, 7, 11);
+const VIP_UNKNOWN: Ipv4Addr = Ipv4Addr::new(10, 96, 7, 99);
+
+/// The client: one operation per process, one JSON line per result on stdout.
+const CLIENT: &str = r#"
+import json, socket, sys, time
+op, vip, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+def out(**k): print(json.dumps(k), flush=True)
+def addr(a): return "%s:%d" % a
+if op == "tcp":
+    for _ in range(int(sys.argv[4])):
+        s = socket.socket(); s.settimeout(5); t = time.monotonic()
+        try:
+            s.connect((vip, port)); peer = addr(s.getpeername()); got = s.recv(64).decode()
+            out(peer=peer, got=got)
+        except OSError as e:
+            out(errno=e.errno, ms=(time.monotonic() - t) * 1000)
+        s.close()
+elif op == "udp":
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)
+    try:
+        s.sendto(b"x" * int(sys.argv[4]), (vip, port)); data, frm = s.recvfrom(65535)
+        out(got=data.decode(), frm=addr(frm))
+    except OSError as e:
+        out(errno=e.errno)
+elif op == "udpconn":
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)
+    s.connect((vip, port)); peer = addr(s.getpeername()); s.send(b"hi"); data = s.recv(100)
+    out(peer=peer, got=data.decode())
+    sys.stdin.readline()
+    try:
+        s.send(b"again"); data = s.recv(100); out(got=data.decode())
+    except OSError as e:
+        out(errno=e.errno)
+"#;
+
+/// Everything one test owns; dropped in reverse order of creation.
+struct Lab {
+    netns: Netns,
+    cgroup: PathBuf,
+    bpffs: PathBuf,
+    pin_dir: PathBuf,
+}
+
+impl Lab {
+    fn new(tag: &str) -> Lab {
+        let cg_root = ferry_sys::cgroup::mount().expect("no cgroup2 mount");
+        let cgroup = cg_root.join(format!("ferry-{}", unique(tag)));
+        assert_ne!(cgroup, cg_root, "never attach to the root cgroup");
+        ferry_sys::cgroup::create(&cgroup).expect("creating the test cgroup");
+        let bpffs = std::env::temp_dir().join(format!("ferry-bpffs-{}", unique(tag)));
+        std::fs::create_dir_all(&bpffs).expect("bpffs mount point");
+        let lab = Lab {
+            netns: Netns::new(tag),
+            pin_dir: bpffs.join("node"),
+            cgroup,
+            bpffs,
+        };
+        let st = Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(&lab.bpffs)
+            .status()
+            .expect("mount");
+        assert!(
+            st.success(),
+            "mounting a private bpffs on {}",
+            lab.bpffs.display()
+        );
+        lab
+    }
+
+    /// A TCP backend in the netns that writes `name` to every connection.
+    fn tcp_backend(&self, name: &'static str) -> Backend {
+        let listener = self
+            .netns
+            .run(|| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        thread::spawn(move || {
+            for s in listener.incoming() {
+                let Ok(mut s) = s else { return };
+                let _ = s.write_all(name.as_bytes());
+            }
+        });
+        Backend {
+            addr: Ipv4Addr::LOCALHOST,
+            port,
+        }
+    }
+
+    /// A UDP backend that answers `<name>:<length>`.
+    fn udp_backend(&self, name: &'static str) -> Backend {
+        let sock = self
+            .netns
+            .run(|| UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)))
+            .expect("bind");
+        let port = sock.local_addr().expect("addr").port();
+        thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            while let Ok((n, from)) = sock.recv_from(&mut buf) {
+                let _ = sock.send_to(format!("{name}:{n}").as_bytes(), from);
+            }
+        });
+        Backend {
+            addr: Ipv4Addr::LOCALHOST,
+            port,
+        }
+    }
+
+    fn client(&self, args: &[String]) -> Command {
+        let procs = ferry_sys::cgroup::open_procs(&self.cgroup).expect("cgroup.procs");
+        let mut cmd = self.netns.command("python3");
+        cmd.arg("-c").arg(CLIENT).args(args);
+        OnExec::new()
+            .join_cgroup(&procs)
+            .expect("dup")
+            .install(&mut cmd);
+        cmd
+    }
+
+    /// Runs a client to completion; its JSON lines.
+    fn run(&self, args: &[&str]) -> Vec<serde_json::Value> {
+        let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+        let out = self
+            .client(&args)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("python3");
+        assert!(out.status.success(), "client {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("client JSON"))
+            .collect()
+    }
+
+    fn proxier(&self) -> EbpfProxier {
+        EbpfProxier::new(&self.pin_dir, &self.cgroup).expect("EbpfProxier::new")
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = uninstall(&self.pin_dir);
+        let _ = Command::new("umount").arg(&self.bpffs).status();
+        let _ = std::fs::remove_dir(&self.bpffs);
+        let _ = ferry_sys::cgroup::kill(&self.cgroup);
+        let _ = ferry_sys::cgroup::remove_tree(&self.cgroup, Duration::from_secs(5));
+    }
+}
+
+fn table(entries: &[(Ipv4Addr, u16, Proto, Vec<Backend>, Option<u32>)]) -> ServiceTable {
+    ServiceTable {
+        entries: entries
+            .iter()
+            .map(|(addr, port, proto, backends, affinity)| {
+                let mut backends = backends.clone();
+                backends.sort();
+                (
+                    Frontend {
+                        addr: *addr,
+                        port: *port,
+                        proto: *proto,
+                    },
+                    Entry {
+                        service: ServicePortName {
+                            namespace: "default".into(),
+                            name: "web".into(),
+                            port: String::new(),
+                        },
+                        kind: FrontendKind::ClusterIp,
+                        backends,
+                        affinity_timeout: *affinity,
+                    },
+                )
+            })
+            .collect(),
+        skipped: Vec::new(),
+    }
+}
+
+fn bpftool(args: &[&str]) -> serde_json::Value {
+    let out = Command::new("bpftool")
+        .arg("-j")
+        .args(args)
+        .output()
+        .expect("bpftool");
+    assert!(
+        out.status.success(),
+        "bpftool {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.stdout.iter().all(u8::is_ascii_whitespace) {
+        return serde_json::Value::Array(Vec::new());
+    }
+    serde_json::from_slice(&out.stdout).expect("bpftool JSON")
+}
+
+/// Names of the programs `bpftool cgroup show` lists on `cgroup`.
+fn attached(cgroup: &Path) -> BTreeSet<String> {
+    let cg = cgroup.to_string_lossy().into_owned();
+    bpftool(&["cgroup", "show", &cg])
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|p| p["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// `bpftool map dump pinned` of the service map, as a sorted list of entries.
+fn dump_services(pin_dir: &Path) -> Vec<String> {
+    let p = pin_dir
+        .join(names::LB4_SERVICES)
+        .to_string_lossy()
+        .into_owned();
+    let mut v: Vec<String> = bpftool(&["map", "dump", "pinned", &p])
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|e| format!("{}={}", e["key"], e["value"]))
+        .collect();
+    v.sort();
+    v
+}
+
+fn got_names(results: &[serde_json::Value]) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for r in results {
+        let got = r["got"].as_str().unwrap_or_else(|| panic!("no reply: {r}"));
+        *m.entry(got.to_owned()).or_insert(0) += 1;
+    }
+    m
+}
+
+#[test]
+fn tcp_spread_refusal_update_and_adoption() {
+    if !privileged("sock_lb::tcp_spread_refusal_update_and_adoption") {
+        return;
+    }
+    let lab = Lab::new("slt");
+    let backends = [
+        lab.tcp_backend("b0"),
+        lab.tcp_backend("b1"),
+        lab.tcp_backend("b2"),
+    ];
+    let mut proxier = lab.proxier();
+    assert!(proxier
+        .attach_outcomes()
+        .iter()
+        .all(|(_, o)| *o == AttachOutcome::Created));
+    let t = table(&[
+        (VIP, 80, Proto::Tcp, backends.to_vec(), None),
+        (VIP_EMPTY, 80, Proto::Tcp, vec![], None),
+    ]);
+    let stats = proxier.sync(&t).expect("sync");
+    assert_eq!((stats.changed, stats.failed), (2, 0));
+    // Independent view: all four programs attached to exactly our cgroup.
+    let want: BTreeSet<String> = names::PROGRAMS.iter().map(|s| (*s).to_owned()).collect();
+    assert_eq!(attached(&lab.cgroup), want);
+
+    // Spread over the three backends; the application sees the VIP as its peer.
+    let results = lab.run(&["tcp", &VIP.to_string(), "80", "30"]);
+    for r in &results {
+        assert_eq!(r["peer"], format!("{VIP}:80"), "{r}");
+    }
+    let spread = got_names(&results);
+    assert_eq!(
+        spread.keys().cloned().collect::<Vec<_>>(),
+        ["b0", "b1", "b2"],
+        "{spread:?}"
+    );
+
+    // No backends: refused at once.
+    let r = lab.run(&["tcp", &VIP_EMPTY.to_string(), "80", "1"]);
+    assert_eq!(r[0]["errno"], libc::ECONNREFUSED, "{r:?}");
+    assert!(r[0]["ms"].as_f64().expect("ms") < 500.0, "{r:?}");
+    // Not a frontend: left alone (no route in this netns).
+    let r = lab.run(&["tcp", &VIP_UNKNOWN.to_string(), "80", "1"]);
+    assert_eq!(r[0]["errno"], libc::ENETUNREACH, "{r:?}");
+
+    // Update: only b1 remains; right after sync no connection reaches another backend.
+    let t = table(&[
+        (VIP, 80, Proto::Tcp, vec![backends[1]], None),
+        (VIP_EMPTY, 80, Proto::Tcp, vec![], None),
+    ]);
+    assert_eq!(proxier.sync(&t).expect("sync").changed, 1);
+    let spread = got_names(&lab.run(&["tcp", &VIP.to_string(), "80", "20"]));
+    assert_eq!(
+        spread.keys().cloned().collect::<Vec<_>>(),
+        ["b1"],
+        "{spread:?}"
+    );
+
+    // Kill the proxier (no detach): the pins keep serving.
+    let before = dump_services(&lab.pin_dir);
+    drop(proxier);
+    let spread = got_names(&lab.run(&["tcp", &VIP.to_string(), "80", "5"]));
+    assert_eq!(
+        spread.keys().cloned().collect::<Vec<_>>(),
+        ["b1"],
+        "{spread:?}"
+    );
+    let view = inspect(&lab.pin_dir).expect("inspect while no proxier runs");
+    assert_eq!(view.frontends.len(), 2, "{view}");
+
+    // A new proxier adopts: links updated in place, nothing rewritten for the same table.
+    let mut proxier = lab.proxier();
+    assert!(proxier
+        .attach_outcomes()
+        .iter()
+        .all(|(_, o)| *o == AttachOutcome::Updated));
+    assert_eq!(dump_services(&lab.pin_dir), before);
+    let stats = proxier.sync(&t).expect("sync");
+    assert_eq!((stats.changed, stats.removed, stats.failed), (0, 0, 0));
+    assert_eq!(dump_services(&lab.pin_dir), before);
+    assert_eq!(attached(&lab.cgroup), want);
+    let spread = got_names(&lab.run(&["tcp", &VIP.to_string(), "80", "5"]));
+    assert_eq!(spread.keys().cloned().collect::<Vec<_>>(), ["b1"]);
+
+    // Removing everything, then uninstalling, leaves no pin and no attachment.
+    let stats = proxier.sync(&ServiceTable::default()).expect("sync");
+    assert_eq!(stats.removed, 2);
+    assert!(dump_services(&lab.pin_dir).is_empty());
+    drop(proxier);
+    uninstall(&lab.pin_dir).expect("uninstall");
+    assert!(!lab.pin_dir.exists());
+    assert!(
+        attached(&lab.cgroup).is_empty(),
+        "programs still attached after uninstall"
+    );
+}
+
+#[test]
+fn udp_reverse_translation_big_datagram_and_socket_destroy() {
+    if !privileged("sock_lb::udp_reverse_translation_big_datagram_and_socket_destroy") {
+        return;
+    }
+    let lab = Lab::new("slu");
+    let u0 = lab.udp_backend("u0");
+    let u1 = lab.udp_backend("u1");
+    let mut proxier = lab.proxier();
+    proxier
+        .sync(&table(&[
+            (VIP, 53, Proto::Udp, vec![u0], None),
+            (VIP_EMPTY, 53, Proto::Udp, vec![], None),
+        ]))
+        .expect("sync");
+
+    // Unconnected: 2000 bytes arrive whole; the reply comes from the VIP.
+    let r = lab.run(&["udp", &VIP.to_string(), "53", "2000"]);
+    assert_eq!(r[0]["got"], "u0:2000", "{r:?}");
+    assert_eq!(r[0]["frm"], format!("{VIP}:53"), "{r:?}");
+    // No backends: sendto is refused.
+    let r = lab.run(&["udp", &VIP_EMPTY.to_string(), "53", "10"]);
+    assert_eq!(r[0]["errno"], libc::ECONNREFUSED, "{r:?}");
+
+    // Connected: getpeername shows the VIP; when its backend goes, the socket is destroyed.
+    let mut child = lab
+        .client(&["udpconn".into(), VIP.to_string(), "53".into()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("first result");
+    let first: serde_json::Value = serde_json::from_str(&line).expect("JSON");
+    assert_eq!(first["peer"], format!("{VIP}:53"), "{first}");
+    assert_eq!(first["got"], "u0:2", "{first}");
+    proxier
+        .sync(&table(&[
+            (VIP, 53, Proto::Udp, vec![u1], None),
+            (VIP_EMPTY, 53, Proto::Udp, vec![], None),
+        ]))
+        .expect("sync");
+    assert_eq!(proxier.last_destroyed(), 1);
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"go\n")
+        .expect("write");
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).expect("second result");
+    let _ = child.wait();
+    let second: serde_json::Value = serde_json::from_str(rest.trim()).expect("JSON");
+    // The destroyed socket is disconnected with ECONNABORTED pending: a send reports
+    // EDESTADDRREQ (no peer any more), a receive ECONNABORTED. Either way it errors.
+    let errno = second["errno"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("send worked: {second}"));
+    assert!(
+        [i64::from(libc::ECONNABORTED), i64::from(libc::EDESTADDRREQ)].contains(&errno),
+        "{second}"
+    );
+    // New sockets go to the new backend.
+    let r = lab.run(&["udp", &VIP.to_string(), "53", "3"]);
+    assert_eq!(r[0]["got"], "u1:3", "{r:?}");
+    drop(proxier);
+}
+
+#[test]
+fn affinity_sticks_then_expires() {
+    if !privileged("sock_lb::affinity_sticks_then_expires") {
+        return;
+    }
+    let lab = Lab::new("sla");
+    let backends = vec![
+        lab.tcp_backend("a0"),
+        lab.tcp_backend("a1"),
+        lab.tcp_backend("a2"),
+    ];
+    let mut proxier = lab.proxier();
+    proxier
+        .sync(&table(&[(VIP, 80, Proto::Tcp, backends, Some(1))]))
+        .expect("sync");
+    let spread = got_names(&lab.run(&["tcp", &VIP.to_string(), "80", "15"]));
+    assert_eq!(spread.len(), 1, "affinity must stick: {spread:?}");
+    // Past the 1 s timeout each choice is random again: over 8 rounds more than one backend.
+    let mut seen = BTreeSet::new();
+    let start = Instant::now();
+    for _ in 0..8 {
+        thread::sleep(Duration::from_millis(1100));
+        let r = lab.run(&["tcp", &VIP.to_string(), "80", "1"]);
+        seen.insert(r[0]["got"].as_str().expect("reply").to_owned());
+    }
+    assert!(
+        seen.len() > 1,
+        "affinity never expired in {:?}: {seen:?}",
+        start.elapsed()
+    );
+    let hits = proxier
+        .maps()
+        .stats()
+        .expect("stats")
+        .into_iter()
+        .find(|(s, _)| s.name() == "affinity_hits")
+        .map(|(_, n)| n);
+    assert!(hits >= Some(14), "{hits:?}");
+    drop(proxier);
+}

@@ -1,0 +1,26 @@
+//! `aya::Pod` for every map key and value type (the `user` feature: the agent's side only).
+#![allow(
+    unsafe_code,
+    reason = "aya::Pod is an unsafe trait: the impl asserts the types are plain bytes (the map ABI)"
+)]
+
+use crate::lb::{
+    Lb4Affinity, Lb4AffinityKey, Lb4Backend, Lb4RevNat, Lb4RevNatKey, Lb4Svc, Lb4SvcKey,
+};
+
+// SAFETY: `Lb4SvcKey` is `#[repr(C)]`, `Copy`, made only of integers with explicit padding
+// fields (size asserted in `lb.rs`), so every byte pattern is a valid value and there are no
+// uninitialised padding bytes.
+unsafe impl aya::Pod for Lb4SvcKey {}
+// SAFETY: as for `Lb4SvcKey`: `#[repr(C)]`, integers only, explicit padding, size asserted.
+unsafe impl aya::Pod for Lb4Svc {}
+// SAFETY: as for `Lb4SvcKey`: `#[repr(C)]`, integers only, explicit padding, size asserted.
+unsafe impl aya::Pod for Lb4Backend {}
+// SAFETY: as for `Lb4SvcKey`: `#[repr(C)]`, integers only, explicit padding, size asserted.
+unsafe impl aya::Pod for Lb4RevNatKey {}
+// SAFETY: as for `Lb4SvcKey`: `#[repr(C)]`, integers only, explicit padding, size asserted.
+unsafe impl aya::Pod for Lb4RevNat {}
+// SAFETY: as for `Lb4SvcKey`: `#[repr(C)]`, integers only, explicit padding, size asserted.
+unsafe impl aya::Pod for Lb4AffinityKey {}
+// SAFETY: as for `Lb4SvcKey`: `#[repr(C)]`, integers only, explicit padding, size asserted.
+unsafe impl aya::Pod for Lb4Affinity {}
