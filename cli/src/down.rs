@@ -4,8 +4,9 @@
 //!
 //! Order: stop a `ferry up` still running; kill every process (the cluster cgroup's `cgroup.kill`
 //! takes pods and shims along, then each recorded pid, then anything left inside the cluster's
-//! namespaces) and wait until the cgroup is empty; unmount what was mounted under the cluster
-//! directory (pod namespaces); delete the namespaces (their links go with them); remove the cgroups
+//! namespaces) and wait until the cgroup is empty; remove the agents' eBPF pins (maps, programs,
+//! links: the cluster's bpffs directory tree); unmount what was mounted under the cluster
+//! directory (pod namespaces, the cluster's own bpffs instance); delete the namespaces (their links go with them); remove the cgroups
 //! bottom-up; remove the cluster directory last, so an interrupted `ferry down` can run again.
 
 use crate::state::{ClusterDir, State};
@@ -31,6 +32,8 @@ pub(crate) struct Target {
 pub(crate) struct Removed {
     /// Processes sent SIGKILL (component names, or pids for unrecorded ones).
     pub(crate) killed: Vec<String>,
+    /// The bpffs pin directory removed (or emptied, when it is the cluster's own mount).
+    pub(crate) pins: Option<PathBuf>,
     /// Mounts detached.
     pub(crate) unmounted: usize,
     /// Network namespaces deleted.
@@ -47,6 +50,7 @@ impl Removed {
     /// True if nothing was there to remove.
     pub(crate) fn is_empty(&self) -> bool {
         self.killed.is_empty()
+            && self.pins.is_none()
             && self.unmounted == 0
             && self.namespaces.is_empty()
             && self.cgroups == 0
@@ -62,6 +66,9 @@ impl Removed {
                 self.killed.len(),
                 self.killed.join(", ")
             );
+        }
+        if let Some(p) = &self.pins {
+            let _ = writeln!(out, "{indent}removed the eBPF pins under {}", p.display());
         }
         if self.unmounted > 0 {
             let _ = writeln!(
@@ -108,7 +115,35 @@ pub(crate) fn leftovers(name: &str, dir: &ClusterDir) -> Vec<String> {
             found.push(format!("cgroup {}", cg.display()));
         }
     }
+    let pins = topology::bpffs_dir(name);
+    if pins.exists() {
+        found.push(format!("eBPF pins {}", pins.display()));
+    }
     found
+}
+
+/// Removes the pin tree at `dir` (pinned maps, programs and links are files and directories of
+/// bpffs: unlinking the last pin and closing the last fd frees the object, and a freed cgroup
+/// link detaches its program). A directory that is a mount point (the cluster's own bpffs
+/// instance) is emptied and left for the unmount. Returns whether anything was there.
+fn remove_pins(dir: &Path) -> std::io::Result<bool> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let path = entry?.path();
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path)?;
+        } else {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    if !sys::is_bpffs(dir) {
+        std::fs::remove_dir(dir)?;
+    }
+    Ok(true)
 }
 
 /// Removes everything of cluster `name`: what `state` lists and what a sweep finds.
@@ -184,7 +219,24 @@ pub(crate) fn teardown(name: &str, dir: &ClusterDir, state: Option<&State>) -> R
         std::thread::sleep(Duration::from_millis(10));
     }
 
-    // 3. Mounts under the cluster directory (the kubelet's pod namespace handles).
+    // 3. The agents' eBPF pins (nothing re-pins them now: every agent is dead).
+    let mut pin_dirs: Vec<PathBuf> = state.and_then(|s| s.bpffs.clone()).into_iter().collect();
+    let default_pins = topology::bpffs_dir(name);
+    if !pin_dirs.contains(&default_pins) {
+        pin_dirs.push(default_pins);
+    }
+    for d in &pin_dirs {
+        match remove_pins(d) {
+            Ok(true) => r.pins = Some(d.clone()),
+            Ok(false) => {}
+            Err(e) => r
+                .errors
+                .push(format!("removing the eBPF pins under {}: {e}", d.display())),
+        }
+    }
+
+    // 4. Mounts under the cluster directory (the kubelet's pod namespace handles, the cluster's
+    // own bpffs instance).
     for m in sys::mounts_under(dir.path()) {
         match sys::umount_detach(&m) {
             Ok(()) => r.unmounted += 1,
@@ -192,7 +244,7 @@ pub(crate) fn teardown(name: &str, dir: &ClusterDir, state: Option<&State>) -> R
         }
     }
 
-    // 4. Namespaces, with their links.
+    // 5. Namespaces, with their links.
     for ns in &namespaces {
         match net::netns_del(ns) {
             Ok(true) => r.namespaces.push(ns.clone()),
@@ -201,7 +253,7 @@ pub(crate) fn teardown(name: &str, dir: &ClusterDir, state: Option<&State>) -> R
         }
     }
 
-    // 5. cgroups, children first.
+    // 6. cgroups, children first.
     for top in &cgroup_tops {
         match cgroup::remove_tree(top) {
             Ok(n) => r.cgroups += n,
@@ -209,7 +261,7 @@ pub(crate) fn teardown(name: &str, dir: &ClusterDir, state: Option<&State>) -> R
         }
     }
 
-    // 6. The directory, last.
+    // 7. The directory, last.
     if dir.path().exists() {
         if r.errors.is_empty() {
             match std::fs::remove_dir_all(dir.path()) {

@@ -99,6 +99,13 @@ pub(crate) struct State {
     pub(crate) components: Vec<Component>,
     /// The admin kubeconfig for the root namespace, once written.
     pub(crate) kubeconfig: Option<PathBuf>,
+    /// The directory the agents pin their eBPF objects under (`--service-proxy ebpf`), removed
+    /// by `ferry down`.
+    #[serde(default)]
+    pub(crate) bpffs: Option<PathBuf>,
+    /// The agents' `--service-proxy` mode (absent in states of older `ferry` builds).
+    #[serde(default)]
+    pub(crate) service_proxy: Option<String>,
 }
 
 /// The directory of one cluster: `<state-dir>/<name>`.
@@ -140,6 +147,11 @@ impl ClusterDir {
     /// Node `i`'s directory.
     pub(crate) fn node(&self, i: u32) -> PathBuf {
         self.0.join("nodes").join(format!("n{i}"))
+    }
+
+    /// The mount point of the cluster's own bpffs instance (when `/sys/fs/bpf` is not bpffs).
+    pub(crate) fn bpffs(&self) -> PathBuf {
+        self.0.join("bpffs")
     }
 
     /// The kubeconfig for kubectl in the root namespace.
@@ -221,6 +233,8 @@ mod tests {
             cgroups: vec![],
             components: vec![],
             kubeconfig: None,
+            bpffs: None,
+            service_proxy: None,
         };
         dir.save(&state).unwrap();
         let back = dir.load().unwrap().unwrap();

@@ -1,7 +1,9 @@
 //! `ferry status`: every component's process (running or dead), the external host, the apiserver's
 //! `/readyz` through the loopback port, the nodes (Ready, podCIDR, InternalIP), each node's overlay
-//! (from the annotations ferry-agent publishes) and the pods on each node. Exits non-zero when
-//! anything is unhealthy.
+//! (from the annotations ferry-agent publishes), each node's Service proxy (mode and Service count,
+//! from the agent's Prometheus endpoint: `ferry_service_proxy_info{mode}` and `ferry_services`,
+//! scraped on 127.0.0.1:9465 inside the node's namespace) and the pods on each node. Exits non-zero
+//! when anything is unhealthy.
 
 use crate::down::Target;
 use crate::state::{ClusterDir, Component, Phase};
@@ -210,6 +212,113 @@ fn print_overlay(nodes: &[api::NodeSummary]) {
     table(&rows);
 }
 
+/// A node's Service proxy as its agent's metrics tell it (`None`: not in the metrics).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Proxy {
+    /// `ferry_service_proxy_info`'s `mode` label: `ebpf`, `iptables`, `off`, `none`.
+    mode: Option<String>,
+    /// `ferry_services`.
+    services: Option<u64>,
+    /// `ferry_service_frontends`.
+    frontends: Option<u64>,
+    /// `ferry_service_backends`.
+    backends: Option<u64>,
+}
+
+/// The [`Proxy`] numbers of a Prometheus text exposition.
+fn parse_proxy(metrics: &str) -> Proxy {
+    let mut p = Proxy::default();
+    for line in metrics.lines().filter(|l| !l.starts_with('#')) {
+        let Some((key, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        // Gauges of counts: the agent writes integers.
+        let n = value.trim().parse::<u64>().ok();
+        if let Some(labels) = key.strip_prefix("ferry_service_proxy_info{") {
+            p.mode = labels
+                .split(',')
+                .find_map(|kv| kv.trim().strip_prefix("mode=\""))
+                .and_then(|v| v.split('"').next())
+                .map(str::to_owned);
+        }
+        match key {
+            "ferry_services" => p.services = n,
+            "ferry_service_frontends" => p.frontends = n,
+            "ferry_service_backends" => p.backends = n,
+            _ => {}
+        }
+    }
+    p
+}
+
+/// `GET /metrics` from the agent of the node in namespace `ns` (its metrics listen on the node's
+/// loopback).
+fn scrape_agent(ns: &str) -> Result<String> {
+    use std::io::{Read as _, Write as _};
+    let path = net::netns_path(ns);
+    sys::in_netns(&path, || -> std::io::Result<String> {
+        let addr = (std::net::Ipv4Addr::LOCALHOST, topology::AGENT_METRICS_PORT).into();
+        let mut c = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(1))?;
+        c.set_read_timeout(Some(std::time::Duration::from_secs(2)))?;
+        c.set_write_timeout(Some(std::time::Duration::from_secs(2)))?;
+        c.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        let mut body = String::new();
+        c.read_to_string(&mut body)?;
+        Ok(body)
+    })?
+    .with_context(|| format!("scraping the agent's metrics in {ns}"))
+}
+
+/// One line per node: the Service proxy its agent runs and what it holds; a node whose agent
+/// runs another mode than `ferry up` asked for (or none) is a problem.
+fn print_services(state: &crate::state::State, problems: &mut Vec<String>) {
+    println!(
+        "
+services (ferry-agent's metrics):"
+    );
+    let mut rows = vec![["NODE", "PROXY", "SERVICES", "FRONTENDS", "BACKENDS"]
+        .map(str::to_owned)
+        .to_vec()];
+    let topo = topology::Topology {
+        name: state.name.clone(),
+        nodes: state.nodes,
+    };
+    let num = |n: Option<u64>| n.map_or_else(|| "-".to_owned(), |n| n.to_string());
+    for i in topo.node_indexes() {
+        let node = topology::node_name(i);
+        let agent_runs = state
+            .components
+            .iter()
+            .any(|c| c.name == format!("{node}/agent") && c.proc.is_running());
+        let proxy = if agent_runs {
+            scrape_agent(&topo.node_ns(i)).map(|m| parse_proxy(&m))
+        } else {
+            Err(anyhow!("agent not running"))
+        };
+        let row = match &proxy {
+            Ok(p) => {
+                if let (Some(want), Some(mode)) = (&state.service_proxy, &p.mode) {
+                    if want != mode && want != "off" {
+                        problems.push(format!(
+                            "{node}: the agent's service proxy is {mode}, ferry up asked for {want}"
+                        ));
+                    }
+                }
+                vec![
+                    node.clone(),
+                    p.mode.clone().unwrap_or_else(|| "-".to_owned()),
+                    num(p.services),
+                    num(p.frontends),
+                    num(p.backends),
+                ]
+            }
+            Err(e) => vec![node.clone(), format!("- ({e:#})")],
+        };
+        rows.push(row);
+    }
+    table(&rows);
+}
+
 async fn api_status(
     kubeconfig: &std::path::Path,
     state: &crate::state::State,
@@ -253,6 +362,9 @@ async fn api_status(
     }
     table(&rows);
     print_overlay(&nodes);
+    if state.components.iter().any(|c| c.name.ends_with("/agent")) {
+        print_services(state, problems);
+    }
     let kubelets = state
         .components
         .iter()
@@ -331,6 +443,27 @@ mod tests {
             }),
             unreachable: None,
         }
+    }
+
+    #[test]
+    fn proxy_numbers_from_the_agent_metrics() {
+        let text = "# HELP ferry_service_proxy_info x\n# TYPE ferry_service_proxy_info gauge\n\
+                    ferry_service_proxy_info{mode=\"ebpf\"} 1\nferry_services 3\n\
+                    ferry_service_frontends 4\nferry_service_backends 7\n\
+                    ferry_service_sync_total 9\nferry_agent_peers{state=\"programmed\"} 2\n";
+        assert_eq!(
+            parse_proxy(text),
+            Proxy {
+                mode: Some("ebpf".into()),
+                services: Some(3),
+                frontends: Some(4),
+                backends: Some(7),
+            }
+        );
+        assert_eq!(
+            parse_proxy("ferry_agent_info{backend=\"vxlan\"} 1\n"),
+            Proxy::default()
+        );
     }
 
     #[test]

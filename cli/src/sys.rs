@@ -118,6 +118,31 @@ pub(crate) fn in_netns<T: Send>(netns: &Path, f: impl FnOnce() -> T + Send) -> i
         .map_err(io::Error::other)
 }
 
+/// True if `path` is the mount point of a bpf filesystem.
+pub(crate) fn is_bpffs(path: &Path) -> bool {
+    ferry_sys::fs::mounts()
+        .iter()
+        .any(|m| m.mount_point == path && m.fstype == "bpf")
+}
+
+/// Mounts a new bpf filesystem instance at `path` (`mount -t bpf <source> <path>`): pins in it
+/// live as long as the mount (and any open fd).
+pub(crate) fn mount_bpffs(path: &Path, source: &str) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let out = std::process::Command::new("mount")
+        .args(["-t", "bpf", source])
+        .arg(path)
+        .output()
+        .context("running mount")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "mount -t bpf {source} {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
 /// Detaches (lazily unmounts) the mount at `path`.
 pub(crate) fn umount_detach(path: &Path) -> io::Result<()> {
     ferry_sys::fs::umount_detach(path)

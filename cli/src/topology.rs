@@ -24,6 +24,8 @@ pub(crate) const EXT_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 254);
 pub(crate) const API_PORT: u16 = 6443;
 /// The kubelet's port on each node.
 pub(crate) const KUBELET_PORT: u16 = 10250;
+/// ferry-agent's metrics port on each node's loopback (its default `--metrics-address`).
+pub(crate) const AGENT_METRICS_PORT: u16 = 9465;
 /// etcd's client port on the control plane's loopback (with `--store etcd`).
 pub(crate) const ETCD_PORT: u16 = 2379;
 /// Largest node count (node addresses must stay inside the /24).
@@ -121,6 +123,15 @@ pub(crate) fn is_cluster_netns(name: &str, ns: &str) -> bool {
         || rest
             .strip_prefix('n')
             .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The usual bpf filesystem mount.
+pub(crate) const BPFFS: &str = "/sys/fs/bpf";
+
+/// The cluster's pin directory on [`BPFFS`]: `/sys/fs/bpf/ferry-<name>` (node `node-I`'s agent pins
+/// in `<it>/node-I`).
+pub(crate) fn bpffs_dir(name: &str) -> PathBuf {
+    Path::new(BPFFS).join(format!("ferry-{name}"))
 }
 
 /// The cluster's cgroup under the cgroup v2 mount `root`.

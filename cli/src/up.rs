@@ -41,6 +41,27 @@ impl Store {
     }
 }
 
+/// How the node agents implement Services (`ferry-agent --service-proxy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ServiceProxy {
+    /// eBPF socket-level load balancing on the node's cgroup.
+    Ebpf,
+    /// kube-proxy-style iptables rules.
+    Iptables,
+    /// No Service routing.
+    Off,
+}
+
+impl ServiceProxy {
+    fn name(self) -> &'static str {
+        match self {
+            ServiceProxy::Ebpf => "ebpf",
+            ServiceProxy::Iptables => "iptables",
+            ServiceProxy::Off => "off",
+        }
+    }
+}
+
 /// `ferry up` flags.
 #[derive(Debug, clap::Args)]
 pub(crate) struct UpArgs {
@@ -59,6 +80,13 @@ pub(crate) struct UpArgs {
     /// Overlay backend of the node agents.
     #[arg(long, default_value = "vxlan", value_parser = ["vxlan", "host-gw", "udp"])]
     pub(crate) backend: String,
+    /// How the node agents route Services: eBPF socket LB on each node's cgroup (maps pinned
+    /// under /sys/fs/bpf/ferry-<name>/<node>), kube-proxy-style iptables rules, or not at all.
+    #[arg(long, value_enum, default_value = "ebpf")]
+    pub(crate) service_proxy: ServiceProxy,
+    /// ClusterIP range, given to the apiserver and the agents alike.
+    #[arg(long, default_value = "10.96.0.0/12")]
+    pub(crate) service_cidr: String,
     /// Directory holding ferry-server, ferry-kubelet, ferry-agent and ferry-cni (default: the
     /// directory of this `ferry` executable, where cargo builds them all).
     #[arg(long)]
@@ -89,6 +117,16 @@ struct Bins {
     agent: Option<PathBuf>,
     cni: PathBuf,
     etcd: Option<PathBuf>,
+    /// The agent has the Services flags (`--service-proxy`, `--proxy-cgroup`, `--bpffs-dir`).
+    agent_services: bool,
+}
+
+/// Whether `agent --help` lists `--service-proxy` (an agent built before Services has none).
+fn agent_has_services(agent: &Path) -> bool {
+    Command::new(agent)
+        .arg("--help")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--service-proxy"))
 }
 
 fn find_bins(args: &UpArgs) -> Result<Bins> {
@@ -129,16 +167,26 @@ fn find_bins(args: &UpArgs) -> Result<Bins> {
     } else {
         None
     };
+    let agent = (!args.no_agent && !args.no_kubelet)
+        .then(|| find("ferry-agent"))
+        .transpose()?;
+    let agent_services = agent.as_deref().is_some_and(agent_has_services);
+    if agent.is_some() && !agent_services && args.service_proxy != ServiceProxy::Off {
+        eprintln!(
+            "ferry up: warning: --service-proxy {} ignored: this ferry-agent has no \
+             --service-proxy flag (an older build); Services are not routed",
+            args.service_proxy.name()
+        );
+    }
     Ok(Bins {
         server: find("ferry-server")?,
         kubelet: (!args.no_kubelet)
             .then(|| find("ferry-kubelet"))
             .transpose()?,
-        agent: (!args.no_agent && !args.no_kubelet)
-            .then(|| find("ferry-agent"))
-            .transpose()?,
+        agent,
         cni: find("ferry-cni")?,
         etcd,
+        agent_services,
     })
 }
 
@@ -208,6 +256,7 @@ pub(crate) fn run(args: &UpArgs) -> Result<()> {
     if !sys::is_root() {
         bail!("ferry up needs root: it creates network namespaces");
     }
+    validate_service_cidr(&args.service_cidr)?;
     let bins = find_bins(args)?;
     let cgroup_root = cgroup::root()?;
     let dir = ClusterDir::new(&args.target.state_dir, name);
@@ -244,6 +293,8 @@ pub(crate) fn run(args: &UpArgs) -> Result<()> {
         cgroups: Vec::new(),
         components: Vec::new(),
         kubeconfig: None,
+        bpffs: None,
+        service_proxy: Some(args.service_proxy.name().to_owned()),
     };
     let mut up = Up {
         args,
@@ -361,6 +412,7 @@ impl Up<'_> {
         self.save()?;
         self.create_network()?;
         self.create_cgroups()?;
+        self.create_bpffs()?;
         self.prepare_files()?;
         if self.args.store == Store::Etcd {
             self.start_etcd()?;
@@ -494,6 +546,33 @@ impl Up<'_> {
             cgroup::create(cg)?;
         }
         self.step(format!("cgroups: {} under {}", all.len(), top.display()));
+        Ok(())
+    }
+
+    /// The eBPF mode's pin directory (each agent pins under `<it>/<node>`): `/sys/fs/bpf/ferry-<name>`
+    /// when `/sys/fs/bpf` is a bpf filesystem, else a bpffs instance of the cluster's own mounted
+    /// at `<cluster dir>/bpffs` (unmounted by `ferry down` with the other mounts there). Recorded
+    /// first, so `ferry down` removes it whatever happens.
+    fn create_bpffs(&mut self) -> Result<()> {
+        if !self.bins.agent_services || self.args.service_proxy != ServiceProxy::Ebpf {
+            return Ok(());
+        }
+        let dir = if sys::is_bpffs(Path::new(topology::BPFFS)) {
+            topology::bpffs_dir(&self.topo.name)
+        } else {
+            self.dir.bpffs()
+        };
+        self.state.bpffs = Some(dir.clone());
+        self.save()?;
+        if !dir.starts_with(topology::BPFFS) {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            sys::mount_bpffs(&dir, &format!("ferry-{}", self.topo.name))?;
+        }
+        for i in self.topo.node_indexes() {
+            let d = dir.join(node_name(i));
+            std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+        }
+        self.step(format!("bpffs: pins under {}", dir.display()));
         Ok(())
     }
 
@@ -659,6 +738,8 @@ impl Up<'_> {
                 "3",
                 "--node-monitor-grace-period",
                 &self.args.node_grace.to_string(),
+                "--service-cidr",
+                &self.args.service_cidr,
             ]
             .map(OsString::from),
         );
@@ -782,6 +863,9 @@ impl Up<'_> {
                     "--backend".into(),
                     self.args.backend.clone().into(),
                 ]);
+                if self.bins.agent_services {
+                    args.extend(self.service_args(i));
+                }
                 let address = format!("{} on {IFACE} ({})", node_ip(i), self.args.backend);
                 let cg = self.node_cgroup(i).join("agent");
                 self.start(Launch {
@@ -835,6 +919,32 @@ impl Up<'_> {
             }
         ));
         Ok(())
+    }
+
+    /// The agent's Services flags for node `i`: the mode, the ClusterIP range, and for eBPF the
+    /// node's cgroup (its agent, kubelet and pods all live below it: cgroup v2 hooks apply to
+    /// descendants) and its pin directory.
+    fn service_args(&self, i: u32) -> Vec<OsString> {
+        let mut args: Vec<OsString> = vec![
+            "--service-proxy".into(),
+            self.args.service_proxy.name().into(),
+            "--service-cidr".into(),
+            self.args.service_cidr.clone().into(),
+        ];
+        if self.args.service_proxy == ServiceProxy::Ebpf {
+            args.extend([
+                "--proxy-cgroup".into(),
+                self.node_cgroup(i).into(),
+                "--bpffs-dir".into(),
+                self.state
+                    .bpffs
+                    .clone()
+                    .unwrap_or_else(|| topology::bpffs_dir(&self.topo.name))
+                    .join(node_name(i))
+                    .into(),
+            ]);
+        }
+        args
     }
 
     /// Waits until every node is Ready (registered only, without agents), reporting each step.
@@ -966,6 +1076,19 @@ impl Up<'_> {
         }
         Err(cause)
     }
+}
+
+/// Checks `--service-cidr`: an IPv4 `a.b.c.d/len` with len 8..=30 and no host bits.
+fn validate_service_cidr(cidr: &str) -> Result<()> {
+    let bad =
+        || anyhow!("invalid --service-cidr {cidr:?}: expected an IPv4 network like 10.96.0.0/12");
+    let (ip, len) = cidr.split_once('/').ok_or_else(bad)?;
+    let ip: Ipv4Addr = ip.parse().map_err(|_| bad())?;
+    let len: u32 = len.parse().map_err(|_| bad())?;
+    if !(8..=30).contains(&len) || u32::from(ip) & (u32::MAX >> len) != 0 {
+        return Err(bad());
+    }
+    Ok(())
 }
 
 /// The last `n` lines of a log file, indented.
