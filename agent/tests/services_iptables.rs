@@ -16,14 +16,24 @@
 //! refuses at once (`ECONNREFUSED` on connect, ICMP port unreachable for UDP); `ClientIP`
 //! affinity sticks; hairpin (a pod reaching itself through its Service) works; an unchanged
 //! table runs no `iptables-restore`; a removed endpoint is never picked again.
+//!
+//! A second test runs the whole agent (`--service-proxy iptables`) against a real `ferry-server`
+//! (the fixture of `common/`): a Service and an EndpointSlice created through the API become
+//! rules in the node namespace (ClusterIP and NodePort on the Node's InternalIP), a slice
+//! update removes an endpoint, deleting the slice leaves a REJECT, and the Node carries
+//! `FerryServiceProxyReady=True`.
 
 #![forbid(unsafe_code)]
 
+mod common;
+
+use common::{ControlPlane, NodeEnv};
 use ferry_agent::service::iptables::IptablesProxier;
 use ferry_agent::service::{
     Backend, Entry, Frontend, FrontendKind, Proto, Proxier as _, ServicePortName, ServiceTable,
 };
-use ferry_tests::{privileged, veth, Netns};
+use ferry_tests::{privileged, veth, wait_until, Netns};
+use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::io::{ErrorKind, Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -262,5 +272,115 @@ fn iptables_proxier_serves_cluster_ips_in_a_namespace() {
     let save = node.sh("iptables-save");
     assert!(!save.contains("FERRY-"), "{save}");
     drop((client, p1, p2, p3, node));
+    root.assert_unchanged();
+}
+
+/// The node's nat and filter rules (`iptables-save` inside its namespace).
+fn rules(n: &NodeEnv) -> String {
+    n.ns.sh("iptables-save")
+}
+
+fn wait_rules(cp: &ControlPlane, n: &NodeEnv, what: &str, f: impl Fn(&str) -> bool) {
+    let ok = wait_until(Duration::from_secs(20), || f(&rules(n)));
+    assert!(
+        ok,
+        "{what}: rules never matched:\n{}\n{}\n{}",
+        rules(n),
+        n.logs(),
+        cp.server_log()
+    );
+}
+
+#[test]
+fn agent_programs_services_from_the_api() {
+    if !privileged("agent_programs_services_from_the_api") {
+        return;
+    }
+    let root = ferry_tests::RootSnapshot::take();
+    let cp = ControlPlane::start();
+    cp.create_node("sn1", Some("10.99.0.11"));
+    let mut n = NodeEnv::new(&cp, "sn1", "psn1", "10.99.0.11");
+    n.args
+        .extend(["--service-proxy".to_owned(), "iptables".to_owned()]);
+    n.start_agent(&cp);
+
+    let svc = json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"type": "NodePort", "clusterIP": "10.96.0.50",
+                 "ports": [{"name": "http", "port": 80, "targetPort": "http", "nodePort": 30080}]}});
+    cp.api(
+        "POST",
+        "/api/v1/namespaces/default/services",
+        Some(("application/json", &svc)),
+        201,
+    );
+    let slice = |eps: &[&str]| -> Value {
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "web-1", "namespace": "default",
+                         "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+            "endpoints": eps.iter().map(|a| json!({"addresses": [a], "conditions": {"ready": true}})).collect::<Vec<_>>()})
+    };
+    let slices = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices";
+    cp.api(
+        "POST",
+        slices,
+        Some(("application/json", &slice(&["10.244.5.2", "10.244.5.3"]))),
+        201,
+    );
+    wait_rules(&cp, &n, "two endpoints", |r| {
+        r.contains("-A FERRY-SERVICES -d 10.96.0.50/32 -p tcp -m tcp --dport 80 -j FERRY-SVC-")
+            && r.contains(
+                "-A FERRY-SERVICES -d 10.99.0.11/32 -p tcp -m tcp --dport 30080 -j FERRY-SVC-",
+            )
+            && r.contains("-A FERRY-NODEPORTS -p tcp -m tcp --dport 30080 -j FERRY-SVC-")
+            && r.matches("-j DNAT --to-destination 10.244.5.3:8080")
+                .count()
+                == 2
+    });
+    let ok = wait_until(Duration::from_secs(20), || {
+        cp.node("sn1")["status"]["conditions"]
+            .as_array()
+            .is_some_and(|cs| {
+                cs.iter().any(|c| {
+                    c["type"] == "FerryServiceProxyReady"
+                        && c["status"] == "True"
+                        && c["reason"] == "ServicesProgrammed"
+                })
+            })
+    });
+    assert!(
+        ok,
+        "no FerryServiceProxyReady=True: {}\n{}",
+        cp.node("sn1"),
+        n.logs()
+    );
+
+    // One endpoint leaves: its DNAT goes (ClusterIP and NodePort chains).
+    let mut one = slice(&["10.244.5.2"]);
+    one["metadata"]["resourceVersion"] =
+        cp.api("GET", &format!("{slices}/web-1"), None, 200)["metadata"]["resourceVersion"].clone();
+    cp.api(
+        "PUT",
+        &format!("{slices}/web-1"),
+        Some(("application/json", &one)),
+        200,
+    );
+    wait_rules(&cp, &n, "one endpoint", |r| {
+        !r.contains("10.244.5.3:8080") && r.matches("--to-destination 10.244.5.2:8080").count() == 2
+    });
+
+    // No endpoints: rejected, not dropped.
+    cp.api("DELETE", &format!("{slices}/web-1"), None, 200);
+    wait_rules(&cp, &n, "no endpoints", |r| {
+        !r.contains("10.244.5.")
+            && r.contains("-A FERRY-SERVICES -d 10.96.0.50/32 -p tcp -m tcp --dport 80 -j REJECT --reject-with icmp-port-unreachable")
+            && r.contains("-A FERRY-SERVICES -p tcp -m addrtype --dst-type LOCAL -m tcp --dport 30080 -j REJECT --reject-with icmp-port-unreachable")
+    });
+    let logs = n.logs();
+    assert!(logs.contains("service table programmed"), "{logs}");
+    drop(n);
+    drop(cp);
     root.assert_unchanged();
 }
