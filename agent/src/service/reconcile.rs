@@ -69,14 +69,15 @@ fn internal_ips(n: &Node) -> BTreeSet<String> {
 
 /// The eBPF proxier for `cfg`.
 fn ebpf_proxier(cfg: &Config) -> Result<Box<dyn Proxier>, ProxyError> {
-    if cfg.proxy_cgroup.is_none() {
+    let Some(cgroup) = cfg.proxy_cgroup.as_deref() else {
         return Err(ProxyError::Bpf(
             "--proxy-cgroup is not set (the cgroup the socket hooks attach to)".to_owned(),
         ));
-    }
-    Err(ProxyError::Bpf(
-        "the eBPF Service proxier is not part of this build".to_owned(),
-    ))
+    };
+    Ok(Box::new(super::ebpf::EbpfProxier::new(
+        &cfg.bpffs_dir,
+        cgroup,
+    )?))
 }
 
 /// A proxier, and a note when it is the iptables fallback of an unavailable eBPF datapath.
