@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Ferry's main job: install everything, bring up a 3-node cluster on this machine with `ferry up`
 # (every node, pod and the control plane in its own network namespace), deploy a sample app,
-# show its pods spread across the nodes with their IPs, measure pod-to-pod throughput across
+# show its pods spread across the nodes with their IPs, reach it through its Service's ClusterIP
+# (eBPF socket load balancing: 30 requests from node-1, and the spread over the backends), reach
+# the API through the `kubernetes` Service, measure pod-to-pod throughput across
 # nodes through the overlay with iperf3, show a pod's egress to an external host (masqueraded to
 # its node's address), then run the benchmarks (pod startup through the whole
 # cluster; ferry-cni vs the reference bridge + host-local plugins) from the same release binaries,
@@ -27,7 +29,8 @@ cleanup() {
 trap cleanup EXIT
 
 echo "== ferry up"
-"$FERRY" up --name "$NAME" --state-dir "$STATE" --nodes 3 --api-port 0 --backend vxlan
+"$FERRY" up --name "$NAME" --state-dir "$STATE" --nodes 3 --api-port 0 --backend vxlan \
+  --service-proxy ebpf
 export KUBECONFIG=$STATE/$NAME/kubeconfig
 
 echo "== kubectl get nodes -o wide"
@@ -51,6 +54,23 @@ nsenter --net="$NS_A" curl -s -o /dev/null -w "HTTP %{http_code} from $IP_B:8080
 nsenter --net="$NS_B" iperf3 -s -1 -D >/dev/null
 sleep 0.3
 nsenter --net="$NS_A" iperf3 -c "$IP_B" -t 3 -O 1 | grep -E 'sender|receiver'
+
+# A client as a pod is one: in the pod's network namespace and below node-1's cgroup, where the
+# agent's socket hooks are attached (cgroup v2 hooks apply to every descendant).
+CLIENT_CG=$(jq -r .cgroup_root "$STATE/$NAME/state.json")/ferry-$NAME/n1/demo-client
+mkdir -p "$CLIENT_CG"
+in_pod_a() {
+  (echo "$BASHPID" >"$CLIENT_CG/cgroup.procs" && exec nsenter --net="$NS_A" "$@")
+}
+SVC_IP=$(kubectl get svc web -o jsonpath='{.spec.clusterIP}')
+kubectl get svc web kubernetes
+echo "== Service web: 30 requests to its ClusterIP $SVC_IP:80 from node-1 (pod namespace, node-1's cgroup)"
+echo "   each backend answers with its pod name and IP; count per backend:"
+# shellcheck disable=SC2016 # expanded by the inner bash
+in_pod_a bash -c 'for i in $(seq 30); do curl -s --max-time 2 "http://$0/" || echo "request $i FAILED"; done' "$SVC_IP" |
+  sort | uniq -c | sed 's/^/   /'
+echo "== the kubernetes Service from the same pod: https://10.96.0.1/version (ClusterIP -> the apiserver)"
+in_pod_a curl -sk --max-time 3 https://10.96.0.1/version | jq -c '{gitVersion, platform}'
 echo "== egress: pod on node-1 -> external host 10.99.0.254 ($NAME-ext), masqueraded to node-1's IP"
 nsenter --net="/run/netns/$NAME-ext" python3 -c 'import socket
 s = socket.create_server(("10.99.0.254", 9000)); s.settimeout(10)
@@ -64,6 +84,10 @@ echo "== ferry status"
 "$FERRY" status --name "$NAME" --state-dir "$STATE"
 echo "== ferry down"
 "$FERRY" down --name "$NAME" --state-dir "$STATE"
+if [ -e "/sys/fs/bpf/ferry-$NAME" ]; then
+  echo "eBPF pins left under /sys/fs/bpf/ferry-$NAME" >&2
+  exit 1
+fi
 
 echo "== pod startup benchmark (100 pods over 3 nodes, through ferry up)"
 "$FERRY" bench startup --rounds 3
