@@ -25,6 +25,10 @@ pub fn uninstall() -> Removed {
     let mut out = Removed::default();
     out.errors
         .extend(masq::uninstall().into_iter().map(|e| e.to_string()));
+    // The iptables Service proxier's chains (FERRY-SERVICES, FERRY-SVC-*, FERRY-SEP-*, ...).
+    if let Err(e) = crate::service::iptables::uninstall() {
+        out.errors.push(e.to_string());
+    }
     let mut nl = match Netlink::new() {
         Ok(nl) => nl,
         Err(e) => {

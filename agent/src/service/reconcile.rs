@@ -93,15 +93,15 @@ fn proxier(cfg: &Config) -> Result<Option<Started>, ProxyError> {
         ))),
         ProxyMode::Ebpf => match ebpf_proxier(cfg) {
             Ok(p) => Ok(Some((p, None))),
-            Err(e) if cfg.proxy_fallback => Ok(Some((fallback(&e), Some(fallback_note(&e))))),
+            Err(e) if cfg.proxy_fallback => Ok(Some((fallback(cfg, &e), Some(fallback_note(&e))))),
             Err(e) => Err(e),
         },
     }
 }
 
-fn fallback(e: &ProxyError) -> Box<dyn Proxier> {
+fn fallback(cfg: &Config, e: &ProxyError) -> Box<dyn Proxier> {
     tracing::warn!(error = %e, "eBPF Service datapath unavailable: falling back to iptables (--proxy-fallback)");
-    Box::new(IptablesProxier::new(None))
+    Box::new(IptablesProxier::new(Some(cfg.cluster_cidr)))
 }
 
 fn fallback_note(e: &ProxyError) -> String {
@@ -316,7 +316,7 @@ impl State {
                 }
             }
             Err(e @ ProxyError::Bpf(_)) if !self.programmed && self.cfg.proxy_fallback => {
-                self.proxier = Some(fallback(&e));
+                self.proxier = Some(fallback(&self.cfg, &e));
                 self.note = Some(fallback_note(&e));
                 self.metrics
                     .update_services(|s| s.mode = ProxyMode::Iptables.name());
