@@ -10,6 +10,10 @@
 //! `ferry-agent uninstall` removes the agent's iptables chains, VXLAN device and routes from the
 //! current network namespace (and the udp backend's persistent TUN device).
 //!
+//! `ferry-agent services --bpffs-dir DIR [-o json]` prints the Service table as the eBPF socket
+//! LB's pinned maps hold it (frontends, backends, affinity, counters), also while the agent is
+//! down; `ferry-agent uninstall --bpffs-dir DIR` also detaches the socket LB and removes its pins.
+//!
 //! `ferry-agent programs` lists the eBPF programs and maps embedded in the binary, read from the
 //! ELF objects without touching the kernel.
 
@@ -39,16 +43,48 @@ struct Cli {
 enum Command {
     /// List the eBPF programs and maps embedded in this binary (loads nothing).
     Programs,
-    /// Remove the agent's iptables chains, VXLAN device and routes from this network namespace.
-    Uninstall,
+    /// Remove the agent's iptables chains, VXLAN device and routes from this network namespace
+    /// (and, with `--bpffs-dir`, detach the socket LB and remove its pins).
+    Uninstall {
+        /// The per-node bpffs directory of the eBPF socket LB (`/sys/fs/bpf/ferry/<node>`).
+        #[arg(long)]
+        bpffs_dir: Option<std::path::PathBuf>,
+    },
+    /// Print the Service table as the eBPF datapath sees it, read from the pinned maps only
+    /// (works while the agent is down), like `cilium service list`.
+    Services {
+        /// The per-node bpffs directory (`/sys/fs/bpf/ferry/<node>`).
+        #[arg(long)]
+        bpffs_dir: std::path::PathBuf,
+        /// `text` or `json`.
+        #[arg(short = 'o', long, default_value = "text", value_parser = ["text", "json"])]
+        output: String,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Programs) => programs(),
-        Some(Command::Uninstall) => {
-            let r = ferry_agent::uninstall::uninstall();
+        Some(Command::Services { bpffs_dir, output }) => {
+            let view = ferry_agent::service::ebpf::inspect(&bpffs_dir).with_context(|| {
+                format!("reading the pinned maps under {}", bpffs_dir.display())
+            })?;
+            if output == "json" {
+                println!("{}", serde_json::to_string_pretty(&view.to_json())?);
+            } else {
+                print!("{view}");
+            }
+            Ok(())
+        }
+        Some(Command::Uninstall { bpffs_dir }) => {
+            let mut r = ferry_agent::uninstall::uninstall();
+            if let Some(dir) = &bpffs_dir {
+                match ferry_agent::uninstall::uninstall_bpf(dir) {
+                    Ok(n) => println!("removed: {n} eBPF pin(s) under {}", dir.display()),
+                    Err(e) => r.errors.push(e),
+                }
+            }
             println!(
                 "removed: iptables chains, devices {} / {}: {}, routes: {}",
                 ferry_agent::overlay::vxlan::DEVICE,

@@ -183,7 +183,10 @@ impl Drop for Lab {
     }
 }
 
-fn table(entries: &[(Ipv4Addr, u16, Proto, Vec<Backend>, Option<u32>)]) -> ServiceTable {
+/// One frontend of a test table: address, port, protocol, backends, affinity timeout.
+type Row = (Ipv4Addr, u16, Proto, Vec<Backend>, Option<u32>);
+
+fn table(entries: &[Row]) -> ServiceTable {
     ServiceTable {
         entries: entries
             .iter()
@@ -336,6 +339,24 @@ fn tcp_spread_refusal_update_and_adoption() {
     );
     let view = inspect(&lab.pin_dir).expect("inspect while no proxier runs");
     assert_eq!(view.frontends.len(), 2, "{view}");
+    // The inspection command reads the same from the pins alone.
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry-agent"))
+        .args(["services", "-o", "json", "--bpffs-dir"])
+        .arg(&lab.pin_dir)
+        .output()
+        .expect("ferry-agent services");
+    assert!(out.status.success(), "{out:?}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("services JSON");
+    let fronts = json["frontends"].as_array().expect("frontends");
+    assert_eq!(fronts.len(), 2, "{json}");
+    assert_eq!(fronts[0]["frontend"], format!("{VIP}:80/tcp"), "{json}");
+    assert_eq!(fronts[0]["backends"][0]["port"], backends[1].port, "{json}");
+    assert_eq!(
+        fronts[1]["backends"].as_array().map(Vec::len),
+        Some(0),
+        "{json}"
+    );
+    assert!(json["counters"]["refused"].as_u64() >= Some(1), "{json}");
 
     // A new proxier adopts: links updated in place, nothing rewritten for the same table.
     let mut proxier = lab.proxier();

@@ -154,7 +154,7 @@ fn forward(ctx: &SockAddrContext, rewritten: LbStat) -> i32 {
     if let Some(timeout) = svc.affinity() {
         // SAFETY: the reference points into the LRU element, valid for this run (RCU); the
         // value is copied out at once.
-        if let Some(entry) = unsafe { LB4_AFFINITY.get(&affinity_key) } {
+        if let Some(entry) = unsafe { LB4_AFFINITY.get(affinity_key) } {
             let entry = *entry;
             if now.wrapping_sub(entry.last_used_ns) <= u64::from(timeout) * 1_000_000_000 {
                 affinity_hit = backend(entry.backend_id).map(|b| (entry.backend_id, b));
@@ -186,7 +186,7 @@ fn forward(ctx: &SockAddrContext, rewritten: LbStat) -> i32 {
             pad: 0,
             last_used_ns: now,
         };
-        if LB4_AFFINITY.insert(&affinity_key, &value, BPF_ANY).is_err() {
+        if LB4_AFFINITY.insert(affinity_key, value, BPF_ANY).is_err() {
             count(LbStat::ErrAffinityUpdate);
         }
     }
@@ -204,7 +204,7 @@ fn forward(ctx: &SockAddrContext, rewritten: LbStat) -> i32 {
         pad: [0; 2],
     };
     // TCP needs the entry for getpeername only, UDP for every reply: both write it.
-    if LB4_REVNAT.insert(&rev_key, &rev, BPF_ANY).is_err() && proto == IPPROTO_UDP {
+    if LB4_REVNAT.insert(rev_key, rev, BPF_ANY).is_err() && proto == IPPROTO_UDP {
         count(LbStat::ErrRevNatUpdate);
     }
 
@@ -234,7 +234,7 @@ fn reverse(ctx: &SockAddrContext, rewritten: LbStat) {
         pad: [0; 2],
     };
     // SAFETY: the reference points into the LRU element, valid for this run (RCU); copied at once.
-    if let Some(rev) = unsafe { LB4_REVNAT.get(&key) } {
+    if let Some(rev) = unsafe { LB4_REVNAT.get(key) } {
         let rev = *rev;
         sock_addr.user_ip4 = rev.addr;
         sock_addr.user_port = u32::from(rev.port);
@@ -278,14 +278,14 @@ fn slot(key: &Lb4SvcKey, svc: Lb4Svc, random: u32) -> Option<u32> {
     let index = (random % u32::from(svc.count)) as u16 + 1;
     let slot_key = key.with_slot(svc.gen, index);
     // SAFETY: as in `service` (same map, `BPF_F_NO_PREALLOC`).
-    unsafe { LB4_SERVICES.get(&slot_key) }.map(|s| s.backend_id)
+    unsafe { LB4_SERVICES.get(slot_key) }.map(|s| s.backend_id)
 }
 
 /// The backend with this id, copied out.
 #[inline(always)]
 fn backend(id: u32) -> Option<Lb4Backend> {
     // SAFETY: `BPF_F_NO_PREALLOC` map, as in `service`: valid until the copy is made.
-    unsafe { LB4_BACKENDS.get(&id) }.copied()
+    unsafe { LB4_BACKENDS.get(id) }.copied()
 }
 
 /// Adds one to a per-CPU counter.

@@ -151,11 +151,22 @@ impl Datapath {
 }
 
 /// Backend id allocation with reference counts (one count per slot that names the backend).
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+/// Ids start at 1 (0 is never a backend id: service entries carry it).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendIds {
     ids: HashMap<Backend, (u32, usize)>,
     free: Vec<u32>,
     next: u32,
+}
+
+impl Default for BackendIds {
+    fn default() -> Self {
+        Self {
+            ids: HashMap::new(),
+            free: Vec::new(),
+            next: 1,
+        }
+    }
 }
 
 impl BackendIds {
@@ -882,7 +893,6 @@ mod tests {
     #[test]
     fn backend_ids_are_reference_counted_and_reused() {
         let mut ids = BackendIds::default();
-        ids.next = 1;
         let (a, new_a) = ids.acquire(be(1));
         let (a2, new_a2) = ids.acquire(be(1));
         let (b, new_b) = ids.acquire(be(2));
