@@ -494,3 +494,61 @@ fn affinity_sticks_then_expires() {
     assert!(hits >= Some(14), "{hits:?}");
     drop(proxier);
 }
+
+#[test]
+fn generation_flips_never_show_half_an_update() {
+    if !privileged("sock_lb::generation_flips_never_show_half_an_update") {
+        return;
+    }
+    let lab = Lab::new("slf");
+    let b: Vec<Backend> = ["f0", "f1", "f2", "f3"]
+        .into_iter()
+        .map(|n| lab.tcp_backend(n))
+        .collect();
+    let sets = [vec![b[0], b[1]], vec![b[1], b[2], b[3]]];
+    let mut proxier = lab.proxier();
+    proxier
+        .sync(&table(&[(VIP, 80, Proto::Tcp, sets[0].clone(), None)]))
+        .expect("sync");
+    // A client connects over and over while the backend set flips between two generations.
+    let child = lab
+        .client(&["tcp".into(), VIP.to_string(), "80".into(), "400".into()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut flips = 0;
+    let started = Instant::now();
+    let mut child = child;
+    while child.try_wait().expect("wait").is_none() && started.elapsed() < Duration::from_secs(60) {
+        flips += 1;
+        let set = &sets[flips % 2];
+        let stats = proxier
+            .sync(&table(&[(VIP, 80, Proto::Tcp, set.clone(), None)]))
+            .expect("sync");
+        assert_eq!(stats.changed, 1);
+    }
+    let out = child.wait_with_output().expect("client output");
+    let results: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    assert_eq!(results.len(), 400);
+    // Every connection reached a backend of one set or the other: none failed or went untranslated.
+    let spread = got_names(&results);
+    assert!(flips >= 10, "only {flips} flips during the run");
+    let stats = proxier.maps().stats().expect("stats");
+    let no_slot = stats
+        .iter()
+        .find(|(s, _)| s.name() == "err_no_slot")
+        .map(|(_, n)| *n);
+    assert_eq!(no_slot, Some(0), "{stats:?}");
+    // The service map holds exactly one generation: 1 entry + the live set's slots.
+    let live = &sets[flips % 2];
+    assert_eq!(
+        dump_services(&lab.pin_dir).len(),
+        1 + live.len(),
+        "after {flips} flips"
+    );
+    println!("{flips} flips, spread {spread:?}");
+    drop(proxier);
+}

@@ -51,6 +51,7 @@ impl SockLb {
     /// Needs `CAP_BPF` + `CAP_NET_ADMIN` (or root).
     pub fn load(pin_dir: &Path) -> Result<(Self, LbMaps), BpfError> {
         let bytes = SOCK_LB.bytes()?;
+        check_on_bpffs(pin_dir)?;
         fs::create_dir_all(pin_dir).map_err(|source| BpfError::Pin {
             op: "create directory",
             path: pin_dir.to_owned(),
@@ -161,6 +162,29 @@ impl SockLb {
             out.push((name, AttachOutcome::Created));
         }
         Ok(out)
+    }
+}
+
+/// Refuses a pin directory that is not on a bpffs mount (pinning would fail with a bare `EPERM`
+/// deep inside aya): the innermost mount containing it (lexically) must be of type `bpf`.
+fn check_on_bpffs(pin_dir: &Path) -> Result<(), BpfError> {
+    let innermost = ferry_sys::fs::mounts()
+        .into_iter()
+        .filter(|m| pin_dir.starts_with(&m.mount_point))
+        .max_by_key(|m| m.mount_point.components().count());
+    match innermost {
+        Some(m) if m.fstype == "bpf" => Ok(()),
+        other => Err(BpfError::Pin {
+            op: "pin directory must be on bpffs (mount -t bpf bpf /sys/fs/bpf):",
+            path: pin_dir.to_owned(),
+            source: std::io::Error::other(format!(
+                "innermost mount is {}",
+                other.map_or_else(
+                    || "unknown".to_owned(),
+                    |m| format!("{} ({})", m.mount_point.display(), m.fstype)
+                )
+            )),
+        }),
     }
 }
 
