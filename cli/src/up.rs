@@ -294,7 +294,9 @@ pub(crate) fn run(args: &UpArgs) -> Result<()> {
         components: Vec::new(),
         kubeconfig: None,
         bpffs: None,
-        service_proxy: Some(args.service_proxy.name().to_owned()),
+        service_proxy: bins
+            .agent_services
+            .then(|| args.service_proxy.name().to_owned()),
     };
     let mut up = Up {
         args,
