@@ -15,7 +15,9 @@
 //! Checked: ClusterIP over TCP and UDP reaches every backend; a frontend without endpoints
 //! refuses at once (`ECONNREFUSED` on connect, ICMP port unreachable for UDP); `ClientIP`
 //! affinity sticks; hairpin (a pod reaching itself through its Service) works; an unchanged
-//! table runs no `iptables-restore`; a removed endpoint is never picked again.
+//! table runs no `iptables-restore`; a removed endpoint is never picked again; a connected UDP
+//! socket whose backend leaves is moved to another one (its conntrack entry is deleted), and
+//! refused once none is left (needs the `conntrack` tool).
 //!
 //! A second test runs the whole agent (`--service-proxy iptables`) against a real `ferry-server`
 //! (the fixture of `common/`): a Service and an EndpointSlice created through the API become
@@ -266,6 +268,36 @@ fn iptables_proxier_serves_cluster_ips_in_a_namespace() {
     for _ in 0..30 {
         assert_ne!(tcp_name(&client, sa("10.96.0.10:80")).unwrap(), "p3");
     }
+
+    // UDP conntrack: a connected socket keeps its 5-tuple and its backend; when that backend
+    // leaves, the flow is deleted and the next datagram goes to a remaining one (N -> M); when
+    // none is left, it is refused (N -> 0), not sent to the old backend.
+    let ask = |s: &UdpSocket| -> std::io::Result<String> {
+        s.send(b"who")?;
+        let mut buf = [0u8; 64];
+        let n = s.recv(&mut buf)?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    };
+    let sock = client.run(|| {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.connect("10.96.0.10:53").unwrap();
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        s
+    });
+    let first = ask(&sock).unwrap();
+    for _ in 0..5 {
+        assert_eq!(ask(&sock).unwrap(), first, "one flow, one backend");
+    }
+    let udp = fe("10.96.0.10", 53, Proto::Udp);
+    let gone = ["p1", "p2", "p3"].iter().position(|n| *n == first).unwrap();
+    table.entries.get_mut(&udp).unwrap().backends.remove(gone);
+    node.run(|| proxier.sync(&table)).unwrap();
+    let next = ask(&sock).unwrap();
+    assert_ne!(next, first, "the flow to the removed backend was not deleted (is `conntrack` installed? see scripts/setup.sh)");
+    table.entries.get_mut(&udp).unwrap().backends.clear();
+    node.run(|| proxier.sync(&table)).unwrap();
+    let e = ask(&sock).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ConnectionRefused, "{e}");
 
     // Everything removed: no chain of ours is left.
     node.run(ferry_agent::service::iptables::uninstall).unwrap();
