@@ -14,7 +14,7 @@
 //!
 //! Checked: ClusterIP over TCP and UDP reaches every backend; a frontend without endpoints
 //! refuses at once (`ECONNREFUSED` on connect, ICMP port unreachable for UDP); `ClientIP`
-//! affinity sticks; hairpin (a pod reaching itself through its Service) works; an unchanged
+//! affinity sticks; a NodePort on the node's address answers pods and the node itself; hairpin (a pod reaching itself through its Service) works; an unchanged
 //! table runs no `iptables-restore`; a removed endpoint is never picked again; a connected UDP
 //! socket whose backend leaves is moved to another one (its conntrack entry is deleted), and
 //! refused once none is left (needs the `conntrack` tool).
@@ -184,9 +184,16 @@ fn iptables_proxier_serves_cluster_ips_in_a_namespace() {
         entry("self", &["10.244.1.2"], TCP_PORT, None),
     );
 
+    // NodePort on the node's own address (its bridge address here).
+    let mut np = entry("np", &["10.244.1.3"], TCP_PORT, None);
+    np.kind = FrontendKind::NodePort;
+    table
+        .entries
+        .insert(fe("10.244.1.1", 30080, Proto::Tcp), np);
+
     let mut proxier = IptablesProxier::new(Some("10.244.0.0/16".parse().unwrap()));
     let stats = node.run(|| proxier.sync(&table)).expect("first sync");
-    assert_eq!(stats.changed, 4, "{stats:?}");
+    assert_eq!(stats.changed, 5, "{stats:?}");
     assert_eq!(proxier.restores(), 1);
 
     // The rules, seen by an independent tool inside the node namespace.
@@ -239,6 +246,16 @@ fn iptables_proxier_serves_cluster_ips_in_a_namespace() {
 
     // Hairpin: p1 reaches itself through its Service.
     assert_eq!(tcp_name(&p1, sa("10.96.0.13:80")).expect("hairpin"), "p1");
+
+    // NodePort from a pod and from the node itself (OUTPUT), on the node's address.
+    assert_eq!(
+        tcp_name(&client, sa("10.244.1.1:30080")).expect("pod -> NodePort"),
+        "p2"
+    );
+    assert_eq!(
+        tcp_name(&node, sa("10.244.1.1:30080")).expect("node -> NodePort"),
+        "p2"
+    );
 
     // Unchanged table: no iptables-restore.
     let stats = node.run(|| proxier.sync(&table)).unwrap();
