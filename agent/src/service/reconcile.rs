@@ -415,3 +415,73 @@ impl State {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RunArgs;
+    use clap::Parser as _;
+
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn cfg(extra: &[&str]) -> Config {
+        let mut args = vec![
+            "ferry-agent",
+            "--node-name",
+            "n1",
+            "--server",
+            "https://10.0.0.1:6443",
+            "--token",
+            "t",
+            "--certificate-authority",
+            "/ca.crt",
+            "--cni-conf-dir",
+            "/etc/cni/net.d",
+            "--run-dir",
+            "/run/ferry",
+        ];
+        args.extend_from_slice(extra);
+        Cli::try_parse_from(args)
+            .unwrap()
+            .run
+            .into_config()
+            .unwrap()
+    }
+
+    #[test]
+    fn proxier_per_mode_and_the_iptables_fallback() {
+        assert!(proxier(&cfg(&["--service-proxy", "off"]))
+            .unwrap()
+            .is_none());
+        let (p, note) = proxier(&cfg(&["--service-proxy", "iptables"]))
+            .unwrap()
+            .unwrap();
+        assert_eq!((p.mode(), note), (ProxyMode::Iptables, None));
+        // ebpf without a cgroup cannot start: an error (reported on the Node) ...
+        let e = proxier(&cfg(&[])).err().unwrap();
+        assert!(e.to_string().contains("--proxy-cgroup is not set"), "{e}");
+        // ... or, with --proxy-fallback, the iptables proxier with the reason.
+        let (p, note) = proxier(&cfg(&["--proxy-fallback"])).unwrap().unwrap();
+        assert_eq!(p.mode(), ProxyMode::Iptables);
+        let note = note.unwrap();
+        assert!(
+            note.starts_with("iptables fallback (--proxy-fallback): eBPF datapath: --proxy-cgroup"),
+            "{note}"
+        );
+    }
+
+    #[test]
+    fn first_change_is_kept_until_taken() {
+        let f: FirstChange = Arc::default();
+        assert_eq!(take(&f), None);
+        mark(&f);
+        let t = *f.lock().unwrap();
+        mark(&f);
+        assert_eq!(take(&f), t, "the earliest event counts");
+        assert_eq!(take(&f), None);
+    }
+}
