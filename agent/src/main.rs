@@ -3,12 +3,15 @@
 //! `ferry-agent --node-name N --server https://IP:PORT --token-file F --certificate-authority CA.crt
 //! --cni-conf-dir D --run-dir R [--iface eth0] [--backend vxlan|host-gw|udp] [--direct-routing]
 //! [--resync-seconds 10] [--cluster-cidr 10.244.0.0/16] [--ip-masq true|false]
-//! [--no-masquerade-cidrs CIDR,...] [--metrics-address 127.0.0.1:9465|off]` runs the node agent
-//! (see `docs/agent.md`); it must be started inside the node's network namespace, which it
+//! [--no-masquerade-cidrs CIDR,...] [--metrics-address 127.0.0.1:9465|off]
+//! [--service-proxy ebpf|iptables|off] [--proxy-cgroup DIR] [--bpffs-dir DIR] [--proxy-fallback]
+//! [--service-cidr 10.96.0.0/12]` runs the node agent (see `docs/agent.md`; Services:
+//! `docs/services.md`); it must be started inside the node's network namespace, which it
 //! programs. It serves Prometheus metrics on `--metrics-address`.
 //!
-//! `ferry-agent uninstall` removes the agent's iptables chains, VXLAN device and routes from the
-//! current network namespace (and the udp backend's persistent TUN device).
+//! `ferry-agent uninstall` removes the agent's iptables chains (masquerade and Services), VXLAN
+//! device and routes from the current network namespace (and the udp backend's persistent TUN
+//! device).
 //!
 //! `ferry-agent services --bpffs-dir DIR [-o json]` prints the Service table as the eBPF socket
 //! LB's pinned maps hold it (frontends, backends, affinity, counters), also while the agent is
