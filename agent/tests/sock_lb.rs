@@ -467,7 +467,7 @@ fn affinity_sticks_then_expires() {
     ];
     let mut proxier = lab.proxier();
     proxier
-        .sync(&table(&[(VIP, 80, Proto::Tcp, backends, Some(1))]))
+        .sync(&table(&[(VIP, 80, Proto::Tcp, backends.clone(), Some(1))]))
         .expect("sync");
     let spread = got_names(&lab.run(&["tcp", &VIP.to_string(), "80", "15"]));
     assert_eq!(spread.len(), 1, "affinity must stick: {spread:?}");
@@ -483,6 +483,28 @@ fn affinity_sticks_then_expires() {
         seen.len() > 1,
         "affinity never expired in {:?}: {seen:?}",
         start.elapsed()
+    );
+    // The sticky backend goes: its affinity entry goes with it, the client sticks elsewhere.
+    let sticky = got_names(&lab.run(&["tcp", &VIP.to_string(), "80", "5"]));
+    assert_eq!(sticky.len(), 1, "{sticky:?}");
+    let sticky = sticky.keys().next().expect("one").clone();
+    let index = ["a0", "a1", "a2"]
+        .iter()
+        .position(|n| *n == sticky)
+        .expect("name");
+    let mut rest = backends.clone();
+    rest.remove(index);
+    proxier
+        .sync(&table(&[(VIP, 80, Proto::Tcp, rest, Some(1))]))
+        .expect("sync");
+    // The one client netns had one entry, naming the removed backend: purged by the sync.
+    let left = proxier.maps().dump_affinity().expect("affinity dump");
+    assert!(left.is_empty(), "stale affinity entries: {left:?}");
+    let after = got_names(&lab.run(&["tcp", &VIP.to_string(), "80", "5"]));
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert!(
+        !after.contains_key(&sticky),
+        "{sticky} was removed: {after:?}"
     );
     let hits = proxier
         .maps()

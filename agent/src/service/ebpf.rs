@@ -471,22 +471,30 @@ impl EbpfProxier {
         Ok(())
     }
 
-    /// Deletes the affinity entries of `frontend` that point at backends it no longer has.
-    fn purge_affinity(&mut self, frontend: &Frontend, gone: &BTreeSet<Backend>) {
-        let Ok(entries) = self.maps.dump_affinity() else {
-            return;
-        };
-        let backends = match self.maps.dump_backends() {
-            Ok(b) => b.into_iter().collect::<HashMap<_, _>>(),
-            Err(_) => HashMap::new(),
+    /// Deletes the affinity entries of the `frontends` that name a backend id the frontend no
+    /// longer has: one pass over the affinity map per sync, however many frontends changed.
+    fn purge_affinity(&mut self, frontends: &BTreeSet<Frontend>) {
+        let live: HashMap<(SocketAddrV4, u8), BTreeSet<u32>> = frontends
+            .iter()
+            .map(|f| {
+                let ids = self.programmed.get(f).map_or_else(BTreeSet::new, |p| {
+                    p.backends.iter().filter_map(|b| self.ids.get(b)).collect()
+                });
+                ((SocketAddrV4::new(f.addr, f.port), f.proto.number()), ids)
+            })
+            .collect();
+        let entries = match self.maps.dump_affinity() {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "sock-lb: reading the affinity map failed");
+                return;
+            }
         };
         for (k, v) in entries {
-            let same = k.socket_addr() == SocketAddrV4::new(frontend.addr, frontend.port)
-                && proto_of(k.proto) == Some(frontend.proto);
-            let stale = backends
-                .get(&v.backend_id)
-                .is_none_or(|b| gone.contains(&backend_of(b)));
-            if same && stale {
+            let stale = live
+                .get(&(k.socket_addr(), k.proto))
+                .is_some_and(|ids| !ids.contains(&v.backend_id));
+            if stale {
                 let _ignored = self.maps.remove_affinity(&k);
             }
         }
@@ -502,6 +510,8 @@ impl Proxier for EbpfProxier {
         let mut stats = SyncStats::default();
         // (UDP frontend, backend) pairs that stopped existing: their connected sockets go.
         let mut gone_udp: BTreeSet<(SocketAddrV4, SocketAddrV4)> = BTreeSet::new();
+        // Affinity frontends that lost backends: their stale affinity entries go.
+        let mut purge: BTreeSet<Frontend> = BTreeSet::new();
         for change in plan(&self.programmed, table) {
             match change {
                 Change::Upsert {
@@ -527,7 +537,7 @@ impl Proxier for EbpfProxier {
                                     );
                                 }
                                 if p.affinity.is_some() {
-                                    self.purge_affinity(&frontend, &gone);
+                                    purge.insert(frontend);
                                 }
                             }
                         }
@@ -587,6 +597,9 @@ impl Proxier for EbpfProxier {
                     }
                 }
             }
+        }
+        if !purge.is_empty() {
+            self.purge_affinity(&purge);
         }
         self.destroyed = if gone_udp.is_empty() {
             0
