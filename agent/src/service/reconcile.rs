@@ -17,7 +17,9 @@
 //! Nothing is synced before all three lists are complete, so a starting agent never mistakes
 //! "not listed yet" for "no endpoints" (which would reject working Services). A failed sync
 //! leaves the previous datapath in place (`FerryServiceProxyReady=False` with the error) and is
-//! retried every second. The programming latency is measured from the arrival of the first
+//! retried every second. After the first successful sync, what an earlier run in the other
+//! mode left is removed (stale iptables chains under eBPF; the pinned socket LB under an
+//! explicit `--service-proxy iptables`). The programming latency is measured from the arrival of the first
 //! event not yet in the datapath to the end of the sync that wrote it.
 
 use super::iptables::{self, IptablesProxier};
@@ -288,11 +290,8 @@ impl State {
         let elapsed = start.elapsed().as_secs_f64();
         match result {
             Ok(stats) => {
-                if !self.programmed && p.mode() != ProxyMode::Iptables {
-                    // Another mode now serves: iptables chains of an earlier run are stale.
-                    if let Err(e) = iptables::uninstall() {
-                        tracing::warn!(error = %e, "removing stale iptables Service chains failed");
-                    }
+                if !self.programmed {
+                    self.remove_other_datapath(p.mode());
                 }
                 self.programmed = true;
                 self.proxier = Some(p);
@@ -333,6 +332,28 @@ impl State {
                     mode,
                     error: e.to_string(),
                 }
+            }
+        }
+    }
+
+    /// After the first successful sync of `mode`: removes what an earlier run in the other mode
+    /// left (iptables chains under eBPF; with an explicit `--service-proxy iptables`, the pinned
+    /// socket LB, whose hooks would otherwise keep translating connects with stale maps). The
+    /// iptables fallback keeps the pins: they are an earlier eBPF datapath's, left in place.
+    fn remove_other_datapath(&self, mode: ProxyMode) {
+        if mode != ProxyMode::Iptables {
+            if let Err(e) = iptables::uninstall() {
+                tracing::warn!(error = %e, "removing stale iptables Service chains failed");
+            }
+        } else if self.cfg.service_proxy == ProxyMode::Iptables && self.cfg.bpffs_dir.exists() {
+            match super::ebpf::uninstall(&self.cfg.bpffs_dir) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    pins = n,
+                    dir = %self.cfg.bpffs_dir.display(),
+                    "removed the eBPF socket LB of an earlier run (iptables mode now)"
+                ),
+                Err(e) => tracing::warn!(error = %e, "removing the stale eBPF socket LB failed"),
             }
         }
     }
