@@ -244,6 +244,27 @@ fn attached(cgroup: &Path) -> BTreeSet<String> {
         .collect()
 }
 
+/// Ids of the programs `bpftool cgroup show` lists on `cgroup`.
+fn attached_ids(cgroup: &Path) -> BTreeSet<u64> {
+    let cg = cgroup.to_string_lossy().into_owned();
+    bpftool(&["cgroup", "show", &cg])
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|p| p["id"].as_u64())
+        .collect()
+}
+
+fn program_ids(proxier: &EbpfProxier) -> BTreeSet<u64> {
+    proxier
+        .programs()
+        .program_ids()
+        .expect("program ids")
+        .into_iter()
+        .map(|(_, id)| u64::from(id))
+        .collect()
+}
+
 /// `bpftool map dump pinned` of the service map, as a sorted list of entries.
 fn dump_services(pin_dir: &Path) -> Vec<String> {
     let p = pin_dir
@@ -330,6 +351,8 @@ fn tcp_spread_refusal_update_and_adoption() {
 
     // Kill the proxier (no detach): the pins keep serving.
     let before = dump_services(&lab.pin_dir);
+    let old_ids = program_ids(&proxier);
+    assert_eq!(attached_ids(&lab.cgroup), old_ids);
     drop(proxier);
     let spread = got_names(&lab.run(&["tcp", &VIP.to_string(), "80", "5"]));
     assert_eq!(
@@ -364,6 +387,10 @@ fn tcp_spread_refusal_update_and_adoption() {
         .attach_outcomes()
         .iter()
         .all(|(_, o)| *o == AttachOutcome::Updated));
+    // BPF_LINK_UPDATE swapped the programs behind the same pinned links.
+    let new_ids = program_ids(&proxier);
+    assert!(new_ids.is_disjoint(&old_ids), "{new_ids:?} vs {old_ids:?}");
+    assert_eq!(attached_ids(&lab.cgroup), new_ids);
     assert_eq!(dump_services(&lab.pin_dir), before);
     let stats = proxier.sync(&t).expect("sync");
     assert_eq!((stats.changed, stats.removed, stats.failed), (0, 0, 0));
