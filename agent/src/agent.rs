@@ -122,7 +122,7 @@ pub async fn run(cfg: Config) -> Result<(), AgentError> {
     let nl = Netlink::new().map_err(AgentError::Netlink)?;
     let metrics = crate::metrics::Metrics::new(&cfg.node_name, cfg.backend.name());
     crate::metrics::spawn(cfg.metrics_address, metrics.clone());
-    let backend = overlay::new(&cfg, metrics.clone());
+    let backend = overlay::new(&cfg);
     let client = client::client(&cfg).await?;
     let api: Api<Node> = Api::all(client.clone());
     // Services beside the overlay: their own watches, loop and Node condition.
@@ -273,6 +273,9 @@ impl Agent {
                     mtu,
                 };
                 let report = self.backend.reconcile(&mut self.nl, &view);
+                if let Some(stats) = self.backend.userspace_stats() {
+                    self.metrics.set_udp(stats);
+                }
                 if let Some((dev, want)) = &report.probe {
                     self.probe_targets(&nodes, want, *dev);
                 }

@@ -20,7 +20,6 @@ pub mod vxlan;
 
 use crate::config::{self, Config};
 use crate::health::Fault;
-use crate::metrics::Metrics;
 use crate::netlink::{Link, Netlink};
 use crate::node::NodeInfo;
 use ipnetwork::Ipv4Network;
@@ -43,6 +42,11 @@ pub trait Backend: fmt::Debug + Send {
     fn tunnel(&self) -> Option<Tunnel>;
     /// The `backend-data` annotation this node publishes (`None`: none).
     fn backend_data(&self, _node: &str) -> Option<String> {
+        None
+    }
+    /// The counters of a datapath running in this process (the udp backend's workers), for
+    /// `/metrics`; `None` for kernel datapaths.
+    fn userspace_stats(&self) -> Option<Arc<udp::Stats>> {
         None
     }
     /// One level-triggered round: programs the kernel (and the backend's datapath) for the peers
@@ -92,11 +96,11 @@ pub struct Report {
 }
 
 /// The backend `--backend` names.
-pub fn new(cfg: &Config, metrics: Arc<Metrics>) -> Box<dyn Backend> {
+pub fn new(cfg: &Config) -> Box<dyn Backend> {
     match cfg.backend {
         config::Backend::Vxlan => Box::new(vxlan::Driver::new(cfg.direct_routing)),
         config::Backend::HostGw => Box::new(hostgw::Driver),
-        config::Backend::Udp => Box::new(udp::Driver::new(metrics)),
+        config::Backend::Udp => Box::new(udp::Driver::new()),
     }
 }
 

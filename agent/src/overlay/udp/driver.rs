@@ -5,7 +5,6 @@
 
 use crate::config;
 use crate::health::Fault;
-use crate::metrics::Metrics;
 use crate::netlink::Netlink;
 use crate::overlay::udp;
 use crate::overlay::{apply_routes, Backend, Report, Tunnel, View};
@@ -13,19 +12,15 @@ use ipnetwork::Ipv4Network;
 use std::sync::Arc;
 
 /// The udp driver and its datapath (started at the first round that knows our address).
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Driver {
     datapath: Option<udp::Datapath>,
-    metrics: Arc<Metrics>,
 }
 
 impl Driver {
-    /// A driver whose datapath counters are served through `metrics`.
-    pub fn new(metrics: Arc<Metrics>) -> Self {
-        Driver {
-            datapath: None,
-            metrics,
-        }
+    /// A driver without a datapath yet.
+    pub fn new() -> Self {
+        Driver::default()
     }
 }
 
@@ -43,6 +38,10 @@ impl Backend for Driver {
             port: udp::PORT,
             probe_device: None,
         })
+    }
+
+    fn userspace_stats(&self) -> Option<Arc<udp::Stats>> {
+        self.datapath.as_ref().map(|d| d.stats.clone())
     }
 
     /// (Re)starts the datapath when our address changed, brings `ferry.udp` into shape (MTU, up,
@@ -74,7 +73,6 @@ impl Backend for Driver {
                         device = udp::DEVICE, address = %local, port = udp::PORT,
                         threads = d.threads(), offload = d.offload(), "udp datapath attached"
                     );
-                    self.metrics.set_udp(d.stats.clone());
                     self.datapath = Some(d);
                 }
                 Err(e) => {
