@@ -16,8 +16,9 @@
 //! refuses at once (`ECONNREFUSED` on connect, ICMP port unreachable for UDP); `ClientIP`
 //! affinity sticks; a NodePort on the node's address answers pods and the node itself; hairpin (a pod reaching itself through its Service) works; an unchanged
 //! table runs no `iptables-restore`; a removed endpoint is never picked again; a connected UDP
-//! socket whose backend leaves is moved to another one (its conntrack entry is deleted), and
-//! refused once none is left (needs the `conntrack` tool).
+//! socket whose backend leaves is moved to another one (its conntrack entry is deleted), also
+//! when the leave happens across a proxier restart, and refused once none is left (needs the
+//! `conntrack` tool).
 //!
 //! A second test runs the whole agent (`--service-proxy iptables`) against a real `ferry-server`
 //! (the fixture of `common/`): a Service and an EndpointSlice created through the API become
@@ -311,8 +312,22 @@ fn iptables_proxier_serves_cluster_ips_in_a_namespace() {
     node.run(|| proxier.sync(&table)).unwrap();
     let next = ask(&sock).unwrap();
     assert_ne!(next, first, "the flow to the removed backend was not deleted (is `conntrack` installed? see scripts/setup.sh)");
+    // Agent restart while that backend leaves too: the new process's first sync finds the
+    // flow in conntrack answered by a non-backend and deletes it.
+    let mut restarted = IptablesProxier::new(Some("10.244.0.0/16".parse().unwrap()));
+    let second = ["p1", "p2", "p3"].iter().position(|n| *n == next).unwrap();
+    let ip = format!("10.244.1.{}", second + 2);
+    table
+        .entries
+        .get_mut(&udp)
+        .unwrap()
+        .backends
+        .retain(|b| b.addr.to_string() != ip);
+    node.run(|| restarted.sync(&table)).unwrap();
+    let third = ask(&sock).unwrap();
+    assert!(third != next && third != first, "{first} {next} {third}");
     table.entries.get_mut(&udp).unwrap().backends.clear();
-    node.run(|| proxier.sync(&table)).unwrap();
+    node.run(|| restarted.sync(&table)).unwrap();
     let e = ask(&sock).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::ConnectionRefused, "{e}");
 

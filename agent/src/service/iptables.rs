@@ -41,7 +41,9 @@
 //! when it has none left, or the frontend was removed) are deleted with `conntrack -D` (when
 //! the tool is installed), so a client that keeps sending is re-balanced instead of
 //! black-holed; flows to a frontend that got endpoints back are deleted too (they were not
-//! translated).
+//! translated). The first sync of a process makes one level-triggered pass instead
+//! (`conntrack -L`): flows to a UDP frontend answered by anything but a current backend are
+//! deleted one by one (endpoints changed while no agent ran); working flows are never touched.
 
 use super::{Backend, Entry, Frontend, FrontendKind, Proto, Proxier, ProxyError, ProxyMode};
 use super::{ServiceTable, SyncStats};
@@ -49,6 +51,7 @@ use ipnetwork::Ipv4Network;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::io::Write as _;
+use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 
 /// Ferry's masquerade mark for Service traffic (see the module documentation).
@@ -363,7 +366,7 @@ pub fn uninstall_input(save: &str) -> Option<String> {
 pub fn stale_udp(
     old: &ServiceTable,
     new: &ServiceTable,
-) -> Vec<(Frontend, Option<(std::net::Ipv4Addr, u16)>)> {
+) -> Vec<(Frontend, Option<(Ipv4Addr, u16)>)> {
     let mut out = Vec::new();
     for (fe, before) in old.entries.iter().filter(|(f, _)| f.proto == Proto::Udp) {
         match new.entries.get(fe) {
@@ -383,6 +386,72 @@ pub fn stale_udp(
         }
     }
     out
+}
+
+/// One UDP flow in the kernel's conntrack table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpFlow {
+    /// Original direction source.
+    pub src: (Ipv4Addr, u16),
+    /// Original direction destination (a frontend, for flows of ours).
+    pub dst: (Ipv4Addr, u16),
+    /// Reply direction source (the backend, for a translated flow).
+    pub reply_src: (Ipv4Addr, u16),
+}
+
+/// Parses `conntrack -L -p udp` output (`udp 17 29 src=.. dst=.. sport=.. dport=.. [UNREPLIED]
+/// src=.. dst=.. sport=.. dport=.. ...`; the first tuple is the original direction, the second
+/// the reply). Lines that do not parse are skipped.
+pub fn parse_udp_flows(listing: &str) -> Vec<UdpFlow> {
+    listing
+        .lines()
+        .filter_map(|line| {
+            let mut addrs = Vec::new();
+            let mut ports = Vec::new();
+            for tok in line.split_whitespace() {
+                if let Some(v) = tok
+                    .strip_prefix("src=")
+                    .or_else(|| tok.strip_prefix("dst="))
+                {
+                    addrs.push(v.parse::<Ipv4Addr>().ok()?);
+                } else if let Some(v) = tok
+                    .strip_prefix("sport=")
+                    .or_else(|| tok.strip_prefix("dport="))
+                {
+                    ports.push(v.parse::<u16>().ok()?);
+                }
+            }
+            if !line.trim_start().starts_with("udp") || addrs.len() < 4 || ports.len() < 4 {
+                return None;
+            }
+            Some(UdpFlow {
+                src: (addrs[0], ports[0]),
+                dst: (addrs[1], ports[1]),
+                reply_src: (addrs[2], ports[2]),
+            })
+        })
+        .collect()
+}
+
+/// The flows to a UDP frontend of `table` whose reply source is not one of its backends.
+pub fn stale_flows(flows: &[UdpFlow], table: &ServiceTable) -> Vec<UdpFlow> {
+    flows
+        .iter()
+        .filter(|f| {
+            let fe = Frontend {
+                addr: f.dst.0,
+                port: f.dst.1,
+                proto: Proto::Udp,
+            };
+            table.entries.get(&fe).is_some_and(|e| {
+                !e.backends.contains(&Backend {
+                    addr: f.reply_src.0,
+                    port: f.reply_src.1,
+                })
+            })
+        })
+        .copied()
+        .collect()
 }
 
 fn run(cmd: &str, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
@@ -451,16 +520,8 @@ impl IptablesProxier {
         self.restores
     }
 
-    fn conntrack_cleanup(&mut self, new: &ServiceTable) {
-        let Some(old) = self.last.as_ref() else {
-            // First sync of this process: flows of a previous run are left alone (a restart
-            // must not disturb working UDP flows).
-            return;
-        };
-        let stale = stale_udp(old, new);
-        if stale.is_empty() {
-            return;
-        }
+    /// Whether the `conntrack` tool runs (checked once, warned once).
+    fn conntrack_available(&mut self) -> bool {
         if self.conntrack.is_none() {
             let ok = Command::new("conntrack")
                 .arg("--version")
@@ -475,7 +536,59 @@ impl IptablesProxier {
             }
             self.conntrack = Some(ok);
         }
-        if self.conntrack != Some(true) {
+        self.conntrack == Some(true)
+    }
+
+    /// First sync of this process: one level-triggered pass over the kernel's UDP flows.
+    /// Flows to a frontend answered by something that is not one of its backends now (the
+    /// endpoints changed while no agent ran) are deleted one by one; working flows stay (a
+    /// restart must not disturb them).
+    fn conntrack_adopt(&mut self, table: &ServiceTable) {
+        if !table.entries.keys().any(|f| f.proto == Proto::Udp) || !self.conntrack_available() {
+            return;
+        }
+        let listing = match run("conntrack", &["-L", "-p", "udp"], None) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing UDP flows failed");
+                return;
+            }
+        };
+        for f in stale_flows(&parse_udp_flows(&listing), table) {
+            let [src, dst, sport, dport] = [
+                f.src.0.to_string(),
+                f.dst.0.to_string(),
+                f.src.1.to_string(),
+                f.dst.1.to_string(),
+            ];
+            let args = [
+                "-D",
+                "-p",
+                "udp",
+                "--orig-src",
+                &src,
+                "--orig-dst",
+                &dst,
+                "--orig-port-src",
+                &sport,
+                "--orig-port-dst",
+                &dport,
+            ];
+            match run("conntrack", &args, None) {
+                Ok(_) => {}
+                Err(e) if e.contains("0 flow entries") => {}
+                Err(e) => tracing::warn!(error = %e, "deleting a stale UDP flow failed"),
+            }
+        }
+    }
+
+    fn conntrack_cleanup(&mut self, new: &ServiceTable) {
+        let Some(old) = self.last.as_ref() else {
+            self.conntrack_adopt(new);
+            return;
+        };
+        let stale = stale_udp(old, new);
+        if stale.is_empty() || !self.conntrack_available() {
             return;
         }
         for (fe, reply) in stale {
@@ -790,6 +903,30 @@ mod tests {
         );
         let input = restore_input(&r, &save).unwrap();
         assert_eq!(input, "*nat\n-D PREROUTING -j FERRY-SERVICES\nCOMMIT\n");
+    }
+
+    #[test]
+    fn parses_conntrack_listings_and_finds_stale_flows() {
+        let listing = "\
+udp      17 29 src=10.244.1.10 dst=10.96.0.11 sport=40000 dport=53 src=10.244.1.5 dst=10.244.1.10 sport=53 dport=40000 mark=0 use=1
+udp      17 25 src=10.244.1.11 dst=10.96.0.11 sport=40001 dport=53 [UNREPLIED] src=10.244.1.9 dst=10.244.1.11 sport=53 dport=40001 mark=0 use=1
+udp      17 20 src=10.244.1.12 dst=10.96.0.99 sport=40002 dport=53 src=10.244.1.9 dst=10.244.1.12 sport=53 dport=40002 mark=0 use=1
+tcp      6 431999 ESTABLISHED src=10.0.0.1 dst=10.0.0.2 sport=1 dport=2 src=10.0.0.2 dst=10.0.0.1 sport=2 dport=1 [ASSURED] mark=0 use=1
+garbage
+";
+        let flows = parse_udp_flows(listing);
+        assert_eq!(flows.len(), 3, "{flows:?}");
+        assert_eq!(
+            flows[1],
+            UdpFlow {
+                src: ("10.244.1.11".parse().unwrap(), 40001),
+                dst: ("10.96.0.11".parse().unwrap(), 53),
+                reply_src: ("10.244.1.9".parse().unwrap(), 53),
+            }
+        );
+        // 10.96.0.11:53 is served by 10.244.1.5:53 only: the flow answered by .9 is stale;
+        // 10.96.0.99 is not ours: left alone.
+        assert_eq!(stale_flows(&flows, &table()), vec![flows[1]]);
     }
 
     #[test]
