@@ -42,6 +42,16 @@ pub struct Programmed {
     pub backends: Vec<Backend>,
     /// ClientIP affinity timeout in seconds.
     pub affinity: Option<u32>,
+    /// The service entry's slot count: `backends.len()` unless slots or backends were found
+    /// missing when reading the maps back (then the frontend is rewritten at the next sync).
+    pub slots: u16,
+}
+
+impl Programmed {
+    /// Every slot of the entry resolved to a backend.
+    pub fn intact(&self) -> bool {
+        usize::from(self.slots) == self.backends.len()
+    }
 }
 
 /// The datapath as read back from the maps: frontends, and the backend id table.
@@ -136,6 +146,7 @@ impl Datapath {
                     gen: entry.gen,
                     backends: list,
                     affinity: entry.affinity(),
+                    slots: entry.count,
                 },
             );
         }
@@ -295,8 +306,11 @@ pub fn plan(programmed: &BTreeMap<Frontend, Programmed>, table: &ServiceTable) -
         let mut backends = entry.backends.clone();
         backends.truncate(usize::from(LB_MAX_BACKENDS_PER_SERVICE));
         match programmed.get(frontend) {
-            Some(now) if now.backends == backends && now.affinity == entry.affinity_timeout => {}
-            Some(now) if now.backends == backends => out.push(Change::Affinity {
+            Some(now)
+                if now.intact()
+                    && now.backends == backends
+                    && now.affinity == entry.affinity_timeout => {}
+            Some(now) if now.intact() && now.backends == backends => out.push(Change::Affinity {
                 frontend: *frontend,
                 now: now.clone(),
                 affinity: entry.affinity_timeout,
@@ -455,15 +469,18 @@ impl EbpfProxier {
             gen,
             backends: backends.to_vec(),
             affinity,
+            slots: count,
         })
     }
 
     /// Deletes a generation's slots and releases its backend references.
     fn drop_slots(&mut self, key: &Lb4SvcKey, old: &Programmed) -> Result<(), ProxyError> {
-        for (i, b) in old.backends.iter().enumerate() {
+        for slot in 1..=old.slots {
             self.maps
-                .remove_service(&key.with_slot(old.gen, slot_index(i)?))
+                .remove_service(&key.with_slot(old.gen, slot))
                 .map_err(bpf_err)?;
+        }
+        for b in &old.backends {
             if let Some(id) = self.ids.release(b) {
                 self.maps.remove_backend(id).map_err(bpf_err)?;
             }
@@ -860,6 +877,7 @@ mod tests {
                 gen: 1,
                 backends: vec![be(1), be(2)],
                 affinity: None,
+                slots: 2,
             },
         );
         programmed.insert(
@@ -868,6 +886,7 @@ mod tests {
                 gen: 0,
                 backends: vec![be(1)],
                 affinity: None,
+                slots: 1,
             },
         );
         programmed.insert(
@@ -876,6 +895,7 @@ mod tests {
                 gen: 0,
                 backends: vec![be(3)],
                 affinity: None,
+                slots: 1,
             },
         );
         let t = table(&[
@@ -944,6 +964,7 @@ mod tests {
                 gen: 1,
                 backends: vec![be(1), be(2)],
                 affinity: Some(10),
+                slots: 2,
             }
         );
         assert_eq!(dp.stray_slots, vec![k.with_slot(0, 1)]);
@@ -952,6 +973,23 @@ mod tests {
         assert_eq!(ids.next, 12);
         // Id 11 duplicates backend 1's address and is unreferenced through id 7's entry.
         assert!(ids.unreferenced().is_empty() || ids.unreferenced().iter().all(|(_, id)| *id != 9));
+    }
+
+    #[test]
+    fn a_frontend_with_a_missing_slot_is_rewritten() {
+        let f = fe(80);
+        let k = key(&f);
+        let b1 = Lb4Backend::new(SocketAddrV4::new(be(1).addr, 8080));
+        // Count 2, but slot 2 is gone: the backends read back match the table, yet the entry
+        // would send half the connections nowhere.
+        let services = vec![
+            (k, Lb4Svc::entry(2, 0, None)),
+            (k.with_slot(0, 1), Lb4Svc::slot(7)),
+        ];
+        let dp = Datapath::from_entries(&services, &[(7, b1)]);
+        assert!(!dp.frontends[&f].intact());
+        let changes = plan(&dp.frontends, &table(&[(f, vec![be(1)], None)]));
+        assert!(matches!(&changes[..], [Change::Upsert { old: Some(old), .. }] if old.slots == 2));
     }
 
     #[test]
