@@ -4,6 +4,9 @@
 //! ferry's protocol 78 (host-gw and direct routes). Files (`subnet.env`, the conflist) and
 //! `ip_forward` are left alone. Keeps going past failures and reports them all; running it twice
 //! is a no-op.
+//!
+//! [`uninstall_bpf`] tears down the eBPF socket LB's pins (`--bpffs-dir`): pinned cgroup links
+//! and maps keep serving while the agent is down, so only an explicit uninstall removes them.
 
 use crate::masq;
 use crate::netlink::Netlink;
@@ -62,4 +65,10 @@ pub fn uninstall() -> Removed {
         Err(e) => out.errors.push(e.to_string()),
     }
     out
+}
+
+/// Detaches the eBPF socket LB and removes its pins under `bpffs_dir` (maps, links, the
+/// directory): the only place the pinned datapath is torn down. Returns the pins removed.
+pub fn uninstall_bpf(bpffs_dir: &std::path::Path) -> Result<usize, String> {
+    crate::service::ebpf::uninstall(bpffs_dir).map_err(|e| e.to_string())
 }
