@@ -11,7 +11,6 @@
 //!     [--service-cidr 10.96.0.0/12]
 //! ```
 
-use crate::service::ProxyMode;
 use ipnetwork::Ipv4Network;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -22,6 +21,30 @@ pub const DEFAULT_BPFFS_ROOT: &str = "/sys/fs/bpf/ferry";
 
 /// Default of `--metrics-address`.
 pub const DEFAULT_METRICS_ADDRESS: &str = "127.0.0.1:9465";
+
+/// How Services are implemented on this node (`--service-proxy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProxyMode {
+    /// Cgroup socket hooks (`connect4`, `sendmsg4`, `recvmsg4`, `getpeername4`): connections go
+    /// straight to a backend, no per-packet NAT, no conntrack entry.
+    Ebpf,
+    /// kube-proxy-style iptables rules in ferry's own chains (DNAT with random `statistic`
+    /// matching per endpoint).
+    Iptables,
+    /// Services are not routed by ferry (another proxy does it).
+    Off,
+}
+
+impl ProxyMode {
+    /// `ebpf` / `iptables` / `off`, as the flag, metrics and `ferry status` spell it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ProxyMode::Ebpf => "ebpf",
+            ProxyMode::Iptables => "iptables",
+            ProxyMode::Off => "off",
+        }
+    }
+}
 
 /// The overlay backend that carries pod traffic between nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -14,33 +14,11 @@ pub mod iptables;
 pub mod reconcile;
 pub mod table;
 
+/// The flag's enum lives with the other flags; re-exported here for the proxiers.
+pub use crate::config::ProxyMode;
 pub use table::{
     compute, Backend, Entry, Frontend, FrontendKind, Options, Proto, ServicePortName, ServiceTable,
 };
-
-/// How Services are implemented on this node (`--service-proxy`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ProxyMode {
-    /// Cgroup socket hooks (`connect4`, `sendmsg4`, `recvmsg4`, `getpeername4`): connections go
-    /// straight to a backend, no per-packet NAT, no conntrack entry.
-    Ebpf,
-    /// kube-proxy-style iptables rules in ferry's own chains (DNAT with random `statistic`
-    /// matching per endpoint).
-    Iptables,
-    /// Services are not routed by ferry (another proxy does it).
-    Off,
-}
-
-impl ProxyMode {
-    /// `ebpf` / `iptables` / `off`, as the flag, metrics and `ferry status` spell it.
-    pub const fn name(self) -> &'static str {
-        match self {
-            ProxyMode::Ebpf => "ebpf",
-            ProxyMode::Iptables => "iptables",
-            ProxyMode::Off => "off",
-        }
-    }
-}
 
 /// What one [`Proxier::sync`] changed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
