@@ -11,9 +11,9 @@
 //! - Bookmarks (`allowWatchBookmarks=true`) from the store's progress notifications, at most one
 //!   per bookmark interval, and one just before the server ends the watch at its timeout.
 
-use crate::request::{store_err, Config, Target};
 use crate::machinery::{self as mach, Selectors};
 use crate::objects::from_kv;
+use crate::request::{store_err, Config, Target};
 use crate::web::{ApiError, Body};
 use bytes::Bytes;
 use ferry_store::{EventKind, Rev, Store, StoreError, WatchItem};

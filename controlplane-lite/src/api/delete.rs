@@ -2,11 +2,11 @@
 //! graceful pod deletion and finalizers leave it [`Deleted::Pending`]), a namespace's contents
 //! with it, and deletecollection.
 
-use crate::request::{store_err, ApiResult, Req, Target};
 use super::{dry_run, Api};
 use crate::admission;
 use crate::machinery as mach;
 use crate::objects::{self, from_kv, meta_str, to_stored};
+use crate::request::{store_err, ApiResult, Req, Target};
 use crate::resources::{self, Resource};
 use crate::web::{self, ApiError, Body};
 use ferry_store::StoreError;

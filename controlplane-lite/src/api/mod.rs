@@ -19,20 +19,20 @@ mod read;
 mod sub;
 mod write;
 
-pub use delete::Deleted;
 pub use crate::request::{
     decode_continue, encode_continue, parse_path, store_err, Config, Req, Target,
 };
+pub use delete::Deleted;
 
 use crate::admission;
 use crate::auth::{authorize, Attributes, Decision, Identity, Tokens};
 use crate::objects::{self, to_stored};
+use crate::request::ApiResult;
 use crate::resources::{self, Sub};
 use crate::web::{self, ApiError, Body};
 use ferry_store::{Kv, Store, StoreError};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use crate::request::ApiResult;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -3,10 +3,10 @@
 //! `resourceVersionMatch`), and watch (at most `max_watches_per_client` per identity; the stream
 //! itself is [`crate::watch`]).
 
-use crate::request::{decode_continue, encode_continue, store_err, ApiResult, Req, Target};
 use super::Api;
 use crate::machinery as mach;
 use crate::objects::{from_kv, meta_str};
+use crate::request::{decode_continue, encode_continue, store_err, ApiResult, Req, Target};
 use crate::resources::Resource;
 use crate::watch;
 use crate::web::{self, ApiError, Body};

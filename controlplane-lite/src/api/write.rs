@@ -3,11 +3,11 @@
 //! server-side apply patches, optimistic concurrency, managedFields), and field validation
 //! (`fieldValidation=Strict|Warn|Ignore`).
 
-use crate::request::{store_err, ApiResult, Req, Target};
 use super::{add_warnings, dry_run, manager, Api};
 use crate::admission;
 use crate::machinery as mach;
 use crate::objects::{self, from_kv, meta_mut, meta_str, to_stored};
+use crate::request::{store_err, ApiResult, Req, Target};
 use crate::resources::{self, Resource, Sub};
 use crate::web::{self, ApiError, Body};
 use ferry_store::{Rev, StoreError};

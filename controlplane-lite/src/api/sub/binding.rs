@@ -2,10 +2,10 @@
 //! upstream's conflicts (UID precondition, being deleted, already bound, scheduling gates).
 
 use crate::admission;
-use crate::request::{store_err, ApiResult, Req, Target};
 use crate::api::Api;
 use crate::machinery as mach;
 use crate::objects::{from_kv, meta_mut, meta_str, to_stored};
+use crate::request::{store_err, ApiResult, Req, Target};
 use crate::web::{self, ApiError, Body};
 use ferry_store::StoreError;
 use http::{Response, StatusCode};

@@ -1,8 +1,8 @@
 //! `GET pods/{name}/log`: proxied to the kubelet of the pod's node with that node's token, and
 //! streamed back as it comes.
 
-use crate::request::{ApiResult, Req, Target};
 use crate::api::Api;
+use crate::request::{ApiResult, Req, Target};
 use crate::resources;
 use crate::web::{ApiError, Body};
 use bytes::Bytes;

@@ -2,8 +2,8 @@
 //! ([`crate::admission::scale_of`]); PUT and PATCH of it go through the write path.
 
 use crate::admission;
-use crate::request::{ApiResult, Target};
 use crate::api::Api;
+use crate::request::{ApiResult, Target};
 use crate::web::{self, Body};
 use http::{Response, StatusCode};
 
