@@ -4,15 +4,17 @@
 //! ready for pods (node network file + CNI conflist once the Node has a `spec.podCIDR`), publishes
 //! flannel-compatible annotations on its Node, programs the overlay between nodes (backend
 //! `vxlan`, the default: a kernel VXLAN device plus one route, neighbour and FDB entry per peer;
-//! `host-gw`: one route per peer podCIDR; or `udp`: a TUN device and a userspace datapath) and masquerades pod egress (iptables).
+//! `host-gw`: one route per peer podCIDR; or `udp`: a TUN device and a userspace datapath),
+//! masquerades pod egress (iptables), and routes Services in place of kube-proxy
+//! (`--service-proxy ebpf`, the default: cgroup socket hooks; or `iptables`).
 //! `ferry-agent uninstall` removes what it installed; `ferry-agent programs` lists the embedded
-//! eBPF programs.
+//! eBPF programs; `ferry-agent services` prints the service table from the pinned maps.
 //!
 //! | module | job |
 //! |---|---|
 //! | [`config`] | command-line flags, validated settings |
 //! | [`agent`] | the watch -> reconcile loop |
-//! | [`health`] | the Node conditions it owns: `NetworkUnavailable`, `FerryNetworkDegraded` |
+//! | [`health`] | the Node conditions it owns: `NetworkUnavailable`, `FerryNetworkDegraded`, `FerryServiceProxyReady` |
 //! | [`service`] | Services: the service table (pure) and the proxiers that program it (eBPF socket LB, iptables) |
 //! | [`probe`] | ICMP probes of every tunnel peer; TX checksum fallback |
 //! | [`linkwatch`] | wakes the loop when the underlay interface or an overlay device changes |
