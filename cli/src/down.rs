@@ -132,15 +132,25 @@ fn remove_pins(dir: &Path) -> std::io::Result<bool> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(e),
     };
+    let mount_point = sys::is_bpffs(dir);
     for entry in entries {
         let path = entry?.path();
+        // The kernel's own iterators at the root of every bpffs instance (bpf_preload): not
+        // ours, not removable, gone with the unmount.
+        if mount_point
+            && path
+                .file_name()
+                .is_some_and(|n| n == "maps.debug" || n == "progs.debug")
+        {
+            continue;
+        }
         if path.is_dir() {
             std::fs::remove_dir_all(&path)?;
         } else {
             std::fs::remove_file(&path)?;
         }
     }
-    if !sys::is_bpffs(dir) {
+    if !mount_point {
         std::fs::remove_dir(dir)?;
     }
     Ok(true)

@@ -497,6 +497,15 @@ impl Up<'_> {
             sys::in_netns(&net::netns_path(&ns), ferry_sys::sysctl::enable_ip_forward)
                 .and_then(|r| r.map_err(std::io::Error::from))
                 .with_context(|| format!("enabling IPv4 forwarding in {ns}"))?;
+            // A real node has a default route; these nodes only have the underlay. Without a
+            // route, a packet to a ClusterIP that no rule translated (a Service without
+            // endpoints) fails its route lookup before FORWARD / OUTPUT, where the iptables
+            // proxier's REJECT answers ECONNREFUSED, and the client sees an ICMP net-unreachable,
+            // which TCP treats as soft: a timeout. The service range goes out on the underlay.
+            net::batch(
+                &ns,
+                &format!("route add {} dev {IFACE}\n", self.args.service_cidr),
+            )?;
         }
         self.step(format!(
             "network: {} namespaces ({}, {}, {}, external host {} {EXT_IP}), underlay {} on \

@@ -21,17 +21,18 @@ use std::time::{Duration, Instant};
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// The backends: answer every GET with the pod's name (as examples/web.yaml does).
-const WHOAMI: &str = "import http.server, os\n\
-class H(http.server.BaseHTTPRequestHandler):\n\
-    def do_GET(self):\n\
-        body = (os.environ.get('POD_NAME', '?') + '\\n').encode()\n\
-        self.send_response(200)\n\
-        self.send_header('Content-Length', str(len(body)))\n\
-        self.end_headers()\n\
-        self.wfile.write(body)\n\
-    def log_message(self, *a):\n\
-        pass\n\
-http.server.ThreadingHTTPServer(('', 8080), H).serve_forever()\n";
+const WHOAMI: &str = r#"import http.server, os
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = (os.environ.get("POD_NAME", "?") + "\n").encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+http.server.ThreadingHTTPServer(("", 8080), H).serve_forever()
+"#;
 
 /// The client, run in the client pod's namespace: `get N IP PORT` (N requests, one answer per
 /// line, `ERR <error>` for a failed one), `connect IP PORT` (`refused|ok|timeout|error <ms>`),
@@ -204,6 +205,7 @@ fn wait_spread(client: &Client, ip: &str, want: &BTreeSet<String>, what: &str) {
         "{what}: 30 requests to {ip}:80 reached {:?} (want {want:?}); failures: {:?}",
         last.0, last.1
     );
+    println!("{what}: 30 requests to {ip}:80 reached {:?}", last.0);
 }
 
 fn pod_names(k: &Kubectl) -> BTreeSet<String> {
@@ -319,6 +321,7 @@ fn services_in_mode(mode: &str) {
         let (verdict, ms) = client.connect(&ip, 80);
         assert_eq!(verdict, "refused", "connect to {ip}:80 without endpoints");
         assert!(ms < 1000, "refused only after {ms} ms");
+        println!("{mode}: connect to {ip}:80 without endpoints: refused in {ms} ms");
     }
 
     // Scaled up again: it works again, on the new pods.
@@ -360,6 +363,7 @@ fn services_in_mode(mode: &str) {
             })
     });
     assert!(shown, "ferry status: no proxy line per node:\n{status}");
+    println!("{status}");
 
     // Down: nothing left, no pins.
     let _ = std::fs::remove_dir(&client_cg);
