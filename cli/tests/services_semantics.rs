@@ -1,14 +1,18 @@
 //! Service semantics end to end on a real `ferry up` cluster (2 nodes, privileged), one test per
 //! proxy mode, one cluster per test, the checks in sequence (issue #12, "Semantics"; the upstream
 //! conformance assertions each one mirrors are listed in docs/services.md, "Conformance"):
-//! several ports with named targetPorts resolved per pod; UDP through a ClusterIP (spread, replies
-//! from the ClusterIP, a 2,000-byte datagram whole); NodePort from a pod and from a node's host
-//! process, on both nodes' addresses; externalIPs and a LoadBalancer ingress IP from a pod;
-//! `sessionAffinity: ClientIP`; `internalTrafficPolicy: Local` from both nodes; headless and
-//! ExternalName Services absent from the datapath (which holds exactly the API's frontends);
-//! hairpin through a ClusterIP (TCP and UDP) and the own node's NodePort; agent restart (SIGTERM)
-//! and `kill -9`: a long-lived TCP connection and a connected UDP flow through the ClusterIP keep
-//! working, new connections are served while the agent is down, the datapath is adopted (the same
+//! several ports with named targetPorts resolved per pod, and one port number over TCP and UDP;
+//! UDP through a ClusterIP (spread, replies from the ClusterIP, a 2,000-byte datagram whole);
+//! NodePort from a pod and from a node's host process, on both nodes' addresses; externalIPs and
+//! a LoadBalancer ingress IP from a pod; `sessionAffinity: ClientIP` on a ClusterIP and a
+//! NodePort (sticks, chooses again after `timeoutSeconds`, spreads when switched to None, sticks
+//! when switched back); `internalTrafficPolicy: Local` from both nodes; headless and ExternalName
+//! Services absent from the datapath, which holds exactly the API's frontends; a Service without
+//! endpoints refuses TCP and UDP at once; hairpin through a ClusterIP (TCP and UDP) and the own
+//! node's NodePort (TCP and UDP); a deleted Service leaves the datapath, recreated with a second
+//! port it is served again, a removed port leaves; agent restart (SIGTERM) and `kill -9`: a
+//! long-lived TCP connection and a connected UDP flow through the ClusterIP keep working, new
+//! connections are served while the agent is down, the datapath is adopted unchanged (the same
 //! frontends, generations and backend ids, or the same rules) and, in eBPF mode, the inspection
 //! command reads it while the agent is down; a deleted backend (which keeps answering while it
 //! terminates) is never picked by a new connection 1 s after its endpoint left, a connected UDP
@@ -38,17 +42,17 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 const AFFINITY_TIMEOUT: u64 = 2;
 
 /// The backend pods: `tcp:PORT` and `udp:PORT` listeners named by argv. TCP answers every line
-/// with `<pod> <local port> <line>`; UDP answers every datagram with `<pod> <local port> <size>`.
+/// with `<pod> <local port> <peer address> <line>`; UDP answers every datagram with `<pod> <local port> <size>`.
 /// With `IGNORE_TERM` set, SIGTERM is ignored: the pod keeps serving while it terminates (the
 /// kubelet has no preStop hooks; this is the same as a preStop sleep).
 const SERVER: &str = r#"import os, signal, socket, sys, threading
 name = os.environ.get("POD_NAME", "?")
 if os.environ.get("IGNORE_TERM"):
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-def serve(c, port):
+def serve(c, peer, port):
     try:
         for line in c.makefile("rb"):
-            c.sendall(("%s %d %s\n" % (name, port, line.decode().strip())).encode())
+            c.sendall(("%s %d %s %s\n" % (name, port, peer, line.decode().strip())).encode())
     except OSError:
         pass
     finally:
@@ -59,8 +63,8 @@ def tcp(port):
     s.bind(("", port))
     s.listen(128)
     while True:
-        c, _ = s.accept()
-        threading.Thread(target=serve, args=(c, port), daemon=True).start()
+        c, peer = s.accept()
+        threading.Thread(target=serve, args=(c, peer[0], port), daemon=True).start()
 def udp(port):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("", port))
@@ -74,7 +78,7 @@ threading.Event().wait()
 "#;
 
 /// The client. `tcp N IP PORT`: N connections, one answer (`<pod> <port>`) per line, `ERR ..` for
-/// a failed one. `udp N IP PORT [SIZE]`: N datagrams of SIZE bytes from fresh unconnected
+/// a failed one (`tcpsrc`: `<pod> <source address the pod saw>`). `udp N IP PORT [SIZE]`: N datagrams of SIZE bytes from fresh unconnected
 /// sockets, `<pod> <port> <size received> <reply source ip:port>` per line. `hold IP TPORT UPORT`:
 /// one TCP connection and one connected UDP socket, a request on each every 100 ms until a line
 /// arrives on stdin; JSON counters after the first round and at the end. `udpstick IP PORT POD..`:
@@ -84,13 +88,13 @@ threading.Event().wait()
 /// `refuse IP PORT tcp|udp`: one TCP connect, or a connected UDP socket's send and receive:
 /// `ok|refused|timeout|err:<errno> <ms>`.
 const CLIENT: &str = r#"import errno, json, select, socket, sys, time
-def tcp_once(ip, port):
+def tcp_once(ip, port, fields=(0, 1)):
     s = socket.create_connection((ip, port), 2)
     try:
         s.settimeout(2)
         s.sendall(b"hi\n")
         f = s.makefile("rb").readline().decode().split()
-        return " ".join(f[:2]) if f else "ERR empty"
+        return " ".join(f[i] for i in fields) if f else "ERR empty"
     finally:
         s.close()
 def udp_once(ip, port, size):
@@ -106,12 +110,15 @@ def udp_once(ip, port, size):
 def err(e):
     return "err:" + errno.errorcode.get(e.errno, str(e.errno)) if e.errno else "err:" + repr(e)
 cmd = sys.argv[1]
-if cmd in ("tcp", "udp"):
+if cmd in ("tcp", "tcpsrc", "udp"):
     n, ip, port = int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
     size = int(sys.argv[5]) if len(sys.argv) > 5 else 8
     for _ in range(n):
         try:
-            print(tcp_once(ip, port) if cmd == "tcp" else udp_once(ip, port, size), flush=True)
+            if cmd == "udp":
+                print(udp_once(ip, port, size), flush=True)
+            else:
+                print(tcp_once(ip, port, (0, 1) if cmd == "tcp" else (0, 2)), flush=True)
         except Exception as e:
             print("ERR", repr(e), flush=True)
 elif cmd == "hold":
@@ -688,6 +695,19 @@ fn semantics_in_mode(mode: &str) {
         json!({"selector": {"app": "be"}, "internalTrafficPolicy": "Local", "ports": [tcp("web")]}),
     ));
     k.apply(&service(
+        "local1",
+        json!({"selector": {"pod": "be-1"}, "internalTrafficPolicy": "Local", "ports": [tcp("web")]}),
+    ));
+    // Left to another proxy, or headless by label: ignored like the headless Service.
+    k.apply(&json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "proxyname", "namespace": "default",
+            "labels": {"service.kubernetes.io/service-proxy-name": "foo-bar"}},
+        "spec": {"selector": {"app": "be"}, "ports": [{"name": "web", "port": 7779, "targetPort": "web"}]}}));
+    k.apply(&json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "headless-label", "namespace": "default",
+            "labels": {"service.kubernetes.io/headless": ""}},
+        "spec": {"selector": {"app": "be"}, "ports": [{"name": "web", "port": 7780, "targetPort": "web"}]}}));
+    k.apply(&service(
         "hp",
         json!({"type": "NodePort", "selector": {"pod": "be-1"}, "ports": [
         tcp("web"), {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": "dns"}]}),
@@ -788,6 +808,27 @@ fn semantics_in_mode(mode: &str) {
         &["be-1 8080", "be-2 8081"],
     );
     step("several ports, named targetPorts, one port number over TCP and UDP");
+
+    // 1b. The backends see the client pod's own address (no SNAT inside the cluster).
+    let client_ip = pod("client")["status"]["podIP"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let want_src = BTreeSet::from([format!("be-1 {client_ip}"), format!("be-2 {client_ip}")]);
+    let mut last = BTreeSet::new();
+    let ok = wait_until(Duration::from_secs(15), || {
+        last = client
+            .run(&["tcpsrc", "30", &multi, "80"])
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        last == want_src
+    });
+    assert!(
+        ok,
+        "the backends should see the client pod's address {client_ip} through the ClusterIP: {last:?}"
+    );
+    step("source pod IP preserved through the ClusterIP");
 
     // 2. UDP through the ClusterIP: spread, replies from the ClusterIP, 2,000 bytes whole.
     let mut last = Vec::new();
@@ -913,14 +954,35 @@ fn semantics_in_mode(mode: &str) {
         20,
         &["be-2 8081"],
     );
+    let local1 = cluster_ip("local1");
+    client.expect_tcp(
+        "internalTrafficPolicy Local, local endpoint",
+        &local1,
+        80,
+        10,
+        &["be-1 8080"],
+    );
+    let (verdict, ms) = host2.refuse(&local1, 80, "tcp");
+    assert!(
+        verdict == "refused" && ms < 1000,
+        "internalTrafficPolicy Local without a local endpoint (node-2 to {local1}:80, be-1 is on node-1) should be refused at once: {verdict} after {ms} ms"
+    );
     step("internalTrafficPolicy Local");
 
-    // 7. Headless and ExternalName Services are not in the datapath; it holds exactly the API's
+    // 7. Headless and ExternalName Services, and Services labelled service-proxy-name or headless,
+    //    are not in the datapath; it holds exactly the API's
     //    frontends (every ClusterIP, NodePort on both node addresses, externalIP, LB IP).
     let mut want: BTreeSet<String> = BTreeSet::new();
     for s in items(&k.json(&["get", "svc", "-A"])) {
         let spec = &s["spec"];
-        if spec["type"] == "ExternalName" || spec["clusterIP"] == "None" {
+        let labels = &s["metadata"]["labels"];
+        if spec["type"] == "ExternalName"
+            || spec["clusterIP"] == "None"
+            || labels
+                .get("service.kubernetes.io/service-proxy-name")
+                .is_some()
+            || labels.get("service.kubernetes.io/headless").is_some()
+        {
             continue;
         }
         for p in spec["ports"].as_array().unwrap() {
@@ -961,7 +1023,7 @@ fn semantics_in_mode(mode: &str) {
         want.difference(&have).collect::<Vec<_>>(),
         have.difference(&want).collect::<Vec<_>>()
     );
-    // `ferry status` counts the Services the agent serves: kubernetes and the 8 above.
+    // `ferry status` counts the Services the agent serves: kubernetes and the 9 above.
     let mut status = String::new();
     let counted = wait_until(Duration::from_secs(10), || {
         let out = c.ferry("status", &[]);
@@ -969,13 +1031,13 @@ fn semantics_in_mode(mode: &str) {
         (1..=2).all(|i| {
             status.lines().any(|l| {
                 let f: Vec<&str> = l.split_whitespace().collect();
-                f.len() == 5 && f[0] == format!("node-{i}") && f[1] == mode && f[2] == "9"
+                f.len() == 5 && f[0] == format!("node-{i}") && f[1] == mode && f[2] == "10"
             })
         })
     });
     assert!(
         counted,
-        "ferry status should show 9 Services per node (headless and ExternalName ignored):\n{status}"
+        "ferry status should show 10 Services per node (headless, ExternalName and labelled ones ignored):\n{status}"
     );
     step("headless and ExternalName ignored; datapath == API frontends");
 
@@ -1245,7 +1307,26 @@ fn semantics_in_mode(mode: &str) {
         be2["metadata"]["deletionTimestamp"].is_string(),
         "be-2 should still be terminating: {be2:#}"
     );
-    step("terminating endpoint used when no ready one exists");
+    client.expect_tcp(
+        "terminating be-2 through a NodePort",
+        "10.99.0.11",
+        np,
+        10,
+        &["be-2 8081"],
+    );
+    host2.expect_tcp(
+        "terminating be-2 as the local endpoint (internalTrafficPolicy Local, node-2)",
+        &local,
+        80,
+        10,
+        &["be-2 8081"],
+    );
+    let (verdict, ms) = client.refuse(&local, 80, "tcp");
+    assert!(
+        verdict == "refused" && ms < 1000,
+        "internalTrafficPolicy Local on node-1, whose only endpoint is gone (be-2 terminates on node-2), should refuse: {verdict} after {ms} ms"
+    );
+    step("terminating endpoint used when no ready one exists (ClusterIP, NodePort, ITP Local)");
 
     drop(client);
     drop(host1);
