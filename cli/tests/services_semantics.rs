@@ -625,6 +625,53 @@ fn normalise(ebpf: bool, f: &str) -> String {
     }
 }
 
+/// What a rebuild would reset, read with independent tools: in eBPF mode the kernel id of the
+/// pinned service map (`bpftool map show pinned`) and the `connect4_rewrites` counter kept in the
+/// pinned stats map; in iptables mode the packet counter of the ClusterIP rule of `vip:80`
+/// (`iptables-save -c`: a flushed and rewritten chain starts from 0).
+fn continuity(c: &Cluster, bpffs: Option<&Path>, vip: &str) -> (String, u64) {
+    match bpffs {
+        Some(dir) => {
+            let pin = dir.join("node-1/FERRY_LB4_SVC");
+            let out = Command::new("bpftool")
+                .args(["-j", "map", "show", "pinned"])
+                .arg(&pin)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "bpftool map show pinned {}: {}",
+                pin.display(),
+                text(&out)
+            );
+            let map: Value = serde_json::from_slice(&out.stdout).unwrap();
+            let rewrites = inspect(dir, 1)["counters"]["connect4_rewrites"]
+                .as_u64()
+                .unwrap();
+            (format!("map id {}", map["id"]), rewrites)
+        }
+        None => {
+            let out = Command::new("ip")
+                .args(["netns", "exec", &format!("{}-n1", c.name)])
+                .args(["iptables-save", "-c", "-t", "nat"])
+                .output()
+                .unwrap();
+            let rule = format!("-A FERRY-SERVICES -d {vip}/32 -p tcp -m tcp --dport 80 ");
+            let text = String::from_utf8_lossy(&out.stdout);
+            let line = text
+                .lines()
+                .find(|l| l.contains(&rule))
+                .unwrap_or_else(|| panic!("no `{rule}` in iptables-save -c:\n{text}"));
+            let pkts = line
+                .strip_prefix('[')
+                .and_then(|l| l.split(':').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("no counter in {line}"));
+            ("rules".to_owned(), pkts)
+        }
+    }
+}
+
 /// The nat and filter rules of our chains in node `i`'s namespace (`-A FERRY-..` lines).
 fn ferry_rules(c: &Cluster, i: u32) -> Vec<String> {
     let out = Command::new("ip")
@@ -1156,6 +1203,7 @@ fn semantics_in_mode(mode: &str) {
     let before = snapshot();
     let mut agent = Agent::new(&c, 1);
     for (sig, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGKILL, "kill -9")] {
+        let kept = continuity(&c, bpffs.as_deref(), &multi);
         agent.stop(&c, sig);
         step(&format!("agent on node-1 stopped ({name})"));
         std::thread::sleep(Duration::from_millis(500));
@@ -1185,6 +1233,11 @@ fn semantics_in_mode(mode: &str) {
             before,
             "the restarted agent rebuilt the datapath instead of adopting it ({name})"
         );
+        let now = continuity(&c, bpffs.as_deref(), &multi);
+        assert!(
+            now.0 == kept.0 && now.1 >= kept.1,
+            "the datapath was recreated across the agent restart ({name}): before {kept:?}, after {now:?} (the same object and a counter that only grows are expected)"
+        );
         client.expect_tcp(
             "after the agent came back",
             &multi,
@@ -1193,7 +1246,8 @@ fn semantics_in_mode(mode: &str) {
             &["be-1 8080", "be-2 8081"],
         );
         step(&format!(
-            "agent restarted after {name}: datapath adopted unchanged"
+            "agent restarted after {name}: datapath adopted unchanged ({} {} -> {})",
+            now.0, kept.1, now.1
         ));
     }
     writeln!(hold_in, "stop").unwrap();
