@@ -103,8 +103,9 @@ fn scrape(n: &NodeEnv, path: &str) -> (String, String) {
 }
 
 /// Parses the Prometheus text format strictly: `# HELP` / `# TYPE` comments, then samples
-/// `name{label="value",...} value` of a family whose TYPE came first, `_total` only on counters,
-/// no duplicate series. Returns series -> value.
+/// `name{label="value",...} value` of a family whose TYPE came first (a histogram's samples are
+/// its `_bucket`, `_sum` and `_count`), `_total` only on counters, no duplicate series. Returns
+/// series -> value.
 fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
     let mut types = BTreeMap::new();
     let mut out = BTreeMap::new();
@@ -117,7 +118,10 @@ fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let (name, kind) = rest.split_once(' ').expect(line);
-            assert!(ident(name) && matches!(kind, "counter" | "gauge"), "{line}");
+            assert!(
+                ident(name) && matches!(kind, "counter" | "gauge" | "histogram"),
+                "{line}"
+            );
             types.insert(name.to_owned(), kind.to_owned());
             continue;
         }
@@ -137,9 +141,16 @@ fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
                 "{line:?}"
             );
         }
-        let kind = types
-            .get(name)
-            .unwrap_or_else(|| panic!("no TYPE before {line:?}"));
+        let histogram = ["_bucket", "_sum", "_count"]
+            .iter()
+            .filter_map(|sfx| name.strip_suffix(sfx))
+            .find(|family| types.get(*family).is_some_and(|k| k == "histogram"));
+        let kind = match histogram {
+            Some(family) => &types[family],
+            None => types
+                .get(name)
+                .unwrap_or_else(|| panic!("no TYPE before {line:?}")),
+        };
         assert!(!name.ends_with("_total") || kind == "counter", "{line:?}");
         let v: f64 = value
             .parse()
