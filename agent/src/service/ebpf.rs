@@ -300,12 +300,24 @@ pub enum Change {
 
 /// The changes that make `programmed` match `table` (pure). Backends beyond
 /// [`LB_MAX_BACKENDS_PER_SERVICE`] are cut (the table keeps them sorted, so the cut is stable).
+/// Both maps are sorted by frontend, so they are walked side by side (no lookups, no copy of an
+/// unchanged frontend's backends): one changed Service among 30,000 is planned in well under a
+/// millisecond. Removals come after the table's changes, in frontend order.
 pub fn plan(programmed: &BTreeMap<Frontend, Programmed>, table: &ServiceTable) -> Vec<Change> {
+    let max = usize::from(LB_MAX_BACKENDS_PER_SERVICE);
     let mut out = Vec::new();
+    let mut removed = Vec::new();
+    let mut have = programmed.iter().peekable();
     for (frontend, entry) in &table.entries {
-        let mut backends = entry.backends.clone();
-        backends.truncate(usize::from(LB_MAX_BACKENDS_PER_SERVICE));
-        match programmed.get(frontend) {
+        while let Some((f, old)) = have.next_if(|(f, _)| *f < frontend) {
+            removed.push(Change::Remove {
+                frontend: *f,
+                old: old.clone(),
+            });
+        }
+        let now = have.next_if(|(f, _)| *f == frontend).map(|(_, p)| p);
+        let backends = &entry.backends[..entry.backends.len().min(max)];
+        match now {
             Some(now)
                 if now.intact()
                     && now.backends == backends
@@ -317,20 +329,17 @@ pub fn plan(programmed: &BTreeMap<Frontend, Programmed>, table: &ServiceTable) -
             }),
             now => out.push(Change::Upsert {
                 frontend: *frontend,
-                backends,
+                backends: backends.to_vec(),
                 affinity: entry.affinity_timeout,
                 old: now.cloned(),
             }),
         }
     }
-    for (frontend, old) in programmed {
-        if !table.entries.contains_key(frontend) {
-            out.push(Change::Remove {
-                frontend: *frontend,
-                old: old.clone(),
-            });
-        }
-    }
+    removed.extend(have.map(|(f, old)| Change::Remove {
+        frontend: *f,
+        old: old.clone(),
+    }));
+    out.extend(removed);
     out
 }
 
@@ -921,6 +930,51 @@ mod tests {
             ])
         )
         .is_empty());
+    }
+
+    #[test]
+    fn plan_walks_both_sides_in_order() {
+        let p = |b: u8| Programmed {
+            gen: 0,
+            backends: vec![be(b)],
+            affinity: None,
+            slots: 1,
+        };
+        // Removed frontends before, between and after the table's: all removed, after the
+        // table's changes, in frontend order; an unchanged one in the middle stays untouched.
+        let programmed: BTreeMap<Frontend, Programmed> = [
+            (fe(79), p(1)),
+            (fe(80), p(2)),
+            (fe(82), p(3)),
+            (fe(90), p(4)),
+        ]
+        .into_iter()
+        .collect();
+        let t = table(&[
+            (fe(80), vec![be(2)], None),
+            (fe(81), vec![be(5)], None),
+            (fe(85), vec![be(6)], None),
+        ]);
+        let got: Vec<(u16, &str)> = plan(&programmed, &t)
+            .iter()
+            .map(|c| match c {
+                Change::Upsert { frontend, .. } => (frontend.port, "upsert"),
+                Change::Affinity { frontend, .. } => (frontend.port, "affinity"),
+                Change::Remove { frontend, .. } => (frontend.port, "remove"),
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (81, "upsert"),
+                (85, "upsert"),
+                (79, "remove"),
+                (82, "remove"),
+                (90, "remove")
+            ]
+        );
+        assert_eq!(plan(&programmed, &ServiceTable::default()).len(), 4);
+        assert_eq!(plan(&BTreeMap::new(), &t).len(), 3);
     }
 
     #[test]
