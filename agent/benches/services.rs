@@ -10,7 +10,8 @@
 //! node's packets:
 //!
 //! ```text
-//!  client pod 10.244.2.2 --veth-- node (10.244.2.1 | br0 10.244.1.1, ip_forward) --bridge-- pods 10.244.1.2-6
+//!  client pods 10.244.2.2 (ClusterIP paths), 10.244.3.2 (direct paths)
+//!      --veth-- node (10.244.2.1, 10.244.3.1 | br0 10.244.1.1, ip_forward) --bridge-- pods 10.244.1.2-6
 //! ```
 //!
 //! The client reaches the pods **routed through the node** (as across nodes, or as on a bridge
@@ -258,7 +259,12 @@ fn parse_client(out: &str) -> Option<ConnRun> {
 /// One node namespace with its client pod and backend pods (dropped with them).
 struct Node {
     ns: Netns,
+    /// The client of the ClusterIP paths (10.244.2.2).
     client: Netns,
+    /// The client of the direct paths (10.244.3.2): another source address, so the two paths
+    /// never share a 4-tuple at the backend (a backend's TIME_WAIT left by a DNATed connection
+    /// would otherwise meet a direct SYN with unrelated sequence numbers and timestamps).
+    direct: Netns,
     _pods: Vec<Netns>,
 }
 
@@ -306,9 +312,15 @@ impl Node {
         ns.sh("ip addr add 10.244.2.1/24 dev vc && ip link set vc up");
         client.sh("ip addr add 10.244.2.2/24 dev eth0 && ip link set eth0 up \
              && ip route add default via 10.244.2.1");
+        let direct = Netns::new(&format!("{tag}d"));
+        veth(&direct, "eth0", &ns, "vd");
+        ns.sh("ip addr add 10.244.3.1/24 dev vd && ip link set vd up");
+        direct.sh("ip addr add 10.244.3.2/24 dev eth0 && ip link set eth0 up \
+             && ip route add default via 10.244.3.1");
         Node {
             ns,
             client,
+            direct,
             _pods: pods,
         }
     }
@@ -800,7 +812,7 @@ fn run(s: &Settings) {
         },
         ConnPath {
             name: "direct pod IP (ebpf node)",
-            client: &node_e.client,
+            client: &node_e.direct,
             cgroup: Some(&lab.cgroup),
             to: SocketAddrV4::new(pod_ip(1), PORT),
             iperf_server: node_e.pod(1),
@@ -814,7 +826,7 @@ fn run(s: &Settings) {
         },
         ConnPath {
             name: "direct pod IP (iptables node)",
-            client: &node_i.client,
+            client: &node_i.direct,
             cgroup: None,
             to: SocketAddrV4::new(pod_ip(1), PORT),
             iperf_server: node_i.pod(1),
