@@ -1,7 +1,7 @@
 //! `cargo bench -p ferry-agent --bench services` (privileged; harness = false): the Services
 //! benchmark of issue #12. In one run, side by side, rounds interleaved: the eBPF socket load
-//! balancer ([`EbpfProxier`]), the kube-proxy-style iptables proxier ([`IptablesProxier`]) and
-//! direct pod IP connections (the control), with 1, 1,000, 10,000 and 30,000 Services of 4
+//! balancer ([`EbpfProxier`]), the kube-proxy-style iptables rules of the iptables proxier
+//! ([`render`], and [`IptablesProxier`] itself where it is fast enough) and direct pod IP connections (the control), with 1, 1,000, 10,000 and 30,000 Services of 4
 //! endpoints each (the probed Service sorts last, so it is the last rule of `FERRY-SERVICES`).
 //!
 //! The lab (everything created here, removed by `Drop` guards on every exit path; SIGINT /
@@ -22,24 +22,29 @@
 //! second port, 5201, has that one endpoint: iperf3's control and data connections must reach the
 //! same server). The other Services' endpoints are unused addresses (10.128.0.0/12). The eBPF
 //! node's client runs in a fresh cgroup (never the root cgroup) where the four `sock-lb` hooks are
-//! attached, its maps pinned in a private bpffs mount; the iptables proxier runs on a thread inside
-//! the iptables node namespace.
+//! attached, its maps pinned in a private bpffs mount; `iptables-restore` and the iptables proxier
+//! run inside the iptables node namespace (the proxier on a thread that entered it).
 //!
 //! Per size, per round (paths and proxiers in an order rotated by round):
-//! - **programming**: `sync` of the whole table from empty (eBPF: `EbpfProxier::sync`, one
-//!   `bpf(2)` call per map write; iptables: `iptables-save` + render + `iptables-restore`);
+//! - **programming**: the whole table from empty (eBPF: `EbpfProxier::sync`, one `bpf(2)` call
+//!   per map write; iptables: [`render`] + one flushing `iptables-restore`, kube-proxy's full
+//!   sync; see [`Proxiers`] for why not the proxier's own sync);
 //! - **latency and connections/s**: a client process (this binary, re-executed in the client pod
 //!   namespace) connects sequentially for `FERRY_BENCH_MS` (or `FERRY_BENCH_MAX_CONNS`
 //!   connections) and times each `connect()` until the accepted connection's first byte arrives;
 //!   p50 / p99 of that, and transactions (connect, byte, close) per second. Paths: eBPF
 //!   ClusterIP, direct pod IP on the eBPF node (same cgroup: the hooks run and miss), iptables
 //!   ClusterIP, direct pod IP on the iptables node;
-//! - **one change**: `sync` of a table differing in the probed Service only (its 4 endpoints
-//!   replaced by pod 5), then right after it 20 connections that must all reach pod 5; and back;
-//! - then `sync` of the empty table (not timed).
+//! - **one change**: a table differing in the probed Service only (its 4 endpoints replaced by
+//!   pod 5), then right after it 20 connections that must all reach pod 5; and back (eBPF:
+//!   `sync`; iptables: render, diff against the loaded rules, `iptables-restore --noflush` of the
+//!   changed chains); in the last round of a size up to `FERRY_BENCH_IPT_PROXIER_MAX` (default
+//!   10,000) also the shipped `IptablesProxier::sync` once (it reads `iptables-save` first);
+//! - then the empty table (not timed).
 //!
 //! Before the sizes, a **memory** step at the largest size: this process's RSS (`VmRSS`) before
-//! and after building the table and after each proxier's sync (the proxier's user-space growth;
+//! and after building the table, after the eBPF sync and after rendering and loading the iptables
+//! rules (the user-space growth;
 //! an agent also holds its reflector caches, not measured here), and the kernel memory of the
 //! pinned maps (`bpftool -j map show pinned`, `bytes_memlock`) empty and full. After the last
 //! size, **throughput**: `iperf3` single stream through each ClusterIP and direct, rounds x
@@ -47,8 +52,9 @@
 //!
 //! Figures are medians of rounds with [min-max]; ratios are computed per round, then the median.
 //! Targets (issue #12) are reported as met / NOT met, never asserted. `FERRY_BENCH_QUICK=1`: sizes
-//! 1, 100, 1,000, 2 rounds, short runs (a smoke run). `FERRY_BENCH_SIZES=1,1000` and
-//! `FERRY_BENCH_ROUNDS=n` override.
+//! 1, 100, 1,000, 2 rounds, short runs (a smoke run). `FERRY_BENCH_SIZES=1,1000`,
+//! `FERRY_BENCH_ROUNDS=n`, `FERRY_BENCH_MS`, `FERRY_BENCH_MAX_CONNS` and
+//! `FERRY_BENCH_IPERF_SECONDS` override. About 9 minutes with the defaults.
 
 use std::collections::BTreeSet;
 use std::io::{Read as _, Write as _};
