@@ -22,9 +22,16 @@
 //! | `ferry_service_frontends` | gauge | frontends (address, port, protocol) programmed |
 //! | `ferry_service_backends` | gauge | backends summed over frontends |
 //! | `ferry_service_skipped` | gauge | objects (or parts) left out of the table as unusable |
+//! | `ferry_service_frontends_failed` | gauge | frontends the last sync could not program (map full, map error) |
 //! | `ferry_service_sync_total`, `ferry_service_sync_errors_total` | counter | proxier syncs, failed ones |
+//! | `ferry_service_datapath_events_total` | counter | eBPF: `event`: `connect4_calls`, `connect4_rewrites`, `sendmsg4_calls`, `sendmsg4_rewrites`, `refused`, `revnat_recvmsg`, `revnat_getpeername`, `affinity_hits` |
+//! | `ferry_service_datapath_errors_total` | counter | eBPF: `reason`: `no_slot`, `no_backend`, `revnat_update`, `affinity_update` |
+//! | `ferry_service_map_entries`, `ferry_service_map_capacity` | gauge | eBPF: `map`: pin name (entries only for the service and backend maps: the LRU maps are not counted) |
 //! | `ferry_service_sync_duration_seconds` | histogram | table computation + proxier sync |
 //! | `ferry_service_programming_latency_seconds` | histogram | from the first unprocessed Service / EndpointSlice / Node event to the datapath holding it |
+//!
+//! The eBPF datapath families are read after each Service sync (at least every
+//! `--resync-seconds`), not at each scrape: they lag by at most one resync interval.
 //!
 //! The udp families appear once the udp datapath has started; the device family is the kernel's
 //! `IFLA_STATS64` of `ferry.udp`, read over rtnetlink at each scrape (not `/sys`, which shows the
@@ -40,6 +47,7 @@
 
 use crate::netlink::Netlink;
 use crate::overlay::udp::{self, Stats};
+use crate::service::DatapathStats;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -123,6 +131,10 @@ pub struct ServiceStats {
     pub sync_seconds: Histogram,
     /// Event-to-datapath latency.
     pub latency: Histogram,
+    /// Frontends the last sync could not program (map full, map error).
+    pub failed_frontends: u64,
+    /// The datapath's counters and map fill after the last sync (eBPF only).
+    pub datapath: Option<DatapathStats>,
 }
 
 /// The running datapath's counters, plus the final counts of datapaths this process replaced
@@ -441,6 +453,12 @@ fn render_services(out: &mut String, s: &ServiceStats) {
             s.skipped,
         ),
         (
+            "ferry_service_frontends_failed",
+            "gauge",
+            "Service frontends the last sync could not program (e.g. a full map); the others are served.",
+            s.failed_frontends,
+        ),
+        (
             "ferry_service_sync_total",
             "counter",
             "Service proxier syncs run.",
@@ -458,6 +476,9 @@ fn render_services(out: &mut String, s: &ServiceStats) {
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
         );
     }
+    if let Some(dp) = &s.datapath {
+        render_datapath(out, dp);
+    }
     render_histogram(
         out,
         "ferry_service_sync_duration_seconds",
@@ -469,6 +490,65 @@ fn render_services(out: &mut String, s: &ServiceStats) {
         "ferry_service_programming_latency_seconds",
         "Time from the first unprocessed Service, EndpointSlice or Node event to the datapath holding the change.",
         &s.latency,
+    );
+}
+
+/// The eBPF datapath's counters (`err_*` as errors by reason, the rest as events) and map fill.
+fn render_datapath(out: &mut String, dp: &DatapathStats) {
+    let (errors, events): (Vec<_>, Vec<_>) = dp
+        .counters
+        .iter()
+        .partition(|(name, _)| name.starts_with("err_"));
+    let mut family = |name: &str, kind: &str, help: &str, rows: &[(String, u64)]| {
+        if rows.is_empty() {
+            return;
+        }
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, v) in rows {
+            let _ = writeln!(out, "{name}{labels} {v}");
+        }
+    };
+    let rows = |v: &[&(&str, u64)], key: &str, strip: &str| -> Vec<(String, u64)> {
+        v.iter()
+            .map(|(n, c)| {
+                let n = n.strip_prefix(strip).unwrap_or(n);
+                (format!("{{{key}=\"{}\"}}", label(n)), *c)
+            })
+            .collect()
+    };
+    family(
+        "ferry_service_datapath_events_total",
+        "counter",
+        "Socket load balancer events counted by the eBPF programs, summed over CPUs (read after each sync).",
+        &rows(&events, "event", ""),
+    );
+    family(
+        "ferry_service_datapath_errors_total",
+        "counter",
+        "Socket load balancer errors by reason, counted by the eBPF programs, summed over CPUs (read after each sync).",
+        &rows(&errors, "reason", "err_"),
+    );
+    let entries: Vec<(String, u64)> = dp
+        .maps
+        .iter()
+        .filter_map(|m| Some((format!("{{map=\"{}\"}}", label(m.map)), m.entries?)))
+        .collect();
+    family(
+        "ferry_service_map_entries",
+        "gauge",
+        "Entries the agent wrote into a datapath map (the LRU maps, written by the programs, are not counted).",
+        &entries,
+    );
+    let capacity: Vec<(String, u64)> = dp
+        .maps
+        .iter()
+        .map(|m| (format!("{{map=\"{}\"}}", label(m.map)), m.capacity))
+        .collect();
+    family(
+        "ferry_service_map_capacity",
+        "gauge",
+        "Maximum entries of a datapath map.",
+        &capacity,
     );
 }
 
@@ -694,9 +774,59 @@ mod tests {
             "ferry_service_programming_latency_seconds_bucket{le=\"5\"} 0\n",
             "ferry_service_programming_latency_seconds_bucket{le=\"+Inf\"} 1\n",
             "ferry_service_programming_latency_seconds_sum 7\n",
+            "ferry_service_frontends_failed 0\n",
         ] {
             assert!(text.contains(line), "{line} missing in\n{text}");
         }
+        assert!(!text.contains("ferry_service_datapath"), "{text}");
+        assert!(!text.contains("ferry_service_map_"), "{text}");
+    }
+
+    #[test]
+    fn renders_datapath_counters_and_map_fill() {
+        use crate::service::MapFill;
+        let m = Metrics::new("n", "vxlan");
+        m.update_services(|s| {
+            s.mode = "ebpf";
+            s.failed_frontends = 2;
+            s.datapath = Some(DatapathStats {
+                counters: vec![("connect4_rewrites", 5), ("refused", 1), ("err_no_slot", 3)],
+                maps: vec![
+                    MapFill {
+                        map: "FERRY_LB4_BE",
+                        entries: Some(7),
+                        capacity: 262_144,
+                    },
+                    MapFill {
+                        map: "FERRY_LB4_RNAT",
+                        entries: None,
+                        capacity: 65_536,
+                    },
+                ],
+            });
+        });
+        let text = render(&m.snapshot());
+        for line in [
+            "ferry_service_frontends_failed 2\n",
+            "# TYPE ferry_service_datapath_events_total counter\n",
+            "ferry_service_datapath_events_total{event=\"connect4_rewrites\"} 5\n",
+            "ferry_service_datapath_events_total{event=\"refused\"} 1\n",
+            "# TYPE ferry_service_datapath_errors_total counter\n",
+            "ferry_service_datapath_errors_total{reason=\"no_slot\"} 3\n",
+            "# TYPE ferry_service_map_entries gauge\n",
+            "ferry_service_map_entries{map=\"FERRY_LB4_BE\"} 7\n",
+            "ferry_service_map_capacity{map=\"FERRY_LB4_BE\"} 262144\n",
+            "ferry_service_map_capacity{map=\"FERRY_LB4_RNAT\"} 65536\n",
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
+        assert!(!text.contains("event=\"err_no_slot\""), "{text}");
+        assert!(
+            !text.contains("ferry_service_map_entries{map=\"FERRY_LB4_RNAT\"}"),
+            "{text}"
+        );
+        // Each family's HELP/TYPE appears once.
+        assert_eq!(text.matches("# TYPE ferry_service_map_capacity").count(), 1);
     }
 
     #[test]

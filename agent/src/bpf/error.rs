@@ -62,6 +62,18 @@ pub enum BpfError {
         #[source]
         source: Box<aya::programs::ProgramError>,
     },
+    /// The kernel refused to attach a program to a cgroup (e.g. `EBADF`: not a cgroup v2
+    /// directory).
+    #[error("attaching eBPF program `{program}` to cgroup {}", path.display())]
+    AttachCgroup {
+        /// The program.
+        program: &'static str,
+        /// The `--proxy-cgroup` directory.
+        path: std::path::PathBuf,
+        /// What aya reported (the kernel's errno).
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
     /// A map operation failed.
     #[error("{op} on eBPF map `{map}`")]
     Map {

@@ -146,7 +146,11 @@ impl SockLb {
             }
             let link_id = program
                 .attach(&cgroup, CgroupAttachMode::Single)
-                .map_err(|source| program_error("attach", name, source))?;
+                .map_err(|source| BpfError::AttachCgroup {
+                    program: name,
+                    path: cgroup_dir.to_owned(),
+                    source: Box::new(source),
+                })?;
             let link = program
                 .take_link(link_id)
                 .map_err(|source| program_error("take link", name, source))?;

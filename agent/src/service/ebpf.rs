@@ -25,11 +25,13 @@ use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
 use ferry_common::{
-    Lb4Backend, Lb4RevNatKey, Lb4Svc, Lb4SvcKey, LbStat, LB_MAX_BACKENDS_PER_SERVICE,
+    names, Lb4Backend, Lb4RevNatKey, Lb4Svc, Lb4SvcKey, LbStat, LB4_AFFINITY_MAX_ENTRIES,
+    LB4_BACKENDS_MAX_ENTRIES, LB4_REVNAT_MAX_ENTRIES, LB4_SERVICES_MAX_ENTRIES,
+    LB_MAX_BACKENDS_PER_SERVICE,
 };
 
 use super::table::{Backend, Frontend, Proto, ServiceTable};
-use super::{Proxier, ProxyError, ProxyMode, SyncStats};
+use super::{DatapathStats, MapFill, Proxier, ProxyError, ProxyMode, SyncStats};
 use crate::bpf::{AttachOutcome, BpfError, LbMaps, SockLb};
 
 /// What one frontend is programmed to: the live generation, its backends in slot order, and
@@ -353,6 +355,8 @@ pub struct EbpfProxier {
     ids: BackendIds,
     attach: Vec<(&'static str, AttachOutcome)>,
     destroyed: usize,
+    /// Frontends whose last write failed (logged once at warn, then at debug while it lasts).
+    failing: BTreeSet<Frontend>,
 }
 
 fn bpf_err(e: BpfError) -> ProxyError {
@@ -395,6 +399,7 @@ impl EbpfProxier {
             ids,
             attach,
             destroyed: 0,
+            failing: BTreeSet::new(),
         })
     }
 
@@ -532,6 +537,22 @@ impl Proxier for EbpfProxier {
         ProxyMode::Ebpf
     }
 
+    fn datapath(&self) -> Option<DatapathStats> {
+        // 12 lookups of the per-CPU counters; the fill of the two maps the agent writes is
+        // known without a syscall, the LRU maps' is not (the programs write them).
+        let counters = match self.maps.stats() {
+            Ok(c) => c.into_iter().map(|(s, n)| (s.name(), n)).collect(),
+            Err(e) => {
+                tracing::debug!(error = %e, "sock-lb: reading the counters failed");
+                Vec::new()
+            }
+        };
+        Some(DatapathStats {
+            counters,
+            maps: map_fill(&self.programmed, self.ids.len()),
+        })
+    }
+
     fn sync(&mut self, table: &ServiceTable) -> Result<SyncStats, ProxyError> {
         let mut stats = SyncStats::default();
         // (UDP frontend, backend) pairs that stopped existing: their connected sockets go.
@@ -568,10 +589,17 @@ impl Proxier for EbpfProxier {
                             }
                         }
                         self.programmed.insert(frontend, p);
+                        if self.failing.remove(&frontend) {
+                            tracing::info!(%frontend, "sock-lb: frontend programmed after earlier failures");
+                        }
                         stats.changed += 1;
                     }
                     Err(e) => {
-                        tracing::warn!(%frontend, error = %e, "sock-lb: frontend not programmed");
+                        if self.failing.insert(frontend) {
+                            tracing::warn!(%frontend, error = %e, "sock-lb: frontend not programmed (e.g. a full map): skipped, retried every sync, the others are served");
+                        } else {
+                            tracing::debug!(%frontend, error = %e, "sock-lb: frontend still not programmed");
+                        }
                         stats.failed += 1;
                     }
                 },
@@ -624,6 +652,7 @@ impl Proxier for EbpfProxier {
                 }
             }
         }
+        self.failing.retain(|f| table.entries.contains_key(f));
         if !purge.is_empty() {
             self.purge_affinity(&purge);
         }
@@ -634,6 +663,34 @@ impl Proxier for EbpfProxier {
         };
         Ok(stats)
     }
+}
+
+/// The fill of the four hash maps: service entries plus their slots, backend ids; the LRU
+/// maps' entry counts are not cheap (a full walk) and are left out.
+pub fn map_fill(programmed: &BTreeMap<Frontend, Programmed>, backends: usize) -> Vec<MapFill> {
+    let services: u64 = programmed.values().map(|p| 1 + u64::from(p.slots)).sum();
+    vec![
+        MapFill {
+            map: names::LB4_SERVICES,
+            entries: Some(services),
+            capacity: u64::from(LB4_SERVICES_MAX_ENTRIES),
+        },
+        MapFill {
+            map: names::LB4_BACKENDS,
+            entries: Some(backends as u64),
+            capacity: u64::from(LB4_BACKENDS_MAX_ENTRIES),
+        },
+        MapFill {
+            map: names::LB4_REVNAT,
+            entries: None,
+            capacity: u64::from(LB4_REVNAT_MAX_ENTRIES),
+        },
+        MapFill {
+            map: names::LB4_AFFINITY,
+            entries: None,
+            capacity: u64::from(LB4_AFFINITY_MAX_ENTRIES),
+        },
+    ]
 }
 
 /// Destroys the connected UDP sockets of the cgroup's processes whose reverse-NAT entry ties

@@ -39,6 +39,33 @@ pub trait Proxier: std::fmt::Debug + Send {
     /// frontend atomically: a new connection sees the old or the new backends, never a mix),
     /// leaves untouched what already matches. A frontend that fails is counted, the rest served.
     fn sync(&mut self, table: &ServiceTable) -> Result<SyncStats, ProxyError>;
+    /// The datapath's own counters and map fill, for the metrics (`None`: it has none; the
+    /// iptables proxier leaves counting to `iptables-save -c`). Called after each sync; cheap.
+    fn datapath(&self) -> Option<DatapathStats> {
+        None
+    }
+}
+
+/// How full one datapath map is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MapFill {
+    /// The map's name (its pin name).
+    pub map: &'static str,
+    /// Entries the proxier wrote (`None` where counting is not cheap: the LRU maps the programs
+    /// write themselves).
+    pub entries: Option<u64>,
+    /// The map's `max_entries`.
+    pub capacity: u64,
+}
+
+/// A datapath's counters (summed over CPUs) and map fill.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DatapathStats {
+    /// `(counter name, value)`, e.g. `("connect4_rewrites", 12)`; names starting with `err_`
+    /// are errors.
+    pub counters: Vec<(&'static str, u64)>,
+    /// One per map.
+    pub maps: Vec<MapFill>,
 }
 
 /// A proxier could not work at all this round (the previous datapath stays in place).

@@ -128,6 +128,8 @@ struct State {
     note: Option<String>,
     /// A sync has succeeded in this process (no fallback after that).
     programmed: bool,
+    /// Frontends the last sync could not program (warned when the number changes).
+    failed: usize,
     /// The last table synced (for "changed" logs).
     last: Option<ServiceTable>,
     /// Skipped objects last logged.
@@ -211,6 +213,7 @@ async fn run(cfg: Config, client: kube::Client, metrics: Arc<Metrics>) {
         proxier: None,
         note: None,
         programmed: false,
+        failed: 0,
         last: None,
         skipped: Vec::new(),
         health: None,
@@ -294,19 +297,29 @@ impl State {
                     self.remove_other_datapath(p.mode());
                 }
                 self.programmed = true;
+                let datapath = p.datapath();
                 self.proxier = Some(p);
                 self.record(&table, elapsed, false);
+                self.metrics.update_services(|s| {
+                    s.failed_frontends = stats.failed as u64;
+                    s.datapath = datapath;
+                });
                 if stats.changed + stats.removed > 0 {
                     if let Some(t) = pending {
                         let latency = t.elapsed().as_secs_f64();
                         self.metrics.update_services(|s| s.latency.observe(latency));
                     }
                 }
-                if stats.failed > 0 {
-                    tracing::warn!(
-                        failed = stats.failed,
-                        "some Service frontends could not be programmed (retried every round)"
-                    );
+                if stats.failed != self.failed {
+                    if stats.failed > 0 {
+                        tracing::warn!(
+                            failed = stats.failed,
+                            "some Service frontends could not be programmed (retried every round)"
+                        );
+                    } else {
+                        tracing::info!("every Service frontend is programmed again");
+                    }
+                    self.failed = stats.failed;
                 }
                 self.log_table(table);
                 ProxyHealth::Programmed {
