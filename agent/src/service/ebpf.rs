@@ -903,6 +903,41 @@ mod tests {
         }
     }
 
+    #[test]
+    fn map_fill_counts_entries_slots_and_backend_ids() {
+        let be = |p| Backend {
+            addr: Ipv4Addr::new(10, 244, 0, 2),
+            port: p,
+        };
+        let mut programmed = BTreeMap::new();
+        programmed.insert(
+            fe(80),
+            Programmed {
+                gen: 1,
+                backends: vec![be(1), be(2)],
+                affinity: None,
+                slots: 2,
+            },
+        );
+        programmed.insert(
+            fe(81),
+            Programmed {
+                gen: 0,
+                backends: vec![],
+                affinity: None,
+                slots: 0,
+            },
+        );
+        let fill = map_fill(&programmed, 2);
+        let get = |m: &str| fill.iter().find(|f| f.map == m).cloned().unwrap();
+        assert_eq!(get(names::LB4_SERVICES).entries, Some(4));
+        assert_eq!(get(names::LB4_SERVICES).capacity, 524_288);
+        assert_eq!(get(names::LB4_BACKENDS).entries, Some(2));
+        assert_eq!(get(names::LB4_BACKENDS).capacity, 262_144);
+        assert_eq!(get(names::LB4_REVNAT).entries, None);
+        assert_eq!(get(names::LB4_AFFINITY).capacity, 65_536);
+    }
+
     fn be(last: u8) -> Backend {
         Backend {
             addr: Ipv4Addr::new(10, 244, 0, last),
