@@ -15,7 +15,8 @@
 //!   kernel refuses the cgroup attachment. Without `--proxy-fallback` the Node gets
 //!   `FerryServiceProxyReady=False` (`ProxierUnavailable`) with the kernel's reason; restarted
 //!   with `--proxy-fallback`, the Service is programmed as iptables rules in the node namespace
-//!   and the condition is `True` with a message naming the fallback and the reason.
+//!   and the condition is `True` with a message naming the fallback and the reason; `/metrics`
+//!   shows the iptables mode and no eBPF datapath families.
 
 #![forbid(unsafe_code)]
 
@@ -495,6 +496,28 @@ fn unavailable_ebpf_reaches_the_node_condition_and_falls_back() {
         n.ns.sh("iptables-save"),
         n.logs()
     );
+    // /metrics says the fallback runs; no eBPF datapath families in iptables mode.
+    let mut text = String::new();
+    let ok = wait_until(Duration::from_secs(10), || {
+        text = String::from_utf8_lossy(
+            &n.ns
+                .try_sh("curl -s --max-time 2 http://127.0.0.1:9465/metrics")
+                .stdout,
+        )
+        .into_owned();
+        text.contains("ferry_service_frontends_failed 0\n")
+    });
+    assert!(ok, "metrics:\n{text}\n{}", n.logs());
+    assert!(
+        text.contains("ferry_service_proxy_info{mode=\"iptables\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ferry_service_frontends_failed 0\n"),
+        "{text}"
+    );
+    assert!(!text.contains("ferry_service_datapath_"), "{text}");
+    assert!(!text.contains("ferry_service_map_"), "{text}");
     n.kill_agent();
     drop(n);
     drop(cp);
