@@ -262,6 +262,8 @@ fn iptables_proxier_serves_cluster_ips_in_a_namespace() {
     let stats = node.run(|| proxier.sync(&table)).unwrap();
     assert_eq!(stats, Default::default());
     assert_eq!(proxier.restores(), 1);
+    // Partial syncs diff against what the proxier wrote: `iptables-save` only at the first.
+    assert_eq!(proxier.saves(), 1);
     let rules = |s: &str| -> Vec<String> {
         s.lines()
             .filter(|l| l.starts_with("-A "))
@@ -276,6 +278,7 @@ fn iptables_proxier_serves_cluster_ips_in_a_namespace() {
     let stats = node.run(|| proxier.sync(&table)).unwrap();
     assert_eq!((stats.changed, stats.removed), (1, 0), "{stats:?}");
     assert_eq!(proxier.restores(), 2);
+    assert_eq!(proxier.saves(), 1);
     let save = node.sh("iptables-save -t nat");
     assert_eq!(
         save.matches("DNAT --to-destination 10.244.1.4:8080")
@@ -330,6 +333,35 @@ fn iptables_proxier_serves_cluster_ips_in_a_namespace() {
     node.run(|| restarted.sync(&table)).unwrap();
     let e = ask(&sock).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::ConnectionRefused, "{e}");
+
+    // A failed restore forgets the remembered state: while someone else jumps to the chain of
+    // a Service that leaves, deleting it fails (the whole restore is atomic, nothing changes);
+    // once the reference is gone, the next sync reads `iptables-save` again and succeeds.
+    let own = fe("10.96.0.13", 80, Proto::Tcp);
+    let own_chain = ferry_agent::service::iptables::svc_chain(&own, &table.entries[&own]);
+    node.sh(&format!(
+        "iptables -t nat -I OUTPUT -d 192.0.2.1/32 -j {own_chain}"
+    ));
+    table.entries.remove(&own);
+    let saves = restarted.saves();
+    node.run(|| restarted.sync(&table))
+        .expect_err("deleting a referenced chain must fail");
+    assert!(node
+        .sh("iptables-save -t nat")
+        .contains("-A FERRY-SERVICES -d 10.96.0.13/32"));
+    node.sh(&format!(
+        "iptables -t nat -D OUTPUT -d 192.0.2.1/32 -j {own_chain}"
+    ));
+    let stats = node
+        .run(|| restarted.sync(&table))
+        .expect("sync after the failure");
+    assert_eq!(stats.removed, 1, "{stats:?}");
+    assert_eq!(restarted.saves(), saves + 1);
+    let save = node.sh("iptables-save -t nat");
+    assert!(
+        !save.contains(&own_chain) && !save.contains("10.96.0.13"),
+        "{save}"
+    );
 
     // Everything removed: no chain of ours is left.
     node.run(ferry_agent::service::iptables::uninstall).unwrap();

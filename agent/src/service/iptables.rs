@@ -32,10 +32,16 @@
 //! chain masquerades only what the service rules marked.
 //!
 //! Chain names hash the frontend and the endpoint (FNV-1a, base32), so they are stable across
-//! agent restarts. Every sync reads `iptables-save`, renders the wanted chains in the exact form
-//! `iptables-save` prints them, and writes only the chains that differ (plus the removal of our
-//! stale ones) in one `iptables-restore --noflush` per sync: each table's change is atomic, and
-//! an unchanged table writes nothing. A restarted agent adopts the rules (no flush).
+//! agent restarts. Every sync renders the wanted chains in the exact form `iptables-save` prints
+//! them and diffs them against the known state ([`State`]): what the last successful restore
+//! wrote. Only the chains that differ are written (new ones declared, changed ones flushed and
+//! refilled, removed ones flushed and deleted, `FERRY-SERVICES` / `FERRY-NODEPORTS` rewritten
+//! when a dispatch line changes) in one `iptables-restore --noflush` per sync: each table's
+//! change is atomic, and an unchanged table writes nothing. `iptables-save` (seconds at 10,000
+//! Services) is read only when the state is unknown: at the first sync (a restarted agent adopts
+//! the rules, no flush, and removes stale chains of ours), after a failed sync, and as a full
+//! resync every [`FULL_RESYNC_SYNCS`] syncs or [`FULL_RESYNC_INTERVAL`] (repairing changes made
+//! by others, e.g. a deleted jump).
 //!
 //! UDP conntrack: after a sync, flows of a UDP frontend whose endpoint went away (all of them
 //! when it has none left, or the frontend was removed) are deleted with `conntrack -D` (when
@@ -53,6 +59,7 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// Ferry's masquerade mark for Service traffic (see the module documentation).
 pub const MASQ_MARK: u32 = 0x20000;
@@ -69,6 +76,14 @@ pub const POSTROUTING: &str = "FERRY-SERVICES-POST";
 pub const SVC_PREFIX: &str = "FERRY-SVC-";
 /// Prefix of the per-endpoint chains.
 pub const SEP_PREFIX: &str = "FERRY-SEP-";
+
+/// A sync reads `iptables-save` again (a full resync against the kernel's rules, repairing
+/// changes made by others) after this many syncs from the remembered state...
+pub const FULL_RESYNC_SYNCS: u64 = 1000;
+/// ...or this long after the last read, whichever comes first (kube-proxy forces a full sync
+/// hourly too). Such a sync costs what the first one does (about 30 s at 10,000 Services on
+/// the 2-core lab machine, most of it `iptables-save`).
+pub const FULL_RESYNC_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// The hooks: `(table, built-in chain, our chain)`, in the order the jumps are checked.
 pub const JUMPS: [(&str, &str, &str); 6] = [
@@ -288,7 +303,12 @@ pub fn installed(save: &str, table: &str) -> Installed {
 /// `save`; `None` when they already match. Changed chains are redeclared (flushed) and refilled,
 /// stale ones flushed then deleted, jumps added or de-duplicated, all in one `COMMIT`.
 pub fn restore_table(table: &str, want: &Chains, save: &str) -> Option<String> {
-    let have = installed(save, table);
+    restore_table_from(table, want, &installed(save, table))
+}
+
+/// [`restore_table`] against a known state `have` (what the last restore wrote, or what
+/// `iptables-save` showed): only the chains that differ are written.
+pub fn restore_table_from(table: &str, want: &Chains, have: &Installed) -> Option<String> {
     let mut decl = String::new();
     let mut body = String::new();
     for (chain, rules) in want {
@@ -324,13 +344,63 @@ pub fn restore_table(table: &str, want: &Chains, save: &str) -> Option<String> {
     Some(format!("*{table}\n{decl}{body}{stale}COMMIT\n"))
 }
 
+/// What one table holds after a successful [`restore_table_from`] of `want`: exactly `want`
+/// and one jump per hook.
+fn written(table: &str, want: Chains) -> Installed {
+    Installed {
+        chains: want,
+        jumps: JUMPS
+            .iter()
+            .filter(|(t, _, _)| *t == table)
+            .map(|(_, hook, chain)| (((*hook).to_owned(), (*chain).to_owned()), 1))
+            .collect(),
+    }
+}
+
+/// Our state of both tables, as last written (or as read from `iptables-save`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct State {
+    /// The nat table.
+    pub nat: Installed,
+    /// The filter table.
+    pub filter: Installed,
+}
+
+impl State {
+    /// Our chains and jumps as `iptables-save` output `save` shows them.
+    pub fn from_save(save: &str) -> State {
+        State {
+            nat: installed(save, "nat"),
+            filter: installed(save, "filter"),
+        }
+    }
+
+    /// The state after a successful restore of `rules`.
+    pub fn written(rules: Rules) -> State {
+        State {
+            nat: written("nat", rules.nat),
+            filter: written("filter", rules.filter),
+        }
+    }
+}
+
+/// The restore input for `rules` given the known state `have` (`None`: nothing to write): the
+/// partial restore of a sync (only changed chains, new chains declared, removed ones flushed
+/// and deleted, missing or duplicate jumps fixed).
+pub fn restore_input_from(rules: &Rules, have: &State) -> Option<String> {
+    let parts: Vec<String> = [
+        ("filter", &rules.filter, &have.filter),
+        ("nat", &rules.nat, &have.nat),
+    ]
+    .into_iter()
+    .filter_map(|(t, want, have)| restore_table_from(t, want, have))
+    .collect();
+    (!parts.is_empty()).then(|| parts.concat())
+}
+
 /// The whole restore input for `rules` given `save` (`None`: nothing to write).
 pub fn restore_input(rules: &Rules, save: &str) -> Option<String> {
-    let parts: Vec<String> = [("filter", &rules.filter), ("nat", &rules.nat)]
-        .into_iter()
-        .filter_map(|(t, want)| restore_table(t, want, save))
-        .collect();
-    (!parts.is_empty()).then(|| parts.concat())
+    restore_input_from(rules, &State::from_save(save))
 }
 
 /// Removes all our Service chains and jumps (given `save`): the restore input, `None` when none
@@ -500,6 +570,13 @@ pub struct IptablesProxier {
     last: Option<ServiceTable>,
     /// `iptables-restore` runs so far (tests and metrics: an unchanged table writes nothing).
     restores: u64,
+    /// Our chains and jumps as the last successful restore left them (`None`: unknown, read
+    /// `iptables-save` at the next sync).
+    state: Option<State>,
+    /// Syncs since `iptables-save` was last read, and when it was.
+    since_save: (u64, Instant),
+    /// `iptables-save` reads so far (tests: a partial sync reads none).
+    saves: u64,
     /// Whether `conntrack` is usable (checked once; warned once).
     conntrack: Option<bool>,
 }
@@ -511,7 +588,35 @@ impl IptablesProxier {
             cluster,
             last: None,
             restores: 0,
+            state: None,
+            since_save: (0, Instant::now()),
+            saves: 0,
             conntrack: None,
+        }
+    }
+
+    /// How many times a sync read `iptables-save` (the first sync, after a failed restore, and
+    /// every full resync).
+    pub fn saves(&self) -> u64 {
+        self.saves
+    }
+
+    /// The known state, read from `iptables-save` when there is none or a full resync is due
+    /// ([`FULL_RESYNC_SYNCS`] syncs or [`FULL_RESYNC_INTERVAL`] since the last read).
+    fn known_state(&mut self) -> Result<State, ProxyError> {
+        let (syncs, at) = self.since_save;
+        let due = syncs >= FULL_RESYNC_SYNCS || at.elapsed() >= FULL_RESYNC_INTERVAL;
+        match self.state.take() {
+            Some(state) if !due => {
+                self.since_save.0 += 1;
+                Ok(state)
+            }
+            _ => {
+                let save = run("iptables-save", &[], None).map_err(ProxyError::Iptables)?;
+                self.saves += 1;
+                self.since_save = (1, Instant::now());
+                Ok(State::from_save(&save))
+            }
         }
     }
 
@@ -626,14 +731,16 @@ impl Proxier for IptablesProxier {
     }
 
     fn sync(&mut self, table: &ServiceTable) -> Result<SyncStats, ProxyError> {
-        let save = run("iptables-save", &[], None).map_err(ProxyError::Iptables)?;
+        // `state` stays `None` until this sync has succeeded: any error below makes the next
+        // sync read `iptables-save` again.
+        let known = self.known_state()?;
         let rules = render(table, self.cluster);
         let mut stats = SyncStats::default();
-        if let Some(input) = restore_input(&rules, &save) {
+        if let Some(input) = restore_input_from(&rules, &known) {
             run("iptables-restore", &["--noflush", "-w", "5"], Some(&input))
                 .map_err(ProxyError::Iptables)?;
             self.restores += 1;
-            let have = installed(&save, "nat").chains;
+            let have = &known.nat.chains;
             let svc: Vec<&String> = rules
                 .nat
                 .keys()
@@ -648,6 +755,7 @@ impl Proxier for IptablesProxier {
                 .filter(|c| c.starts_with(SVC_PREFIX) && !rules.nat.contains_key(*c))
                 .count();
         }
+        self.state = Some(State::written(rules));
         self.conntrack_cleanup(table);
         self.last = Some(table.clone());
         Ok(stats)
@@ -892,6 +1000,76 @@ mod tests {
         assert!(un.contains(&format!("-X {web}\n")));
         assert!(!un.contains("KUBE"));
         assert_eq!(uninstall_input("*nat\nCOMMIT\n"), None);
+    }
+
+    #[test]
+    fn partial_restore_writes_only_the_changed_service_and_the_dispatch_lines() {
+        let t = table();
+        let r = render(&t, cluster());
+        // What a restore leaves is what `iptables-save` would show afterwards.
+        let state = State::written(r.clone());
+        assert_eq!(state, State::from_save(&saved(&r)));
+        assert_eq!(restore_input_from(&r, &state), None);
+        // One new Service: its SVC and SEP chains declared and filled, FERRY-SERVICES
+        // rewritten with its dispatch line; no other chain, no jump, no filter table.
+        let mut t2 = t.clone();
+        let new_fe = fe("10.96.0.20", 80, Proto::Tcp);
+        let new = entry(
+            "new",
+            FrontendKind::ClusterIp,
+            &[("10.244.2.2", 80), ("10.244.2.3", 80)],
+            None,
+        );
+        t2.entries.insert(new_fe, new.clone());
+        let r2 = render(&t2, cluster());
+        let input = restore_input_from(&r2, &state).unwrap();
+        let svc = svc_chain(&new_fe, &new);
+        let seps: Vec<String> = new
+            .backends
+            .iter()
+            .map(|b| sep_chain(&new_fe, &new, b))
+            .collect();
+        let mut changed: Vec<&String> = seps.iter().chain([&svc]).collect();
+        changed.sort();
+        let mut body = String::new();
+        for (c, rules) in &r2.nat {
+            if c == SERVICES || changed.contains(&c) {
+                for rule in rules {
+                    body.push_str(&format!("-A {c} {rule}\n"));
+                }
+            }
+        }
+        // Declarations first, in chain order, then the rules, in one COMMIT.
+        let mut want = String::from("*nat\n");
+        for c in r2.nat.keys() {
+            if c == SERVICES || changed.contains(&c) {
+                want.push_str(&format!(":{c} - [0:0]\n"));
+            }
+        }
+        want.push_str(&body);
+        want.push_str("COMMIT\n");
+        assert_eq!(input, want);
+        assert!(input.contains(&format!(
+            "-A {SERVICES} -d 10.96.0.20/32 -p tcp -m tcp --dport 80 -j {svc}\n"
+        )));
+        // After that restore, the same table writes nothing; removing the Service again
+        // rewrites the dispatch lines and flushes and deletes exactly its chains.
+        let state2 = State::written(r2.clone());
+        assert_eq!(restore_input_from(&r2, &state2), None);
+        let back = restore_input_from(&r, &state2).unwrap();
+        for c in &changed {
+            assert!(back.contains(&format!(":{c} - [0:0]\n")), "{back}");
+            assert!(back.contains(&format!("-X {c}\n")), "{back}");
+            assert!(!back.contains(&format!("-A {c} ")), "{back}");
+        }
+        assert!(back.contains(&format!(":{SERVICES} - [0:0]\n")));
+        assert_eq!(back.matches("-X ").count(), 3, "{back}");
+        assert_eq!(back.matches(" - [0:0]\n").count(), 4, "{back}");
+        assert!(!back.contains("*filter"));
+        // Unknown state (a failed restore): everything declared and every jump inserted.
+        let fresh = restore_input_from(&r, &State::default()).unwrap();
+        assert!(fresh.contains("-I PREROUTING -j FERRY-SERVICES\n"));
+        assert!(fresh.contains("*filter\n"));
     }
 
     #[test]
