@@ -23,4 +23,4 @@ mod sock_lb;
 pub use error::BpfError;
 pub use maps::LbMaps;
 pub use object::{describe, embedded_objects, EmbeddedObject, ObjectSummary, ProgramSummary};
-pub use sock_lb::{unpin, AttachOutcome, SockLb};
+pub use sock_lb::{attached, unpin, AttachOutcome, SockLb};

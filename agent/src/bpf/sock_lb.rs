@@ -197,6 +197,14 @@ pub(crate) fn link_pin(pin_dir: &Path, program: &str) -> PathBuf {
     pin_dir.join(format!("{}{program}", names::LINK_PREFIX))
 }
 
+/// Whether any of the socket LB's cgroup links is pinned under `pin_dir` (its hooks are attached,
+/// whether or not an agent runs).
+pub fn attached(pin_dir: &Path) -> bool {
+    names::PROGRAMS
+        .iter()
+        .any(|p| link_pin(pin_dir, p).exists())
+}
+
 /// Detaches the programs (by removing their link pins; the kernel releases a link whose last
 /// reference goes) and removes the map pins and `pin_dir` itself. Missing pins are fine: running
 /// it twice is a no-op. Returns how many pins were removed.

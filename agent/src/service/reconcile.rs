@@ -95,7 +95,9 @@ fn proxier(cfg: &Config) -> Result<Option<Started>, ProxyError> {
         ))),
         ProxyMode::Ebpf => match ebpf_proxier(cfg) {
             Ok(p) => Ok(Some((p, None))),
-            Err(e) if cfg.proxy_fallback => Ok(Some((fallback(cfg, &e), Some(fallback_note(&e))))),
+            Err(e) if cfg.proxy_fallback && !previous_ebpf(cfg) => {
+                Ok(Some((fallback(cfg, &e), Some(fallback_note(&e)))))
+            }
             Err(e) => Err(e),
         },
     }
@@ -104,6 +106,14 @@ fn proxier(cfg: &Config) -> Result<Option<Started>, ProxyError> {
 fn fallback(cfg: &Config, e: &ProxyError) -> Box<dyn Proxier> {
     tracing::warn!(error = %e, "eBPF Service datapath unavailable: falling back to iptables (--proxy-fallback)");
     Box::new(IptablesProxier::new(Some(cfg.cluster_cidr)))
+}
+
+/// A socket LB a previous run left attached (its cgroup links pinned under `--bpffs-dir`; they stay
+/// while the agent is down). Then something *was* programmed: a new eBPF start that fails leaves
+/// that datapath in place (reported on the Node) instead of falling back to iptables, whose rules
+/// the still-attached hooks would shadow with translations nobody updates.
+fn previous_ebpf(cfg: &Config) -> bool {
+    crate::bpf::attached(&cfg.bpffs_dir)
 }
 
 fn fallback_note(e: &ProxyError) -> String {
@@ -327,7 +337,9 @@ impl State {
                     note: self.note.clone(),
                 }
             }
-            Err(e @ ProxyError::Bpf(_)) if !self.programmed && self.cfg.proxy_fallback => {
+            Err(e @ ProxyError::Bpf(_))
+                if !self.programmed && self.cfg.proxy_fallback && !previous_ebpf(&self.cfg) =>
+            {
                 self.proxier = Some(fallback(&self.cfg, &e));
                 self.note = Some(fallback_note(&e));
                 self.metrics
