@@ -23,6 +23,7 @@
 //! | [`subnet`] | `subnet.env` and `10-ferry.conflist`: content and atomic writes |
 //! | [`overlay`] | the backends as drivers (`Backend` trait, one factory): VXLAN, host-gw, and udp (persistent TUN device, batched userspace datapath); shared peer planning |
 //! | [`metrics`] | Prometheus metrics (`/metrics`, `/healthz`) on `--metrics-address` |
+//! | [`iptables`] | running `iptables-save` / `iptables-restore` / `conntrack` (one spawn path) |
 //! | [`masq`] | masquerade and FORWARD rules in `FERRY-*` iptables chains |
 //! | [`uninstall`] | removal of everything above from the namespace |
 //! | [`netlink`], [`sysctl`] | the agent's view of `ferry-netlink` (MAC helpers) and `ip_forward` over `ferry-sys`; the kernel boundary itself is those crates |
@@ -33,6 +34,7 @@ pub mod bpf;
 pub mod client;
 pub mod config;
 pub mod health;
+pub mod iptables;
 pub mod linkwatch;
 pub mod masq;
 pub mod metrics;

@@ -33,9 +33,9 @@
 //! rules costs one process per rule every round. One `iptables-save` per round and one
 //! `iptables-restore --noflush` per change give an atomic per-table swap and a cheap steady state.
 
+use crate::iptables::run;
+pub use crate::iptables::IptablesError;
 use ipnetwork::Ipv4Network;
-use std::io::Write as _;
-use std::process::{Command, Stdio};
 
 /// kube-proxy's masquerade mark (`KUBE-MARK-MASQ`).
 pub const KUBE_MASQ_MARK: u32 = 0x4000;
@@ -186,47 +186,6 @@ pub fn restore_input(want: &[Chain], save: &str) -> Option<String> {
         text.push_str("COMMIT\n");
     }
     (!text.is_empty()).then_some(text)
-}
-
-/// An iptables command failed.
-#[derive(Debug, thiserror::Error)]
-#[error("{command}: {problem}")]
-pub struct IptablesError {
-    /// The command.
-    pub command: String,
-    /// Exit status and stderr, or the spawn error.
-    pub problem: String,
-}
-
-fn run(cmd: &str, args: &[&str], stdin: Option<&str>) -> Result<String, IptablesError> {
-    let err = |problem: String| IptablesError {
-        command: format!("{cmd} {}", args.join(" ")),
-        problem,
-    };
-    let mut child = Command::new(cmd)
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| err(e.to_string()))?;
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(input.as_bytes())
-            .map_err(|e| err(e.to_string()))?;
-    }
-    let out = child.wait_with_output().map_err(|e| err(e.to_string()))?;
-    if !out.status.success() {
-        return Err(err(format!(
-            "{}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Keeps our chains in place, round after round.

@@ -56,7 +56,6 @@ use super::{ServiceTable, SyncStats};
 use ipnetwork::Ipv4Network;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -524,32 +523,9 @@ pub fn stale_flows(flows: &[UdpFlow], table: &ServiceTable) -> Vec<UdpFlow> {
         .collect()
 }
 
+/// [`crate::iptables::run`], its error as text for [`ProxyError::Iptables`].
 fn run(cmd: &str, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
-    let what = |p: String| format!("{cmd} {}: {p}", args.join(" "));
-    let mut child = Command::new(cmd)
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| what(e.to_string()))?;
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(input.as_bytes())
-            .map_err(|e| what(e.to_string()))?;
-    }
-    let out = child.wait_with_output().map_err(|e| what(e.to_string()))?;
-    if !out.status.success() {
-        return Err(what(format!(
-            "{}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    crate::iptables::run(cmd, args, stdin).map_err(|e| e.to_string())
 }
 
 /// Removes our Service chains from the current network namespace.
