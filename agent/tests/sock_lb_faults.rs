@@ -22,23 +22,18 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write as _;
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::thread;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::ControlPlane;
 use ferry_agent::bpf::LbMaps;
-use ferry_agent::service::ebpf::{uninstall, EbpfProxier};
-use ferry_agent::service::{
-    Backend, Entry, Frontend, FrontendKind, Proto, Proxier as _, ServicePortName, ServiceTable,
-};
+use ferry_agent::service::ebpf::EbpfProxier;
+use ferry_agent::service::{Proto, Proxier as _};
 use ferry_common::{names, Lb4Backend, LB4_BACKENDS_MAX_ENTRIES};
-use ferry_sys::process::OnExec;
-use ferry_tests::{privileged, unique, wait_until, Netns};
+use ferry_tests::{privileged, unique, wait_until};
 use serde_json::json;
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 8, 10);
@@ -46,175 +41,9 @@ const VIP_EMPTY: Ipv4Addr = Ipv4Addr::new(10, 96, 8, 11);
 const VIP_NEW: Ipv4Addr = Ipv4Addr::new(10, 96, 8, 12);
 const VIP_SHARED: Ipv4Addr = Ipv4Addr::new(10, 96, 8, 13);
 
-/// The client: one operation per process, one JSON line per result on stdout.
-const CLIENT: &str = r#"
-import json, socket, sys, time
-op, vip, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-def out(**k): print(json.dumps(k), flush=True)
-def addr(a): return "%s:%d" % a
-if op == "tcp":
-    for _ in range(int(sys.argv[4])):
-        s = socket.socket(); s.settimeout(5); t = time.monotonic()
-        try:
-            s.connect((vip, port)); peer = addr(s.getpeername()); got = s.recv(64).decode()
-            out(peer=peer, got=got)
-        except OSError as e:
-            out(errno=e.errno, ms=(time.monotonic() - t) * 1000)
-        s.close()
-elif op == "udp":
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)
-    try:
-        s.sendto(b"x" * int(sys.argv[4]), (vip, port)); data, frm = s.recvfrom(65535)
-        out(got=data.decode(), frm=addr(frm))
-    except OSError as e:
-        out(errno=e.errno)
-elif op == "udpconn":
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)
-    s.connect((vip, port)); peer = addr(s.getpeername()); s.send(b"hi"); data = s.recv(100)
-    out(peer=peer, got=data.decode())
-    sys.stdin.readline()
-    try:
-        s.send(b"again"); data = s.recv(100); out(got=data.decode())
-    except OSError as e:
-        out(errno=e.errno)
-"#;
+mod sock_lb_lab;
 
-/// Everything one test owns; dropped in reverse order of creation.
-struct Lab {
-    netns: Netns,
-    cgroup: PathBuf,
-    bpffs: PathBuf,
-    pin_dir: PathBuf,
-}
-
-impl Lab {
-    fn new(tag: &str) -> Lab {
-        let cg_root = ferry_sys::cgroup::mount().expect("no cgroup2 mount");
-        let cgroup = cg_root.join(format!("ferry-{}", unique(tag)));
-        assert_ne!(cgroup, cg_root, "never attach to the root cgroup");
-        ferry_sys::cgroup::create(&cgroup).expect("creating the test cgroup");
-        let bpffs = std::env::temp_dir().join(format!("ferry-bpffs-{}", unique(tag)));
-        std::fs::create_dir_all(&bpffs).expect("bpffs mount point");
-        let lab = Lab {
-            netns: Netns::new(tag),
-            pin_dir: bpffs.join("node"),
-            cgroup,
-            bpffs,
-        };
-        let st = Command::new("mount")
-            .args(["-t", "bpf", "bpf"])
-            .arg(&lab.bpffs)
-            .status()
-            .expect("mount");
-        assert!(
-            st.success(),
-            "mounting a private bpffs on {}",
-            lab.bpffs.display()
-        );
-        lab
-    }
-
-    /// A TCP backend in the netns that writes `name` to every connection.
-    fn tcp_backend(&self, name: &'static str) -> Backend {
-        let listener = self
-            .netns
-            .run(|| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
-            .expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        thread::spawn(move || {
-            for s in listener.incoming() {
-                let Ok(mut s) = s else { return };
-                let _ = s.write_all(name.as_bytes());
-            }
-        });
-        Backend {
-            addr: Ipv4Addr::LOCALHOST,
-            port,
-        }
-    }
-
-    fn client(&self, args: &[String]) -> Command {
-        let procs = ferry_sys::cgroup::open_procs(&self.cgroup).expect("cgroup.procs");
-        let mut cmd = self.netns.command("python3");
-        cmd.arg("-c").arg(CLIENT).args(args);
-        OnExec::new()
-            .join_cgroup(&procs)
-            .expect("dup")
-            .install(&mut cmd);
-        cmd
-    }
-
-    /// Runs a client to completion; its JSON lines.
-    fn run(&self, args: &[&str]) -> Vec<serde_json::Value> {
-        let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
-        let out = self
-            .client(&args)
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("python3");
-        assert!(out.status.success(), "client {args:?}: {out:?}");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("client JSON"))
-            .collect()
-    }
-
-    fn proxier(&self) -> EbpfProxier {
-        EbpfProxier::new(&self.pin_dir, &self.cgroup).expect("EbpfProxier::new")
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = uninstall(&self.pin_dir);
-        let _ = Command::new("umount").arg(&self.bpffs).status();
-        let _ = std::fs::remove_dir(&self.bpffs);
-        let _ = ferry_sys::cgroup::kill(&self.cgroup);
-        let _ = ferry_sys::cgroup::remove_tree(&self.cgroup, Duration::from_secs(5));
-    }
-}
-
-/// One frontend of a test table: address, port, protocol, backends, affinity timeout.
-type Row = (Ipv4Addr, u16, Proto, Vec<Backend>, Option<u32>);
-
-fn table(entries: &[Row]) -> ServiceTable {
-    ServiceTable {
-        entries: entries
-            .iter()
-            .map(|(addr, port, proto, backends, affinity)| {
-                let mut backends = backends.clone();
-                backends.sort();
-                (
-                    Frontend {
-                        addr: *addr,
-                        port: *port,
-                        proto: *proto,
-                    },
-                    Entry {
-                        service: ServicePortName {
-                            namespace: "default".into(),
-                            name: "web".into(),
-                            port: String::new(),
-                        },
-                        kind: FrontendKind::ClusterIp,
-                        backends,
-                        affinity_timeout: *affinity,
-                    },
-                )
-            })
-            .collect(),
-        skipped: Vec::new(),
-    }
-}
-
-fn got_names(results: &[serde_json::Value]) -> BTreeMap<String, usize> {
-    let mut m = BTreeMap::new();
-    for r in results {
-        let got = r["got"].as_str().unwrap_or_else(|| panic!("no reply: {r}"));
-        *m.entry(got.to_owned()).or_insert(0) += 1;
-    }
-    m
-}
+use sock_lb_lab::{got_names, table, Lab};
 
 fn counter(p: &EbpfProxier, name: &str) -> u64 {
     let dp = p.datapath().expect("the eBPF proxier has datapath stats");
