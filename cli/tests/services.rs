@@ -13,9 +13,9 @@ use ferry_tests::{privileged, wait_until, RootSnapshot};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// One cluster at a time: the machine has two cores.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -77,51 +77,6 @@ elif cmd == "tls":
         with ctx.wrap_socket(raw, server_hostname="kubernetes.default") as s:
             print("tls", s.version())
 "#;
-
-struct Kubectl(String);
-
-impl Kubectl {
-    fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut cmd = Command::new("kubectl");
-        cmd.args(["--kubeconfig", &self.0]).args(args);
-        ferry_tests::output_with_stdin(&mut cmd, stdin)
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args, None);
-        assert!(out.status.success(), "kubectl {args:?}: {}", text(&out));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn apply(&self, obj: &Value) {
-        let out = self.run(&["apply", "-f", "-"], Some(&obj.to_string()));
-        assert!(out.status.success(), "apply: {}", text(&out));
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut a = args.to_vec();
-        a.extend(["-o", "json"]);
-        serde_json::from_str(&self.ok(&a)).unwrap()
-    }
-
-    fn wait(&self, args: &[&str], secs: u64, what: &str, f: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        let mut last = Value::Null;
-        while Instant::now() < deadline {
-            let mut a = args.to_vec();
-            a.extend(["-o", "json"]);
-            let out = self.run(&a, None);
-            if out.status.success() {
-                last = serde_json::from_slice(&out.stdout).unwrap();
-                if f(&last) {
-                    return last;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        panic!("{what}: not reached in {secs}s; last: {last:#}");
-    }
-}
 
 fn items(list: &Value) -> Vec<Value> {
     list["items"].as_array().cloned().unwrap_or_default()

@@ -7,8 +7,10 @@
 )]
 
 use ferry_tests::unique;
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 pub const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
 
@@ -168,4 +170,50 @@ pub fn kubectl(kubeconfig: &str, args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("kubectl installed (scripts/setup.sh)")
+}
+
+/// `kubectl --kubeconfig <path>`, with the checks the cluster tests repeat.
+pub struct Kubectl(pub String);
+
+impl Kubectl {
+    pub fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut cmd = Command::new("kubectl");
+        cmd.args(["--kubeconfig", &self.0]).args(args);
+        ferry_tests::output_with_stdin(&mut cmd, stdin)
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args, None);
+        assert!(out.status.success(), "kubectl {args:?}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn apply(&self, obj: &Value) {
+        let out = self.run(&["apply", "-f", "-"], Some(&obj.to_string()));
+        assert!(out.status.success(), "apply: {}", text(&out));
+    }
+
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        serde_json::from_str(&self.ok(&a)).unwrap()
+    }
+
+    pub fn wait(&self, args: &[&str], secs: u64, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let mut last = Value::Null;
+        while Instant::now() < deadline {
+            let mut a = args.to_vec();
+            a.extend(["-o", "json"]);
+            let out = self.run(&a, None);
+            if out.status.success() {
+                last = serde_json::from_slice(&out.stdout).unwrap();
+                if f(&last) {
+                    return last;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("{what}: not reached in {secs}s; last: {last:#}");
+    }
 }
