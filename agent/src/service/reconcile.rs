@@ -149,34 +149,33 @@ struct State {
     first_change: FirstChange,
 }
 
+/// The wake filter of the Service and EndpointSlice watches: every applied or deleted object and
+/// the end of a (re)list wake the loop; an object change also stamps the first unprocessed change
+/// (for the change-to-datapath latency).
+fn wake_and_mark<K>(fc: FirstChange) -> impl FnMut(&watcher::Event<K>) -> bool + Send + 'static {
+    move |e| {
+        let touched = ferry_kube::watch::touched(e);
+        if touched {
+            mark(&fc);
+        }
+        touched || matches!(e, watcher::Event::InitDone)
+    }
+}
+
 async fn run(cfg: Config, client: kube::Client, metrics: Arc<Metrics>) {
     let wake = Arc::new(Notify::new());
     let first_change: FirstChange = Arc::default();
-    let fc = first_change.clone();
     let services = Reflector::new(Api::<Service>::all(client.clone()))
         .wake(wake.clone())
         .wake_on_error(false)
         .name("Service watch failed (retrying with backoff)")
-        .wake_if(move |e| {
-            let touched = ferry_kube::watch::touched(e);
-            if touched {
-                mark(&fc);
-            }
-            touched || matches!(e, watcher::Event::InitDone)
-        })
+        .wake_if(wake_and_mark(first_change.clone()))
         .spawn();
-    let fc = first_change.clone();
     let slices = Reflector::new(Api::<EndpointSlice>::all(client.clone()))
         .wake(wake.clone())
         .wake_on_error(false)
         .name("EndpointSlice watch failed (retrying with backoff)")
-        .wake_if(move |e| {
-            let touched = ferry_kube::watch::touched(e);
-            if touched {
-                mark(&fc);
-            }
-            touched || matches!(e, watcher::Event::InitDone)
-        })
+        .wake_if(wake_and_mark(first_change.clone()))
         .spawn();
     let fc = first_change.clone();
     let mut seen: HashMap<String, BTreeSet<String>> = HashMap::new();
