@@ -343,7 +343,9 @@ impl Worker {
         let st = status::pod_status(&self.pod, &facts, &runs, &now());
         // Transition times must not make every sync a change.
         let key = strip_times(&st);
-        if self.last_status.as_ref() == Some(&key) {
+        // Unchanged since our last write, and nobody else (the node lifecycle controller marking
+        // the pod NodeLost while this kubelet was away) has changed it since.
+        if self.last_status.as_ref() == Some(&key) && conditions_agree(&self.pod, &st) {
             return;
         }
         let api: Api<Pod> = Api::namespaced(self.k.client.clone(), &self.record.namespace);
@@ -360,6 +362,24 @@ impl Worker {
             Err(e) => tracing::warn!("patching status of {}: {e}", self.record.name),
         }
     }
+}
+
+/// Whether every condition of `st` is in the API's copy of the pod with the same status.
+fn conditions_agree(pod: &Pod, st: &Value) -> bool {
+    let Some(want) = st.get("conditions").and_then(Value::as_array) else {
+        return true;
+    };
+    let have = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_deref())
+        .unwrap_or_default();
+    want.iter().all(|c| {
+        have.iter().any(|h| {
+            c["type"].as_str() == Some(h.type_.as_str())
+                && c["status"].as_str() == Some(h.status.as_str())
+        })
+    })
 }
 
 fn strip_times(v: &Value) -> Value {
