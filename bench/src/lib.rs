@@ -4,3 +4,4 @@
 //! paths, runs the rounds and fills a [`model::Report`].
 
 pub mod model;
+pub mod loadgen;
