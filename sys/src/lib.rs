@@ -5,6 +5,7 @@
 //! | [`netns`] | open, verify, enter and create network namespaces; run code inside one |
 //! | [`process`] | process identity (pid + start time), signals, pidfds, fork/exec into a cgroup and netns |
 //! | [`cgroup`] | cgroup v2: mount discovery, create, kill, wait empty, remove, limits |
+//! | [`clock`] | `CLOCK_MONOTONIC` in nanoseconds (one clock for every namespace) |
 //! | [`fs`] | atomic file writes, write-if-changed, mountinfo, unmounting |
 //! | [`sysctl`] | boolean sysctls such as `ip_forward` of the current namespace |
 //! | [`listener`] | listening sockets inherited from the parent process |
@@ -26,6 +27,7 @@
 
 pub mod bpf;
 pub mod cgroup;
+pub mod clock;
 pub mod fs;
 pub mod listener;
 pub mod net;
