@@ -25,6 +25,11 @@ use clap::{Parser, Subcommand};
 use ferry_agent::bpf::{self, BpfError};
 use ferry_agent::config::RunArgs;
 
+/// mimalloc (as ferry-server): the watches allocate and free many small objects on several
+/// threads, and glibc's per-thread arenas kept the freed memory (RSS) after they were dropped.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Ferry's node agent: node subnet files, flannel-compatible Node annotations, the VXLAN or
 /// host-gw overlay between nodes and pod egress masquerade.
 #[derive(Debug, Parser)]

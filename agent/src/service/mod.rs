@@ -1,7 +1,8 @@
 //! Services on this node: the agent's kube-proxy replacement.
 //!
 //! ```text
-//! Services, EndpointSlices, Nodes (watch) --> table::compute (pure) --> ServiceTable
+//! Services, EndpointSlices (watch -> records: what the table reads), Nodes (watch)
+//!     --> table::compute (pure) --> ServiceTable
 //!     --> Proxier::sync: eBPF socket LB (default) | iptables (kube-proxy style rules)
 //! ```
 //!
@@ -12,12 +13,14 @@
 pub mod ebpf;
 pub mod iptables;
 pub mod reconcile;
+pub(crate) mod records;
 pub mod table;
 
 /// The flag's enum lives with the other flags; re-exported here for the proxiers.
 pub use crate::config::ProxyMode;
 pub use table::{
-    compute, Backend, Entry, Frontend, FrontendKind, Options, Proto, ServicePortName, ServiceTable,
+    compute, Backend, Entry, Frontend, FrontendKind, Options, Proto, ServicePortName,
+    ServiceRecord, ServiceTable, SliceRecord,
 };
 
 /// What one [`Proxier::sync`] changed.

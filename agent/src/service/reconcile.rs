@@ -3,13 +3,14 @@
 //! overlay loop of [`crate::agent`].
 //!
 //! ```text
-//! reflectors (Services, EndpointSlices, Nodes: InternalIP changes only) ──► wake
+//! watches: Services, EndpointSlices (compact records, super::records: changed records only),
+//!          Nodes (reflector: InternalIP changes only) ──► wake
 //! wait for three complete lists ──► proxier for --service-proxy (ebpf | iptables | off)
 //!     ebpf unavailable and --proxy-fallback ──► iptables (reported on the Node and in the log)
 //! loop {
-//!     table = compute(stores)           (pure)
+//!     table = compute(records, nodes)   (pure)
 //!     proxier.sync(table)               (on a blocking thread; only differences are written)
-//!     metrics, "service table changed" log (on change only), FerryServiceProxyReady condition
+//!     metrics, "service table programmed" log (when its digest changed), FerryServiceProxyReady
 //!     sleep until an event (+5 ms to batch a burst), the resync period, or 1 s after a failure
 //! }
 //! ```
@@ -23,7 +24,8 @@
 //! event not yet in the datapath to the end of the sync that wrote it.
 
 use super::iptables::{self, IptablesProxier};
-use super::table::{self, ServiceTable};
+use super::records::{self, Records};
+use super::table::{self, ServiceRecord, ServiceTable, SliceRecord};
 use super::{Proxier, ProxyError, ProxyMode};
 use crate::config::Config;
 use crate::health::{self, ProxyHealth};
@@ -36,6 +38,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use std::collections::{BTreeSet, HashMap};
+use std::hash::{DefaultHasher, Hash as _, Hasher as _};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -129,8 +132,8 @@ pub fn spawn(cfg: Config, client: kube::Client, metrics: Arc<Metrics>) {
 struct State {
     cfg: Config,
     nodes_api: Api<Node>,
-    services: Store<Service>,
-    slices: Store<EndpointSlice>,
+    services: Records<ServiceRecord>,
+    slices: Records<SliceRecord>,
     nodes: Store<Node>,
     metrics: Arc<Metrics>,
     proxier: Option<Box<dyn Proxier>>,
@@ -140,8 +143,9 @@ struct State {
     programmed: bool,
     /// Frontends the last sync could not program (warned when the number changes).
     failed: usize,
-    /// The last table synced (for "changed" logs).
-    last: Option<ServiceTable>,
+    /// A digest of the last table's entries (for "changed" logs; one table is kept, the
+    /// proxier's, not a second copy).
+    last: Option<u64>,
     /// Skipped objects last logged.
     skipped: Vec<(String, String)>,
     /// The condition posted last (to log transitions once).
@@ -149,34 +153,39 @@ struct State {
     first_change: FirstChange,
 }
 
-/// The wake filter of the Service and EndpointSlice watches: every applied or deleted object and
-/// the end of a (re)list wake the loop; an object change also stamps the first unprocessed change
-/// (for the change-to-datapath latency).
-fn wake_and_mark<K>(fc: FirstChange) -> impl FnMut(&watcher::Event<K>) -> bool + Send + 'static {
-    move |e| {
-        let touched = ferry_kube::watch::touched(e);
-        if touched {
-            mark(&fc);
-        }
-        touched || matches!(e, watcher::Event::InitDone)
-    }
+/// A digest of a table's entries: equal tables, equal digests (a collision only skips a log line).
+fn digest(t: &ServiceTable) -> u64 {
+    let mut h = DefaultHasher::new();
+    t.entries.hash(&mut h);
+    h.finish()
 }
 
 async fn run(cfg: Config, client: kube::Client, metrics: Arc<Metrics>) {
     let wake = Arc::new(Notify::new());
     let first_change: FirstChange = Arc::default();
-    let services = Reflector::new(Api::<Service>::all(client.clone()))
-        .wake(wake.clone())
-        .wake_on_error(false)
-        .name("Service watch failed (retrying with backoff)")
-        .wake_if(wake_and_mark(first_change.clone()))
-        .spawn();
-    let slices = Reflector::new(Api::<EndpointSlice>::all(client.clone()))
-        .wake(wake.clone())
-        .wake_on_error(false)
-        .name("EndpointSlice watch failed (retrying with backoff)")
-        .wake_if(wake_and_mark(first_change.clone()))
-        .spawn();
+    // A changed record wakes the loop and stamps the first unprocessed change (for the
+    // change-to-datapath latency); so does the end of a (re)list that changed something.
+    let fc = first_change.clone();
+    let services = records::spawn(
+        Api::<Service>::all(client.clone()),
+        records::Watch {
+            name: "Service watch failed (retrying with backoff)",
+            wake: wake.clone(),
+            on_change: move || mark(&fc),
+            convert: ServiceRecord::new,
+        },
+    );
+    let fc = first_change.clone();
+    let node_name = cfg.node_name.clone();
+    let slices = records::spawn(
+        Api::<EndpointSlice>::all(client.clone()),
+        records::Watch {
+            name: "EndpointSlice watch failed (retrying with backoff)",
+            wake: wake.clone(),
+            on_change: move || mark(&fc),
+            convert: move |s: &EndpointSlice| SliceRecord::new(s, &node_name),
+        },
+    );
     let fc = first_change.clone();
     let mut seen: HashMap<String, BTreeSet<String>> = HashMap::new();
     let nodes_api = Api::<Node>::all(client);
@@ -204,9 +213,17 @@ async fn run(cfg: Config, client: kube::Client, metrics: Arc<Metrics>) {
         })
         .spawn();
     for (what, ready) in [
-        ("Service", ferry_kube::watch::ready(&services).await),
-        ("EndpointSlice", ferry_kube::watch::ready(&slices).await),
-        ("Node", ferry_kube::watch::ready(&nodes).await),
+        ("Service", services.ready().await.map_err(|e| e.to_string())),
+        (
+            "EndpointSlice",
+            slices.ready().await.map_err(|e| e.to_string()),
+        ),
+        (
+            "Node",
+            ferry_kube::watch::ready(&nodes)
+                .await
+                .map_err(|e| e.to_string()),
+        ),
     ] {
         if let Err(e) = ready {
             tracing::error!(error = %e, "{what} watch ended: Services are not routed by this agent");
@@ -270,16 +287,11 @@ impl State {
             }
         }
         let start = Instant::now();
-        let services = self.services.state();
-        let slices = self.slices.state();
+        let services = self.services.snapshot();
+        let slices = self.slices.snapshot();
         let nodes = self.nodes.state();
-        let table = table::compute(
-            &services,
-            &slices,
-            &nodes,
-            &self.cfg.node_name,
-            &table::Options::default(),
-        );
+        let table = table::compute(&services, &slices, &nodes, &table::Options::default());
+        drop((services, slices, nodes));
         let Some(mut p) = self.proxier.take() else {
             return ProxyHealth::Unavailable("no proxier".to_owned());
         };
@@ -410,7 +422,8 @@ impl State {
             }
             self.skipped = t.skipped.clone();
         }
-        if self.last.as_ref().map(|l| &l.entries) != Some(&t.entries) {
+        let d = digest(&t);
+        if self.last != Some(d) {
             let backends: usize = t.entries.values().map(|e| e.backends.len()).sum();
             let empty = t.entries.values().filter(|e| e.backends.is_empty()).count();
             tracing::info!(
@@ -419,7 +432,7 @@ impl State {
                 without_endpoints = empty,
                 "service table programmed"
             );
-            self.last = Some(t);
+            self.last = Some(d);
         }
     }
 

@@ -111,7 +111,7 @@ impl fmt::Display for ServicePortName {
 }
 
 /// One frontend's translation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Entry {
     /// The Service port this frontend serves.
     pub service: ServicePortName,
@@ -221,65 +221,230 @@ fn parse_addr(s: &str) -> Addr {
     }
 }
 
-/// The endpoints of one Service, merged over its EndpointSlices: per slice port (name,
-/// protocol), every endpoint with its conditions.
-type Endpoints = HashMap<(String, Proto), BTreeMap<Backend, Candidate>>;
+/// One valid Service port, as the table reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PortRecord {
+    /// The port's name (empty for a single unnamed port).
+    name: String,
+    proto: Proto,
+    port: u16,
+    /// The nodePort, for the types that serve one (`NodePort`, `LoadBalancer`).
+    node_port: Option<u16>,
+}
 
-/// Reads the usable EndpointSlices into endpoints per Service `(namespace, name)`; records what
-/// is unusable in `skipped`.
-fn endpoints_by_service<E: Borrow<EndpointSlice>>(
-    slices: &[E],
-    node_name: &str,
-    skipped: &mut Vec<(String, String)>,
-) -> HashMap<(String, String), Endpoints> {
-    let mut out: HashMap<(String, String), Endpoints> = HashMap::new();
-    for s in slices {
-        let s: &EndpointSlice = s.borrow();
-        let ns = s.metadata.namespace.clone().unwrap_or_default();
-        let id = format!("{ns}/{}", s.metadata.name.as_deref().unwrap_or_default());
-        let labels = s.metadata.labels.as_ref();
-        if labels.is_some_and(|l| l.contains_key(HEADLESS_LABEL)) {
+/// What the service table reads of one Service, taken when the watch delivers it
+/// ([`ServiceRecord::new`]). The agent keeps these instead of the API objects: a few hundred
+/// bytes each instead of several KB (`managedFields`, annotations, timestamps, every unset field
+/// of the spec), and what is wrong with the object is found once per change, not every round.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceRecord {
+    namespace: String,
+    name: String,
+    /// Frontend addresses other than the NodePorts, in the API's order.
+    addresses: Vec<(FrontendKind, Ipv4Addr)>,
+    /// The usable ports, in the API's order.
+    ports: Vec<PortRecord>,
+    /// `sessionAffinity: ClientIP`: its timeout.
+    affinity_timeout: Option<u32>,
+    /// `internalTrafficPolicy: Local`.
+    local_only: bool,
+    /// Why parts of the Service are left out, in the order found.
+    problems: Vec<String>,
+}
+
+/// The frontend addresses of a Service beyond its NodePorts: `(kind, address)`; what is unusable
+/// goes to `problems`.
+fn service_addresses(svc: &Service, problems: &mut Vec<String>) -> Vec<(FrontendKind, Ipv4Addr)> {
+    let mut out = Vec::new();
+    let spec = svc.spec.as_ref();
+    let cluster_ips: Vec<&String> = match spec.and_then(|s| s.cluster_ips.as_ref()) {
+        Some(ips) if !ips.is_empty() => ips.iter().collect(),
+        _ => spec
+            .and_then(|s| s.cluster_ip.as_ref())
+            .into_iter()
+            .collect(),
+    };
+    let mut push = |kind: FrontendKind, what: &str, s: &str| match parse_addr(s) {
+        Addr::V4(a) => out.push((kind, a)),
+        Addr::V6 => problems.push(format!("{what} {s} is IPv6 (only IPv4 is served)")),
+        Addr::Garbage => problems.push(format!("{what} {s:?} is not an address")),
+    };
+    for ip in cluster_ips.into_iter().filter(|ip| !ip.is_empty()) {
+        push(FrontendKind::ClusterIp, "clusterIP", ip);
+    }
+    for ip in spec
+        .and_then(|s| s.external_ips.as_ref())
+        .into_iter()
+        .flatten()
+    {
+        push(FrontendKind::ExternalIp, "externalIP", ip);
+    }
+    let ingress = svc
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref());
+    for ing in ingress.into_iter().flatten() {
+        // ipMode Proxy: the load balancer delivers to the node with its own address as the
+        // destination, so the proxy must not capture the IP (kube-proxy skips it too).
+        if ing.ip_mode.as_deref() == Some("Proxy") {
             continue;
         }
+        if let Some(ip) = ing.ip.as_deref().filter(|ip| !ip.is_empty()) {
+            push(FrontendKind::LoadBalancer, "load balancer ingress IP", ip);
+        }
+    }
+    out
+}
+
+/// Validates one Service port.
+fn service_port(p: &ServicePort, has_node_ports: bool) -> Result<PortRecord, String> {
+    let name = p.name.clone().unwrap_or_default();
+    let proto = protocol(p.protocol.as_deref()).map_err(|why| format!("port {}: {why}", p.port))?;
+    let port = port_number(p.port).ok_or_else(|| format!("port {} is out of range", p.port))?;
+    let node_port = match p.node_port {
+        Some(n) if has_node_ports => Some(
+            port_number(n).ok_or_else(|| format!("port {port}: nodePort {n} is out of range"))?,
+        ),
+        _ => None,
+    };
+    Ok(PortRecord {
+        name,
+        proto,
+        port,
+        node_port,
+    })
+}
+
+impl ServiceRecord {
+    /// What the table needs of `svc`; `None` for a Service this proxy does not serve (labelled
+    /// for another proxy or headless, `ExternalName`, `clusterIP: None`, no spec).
+    pub fn new(svc: &Service) -> Option<ServiceRecord> {
+        let labels = svc.metadata.labels.as_ref();
+        if labels.is_some_and(|l| {
+            l.contains_key(SERVICE_PROXY_NAME_LABEL) || l.contains_key(HEADLESS_LABEL)
+        }) {
+            return None;
+        }
+        let spec = svc.spec.as_ref()?;
+        let type_ = spec.type_.as_deref().unwrap_or("ClusterIP");
+        if type_ == "ExternalName" || spec.cluster_ip.as_deref() == Some("None") {
+            return None;
+        }
+        let has_node_ports = matches!(type_, "NodePort" | "LoadBalancer");
+        let mut problems = Vec::new();
+        let addresses = service_addresses(svc, &mut problems);
+        let affinity_timeout = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
+            spec.session_affinity_config
+                .as_ref()
+                .and_then(|c| c.client_ip.as_ref())
+                .and_then(|c| c.timeout_seconds)
+                .and_then(|t| u32::try_from(t).ok())
+                .filter(|t| (1..=MAX_AFFINITY_TIMEOUT).contains(t))
+                .unwrap_or(DEFAULT_AFFINITY_TIMEOUT)
+        });
+        let mut ports: Vec<PortRecord> = Vec::new();
+        let mut seen_ports: BTreeSet<(u16, Proto)> = BTreeSet::new();
+        let mut seen_names: BTreeSet<&str> = BTreeSet::new();
+        for sp in spec.ports.iter().flatten() {
+            let p = match service_port(sp, has_node_ports) {
+                Ok(p) => p,
+                Err(why) => {
+                    problems.push(why);
+                    continue;
+                }
+            };
+            if !seen_ports.insert((p.port, p.proto))
+                || !seen_names.insert(sp.name.as_deref().unwrap_or_default())
+            {
+                problems.push(format!(
+                    "duplicate port {}/{} ({:?})",
+                    p.port,
+                    p.proto.name(),
+                    p.name
+                ));
+                continue;
+            }
+            ports.push(p);
+        }
+        Some(ServiceRecord {
+            namespace: svc.metadata.namespace.clone().unwrap_or_default(),
+            name: svc.metadata.name.clone().unwrap_or_default(),
+            addresses,
+            ports,
+            affinity_timeout,
+            local_only: spec.internal_traffic_policy.as_deref() == Some("Local"),
+            problems,
+        })
+    }
+}
+
+/// What the service table reads of one EndpointSlice, taken when the watch delivers it
+/// ([`SliceRecord::new`]): its Service, its usable ports and its endpoints' first IPv4 address
+/// and conditions, with "on this node" resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SliceRecord {
+    namespace: String,
+    name: String,
+    /// The `kubernetes.io/service-name` label (empty: the slice is unusable, see `problems`).
+    service: String,
+    /// `(name, protocol, port)`.
+    ports: Vec<(String, Proto, u16)>,
+    endpoints: Vec<(Ipv4Addr, Candidate)>,
+    /// Why the slice, or parts of it, are left out.
+    problems: Vec<String>,
+}
+
+impl SliceRecord {
+    /// What the table needs of `s`, as seen from node `node_name` (which endpoints are local);
+    /// `None` for a headless Service's slice (ignored).
+    pub fn new(s: &EndpointSlice, node_name: &str) -> Option<SliceRecord> {
+        let labels = s.metadata.labels.as_ref();
+        if labels.is_some_and(|l| l.contains_key(HEADLESS_LABEL)) {
+            return None;
+        }
+        let mut r = SliceRecord {
+            namespace: s.metadata.namespace.clone().unwrap_or_default(),
+            name: s.metadata.name.clone().unwrap_or_default(),
+            service: String::new(),
+            ports: Vec::new(),
+            endpoints: Vec::new(),
+            problems: Vec::new(),
+        };
         let Some(svc) = labels
             .and_then(|l| l.get(SERVICE_NAME_LABEL))
             .filter(|n| !n.is_empty())
         else {
-            skipped.push((
-                id,
-                format!("EndpointSlice without the {SERVICE_NAME_LABEL} label"),
+            r.problems.push(format!(
+                "EndpointSlice without the {SERVICE_NAME_LABEL} label"
             ));
-            continue;
+            return Some(r);
         };
         if s.address_type != "IPv4" {
-            skipped.push((
-                id,
-                format!(
-                    "EndpointSlice of addressType {} (only IPv4 is served)",
-                    s.address_type
-                ),
+            r.problems.push(format!(
+                "EndpointSlice of addressType {} (only IPv4 is served)",
+                s.address_type
             ));
-            continue;
+            return Some(r);
         }
-        let mut ports = Vec::new();
+        r.service.clone_from(svc);
         for p in s.ports.iter().flatten() {
             let name = p.name.clone().unwrap_or_default();
             let proto = match protocol(p.protocol.as_deref()) {
                 Ok(proto) => proto,
                 Err(why) => {
-                    skipped.push((id.clone(), format!("port {name:?}: {why}")));
+                    r.problems.push(format!("port {name:?}: {why}"));
                     continue;
                 }
             };
             match p.port.and_then(port_number) {
-                Some(n) => ports.push((name, proto, n)),
-                None => skipped.push((
-                    id.clone(),
-                    format!("port {name:?}: missing or out-of-range port {:?}", p.port),
+                Some(n) => r.ports.push((name, proto, n)),
+                None => r.problems.push(format!(
+                    "port {name:?}: missing or out-of-range port {:?}",
+                    p.port
                 )),
             }
         }
-        let mut eps = Vec::new();
         for e in &s.endpoints {
             // kube-proxy uses the first address only (the API requires exactly one for IPv4).
             let Some(first) = e.addresses.first() else {
@@ -288,16 +453,14 @@ fn endpoints_by_service<E: Borrow<EndpointSlice>>(
             let addr = match parse_addr(first) {
                 Addr::V4(a) => a,
                 _ => {
-                    skipped.push((
-                        id.clone(),
-                        format!("endpoint address {first:?} is not IPv4"),
-                    ));
+                    r.problems
+                        .push(format!("endpoint address {first:?} is not IPv4"));
                     continue;
                 }
             };
             let c = e.conditions.as_ref();
             let ready = c.and_then(|c| c.ready).unwrap_or(true);
-            eps.push((
+            r.endpoints.push((
                 addr,
                 Candidate {
                     ready,
@@ -307,10 +470,37 @@ fn endpoints_by_service<E: Borrow<EndpointSlice>>(
                 },
             ));
         }
-        let merged = out.entry((ns, svc.clone())).or_default();
-        for (name, proto, port) in &ports {
-            let set = merged.entry((name.clone(), *proto)).or_default();
-            for (addr, cand) in &eps {
+        r.ports.shrink_to_fit();
+        r.endpoints.shrink_to_fit();
+        Some(r)
+    }
+}
+
+/// The endpoints of one Service, merged over its EndpointSlices: per slice port (name,
+/// protocol), every endpoint with its conditions.
+type Endpoints<'a> = HashMap<(&'a str, Proto), BTreeMap<Backend, Candidate>>;
+
+/// Merges the slices' endpoints per Service `(namespace, name)`; records what is unusable in
+/// `skipped`.
+fn endpoints_by_service<'a>(
+    slices: impl Iterator<Item = &'a SliceRecord>,
+    skipped: &mut Vec<(String, String)>,
+) -> HashMap<(&'a str, &'a str), Endpoints<'a>> {
+    let mut out: HashMap<(&str, &str), Endpoints<'a>> = HashMap::new();
+    for s in slices {
+        if !s.problems.is_empty() {
+            let id = format!("{}/{}", s.namespace, s.name);
+            skipped.extend(s.problems.iter().map(|p| (id.clone(), p.clone())));
+        }
+        if s.service.is_empty() {
+            continue;
+        }
+        let merged = out
+            .entry((s.namespace.as_str(), s.service.as_str()))
+            .or_default();
+        for (name, proto, port) in &s.ports {
+            let set = merged.entry((name.as_str(), *proto)).or_default();
+            for (addr, cand) in &s.endpoints {
                 let b = Backend {
                     addr: *addr,
                     port: *port,
@@ -343,179 +533,67 @@ fn node_port_addresses<N: Borrow<Node>>(nodes: &[N], opts: &Options) -> BTreeSet
     out
 }
 
-/// The frontend addresses of a Service beyond its NodePorts: `(kind, address)`; what is unusable
-/// goes to `skipped`.
-fn service_addresses(
-    svc: &Service,
-    id: &str,
-    skipped: &mut Vec<(String, String)>,
-) -> Vec<(FrontendKind, Ipv4Addr)> {
-    let mut out = Vec::new();
-    let spec = svc.spec.as_ref();
-    let cluster_ips: Vec<String> = match spec.and_then(|s| s.cluster_ips.clone()) {
-        Some(ips) if !ips.is_empty() => ips,
-        _ => spec
-            .and_then(|s| s.cluster_ip.clone())
-            .into_iter()
-            .collect(),
-    };
-    let mut push = |kind: FrontendKind, what: &str, s: &str| match parse_addr(s) {
-        Addr::V4(a) => out.push((kind, a)),
-        Addr::V6 => skipped.push((
-            id.to_owned(),
-            format!("{what} {s} is IPv6 (only IPv4 is served)"),
-        )),
-        Addr::Garbage => skipped.push((id.to_owned(), format!("{what} {s:?} is not an address"))),
-    };
-    for ip in cluster_ips.iter().filter(|ip| !ip.is_empty()) {
-        push(FrontendKind::ClusterIp, "clusterIP", ip);
-    }
-    for ip in spec
-        .and_then(|s| s.external_ips.as_ref())
-        .into_iter()
-        .flatten()
-    {
-        push(FrontendKind::ExternalIp, "externalIP", ip);
-    }
-    let ingress = svc
-        .status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_ref());
-    for ing in ingress.into_iter().flatten() {
-        // ipMode Proxy: the load balancer delivers to the node with its own address as the
-        // destination, so the proxy must not capture the IP (kube-proxy skips it too).
-        if ing.ip_mode.as_deref() == Some("Proxy") {
-            continue;
-        }
-        if let Some(ip) = ing.ip.as_deref().filter(|ip| !ip.is_empty()) {
-            push(FrontendKind::LoadBalancer, "load balancer ingress IP", ip);
-        }
-    }
-    out
-}
-
-/// Validates one Service port: `(name, protocol, port, nodePort)`.
-fn service_port(
-    p: &ServicePort,
-    has_node_ports: bool,
-) -> Result<(String, Proto, u16, Option<u16>), String> {
-    let name = p.name.clone().unwrap_or_default();
-    let proto = protocol(p.protocol.as_deref()).map_err(|why| format!("port {}: {why}", p.port))?;
-    let port = port_number(p.port).ok_or_else(|| format!("port {} is out of range", p.port))?;
-    let node_port = match p.node_port {
-        Some(n) if has_node_ports => Some(
-            port_number(n).ok_or_else(|| format!("port {port}: nodePort {n} is out of range"))?,
-        ),
-        _ => None,
-    };
-    Ok((name, proto, port, node_port))
-}
-
-/// The service table of `node_name` for these objects: kube-proxy's semantics (see the module
-/// documentation and `docs/services.md`). Pure; bad objects (or bad parts of one) are left out
-/// with a reason in [`ServiceTable::skipped`] and never affect the others. Services are taken in
-/// namespace/name order, so when two claim one frontend the first keeps it.
-pub fn compute<S, E, N>(
-    services: &[S],
-    slices: &[E],
-    nodes: &[N],
-    node_name: &str,
-    opts: &Options,
-) -> ServiceTable
+/// The service table for these Services and EndpointSlices (as records: [`ServiceRecord::new`],
+/// [`SliceRecord::new`], which also fixes the node whose local endpoints count) and Nodes:
+/// kube-proxy's semantics (see the module documentation and `docs/services.md`). Pure; bad
+/// objects (or bad parts of one) are left out with a reason in [`ServiceTable::skipped`] and
+/// never affect the others. Services are taken in namespace/name order, so when two claim one
+/// frontend the first keeps it.
+pub fn compute<S, E, N>(services: &[S], slices: &[E], nodes: &[N], opts: &Options) -> ServiceTable
 where
-    S: Borrow<Service>,
-    E: Borrow<EndpointSlice>,
+    S: Borrow<ServiceRecord>,
+    E: Borrow<SliceRecord>,
     N: Borrow<Node>,
 {
     let mut table = ServiceTable::default();
-    let endpoints = endpoints_by_service(slices, node_name, &mut table.skipped);
+    let endpoints = endpoints_by_service(slices.iter().map(Borrow::borrow), &mut table.skipped);
     let node_addrs = node_port_addresses(nodes, opts);
-    let mut ordered: Vec<&Service> = services.iter().map(Borrow::borrow).collect();
-    ordered.sort_by(|a, b| {
-        (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name))
-    });
+    let mut ordered: Vec<&ServiceRecord> = services.iter().map(Borrow::borrow).collect();
+    ordered.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     let empty = Endpoints::new();
     for svc in ordered {
-        let ns = svc.metadata.namespace.clone().unwrap_or_default();
-        let name = svc.metadata.name.clone().unwrap_or_default();
-        let id = format!("{ns}/{name}");
-        let labels = svc.metadata.labels.as_ref();
-        if labels.is_some_and(|l| {
-            l.contains_key(SERVICE_PROXY_NAME_LABEL) || l.contains_key(HEADLESS_LABEL)
-        }) {
-            continue;
-        }
-        let Some(spec) = svc.spec.as_ref() else {
-            continue;
-        };
-        let type_ = spec.type_.as_deref().unwrap_or("ClusterIP");
-        if type_ == "ExternalName" || spec.cluster_ip.as_deref() == Some("None") {
-            continue;
-        }
-        let has_node_ports = matches!(type_, "NodePort" | "LoadBalancer");
-        let addresses = service_addresses(svc, &id, &mut table.skipped);
-        let affinity_timeout = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
-            spec.session_affinity_config
-                .as_ref()
-                .and_then(|c| c.client_ip.as_ref())
-                .and_then(|c| c.timeout_seconds)
-                .and_then(|t| u32::try_from(t).ok())
-                .filter(|t| (1..=MAX_AFFINITY_TIMEOUT).contains(t))
-                .unwrap_or(DEFAULT_AFFINITY_TIMEOUT)
-        });
-        let local_only = spec.internal_traffic_policy.as_deref() == Some("Local");
-        let eps = endpoints.get(&(ns.clone(), name.clone())).unwrap_or(&empty);
-        let mut seen_ports: BTreeSet<(u16, Proto)> = BTreeSet::new();
-        let mut seen_names: BTreeSet<String> = BTreeSet::new();
-        for p in spec.ports.iter().flatten() {
-            let (port_name, proto, port, node_port) = match service_port(p, has_node_ports) {
-                Ok(v) => v,
-                Err(why) => {
-                    table.skipped.push((id.clone(), why));
-                    continue;
-                }
-            };
-            if !seen_ports.insert((port, proto)) || !seen_names.insert(port_name.clone()) {
-                table.skipped.push((
-                    id.clone(),
-                    format!("duplicate port {port}/{} ({port_name:?})", proto.name()),
-                ));
-                continue;
-            }
-            let all = eps.get(&(port_name.clone(), proto));
+        let id = || format!("{}/{}", svc.namespace, svc.name);
+        table
+            .skipped
+            .extend(svc.problems.iter().map(|p| (id(), p.clone())));
+        let eps = endpoints
+            .get(&(svc.namespace.as_str(), svc.name.as_str()))
+            .unwrap_or(&empty);
+        for p in &svc.ports {
+            let all = eps.get(&(p.name.as_str(), p.proto));
             let pick_with = |local: bool| all.map(|a| pick(a, local)).unwrap_or_default();
             let cluster = pick_with(false);
-            let internal = if local_only {
+            let internal = if svc.local_only {
                 pick_with(true)
             } else {
                 cluster.clone()
             };
             let service = ServicePortName {
-                namespace: ns.clone(),
-                name: name.clone(),
-                port: port_name,
+                namespace: svc.namespace.clone(),
+                name: svc.name.clone(),
+                port: p.name.clone(),
             };
-            let mut frontends: Vec<(Frontend, FrontendKind)> = addresses
+            let mut frontends: Vec<(Frontend, FrontendKind)> = svc
+                .addresses
                 .iter()
                 .map(|(kind, addr)| {
                     (
                         Frontend {
                             addr: *addr,
-                            port,
-                            proto,
+                            port: p.port,
+                            proto: p.proto,
                         },
                         *kind,
                     )
                 })
                 .collect();
-            if let Some(np) = node_port {
+            if let Some(np) = p.node_port {
                 frontends.extend(node_addrs.iter().map(|a| {
                     (
                         Frontend {
                             addr: *a,
                             port: np,
-                            proto,
+                            proto: p.proto,
                         },
                         FrontendKind::NodePort,
                     )
@@ -525,7 +603,7 @@ where
                 if let Some(other) = table.entries.get(&fe) {
                     if other.service != service {
                         table.skipped.push((
-                            id.clone(),
+                            id(),
                             format!("{fe} is already served for {}", other.service),
                         ));
                     }
@@ -542,7 +620,7 @@ where
                         service: service.clone(),
                         kind,
                         backends,
-                        affinity_timeout,
+                        affinity_timeout: svc.affinity_timeout,
                     },
                 );
             }
@@ -603,9 +681,26 @@ mod tests {
         }
     }
 
+    /// The table of node `node` for these objects, through the records the agent keeps.
+    fn run_on(
+        node: &str,
+        services: &[Value],
+        slices: &[EndpointSlice],
+        nodes: &[Node],
+    ) -> ServiceTable {
+        let services: Vec<ServiceRecord> = services
+            .iter()
+            .filter_map(|s| ServiceRecord::new(&svc(s.clone())))
+            .collect();
+        let slices: Vec<SliceRecord> = slices
+            .iter()
+            .filter_map(|s| SliceRecord::new(s, node))
+            .collect();
+        compute(&services, &slices, nodes, &Options::default())
+    }
+
     fn run(services: &[Value], slices: &[EndpointSlice], nodes: &[Node]) -> ServiceTable {
-        let services: Vec<Service> = services.iter().cloned().map(svc).collect();
-        compute(&services, slices, nodes, "n1", &Options::default())
+        run_on("n1", services, slices, nodes)
     }
 
     #[test]
@@ -729,8 +824,7 @@ mod tests {
         assert_eq!(e.affinity_timeout, Some(DEFAULT_AFFINITY_TIMEOUT));
         s["spec"]["sessionAffinityConfig"] = json!({"clientIP": {"timeoutSeconds": 60}});
         // On a node without local endpoints: none (refuse), as kube-proxy does.
-        let services = vec![svc(s)];
-        let t = compute(&services, &[sl], &[] as &[Node], "n9", &Options::default());
+        let t = run_on("n9", &[s], &[sl], &[]);
         let e = &t.entries[&fe("10.96.0.20", 80, Proto::Tcp)];
         assert_eq!(e.backends, vec![]);
         assert_eq!(e.affinity_timeout, Some(60));
