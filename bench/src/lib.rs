@@ -6,3 +6,5 @@
 pub mod model;
 pub mod loadgen;
 pub mod probe;
+pub mod report;
+pub mod stats;

@@ -1,0 +1,1 @@
+//! Outputs of `ferry bench` (being written).
