@@ -329,6 +329,9 @@ pub struct SvcScalePoint {
     pub mode: String,
     /// `clusterip` or `pod-ip` (the control).
     pub target: String,
+    /// `tcp_cc` or `tcp_crr`.
+    #[serde(default)]
+    pub test: String,
     /// Services programmed.
     pub services: u32,
     /// Connect latency p50 (µs), median over rounds, with min–max.

@@ -149,9 +149,13 @@ fn start_attempt(
     target: SocketAddr,
     pending: &mut Vec<Pending>,
 ) -> Result<Option<Verdict>, ProbeError> {
-    let socket = Socket::new(Domain::for_address(target), Type::STREAM, Some(Protocol::TCP))
-        .and_then(|s| s.set_nonblocking(true).map(|()| s))
-        .map_err(|source| ProbeError::Socket { target, source })?;
+    let socket = Socket::new(
+        Domain::for_address(target),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )
+    .and_then(|s| s.set_nonblocking(true).map(|()| s))
+    .map_err(|source| ProbeError::Socket { target, source })?;
     match socket.connect(&SockAddr::from(target)) {
         Ok(()) => {
             close_quietly(&socket);
