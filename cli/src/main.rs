@@ -46,9 +46,9 @@ enum Cmd {
     Down(down::Target),
     /// Shows the health of every component, the nodes and the pods.
     Status(down::Target),
-    /// Benchmarks from the release binaries: the CNI plugin against the reference, pod startup.
-    #[command(subcommand)]
-    Bench(bench::BenchCmd),
+    /// Benchmarks from the release binaries: the pod network (every path against its physical
+    /// limit; docs/bench.md), the CNI plugin against the reference, pod startup.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {

@@ -1,20 +1,37 @@
-//! `ferry bench`: benchmarks that run from the release binaries, so the main job builds the
-//! workspace once (no `cargo bench` rebuild in another profile).
+//! `ferry bench`: the pod-network benchmark and the older benchmarks, all run from the release
+//! binaries (so the main job builds the workspace once).
 //!
+//! - `ferry bench [flags]`: every selected path (loopback, raw veth pair, node to node, pod to pod,
+//!   Services, NodePort, egress) against its physical limit in one run, on clusters it brings up
+//!   in network namespaces, with a JSON/CSV/HTML/Prometheus report ([`net`]; the user guide is
+//!   `docs/bench.md`).
+//! - `ferry bench compare A.json B.json [--fail-on EXPR]`: two reports side by side.
+//! - `ferry bench calibrate`: the built-in load generator against sockperf and iperf3.
 //! - `ferry bench cni`: ferry-cni against Debian's reference `bridge` + `host-local`, side by side
 //!   in one run ([`cni`]).
 //! - `ferry bench startup`: pod startup through a whole `ferry up` cluster ([`startup`]).
 //!
-//! Every figure is reported as the median over rounds with its min–max (`ferry_tests::Spread`); a single run is
-//! not a figure on a shared 2-core machine.
-//! The statistics and the namespaces with guaranteed cleanup come from `ferry-tests`, the support
-//! library the privileged tests use. Both need root (they create network namespaces) and
-//! remove everything they created, also on an error or Ctrl-C.
+//! Every figure is reported as the median over rounds with its min–max; a single run is not a
+//! figure on a shared 2-core machine. Everything but `compare` needs root (they create network
+//! namespaces) and removes everything it created, also on an error or Ctrl-C.
 
 mod cni;
+mod net;
 mod startup;
 
 use anyhow::{bail, Result};
+
+/// `ferry bench`: the pod-network benchmark ([`net::NetArgs`]) unless a subcommand is named.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub(crate) struct BenchArgs {
+    /// A benchmark other than the pod-network one.
+    #[command(subcommand)]
+    cmd: Option<BenchCmd>,
+    /// The pod-network benchmark's flags.
+    #[command(flatten)]
+    net: Box<net::NetArgs>,
+}
 
 /// `ferry bench` subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -24,17 +41,25 @@ pub(crate) enum BenchCmd {
     Cni(cni::CniArgs),
     /// Pod startup through a `ferry up` cluster: create -> Running + Ready with an IP.
     Startup(startup::StartupArgs),
+    /// Compares two `ferry bench` JSON reports: per metric the ratio of medians and whether the
+    /// change is beyond the noise; `--fail-on` exits 1 on a regression (CI).
+    Compare(net::CompareArgs),
 }
 
-/// Runs a `ferry bench` subcommand.
-pub(crate) fn run(cmd: &BenchCmd) -> Result<()> {
+/// Runs `ferry bench` (the pod-network benchmark or a subcommand).
+pub(crate) fn run(args: &BenchArgs) -> Result<()> {
+    if let Some(BenchCmd::Compare(c)) = &args.cmd {
+        return net::compare(c);
+    }
     if !crate::sys::is_root() {
         bail!("needs root: it creates network namespaces (run it as root, or with sudo)");
     }
     crate::sys::catch_interrupts();
-    match cmd {
-        BenchCmd::Cni(a) => cni::run(a),
-        BenchCmd::Startup(a) => startup::run(a),
+    match &args.cmd {
+        Some(BenchCmd::Cni(a)) => cni::run(a),
+        Some(BenchCmd::Startup(a)) => startup::run(a),
+        Some(BenchCmd::Compare(_)) => unreachable!("handled above"),
+        None => net::run(&args.net),
     }
 }
 

@@ -1,0 +1,137 @@
+//! `ferry bench` (no subcommand): the pod-network benchmark on the netns lab.
+//!
+//! It brings up the clusters the selected paths need (or uses one named with `--name`), builds the
+//! reference paths in its own namespaces (loopback, a raw veth pair, a hand-built kernel VXLAN pod
+//! path), deploys a server pod per node, then runs every selected (path, test, parameters) once
+//! per round in a seeded random order, with the CPU and the path's counters read around every run,
+//! and writes the report (`ferry_bench::model::Report`). The user guide is `docs/bench.md`.
+//!
+//! Split: [`lab`] clusters, namespaces and processes with Drop guards; [`paths`] the path matrix;
+//! [`run`] the rounds; [`cpu`] CPU accounting; [`preflight`] the machine; [`verify`] path counters;
+//! [`iperf`] the iperf3 engine.
+
+mod cpu;
+mod iperf;
+mod lab;
+mod paths;
+mod preflight;
+mod run;
+mod shim;
+mod verify;
+
+use anyhow::{bail, Context as _, Result};
+use std::path::PathBuf;
+
+/// Every test `--tests` accepts, by its short name.
+pub(crate) const TESTS: &[(&str, &str)] = &[
+    ("stream", "tcp_stream"),
+    ("rr", "tcp_rr"),
+    ("crr", "tcp_crr"),
+    ("cc", "tcp_cc"),
+    ("udp_rr", "udp_rr"),
+    ("udp_stream", "udp_stream"),
+];
+
+/// `ferry bench` flags (the pod-network benchmark).
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct NetArgs {
+    /// Short run (< 2 min): paths L0, L1, P1, P2-vxlan, S1-ebpf, S2-ebpf; tests stream, rr (1 B),
+    /// crr; 3 rounds of 0.5 s warm-up + 2 s + 0.2 s; cluster A only. Indicative only.
+    #[arg(long)]
+    pub(crate) quick: bool,
+    /// Correctness only (CI): the shortest runs, 2 rounds; figures are not meaningful.
+    #[arg(long)]
+    pub(crate) smoke: bool,
+    /// Paths to measure (ids as in docs/bench.md: L0, L1, L2, H1, P1, P2-vxlan, P2-host-gw,
+    /// P2-udp, P2-ref-vxlan, S1-ebpf, S2-iptables, S3-ebpf, E0, E1, N1-iptables, ...; a prefix such
+    /// as `S1` or `P2` selects every variant).
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) paths: Vec<String>,
+    /// Tests: stream, rr, crr, cc, udp_rr, udp_stream.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) tests: Vec<String>,
+    /// Rounds (every selected run once per round, in a seeded random order).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub(crate) runs: Option<u32>,
+    /// Measured window per run, seconds.
+    #[arg(long)]
+    pub(crate) duration: Option<f64>,
+    /// Warm-up per run (not measured), seconds.
+    #[arg(long)]
+    pub(crate) warmup: Option<f64>,
+    /// Flow counts of the stream test.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) flows: Vec<u32>,
+    /// Request = response sizes of the request/response test, bytes.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) size: Vec<u32>,
+    /// Overlay backends to bring up: vxlan (cluster A), host-gw (cluster B), udp (cluster C).
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) backend: Vec<String>,
+    /// Service proxy modes: ebpf (clusters A, C), iptables (cluster B).
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) proxy: Vec<String>,
+    /// Service scale sweep: Service counts (e.g. 0,1000,10000).
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) svc_scale: Vec<u32>,
+    /// Seed of the per-round order (default: from the clock; recorded in the report).
+    #[arg(long)]
+    pub(crate) seed: Option<u64>,
+    /// Output directory (default ./ferry-bench-<UTC timestamp>).
+    #[arg(long)]
+    pub(crate) out: Option<PathBuf>,
+    /// Output formats: table, json, csv, html, prom.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "table,json,csv,html,prom"
+    )]
+    pub(crate) format: Vec<String>,
+    /// Use this existing `ferry up` cluster instead of bringing one up (cluster A; its backend and
+    /// proxy mode are read from it).
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+    /// State directory of the `--name` cluster.
+    #[arg(long, default_value = "/run/ferry/up")]
+    pub(crate) state_dir: PathBuf,
+    /// A real cluster instead of the lab (not supported yet).
+    #[arg(long)]
+    pub(crate) kubeconfig: Option<PathBuf>,
+    /// Abort when the machine is busy (> 5 % CPU) before the run instead of warning.
+    #[arg(long)]
+    pub(crate) strict_quiet: bool,
+}
+
+/// `ferry bench compare` flags.
+#[derive(Debug, clap::Args)]
+pub(crate) struct CompareArgs {
+    /// The reference report (JSON).
+    a: PathBuf,
+    /// The report compared with it (JSON).
+    b: PathBuf,
+    /// Exit 1 when a condition holds, e.g. `tcp_rr.lat_p99_us>+10%,tcp_stream.throughput_gbps<-5%`.
+    #[arg(long)]
+    fail_on: Option<String>,
+}
+
+/// Runs `ferry bench compare`.
+pub(crate) fn compare(args: &CompareArgs) -> Result<()> {
+    shim::compare(&args.a, &args.b, args.fail_on.as_deref())
+}
+
+/// Runs the pod-network benchmark.
+pub(crate) fn run(args: &NetArgs) -> Result<()> {
+    if args.kubeconfig.is_some() {
+        eprintln!(
+            "ferry bench: --kubeconfig (a real cluster) is not supported yet: `ferry bench` runs on \
+             the netns lab only (its own `ferry up` clusters, or one named with --name)"
+        );
+        std::process::exit(2);
+    }
+    let plan = run::Plan::from_args(args)?;
+    if !crate::sys::is_root() {
+        bail!("needs root: it creates network namespaces (run it as root, or with sudo)");
+    }
+    let _lock = lab::BenchLock::take().context("taking the bench lock")?;
+    run::execute(&plan)
+}

@@ -1,0 +1,751 @@
+//! The rounds: the plan from the flags ([`Plan`]), the lab it needs, every (path, test,
+//! parameters) once per round in a seeded random order, one run at a time with the CPU sampled at
+//! the window's edges and the path's counters read around it, then the report.
+
+use super::lab::{Cgroup, Cluster, Pods, Running};
+use super::paths::{self, Def, LabPath, Need};
+use super::{cpu, iperf, preflight, shim, verify, NetArgs, TESTS};
+use anyhow::{bail, ensure, Context as _, Result};
+use ferry_bench::loadgen::{Close, Outcome, Spec, Test};
+use ferry_bench::model::{self, Config, Meta, Report, ResultSet, Run};
+use rand::seq::SliceRandom as _;
+use rand::SeedableRng as _;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Payload of `udp_stream` datagrams: fits the lab pods' 1450-byte MTU.
+const UDP_PAYLOAD: u32 = 1400;
+/// Write size of `tcp_stream` (builtin engine).
+const STREAM_WRITE: u32 = 128 * 1024;
+
+/// What a run will do, from the flags (validated before anything is created).
+#[derive(Debug, Clone)]
+pub(crate) struct Plan {
+    args: NetArgs,
+    defs: Vec<Def>,
+    tests: Vec<&'static str>,
+    rounds: u32,
+    warmup_s: f64,
+    duration_s: f64,
+    cooldown_s: f64,
+    flows: Vec<u32>,
+    sizes: Vec<u32>,
+    seed: u64,
+    out: PathBuf,
+    formats: Vec<String>,
+}
+
+fn check_secs(name: &str, v: f64, min: f64) -> Result<f64> {
+    ensure!(
+        v.is_finite() && v >= min && v <= 3600.0,
+        "--{name} {v} is out of range ({min}..3600 s)"
+    );
+    Ok(v)
+}
+
+impl Plan {
+    /// Validates the flags.
+    pub(crate) fn from_args(a: &NetArgs) -> Result<Plan> {
+        let backends = if a.backend.is_empty() {
+            if a.quick {
+                vec!["vxlan".to_owned()]
+            } else {
+                vec!["vxlan".to_owned(), "host-gw".to_owned()]
+            }
+        } else {
+            a.backend.clone()
+        };
+        for b in &backends {
+            ensure!(
+                ["vxlan", "host-gw", "udp"].contains(&b.as_str()),
+                "unknown --backend {b:?} (vxlan, host-gw, udp)"
+            );
+        }
+        let proxies = if a.proxy.is_empty() {
+            if a.quick {
+                vec!["ebpf".to_owned()]
+            } else {
+                vec!["ebpf".to_owned(), "iptables".to_owned()]
+            }
+        } else {
+            a.proxy.clone()
+        };
+        for p in &proxies {
+            ensure!(
+                ["ebpf", "iptables"].contains(&p.as_str()),
+                "unknown --proxy {p:?} (ebpf, iptables)"
+            );
+        }
+        let defs = paths::select(&a.paths, a.quick, &backends, &proxies)?;
+        let tests: Vec<&'static str> = if a.tests.is_empty() {
+            if a.quick {
+                vec!["tcp_stream", "tcp_rr", "tcp_crr"]
+            } else {
+                vec![
+                    "tcp_stream",
+                    "tcp_rr",
+                    "tcp_crr",
+                    "tcp_cc",
+                    "udp_rr",
+                    "udp_stream",
+                ]
+            }
+        } else {
+            a.tests
+                .iter()
+                .map(|t| {
+                    TESTS
+                        .iter()
+                        .find(|(s, l)| s == t || l == t)
+                        .map(|(_, l)| *l)
+                        .with_context(|| {
+                            format!("unknown test {t:?} (stream, rr, crr, cc, udp_rr, udp_stream)")
+                        })
+                })
+                .collect::<Result<_>>()?
+        };
+        let (rounds, warmup, duration, cooldown) = match (a.smoke, a.quick) {
+            (true, _) => (2, 0.2, 0.5, 0.1),
+            (false, true) => (3, 0.5, 2.0, 0.2),
+            (false, false) => (5, 0.3, 0.8, 0.1),
+        };
+        let rounds = a.runs.unwrap_or(rounds);
+        let warmup_s = check_secs("warmup", a.warmup.unwrap_or(warmup), 0.0)?;
+        let duration_s = check_secs("duration", a.duration.unwrap_or(duration), 0.2)?;
+        let flows = if a.flows.is_empty() {
+            if a.quick {
+                vec![1]
+            } else {
+                vec![1, 2]
+            }
+        } else {
+            a.flows.clone()
+        };
+        ensure!(
+            flows.iter().all(|f| (1..=64).contains(f)),
+            "--flows must be within 1..64"
+        );
+        let sizes = if a.size.is_empty() {
+            if a.quick {
+                vec![1]
+            } else {
+                vec![1, 1024]
+            }
+        } else {
+            a.size.clone()
+        };
+        ensure!(
+            sizes.iter().all(|s| (1..=1 << 20).contains(s)),
+            "--size must be within 1..1048576 bytes"
+        );
+        for f in &a.format {
+            ensure!(
+                ["table", "json", "csv", "html", "prom"].contains(&f.as_str()),
+                "unknown --format {f:?} (table, json, csv, html, prom)"
+            );
+        }
+        ensure!(
+            a.svc_scale.is_empty(),
+            "--svc-scale: the Service scale sweep is not part of this build yet"
+        );
+        let seed = a.seed.unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(1, |d| d.as_secs())
+        });
+        let out = a.out.clone().unwrap_or_else(|| {
+            PathBuf::from(format!("ferry-bench-{}", stamp(SystemTime::now(), true)))
+        });
+        Ok(Plan {
+            args: a.clone(),
+            defs,
+            tests,
+            rounds,
+            warmup_s,
+            duration_s,
+            cooldown_s: cooldown,
+            flows,
+            sizes,
+            seed,
+            out,
+            formats: a.format.clone(),
+        })
+    }
+}
+
+/// UTC time as RFC 3339 (`compact`: `20261204T231300Z` for file names).
+pub(crate) fn stamp(t: SystemTime, compact: bool) -> String {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (hh, mm, ss) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    if compact {
+        format!("{y:04}{m:02}{d:02}T{hh:02}{mm:02}{ss:02}Z")
+    } else {
+        format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
+    }
+}
+
+/// One (path, test, parameters) to run every round.
+#[derive(Debug, Clone)]
+struct Job {
+    path: usize,
+    test: &'static str,
+    flows: u32,
+    size: u32,
+    engine: &'static str,
+    result: usize,
+}
+
+fn jobs(plan: &Plan, paths: &[LabPath], results: &mut Vec<ResultSet>) -> Vec<Job> {
+    let mut out = Vec::new();
+    for (pi, p) in paths.iter().enumerate() {
+        if p.info.unavailable.is_some() {
+            continue;
+        }
+        for t in &plan.tests {
+            let variants: Vec<(u32, u32, &'static str)> = match *t {
+                "tcp_stream" => plan
+                    .flows
+                    .iter()
+                    .map(|f| {
+                        (
+                            *f,
+                            STREAM_WRITE,
+                            if *f == 1 && p.iperf.is_some() {
+                                "iperf3"
+                            } else {
+                                "builtin"
+                            },
+                        )
+                    })
+                    .collect(),
+                "tcp_rr" => plan.sizes.iter().map(|s| (1, *s, "builtin")).collect(),
+                "tcp_cc" => vec![(1, 0, "builtin")],
+                "udp_stream" => vec![(1, UDP_PAYLOAD, "builtin")],
+                _ => vec![(1, 1, "builtin")],
+            };
+            for (flows, size, engine) in variants {
+                let mut params = BTreeMap::from([("flows".to_owned(), flows.to_string())]);
+                params.insert("size".into(), size.to_string());
+                if *t == "tcp_stream" {
+                    params.insert("engine".into(), engine.into());
+                }
+                results.push(ResultSet {
+                    path: p.info.id.clone(),
+                    test: (*t).to_owned(),
+                    params,
+                    ..Default::default()
+                });
+                out.push(Job {
+                    path: pi,
+                    test: t,
+                    flows,
+                    size,
+                    engine,
+                    result: results.len() - 1,
+                });
+            }
+        }
+    }
+    out
+}
+
+fn test_of(name: &str) -> Test {
+    match name {
+        "tcp_stream" => Test::TcpStream,
+        "tcp_rr" => Test::TcpRr,
+        "tcp_crr" => Test::TcpCrr,
+        "tcp_cc" => Test::TcpCc,
+        "udp_rr" => Test::UdpRr,
+        _ => Test::UdpStream,
+    }
+}
+
+/// The executables the run uses.
+#[derive(Debug)]
+struct Bins {
+    ferry: PathBuf,
+    agent: PathBuf,
+}
+
+/// The bench agent's client for one run of `spec`, started in `path`'s place.
+fn start_builtin(bins: &Bins, path: &LabPath, spec: &Spec) -> Result<Running> {
+    let mut cmd = path.client.command(&bins.ferry)?;
+    cmd.args([
+        "bench-agent",
+        "run",
+        "--spec",
+        &serde_json::to_string(spec)?,
+    ]);
+    Running::start(cmd)
+}
+
+fn spec(
+    job_test: &str,
+    target: std::net::SocketAddrV4,
+    flows: u32,
+    size: u32,
+    w: f64,
+    d: f64,
+    c: f64,
+) -> Spec {
+    Spec {
+        test: test_of(job_test),
+        target: target.into(),
+        flows,
+        size,
+        warmup_s: w,
+        duration_s: d,
+        cooldown_s: c,
+        close: Close::Server,
+        rate_pps: 0,
+        timeout_ms: 1000,
+    }
+}
+
+/// The bench agent's JSON outcome in its stdout (the last line that parses).
+fn parse_outcome(stdout: &str) -> Result<Outcome> {
+    stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str::<Outcome>(l.trim()).ok())
+        .or_else(|| serde_json::from_str(stdout.trim()).ok())
+        .context("the bench agent printed no outcome")
+}
+
+/// A short `tcp_cc` through the path until it carries traffic or `patience` runs out.
+fn probe(bins: &Bins, path: &LabPath, patience: Duration) -> Result<()> {
+    let deadline = Instant::now() + patience;
+    loop {
+        super::super::check_interrupt()?;
+        let s = spec("tcp_cc", path.target, 1, 0, 0.0, 0.3, 0.0);
+        let why = match start_builtin(bins, path, &s)?
+            .finish(Instant::now() + Duration::from_secs(10))?
+        {
+            c if c.status.is_some_and(|s| s.success()) => match parse_outcome(&c.stdout) {
+                Ok(o) if o.completed > 0 => return Ok(()),
+                Ok(o) => format!("no connection completed ({:?})", o.errors),
+                Err(e) => format!("{e:#}"),
+            },
+            c => format!(
+                "client failed: {}",
+                c.stderr.trim().lines().last().unwrap_or("killed")
+            ),
+        };
+        if Instant::now() >= deadline {
+            bail!("{why}");
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Sleeps until `t`.
+fn sleep_until(t: Instant) {
+    let now = Instant::now();
+    if t > now {
+        std::thread::sleep(t - now);
+    }
+}
+
+/// Runs one job once and returns its run.
+fn run_once(plan: &Plan, bins: &Bins, agents: &[i32], idle: f64, path: &LabPath, job: &Job) -> Run {
+    let mut run = Run {
+        started_ms: SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        ..Default::default()
+    };
+    let before = verify::read_all(&path.checks, &bins.agent);
+    let total = plan.warmup_s + plan.duration_s + plan.cooldown_s;
+    let started = if job.engine == "iperf3" {
+        let target = path.iperf.unwrap_or(path.target);
+        path.client.command(Path::new("iperf3")).and_then(|mut c| {
+            c.args(iperf::args(target, total));
+            Running::start(c)
+        })
+    } else {
+        let s = spec(
+            job.test,
+            path.target,
+            job.flows,
+            job.size,
+            plan.warmup_s,
+            plan.duration_s,
+            plan.cooldown_s,
+        );
+        start_builtin(bins, path, &s)
+    };
+    let child = match started {
+        Ok(c) => c,
+        Err(e) => {
+            run.error = Some(format!("{e:#}"));
+            return run;
+        }
+    };
+    let t0 = Instant::now();
+    sleep_until(t0 + Duration::from_secs_f64(plan.warmup_s));
+    let a = cpu::sample(agents);
+    let ta = Instant::now();
+    sleep_until(t0 + Duration::from_secs_f64(plan.warmup_s + plan.duration_s));
+    let b = cpu::sample(agents);
+    let wall = ta.elapsed().as_secs_f64();
+    let deadline = t0 + Duration::from_secs_f64(total.ceil() + 15.0);
+    let pid = child.pid();
+    let cap = match child.finish(deadline) {
+        Ok(c) => c,
+        Err(e) => {
+            run.error = Some(format!("client {pid}: {e:#}"));
+            return run;
+        }
+    };
+    let after = verify::read_all(&path.checks, &bins.agent);
+    let outcome = match cap.status {
+        None => Err(format!("client {pid} did not finish in time: killed")),
+        Some(st) if !st.success() && job.engine != "iperf3" => Err(format!(
+            "client exited {st}: {}",
+            cap.stderr.trim().lines().last().unwrap_or("")
+        )),
+        Some(_) if job.engine == "iperf3" => {
+            iperf::parse(&cap.stdout, plan.warmup_s, plan.duration_s)
+        }
+        Some(_) => parse_outcome(&cap.stdout).map_err(|e| format!("{e:#}")),
+    };
+    let o = match outcome {
+        Ok(o) => o,
+        Err(e) => {
+            run.error = Some(e);
+            return run;
+        }
+    };
+    run.metrics = o.metrics.clone();
+    let errors: u64 = o.errors.values().sum();
+    #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
+    let error_rate = if o.completed + errors > 0 {
+        errors as f64 * 100.0 / (o.completed + errors) as f64
+    } else {
+        0.0
+    };
+    #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
+    run.metrics.insert("errors".into(), errors as f64);
+    run.metrics.insert("error_rate_pct".into(), error_rate);
+    run.per_second = o.per_second.clone();
+    run.histogram = o.histogram.clone();
+    let mut flags = verify::flags(&path.checks, &before, &after);
+    let mut valid = flags.is_empty();
+    match (a, b) {
+        (Ok(a), Ok(b)) => {
+            let c = cpu::window(&a, &b, wall, idle, o.client_cpu_s);
+            let window = if o.window_s > 0.0 { o.window_s } else { wall };
+            cpu::add_metrics(job.test, &c, window, o.completed, &mut run.metrics);
+            if c.max_cpu_busy >= 0.95 {
+                flags.push(format!(
+                    "cpu-bound: a CPU was {:.0} % busy",
+                    c.max_cpu_busy * 100.0
+                ));
+            }
+            run.cpu = Some(c);
+        }
+        (Err(e), _) | (_, Err(e)) => flags.push(format!("no CPU figures: {e:#}")),
+    }
+    if o.client_busiest_thread >= 0.95 {
+        flags.push(format!(
+            "generator-bound: a client thread was {:.0} % on CPU",
+            o.client_busiest_thread * 100.0
+        ));
+    }
+    if error_rate > 0.1 {
+        flags.push(format!("errors {error_rate:.2}%"));
+        valid = false;
+    }
+    let moved = o.completed > 0
+        || o.bytes > 0
+        || o.metrics.get("throughput_gbps").is_some_and(|g| *g > 0.0);
+    if !moved {
+        flags.push("no traffic in the window".into());
+        valid = false;
+    }
+    run.flags = flags;
+    run.valid = valid;
+    run
+}
+
+fn bin(dir: &Path, name: &str) -> Result<PathBuf> {
+    let p = dir.join(name);
+    ensure!(
+        p.is_file(),
+        "{} not found: build the workspace binaries (`cargo build --release --bins`)",
+        p.display()
+    );
+    Ok(p)
+}
+
+/// Runs the whole benchmark.
+pub(crate) fn execute(plan: &Plan) -> Result<()> {
+    let started = SystemTime::now();
+    let t_start = Instant::now();
+    let dir = super::super::bin_dir()?;
+    let bins = Bins {
+        ferry: std::env::current_exe().context("locating the ferry executable")?,
+        agent: bin(&dir, "ferry-agent")?,
+    };
+    for b in ["ferry-server", "ferry-kubelet", "ferry-cni"] {
+        bin(&dir, b)?;
+    }
+    ensure!(
+        which::which("iperf3").is_ok() && which::which("kubectl").is_ok(),
+        "iperf3 and kubectl are needed (scripts/setup.sh installs them)"
+    );
+    let a = &plan.args;
+    // The clusters the selected paths need: A (vxlan, ebpf) or the one named with --name, then
+    // B (host-gw, iptables) and C (udp, ebpf) when a path needs them.
+    let mut clusters: Vec<Cluster> = Vec::new();
+    if let Some(name) = &a.name {
+        clusters.push(Cluster::existing(name, &a.state_dir)?);
+    }
+    let needs: Vec<Need> = plan
+        .defs
+        .iter()
+        .map(|d| d.need)
+        .filter(|n| *n != Need::Own)
+        .collect();
+    let (host, busy_warning) = preflight::host(a.strict_quiet)?;
+    println!(
+        "ferry bench: {} paths x {} tests, {} rounds of {}+{}+{} s, seed {}{}",
+        plan.defs.len(),
+        plan.tests.len(),
+        plan.rounds,
+        plan.warmup_s,
+        plan.duration_s,
+        plan.cooldown_s,
+        plan.seed,
+        if a.smoke {
+            " (smoke: correctness only)"
+        } else if a.quick {
+            " (quick: indicative only)"
+        } else {
+            ""
+        }
+    );
+    for (label, backend, proxy) in [
+        ("A", "vxlan", "ebpf"),
+        ("B", "host-gw", "iptables"),
+        ("C", "udp", "ebpf"),
+    ] {
+        let has = |n: &Need| {
+            clusters.iter().any(|c| match n {
+                Need::Cluster => true,
+                Need::Backend(b) => c.backend == *b,
+                Need::Proxy(p) => c.proxy == *p,
+                Need::Own => true,
+            })
+        };
+        let serves = |n: &Need| match n {
+            Need::Cluster => true,
+            Need::Backend(b) => *b == backend,
+            Need::Proxy(p) => *p == proxy,
+            Need::Own => false,
+        };
+        if needs.iter().any(|n| !has(n) && serves(n)) {
+            super::super::check_interrupt()?;
+            let t = Instant::now();
+            clusters.push(Cluster::up(&bins.ferry, label, backend, proxy)?);
+            let c = &clusters[clusters.len() - 1];
+            println!(
+                "cluster {}: {} up ({backend}, {proxy}, 2 nodes) in {:.1} s",
+                c.label,
+                c.name,
+                t.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let mut pods: Vec<Pods<'_>> = Vec::new();
+    for c in &clusters {
+        pods.push(Pods::deploy(c, &bins.ferry)?);
+    }
+    let mut cgroups = Vec::new();
+    for c in &clusters {
+        cgroups.push(Cgroup::create(
+            c.cgroup
+                .join("n1")
+                .join(format!("bench-{}", std::process::id())),
+        )?);
+    }
+    let mut node_procs = Vec::new();
+    if let Some(c) = clusters.first() {
+        node_procs = paths::node_servers(&plan.defs, c, &bins.ferry)?;
+    }
+    let baselines = paths::Baselines::build(&plan.defs, &bins.ferry)?;
+    // Every selected path, in catalogue order; cluster paths probed until they carry traffic.
+    let mut lab_paths: Vec<LabPath> = Vec::new();
+    let mut warnings: Vec<String> = busy_warning.into_iter().collect();
+    for d in &plan.defs {
+        if let Some(p) = baselines.paths.iter().find(|p| p.info.id == d.id) {
+            lab_paths.push(p.clone());
+            continue;
+        }
+        let ci = clusters.iter().position(|c| match d.need {
+            Need::Backend(b) => c.backend == b,
+            Need::Proxy(p) => c.proxy == p,
+            _ => true,
+        });
+        let Some(ci) = ci else {
+            bail!("path {} cannot be built: no cluster provides it", d.id);
+        };
+        let cx = paths::ClusterCtx {
+            cluster: &clusters[ci],
+            pods: &pods[ci],
+            client_cg: cgroups[ci].path(),
+        };
+        let mut p = paths::cluster_path(d, &cx)?;
+        let patience = if d.id.starts_with('N') { 3 } else { 15 };
+        if let Err(e) = probe(&bins, &p, Duration::from_secs(patience)) {
+            let why = if d.id == "N1-ebpf" {
+                format!("NodePort from outside the cluster is not served in ebpf mode yet (issue #14): {e:#}")
+            } else {
+                format!("carries no traffic: {e:#}")
+            };
+            warnings.push(format!("{}: unavailable: {why}", d.id));
+            p.info.unavailable = Some(why);
+        }
+        lab_paths.push(p);
+    }
+    let agents: Vec<i32> = clusters.iter().flat_map(|c| c.agents.clone()).collect();
+    let mut report = Report {
+        schema: model::SCHEMA.into(),
+        meta: Meta {
+            ferry_version: env!("CARGO_PKG_VERSION").into(),
+            commit: option_env!("FERRY_COMMIT").map(str::to_owned),
+            started_at: stamp(started, false),
+            host,
+            mode: "lab".into(),
+            nodes: 2,
+            backends: clusters.iter().map(|c| c.backend.clone()).collect(),
+            proxy_modes: clusters.iter().map(|c| c.proxy.clone()).collect(),
+            ..Default::default()
+        },
+        config: Config {
+            quick: a.quick,
+            smoke: a.smoke,
+            rounds: plan.rounds,
+            warmup_s: plan.warmup_s,
+            duration_s: plan.duration_s,
+            cooldown_s: plan.cooldown_s,
+            seed: plan.seed,
+            paths: plan.defs.iter().map(|d| d.id.to_owned()).collect(),
+            tests: plan.tests.iter().map(|t| (*t).to_owned()).collect(),
+            flows: plan.flows.clone(),
+            sizes: plan.sizes.clone(),
+            svc_scale: Vec::new(),
+            endpoints: 0,
+            engine: "auto".into(),
+            argv: std::env::args().collect(),
+        },
+        paths: lab_paths.iter().map(|p| p.info.clone()).collect(),
+        warnings,
+        ..Default::default()
+    };
+    // The machine's sysctls and the paths' devices.
+    if let Some(p) = lab_paths
+        .iter()
+        .find(|p| p.client.cgroup.is_some())
+        .or(lab_paths.first())
+    {
+        report.meta.sysctls = preflight::sysctls(&p.client);
+    }
+    for p in &lab_paths {
+        for c in &p.checks {
+            if let verify::Check::Link { place, dev, .. } = c {
+                if !report
+                    .meta
+                    .devices
+                    .iter()
+                    .any(|d| d.netns == place.label && d.name == *dev)
+                {
+                    report.meta.devices.extend(preflight::device(place, dev));
+                }
+            }
+        }
+    }
+    let mut results = Vec::new();
+    let jobs = jobs(plan, &lab_paths, &mut results);
+    report.results = results;
+    // The idle baseline: the machine's busy CPU over a quiet period before round 0.
+    let idle_len = plan.duration_s.min(3.0);
+    let s0 = cpu::sample(&agents)?;
+    let t = Instant::now();
+    std::thread::sleep(Duration::from_secs_f64(idle_len));
+    let idle = cpu::busy_rate(&s0, &cpu::sample(&agents)?, t.elapsed().as_secs_f64());
+    report.meta.idle_cpu = idle;
+    let total = jobs.len() * plan.rounds as usize;
+    let mut done = 0;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(plan.seed);
+    'rounds: for round in 0..plan.rounds {
+        let mut order: Vec<usize> = (0..jobs.len()).collect();
+        order.shuffle(&mut rng);
+        for (pos, ji) in order.into_iter().enumerate() {
+            if crate::sys::interrupted() {
+                report.partial = true;
+                report.warnings.push("interrupted: partial results".into());
+                break 'rounds;
+            }
+            for p in &mut node_procs {
+                p.check()?;
+            }
+            let job = &jobs[ji];
+            let path = &lab_paths[job.path];
+            let rs = &report.results[job.result];
+            let label = format!("round {}: {}", round + 1, rs.key());
+            let mut run = run_once(plan, &bins, &agents, idle, path, job);
+            run.round = round;
+            run.order = u32::try_from(pos).unwrap_or(u32::MAX);
+            done += 1;
+            let status = match (&run.error, run.valid) {
+                (Some(e), _) => format!("FAILED: {e}"),
+                (None, true) if run.flags.is_empty() => "ok".into(),
+                (None, _) => run.flags.join("; "),
+            };
+            eprintln!("{} {status}", shim::progress(done, total, &label));
+            report.results[job.result].runs.push(run);
+        }
+    }
+    report.meta.finished_at = stamp(SystemTime::now(), false);
+    report.meta.elapsed_s = t_start.elapsed().as_secs_f64();
+    ferry_bench::stats::summarise(&mut report);
+    if plan.formats.iter().any(|f| f == "table") {
+        println!("{}", shim::render(&report));
+    }
+    let written = shim::write_all(&report, &plan.out)?;
+    for w in &written {
+        println!("wrote {}", w.display());
+    }
+    drop(baselines);
+    drop(node_procs);
+    drop(cgroups);
+    drop(pods);
+    drop(clusters);
+    println!(
+        "done in {:.1} s (lab torn down)",
+        t_start.elapsed().as_secs_f64()
+    );
+    if report.partial {
+        bail!(
+            "interrupted: partial results written to {}",
+            plan.out.display()
+        );
+    }
+    Ok(())
+}
