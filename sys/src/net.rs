@@ -111,6 +111,27 @@ pub fn set_int_opt(
     setsockopt(fd, level, name, &value)
 }
 
+/// `getsockopt(IPPROTO_TCP, TCP_INFO)` of a TCP socket: the kernel's view of the connection
+/// (`tcpi_total_retrans`, `tcpi_bytes_acked`, RTT, cwnd...). Older kernels fill a prefix of the
+/// struct and leave the rest zeroed.
+pub fn tcp_info(fd: BorrowedFd<'_>) -> io::Result<libc::tcp_info> {
+    // SAFETY: tcp_info is plain integers, so all-zero is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = socklen_of::<libc::tcp_info>();
+    // SAFETY: info is a live, writable tcp_info of `len` bytes for the whole call and len is
+    // in/out as getsockopt(2) requires; fd is open (borrowed).
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            std::ptr::from_mut(&mut info).cast(),
+            &mut len,
+        )
+    };
+    cvt(rc).map(|_| info)
+}
+
 /// `SO_RCVTIMEO`: a blocking receive returns `EAGAIN` after `timeout` (zero: wait forever).
 pub fn set_recv_timeout(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<()> {
     let tv = libc::timeval {
