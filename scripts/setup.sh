@@ -4,7 +4,9 @@
 #
 #   - apt packages for the build (llvm-22 for bpf-linker; protoc and the well-known .proto files of
 #     libprotobuf-dev for etcd-client's build script: --no-install-recommends leaves those out), the tests (iproute2, iptables, bpftool,
-#     containerd, the reference CNI plugins) and the benchmarks (iperf3, sockperf);
+#     containerd, the reference CNI plugins) and the benchmarks (iperf3, sockperf; chromium and
+#     python3-jsonschema for `ferry bench`'s report tests: headless Chromium opens the HTML report
+#     and needs none of its recommends with --no-sandbox, jsonschema validates the JSON report);
 #   - the nightly `rust-src` component (eBPF programs are built with -Z build-std=core);
 #   - bpf-linker, built against the system LLVM 22.
 set -euo pipefail
@@ -17,6 +19,7 @@ APT_PACKAGES=(
   build-essential pkg-config ca-certificates
   iproute2 iptables nftables bpftool jq util-linux procps
   iperf3 sockperf iputils-ping strace ethtool conntrack
+  chromium python3-jsonschema
   containernetworking-plugins containerd
   etcd-server
   llvm-22-dev libpolly-22-dev zlib1g-dev libzstd-dev
@@ -63,7 +66,7 @@ fi
 # What the build, the tests and the benchmarks need, checked after installing: a missing piece is
 # named here rather than failing a build ten minutes later.
 problems=()
-for cmd in cc pkg-config protoc ip iptables-save iptables-restore bpftool jq nsenter iperf3 sockperf \
+for cmd in cc pkg-config protoc ip iptables-save iptables-restore bpftool jq nsenter iperf3 sockperf chromium \
   ping ethtool containerd etcd kubectl bpf-linker cargo rustup; do
   command -v "$cmd" >/dev/null 2>&1 || problems+=("command '$cmd' not found")
 done
@@ -71,6 +74,12 @@ for f in /usr/include/google/protobuf/descriptor.proto /usr/include/google/proto
   /usr/lib/cni/bridge /usr/lib/cni/host-local /usr/lib/llvm-22/bin/llvm-config; do
   [ -e "$f" ] || problems+=("file $f missing")
 done
+/usr/bin/python3 -c 'import jsonschema' 2>/dev/null ||
+  problems+=("python module jsonschema missing for /usr/bin/python3 (python3-jsonschema)")
+if command -v chromium >/dev/null 2>&1; then
+  dom=$(timeout 60 chromium --headless --no-sandbox --disable-gpu --dump-dom 'data:text/html,<p>ok</p>' 2>/dev/null || true)
+  [[ $dom == *'<p>ok</p>'* ]] || problems+=("chromium --headless cannot render a page (try: chromium --headless --no-sandbox --dump-dom about:blank)")
+fi
 rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src' ||
   problems+=("nightly rust-src component missing")
 if [ "${#problems[@]}" -gt 0 ]; then

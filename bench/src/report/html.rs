@@ -6,7 +6,7 @@
 //! ladder, every figure, and the flagged runs. Every chart is an `<svg role="img">` with a
 //! `<title>`.
 
-use super::{fmt_num, params_text, table::flags_text};
+use super::{fmt_num, fmt_ratio, params_text, table::flags_text};
 use crate::model::{unit_of, MetricSummary, Report, ResultSet};
 use crate::stats;
 use std::collections::BTreeMap;
@@ -244,23 +244,32 @@ fn line_chart(
     let vmax = values.iter().copied().fold(0.0, f64::max);
     let vmin = values.iter().copied().fold(f64::INFINITY, f64::min);
     let (ticks, lo, hi): (Vec<f64>, f64, f64) = if log {
-        let lo = 10f64.powf(vmin.max(1e-9).log10().floor());
-        let mut hi = 10f64.powf(vmax.max(1e-9).log10().ceil());
-        if hi <= lo {
-            hi = lo * 10.0;
-        }
-        let mut t = Vec::new();
-        let mut d = lo;
-        let decades = (hi / lo).log10();
-        while d <= hi * 1.0001 {
-            t.push(d);
-            if decades <= 2.0 && d * 2.0 < hi {
-                t.push(d * 2.0);
-                t.push(d * 5.0);
+        // 1-2-5 steps per decade, from the last step at or below the smallest value to the first
+        // at or above the largest.
+        let steps = |from: f64, to: f64| {
+            let mut t = Vec::new();
+            let mut d = 10f64.powf(from.max(1e-9).log10().floor());
+            while t.last().is_none_or(|v| *v < to) {
+                for m in [1.0, 2.0, 5.0] {
+                    t.push(d * m);
+                }
+                d *= 10.0;
             }
-            d *= 10.0;
-        }
-        t.retain(|v| *v <= hi * 1.0001);
+            t
+        };
+        let all = steps(vmin, vmax.max(vmin));
+        let lo = all
+            .iter()
+            .copied()
+            .rev()
+            .find(|v| *v <= vmin * 1.0001)
+            .unwrap_or(all[0]);
+        let hi = all
+            .iter()
+            .copied()
+            .find(|v| *v >= vmax * 0.9999 && *v > lo)
+            .unwrap_or(lo * 10.0);
+        let t: Vec<f64> = all.into_iter().filter(|v| *v >= lo && *v <= hi).collect();
         (t, lo, hi)
     } else {
         let (t, end) = linear_ticks(vmax);
@@ -424,9 +433,9 @@ fn throughput_chart(report: &Report, n: usize) -> Option<String> {
             });
             let note = match (&limit, &s.ratio) {
                 (Some((l, _)), Some(r)) if &r.baseline == l => {
-                    format!("{}× {l}", fmt_num(r.median))
+                    format!("{}× {l}", fmt_ratio(r.median))
                 }
-                (Some((l, v)), _) if *v > 0.0 => format!("{}× {l}", fmt_num(s.median / v)),
+                (Some((l, v)), _) if *v > 0.0 => format!("{}× {l}", fmt_ratio(s.median / v)),
                 _ => String::new(),
             };
             Some(Bar {
@@ -589,11 +598,18 @@ fn svc_chart(report: &Report, n: usize) -> Option<String> {
     if report.svc_scale.is_empty() {
         return None;
     }
-    let mut counts: Vec<u32> = report.svc_scale.iter().map(|p| p.services).collect();
+    // tcp_cc isolates the connect; tcp_crr points are drawn only when there is no tcp_cc.
+    let cc = report.svc_scale.iter().any(|p| p.test == "tcp_cc");
+    let points: Vec<&crate::model::SvcScalePoint> = report
+        .svc_scale
+        .iter()
+        .filter(|p| !cc || p.test == "tcp_cc")
+        .collect();
+    let mut counts: Vec<u32> = points.iter().map(|p| p.services).collect();
     counts.sort_unstable();
     counts.dedup();
     let mut series: Vec<Series> = Vec::new();
-    for p in &report.svc_scale {
+    for p in points {
         let name = format!("{} → {}", p.mode, p.target);
         let i = counts.iter().position(|c| *c == p.services).unwrap_or(0);
         match series.iter_mut().find(|s| s.name == name) {
@@ -618,7 +634,7 @@ fn svc_chart(report: &Report, n: usize) -> Option<String> {
             false,
             &series,
         ),
-        "tcp_cc connect latency p50 to a ClusterIP (solid) and, as the control, to the backend pod \
+        "Connect latency p50 (tcp_cc) to a ClusterIP (solid) and, as the control, to the backend pod \
          IP (dashed), per proxy mode, with N Services programmed (median over rounds, whiskers \
          min–max).",
     ))
@@ -833,10 +849,10 @@ fn results_table(report: &Report) -> String {
             let ratio = m.ratio.as_ref().map_or("—".to_string(), |r| {
                 format!(
                     "{}× {} ({} – {})",
-                    fmt_num(r.median),
+                    fmt_ratio(r.median),
                     r.baseline,
-                    fmt_num(r.min),
-                    fmt_num(r.max)
+                    fmt_ratio(r.min),
+                    fmt_ratio(r.max)
                 )
             });
             let _ = write!(

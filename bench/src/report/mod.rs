@@ -169,6 +169,15 @@ pub fn fmt_num(v: f64) -> String {
     }
 }
 
+/// A ratio with two decimals: `0.93`, `1.00`, `12.40`.
+pub fn fmt_ratio(r: f64) -> String {
+    if r.is_finite() {
+        format!("{r:.2}")
+    } else {
+        "—".to_string()
+    }
+}
+
 /// The figures the table and the HTML lead with, per test: the headline metric, the secondary
 /// ones, and the CPU cost per unit.
 pub(crate) struct TestView {
@@ -272,5 +281,7 @@ mod tests {
         assert_eq!(fmt_num(0.0), "0");
         assert_eq!(fmt_num(2.0), "2");
         assert_eq!(fmt_num(f64::NAN), "—");
+        assert_eq!(fmt_ratio(0.8333), "0.83");
+        assert_eq!(fmt_ratio(1.0), "1.00");
     }
 }

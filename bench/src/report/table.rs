@@ -4,7 +4,7 @@
 //! per unit and flags; then the cost ladder, the Service sweep and the warnings. Also the progress
 //! line printed while the rounds run.
 
-use super::{fmt_num, params_text, test_view, tests_in_order};
+use super::{fmt_num, fmt_ratio, params_text, test_view, tests_in_order};
 use crate::model::{unit_of, MetricSummary, Report, ResultSet};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -186,12 +186,19 @@ pub fn render(report: &Report) -> String {
         let (unit, higher) = unit_of(primary);
         let _ = writeln!(
             out,
-            "\n{test} — {}: {} ({}, {} is better)",
+            "\n{test} — {} · {} ({}, {} is better)",
             view.title,
             primary,
             if unit.is_empty() { "-" } else { unit },
             if higher { "higher" } else { "lower" }
         );
+        // Secondary figures none of the rows has are left out.
+        let secondary: Vec<&str> = view
+            .secondary
+            .iter()
+            .copied()
+            .filter(|m| sets.iter().any(|r| r.summary.contains_key(*m)))
+            .collect();
         let mut header = vec![
             "path".to_string(),
             "params".to_string(),
@@ -200,7 +207,7 @@ pub fn render(report: &Report) -> String {
             "× baseline".to_string(),
             String::new(),
         ];
-        header.extend(view.secondary.iter().map(|m| label(m)));
+        header.extend(secondary.iter().map(|m| label(m)));
         if !view.cpu.is_empty() {
             header.push(unit_of(view.cpu).0.to_string());
         }
@@ -214,7 +221,7 @@ pub fn render(report: &Report) -> String {
             }));
             match s.and_then(|s| s.ratio.as_ref()) {
                 Some(r) => {
-                    row.push(format!("{}× {}", fmt_num(r.median), r.baseline));
+                    row.push(format!("{}× {}", fmt_ratio(r.median), r.baseline));
                     row.push(ratio_bar(r.median));
                 }
                 None => {
@@ -222,7 +229,7 @@ pub fn render(report: &Report) -> String {
                     row.push(String::new());
                 }
             }
-            for m in view.secondary {
+            for m in &secondary {
                 let s = rs.summary.get(*m);
                 few |= s.is_some_and(|s| !s.enough_samples);
                 row.push(figure(s));
@@ -234,7 +241,7 @@ pub fn render(report: &Report) -> String {
             rows.push(row);
         }
         let mut right = vec![false, false, true, true, true, false];
-        right.extend(view.secondary.iter().map(|_| true));
+        right.extend(secondary.iter().map(|_| true));
         right.push(true);
         out.push_str(&grid(&rows, &right));
     }
@@ -270,6 +277,7 @@ pub fn render(report: &Report) -> String {
         let mut rows = vec![vec![
             "mode".to_string(),
             "target".to_string(),
+            "test".to_string(),
             "services".to_string(),
             "connect p50 µs".to_string(),
             "connect p99 µs".to_string(),
@@ -281,6 +289,7 @@ pub fn render(report: &Report) -> String {
             rows.push(vec![
                 p.mode.clone(),
                 p.target.clone(),
+                p.test.clone(),
                 p.services.to_string(),
                 figure(Some(&p.connect_p50_us)),
                 figure(Some(&p.connect_p99_us)),
@@ -291,7 +300,7 @@ pub fn render(report: &Report) -> String {
         }
         out.push_str(&grid(
             &rows,
-            &[false, false, true, true, true, true, true, true],
+            &[false, false, false, true, true, true, true, true, true],
         ));
     }
     if !report.svc_programming.is_empty() {
@@ -444,7 +453,7 @@ mod tests {
         );
         assert!(t.contains("40000"), "{t}");
         assert!(t.contains("[39000 – 41000]"), "{t}");
-        assert!(t.contains("0.8× L1  ████████ "), "{t}");
+        assert!(t.contains("0.80× L1  ████████ "), "{t}");
         assert!(t.contains("99*"), "{t}");
         assert!(t.contains("cpu-bound; not steady; 1/2 runs invalid"), "{t}");
         assert!(t.contains("  - the machine was busy"), "{t}");
