@@ -619,35 +619,60 @@ fn ms_between(write_done: u64, seen: u64) -> f64 {
     ms
 }
 
+/// How long to let a prober start before the write: twice the slowest start-up seen so far
+/// (fork, exec, joining the pod's namespace and cgroup), at least 100 ms, at most 5 s.
+#[derive(Debug)]
+struct StartupWait {
+    slowest_ns: u64,
+}
+
+impl StartupWait {
+    fn wait(&self) -> Duration {
+        Duration::from_nanos(self.slowest_ns.saturating_mul(2))
+            .clamp(Duration::from_millis(100), Duration::from_secs(5))
+    }
+
+    fn saw(&mut self, ns: u64) {
+        self.slowest_ns = self.slowest_ns.max(ns);
+    }
+}
+
 /// Runs the prober on another thread while `write` runs here; the latency from the write's
-/// response to the prober's verdict. Fails when the prober started only after the write (its
-/// figure would include its own start-up).
+/// response to the prober's verdict, or `None` when the prober started only after the write (its
+/// figure would include its own start-up; the caller measures another change).
 fn timed_change(
     ctx: &SweepCtx<'_>,
     spec: &ProbeSpec,
+    startup: &mut StartupWait,
     write: impl FnOnce() -> Result<()>,
-) -> Result<f64> {
-    std::thread::scope(|s| {
+) -> Result<Option<f64>> {
+    let spawned = ferry_sys::clock::monotonic_ns();
+    let (written, done, seen) = std::thread::scope(|s| {
         let prober = s.spawn(|| (ctx.run_probe)(spec));
-        // The prober process starts (fork, exec, namespace) before the write.
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(startup.wait());
         let written = write();
         let done = ferry_sys::clock::monotonic_ns();
-        let seen = prober
-            .join()
-            .map_err(|_| anyhow!("the prober thread panicked"))?;
-        written?;
-        let seen = seen?;
-        ensure!(
-            seen.first_attempt_mono_ns <= done,
-            "the prober started {:.1} ms after the write: not measured",
-            ms_between(done, seen.first_attempt_mono_ns)
+        (written, done, prober.join())
+    });
+    let seen = seen.map_err(|_| anyhow!("the prober thread panicked"))?;
+    written?;
+    let seen = seen?;
+    startup.saw(seen.first_attempt_mono_ns.saturating_sub(spawned));
+    if seen.first_attempt_mono_ns > done {
+        eprintln!(
+            "svc sweep [{}]: the prober started {:.1} ms after the write: change not counted, \
+             waiting {:?} from now on",
+            ctx.mode,
+            ms_between(done, seen.first_attempt_mono_ns),
+            startup.wait()
         );
-        Ok(ms_between(done, seen.seen_mono_ns))
-    })
+        return Ok(None);
+    }
+    Ok(Some(ms_between(done, seen.seen_mono_ns)))
 }
 
-/// `ctx.changes` samples of each kind of change (see the module docs), in milliseconds.
+/// `ctx.changes` samples of each kind of change (see the module docs), in milliseconds. A change
+/// the prober was too late for is repeated (at most `ctx.changes` repeats in all).
 fn programming_latency(
     ctx: &SweepCtx<'_>,
     rt: &Rt,
@@ -655,8 +680,12 @@ fn programming_latency(
     point: usize,
     backends: &[IpAddr],
 ) -> Result<Vec<f64>> {
-    let mut lat = Vec::new();
-    for c in 0..ctx.changes {
+    let mut startup = StartupWait { slowest_ns: 0 };
+    let (mut added, mut removed) = (Vec::new(), Vec::new());
+    let mut c = 0u32;
+    let limit = ctx.changes.saturating_mul(2);
+    while (added.len() < ctx.changes as usize || removed.len() < ctx.changes as usize) && c < limit
+    {
         check_interrupt()?;
         let name = format!("fb-{}-c{point}x{c}", k.run);
         let vip = rt.block_on(k.create_service(&name))?;
@@ -664,19 +693,33 @@ fn programming_latency(
         let backend = [backends[c as usize % backends.len()]];
         let mut spec = ProbeSpec::new(target, Expect::Reachable);
         spec.give_up_ms = 120_000;
-        let added = timed_change(ctx, &spec, || rt.block_on(k.create_slice(&name, &backend)))
-            .with_context(|| {
-                format!("change {c}: the new Service {name} ({target}) becoming reachable")
-            })?;
+        let a = timed_change(ctx, &spec, &mut startup, || {
+            rt.block_on(k.create_slice(&name, &backend))
+        })
+        .with_context(|| {
+            format!("change {c}: the new Service {name} ({target}) becoming reachable")
+        })?;
         spec.expect = Expect::Refused;
-        let removed = timed_change(ctx, &spec, || rt.block_on(k.set_endpoints(&name, &[])))
-            .with_context(|| {
-                format!("change {c}: Service {name} ({target}) refusing without endpoints")
-            })?;
-        lat.extend([added, removed]);
+        let r = timed_change(ctx, &spec, &mut startup, || {
+            rt.block_on(k.set_endpoints(&name, &[]))
+        })
+        .with_context(|| {
+            format!("change {c}: Service {name} ({target}) refusing without endpoints")
+        })?;
+        added.extend(a.filter(|_| added.len() < ctx.changes as usize));
+        removed.extend(r.filter(|_| removed.len() < ctx.changes as usize));
         rt.block_on(k.delete(&name))?;
+        c += 1;
     }
-    Ok(lat)
+    ensure!(
+        added.len() == ctx.changes as usize && removed.len() == ctx.changes as usize,
+        "{} of {} additions and {} removals measured in {c} changes: the prober starts too late",
+        added.len(),
+        ctx.changes,
+        removed.len()
+    );
+    added.extend(removed);
+    Ok(added)
 }
 
 #[cfg(test)]

@@ -1,0 +1,260 @@
+//! The Service scale sweep of `ferry bench` (cli/src/bench/net/svc.rs, compiled into this test)
+//! end to end through `ferry up` (privileged), in both proxy modes: a 2-node cluster, a bench
+//! server pod per node (`ferry bench-agent serve`), a client pod on node-1 whose load generator
+//! and prober run in its network namespace and below node-1's cgroup (as a pod's processes do, so
+//! the socket LB applies); the sweep at 0 and 50 Services with 4 endpoints each, one short round.
+//! Checked: a point per (target, test) and count with non-zero connections/s and latencies, the
+//! datapath grows with N (map entries from `ferry-agent services`, rules from `iptables-save`, both
+//! independent of the sweep), programming latencies recorded and under 5 s, and no object of the
+//! sweep left in the API; `ferry down` leaves nothing behind.
+
+mod common;
+
+#[expect(
+    dead_code,
+    reason = "the sweep module also holds the bench-agent probe command, unused here"
+)]
+#[path = "../src/bench/net/svc.rs"]
+mod svc;
+
+use common::*;
+use ferry_bench::loadgen::{Outcome, Spec};
+use ferry_bench::probe::{Expect, ProbeOutcome, ProbeSpec};
+use ferry_tests::{privileged, RootSnapshot};
+use serde_json::json;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsFd as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+
+/// One cluster at a time: the machine has two cores.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+const PORT: u16 = 7000;
+
+/// Runs `ferry bench-agent <verb> --spec <json>` in the client pod (its netns, a leaf cgroup below
+/// node-1's) and returns its stdout.
+fn in_client(netns: &Path, cgroup: &Path, verb: &str, spec: &str) -> anyhow::Result<String> {
+    let ns = std::fs::File::open(netns)?;
+    let procs = std::fs::OpenOptions::new()
+        .write(true)
+        .open(cgroup.join("cgroup.procs"))?;
+    let mut cmd = Command::new(FERRY);
+    cmd.args(["bench-agent", verb, "--spec", spec])
+        .stdin(Stdio::null());
+    ferry_sys::process::OnExec::new()
+        .join_cgroup(procs.as_fd())?
+        .enter_netns(ns.as_fd())?
+        .install(&mut cmd);
+    let out = cmd.output()?;
+    anyhow::ensure!(out.status.success(), "bench-agent {verb}: {}", text(&out));
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Datapath size on node-1, read without the sweep: eBPF map entries (frontends with their slots,
+/// backend ids) or the iptables rules of the node's namespace.
+fn datapath_entries(c: &Cluster, mode: &str) -> anyhow::Result<u64> {
+    if mode == "ebpf" {
+        let bpffs = c.state()["bpffs"]
+            .as_str()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new("/sys/fs/bpf").join(format!("ferry-{}", c.name)));
+        let out = Command::new(ferry_tests::bin_path("ferry-agent"))
+            .args(["services", "-o", "json", "--bpffs-dir"])
+            .arg(bpffs.join("node-1"))
+            .output()?;
+        anyhow::ensure!(out.status.success(), "ferry-agent services: {}", text(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let fronts = v["frontends"].as_array().cloned().unwrap_or_default();
+        let slots: u64 = fronts
+            .iter()
+            .map(|f| 1 + f["backends"].as_array().map_or(0, |b| b.len() as u64))
+            .sum();
+        Ok(slots + v["maps"]["backends"].as_u64().unwrap_or(0))
+    } else {
+        let out = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}-n1", c.name))
+            .arg("iptables-save")
+            .output()?;
+        anyhow::ensure!(out.status.success(), "iptables-save: {}", text(&out));
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with("-A "))
+            .count() as u64)
+    }
+}
+
+fn sweep_in_mode(mode: &str) {
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    binaries(&["ferry-server", "ferry-kubelet", "ferry-agent", "ferry-cni"]);
+    let root = RootSnapshot::take();
+    let c = Cluster::new();
+    let out = c.up(&["--nodes", "2", "--service-proxy", mode]);
+    assert!(out.status.success(), "ferry up: {}", text(&out));
+    let kubeconfig = c.dir().join("kubeconfig");
+    let k = Kubectl(kubeconfig.to_string_lossy().into_owned());
+
+    // A bench server per node, the client on node-1.
+    for i in 1..=2 {
+        k.apply(&json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": format!("srv-{i}"), "namespace": "default"},
+            "spec": {"nodeName": format!("node-{i}"), "terminationGracePeriodSeconds": 1,
+                "containers": [{"name": "s", "image": "ferry-bench",
+                    "command": [FERRY, "bench-agent", "serve", "--listen", format!("0.0.0.0:{PORT}")],
+                    "readinessProbe": {"tcpSocket": {"port": PORT}, "periodSeconds": 1}}]}}));
+    }
+    k.apply(&json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "client", "namespace": "default"},
+        "spec": {"nodeName": "node-1", "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "c", "image": "python:3",
+                "command": ["/usr/bin/python3", "-c", "import time; time.sleep(1e9)"]}]}}));
+    let mut backends: Vec<IpAddr> = Vec::new();
+    for p in ["srv-1", "srv-2", "client"] {
+        let pod = k.wait(&["get", "pod", p], 60, &format!("{p} running"), |p| {
+            p["status"]["phase"] == "Running" && p["status"]["podIP"].is_string()
+        });
+        if p.starts_with("srv") {
+            backends.push(pod["status"]["podIP"].as_str().unwrap().parse().unwrap());
+        }
+    }
+    let client_pod = k.json(&["get", "pod", "client"]);
+    let netns = c
+        .dir()
+        .join("nodes/n1/kubelet/netns")
+        .join(client_pod["metadata"]["uid"].as_str().unwrap());
+    let cgroup = c
+        .cgroup()
+        .join("n1")
+        .join(format!("bench-svc-{}", std::process::id()));
+    std::fs::create_dir_all(&cgroup).unwrap();
+
+    let run_client = |spec: &Spec| -> anyhow::Result<Outcome> {
+        let out = in_client(&netns, &cgroup, "run", &serde_json::to_string(spec)?)?;
+        Ok(serde_json::from_str(out.trim())?)
+    };
+    let run_probe = |spec: &ProbeSpec| -> anyhow::Result<ProbeOutcome> {
+        let out = in_client(&netns, &cgroup, "probe", &serde_json::to_string(spec)?)?;
+        Ok(serde_json::from_str(out.trim())?)
+    };
+    // The servers answer before the sweep starts.
+    for b in &backends {
+        let mut spec = ProbeSpec::new(SocketAddr::new(*b, PORT), Expect::Reachable);
+        spec.give_up_ms = 20_000;
+        run_probe(&spec).unwrap_or_else(|e| panic!("server {b}:{PORT}: {e:#}"));
+    }
+    let entries = || datapath_entries(&c, mode);
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let kube = rt
+        .block_on(
+            ferry_kube::ClientBuilder::from_kubeconfig_file(&kubeconfig)
+                .read_timeout(std::time::Duration::from_secs(10))
+                .build(),
+        )
+        .unwrap();
+    let ctx = svc::SweepCtx {
+        kube,
+        mode: mode.into(),
+        namespace: "default".into(),
+        backend_ips: backends.clone(),
+        port: PORT,
+        run_client: &run_client,
+        run_probe: &run_probe,
+        datapath_entries: &entries,
+        counts: vec![0, 50],
+        endpoints: 4,
+        rounds: 1,
+        duration_s: 1.0,
+        warmup_s: 0.3,
+        changes: 5,
+    };
+    let started = std::time::Instant::now();
+    let (points, programming) = svc::sweep(&ctx).unwrap_or_else(|e| panic!("sweep: {e:#}"));
+    println!(
+        "{mode}: sweep in {:.1} s\n{}\n{}",
+        started.elapsed().as_secs_f64(),
+        serde_json::to_string_pretty(&points).unwrap(),
+        serde_json::to_string_pretty(&programming).unwrap()
+    );
+
+    for n in [0u32, 50] {
+        for target in ["clusterip", "pod-ip"] {
+            for test in ["tcp_cc", "tcp_crr"] {
+                let p = points
+                    .iter()
+                    .find(|p| p.services == n && p.target == target && p.test == test)
+                    .unwrap_or_else(|| panic!("no point for {n} Services, {target}, {test}"));
+                assert_eq!(p.mode, mode);
+                assert_eq!(p.cps.n, 1, "{n} {target} {test}: runs summarised");
+                assert!(p.cps.median > 0.0, "{n} {target} {test}: cps {:?}", p.cps);
+                assert!(p.connect_p50_us.median > 0.0, "{n} {target} {test}: p50");
+                assert!(
+                    p.connect_p99_us.median >= p.connect_p50_us.median,
+                    "{n} {target} {test}: p99 < p50"
+                );
+                assert!(p.full_sync_s > 0.0 && p.full_sync_s < 60.0, "{p:?}");
+            }
+        }
+    }
+    let at = |n: u32| {
+        points
+            .iter()
+            .find(|p| p.services == n)
+            .unwrap()
+            .datapath_entries
+    };
+    // 50 Services of 4 endpoints: at least one rule / entry per Service and endpoint more.
+    assert!(
+        at(50) >= at(0) + 50 * 5,
+        "datapath entries at 0 and 50 Services: {} and {}",
+        at(0),
+        at(50)
+    );
+    assert_eq!(programming.len(), 2);
+    for p in &programming {
+        assert_eq!(p.mode, mode);
+        assert_eq!(p.changes, 10, "5 additions and 5 removals");
+        assert!(
+            p.p50_ms > 0.0 && p.p50_ms <= p.p99_ms && p.p99_ms <= p.max_ms,
+            "{p:?}"
+        );
+        assert!(p.max_ms < 5000.0, "{p:?}");
+    }
+
+    // Nothing of the sweep is left.
+    let left = k.ok(&[
+        "get",
+        "services,endpointslices",
+        "-A",
+        "-l",
+        svc::RUN_LABEL,
+        "-o",
+        "name",
+    ]);
+    assert_eq!(left.trim(), "", "objects of the sweep left");
+
+    let _ = std::fs::remove_dir(&cgroup);
+    let down = c.ferry("down", &[]);
+    assert!(down.status.success(), "{}", text(&down));
+    c.assert_gone();
+    root.assert_unchanged();
+}
+
+#[test]
+fn service_sweep_with_the_ebpf_proxy() {
+    if !privileged("bench_svc_ebpf") {
+        return;
+    }
+    sweep_in_mode("ebpf");
+}
+
+#[test]
+fn service_sweep_with_the_iptables_proxy() {
+    if !privileged("bench_svc_iptables") {
+        return;
+    }
+    sweep_in_mode("iptables");
+}
