@@ -49,6 +49,9 @@ enum Cmd {
     /// Benchmarks from the release binaries: the pod network (every path against its physical
     /// limit; docs/bench.md), the CNI plugin against the reference, pod startup.
     Bench(bench::BenchArgs),
+    /// The built-in load generator's ends, started by `ferry bench` inside a path's endpoints.
+    #[command(hide = true)]
+    BenchAgent(bench::agent::AgentCmd),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
         Cmd::Down(t) => ("down", down::run(t)),
         Cmd::Status(t) => ("status", status::run(t)),
         Cmd::Bench(b) => ("bench", bench::run(b)),
+        Cmd::BenchAgent(a) => ("bench-agent", bench::agent::run(a)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

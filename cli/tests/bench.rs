@@ -1,7 +1,9 @@
-//! `ferry bench cni` and `ferry bench startup` on the real kernel (privileged), in short smoke
-//! runs: every figure is present, finite and positive, the ratio row exists, bad flags are refused
-//! before anything is created, and nothing of the run is left (namespaces named after the bench's
-//! pid, its cluster, the root namespace's links and routes).
+//! `ferry bench` (the pod-network benchmark), `ferry bench cni` and `ferry bench startup` on the
+//! real kernel (privileged), in short smoke runs: every figure is present, finite and positive,
+//! every path carried traffic through the counters it must move, the JSON reads back, `compare`
+//! of a report with itself finds no change, bad flags are refused before anything is created, and
+//! nothing of the run is left (namespaces named after the bench's pid, its clusters' cgroups, the
+//! root namespace's links and routes).
 
 mod common;
 
@@ -194,4 +196,183 @@ fn bench_startup_times_pods_and_removes_its_cluster() {
         "namespaces of the bench's cluster left: {left:?}"
     );
     root.assert_unchanged();
+}
+
+/// The metrics that must be present and non-zero in every valid run of a test.
+fn required(test: &str) -> &'static [&'static str] {
+    match test {
+        "tcp_stream" => &["throughput_gbps"],
+        "tcp_rr" | "udp_rr" => &["tps", "lat_p50_us"],
+        "tcp_crr" => &["cps", "connect_p50_us"],
+        "tcp_cc" => &["cps"],
+        _ => &[],
+    }
+}
+
+#[test]
+fn bench_quick_smoke_measures_every_path_and_leaves_nothing() {
+    if !privileged("bench_quick_smoke_measures_every_path_and_leaves_nothing") {
+        return;
+    }
+    binaries(&["ferry-server", "ferry-kubelet", "ferry-agent", "ferry-cni"]);
+    let root = RootSnapshot::take();
+    let out_dir = tempfile::tempdir().unwrap();
+    let child = Command::new(FERRY)
+        .args(["bench", "--quick", "--smoke", "--seed", "7", "--out"])
+        .arg(out_dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let tag = format!("fb{}", child.id() % 100_000);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "ferry bench --quick --smoke failed: {}",
+        text(&out)
+    );
+    println!("{}", String::from_utf8_lossy(&out.stdout));
+
+    let report = ferry_bench::report::json::read(&out_dir.path().join("report.json"))
+        .unwrap_or_else(|e| panic!("report.json does not read back: {e}"));
+    assert_eq!(report.schema, ferry_bench::model::SCHEMA);
+    assert!(!report.partial);
+    assert_eq!(
+        report.config.paths,
+        ["L0", "L1", "P1", "P2-vxlan", "S1-ebpf", "S2-ebpf"]
+    );
+    assert_eq!(report.config.seed, 7);
+    for id in &report.config.paths {
+        let info = report.paths.iter().find(|p| &p.id == id).unwrap();
+        assert!(
+            info.unavailable.is_none(),
+            "{id} unavailable: {:?}",
+            info.unavailable
+        );
+        assert!(!info.verify.is_empty(), "{id} has no counter to verify");
+        for test in ["tcp_stream", "tcp_rr", "tcp_crr"] {
+            let sets: Vec<_> = report
+                .results
+                .iter()
+                .filter(|r| &r.path == id && r.test == test)
+                .collect();
+            assert!(!sets.is_empty(), "no {test} results for {id}");
+            for rs in sets {
+                assert_eq!(rs.runs.len(), 2, "{}: one run per round", rs.key());
+                for run in &rs.runs {
+                    assert!(run.error.is_none(), "{}: {:?}", rs.key(), run.error);
+                    assert!(
+                        !run.flags.iter().any(|f| f.starts_with("wrong path")),
+                        "{}: {:?}",
+                        rs.key(),
+                        run.flags
+                    );
+                    assert!(run.valid, "{}: invalid run {:?}", rs.key(), run.flags);
+                    assert!(run.cpu.is_some(), "{}: no CPU figures", rs.key());
+                    for m in required(test) {
+                        let v = run.metrics.get(*m).copied().unwrap_or(f64::NAN);
+                        assert!(v.is_finite() && v > 0.0, "{}: {m} = {v}", rs.key());
+                    }
+                    for (m, v) in &run.metrics {
+                        assert!(v.is_finite() && *v >= 0.0, "{}: {m} = {v}", rs.key());
+                    }
+                }
+                for m in required(test) {
+                    let s = rs
+                        .summary
+                        .get(*m)
+                        .unwrap_or_else(|| panic!("{}: no {m} summary", rs.key()));
+                    assert!(
+                        s.median > 0.0 && s.min <= s.median && s.median <= s.max,
+                        "{}: {m} {s:?}",
+                        rs.key()
+                    );
+                }
+            }
+        }
+    }
+    let html = std::fs::read_to_string(out_dir.path().join("report.html")).unwrap();
+    assert!(html.contains("<svg"), "the HTML report has no chart");
+
+    // A report compared with itself: no change, exit 0.
+    let json = out_dir.path().join("report.json");
+    let cmp = Command::new(FERRY)
+        .args(["bench", "compare"])
+        .args([&json, &json])
+        .output()
+        .unwrap();
+    assert!(cmp.status.success(), "compare X X failed: {}", text(&cmp));
+    let cmp_out = String::from_utf8_lossy(&cmp.stdout).to_lowercase();
+    assert!(
+        !cmp_out.contains("worse") && !cmp_out.contains("better"),
+        "compare of a file with itself found a change:\n{cmp_out}"
+    );
+
+    // Nothing of the run is left: its namespaces, its cluster's namespaces and cgroup.
+    let left: Vec<_> = namespaces()
+        .into_iter()
+        .filter(|n| n.starts_with(&tag))
+        .collect();
+    assert!(left.is_empty(), "namespaces left: {left:?}");
+    let cg = std::path::Path::new("/sys/fs/cgroup/unified").join(format!("ferry-{tag}a"));
+    let cg2 = std::path::Path::new("/sys/fs/cgroup").join(format!("ferry-{tag}a"));
+    assert!(
+        !cg.exists() && !cg2.exists(),
+        "the cluster's cgroup is left"
+    );
+    root.assert_unchanged();
+}
+
+#[test]
+fn bench_net_refuses_bad_input_before_creating_anything() {
+    if !privileged("bench_net_refuses_bad_input_before_creating_anything") {
+        return;
+    }
+    let mut tags = Vec::new();
+    for (args, want, code) in [
+        (&["bench", "--paths", "X9"][..], "unknown path", 1),
+        (&["bench", "--tests", "nope"], "unknown test", 1),
+        (
+            &["bench", "--paths", "P2-udp", "--backend", "vxlan"],
+            "cannot be built",
+            1,
+        ),
+        (
+            &[
+                "bench",
+                "--name",
+                "nosuchcluster",
+                "--state-dir",
+                "/nonexistent",
+            ],
+            "no cluster named nosuchcluster",
+            1,
+        ),
+        (
+            &["bench", "--kubeconfig", "/dev/null"],
+            "not supported yet",
+            2,
+        ),
+        (&["bench", "--duration", "0"], "out of range", 1),
+    ] {
+        let child = Command::new(FERRY)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        tags.push(format!("fb{}", child.id() % 100_000));
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{args:?}: no clear error: {err}");
+    }
+    let made: Vec<_> = namespaces()
+        .into_iter()
+        .filter(|n| tags.iter().any(|t| n.starts_with(t.as_str())))
+        .collect();
+    assert!(
+        made.is_empty(),
+        "a refused invocation created namespaces: {made:?}"
+    );
 }

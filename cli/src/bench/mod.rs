@@ -15,6 +15,8 @@
 //! figure on a shared 2-core machine. Everything but `compare` needs root (they create network
 //! namespaces) and removes everything it created, also on an error or Ctrl-C.
 
+pub(crate) mod agent;
+mod calibrate;
 mod cni;
 mod net;
 mod startup;
@@ -44,6 +46,9 @@ pub(crate) enum BenchCmd {
     /// Compares two `ferry bench` JSON reports: per metric the ratio of medians and whether the
     /// change is beyond the noise; `--fail-on` exits 1 on a regression (CI).
     Compare(net::CompareArgs),
+    /// The built-in load generator against sockperf (tcp_rr p50) and iperf3 (one stream) on
+    /// loopback in a fresh namespace; exits 1 outside the ±10 % gate.
+    Calibrate(calibrate::CalibrateArgs),
 }
 
 /// Runs `ferry bench` (the pod-network benchmark or a subcommand).
@@ -58,6 +63,7 @@ pub(crate) fn run(args: &BenchArgs) -> Result<()> {
     match &args.cmd {
         Some(BenchCmd::Cni(a)) => cni::run(a),
         Some(BenchCmd::Startup(a)) => startup::run(a),
+        Some(BenchCmd::Calibrate(a)) => calibrate::run(a),
         Some(BenchCmd::Compare(_)) => unreachable!("handled above"),
         None => net::run(&args.net),
     }

@@ -611,7 +611,7 @@ impl<'a> Pods<'a> {
             svc: [Ipv4Addr::UNSPECIFIED; 3],
             node_port: 0,
         };
-        let out = cluster.kubectl(&["apply", "-f", "-"], Some(&list))?;
+        let out = cluster.kubectl(&["create", "--validate=false", "-f", "-"], Some(&list))?;
         ensure!(
             out.status.success(),
             "creating the bench pods in cluster {}: {}",

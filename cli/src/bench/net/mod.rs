@@ -16,7 +16,7 @@ mod lab;
 mod paths;
 mod preflight;
 mod run;
-mod shim;
+pub(crate) mod svc;
 mod verify;
 
 use anyhow::{bail, Context as _, Result};
@@ -74,6 +74,9 @@ pub(crate) struct NetArgs {
     /// Service scale sweep: Service counts (e.g. 0,1000,10000).
     #[arg(long, value_delimiter = ',')]
     pub(crate) svc_scale: Vec<u32>,
+    /// Endpoints per dummy Service of the scale sweep.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub(crate) endpoints: u32,
     /// Seed of the per-round order (default: from the clock; recorded in the report).
     #[arg(long)]
     pub(crate) seed: Option<u64>,
@@ -116,7 +119,27 @@ pub(crate) struct CompareArgs {
 
 /// Runs `ferry bench compare`.
 pub(crate) fn compare(args: &CompareArgs) -> Result<()> {
-    shim::compare(&args.a, &args.b, args.fail_on.as_deref())
+    use ferry_bench::report::{compare, json};
+    let rules = match &args.fail_on {
+        Some(f) => compare::parse_fail_on(f)?,
+        None => Vec::new(),
+    };
+    let a = json::read(&args.a)?;
+    let b = json::read(&args.b)?;
+    let c = compare::compare(&a, &b, &compare::Options::default());
+    print!("{}", compare::render(&c));
+    let broken = compare::evaluate(&c, &rules)?;
+    if !broken.is_empty() {
+        eprintln!(
+            "ferry bench compare: {} --fail-on rule(s) broken:",
+            broken.len()
+        );
+        for v in &broken {
+            eprintln!("  {v}");
+        }
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 /// Runs the pod-network benchmark.

@@ -2,12 +2,13 @@
 //! parameters) once per round in a seeded random order, one run at a time with the CPU sampled at
 //! the window's edges and the path's counters read around it, then the report.
 
-use super::lab::{Cgroup, Cluster, Pods, Running};
+use super::lab::{self, Cgroup, Cluster, Pods, Running};
 use super::paths::{self, Def, LabPath, Need};
-use super::{cpu, iperf, preflight, shim, verify, NetArgs, TESTS};
+use super::{cpu, iperf, preflight, verify, NetArgs, TESTS};
 use anyhow::{bail, ensure, Context as _, Result};
 use ferry_bench::loadgen::{Close, Outcome, Spec, Test};
 use ferry_bench::model::{self, Config, Meta, Report, ResultSet, Run};
+use ferry_bench::report::{self, Format};
 use rand::seq::SliceRandom as _;
 use rand::SeedableRng as _;
 use std::collections::BTreeMap;
@@ -24,6 +25,7 @@ const STREAM_WRITE: u32 = 128 * 1024;
 pub(crate) struct Plan {
     args: NetArgs,
     defs: Vec<Def>,
+    proxies: Vec<String>,
     tests: Vec<&'static str>,
     rounds: u32,
     warmup_s: f64,
@@ -33,7 +35,7 @@ pub(crate) struct Plan {
     sizes: Vec<u32>,
     seed: u64,
     out: PathBuf,
-    formats: Vec<String>,
+    formats: Vec<Format>,
 }
 
 fn check_secs(name: &str, v: f64, min: f64) -> Result<f64> {
@@ -139,16 +141,20 @@ impl Plan {
             sizes.iter().all(|s| (1..=1 << 20).contains(s)),
             "--size must be within 1..1048576 bytes"
         );
-        for f in &a.format {
+        let formats = Format::parse_list(&a.format.join(","))?;
+        ensure!(
+            a.svc_scale.iter().all(|n| *n <= 100_000),
+            "--svc-scale: at most 100000 Services per point"
+        );
+        if let Some(name) = &a.name {
+            let dir = crate::state::ClusterDir::new(&a.state_dir, name);
             ensure!(
-                ["table", "json", "csv", "html", "prom"].contains(&f.as_str()),
-                "unknown --format {f:?} (table, json, csv, html, prom)"
+                dir.state_file().is_file(),
+                "no cluster named {name} is up under {} (start one with `ferry up --name {name}`, \
+                 or leave out --name to let ferry bench bring up its own)",
+                a.state_dir.display()
             );
         }
-        ensure!(
-            a.svc_scale.is_empty(),
-            "--svc-scale: the Service scale sweep is not part of this build yet"
-        );
         let seed = a.seed.unwrap_or_else(|| {
             SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
@@ -160,6 +166,7 @@ impl Plan {
         Ok(Plan {
             args: a.clone(),
             defs,
+            proxies,
             tests,
             rounds,
             warmup_s,
@@ -169,7 +176,7 @@ impl Plan {
             sizes,
             seed,
             out,
-            formats: a.format.clone(),
+            formats,
         })
     }
 }
@@ -234,7 +241,7 @@ fn jobs(plan: &Plan, paths: &[LabPath], results: &mut Vec<ResultSet>) -> Vec<Job
                     })
                     .collect(),
                 "tcp_rr" => plan.sizes.iter().map(|s| (1, *s, "builtin")).collect(),
-                "tcp_cc" => vec![(1, 0, "builtin")],
+                "tcp_cc" => vec![(1, 1, "builtin")],
                 "udp_stream" => vec![(1, UDP_PAYLOAD, "builtin")],
                 _ => vec![(1, 1, "builtin")],
             };
@@ -332,7 +339,7 @@ fn probe(bins: &Bins, path: &LabPath, patience: Duration) -> Result<()> {
     let deadline = Instant::now() + patience;
     loop {
         super::super::check_interrupt()?;
-        let s = spec("tcp_cc", path.target, 1, 0, 0.0, 0.3, 0.0);
+        let s = spec("tcp_cc", path.target, 1, 1, 0.0, 0.3, 0.0);
         let why = match start_builtin(bins, path, &s)?
             .finish(Instant::now() + Duration::from_secs(10))?
         {
@@ -718,17 +725,32 @@ pub(crate) fn execute(plan: &Plan) -> Result<()> {
                 (None, true) if run.flags.is_empty() => "ok".into(),
                 (None, _) => run.flags.join("; "),
             };
-            eprintln!("{} {status}", shim::progress(done, total, &label));
+            eprintln!("{} {status}", report::table::progress(done, total, &label));
             report.results[job.result].runs.push(run);
         }
+    }
+    if !a.svc_scale.is_empty() && !report.partial {
+        for p in &plan.proxies {
+            super::super::check_interrupt()?;
+            let Some(ci) = clusters.iter().position(|c| &c.proxy == p) else {
+                continue;
+            };
+            let (points, programming) =
+                sweep(plan, &bins, &clusters[ci], &pods[ci], cgroups[ci].path())?;
+            report.svc_scale.extend(points);
+            report.svc_programming.extend(programming);
+        }
+        report.config.svc_scale = a.svc_scale.clone();
+        report.config.endpoints = a.endpoints;
     }
     report.meta.finished_at = stamp(SystemTime::now(), false);
     report.meta.elapsed_s = t_start.elapsed().as_secs_f64();
     ferry_bench::stats::summarise(&mut report);
-    if plan.formats.iter().any(|f| f == "table") {
-        println!("{}", shim::render(&report));
+    if plan.formats.contains(&Format::Table) {
+        println!("{}", report::table::render(&report));
     }
-    let written = shim::write_all(&report, &plan.out)?;
+    let written = report::write_all(&report, &plan.out, &plan.formats)
+        .with_context(|| format!("writing the report to {}", plan.out.display()))?;
     for w in &written {
         println!("wrote {}", w.display());
     }
@@ -748,4 +770,97 @@ pub(crate) fn execute(plan: &Plan) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The Service scale sweep on one cluster (`svc::sweep`), its client and prober in pod a.
+fn sweep(
+    plan: &Plan,
+    bins: &Bins,
+    c: &Cluster,
+    pods: &Pods<'_>,
+    cg: &Path,
+) -> Result<(Vec<model::SvcScalePoint>, Vec<model::SvcProgramming>)> {
+    let place = lab::Place {
+        label: format!("pod {} on node-1", pods.a.name),
+        netns: pods.a.netns.clone(),
+        cgroup: Some(cg.to_owned()),
+    };
+    let client = |s: &Spec| -> Result<Outcome> {
+        let mut cmd = place.command(&bins.ferry)?;
+        cmd.args(["bench-agent", "run", "--spec", &serde_json::to_string(s)?]);
+        let total = s.warmup_s + s.duration_s + s.cooldown_s;
+        let cap =
+            Running::start(cmd)?.finish(Instant::now() + Duration::from_secs_f64(total + 15.0))?;
+        ensure!(
+            cap.status.is_some_and(|s| s.success()),
+            "bench client failed: {}",
+            cap.stderr.trim()
+        );
+        parse_outcome(&cap.stdout)
+    };
+    let probe = |s: &ferry_bench::probe::ProbeSpec| -> Result<ferry_bench::probe::ProbeOutcome> {
+        let mut cmd = place.command(&bins.ferry)?;
+        cmd.args(["bench-agent", "probe", "--spec", &serde_json::to_string(s)?]);
+        #[expect(clippy::cast_precision_loss, reason = "milliseconds, small")]
+        let give_up = s.give_up_ms as f64 / 1000.0;
+        let cap = Running::start(cmd)?
+            .finish(Instant::now() + Duration::from_secs_f64(give_up + 15.0))?;
+        ensure!(
+            cap.status.is_some_and(|s| s.success()),
+            "prober failed: {}",
+            cap.stderr.trim()
+        );
+        cap.stdout
+            .lines()
+            .rev()
+            .find_map(|l| serde_json::from_str(l.trim()).ok())
+            .context("the prober printed no outcome")
+    };
+    let node1 = lab::Place {
+        label: "node-1".into(),
+        netns: c.node_ns(1),
+        cgroup: None,
+    };
+    let bpffs = c.node_bpffs(1);
+    let entries = || -> Result<u64> {
+        if let Some(b) = &bpffs {
+            if c.proxy == "ebpf" {
+                let out = lab::run_ok(
+                    std::process::Command::new(&bins.agent)
+                        .args(["services", "-o", "json", "--bpffs-dir"])
+                        .arg(b),
+                )?;
+                let v: serde_json::Value = serde_json::from_str(&out)?;
+                let frontends = v["frontends"].as_array().map_or(0, Vec::len) as u64;
+                return Ok(frontends + v["maps"]["backends"].as_u64().unwrap_or(0));
+            }
+        }
+        let out = lab::run_ok(
+            node1
+                .command(Path::new("iptables-save"))?
+                .args(["-t", "nat"]),
+        )?;
+        Ok(out.lines().filter(|l| l.starts_with("-A ")).count() as u64)
+    };
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let kube = rt.block_on(crate::api::client(&c.kubeconfig()))?;
+    let ctx = super::svc::SweepCtx {
+        kube,
+        mode: c.proxy.clone(),
+        namespace: "default".into(),
+        backend_ips: vec![pods.b.ip.into(), pods.c.ip.into()],
+        port: lab::AGENT_PORT,
+        run_client: &client,
+        run_probe: &probe,
+        datapath_entries: &entries,
+        counts: plan.args.svc_scale.clone(),
+        endpoints: plan.args.endpoints,
+        rounds: plan.rounds,
+        duration_s: plan.duration_s,
+        warmup_s: plan.warmup_s,
+        changes: if plan.args.smoke { 3 } else { 20 },
+    };
+    let r = super::svc::sweep(&ctx);
+    drop(rt);
+    r
 }
