@@ -367,6 +367,73 @@ pub fn render(c: &Comparison) -> String {
     out
 }
 
+/// The comparison as one self-contained HTML page (same content as [`render`]; no script, no
+/// external reference).
+pub fn render_html(c: &Comparison, a_name: &str, b_name: &str) -> String {
+    use super::html::{esc, CSS};
+    let mut body = format!(
+        "<h1>ferry bench compare</h1><p>A = {}<br>B = {}</p>\n<h2>Environment</h2>\n",
+        esc(a_name),
+        esc(b_name)
+    );
+    let diffs: Vec<&EnvField> = c.env.iter().filter(|e| e.differs()).collect();
+    if diffs.is_empty() {
+        body.push_str("<p>The same in A and B.</p>\n");
+    } else {
+        body.push_str("<table><tr><th>field</th><th>A</th><th>B</th></tr>");
+        for d in diffs {
+            let _ = write!(
+                body,
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&d.field),
+                esc(&d.a),
+                esc(&d.b)
+            );
+        }
+        body.push_str("</table>\n");
+    }
+    body.push_str(
+        "<h2>Figures</h2>\n<table><tr><th>result</th><th>metric</th><th>n A / B</th><th>A</th>\
+         <th>B</th><th>B/A</th><th>95 % CI</th><th>p</th><th>verdict</th></tr>",
+    );
+    for r in &c.rows {
+        let class = match r.verdict {
+            Verdict::Better => " class=\"better\"",
+            Verdict::Worse => " class=\"worse\"",
+            Verdict::NoChange => "",
+        };
+        let _ =
+            write!(
+            body,
+            "<tr{class}><td>{}</td><td>{}</td><td class=\"n\">{} / {}</td><td class=\"n\">{}</td>\
+             <td class=\"n\">{}</td><td class=\"n\">{}× ({:+.1} %)</td><td class=\"n\">{}</td>\
+             <td class=\"n\">{}</td><td>{}{}</td></tr>",
+            esc(&r.key),
+            esc(&format!("{} {}", r.metric, r.unit)),
+            r.n.0,
+            r.n.1,
+            fmt_num(r.median_a),
+            fmt_num(r.median_b),
+            fmt_num(r.ratio),
+            r.change_pct(),
+            r.ci.map_or("—".into(), |(lo, hi)| format!("{} – {}", fmt_num(lo), fmt_num(hi))),
+            r.p_value.map_or("—".into(), |p| format!("{p:.3}")),
+            r.verdict,
+            if r.within_noise { " (within noise)" } else { "" }
+        );
+    }
+    body.push_str("</table>\n");
+    for (label, keys) in [("Only in A", &c.only_a), ("Only in B", &c.only_b)] {
+        if !keys.is_empty() {
+            let _ = writeln!(body, "<p>{label}: {}</p>", esc(&keys.join(", ")));
+        }
+    }
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <title>ferry bench compare</title><style>{CSS}</style></head><body>\n{body}</body></html>\n"
+    )
+}
+
 // ---------------------------------------------------------------------------------------------
 // --fail-on
 
@@ -635,6 +702,10 @@ mod tests {
         assert_eq!(env.len(), 1);
         assert_eq!((env[0].a.as_str(), env[0].b.as_str()), ("6.1", "6.6"));
         assert!(render(&c).contains("kernel: 6.1 → 6.6"));
+        let html = render_html(&c, "a.json", "b.json");
+        assert_eq!(html.matches("<tr class=\"worse\">").count(), 2, "{html}");
+        assert!(html.contains("<td>kernel</td><td>6.1</td><td>6.6</td>"));
+        assert!(!html.to_lowercase().contains("http"));
         let rules = parse_fail_on("tcp_rr.lat_p99_us>+10%, tcp_rr.tps<-5%, P2-vxlan/*.tps<-1%");
         let rules = rules.unwrap();
         assert_eq!(rules[2].path.as_deref(), Some("P2-vxlan"));

@@ -24,14 +24,15 @@ const LABEL_W: f64 = 200.0;
 /// Right margin (notes) of horizontal bar charts.
 const NOTE_W: f64 = 160.0;
 
-const CSS: &str = "
+/// The stylesheet of every HTML output.
+pub(crate) const CSS: &str = "
 body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
 h1{font-size:1.6em;margin-bottom:.2em}h2{margin-top:1.8em;border-bottom:1px solid #ddd}
 .banner{padding:.6em 1em;border-radius:4px;margin:.5em 0;font-weight:600}
 .partial{background:#fde2e1;color:#8a1c12}.quick{background:#fff4d6;color:#7a5200}.smoke{background:#e3ecfa;color:#1d3f73}
 table{border-collapse:collapse;margin:.6em 0;font-size:13px}th,td{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}
 th{background:#f5f5f5}td.n{text-align:right;font-variant-numeric:tabular-nums}
-.few{color:#999}.flag{color:#a33}figure{margin:1em 0}figcaption{color:#555;font-size:13px}
+.few{color:#999}.flag{color:#a33}.worse{background:#fde2e1}.better{background:#e2f5e4}figure{margin:1em 0}figcaption{color:#555;font-size:13px}
 svg text{font:11px system-ui,sans-serif;fill:#333}svg .axis{stroke:#999;stroke-width:1}svg .grid{stroke:#eee;stroke-width:1}
 ";
 
@@ -109,6 +110,8 @@ struct Bar {
     limit: Option<(String, f64)>,
     /// Text right of the plot.
     note: String,
+    /// The bar's tooltip (after the label).
+    tip: String,
     /// Drawn from `start` instead of 0 (waterfall).
     start: f64,
     colour: &'static str,
@@ -166,7 +169,7 @@ fn hbar_chart(id: &str, title: &str, unit: &str, bars: &[Bar]) -> String {
         let _ = write!(
             s,
             "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\
-             <rect x=\"{a:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"16\" fill=\"{}\"><title>{}: {} {}</title></rect>",
+             <rect x=\"{a:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"16\" fill=\"{}\"><title>{}: {}</title></rect>",
             LABEL_W - 6.0,
             cy + 4.0,
             esc(&b.label),
@@ -174,8 +177,7 @@ fn hbar_chart(id: &str, title: &str, unit: &str, bars: &[Bar]) -> String {
             (z - a).max(1.0),
             b.colour,
             esc(&b.label),
-            fmt_num(b.value),
-            esc(unit)
+            esc(&b.tip)
         );
         if b.max > b.min {
             let (x1, x2) = (x(b.start + b.min), x(b.start + b.max));
@@ -443,6 +445,12 @@ fn throughput_chart(report: &Report, n: usize) -> Option<String> {
                 value: s.median,
                 min: s.min,
                 max: s.max,
+                tip: format!(
+                    "{} Gbit/s [{} – {}] {note}",
+                    fmt_num(s.median),
+                    fmt_num(s.min),
+                    fmt_num(s.max)
+                ),
                 limit,
                 note,
                 start: 0.0,
@@ -549,6 +557,7 @@ fn ladder_chart(report: &Report, n: usize) -> Option<String> {
             max: *l0,
             limit: None,
             note: format!("{} µs", fmt_num(*l0)),
+            tip: format!("{} µs round trip on loopback", fmt_num(*l0)),
             start: 0.0,
             colour: "#9aa5b1",
         });
@@ -572,7 +581,14 @@ fn ladder_chart(report: &Report, n: usize) -> Option<String> {
             min: step.min_us,
             max: step.max_us,
             limit: None,
-            note: format!("{:+.1} µs ({})", step.us, step.formula),
+            note: format!("{:+.1} µs", step.us),
+            tip: format!(
+                "{:+.1} µs [{} – {}] = {}",
+                step.us,
+                fmt_num(step.min_us),
+                fmt_num(step.max_us),
+                step.formula
+            ),
             start,
             colour: if step.us >= 0.0 {
                 PALETTE[1]
@@ -654,6 +670,12 @@ fn cpu_chart(report: &Report, n: usize) -> Option<String> {
                 max: s.max,
                 limit: None,
                 note: format!("{} CPU s/Gbit", fmt_num(s.median)),
+                tip: format!(
+                    "{} CPU s/Gbit [{} – {}]",
+                    fmt_num(s.median),
+                    fmt_num(s.min),
+                    fmt_num(s.max)
+                ),
                 start: 0.0,
                 colour: PALETTE[3],
             })
