@@ -231,8 +231,17 @@ pub fn run_samples(run: &Run) -> Option<u64> {
         return Some(h.len());
     }
     let s = *run.metrics.get("samples")?;
-    // Counts arrive as f64 in the metric map; a fractional or negative count is meaningless.
-    (s.is_finite() && s >= 0.0).then(|| format!("{:.0}", s.floor()).parse().ok())?
+    // Counts arrive as f64 in the metric map; a negative or non-finite count is meaningless.
+    (s.is_finite() && s >= 0.0).then(|| count_of(s))
+}
+
+/// A non-negative finite count held as f64, as an integer (rounded down; saturating).
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "checked finite and non-negative by the caller; `as` saturates above u64::MAX"
+)]
+fn count_of(x: f64) -> u64 {
+    x.floor() as u64
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -21,20 +21,25 @@ pub fn ratio_bar(ratio: f64) -> String {
     }
     const PARTS: [char; 8] = [' ', '▏', '▎', '▍', '▌', '▋', '▊', '▉'];
     let eighths_total = BAR_MAX * 8;
-    let wanted = ratio * (BAR_FULL * 8) as f64;
-    // Count eighths up to the cap without a truncating float cast.
-    let eighths = (0..=eighths_total)
-        .take_while(|&e| (e as f64) <= wanted.round())
-        .last()
-        .unwrap_or(0);
+    let wanted = (ratio * (BAR_FULL * 8) as f64).round();
+    let eighths = eighths_of(wanted.min(eighths_total as f64));
     let mut s = "█".repeat(eighths / 8);
-    if eighths % 8 != 0 {
+    if !eighths.is_multiple_of(8) {
         s.push(PARTS[eighths % 8]);
     }
     if wanted > eighths_total as f64 {
         s.push('▶');
     }
     s
+}
+
+/// A whole number of eighths in 0..=[`BAR_MAX`]·8 as usize.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "the caller rounds and clamps to 0..=BAR_MAX*8"
+)]
+fn eighths_of(x: f64) -> usize {
+    x.max(0.0) as usize
 }
 
 /// A short column label: `lat_p99_us` -> `p99 µs`, `lat_p999_us` -> `p99.9 µs`,
