@@ -198,6 +198,41 @@ fn bench_startup_times_pods_and_removes_its_cluster() {
     root.assert_unchanged();
 }
 
+/// Validates a report against docs/bench-schema.json with python3-jsonschema (installed by
+/// scripts/setup.sh; required under CI=true).
+fn validate_schema(file: &std::path::Path) {
+    let python = "/usr/bin/python3";
+    let has = Command::new(python)
+        .args(["-c", "import jsonschema"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has {
+        assert!(
+            !std::env::var("CI").is_ok_and(|v| v == "true"),
+            "python3-jsonschema is missing and CI=true forbids skipping the schema check"
+        );
+        eprintln!("schema check skipped: python3-jsonschema is not installed");
+        return;
+    }
+    let schema = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/bench-schema.json");
+    let script = "import json, sys, jsonschema\n\
+                  v = jsonschema.Draft202012Validator(json.load(open(sys.argv[1])))\n\
+                  errors = sorted(v.iter_errors(json.load(open(sys.argv[2]))), key=str)\n\
+                  for e in errors[:10]: print(list(e.absolute_path), e.message)\n\
+                  sys.exit(1 if errors else 0)\n";
+    let out = Command::new(python)
+        .args(["-c", script])
+        .arg(schema)
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "report.json does not validate: {}",
+        text(&out)
+    );
+}
+
 /// The metrics that must be present and non-zero in every valid run of a test.
 fn required(test: &str) -> &'static [&'static str] {
     match test {
@@ -291,6 +326,7 @@ fn bench_quick_smoke_measures_every_path_and_leaves_nothing() {
             }
         }
     }
+    validate_schema(&out_dir.path().join("report.json"));
     let html = std::fs::read_to_string(out_dir.path().join("report.html")).unwrap();
     assert!(html.contains("<svg"), "the HTML report has no chart");
 

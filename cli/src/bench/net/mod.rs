@@ -75,7 +75,7 @@ pub(crate) struct NetArgs {
     #[arg(long, value_delimiter = ',')]
     pub(crate) svc_scale: Vec<u32>,
     /// Endpoints per dummy Service of the scale sweep.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub(crate) endpoints: u32,
     /// Seed of the per-round order (default: from the clock; recorded in the report).
     #[arg(long)]
