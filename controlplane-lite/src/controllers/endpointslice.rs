@@ -48,7 +48,9 @@ pub async fn run(client: kube::Client) -> anyhow::Result<()> {
     watch::ready(&slices).await?;
     let mut lp = Loop::new(wake, Duration::from_secs(10));
     loop {
+        let start = std::time::Instant::now();
         reconcile(&client, &services, &pods, &slices).await;
+        tokio::time::sleep(super::pause_after(start.elapsed())).await;
         lp.after(()).await;
     }
 }
@@ -216,6 +218,10 @@ async fn reconcile(
         let key = (ns.clone(), svc.name_any());
         let have = existing.remove(&key).unwrap_or_default();
         let want = desired_slices(&svc, &pods);
+        if have.is_empty() && want.is_empty() {
+            // A Service without a selector (or without pods) and without slices of ours.
+            continue;
+        }
         converge(client, &ns, &have, &want).await;
     }
     // Slices of services that no longer exist.

@@ -78,7 +78,9 @@ pub async fn run(client: kube::Client) -> anyhow::Result<()> {
     }
     let mut lp = Loop::new(wake, Duration::from_secs(2));
     loop {
+        let start = std::time::Instant::now();
         round(&client, &kinds).await;
+        tokio::time::sleep(super::pause_after(start.elapsed())).await;
         lp.after(()).await;
     }
 }

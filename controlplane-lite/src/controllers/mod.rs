@@ -25,6 +25,18 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReferen
 use kube::Resource;
 use std::collections::BTreeMap;
 
+/// How long a controller whose round scans every object it watches ([`gc`], [`endpointslice`])
+/// waits after a round that took `cost` before it may start the next: twice the cost, at most
+/// 500 ms. Those rounds are woken by every change, so under a stream of writes (30,000 Services
+/// created through the API) back-to-back O(n) rounds took the server's CPU from the writes
+/// themselves and the create rate fell with the object count (409/s at 2,000 Services, 20/s at
+/// 8,000); paced, a controller uses at most a third of a core and still sees every change
+/// (the wake-up is kept while it waits).
+pub(crate) fn pause_after(cost: std::time::Duration) -> std::time::Duration {
+    cost.saturating_mul(2)
+        .min(std::time::Duration::from_millis(500))
+}
+
 /// Whether `selector` (a `metav1.LabelSelector`) selects `labels`; a selector that does not
 /// parse selects nothing.
 pub(crate) fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
@@ -56,4 +68,29 @@ pub(crate) fn controller_ref<K: Resource<DynamicType = ()>>(owner: &K) -> OwnerR
 /// RFC 3339 time in seconds since the epoch, if it parses.
 pub(crate) fn seconds_since(t: &jiff::Timestamp) -> i64 {
     jiff::Timestamp::now().as_second() - t.as_second()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pause_after;
+    use std::time::Duration;
+
+    #[test]
+    fn full_scan_rounds_are_paced_by_their_cost() {
+        assert_eq!(pause_after(Duration::ZERO), Duration::ZERO);
+        assert_eq!(
+            pause_after(Duration::from_micros(300)),
+            Duration::from_micros(600),
+            "a small cluster's round waits next to nothing"
+        );
+        assert_eq!(
+            pause_after(Duration::from_millis(40)),
+            Duration::from_millis(80)
+        );
+        assert_eq!(
+            pause_after(Duration::from_secs(3)),
+            Duration::from_millis(500),
+            "capped: a slow round never delays the next by more than half a second"
+        );
+    }
 }
