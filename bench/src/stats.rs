@@ -525,6 +525,15 @@ fn round_values(rs: &model::ResultSet) -> RoundValues {
         .collect()
 }
 
+/// Parameters other than `engine`.
+fn without_engine(params: &BTreeMap<String, String>) -> BTreeMap<&str, &str> {
+    params
+        .iter()
+        .filter(|(k, _)| k.as_str() != "engine")
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
+}
+
 /// Adds `not steady (...)` to a run whose per-second rates fail the steady-state check, once.
 /// The run stays valid (the flag marks it doubtful; the table shows it).
 pub fn flag_unsteady(run: &mut Run) {
@@ -568,7 +577,21 @@ pub fn summarise(report: &mut Report) {
         let rounds = &per_round[&(rs.path.clone(), rs.test.clone(), rs.params.clone())];
         let baseline = baseline_of.get(rs.path.as_str()).map(|b| {
             let key = (b.to_string(), rs.test.clone(), rs.params.clone());
-            (*b, per_round.get(&key))
+            // The same parameters; failing that, the same but for the engine (iperf3 on pod-IP
+            // paths, the built-in generator behind a Service) when exactly one set matches.
+            let found = per_round.get(&key).or_else(|| {
+                let mut same: Vec<&RoundValues> = per_round
+                    .iter()
+                    .filter(|((p, t, params), _)| {
+                        p == b
+                            && *t == rs.test
+                            && without_engine(params) == without_engine(&rs.params)
+                    })
+                    .map(|(_, v)| v)
+                    .collect();
+                (same.len() == 1).then(|| same.remove(0))
+            });
+            (*b, found)
         });
         let samples: Vec<u64> = valid_runs(&rs.runs).filter_map(run_samples).collect();
         let fewest = samples.iter().min().copied();
@@ -1103,6 +1126,27 @@ mod tests {
         assert!(r.results[1].summary["lat_p50_us"].ratio.is_none());
         // Without L0 the veth rung is gone.
         assert!(r.ladder.iter().all(|s| s.layer != "veth + netns"));
+    }
+
+    #[test]
+    fn ratio_across_engines_when_unambiguous() {
+        let mut r = ladder_report();
+        r.results[3].params.insert("engine".into(), "iperf3".into());
+        r.results[5]
+            .params
+            .insert("engine".into(), "builtin".into());
+        summarise(&mut r);
+        // S1-ebpf (builtin) against P1 (iperf3): per round 21/20, 23/21, 22.5/22.
+        let ratio = r.results[5].summary["lat_p50_us"].ratio.clone().unwrap();
+        assert_eq!(ratio.baseline, "P1");
+        assert!(close(ratio.median, 21.0 / 20.0, 1e-12), "{ratio:?}");
+        assert!(close(ratio.min, 22.5 / 22.0, 1e-12) && close(ratio.max, 23.0 / 21.0, 1e-12));
+        // Two candidate baselines differing in engine only: ambiguous, no ratio.
+        let mut second = r.results[3].clone();
+        second.params.insert("engine".into(), "netperf".into());
+        r.results.push(second);
+        summarise(&mut r);
+        assert!(r.results[5].summary["lat_p50_us"].ratio.is_none());
     }
 
     #[test]
