@@ -403,6 +403,30 @@ fn bench_net_refuses_bad_input_before_creating_anything() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(want), "{args:?}: no clear error: {err}");
     }
+    // A second run while one holds the lock (here: this test) is refused.
+    std::fs::create_dir_all("/run/ferry").unwrap();
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open("/run/ferry/bench.lock")
+        .unwrap();
+    lock.lock().unwrap();
+    let child = Command::new(FERRY)
+        .args(["bench", "--smoke", "--paths", "L0", "--tests", "rr"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tags.push(format!("fb{}", child.id() % 100_000));
+    let out = child.wait_with_output().unwrap();
+    drop(lock);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("another `ferry bench` is running"),
+        "{}",
+        text(&out)
+    );
     let made: Vec<_> = namespaces()
         .into_iter()
         .filter(|n| tags.iter().any(|t| n.starts_with(t.as_str())))

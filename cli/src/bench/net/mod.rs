@@ -100,6 +100,10 @@ pub(crate) struct NetArgs {
     /// A real cluster instead of the lab (not supported yet).
     #[arg(long)]
     pub(crate) kubeconfig: Option<PathBuf>,
+    /// Also calibrate the built-in generator against sockperf on loopback (about 10 s; recorded in
+    /// the report's `meta.calibration`).
+    #[arg(long)]
+    pub(crate) calibrate: bool,
     /// Abort when the machine is busy (> 5 % CPU) before the run instead of warning.
     #[arg(long)]
     pub(crate) strict_quiet: bool,

@@ -697,6 +697,20 @@ pub(crate) fn execute(plan: &Plan) -> Result<()> {
     std::thread::sleep(Duration::from_secs_f64(idle_len));
     let idle = cpu::busy_rate(&s0, &cpu::sample(&agents)?, t.elapsed().as_secs_f64());
     report.meta.idle_cpu = idle;
+    if a.calibrate {
+        match calibrate() {
+            Ok(c) => {
+                if !c.within_gate {
+                    report.warnings.push(format!(
+                        "calibration: the built-in tcp_rr p50 is {:.2}x sockperf's on loopback (outside ±10 %)",
+                        c.ratio
+                    ));
+                }
+                report.meta.calibration = Some(c);
+            }
+            Err(e) => report.warnings.push(format!("calibration failed: {e:#}")),
+        }
+    }
     let total = jobs.len() * plan.rounds as usize;
     let mut done = 0;
     let mut rng = rand::rngs::StdRng::seed_from_u64(plan.seed);
@@ -863,4 +877,19 @@ fn sweep(
     let r = super::svc::sweep(&ctx);
     drop(rt);
     r
+}
+
+/// `ferry bench calibrate`'s request/response row, short: 3 rounds of 1 s, no stream row.
+fn calibrate() -> Result<model::Calibration> {
+    use super::super::calibrate::{measure, CalibrateArgs};
+    use clap::{Args as _, FromArgMatches as _};
+    let m = CalibrateArgs::augment_args(clap::Command::new("calibrate")).try_get_matches_from([
+        "calibrate",
+        "--rounds",
+        "3",
+        "--duration",
+        "1",
+        "--no-stream",
+    ])?;
+    measure(&CalibrateArgs::from_arg_matches(&m)?)
 }
