@@ -405,11 +405,28 @@ fn limit_of<'a>(report: &'a Report, path: &str) -> Option<&'a str> {
     None
 }
 
+/// The result set of `path` with the same test and parameters as `like`; failing that, the only
+/// one that differs in the `engine` parameter alone.
 fn find<'a>(report: &'a Report, path: &str, like: &ResultSet) -> Option<&'a ResultSet> {
-    report
-        .results
-        .iter()
-        .find(|r| r.path == path && r.test == like.test && r.params == like.params)
+    let same_test = || {
+        report
+            .results
+            .iter()
+            .filter(move |r| r.path == path && r.test == like.test)
+    };
+    if let Some(r) = same_test().find(|r| r.params == like.params) {
+        return Some(r);
+    }
+    let strip = |r: &ResultSet| {
+        let mut p = r.params.clone();
+        p.remove("engine");
+        p
+    };
+    let mut candidates = same_test().filter(|r| strip(r) == strip(like));
+    match (candidates.next(), candidates.next()) {
+        (Some(r), None) => Some(r),
+        _ => None,
+    }
 }
 
 fn set_label(rs: &ResultSet) -> String {
@@ -1038,6 +1055,54 @@ mod tests {
         let (ticks, end) = linear_ticks(9.4);
         assert_eq!(ticks, vec![0.0, 2.0, 4.0, 6.0, 8.0, 10.0]);
         assert_eq!(end, 10.0);
+    }
+
+    #[test]
+    fn throughput_bars_are_drawn_against_the_physical_limit() {
+        use crate::model::{PathInfo, Run};
+        let stream = |path: &str, engine: &str, gbps: f64| ResultSet {
+            path: path.into(),
+            test: "tcp_stream".into(),
+            params: [
+                ("flows".to_string(), "1".to_string()),
+                ("engine".to_string(), engine.to_string()),
+            ]
+            .into(),
+            runs: vec![Run {
+                valid: true,
+                metrics: [("throughput_gbps".to_string(), gbps)].into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let path = |id: &str, baseline: Option<&str>| PathInfo {
+            id: id.into(),
+            baseline: baseline.map(Into::into),
+            ..Default::default()
+        };
+        let mut r = Report {
+            paths: vec![
+                path("L0", None),
+                path("L1", Some("L0")),
+                path("P1", Some("L1")),
+                path("S1-ebpf", Some("P1")),
+            ],
+            results: vec![
+                stream("L1", "iperf3", 20.0),
+                stream("S1-ebpf", "builtin", 10.0),
+            ],
+            ..Default::default()
+        };
+        crate::stats::summarise(&mut r);
+        let svg = throughput_chart(&r, 1).unwrap();
+        // S1-ebpf's chain S1 -> P1 -> L1 reaches L1, measured with another engine: 10 / 20.
+        assert!(svg.contains(">0.50× L1</text>"), "{svg}");
+        assert_eq!(
+            svg.matches("stroke-dasharray=\"3 2\"").count(),
+            1,
+            "one limit line"
+        );
+        assert_eq!(limit_of(&r, "L1"), None);
     }
 
     #[test]
