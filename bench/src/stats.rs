@@ -525,6 +525,22 @@ fn round_values(rs: &model::ResultSet) -> RoundValues {
         .collect()
 }
 
+/// Removes NaN and infinite metric values (JSON has no such numbers: serde writes `null`, which
+/// would not read back) and flags the run once per metric; drops non-finite per-second samples.
+fn drop_non_finite(run: &mut Run) {
+    let bad: Vec<(String, f64)> = run
+        .metrics
+        .iter()
+        .filter(|(_, v)| !v.is_finite())
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
+    for (k, v) in bad {
+        run.metrics.remove(&k);
+        run.flags.push(format!("{k} was {v}: dropped"));
+    }
+    run.per_second.retain(|v| v.is_finite());
+}
+
 /// Parameters other than `engine`.
 fn without_engine(params: &BTreeMap<String, String>) -> BTreeMap<&str, &str> {
     params
@@ -554,6 +570,7 @@ pub fn flag_unsteady(run: &mut Run) {
 pub fn summarise(report: &mut Report) {
     for rs in &mut report.results {
         for run in &mut rs.runs {
+            drop_non_finite(run);
             flag_unsteady(run);
         }
     }
@@ -1147,6 +1164,31 @@ mod tests {
         r.results.push(second);
         summarise(&mut r);
         assert!(r.results[5].summary["lat_p50_us"].ratio.is_none());
+    }
+
+    #[test]
+    fn non_finite_metrics_are_dropped_and_flagged() {
+        let mut r = ladder_report();
+        r.results[0].runs[0]
+            .metrics
+            .insert("lat_p99_us".into(), f64::NAN);
+        r.results[0].runs[1]
+            .metrics
+            .insert("tps".into(), f64::INFINITY);
+        summarise(&mut r);
+        summarise(&mut r);
+        assert_eq!(
+            r.results[0].runs[0].flags,
+            vec!["lat_p99_us was NaN: dropped".to_string()]
+        );
+        assert_eq!(
+            r.results[0].runs[1].flags,
+            vec!["tps was inf: dropped".to_string()]
+        );
+        assert_eq!(r.results[0].summary["lat_p99_us"].n, 2);
+        let json = serde_json::to_string(&r).unwrap();
+        // A NaN would have been written as null and would not read back.
+        assert_eq!(serde_json::from_str::<Report>(&json).unwrap(), r);
     }
 
     #[test]
