@@ -70,7 +70,7 @@ pub fn from_str(text: &str, path: &Path) -> Result<Report, ReadError> {
     serde_json::from_value(value).map_err(parse)
 }
 
-/// Reads a report written by [`write`], refusing other schema versions.
+/// Reads a report written by [`write()`], refusing other schema versions.
 pub fn read(path: &Path) -> Result<Report, ReadError> {
     let text = std::fs::read_to_string(path).map_err(|source| ReadError::Io {
         path: path.to_path_buf(),

@@ -14,7 +14,7 @@ const BAR_FULL: usize = 10;
 /// Longest bar (1.5×); longer ratios end in `▶`.
 const BAR_MAX: usize = 15;
 
-/// A ratio as a bar of block characters, [`BAR_FULL`] per 1.0×, in eighths.
+/// A ratio as a bar of block characters, ten per 1.0× (in eighths), ending in `▶` beyond 1.5×.
 pub fn ratio_bar(ratio: f64) -> String {
     if !ratio.is_finite() || ratio <= 0.0 {
         return String::new();
