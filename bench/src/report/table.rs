@@ -109,19 +109,27 @@ pub fn flags_text(rs: &ResultSet) -> String {
         .filter(|f| !f.starts_with(crate::stats::FEW_SAMPLES))
         .cloned()
         .collect();
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    // Grouped by kind (the text before `:` or ` (`): the full text when every run of the group
+    // says the same, the kind alone otherwise (the HTML lists each run's flags in full).
+    let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for run in &rs.runs {
-        for f in &run.flags {
-            let head = f.split(" (").next().unwrap_or(f).trim().to_string();
-            *counts.entry(head).or_default() += 1;
-        }
-        if let Some(e) = &run.error {
-            let head = format!("error: {}", e.lines().next().unwrap_or_default());
-            *counts.entry(head).or_default() += 1;
+        let errors = run
+            .error
+            .iter()
+            .map(|e| format!("error: {}", e.lines().next().unwrap_or_default()));
+        for f in run.flags.iter().cloned().chain(errors) {
+            let kind = f.split([':', '(']).next().unwrap_or(&f).trim().to_string();
+            groups.entry(kind).or_default().push(f);
         }
     }
-    for (f, n) in counts {
-        parts.push(if n > 1 { format!("{f} ×{n}") } else { f });
+    for (kind, texts) in groups {
+        let n = texts.len();
+        let text = if texts.iter().all(|t| *t == texts[0]) {
+            texts[0].clone()
+        } else {
+            kind
+        };
+        parts.push(if n > 1 { format!("{text} ×{n}") } else { text });
     }
     let invalid = rs.runs.iter().filter(|r| !r.valid).count();
     if invalid > 0 && !rs.flags.iter().any(|f| f == crate::stats::NO_VALID_RUN) {
@@ -393,6 +401,45 @@ mod tests {
     }
 
     #[test]
+    fn run_flags_are_grouped_by_kind() {
+        let run = |flags: &[&str], valid: bool| Run {
+            valid,
+            flags: flags.iter().map(|f| f.to_string()).collect(),
+            ..Default::default()
+        };
+        let rs = ResultSet {
+            runs: vec![
+                run(
+                    &[
+                        "cpu-bound: a CPU was 97 % busy",
+                        "wrong path: x did not move",
+                    ],
+                    false,
+                ),
+                run(
+                    &[
+                        "cpu-bound: a CPU was 100 % busy",
+                        "wrong path: x did not move",
+                    ],
+                    false,
+                ),
+                run(&["not steady (CV 20 %, trend +1 %)"], true),
+                Run {
+                    valid: false,
+                    error: Some("connection refused\nmore".into()),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        assert_eq!(
+            flags_text(&rs),
+            "cpu-bound ×2; error: connection refused; not steady (CV 20 %, trend +1 %); \
+             wrong path: x did not move ×2; 3/4 runs invalid"
+        );
+    }
+
+    #[test]
     fn table_shows_banner_ratio_and_flags() {
         let mut rs = ResultSet {
             path: "P1".into(),
@@ -460,7 +507,10 @@ mod tests {
         assert!(t.contains("[39000 – 41000]"), "{t}");
         assert!(t.contains("0.80× L1  ████████ "), "{t}");
         assert!(t.contains("99*"), "{t}");
-        assert!(t.contains("cpu-bound; not steady; 1/2 runs invalid"), "{t}");
+        assert!(
+            t.contains("cpu-bound; not steady (CV 12 %, trend +1 %); 1/2 runs invalid"),
+            "{t}"
+        );
         assert!(t.contains("  - the machine was busy"), "{t}");
     }
 }
