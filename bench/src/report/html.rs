@@ -429,21 +429,44 @@ fn find<'a>(report: &'a Report, path: &str, like: &ResultSet) -> Option<&'a Resu
     }
 }
 
-fn set_label(rs: &ResultSet) -> String {
-    let p = params_text(rs);
-    if p.is_empty() {
-        rs.path.clone()
-    } else {
-        format!("{} {p}", rs.path)
+/// A bar label: the path and the parameters that tell it apart from the other bars of the chart
+/// (`P1 flows=2`), cut to 34 characters.
+fn set_label(rs: &ResultSet, all: &[&ResultSet]) -> String {
+    let mut label = rs.path.clone();
+    for (k, v) in &rs.params {
+        if all.iter().any(|o| o.params.get(k) != Some(v)) {
+            label.push_str(&format!(" {k}={v}"));
+        }
     }
+    if label.chars().count() > 34 {
+        label = label.chars().take(33).collect::<String>() + "…";
+    }
+    label
+}
+
+/// Parameters every result set of a chart shares, for its caption (`flows=1 size=131072`).
+fn common_params(all: &[&ResultSet]) -> String {
+    let Some(first) = all.first() else {
+        return String::new();
+    };
+    first
+        .params
+        .iter()
+        .filter(|(k, v)| all.iter().all(|o| o.params.get(*k) == Some(*v)))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn throughput_chart(report: &Report, n: usize) -> Option<String> {
     let metric = "throughput_gbps";
-    let bars: Vec<Bar> = report
+    let sets: Vec<&ResultSet> = report
         .results
         .iter()
-        .filter(|r| r.test == "tcp_stream")
+        .filter(|r| r.test == "tcp_stream" && r.summary.contains_key(metric))
+        .collect();
+    let bars: Vec<Bar> = sets
+        .iter()
         .filter_map(|rs| {
             let s = rs.summary.get(metric)?;
             let limit = limit_of(report, &rs.path).and_then(|l| {
@@ -458,7 +481,7 @@ fn throughput_chart(report: &Report, n: usize) -> Option<String> {
                 _ => String::new(),
             };
             Some(Bar {
-                label: set_label(rs),
+                label: set_label(rs, &sets),
                 value: s.median,
                 min: s.min,
                 max: s.max,
@@ -489,9 +512,12 @@ fn throughput_chart(report: &Report, n: usize) -> Option<String> {
             "Gbit/s (median, min–max over rounds)",
             &bars,
         ),
-        "Goodput per path (median over rounds, whiskers min–max); the dashed line is the \
-         physical limit measured in the same run (L1 raw veth pair for same-node paths, L2 node \
-         to node for cross-node paths); the note is the ratio to it.",
+        &format!(
+            "Goodput per path, {} (median over rounds, whiskers min–max); the dashed line is the \
+             physical limit measured in the same run (L1 raw veth pair for same-node paths, L2 \
+             node to node for cross-node paths); the note is the ratio to it.",
+            common_params(&sets)
+        ),
     ))
 }
 
@@ -674,14 +700,17 @@ fn svc_chart(report: &Report, n: usize) -> Option<String> {
 }
 
 fn cpu_chart(report: &Report, n: usize) -> Option<String> {
-    let bars: Vec<Bar> = report
+    let sets: Vec<&ResultSet> = report
         .results
         .iter()
-        .filter(|r| r.test == "tcp_stream")
+        .filter(|r| r.test == "tcp_stream" && r.summary.contains_key("cpu_s_per_gbit"))
+        .collect();
+    let bars: Vec<Bar> = sets
+        .iter()
         .filter_map(|rs| {
             let s = rs.summary.get("cpu_s_per_gbit")?;
             Some(Bar {
-                label: set_label(rs),
+                label: set_label(rs, &sets),
                 value: s.median,
                 min: s.min,
                 max: s.max,
@@ -708,8 +737,11 @@ fn cpu_chart(report: &Report, n: usize) -> Option<String> {
             "CPU s/Gbit (lower is better)",
             &bars,
         ),
-        "Machine CPU seconds busy during the window minus the idle baseline, per Gbit of payload \
-         received (median over rounds, whiskers min–max).",
+        &format!(
+            "tcp_stream {}: machine CPU seconds busy during the window minus the idle baseline, \
+             per Gbit of payload received (median over rounds, whiskers min–max).",
+            common_params(&sets)
+        ),
     ))
 }
 
@@ -1103,6 +1135,26 @@ mod tests {
             "one limit line"
         );
         assert_eq!(limit_of(&r, "L1"), None);
+    }
+
+    #[test]
+    fn bar_labels_keep_only_distinguishing_parameters() {
+        let rs = |path: &str, flows: &str| ResultSet {
+            path: path.into(),
+            params: [
+                ("flows".to_string(), flows.to_string()),
+                ("size".to_string(), "131072".to_string()),
+            ]
+            .into(),
+            ..Default::default()
+        };
+        let (a, b, c) = (rs("P1", "1"), rs("P1", "2"), rs("P2-vxlan", "1"));
+        let all = [&a, &b, &c];
+        assert_eq!(set_label(&a, &all), "P1 flows=1");
+        assert_eq!(set_label(&c, &[&a, &c]), "P2-vxlan");
+        assert_eq!(common_params(&all), "size=131072");
+        let long = rs(&"x".repeat(40), "1");
+        assert_eq!(set_label(&long, &[&long]).chars().count(), 34);
     }
 
     #[test]
