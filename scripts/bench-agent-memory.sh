@@ -208,13 +208,16 @@ print(f"agent programmed {int(f)} frontends {time.monotonic() - t0:.1f} s after 
       flush=True)
 
 rows = {"agent VmRSS": [], "agent VmHWM": [], "ferry-server VmRSS": [], "ferry-server VmHWM": []}
+loads = []
 for s in range(samples):
     if s:
         time.sleep(interval)
+    loads.append(float(open("/proc/loadavg").read().split()[0]))
     a, b = status(agent["proc"]["pid"]), status(server["proc"]["pid"])
     rows["agent VmRSS"].append(a["VmRSS"]); rows["agent VmHWM"].append(a["VmHWM"])
     rows["ferry-server VmRSS"].append(b["VmRSS"]); rows["ferry-server VmHWM"].append(b["VmHWM"])
-print(f"{samples} samples every {interval} s at {created} Services / {created * per} endpoints:")
+print(f"{samples} samples every {interval} s at {created} Services / {created * per} endpoints "
+      f"(1-min load average {min(loads):.1f}-{max(loads):.1f}):")
 for k, v in rows.items():
     print(f"  {k:20s} {summary(v)}")
 for m in ("ferry_service_frontends", "ferry_service_backends", "ferry_service_skipped"):
