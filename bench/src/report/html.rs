@@ -1,8 +1,9 @@
 //! The HTML report: one self-contained file (inline CSS and hand-written inline SVG, no script, no
 //! external reference of any kind) with the charts — throughput per path as bars against its
 //! physical limit (L1 or L2) with min–max error bars, request/response latency percentiles on a log
-//! scale, the cost-ladder waterfall, connect latency against the number of Services per proxy mode
-//! (with the pod-IP control), CPU per Gbit — and the tables: environment, warnings, paths, cost
+//! scale, throughput against the number of flows (when several were run), the cost-ladder
+//! waterfall, connect latency against the number of Services per proxy mode (with the pod-IP
+//! control), CPU per Gbit — and the tables: environment, warnings, paths, cost
 //! ladder, every figure, and the flagged runs. Every chart is an `<svg role="img">` with a
 //! `<title>`.
 
@@ -699,6 +700,67 @@ fn svc_chart(report: &Report, n: usize) -> Option<String> {
     ))
 }
 
+/// Throughput against the number of flows, a line per path (and other parameters), when the run
+/// measured more than one flow count.
+fn flows_chart(report: &Report, n: usize) -> Option<String> {
+    let metric = "throughput_gbps";
+    let sets: Vec<&ResultSet> = report
+        .results
+        .iter()
+        .filter(|r| r.test == "tcp_stream" && r.params.contains_key("flows"))
+        .filter(|r| r.summary.contains_key(metric))
+        .collect();
+    let mut flows: Vec<u32> = sets
+        .iter()
+        .filter_map(|r| r.params.get("flows")?.parse().ok())
+        .collect();
+    flows.sort_unstable();
+    flows.dedup();
+    if flows.len() < 2 {
+        return None;
+    }
+    let mut series: Vec<Series> = Vec::new();
+    for rs in &sets {
+        let Some(f) = rs.params.get("flows").and_then(|f| f.parse::<u32>().ok()) else {
+            continue;
+        };
+        let mut others = rs.params.clone();
+        others.remove("flows");
+        let mut name = rs.path.clone();
+        for (k, v) in &others {
+            if sets.iter().any(|o| o.params.get(k) != Some(v)) {
+                name.push_str(&format!(" {k}={v}"));
+            }
+        }
+        let i = flows.iter().position(|x| *x == f).unwrap_or(0);
+        let point = (i, rs.summary[metric].clone());
+        match series.iter_mut().find(|s| s.name == name) {
+            Some(s) => s.points.push(point),
+            None => series.push(Series {
+                name,
+                points: vec![point],
+                dashed: rs.path.starts_with('L'),
+            }),
+        }
+    }
+    for s in &mut series {
+        s.points.sort_by_key(|(i, _)| *i);
+    }
+    let labels: Vec<String> = flows.iter().map(|f| format!("{f} flows")).collect();
+    Some(figure(
+        line_chart(
+            &format!("chart{n}"),
+            "TCP stream throughput against the number of flows",
+            &labels,
+            "Gbit/s",
+            false,
+            &series,
+        ),
+        "Goodput of N parallel flows per path (median over rounds, whiskers min–max); dashed: \
+         the baselines (L0, L1, L2).",
+    ))
+}
+
 fn cpu_chart(report: &Report, n: usize) -> Option<String> {
     let sets: Vec<&ResultSet> = report
         .results
@@ -1017,7 +1079,8 @@ pub fn render(report: &Report) -> String {
         charts.push(c);
     }
     charts.extend(latency_charts(report, &mut n));
-    let rest: [fn(&Report, usize) -> Option<String>; 3] = [ladder_chart, svc_chart, cpu_chart];
+    let rest: [fn(&Report, usize) -> Option<String>; 4] =
+        [flows_chart, ladder_chart, svc_chart, cpu_chart];
     for chart in rest {
         if let Some(c) = chart(report, n + 1) {
             n += 1;
@@ -1155,6 +1218,39 @@ mod tests {
         assert_eq!(common_params(&all), "size=131072");
         let long = rs(&"x".repeat(40), "1");
         assert_eq!(set_label(&long, &[&long]).chars().count(), 34);
+    }
+
+    #[test]
+    fn flows_chart_needs_two_flow_counts() {
+        use crate::model::Run;
+        let stream = |path: &str, flows: &str, gbps: f64| ResultSet {
+            path: path.into(),
+            test: "tcp_stream".into(),
+            params: [("flows".to_string(), flows.to_string())].into(),
+            runs: vec![Run {
+                valid: true,
+                metrics: [("throughput_gbps".to_string(), gbps)].into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut r = Report {
+            results: vec![stream("L1", "1", 20.0), stream("P1", "1", 18.0)],
+            ..Default::default()
+        };
+        crate::stats::summarise(&mut r);
+        assert!(flows_chart(&r, 1).is_none());
+        r.results.push(stream("P1", "2", 25.0));
+        r.results.push(stream("L1", "2", 30.0));
+        crate::stats::summarise(&mut r);
+        let svg = flows_chart(&r, 1).unwrap();
+        assert_eq!(svg.matches("<polyline").count(), 2, "{svg}");
+        assert!(svg.contains(">2 flows</text>"));
+        assert_eq!(
+            svg.matches("stroke-dasharray=\"6 4\"").count(),
+            2,
+            "L1 line and legend"
+        );
     }
 
     #[test]
