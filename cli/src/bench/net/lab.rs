@@ -551,8 +551,10 @@ pub(crate) struct Pods<'a> {
     pub(crate) c: Pod,
     /// ClusterIPs of svc-local, svc-remote, svc-self.
     pub(crate) svc: [Ipv4Addr; 3],
-    /// The NodePort of svc-local.
+    /// The TCP NodePort of svc-local.
     pub(crate) node_port: u16,
+    /// Its UDP NodePort.
+    pub(crate) node_port_udp: u16,
 }
 
 impl<'a> Pods<'a> {
@@ -610,6 +612,7 @@ impl<'a> Pods<'a> {
             c: placeholder(),
             svc: [Ipv4Addr::UNSPECIFIED; 3],
             node_port: 0,
+            node_port_udp: 0,
         };
         let out = cluster.kubectl(&["create", "--validate=false", "-f", "-"], Some(&list))?;
         ensure!(
@@ -672,10 +675,14 @@ impl<'a> Pods<'a> {
                 .context("Service without a ClusterIP")?
                 .parse()?;
             if *svc == "local" {
-                pods.node_port = v["spec"]["ports"][0]["nodePort"]
-                    .as_u64()
-                    .and_then(|p| u16::try_from(p).ok())
-                    .unwrap_or(0);
+                let port = |i: usize| {
+                    v["spec"]["ports"][i]["nodePort"]
+                        .as_u64()
+                        .and_then(|p| u16::try_from(p).ok())
+                        .unwrap_or(0)
+                };
+                pods.node_port = port(0);
+                pods.node_port_udp = port(1);
             }
         }
         Ok(pods)

@@ -215,8 +215,10 @@ pub(crate) struct LabPath {
     pub(crate) info: PathInfo,
     /// Where the client runs.
     pub(crate) client: Place,
-    /// The bench agent's address (TCP and UDP).
+    /// The bench agent's address (TCP).
     pub(crate) target: SocketAddrV4,
+    /// The bench agent's address for the UDP tests (differs from `target` behind a NodePort).
+    pub(crate) udp_target: SocketAddrV4,
     /// iperf3's server, on plain-IP paths.
     pub(crate) iperf: Option<SocketAddrV4>,
     /// Counters the path must move.
@@ -245,6 +247,7 @@ impl LabPath {
             },
             client,
             target,
+            udp_target: target,
             iperf: iperf.then(|| SocketAddrV4::new(*target.ip(), IPERF_PORT)),
             checks,
         }
@@ -662,14 +665,16 @@ pub(crate) fn cluster_path(def: &Def, cx: &ClusterCtx<'_>) -> Result<LabPath> {
             } else {
                 dnat(p.b.ip)
             };
-            LabPath::new(
+            let mut path = LabPath::new(
                 def,
                 ext,
                 &format!("NodePort {ip}:{} -> {}", p.node_port, p.b.name),
                 target,
                 false,
                 vec![check],
-            )
+            );
+            path.udp_target = SocketAddrV4::new(ip, p.node_port_udp);
+            path
         }
         other => bail!("path {other} is not a cluster path"),
     };

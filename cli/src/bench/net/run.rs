@@ -110,7 +110,7 @@ impl Plan {
         let (rounds, warmup, duration, cooldown) = match (a.smoke, a.quick) {
             (true, _) => (2, 0.2, 0.5, 0.1),
             (false, true) => (3, 0.5, 2.0, 0.2),
-            (false, false) => (5, 0.3, 0.8, 0.1),
+            (false, false) => (5, 0.2, 0.7, 0.1),
         };
         let rounds = a.runs.unwrap_or(rounds);
         let warmup_s = check_secs("warmup", a.warmup.unwrap_or(warmup), 0.0)?;
@@ -385,9 +385,14 @@ fn run_once(plan: &Plan, bins: &Bins, agents: &[i32], idle: f64, path: &LabPath,
             Running::start(c)
         })
     } else {
+        let target = if job.test.starts_with("udp") {
+            path.udp_target
+        } else {
+            path.target
+        };
         let s = spec(
             job.test,
-            path.target,
+            target,
             job.flows,
             job.size,
             plan.warmup_s,
