@@ -289,3 +289,24 @@ fn bad_specs_are_refused() {
         }
     }
 }
+
+#[test]
+fn a_server_in_another_namespace_stops_from_this_one() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED a_server_in_another_namespace_stops_from_this_one: needs root");
+        return;
+    }
+    // Sockets keep their namespace: bind in a fresh one, serve and stop from this thread.
+    let (_ns, srv) = ferry_sys::netns::NetnsFd::new_anonymous(|| {
+        Server::bind("0.0.0.0:0".parse().unwrap()).expect("bind")
+    })
+    .expect("a new network namespace");
+    let srv = srv.spawn().expect("spawn");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        srv.stop();
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(Duration::from_secs(5))
+        .expect("stop() returned: it does not depend on reaching the listener");
+}

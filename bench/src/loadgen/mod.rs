@@ -81,6 +81,26 @@ pub enum Test {
     UdpStream,
 }
 
+impl Test {
+    /// The name used in specs, reports and the CLI (`tcp_rr`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Test::TcpStream => "tcp_stream",
+            Test::TcpRr => "tcp_rr",
+            Test::TcpCrr => "tcp_crr",
+            Test::TcpCc => "tcp_cc",
+            Test::UdpRr => "udp_rr",
+            Test::UdpStream => "udp_stream",
+        }
+    }
+}
+
+impl std::fmt::Display for Test {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// How a `tcp_crr` transaction ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -202,7 +222,7 @@ pub enum Error {
     #[error("invalid spec: {0}")]
     Spec(String),
     /// A socket to the target could not be set up (refused, unreachable, timed out...).
-    #[error("cannot reach the generator server at {target}: {source}")]
+    #[error("cannot reach the generator server at {target}")]
     Connect {
         /// The target.
         target: SocketAddr,

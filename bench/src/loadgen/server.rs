@@ -15,9 +15,7 @@ use super::wire::{be32, Mode, TcpHeader, UdpHeader, UdpKind, HDR, QUERY_LEN, REP
 use super::Close;
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::{
-    IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket,
-};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -110,6 +108,7 @@ impl Server {
         );
         Ok(ServerHandle {
             addr,
+            listener: self.tcp,
             shared,
             threads,
         })
@@ -151,6 +150,7 @@ fn big_receive_buffer(u: &UdpSocket) {
 #[derive(Debug)]
 pub struct ServerHandle {
     addr: SocketAddr,
+    listener: TcpListener,
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -180,16 +180,9 @@ impl ServerHandle {
             return;
         }
         self.shared.stop.store(true, Ordering::SeqCst);
-        // Wake every acceptor blocked in accept().
-        let ip = match self.addr.ip() {
-            IpAddr::V4(a) if a.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V6(a) if a.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-            ip => ip,
-        };
-        for _ in 0..ACCEPTORS {
-            let _ =
-                TcpStream::connect_timeout(&SocketAddr::new(ip, self.addr.port()), HEADER_TIMEOUT);
-        }
+        // shutdown() of a listening socket wakes every thread blocked in accept() (EINVAL) and
+        // refuses new connections; unlike connecting to it, this works from any namespace.
+        let _ = socket2::SockRef::from(&self.listener).shutdown(Shutdown::Both);
         let conns = self
             .shared
             .conns
