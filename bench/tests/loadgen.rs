@@ -31,6 +31,27 @@ fn spec(test: Test, target: SocketAddr) -> Spec {
     }
 }
 
+/// One line with a run's figures (shown with `--nocapture`).
+fn show(o: &Outcome) {
+    let s = o.spec.as_ref().expect("the outcome carries its spec");
+    let figures: Vec<String> = o
+        .metrics
+        .iter()
+        .map(|(k, v)| format!("{k}={v:.2}"))
+        .collect();
+    println!(
+        "{} flows={} size={} close={:?}: completed={} cpu={:.2}s busiest={:.2} {}",
+        s.test,
+        s.flows,
+        s.size,
+        s.close,
+        o.completed,
+        o.client_cpu_s,
+        o.client_busiest_thread,
+        figures.join(" ")
+    );
+}
+
 fn metric(o: &Outcome, name: &str) -> f64 {
     *o.metrics
         .get(name)
@@ -48,6 +69,7 @@ fn decode(h: &str) -> hdrhistogram::Histogram<u64> {
 
 /// The checks every request/response-like test shares.
 fn check_transactions(o: &Outcome, rate_metric: &str) {
+    show(o);
     assert!(o.completed > 0, "{o:?}");
     assert!((o.window_s - 1.0).abs() < 1e-9);
     assert_eq!(o.samples, o.completed, "one latency sample per completion");
@@ -133,6 +155,7 @@ fn tcp_cc() {
 fn udp_rr() {
     let srv = server();
     let o = loadgen::run(&spec(Test::UdpRr, srv.local_addr())).expect("run");
+    show(&o);
     assert!(o.completed > 0);
     assert_eq!(o.samples, o.completed);
     assert!((metric(&o, "tps") - o.completed as f64 / o.window_s).abs() < 1e-6);
@@ -162,6 +185,7 @@ fn udp_stream_paced() {
     s.rate_pps = 5000;
     let o = loadgen::run(&s).expect("run");
     let u = o.udp.expect("udp counts");
+    show(&o);
     let offered = metric(&o, "offered_pps");
     assert!((offered - 10_000.0).abs() < 500.0, "offered {offered}");
     assert_eq!(offered, u.sent as f64 / o.window_s);
@@ -187,6 +211,7 @@ fn tcp_stream() {
     s.size = 64 << 10;
     let o = loadgen::run(&s).expect("run");
     let g = metric(&o, "throughput_gbps");
+    show(&o);
     assert!(g > 0.05, "{g} Gbit/s");
     assert!((g - o.bytes as f64 * 8.0 / o.window_s / 1e9).abs() < 1e-9);
     assert!(metric(&o, "retrans") >= 0.0);
@@ -309,4 +334,87 @@ fn a_server_in_another_namespace_stops_from_this_one() {
     });
     rx.recv_timeout(Duration::from_secs(5))
         .expect("stop() returned: it does not depend on reaching the listener");
+}
+
+/// Kills and reaps a child on drop.
+struct Kill(std::process::Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+#[ignore = "a measurement that needs sockperf and a quiet machine: \
+            cargo test --release -p ferry-bench --test loadgen -- --ignored --nocapture"]
+fn tcp_rr_p50_against_sockperf_on_loopback() {
+    use std::process::{Command, Stdio};
+    let port = free_port().port().to_string();
+    let _sockperf = Kill(
+        Command::new("sockperf")
+            .args(["sr", "--tcp", "-i", "127.0.0.1", "-p", &port])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sockperf is installed"),
+    );
+    let sp_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let t = Instant::now();
+    while TcpStream::connect(sp_addr).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "sockperf sr did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let srv = server();
+    let mut s = spec(Test::TcpRr, srv.local_addr());
+    s.flows = 1;
+    s.size = 14;
+    s.warmup_s = 0.5;
+    s.duration_s = 2.0;
+    let (mut ours, mut theirs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..5 {
+        let mut pair = [0.0; 2];
+        for builtin in [round % 2 == 0, round % 2 == 1] {
+            if builtin {
+                pair[0] = metric(&loadgen::run(&s).expect("run"), "lat_p50_us");
+            } else {
+                let out = Command::new("sockperf")
+                    .args(["pp", "--tcp", "--full-rtt", "-m", "14", "-i", "127.0.0.1"])
+                    .args(["-p", &port, "-t", "2"])
+                    .output()
+                    .expect("sockperf pp");
+                let text = String::from_utf8_lossy(&out.stdout);
+                pair[1] = text
+                    .lines()
+                    .find(|l| l.contains("percentile 50.000"))
+                    .and_then(|l| l.rsplit('=').next())
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or_else(|| panic!("no p50 in sockperf's output: {text}"));
+            }
+        }
+        println!(
+            "round {round}: built-in p50 {:.2} us, sockperf p50 {:.2} us",
+            pair[0], pair[1]
+        );
+        ours.push(pair[0]);
+        theirs.push(pair[1]);
+        ratios.push(pair[0] / pair[1]);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let r = median(&mut ratios);
+    println!(
+        "tcp_rr 14 B p50: built-in {:.2} us, sockperf {:.2} us, ratio {r:.3} [{:.3}-{:.3}]",
+        median(&mut ours),
+        median(&mut theirs),
+        ratios[0],
+        ratios[ratios.len() - 1]
+    );
+    assert!((0.75..=1.25).contains(&r), "built-in / sockperf = {r:.3}");
 }
