@@ -36,7 +36,7 @@ pub(crate) const TESTS: &[(&str, &str)] = &[
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct NetArgs {
     /// Short run (< 2 min): paths L0, L1, P1, P2-vxlan, S1-ebpf, S2-ebpf; tests stream, rr (1 B),
-    /// crr; 3 rounds of 0.5 s warm-up + 2 s + 0.2 s; cluster A only. Indicative only.
+    /// crr; 3 rounds of 0.3 s warm-up + 1.2 s + 0.1 s; cluster A only. Indicative only.
     #[arg(long)]
     pub(crate) quick: bool,
     /// Correctness only (CI): the shortest runs, 2 rounds; figures are not meaningful.

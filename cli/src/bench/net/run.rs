@@ -109,7 +109,7 @@ impl Plan {
         };
         let (rounds, warmup, duration, cooldown) = match (a.smoke, a.quick) {
             (true, _) => (2, 0.2, 0.5, 0.1),
-            (false, true) => (3, 0.5, 2.0, 0.2),
+            (false, true) => (3, 0.3, 1.2, 0.1),
             (false, false) => (5, 0.2, 0.7, 0.1),
         };
         let rounds = a.runs.unwrap_or(rounds);
@@ -702,6 +702,12 @@ pub(crate) fn execute(plan: &Plan) -> Result<()> {
     std::thread::sleep(Duration::from_secs_f64(idle_len));
     let idle = cpu::busy_rate(&s0, &cpu::sample(&agents)?, t.elapsed().as_secs_f64());
     report.meta.idle_cpu = idle;
+    if idle > 0.5 * f64::from(report.meta.host.cores.max(1)) {
+        report.warnings.push(format!(
+            "the machine was busy while the idle baseline was measured ({idle:.2} CPUs): the CPU \
+             per unit figures (busy minus that baseline) are unreliable in this run"
+        ));
+    }
     if a.calibrate {
         match calibrate() {
             Ok(c) => {
