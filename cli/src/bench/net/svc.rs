@@ -225,6 +225,38 @@ impl Rt {
     }
 }
 
+/// Runs an API call again after a transient failure (no connection or answer, HTTP 429 or 5xx:
+/// a server busy with thousands of creates) for up to [`RETRY_FOR`], with a growing pause.
+async fn retry<T, F, Fut>(mut call: F) -> kube::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = kube::Result<T>>,
+{
+    let deadline = tokio::time::Instant::now() + RETRY_FOR;
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match call().await {
+            Err(e) if transient(&e) && tokio::time::Instant::now() + pause < deadline => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            r => return r,
+        }
+    }
+}
+
+/// How long [`retry`] keeps trying.
+const RETRY_FOR: Duration = Duration::from_secs(60);
+
+/// Whether an API error may pass by itself.
+fn transient(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => s.code == 429 || s.code >= 500,
+        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+        _ => false,
+    }
+}
+
 /// The sweep's objects in the API.
 struct Objects {
     services: Api<Service>,
@@ -254,11 +286,13 @@ impl Objects {
             "metadata": {"name": name, "labels": self.labels()},
             "spec": {"type": "ClusterIP", "ports": [{"protocol": "TCP", "port": self.port, "targetPort": self.port}]},
         }))?;
-        let created = self
-            .services
-            .create(&PostParams::default(), &svc)
-            .await
-            .with_context(|| format!("creating Service {name}"))?;
+        let pp = PostParams::default();
+        let created = match retry(|| self.services.create(&pp, &svc)).await {
+            // An earlier attempt was written but its answer lost.
+            Err(kube::Error::Api(s)) if s.code == 409 => retry(|| self.services.get(name)).await,
+            r => r,
+        }
+        .with_context(|| format!("creating Service {name}"))?;
         let ip = created
             .spec
             .and_then(|s| s.cluster_ip)
@@ -286,18 +320,21 @@ impl Objects {
 
     /// Creates the EndpointSlice of Service `name` with `addrs`.
     async fn create_slice(&self, name: &str, addrs: &[IpAddr]) -> Result<()> {
-        self.slices
-            .create(&PostParams::default(), &self.slice(name, addrs)?)
-            .await
-            .with_context(|| format!("creating EndpointSlice {name}"))?;
-        Ok(())
+        let slice = self.slice(name, addrs)?;
+        let pp = PostParams::default();
+        match retry(|| self.slices.create(&pp, &slice)).await {
+            Ok(_) => Ok(()),
+            // An earlier attempt was written but its answer lost.
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("creating EndpointSlice {name}")),
+        }
     }
 
     /// Replaces the endpoints of Service `name`'s slice with `addrs`.
     async fn set_endpoints(&self, name: &str, addrs: &[IpAddr]) -> Result<()> {
         let patch = serde_json::json!({"endpoints": addrs.iter().map(|a| serde_json::json!({"addresses": [a.to_string()], "conditions": {"ready": true}})).collect::<Vec<_>>()});
-        self.slices
-            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        let (pp, patch) = (PatchParams::default(), Patch::Merge(&patch));
+        retry(|| self.slices.patch(name, &pp, &patch))
             .await
             .with_context(|| format!("updating EndpointSlice {name}"))?;
         Ok(())
@@ -322,8 +359,8 @@ impl Objects {
     async fn delete(&self, name: &str) -> Result<()> {
         let dp = DeleteParams::default();
         for r in [
-            self.slices.delete(name, &dp).await.map(|_| ()),
-            self.services.delete(name, &dp).await.map(|_| ()),
+            retry(|| self.slices.delete(name, &dp)).await.map(|_| ()),
+            retry(|| self.services.delete(name, &dp)).await.map(|_| ()),
         ] {
             match r {
                 Ok(()) => {}
