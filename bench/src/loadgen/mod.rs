@@ -534,3 +534,90 @@ fn outcome(spec: &Spec, w: &Window, flows: &[FlowStats], cpu: Duration) -> Resul
         }),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(test: Test) -> Spec {
+        Spec {
+            test,
+            target: "127.0.0.1:7000".parse().unwrap(),
+            flows: 2,
+            size: 10,
+            warmup_s: 1.0,
+            duration_s: 2.0,
+            cooldown_s: 0.5,
+            close: Close::Server,
+            rate_pps: 0,
+            timeout_ms: 100,
+        }
+    }
+
+    #[test]
+    fn outcome_figures_from_flow_counters() {
+        let s = spec(Test::UdpRr);
+        let t0 = Instant::now();
+        let w = Window::new(
+            t0,
+            Duration::from_secs(1),
+            Duration::from_secs(2),
+            Duration::from_millis(500),
+        );
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let (mut a, mut b) = (FlowStats::new(w.seconds), FlowStats::new(w.seconds));
+        for ms in [1100, 1200, 2100] {
+            a.complete(&w, at(ms), Duration::from_micros(20), 20);
+        }
+        a.complete(&w, at(500), Duration::from_micros(20), 20); // warm-up: not counted
+        b.complete(&w, at(1500), Duration::from_micros(40), 20);
+        b.lost(&w, at(1600));
+        b.error(&w, at(1700), ErrorKind::Refused);
+        let o = outcome(&s, &w, &[a, b], Duration::from_millis(3)).unwrap();
+        assert_eq!(o.completed, 4);
+        assert_eq!(o.bytes, 80);
+        assert!((o.window_s - 2.0).abs() < 1e-9);
+        assert_eq!(o.metrics["tps"], 2.0);
+        assert_eq!(o.metrics["loss_pct"], 20.0, "1 lost of 5 settled requests");
+        assert_eq!(o.metrics["errors"], 1.0);
+        assert_eq!(o.metrics["error_rate_pct"], 20.0);
+        assert!(
+            (o.metrics["fairness"] - 0.8).abs() < 1e-12,
+            "Jain of [3, 1]"
+        );
+        assert_eq!(o.errors, [("refused".to_string(), 1)].into());
+        assert_eq!(o.per_second, vec![3.0, 1.0]);
+        assert_eq!(o.per_flow, vec![3.0, 1.0]);
+        assert_eq!(o.samples, 4);
+        assert!(o.metrics["lat_p50_us"] >= 19.9 && o.metrics["lat_max_us"] <= 40.1);
+        assert_eq!(o.lost, 1);
+        assert!(o.connect_histogram.is_none());
+        // The histogram survives the encoding.
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(o.histogram.as_deref().unwrap())
+            .unwrap();
+        let h: hdrhistogram::Histogram<u64> = hdrhistogram::serialization::Deserializer::new()
+            .deserialize(&mut &bytes[..])
+            .unwrap();
+        assert_eq!(h.len(), 4);
+        // And the outcome through JSON.
+        let back: Outcome = serde_json::from_str(&serde_json::to_string(&o).unwrap()).unwrap();
+        assert_eq!(back, o);
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let ok = spec(Test::TcpRr);
+        assert!(validate(&ok).is_ok());
+        let mut s = spec(Test::UdpRr);
+        s.size = 70_000;
+        let e = validate(&s).unwrap_err().to_string();
+        assert!(e.contains("size must be 1..=65507"), "{e}");
+        let mut s = ok.clone();
+        s.cooldown_s = -1.0;
+        assert!(validate(&s).unwrap_err().to_string().contains("cooldown_s"));
+        let mut s = ok;
+        s.rate_pps = u64::MAX;
+        assert!(validate(&s).unwrap_err().to_string().contains("rate_pps"));
+    }
+}

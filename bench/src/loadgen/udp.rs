@@ -366,16 +366,33 @@ impl SeqTracker {
 
     /// (unique received, duplicated, reordered) among the sequences in `[lo, hi)`.
     pub(crate) fn counts(&self, lo: u32, hi: u32) -> (u64, u64, u64) {
-        let count = |bits: &[u64]| -> u64 {
-            (lo..hi.min(MAX_TRACKED_SEQ))
-                .filter(|s| {
-                    bits.get((s / 64) as usize)
-                        .is_some_and(|w| w & (1u64 << (s % 64)) != 0)
-                })
-                .count() as u64
-        };
-        (count(&self.seen), count(&self.dup), count(&self.reordered))
+        (
+            count_range(&self.seen, lo, hi),
+            count_range(&self.dup, lo, hi),
+            count_range(&self.reordered, lo, hi),
+        )
     }
+}
+
+/// Set bits of a bitmap in `[lo, hi)`, a word at a time.
+fn count_range(bits: &[u64], lo: u32, hi: u32) -> u64 {
+    let (lo, hi) = (lo as usize, hi.min(MAX_TRACKED_SEQ) as usize);
+    if lo >= hi {
+        return 0;
+    }
+    let (first, last) = (lo / 64, (hi - 1) / 64);
+    let mut n = 0;
+    for (i, word) in bits.iter().enumerate().take(last + 1).skip(first) {
+        let mut mask = u64::MAX;
+        if i == first {
+            mask &= u64::MAX << (lo % 64);
+        }
+        if i == last {
+            mask &= u64::MAX >> (63 - (hi - 1) % 64);
+        }
+        n += u64::from((word & mask).count_ones());
+    }
+    n
 }
 
 #[cfg(test)]
@@ -406,5 +423,25 @@ mod tests {
             "untracked sequences still count as received datagrams"
         );
         assert_eq!(t.counts(0, 71), (10, 1, 1));
+        assert_eq!(t.counts(64, 128), (1, 0, 0), "a whole word");
+        assert_eq!(t.counts(70, 71), (1, 0, 0));
+        assert_eq!(t.counts(71, 1_000_000), (0, 0, 0), "past the bitmap");
+        assert_eq!(t.counts(9, 3), (0, 0, 0), "an empty range");
+    }
+
+    #[test]
+    fn count_range_matches_a_bit_by_bit_count() {
+        let bits = [0xdead_beef_0123_4567u64, u64::MAX, 0, 0x8000_0000_0000_0001];
+        for lo in 0..260u32 {
+            for hi in lo..260u32 {
+                let slow = (lo..hi)
+                    .filter(|s| {
+                        bits.get((s / 64) as usize)
+                            .is_some_and(|w| w & (1 << (s % 64)) != 0)
+                    })
+                    .count() as u64;
+                assert_eq!(count_range(&bits, lo, hi), slow, "[{lo}, {hi})");
+            }
+        }
     }
 }
