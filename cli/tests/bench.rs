@@ -233,6 +233,15 @@ fn validate_schema(file: &std::path::Path) {
     );
 }
 
+/// Serialises the tests that run the pod-network bench: one of them holds its lock on purpose.
+static NET_BENCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn net_bench_turn() -> std::sync::MutexGuard<'static, ()> {
+    NET_BENCH
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The metrics that must be present and non-zero in every valid run of a test.
 fn required(test: &str) -> &'static [&'static str] {
     match test {
@@ -249,6 +258,7 @@ fn bench_quick_smoke_measures_every_path_and_leaves_nothing() {
     if !privileged("bench_quick_smoke_measures_every_path_and_leaves_nothing") {
         return;
     }
+    let _turn = net_bench_turn();
     binaries(&["ferry-server", "ferry-kubelet", "ferry-agent", "ferry-cni"]);
     let root = RootSnapshot::take();
     let out_dir = tempfile::tempdir().unwrap();
@@ -364,6 +374,7 @@ fn bench_net_refuses_bad_input_before_creating_anything() {
     if !privileged("bench_net_refuses_bad_input_before_creating_anything") {
         return;
     }
+    let _turn = net_bench_turn();
     let mut tags = Vec::new();
     for (args, want, code) in [
         (&["bench", "--paths", "X9"][..], "unknown path", 1),
