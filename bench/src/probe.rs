@@ -5,7 +5,9 @@
 //!
 //! Each attempt is a non-blocking `connect` on its own socket, so a slow or lost attempt (a SYN to a
 //! VIP nothing translates yet) never delays the next; attempts still pending after `timeout_ms` are
-//! dropped. Pending sockets are checked every 100 µs (`SO_ERROR`, then `getpeername`), so the
+//! dropped. Each attempt binds a random source port below the kernel's ephemeral range
+//! ([`SourcePorts`]: the conntrack entries of untranslated early SYNs never meet the load
+//! generator's connections). Pending sockets are checked every 100 µs (`SO_ERROR`, then `getpeername`), so the
 //! moment a change is seen is known to about the interval. Times are `CLOCK_MONOTONIC`
 //! nanoseconds ([`ferry_sys::clock::monotonic_ns`]), one clock for every namespace of the machine:
 //! the parent passes the instant it measures from (its API write) as
@@ -147,6 +149,7 @@ struct Pending {
 /// in progress (then pushed to `pending`).
 fn start_attempt(
     target: SocketAddr,
+    ports: &mut SourcePorts,
     pending: &mut Vec<Pending>,
 ) -> Result<Option<Verdict>, ProbeError> {
     let socket = Socket::new(
@@ -156,6 +159,7 @@ fn start_attempt(
     )
     .and_then(|s| s.set_nonblocking(true).map(|()| s))
     .map_err(|source| ProbeError::Socket { target, source })?;
+    ports.bind(&socket, target);
     match socket.connect(&SockAddr::from(target)) {
         Ok(()) => {
             close_quietly(&socket);
@@ -169,6 +173,56 @@ fn start_attempt(
             Ok(None)
         }
         Err(e) => Ok(Some(Verdict::of_error(&e))),
+    }
+}
+
+/// Source ports below the kernel's ephemeral range, picked at random for each attempt.
+///
+/// An attempt made before a VIP is in the datapath leaves a conntrack entry for its untranslated
+/// SYN (in the node's namespace, `SYN_SENT`, 120 s) wherever the translation is done by
+/// iptables DNAT. A later connection from the same source port to the same VIP matches that
+/// entry, is not translated, and hangs. With kernel-chosen ports, the prober's thousand attempts a
+/// second would spoil the ports the load generator gets next; with ports of its own it spoils
+/// only a few of its own (a random pick, so it soon tries a fresh one).
+#[derive(Debug)]
+struct SourcePorts {
+    /// `[low, high)`, or `None` when the ephemeral range leaves no room below it (the kernel
+    /// picks then).
+    range: Option<(u16, u16)>,
+    state: u64,
+}
+
+impl SourcePorts {
+    fn new() -> SourcePorts {
+        let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+            .unwrap_or(32_768);
+        SourcePorts {
+            range: (low >= 1024 + 4096).then_some((1024, low)),
+            state: ferry_sys::clock::monotonic_ns() | 1,
+        }
+    }
+
+    /// Binds `socket` to a random port of the range (a few tries; else the kernel picks).
+    fn bind(&mut self, socket: &Socket, target: SocketAddr) {
+        let Some((low, high)) = self.range else {
+            return;
+        };
+        for _ in 0..8 {
+            // xorshift64
+            self.state ^= self.state << 13;
+            self.state ^= self.state >> 7;
+            self.state ^= self.state << 17;
+            let port = low + u16::try_from(self.state % u64::from(high - low)).unwrap_or(0);
+            let local = match target {
+                SocketAddr::V4(_) => SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, port)),
+                SocketAddr::V6(_) => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)),
+            };
+            if socket.bind(&SockAddr::from(local)).is_ok() {
+                return;
+            }
+        }
     }
 }
 
@@ -218,6 +272,7 @@ pub fn run(spec: &ProbeSpec) -> Result<ProbeOutcome, ProbeError> {
         spec.started_mono_ns
     };
     let mut pending: Vec<Pending> = Vec::new();
+    let mut ports = SourcePorts::new();
     let mut next_attempt = start;
     let mut attempts = 0u64;
     let mut last = String::from("none finished");
@@ -231,7 +286,7 @@ pub fn run(spec: &ProbeSpec) -> Result<ProbeOutcome, ProbeError> {
                 // Fell behind (a descheduled prober): no burst to catch up.
                 next_attempt = now + interval;
             }
-            if let Some(v) = start_attempt(spec.target, &mut pending)? {
+            if let Some(v) = start_attempt(spec.target, &mut ports, &mut pending)? {
                 seen = v == want;
                 last = v.describe();
             }
@@ -323,6 +378,27 @@ mod tests {
             out.attempts
         );
         assert!(out.first_attempt_mono_ns >= t0 && out.seen_mono_ns > out.first_attempt_mono_ns);
+    }
+
+    #[test]
+    fn attempts_come_from_ports_below_the_ephemeral_range() {
+        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let addr = l.local_addr().unwrap();
+        let out = run(&ProbeSpec::new(addr, Expect::Reachable)).unwrap();
+        assert!(out.seen_after_ms < 50.0, "{} ms", out.seen_after_ms);
+        let (_, peer) = l.accept().unwrap();
+        let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            (1024..low).contains(&peer.port()),
+            "source port {} (ephemeral range from {low})",
+            peer.port()
+        );
     }
 
     #[test]

@@ -375,17 +375,13 @@ impl Objects {
     async fn delete_all(&self) -> Result<()> {
         let lp = ListParams::default().labels(&format!("{RUN_LABEL}={}", self.run));
         let mut names: Vec<String> = Vec::new();
-        for s in self
-            .services
-            .list_metadata(&lp)
+        for s in retry(|| self.services.list_metadata(&lp))
             .await
             .context("listing the sweep's Services")?
         {
             names.extend(s.metadata.name);
         }
-        for s in self
-            .slices
-            .list_metadata(&lp)
+        for s in retry(|| self.slices.list_metadata(&lp))
             .await
             .context("listing the sweep's EndpointSlices")?
         {
@@ -398,8 +394,11 @@ impl Objects {
             .buffer_unordered(CONCURRENCY)
             .try_collect::<()>()
             .await?;
-        let left = self.services.list_metadata(&lp).await?.items.len()
-            + self.slices.list_metadata(&lp).await?.items.len();
+        let left = retry(|| self.services.list_metadata(&lp))
+            .await?
+            .items
+            .len()
+            + retry(|| self.slices.list_metadata(&lp)).await?.items.len();
         ensure!(
             left == 0,
             "{left} Service(s)/EndpointSlice(s) of the sweep are left"
@@ -488,6 +487,9 @@ fn run_sweep(
         let target = SocketAddr::new(IpAddr::V4(vip), ctx.port);
         let mut spec = ProbeSpec::new(target, Expect::Reachable);
         spec.started_mono_ns = t0;
+        // Seconds to minutes of probing: 10 ms is resolution enough, and leaves fewer conntrack
+        // entries of untranslated SYNs behind (see `ferry_bench::probe`).
+        spec.interval_ms = 10;
         spec.give_up_ms = 600_000 + u64::from(n) * 20;
         let seen = (ctx.run_probe)(&spec).with_context(|| {
             format!("waiting for the datapath to serve {target} at {n} Services")
