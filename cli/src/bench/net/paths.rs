@@ -78,7 +78,7 @@ pub(crate) const CATALOGUE: &[Def] = &[
     def!(
         "P2-vxlan",
         "pod -> pod, across nodes, VXLAN",
-        Some("L2"),
+        Some("P2-ref-vxlan"),
         Need::Backend("vxlan")
     ),
     def!(
