@@ -3,11 +3,12 @@
 # (every node, pod and the control plane in its own network namespace), deploy a sample app,
 # show its pods spread across the nodes with their IPs, reach it through its Service's ClusterIP
 # (eBPF socket load balancing: 30 requests from node-1, and the spread over the backends), reach
-# the API through the `kubernetes` Service, measure pod-to-pod throughput across
-# nodes through the overlay with iperf3, show a pod's egress to an external host (masqueraded to
-# its node's address), then run the benchmarks (pod startup through the whole
-# cluster; ferry-cni vs the reference bridge + host-local plugins) from the same release binaries,
-# so the workspace is compiled once. `ferry down` removes it all, also when anything fails.
+# the API through the `kubernetes` Service, show a pod's egress to an external host (masqueraded to
+# its node's address), then run `ferry bench --quick` on the same cluster (every path against its
+# physical limit: loopback, raw veth, pod to pod on a node and across nodes over VXLAN, ClusterIP
+# with a local and a remote backend; stream, request/response and connection tests, 3 rounds) and
+# print its table; the report (JSON, CSV, HTML, Prometheus) stays in ./ferry-bench-demo/.
+# `ferry down` removes the cluster, also when anything fails.
 # Runs as root; re-runs itself with sudo when started as another user.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,19 +42,15 @@ kubectl rollout status deployment/web --timeout=120s
 kubectl get pods -o wide
 kubectl get endpointslices
 
-# Two pods on different nodes; their network namespaces are the kubelets' bind mounts.
+# Two pods on different nodes (the first one's network namespace is its kubelet's bind mount).
 pods=$(kubectl get pods -l app=web -o json)
 a=$(jq -r '.items[] | select(.spec.nodeName=="node-1") | .metadata.uid + " " + .status.podIP' <<<"$pods" | head -1)
 b=$(jq -r '.items[] | select(.spec.nodeName=="node-2") | .metadata.uid + " " + .status.podIP' <<<"$pods" | head -1)
 NS_A=$STATE/$NAME/nodes/n1/kubelet/netns/${a%% *}
-NS_B=$STATE/$NAME/nodes/n2/kubelet/netns/${b%% *}
 IP_B=${b##* }
 echo "== pod on node-1 (${a##* }) -> pod on node-2 ($IP_B), VXLAN overlay"
 nsenter --net="$NS_A" ping -c 3 -i 0.2 "$IP_B" | tail -2
 nsenter --net="$NS_A" curl -s -o /dev/null -w "HTTP %{http_code} from $IP_B:8080\n" "http://$IP_B:8080/"
-nsenter --net="$NS_B" iperf3 -s -1 -D >/dev/null
-sleep 0.3
-nsenter --net="$NS_A" iperf3 -c "$IP_B" -t 3 -O 1 | grep -E 'sender|receiver'
 
 # A client as a pod is one: in the pod's network namespace and below node-1's cgroup, where the
 # agent's socket hooks are attached (cgroup v2 hooks apply to every descendant).
@@ -82,14 +79,12 @@ echo "== kubectl logs (through the apiserver -> kubelet)"
 kubectl logs "$(jq -r '.items[0].metadata.name' <<<"$pods")" | tail -3
 echo "== ferry status"
 "$FERRY" status --name "$NAME" --state-dir "$STATE"
+echo "== ferry bench --quick (on this cluster; the report stays in ./ferry-bench-demo/)"
+rm -rf ferry-bench-demo
+"$FERRY" bench --quick --name "$NAME" --state-dir "$STATE" --out ferry-bench-demo
 echo "== ferry down"
 "$FERRY" down --name "$NAME" --state-dir "$STATE"
 if [ -e "/sys/fs/bpf/ferry-$NAME" ]; then
   echo "eBPF pins left under /sys/fs/bpf/ferry-$NAME" >&2
   exit 1
 fi
-
-echo "== pod startup benchmark (100 pods over 3 nodes, through ferry up)"
-"$FERRY" bench startup --rounds 3
-echo "== CNI benchmark: ferry-cni vs bridge+host-local (same run, same kernel)"
-"$FERRY" bench cni "$@"
