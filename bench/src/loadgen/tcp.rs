@@ -176,10 +176,23 @@ fn crr(spec: &Spec, w: &Window, stats: &mut FlowStats) {
     }
 }
 
-/// `tcp_cc`: `socket()` + `connect()` + `close()`, no data (the client closes first; with
-/// `--close rst` it aborts, leaving no TIME_WAIT).
+/// `tcp_cc`: `socket()` + `connect()` + close, no payload. By default (`Close::Server`) the client
+/// sends a 16-byte hello (a `Crr` header with no request and no response) and the server closes
+/// first, as in `tcp_crr`, so TIME_WAIT lands on the server: with the client closing first, every
+/// connection left a TIME_WAIT socket in the client's namespace, its ephemeral ports ran out within
+/// a few runs and `connect()` itself slowed to 2-4 ms searching for a free port (measured in the
+/// lab), which is not the path's cost. `Close::Client` is the bare connect + close; `Close::Rst`
+/// aborts (SO_LINGER 0), leaving no TIME_WAIT anywhere. Connect latency is timed around `connect()`
+/// only in every mode.
 fn cc(spec: &Spec, w: &Window, stats: &mut FlowStats) {
     let timeout = Duration::from_millis(spec.timeout_ms);
+    let hello = TcpHeader {
+        mode: Mode::Crr,
+        close: Close::Server,
+        req: 0,
+        resp: 0,
+    }
+    .encode();
     let mut now = Instant::now();
     while now < w.end {
         let t0 = now;
@@ -188,10 +201,19 @@ fn cc(spec: &Spec, w: &Window, stats: &mut FlowStats) {
             let tc = Instant::now();
             s.connect(&SockAddr::from(spec.target))?;
             let connect = tc.elapsed();
-            if spec.close == Close::Rst {
-                s.set_linger(Some(Duration::ZERO))?;
+            match spec.close {
+                Close::Server => {
+                    s.set_read_timeout(Some(timeout))?;
+                    let mut s = TcpStream::from(s);
+                    s.write_all(&hello)?;
+                    let mut b = [0u8; 1];
+                    if s.read(&mut b)? != 0 {
+                        return Err(io::Error::other("server sent data on a tcp_cc connection"));
+                    }
+                }
+                Close::Client => drop(s),
+                Close::Rst => s.set_linger(Some(Duration::ZERO))?,
             }
-            drop(s);
             Ok(connect)
         })();
         let done = Instant::now();

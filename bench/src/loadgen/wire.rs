@@ -86,7 +86,9 @@ impl TcpHeader {
         if req > MAX_SIZE || resp > MAX_SIZE {
             return Err("size above 16 MiB");
         }
-        if mode != Mode::Stream && (req == 0 || resp == 0) {
+        // `Crr` with no request and no response is `tcp_cc`'s hello: the server closes at once.
+        let cc_hello = mode == Mode::Crr && req == 0 && resp == 0;
+        if mode != Mode::Stream && !cc_hello && (req == 0 || resp == 0) {
             return Err("zero request or response size");
         }
         Ok(TcpHeader {
@@ -197,6 +199,25 @@ mod tests {
         bad[8..12].copy_from_slice(&0u32.to_be_bytes());
         assert_eq!(
             TcpHeader::decode(&bad),
+            Err("zero request or response size")
+        );
+    }
+
+    #[test]
+    fn the_cc_hello_is_a_crr_header_without_request_or_response() {
+        let h = TcpHeader {
+            mode: Mode::Crr,
+            close: Close::Server,
+            req: 0,
+            resp: 0,
+        };
+        assert_eq!(TcpHeader::decode(&h.encode()), Ok(h));
+        let rr = TcpHeader {
+            mode: Mode::Rr,
+            ..h
+        };
+        assert_eq!(
+            TcpHeader::decode(&rr.encode()),
             Err("zero request or response size")
         );
     }
