@@ -251,6 +251,9 @@ fn jobs(plan: &Plan, paths: &[LabPath], results: &mut Vec<ResultSet>) -> Vec<Job
                 if *t == "tcp_stream" {
                     params.insert("engine".into(), engine.into());
                 }
+                if *t == "tcp_cc" {
+                    params.insert("close".into(), "rst".into());
+                }
                 results.push(ResultSet {
                     path: p.info.id.clone(),
                     test: (*t).to_owned(),
@@ -318,7 +321,16 @@ fn spec(
         warmup_s: w,
         duration_s: d,
         cooldown_s: c,
-        close: Close::Server,
+        // tcp_cc: the client aborts with RST. A normal close leaves a TIME_WAIT socket in the
+        // client's namespace per connection (~10k/s); within a few runs they fill the ephemeral
+        // port range and connect() itself then spends milliseconds searching for a free port, so
+        // every later connection test from that namespace would measure the search. tcp_crr's
+        // server closes first (netperf), so its TIME_WAIT is on the server.
+        close: if job_test == "tcp_cc" {
+            Close::Rst
+        } else {
+            Close::Server
+        },
         rate_pps: 0,
         timeout_ms: 1000,
     }
