@@ -6,7 +6,7 @@
 //!    addresses in [`DUMMY_NET`] (unreachable, used by no path), created through the API with
 //!    bounded concurrency; then the probed Service, created last (the worst case for an iptables
 //!    chain, where frontends are matched in ClusterIP order and the allocator hands out
-//!    ascending addresses), whose slice holds the real bench servers. A prober in the client pod
+//!    ascending addresses), whose slice holds the first bench server (the control's pod). A prober in the client pod
 //!    ([`ferry_bench::probe`]) waits until that ClusterIP answers: `full_sync_s` is the time from
 //!    the point's first create to then; `datapath_entries` is read after it.
 //! 2. Per round, in a seeded order: `tcp_cc` and `tcp_crr` to the ClusterIP and, as the control,
@@ -480,7 +480,9 @@ fn run_sweep(
         let name = format!("fb-{}-p{pi}", k.run);
         let vip = rt.block_on(async {
             let vip = k.create_service(&name).await?;
-            k.create_slice(&name, &backends).await?;
+            // One backend, the control's: the ClusterIP and the pod IP then reach the same
+            // server over the same path, and the difference is the Service's.
+            k.create_slice(&name, &backends[..1]).await?;
             anyhow::Ok(vip)
         })?;
         probed = Some(name);
@@ -565,10 +567,7 @@ fn measure_rounds(ctx: &SweepCtx<'_>, n: u32, vip: SocketAddr) -> Result<RoundMe
             check_interrupt()?;
             let target = match t {
                 Target::ClusterIp => vip,
-                Target::PodIp => SocketAddr::new(
-                    ctx.backend_ips[round as usize % ctx.backend_ips.len()],
-                    ctx.port,
-                ),
+                Target::PodIp => SocketAddr::new(ctx.backend_ips[0], ctx.port),
             };
             let spec = Spec {
                 test,
