@@ -3,8 +3,8 @@
 //! ([`stats`]) and the outputs and comparison ([`report`]). The CLI (`cli/src/bench/net/`) builds the
 //! paths, runs the rounds and fills a [`model::Report`].
 
-pub mod model;
 pub mod loadgen;
+pub mod model;
 pub mod probe;
 pub mod report;
 pub mod stats;
