@@ -284,7 +284,7 @@ fn bench_quick_smoke_measures_every_path_and_leaves_nothing() {
     assert!(!report.partial);
     assert_eq!(
         report.config.paths,
-        ["L0", "L1", "P1", "P2-vxlan", "S1-ebpf", "S2-ebpf"]
+        ["L1", "P1", "P2-ref-vxlan", "P2-vxlan", "S1-ebpf", "S2-ebpf"]
     );
     assert_eq!(report.config.seed, 7);
     for id in &report.config.paths {

@@ -35,8 +35,8 @@ pub(crate) const TESTS: &[(&str, &str)] = &[
 /// `ferry bench` flags (the pod-network benchmark).
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct NetArgs {
-    /// Short run (< 2 min): paths L0, L1, P1, P2-vxlan, S1-ebpf, S2-ebpf; tests stream, rr (1 B),
-    /// crr; 3 rounds of 0.3 s warm-up + 1.2 s + 0.1 s; cluster A only. Indicative only.
+    /// Short run (< 2 min): paths L1, P1, P2-ref-vxlan, P2-vxlan, S1-ebpf, S2-ebpf; tests stream,
+    /// rr (1 B), crr; 3 rounds of 0.3 s warm-up + 1.2 s + 0.1 s; cluster A only. Indicative only.
     #[arg(long)]
     pub(crate) quick: bool,
     /// Correctness only (CI): the shortest runs, 2 rounds; figures are not meaningful.

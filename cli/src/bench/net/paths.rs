@@ -156,7 +156,7 @@ pub(crate) const CATALOGUE: &[Def] = &[
 ];
 
 /// The paths `--quick` measures.
-pub(crate) const QUICK: &[&str] = &["L0", "L1", "P1", "P2-vxlan", "S1-ebpf", "S2-ebpf"];
+pub(crate) const QUICK: &[&str] = &["L1", "P1", "P2-ref-vxlan", "P2-vxlan", "S1-ebpf", "S2-ebpf"];
 
 /// Resolves `--paths` (ids or prefixes such as `S1`, `P2`) against the catalogue, keeping only
 /// paths whose backend and proxy mode are selected. Unknown ids are refused.
