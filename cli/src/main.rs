@@ -8,7 +8,10 @@
 //!   inherited by the server); nothing routes from the root namespace into the cluster.
 //! - `ferry status` shows every component's health, the nodes, their overlay and the pods.
 //! - `ferry down` removes everything `ferry up` created, also after a crash of `ferry up`.
-//! - `ferry bench cni|startup` runs the benchmarks from the release binaries ([`bench`]).
+//! - `ferry bench` measures the pod network, every path against its physical limit, on its own
+//!   lab or an existing `ferry up` cluster; `ferry bench cni|startup|compare|calibrate` are the
+//!   other benchmarks and tools ([`bench`]); `ferry bench-agent` (hidden) is the load generator's
+//!   ends that `ferry bench` starts inside the paths' namespaces.
 //!
 //! Layout: [`topology`] names and addresses, [`state`] the record on disk, [`sys`] the kernel
 //! boundary (over `ferry-sys`), [`net`] and [`cgroup`] the resources, [`api`] the Kubernetes
