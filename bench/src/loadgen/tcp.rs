@@ -24,10 +24,29 @@ pub(crate) fn connect(
     nodelay: bool,
 ) -> io::Result<TcpStream> {
     let s = socket(target, timeout, nodelay)?;
-    s.connect(&SockAddr::from(target))?;
+    connect_within(&s, target, timeout)?;
     let s = TcpStream::from(s);
     s.set_read_timeout(Some(timeout))?;
     Ok(s)
+}
+
+/// `connect()` on a socket whose `SO_SNDTIMEO` is `timeout`: Linux reports an expired timeout as
+/// `EINPROGRESS` ("Operation now in progress"), which says nothing to a reader; it becomes
+/// `ETIMEDOUT` with the timeout in the message (still classified as a timeout).
+fn connect_within(s: &Socket, target: SocketAddr, timeout: Duration) -> io::Result<()> {
+    s.connect(&SockAddr::from(target)).map_err(|e| {
+        if e.raw_os_error() == Some(libc::EINPROGRESS) {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "connect to {target} timed out after {} ms",
+                    timeout.as_millis()
+                ),
+            )
+        } else {
+            e
+        }
+    })
 }
 
 /// An unconnected TCP socket for `target`'s family with `SO_SNDTIMEO` (bounds connect and
@@ -143,7 +162,7 @@ fn crr(spec: &Spec, w: &Window, stats: &mut FlowStats) {
         let r = (|| -> io::Result<Duration> {
             let s = socket(spec.target, timeout, true)?;
             let tc = Instant::now();
-            s.connect(&SockAddr::from(spec.target))?;
+            connect_within(&s, spec.target, timeout)?;
             let connect = tc.elapsed();
             s.set_read_timeout(Some(timeout))?;
             let mut s = TcpStream::from(s);
@@ -199,7 +218,7 @@ fn cc(spec: &Spec, w: &Window, stats: &mut FlowStats) {
         let r = (|| -> io::Result<Duration> {
             let s = socket(spec.target, timeout, true)?;
             let tc = Instant::now();
-            s.connect(&SockAddr::from(spec.target))?;
+            connect_within(&s, spec.target, timeout)?;
             let connect = tc.elapsed();
             match spec.close {
                 Close::Server => {

@@ -400,6 +400,13 @@ mod tests {
         assert_eq!(ErrorKind::of(&e(libc::ECONNREFUSED)), ErrorKind::Refused);
         assert_eq!(ErrorKind::of(&e(libc::EAGAIN)), ErrorKind::Timeout);
         assert_eq!(ErrorKind::of(&e(libc::EINPROGRESS)), ErrorKind::Timeout);
+        assert_eq!(
+            ErrorKind::of(&io::Error::new(
+                io::ErrorKind::TimedOut,
+                "connect timed out"
+            )),
+            ErrorKind::Timeout
+        );
         assert_eq!(ErrorKind::of(&e(libc::ECONNRESET)), ErrorKind::Reset);
         assert_eq!(ErrorKind::of(&e(libc::EPIPE)), ErrorKind::Reset);
         assert_eq!(
