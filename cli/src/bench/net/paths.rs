@@ -375,6 +375,11 @@ impl Baselines {
 /// Two "node" namespaces joined by a veth underlay, a kernel VXLAN device each (VNI 42, the same
 /// MTU as the lab's pods: 1450), and a "pod" namespace behind each node via a veth, with routes.
 fn ref_vxlan(tag: &str, d: &Def, ferry: &Path, b: &mut Baselines) -> Result<LabPath> {
+    // The same topology as the lab's P2 path, with nothing of Ferry in it: two "node" namespaces
+    // on a switch namespace (a bridge, as the lab's underlay), a kernel VXLAN device in each and
+    // a "pod" behind a bridge in each (as ferry-cni attaches pods), routes by hand, no iptables.
+    // So the ratio P2-vxlan / P2-ref-vxlan is what Ferry's own configuration costs.
+    let sw = Ns::create(&format!("{tag}-rsw"))?;
     let n1 = Ns::create(&format!("{tag}-rn1"))?;
     let n2 = Ns::create(&format!("{tag}-rn2"))?;
     let p1 = Ns::create(&format!("{tag}-rp1"))?;
@@ -395,9 +400,12 @@ fn ref_vxlan(tag: &str, d: &Def, ferry: &Path, b: &mut Baselines) -> Result<LabP
             z.name(),
         ]))
     };
-    link(&n1, "u0", &n2, "u0")?;
+    link(&n1, "u0", &sw, "s1")?;
+    link(&n2, "u0", &sw, "s2")?;
     link(&p1, "eth0", &n1, "h0")?;
     link(&p2, "eth0", &n2, "h0")?;
+    sw.sh("ip link add br0 type bridge; ip link set br0 up
+         for p in s1 s2; do ip link set $p master br0; ip link set $p up; done")?;
     for (n, me, peer, pod_net, far_net, far_vx) in [
         (&n1, "1", "2", "10.98.11", "10.98.12", "10.98.100.2"),
         (&n2, "2", "1", "10.98.12", "10.98.11", "10.98.100.1"),
@@ -408,7 +416,9 @@ fn ref_vxlan(tag: &str, d: &Def, ferry: &Path, b: &mut Baselines) -> Result<LabP
              ip link add vx0 type vxlan id 42 local 10.98.2.{me} remote 10.98.2.{peer} dstport 4789 dev u0
              ip link set vx0 mtu 1450
              ip addr add 10.98.100.{me}/24 dev vx0; ip link set vx0 up
-             ip addr add {pod_net}.1/24 dev h0; ip link set h0 mtu 1450 up
+             ip link add br0 type bridge; ip link set br0 mtu 1450 up
+             ip link set h0 master br0; ip link set h0 mtu 1450 up
+             ip addr add {pod_net}.1/24 dev br0
              ip route add {far_net}.0/24 via {far_vx} dev vx0 onlink"
         ))?;
     }
@@ -438,7 +448,7 @@ fn ref_vxlan(tag: &str, d: &Def, ferry: &Path, b: &mut Baselines) -> Result<LabP
         true,
         vec![vx],
     );
-    b.ns.extend([p1, p2, n1, n2]);
+    b.ns.extend([p1, p2, n1, n2, sw]);
     Ok(path)
 }
 
