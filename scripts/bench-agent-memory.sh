@@ -63,6 +63,8 @@ CLUSTER="$STATE_DIR/$NAME"
 down() {
     "$FERRY" down --name "$NAME" --state-dir "$STATE_DIR" >/dev/null 2>&1 \
         || echo "warning: ferry down --name $NAME --state-dir $STATE_DIR failed" >&2
+    # The state directory goes too when this run left it empty (it may hold other clusters).
+    rmdir "$STATE_DIR" 2>/dev/null || true
 }
 trap down EXIT
 
