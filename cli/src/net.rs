@@ -4,9 +4,8 @@
 //! the root namespace.
 
 use anyhow::{bail, Context, Result};
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 /// `/run/netns/<name>`, the handle of namespace `name` (the path `ip netns` uses).
 pub(crate) fn netns_path(name: &str) -> PathBuf {
@@ -14,22 +13,8 @@ pub(crate) fn netns_path(name: &str) -> PathBuf {
 }
 
 fn run_ip(args: &[&str], stdin: Option<&str>) -> Result<String> {
-    let mut child = Command::new("ip")
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+    let out = crate::sys::output_with_stdin(Command::new("ip").args(args), stdin)
         .context("running ip (iproute2)")?;
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(input.as_bytes())
-            .context("writing to ip -batch")?;
-    }
-    let out = child.wait_with_output().context("running ip")?;
     if !out.status.success() {
         bail!(
             "ip {}{} failed: {}",

@@ -469,24 +469,14 @@ impl Cluster {
 
     /// kubectl against this cluster.
     pub(crate) fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Result<Output> {
-        use std::io::Write as _;
-        let mut child = Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(self.kubeconfig())
-            .args(args)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("running kubectl (is it installed?)")?;
-        if let (Some(s), Some(mut w)) = (stdin, child.stdin.take()) {
-            w.write_all(s.as_bytes())?;
-        }
-        Ok(child.wait_with_output()?)
+        crate::sys::output_with_stdin(
+            Command::new("kubectl")
+                .arg("--kubeconfig")
+                .arg(self.kubeconfig())
+                .args(args),
+            stdin,
+        )
+        .context("running kubectl (is it installed?)")
     }
 
     /// `kubectl <args> -o json`, parsed.
