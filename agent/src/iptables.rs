@@ -3,8 +3,7 @@
 //! ([`crate::service::iptables`]). Both write whole tables atomically with `iptables-restore`
 //! instead of one process per rule.
 
-use std::io::Write as _;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 /// An iptables command failed.
 #[derive(Debug, thiserror::Error)]
@@ -23,22 +22,8 @@ pub fn run(cmd: &str, args: &[&str], stdin: Option<&str>) -> Result<String, Ipta
         command: format!("{cmd} {}", args.join(" ")),
         problem,
     };
-    let mut child = Command::new(cmd)
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+    let out = ferry_sys::process::output_with_stdin(Command::new(cmd).args(args), stdin)
         .map_err(|e| err(e.to_string()))?;
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(input.as_bytes())
-            .map_err(|e| err(e.to_string()))?;
-    }
-    let out = child.wait_with_output().map_err(|e| err(e.to_string()))?;
     if !out.status.success() {
         return Err(err(format!(
             "{}: {}",

@@ -13,7 +13,7 @@ pub(crate) fn netns_path(name: &str) -> PathBuf {
 }
 
 fn run_ip(args: &[&str], stdin: Option<&str>) -> Result<String> {
-    let out = crate::sys::output_with_stdin(Command::new("ip").args(args), stdin)
+    let out = ferry_sys::process::output_with_stdin(Command::new("ip").args(args), stdin)
         .context("running ip (iproute2)")?;
     if !out.status.success() {
         bail!(

@@ -10,7 +10,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 
 /// True when running as root (effective uid 0).
 pub(crate) fn is_root() -> bool {
@@ -107,25 +107,6 @@ pub(crate) fn spawn_detached(s: &Spawn<'_>) -> io::Result<Child> {
     }
     on_exec.install(&mut cmd);
     cmd.spawn()
-}
-
-/// Runs `cmd` to completion with `stdin` written to it (or `/dev/null`), capturing stdout and
-/// stderr: the one way `ferry` feeds a tool (`ip -batch`, `kubectl apply -f -`) its input.
-pub(crate) fn output_with_stdin(cmd: &mut Command, stdin: Option<&str>) -> io::Result<Output> {
-    use std::io::Write as _;
-    let mut child = cmd
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(input.as_bytes())?;
-    }
-    child.wait_with_output()
 }
 
 /// Runs `f` on a new thread that has entered the network namespace at `netns` (a dedicated OS

@@ -301,6 +301,30 @@ pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
 
+/// Runs `cmd` to completion with `stdin` written to it (or `/dev/null`), capturing stdout and
+/// stderr: the one way Ferry feeds a tool its input (`iptables-restore`, `ip -batch`,
+/// `kubectl apply -f -`).
+pub fn output_with_stdin(
+    cmd: &mut Command,
+    stdin: Option<&str>,
+) -> io::Result<std::process::Output> {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(input.as_bytes())?;
+    }
+    child.wait_with_output()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -325,26 +325,8 @@ pub fn bin_path(name: &str) -> std::path::PathBuf {
 
 /// Runs `cmd` to completion with `stdin` fed to it (or an empty stdin) and its output captured.
 pub fn output_with_stdin(cmd: &mut Command, stdin: Option<&str>) -> Output {
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {:?}: {e}", cmd.get_program()));
-    if let Some(s) = stdin {
-        use std::io::Write as _;
-        child
-            .stdin
-            .take()
-            .expect("piped stdin")
-            .write_all(s.as_bytes())
-            .expect("write stdin");
-    }
-    child.wait_with_output().expect("wait")
+    ferry_sys::process::output_with_stdin(cmd, stdin)
+        .unwrap_or_else(|e| panic!("running {:?}: {e}", cmd.get_program()))
 }
 
 #[cfg(test)]

@@ -469,7 +469,7 @@ impl Cluster {
 
     /// kubectl against this cluster.
     pub(crate) fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Result<Output> {
-        crate::sys::output_with_stdin(
+        ferry_sys::process::output_with_stdin(
             Command::new("kubectl")
                 .arg("--kubeconfig")
                 .arg(self.kubeconfig())
