@@ -147,6 +147,31 @@ fn rr(spec: &Spec, w: &Window, conn: Option<TcpStream>, stats: &mut FlowStats) {
     }
 }
 
+/// The loop of the per-connection tests (`tcp_crr`, `tcp_cc`): runs `one` (a whole connection,
+/// returning its connect latency) until the window ends, each timed from its start to its end and
+/// counted with `moved` payload bytes, or counted as an error by kind.
+fn connections(
+    w: &Window,
+    stats: &mut FlowStats,
+    moved: u64,
+    mut one: impl FnMut() -> io::Result<Duration>,
+) {
+    let mut now = Instant::now();
+    while now < w.end {
+        let r = one();
+        let done = Instant::now();
+        match r {
+            Ok(connect) => {
+                if stats.complete(w, done, done - now, moved) {
+                    stats.connected(w, done, connect);
+                }
+            }
+            Err(e) => stats.error(w, done, ErrorKind::of(&e)),
+        }
+        now = done;
+    }
+}
+
 /// `tcp_crr`: `socket()` + `connect()` + request + response + the close order of the spec;
 /// latency from before `socket()` to the end of the close, connect latency on its own.
 fn crr(spec: &Spec, w: &Window, stats: &mut FlowStats) {
@@ -156,43 +181,29 @@ fn crr(spec: &Spec, w: &Window, stats: &mut FlowStats) {
     req[..HDR].copy_from_slice(&header(spec, Mode::Crr));
     let mut resp = vec![0u8; size];
     let moved = 2 * u64::from(spec.size);
-    let mut now = Instant::now();
-    while now < w.end {
-        let t0 = now;
-        let r = (|| -> io::Result<Duration> {
-            let s = socket(spec.target, timeout, true)?;
-            let tc = Instant::now();
-            connect_within(&s, spec.target, timeout)?;
-            let connect = tc.elapsed();
-            s.set_read_timeout(Some(timeout))?;
-            let mut s = TcpStream::from(s);
-            s.write_all(&req)?;
-            s.read_exact(&mut resp)?;
-            match spec.close {
-                Close::Server => {
-                    // The server closes first: wait for its FIN, then close.
-                    let mut b = [0u8; 1];
-                    if s.read(&mut b)? != 0 {
-                        return Err(io::Error::other("server sent more than the response"));
-                    }
-                }
-                Close::Client => {}
-                Close::Rst => SockRef::from(&s).set_linger(Some(Duration::ZERO))?,
-            }
-            drop(s);
-            Ok(connect)
-        })();
-        let done = Instant::now();
-        match r {
-            Ok(connect) => {
-                if stats.complete(w, done, done - t0, moved) {
-                    stats.connected(w, done, connect);
+    connections(w, stats, moved, || {
+        let s = socket(spec.target, timeout, true)?;
+        let tc = Instant::now();
+        connect_within(&s, spec.target, timeout)?;
+        let connect = tc.elapsed();
+        s.set_read_timeout(Some(timeout))?;
+        let mut s = TcpStream::from(s);
+        s.write_all(&req)?;
+        s.read_exact(&mut resp)?;
+        match spec.close {
+            Close::Server => {
+                // The server closes first: wait for its FIN, then close.
+                let mut b = [0u8; 1];
+                if s.read(&mut b)? != 0 {
+                    return Err(io::Error::other("server sent more than the response"));
                 }
             }
-            Err(e) => stats.error(w, done, ErrorKind::of(&e)),
+            Close::Client => {}
+            Close::Rst => SockRef::from(&s).set_linger(Some(Duration::ZERO))?,
         }
-        now = done;
-    }
+        drop(s);
+        Ok(connect)
+    });
 }
 
 /// `tcp_cc`: `socket()` + `connect()` + close, no payload. By default (`Close::Server`) the client
@@ -212,40 +223,26 @@ fn cc(spec: &Spec, w: &Window, stats: &mut FlowStats) {
         resp: 0,
     }
     .encode();
-    let mut now = Instant::now();
-    while now < w.end {
-        let t0 = now;
-        let r = (|| -> io::Result<Duration> {
-            let s = socket(spec.target, timeout, true)?;
-            let tc = Instant::now();
-            connect_within(&s, spec.target, timeout)?;
-            let connect = tc.elapsed();
-            match spec.close {
-                Close::Server => {
-                    s.set_read_timeout(Some(timeout))?;
-                    let mut s = TcpStream::from(s);
-                    s.write_all(&hello)?;
-                    let mut b = [0u8; 1];
-                    if s.read(&mut b)? != 0 {
-                        return Err(io::Error::other("server sent data on a tcp_cc connection"));
-                    }
-                }
-                Close::Client => drop(s),
-                Close::Rst => s.set_linger(Some(Duration::ZERO))?,
-            }
-            Ok(connect)
-        })();
-        let done = Instant::now();
-        match r {
-            Ok(connect) => {
-                if stats.complete(w, done, done - t0, 0) {
-                    stats.connected(w, done, connect);
+    connections(w, stats, 0, || {
+        let s = socket(spec.target, timeout, true)?;
+        let tc = Instant::now();
+        connect_within(&s, spec.target, timeout)?;
+        let connect = tc.elapsed();
+        match spec.close {
+            Close::Server => {
+                s.set_read_timeout(Some(timeout))?;
+                let mut s = TcpStream::from(s);
+                s.write_all(&hello)?;
+                let mut b = [0u8; 1];
+                if s.read(&mut b)? != 0 {
+                    return Err(io::Error::other("server sent data on a tcp_cc connection"));
                 }
             }
-            Err(e) => stats.error(w, done, ErrorKind::of(&e)),
+            Close::Client => drop(s),
+            Close::Rst => s.set_linger(Some(Duration::ZERO))?,
         }
-        now = done;
-    }
+        Ok(connect)
+    });
 }
 
 /// `(tcpi_bytes_acked, tcpi_total_retrans)` of a connection (zeros if the call fails).
