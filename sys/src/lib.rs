@@ -5,6 +5,7 @@
 //! | [`netns`] | open, verify, enter and create network namespaces; run code inside one |
 //! | [`process`] | process identity (pid + start time), signals, pidfds, fork/exec into a cgroup and netns |
 //! | [`cgroup`] | cgroup v2: mount discovery, create, kill, wait empty, remove, limits |
+//! | [`pty`] | pseudo-terminals: open, controlling terminal on exec, window size |
 //! | [`clock`] | `CLOCK_MONOTONIC` in nanoseconds (one clock for every namespace) |
 //! | [`fs`] | atomic file writes, write-if-changed, mountinfo, unmounting |
 //! | [`sysctl`] | boolean sysctls such as `ip_forward` of the current namespace |
@@ -33,6 +34,7 @@ pub mod listener;
 pub mod net;
 pub mod netns;
 pub mod process;
+pub mod pty;
 pub mod sock_diag;
 pub mod sysctl;
 pub mod tun;
