@@ -4,6 +4,7 @@
 //! and prober run in its network namespace and below node-1's cgroup (as a pod's processes do, so
 //! the socket LB applies); the sweep at 0 and 50 Services with 4 endpoints each, one short round.
 //! Checked: a point per (target, test) and count with non-zero connections/s and latencies, the
+//! ClusterIP's connections/s at least a quarter of the pod IP's (the control), the
 //! datapath grows with N (map entries from `ferry-agent services`, rules from `iptables-save`, both
 //! independent of the sweep), programming latencies recorded and under 5 s, and no object of the
 //! sweep left in the API; `ferry down` leaves nothing behind.
@@ -32,6 +33,8 @@ use std::sync::Mutex;
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 const PORT: u16 = 7000;
+/// The Services' targetPort (the bench pods' second port, as in the lab).
+const TARGET_PORT: u16 = 7001;
 
 /// Runs `ferry bench-agent <verb> --spec <json>` in the client pod (its netns, a leaf cgroup below
 /// node-1's) and returns its stdout.
@@ -103,7 +106,8 @@ fn sweep_in_mode(mode: &str) {
             "metadata": {"name": format!("srv-{i}"), "namespace": "default"},
             "spec": {"nodeName": format!("node-{i}"), "terminationGracePeriodSeconds": 1,
                 "containers": [{"name": "s", "image": "ferry-bench",
-                    "command": [FERRY, "bench-agent", "serve", "--listen", format!("0.0.0.0:{PORT}")],
+                    "command": [FERRY, "bench-agent", "serve", "--listen", format!("0.0.0.0:{PORT}"),
+                        "--listen", format!("0.0.0.0:{TARGET_PORT}")],
                     "readinessProbe": {"tcpSocket": {"port": PORT}, "periodSeconds": 1}}]}}));
     }
     k.apply(&json!({"apiVersion": "v1", "kind": "Pod",
@@ -161,6 +165,7 @@ fn sweep_in_mode(mode: &str) {
         namespace: "default".into(),
         backend_ips: backends.clone(),
         port: PORT,
+        target_port: TARGET_PORT,
         run_client: &run_client,
         run_probe: &run_probe,
         datapath_entries: &entries,
@@ -197,6 +202,23 @@ fn sweep_in_mode(mode: &str) {
                 );
                 assert!(p.full_sync_s > 0.0 && p.full_sync_s < 60.0, "{p:?}");
             }
+        }
+        // A Service costs a lookup, not most of the connection rate: when TIME_WAIT sockets
+        // left by the control were hit by ClusterIP SYNs (PAWS drops behind DNAT), the ClusterIP
+        // made 2-8 % of the control's connections/s.
+        for test in ["tcp_cc", "tcp_crr"] {
+            let cps = |target: &str| {
+                points
+                    .iter()
+                    .find(|p| p.services == n && p.target == target && p.test == test)
+                    .map_or(0.0, |p| p.cps.median)
+            };
+            assert!(
+                cps("clusterip") >= 0.25 * cps("pod-ip"),
+                "{n} Services, {test}: ClusterIP {} conn/s against the pod IP's {}",
+                cps("clusterip"),
+                cps("pod-ip")
+            );
         }
     }
     let at = |n: u32| {

@@ -204,17 +204,32 @@ impl Drop for ServerHandle {
     }
 }
 
-/// Binds `addr`, prints `ready <addr>` on stdout (what the lab waits for) and serves until the
-/// process ends.
-pub fn serve(addr: SocketAddr) -> io::Result<()> {
-    let server = Server::bind(addr)?;
-    let bound = server.local_addr()?;
-    let handle = server.spawn()?;
+/// Binds every address of `addrs` (one server each: the lab's bench pods answer on a port for the
+/// direct paths and another for their Services, see `docs/bench.md`), prints `ready <addr>` on
+/// stdout for each (what the lab waits for) and serves until the process ends.
+pub fn serve(addrs: &[SocketAddr]) -> io::Result<()> {
+    if addrs.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "no address to listen on",
+        ));
+    }
+    let mut handles = Vec::with_capacity(addrs.len());
+    let mut bound = Vec::with_capacity(addrs.len());
+    for addr in addrs {
+        let server = Server::bind(*addr)?;
+        bound.push(server.local_addr()?);
+        handles.push(server.spawn()?);
+    }
     let mut out = io::stdout().lock();
-    writeln!(out, "ready {bound}")?;
+    for b in &bound {
+        writeln!(out, "ready {b}")?;
+    }
     out.flush()?;
     drop(out);
-    handle.wait();
+    for h in handles {
+        h.wait();
+    }
     Ok(())
 }
 

@@ -2,8 +2,8 @@
 //! ([`ferry_bench::loadgen`]) as processes the lab starts inside a path's endpoints (their network
 //! namespace and cgroup), plus the Service prober of the scale sweep.
 //!
-//! - `serve --listen ADDR`: TCP and UDP on one port; prints `ready <addr>` once listening and
-//!   serves until killed.
+//! - `serve --listen ADDR [--listen ADDR...]`: TCP and UDP on each port; prints `ready <addr>`
+//!   per address once listening and serves until killed.
 //! - `run --spec JSON`: runs one test ([`ferry_bench::loadgen::Spec`]) and prints its
 //!   [`ferry_bench::loadgen::Outcome`] as one line of JSON on stdout; a failure is a message on
 //!   stderr and a non-zero exit.
@@ -25,12 +25,12 @@ pub(crate) struct AgentCmd {
 /// `ferry bench-agent` subcommands.
 #[derive(Debug, clap::Subcommand)]
 enum AgentSub {
-    /// Serves every built-in test (TCP and UDP on one port) until killed; prints `ready <addr>`
-    /// when listening.
+    /// Serves every built-in test (TCP and UDP on each port) until killed; prints `ready <addr>`
+    /// per address when listening.
     Serve {
-        /// Address to listen on (TCP and UDP).
-        #[arg(long, default_value = "0.0.0.0:7000")]
-        listen: SocketAddr,
+        /// Address to listen on (TCP and UDP); repeat for several ports.
+        #[arg(long, default_value = "0.0.0.0:7000", num_args = 1)]
+        listen: Vec<SocketAddr>,
     },
     /// Runs one test against a `serve` and prints the outcome as one line of JSON.
     Run {
@@ -48,7 +48,7 @@ enum AgentSub {
 pub(crate) fn run(cmd: &AgentCmd) -> Result<()> {
     match &cmd.cmd {
         AgentSub::Serve { listen } => {
-            loadgen::serve(*listen).with_context(|| format!("bench-agent serve on {listen}"))
+            loadgen::serve(listen).with_context(|| format!("bench-agent serve on {listen:?}"))
         }
         AgentSub::Run { spec } => {
             let spec: Spec = serde_json::from_str(spec)

@@ -14,8 +14,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// The port of the bench agent (TCP and UDP) in every server.
+/// The port of the bench agent (TCP and UDP) in every server, for the paths that reach it
+/// directly.
 pub(crate) const AGENT_PORT: u16 = 7000;
+/// The bench pods' second port, the `targetPort` of every bench Service (and of the scale
+/// sweep's). Paths through a Service and direct paths never share a server port, so their
+/// connections never share a 4-tuple at the server: behind iptables DNAT, a client's TCP
+/// timestamps are offset per destination address (the ClusterIP, not the pod), and a SYN reusing
+/// the 4-tuple of a TIME_WAIT socket left by the other kind of path is dropped by PAWS
+/// (`TcpExtPAWSTimewait`) and retransmitted: measured in the lab, 5-10 % of connections stalled
+/// 10-15 ms when a ClusterIP run followed a pod-IP run to the same server port.
+pub(crate) const SVC_PORT: u16 = 7001;
 /// The port of iperf3's server.
 pub(crate) const IPERF_PORT: u16 = 5201;
 
@@ -563,8 +572,9 @@ impl<'a> Pods<'a> {
                     "terminationGracePeriodSeconds": 0,
                     "containers": [
                         {"name": "agent", "image": "ferry",
-                         "command": [ferry, "bench-agent", "serve", "--listen",
-                                     format!("0.0.0.0:{AGENT_PORT}")],
+                         "command": [ferry, "bench-agent", "serve",
+                                     "--listen", format!("0.0.0.0:{AGENT_PORT}"),
+                                     "--listen", format!("0.0.0.0:{SVC_PORT}")],
                          "readinessProbe": {"tcpSocket": {"port": AGENT_PORT}, "periodSeconds": 1}},
                         {"name": "iperf3", "image": "iperf3",
                          "command": ["iperf3", "-s", "-p", IPERF_PORT.to_string()]}
@@ -580,8 +590,8 @@ impl<'a> Pods<'a> {
             let mut spec = json!({
                 "selector": {"role": format!("{run_id}-{role}")},
                 "ports": [
-                    {"name": "tcp", "port": AGENT_PORT, "protocol": "TCP"},
-                    {"name": "udp", "port": AGENT_PORT, "protocol": "UDP"},
+                    {"name": "tcp", "port": AGENT_PORT, "targetPort": SVC_PORT, "protocol": "TCP"},
+                    {"name": "udp", "port": AGENT_PORT, "targetPort": SVC_PORT, "protocol": "UDP"},
                 ]
             });
             if np {

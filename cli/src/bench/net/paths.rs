@@ -3,7 +3,7 @@
 //! loopback, L1 raw veth pair, P2-ref-vxlan a hand-built kernel VXLAN pod path) and the cluster
 //! paths from the bench pods (`lab::Pods`) of the cluster with the right backend and proxy mode.
 
-use super::lab::{Ns, Place, Proc, AGENT_PORT, IPERF_PORT};
+use super::lab::{Ns, Place, Proc, AGENT_PORT, IPERF_PORT, SVC_PORT};
 use super::verify::Check;
 use anyhow::{bail, Result};
 use ferry_bench::model::PathInfo;
@@ -586,9 +586,10 @@ pub(crate) fn cluster_path(def: &Def, cx: &ClusterCtx<'_>) -> Result<LabPath> {
             node: format!("node-1 ({})", c.name),
         })
     };
+    // The bench Services' targetPort.
     let dnat = |ip: Ipv4Addr| Check::Dnat {
         place: node(1, None),
-        to: format!("{ip}:{AGENT_PORT}"),
+        to: format!("{ip}:{SVC_PORT}"),
     };
     let agent = |ip: Ipv4Addr| SocketAddrV4::new(ip, AGENT_PORT);
     let a = pod(&p.a, cg.clone());
@@ -649,7 +650,10 @@ pub(crate) fn cluster_path(def: &Def, cx: &ClusterCtx<'_>) -> Result<LabPath> {
             LabPath::new(
                 def,
                 a,
-                &format!("ClusterIP {svc}:{AGENT_PORT} -> {}", backend.name),
+                &format!(
+                    "ClusterIP {svc}:{AGENT_PORT} -> {}:{SVC_PORT}",
+                    backend.name
+                ),
                 agent(svc),
                 false,
                 vec![check],

@@ -887,6 +887,7 @@ fn sweep(
         namespace: "default".into(),
         backend_ips: vec![pods.b.ip.into(), pods.c.ip.into()],
         port: lab::AGENT_PORT,
+        target_port: lab::SVC_PORT,
         run_client: &client,
         run_probe: &probe,
         datapath_entries: &entries,

@@ -10,9 +10,11 @@
 //!    ([`ferry_bench::probe`]) waits until that ClusterIP answers: `full_sync_s` is the time from
 //!    the point's first create to then; `datapath_entries` is read after it.
 //! 2. Per round, in a seeded order: `tcp_cc` and `tcp_crr` to the ClusterIP and, as the control,
-//!    to a backend pod IP. One [`SvcScalePoint`] per (target, test) with the connect latency p50 /
-//!    p99 and connections/s over the rounds, the connect p50's per-round ratio to the N = 0 point
-//!    in `connect_p50_us.ratio`.
+//!    to a backend pod IP (on another server port than the Services' targetPort). Every
+//!    connection ends with the client's RST (no TIME_WAIT carried from one point to the next).
+//!    One [`SvcScalePoint`] per (target, test) with the connect latency p50 / p99 and
+//!    connections/s over the rounds, the connect p50's per-round ratio to the N = 0 point in
+//!    `connect_p50_us.ratio`.
 //! 3. Programming latency, `changes` times: (a) a new Service is created, a prober is started on
 //!    its ClusterIP, and its EndpointSlice with one real backend is written: the time from that
 //!    write's response to the prober's first completed connect; (b) the slice's endpoint is
@@ -59,10 +61,13 @@ pub(crate) struct SweepCtx<'a> {
     pub(crate) mode: String,
     /// Where to create the Services (the sweep deletes them at the end).
     pub(crate) namespace: String,
-    /// Bench server pods (serve TCP on `port`).
+    /// Bench server pods (serve TCP on `port` and `target_port`).
     pub(crate) backend_ips: Vec<IpAddr>,
-    /// The servers' port (7000).
+    /// The Services' port and the servers' port for the pod-IP control (7000).
     pub(crate) port: u16,
+    /// The servers' port behind the Services (`targetPort`, 7001): never the control's, so the
+    /// two kinds of connection never share a 4-tuple at the server (`lab::SVC_PORT`).
+    pub(crate) target_port: u16,
     /// Runs one loadgen Spec as a client in the client pod (netns + cgroup), returns its Outcome.
     pub(crate) run_client: &'a (dyn Fn(&Spec) -> Result<Outcome> + Sync),
     /// Spawns `ferry bench-agent probe --spec JSON` in the client pod, returns its outcome.
@@ -91,6 +96,7 @@ impl std::fmt::Debug for SweepCtx<'_> {
             .field("namespace", &self.namespace)
             .field("backend_ips", &self.backend_ips)
             .field("port", &self.port)
+            .field("target_port", &self.target_port)
             .field("counts", &self.counts)
             .field("endpoints", &self.endpoints)
             .field("rounds", &self.rounds)
@@ -126,6 +132,7 @@ pub(crate) fn sweep(ctx: &SweepCtx<'_>) -> Result<(Vec<SvcScalePoint>, Vec<SvcPr
         slices: Api::namespaced(ctx.kube.clone(), &ctx.namespace),
         run: run_id(),
         port: ctx.port,
+        target_port: ctx.target_port,
     };
     let result = run_sweep(ctx, &counts, &rt, &k);
     let cleanup = rt.block_on(k.delete_all());
@@ -262,7 +269,10 @@ struct Objects {
     services: Api<Service>,
     slices: Api<EndpointSlice>,
     run: String,
+    /// The Services' port.
     port: u16,
+    /// Their targetPort (the EndpointSlices' port).
+    target_port: u16,
 }
 
 /// The address of endpoint `j` of dummy Service `i` (`e` endpoints each).
@@ -284,7 +294,7 @@ impl Objects {
         let svc: Service = serde_json::from_value(serde_json::json!({
             "apiVersion": "v1", "kind": "Service",
             "metadata": {"name": name, "labels": self.labels()},
-            "spec": {"type": "ClusterIP", "ports": [{"protocol": "TCP", "port": self.port, "targetPort": self.port}]},
+            "spec": {"type": "ClusterIP", "ports": [{"protocol": "TCP", "port": self.port, "targetPort": self.target_port}]},
         }))?;
         let pp = PostParams::default();
         let created = match retry(|| self.services.create(&pp, &svc)).await {
@@ -314,7 +324,7 @@ impl Objects {
             "metadata": {"name": name, "labels": labels},
             "addressType": "IPv4",
             "endpoints": endpoints,
-            "ports": [{"name": "", "protocol": "TCP", "port": self.port}],
+            "ports": [{"name": "", "protocol": "TCP", "port": self.target_port}],
         }))?)
     }
 
@@ -577,7 +587,14 @@ fn measure_rounds(ctx: &SweepCtx<'_>, n: u32, vip: SocketAddr) -> Result<RoundMe
                 warmup_s: ctx.warmup_s,
                 duration_s: ctx.duration_s,
                 cooldown_s: 0.2,
-                close: Close::Server,
+                // Every connection of the sweep ends with the client's RST, so none leaves a
+                // TIME_WAIT socket behind: each point's probed Service has a new ClusterIP and,
+                // behind iptables DNAT, TCP timestamps are offset per destination address, so a
+                // later point's SYN reusing a 4-tuple still in TIME_WAIT at the server would be
+                // dropped by PAWS and retransmitted (10-15 ms stalls in 5-10 % of connects,
+                // measured), which is not the cost of the Service lookup. Connect latency is timed
+                // around connect() alone either way.
+                close: Close::Rst,
                 rate_pps: 0,
                 // Above the 1 s SYN retransmission: a lost SYN shows as a 1 s connect in the
                 // p99 and max instead of failing the run.
