@@ -12,6 +12,7 @@
 //! | [`api`] | authentication, routing, authorization, the REST verbs over the store |
 //! | [`admission`] | defaulting, immutability, allocators, graceful deletion, subresources |
 //! | [`watch`] | watch streams, bookmarks, in-stream 410 |
+//! | [`protobuf`] | Kubernetes protobuf bodies in and out (one generic decoder for every kind) |
 //! | [`discovery`], [`openapi`], [`version`] | what clients read before anything else |
 //! | [`auth`], [`tls`], [`kubeconfig`] | tokens and authorization, certificates, client config |
 //! | [`scheduler`], [`controllers`] | in-process scheduler and controllers (kube-rs clients of the API) |
@@ -26,6 +27,7 @@ pub mod kubeconfig;
 pub mod machinery;
 pub mod objects;
 pub mod openapi;
+pub mod protobuf;
 pub mod request;
 pub mod resources;
 pub mod scheduler;

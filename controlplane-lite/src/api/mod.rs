@@ -127,10 +127,13 @@ impl Api {
             body,
             who,
         };
-        match self.clone().route(&path, r).await {
+        let accept = web::accept(&r.headers);
+        let resp = match self.clone().route(&path, r).await {
             Ok(resp) => resp,
             Err(e) => e.response(),
-        }
+        };
+        // Objects, lists and Status errors in protobuf for clients that list it first.
+        crate::protobuf::respond(&accept, resp).await
     }
 
     async fn route(self: Arc<Self>, path: &str, r: Req) -> ApiResult<Response<Body>> {
@@ -171,7 +174,7 @@ impl Api {
         // by name, so only their creates pay for reading it here (the handler decodes the body).
         let body_name =
             if verb == "create" && t.name.is_none() && matches!(r.who, Identity::Node(_)) {
-                serde_json::from_slice::<Value>(&r.body)
+                self.parse_body(&r)
                     .ok()
                     .map(|b| objects::name(&b).to_owned())
             } else {

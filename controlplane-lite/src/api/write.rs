@@ -15,19 +15,22 @@ use http::{Response, StatusCode};
 use serde_json::Value;
 
 impl Api {
-    pub(super) fn parse_body(&self, r: &Req) -> ApiResult<Value> {
+    /// The request body as a JSON object: JSON (and YAML that is JSON), or a Kubernetes protobuf
+    /// body decoded into the same JSON ([`crate::protobuf`]); a body that does not decode is a
+    /// 400 naming what failed.
+    pub(crate) fn parse_body(&self, r: &Req) -> ApiResult<Value> {
         let ct = r
             .headers
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("application/json");
+        if crate::protobuf::is_protobuf(ct) {
+            return crate::protobuf::decode(&r.body).map_err(|e| {
+                ApiError::bad_request(format!("the protobuf body does not decode: {e}"))
+            });
+        }
         if !(ct.starts_with("application/json") || ct.contains("yaml") || ct.contains("+json")) {
-            let hint = if ct.contains("protobuf") {
-                " (ferry-server does not decode protobuf bodies yet; use `kubectl create -f` / `apply -f`, which send JSON)"
-            } else {
-                ""
-            };
-            return Err(ApiError::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {ct}){hint}")));
+            return Err(ApiError::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (got {ct})")));
         }
         mach::decode_body(&r.body, ct).map_err(ApiError::bad_request)
     }
