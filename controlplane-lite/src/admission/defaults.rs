@@ -140,6 +140,7 @@ pub fn defaults_on_create(res: &Resource, obj: &mut Value, _ns: &str) {
             }
             set_default(obj, &["status", "replicas"], 0.into());
         }
+        "Secret" => super::secrets::normalize_secret(obj),
         _ => {}
     }
 }
@@ -192,6 +193,9 @@ pub fn on_update(res: &Resource, old: &Value, new: &mut Value) {
                 new["spec"]["ports"][i]["protocol"] = "TCP".into();
             }
         }
+    }
+    if res.kind == "Secret" {
+        super::secrets::normalize_secret(new);
     }
     if res.kind == "Pod" {
         if let Some(spec) = new.get_mut("spec") {

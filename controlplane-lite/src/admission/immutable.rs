@@ -100,6 +100,7 @@ pub fn check_immutable(
         }
         _ => {}
     }
+    causes.extend(super::secrets::immutable_data(res.kind, old, new));
     if causes.is_empty() {
         Ok(())
     } else {

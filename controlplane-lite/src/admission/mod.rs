@@ -8,11 +8,13 @@
 //! | `deletion.rs` | finalizers, `propagationPolicy`, graceful (pod) deletion |
 //! | `alloc.rs` | the ClusterIP / NodePort [`Allocator`] (the only part doing I/O) |
 //! | `subresource.rs` | the Scale view, status conditions |
+//! | `secrets.rs` | Secret `stringData` and `type`, `immutable` Secrets and ConfigMaps |
 
 mod alloc;
 mod defaults;
 mod deletion;
 mod immutable;
+mod secrets;
 mod subresource;
 
 pub use alloc::{allocate, allocation_keys, release, release_for, Allocator};
@@ -21,4 +23,5 @@ pub use deletion::{
     add_finalizer, finalizers, graceful, propagation_policy, waits_for_finalizers_only, Propagation,
 };
 pub use immutable::{check_immutable, merge_update};
+pub use secrets::{immutable_data, normalize_secret};
 pub use subresource::{scale_of, set_condition};

@@ -25,7 +25,7 @@
 //! | `workloads.rs` | Deployment, ReplicaSet |
 //! | `endpoints.rs` | Endpoints, EndpointSlice |
 //! | `event.rs` | Event |
-//! | `simple.rs` | Namespace, Lease, ConfigMap, and the default (`Name`, `Age`) |
+//! | `simple.rs` | Namespace, Lease, ConfigMap, Secret, ServiceAccount, and the default (`Name`, `Age`) |
 //! | `time.rs` | ages: [`human_duration`], [`translate_timestamp_since`] |
 
 mod endpoints;
@@ -98,7 +98,7 @@ struct Printer {
 }
 
 /// The printers of the kinds upstream prints with columns of their own.
-static PRINTERS: [Printer; 11] = [
+static PRINTERS: [Printer; 13] = [
     pod::POD,
     service::SERVICE,
     node::NODE,
@@ -110,6 +110,8 @@ static PRINTERS: [Printer; 11] = [
     event::EVENT,
     simple::LEASE,
     simple::CONFIG_MAP,
+    simple::SECRET,
+    simple::SERVICE_ACCOUNT,
 ];
 
 /// The printer of `kind`: its own, else [`simple::DEFAULT`].
@@ -585,10 +587,18 @@ mod tests {
         let cm =
             json!({"metadata":{"name":"c"},"data":{"a":"1","b":"2"},"binaryData":{"c":"AA=="}});
         assert_eq!(row("ConfigMap", &cm)[1], 3);
-        let other = json!({"metadata":{"name":"s","creationTimestamp": ago(3 * 86400)}});
-        assert_eq!(row("Secret", &other), vec![json!("s"), json!("3d")]);
-        let cols = column_definitions("Secret");
+        let other = json!({"metadata":{"name":"r","creationTimestamp": ago(3 * 86400)}});
+        assert_eq!(row("ReplicationController", &other), vec![json!("r"), json!("3d")]);
+        let cols = column_definitions("ReplicationController");
         assert_eq!(cols.len(), 2);
+        let secret = json!({"metadata":{"name":"s","creationTimestamp": ago(3 * 86400)},
+            "type":"Opaque","data":{"a":"YQ==","b":"Yg=="}});
+        assert_eq!(
+            row("Secret", &secret),
+            vec![json!("s"), json!("Opaque"), json!(2), json!("3d")]
+        );
+        let sa = json!({"metadata":{"name":"default"},"secrets":[{"name":"t"}]});
+        assert_eq!(row("ServiceAccount", &sa)[1], 1);
     }
 
     #[test]

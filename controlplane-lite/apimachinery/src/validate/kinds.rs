@@ -25,6 +25,8 @@ pub fn kind_validators(kind: &str) -> &'static [Validator] {
         "Deployment" => &[validate_deployment],
         "ReplicaSet" => &[validate_replica_set],
         "EndpointSlice" => &[validate_endpoint_slice],
+        "ConfigMap" => &[super::config::validate_config_map],
+        "Secret" => &[super::config::validate_secret],
         _ => &[],
     }
 }

@@ -23,7 +23,9 @@
 //! | `field.rs` | [`FieldError`], [`ErrorType`], [`BadValue`] (upstream `util/validation/field`) |
 //! | `strict.rs` | strict decoding: unknown fields, [`DecodeError`] |
 //! | `kinds.rs` | [`validate_object`]: metadata and per-kind rules |
+//! | `config.rs` | ConfigMap and Secret: config keys, sizes, base64, Secret types |
 
+mod config;
 mod field;
 mod generate_name;
 mod kinds;
@@ -35,6 +37,7 @@ pub use crate::names::{
     is_valid_label_value, DNS1123_LABEL_MAX_LENGTH, DNS1123_SUBDOMAIN_MAX_LENGTH,
     LABEL_VALUE_MAX_LENGTH,
 };
+pub use config::{config_key_errors, MAX_CONFIG_SIZE};
 pub use field::{go_string_map, BadValue, ErrorType, FieldError};
 pub use generate_name::{
     generate_name, generate_name_with, resolve_generate_name, GENERATE_NAME_ALPHABET,

@@ -45,6 +45,8 @@ fn typed_round_trip(
         ("v1", "Endpoints") => round_trip::<core::v1::Endpoints>,
         ("v1", "Event") => round_trip::<core::v1::Event>,
         ("v1", "ConfigMap") => round_trip::<core::v1::ConfigMap>,
+        ("v1", "Secret") => round_trip::<core::v1::Secret>,
+        ("v1", "ServiceAccount") => round_trip::<core::v1::ServiceAccount>,
         ("v1", "Binding") => round_trip::<core::v1::Binding>,
         ("discovery.k8s.io/v1", "EndpointSlice") => round_trip::<discovery::v1::EndpointSlice>,
         ("apps/v1", "Deployment") => round_trip::<apps::v1::Deployment>,
