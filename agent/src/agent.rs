@@ -31,6 +31,7 @@
 //! installed by a previous run stay until a complete list says their node is gone. The reflector
 //! swaps relists in atomically, so a watch restart never shows an empty cluster either.
 
+use crate::bypass::{self, PodBypass};
 use crate::config::Config;
 use crate::health::{self, Degradation, Fault};
 use crate::masq::{MasqConfig, Masquerade};
@@ -106,6 +107,10 @@ pub struct Agent {
     masq: Masquerade,
     /// The iptables error of the last round, while rules cannot be reconciled.
     masq_error: Option<String>,
+    /// Which Service datapath runs (set by the Services loop).
+    bypass: Arc<PodBypass>,
+    /// The bridge-hook setting last applied (`Some(true)`: bypassing), to log transitions once.
+    bypass_applied: Option<bool>,
     /// The overlay backend (`--backend`).
     backend: Box<dyn Backend>,
     /// Counters served on `--metrics-address`.
@@ -125,9 +130,11 @@ pub async fn run(cfg: Config) -> Result<(), AgentError> {
     let backend = overlay::new(&cfg);
     let client = client::client(&cfg).await?;
     let api: Api<Node> = Api::all(client.clone());
-    // Services beside the overlay: their own watches, loop and Node condition.
-    crate::service::reconcile::spawn(cfg.clone(), client, metrics.clone());
     let wake = Arc::new(Notify::new());
+    // Services beside the overlay: their own watches, loop and Node condition; they tell this
+    // loop which proxier runs (the pod-to-pod netfilter bypass depends on it).
+    let bypass = PodBypass::new(wake.clone());
+    crate::service::reconcile::spawn(cfg.clone(), client, metrics.clone(), bypass.clone());
     let store = spawn_reflector(api.clone(), wake.clone());
     tracing::info!(
         node = %cfg.node_name,
@@ -143,6 +150,7 @@ pub async fn run(cfg: Config) -> Result<(), AgentError> {
         masquerade: cfg.ip_masq,
         tunnel_port: backend.tunnel().map(|t| t.port),
         random_fully: true,
+        pod_notrack: false,
     });
     let prober = match (cfg.probe, backend.tunnel()) {
         (Some(every), Some(tunnel)) => {
@@ -166,6 +174,8 @@ pub async fn run(cfg: Config) -> Result<(), AgentError> {
         fault: None,
         masq,
         masq_error: None,
+        bypass,
+        bypass_applied: None,
         backend,
         metrics,
         prober,
@@ -385,8 +395,32 @@ impl Agent {
         }
     }
 
-    /// Reconciles the iptables chains; failures are logged once until they recover.
+    /// Reconciles the iptables chains and the bridge hook (the pod-to-pod netfilter bypass, see
+    /// [`crate::bypass`]); failures are logged once until they recover.
     fn iptables(&mut self) {
+        let wanted = bypass::wanted(self.cfg.pod_netfilter_bypass, self.bypass.ebpf());
+        if let Some(on) = wanted {
+            self.masq.set_pod_notrack(on);
+            let path = Path::new(crate::sysctl::BRIDGE_NF_CALL_IPTABLES);
+            match bypass::apply_bridge_hook(path, on) {
+                Ok(_) if self.bypass_applied != Some(on) => {
+                    tracing::info!(
+                        bypass = on,
+                        "pod-to-pod traffic {} netfilter (bridge-nf-call-iptables={}, NOTRACK {})",
+                        if on { "skips" } else { "passes" },
+                        u8::from(!on),
+                        if on { "on" } else { "off" }
+                    );
+                    self.bypass_applied = Some(on);
+                }
+                Ok(_) => {}
+                Err(e) if self.bypass_applied != Some(on) => {
+                    tracing::warn!(error = %e, "cannot set net.bridge.bridge-nf-call-iptables: frames bridged between pods {} netfilter", if on { "still pass" } else { "do not pass" });
+                    self.bypass_applied = Some(on);
+                }
+                Err(_) => {}
+            }
+        }
         match self.masq.reconcile() {
             Ok(_) => {
                 if self.masq_error.is_some() {

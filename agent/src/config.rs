@@ -149,6 +149,12 @@ pub struct RunArgs {
     /// with the iptables proxier instead (reported on the Node and in the log).
     #[arg(long)]
     pub proxy_fallback: bool,
+    /// ebpf: while the eBPF socket LB is this node's Service datapath, pod-to-pod traffic skips
+    /// netfilter (`bridge-nf-call-iptables=0` in the node's namespace, raw `NOTRACK` for
+    /// forwarded pod-to-pod packets); `false` keeps both, for rules of others that must see
+    /// bridged pod traffic. Never applied in iptables mode, which needs both.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub pod_netfilter_bypass: bool,
     /// The Service network (the API server's `--service-cluster-ip-range`).
     #[arg(long, default_value = "10.96.0.0/12")]
     pub service_cidr: Ipv4Network,
@@ -195,6 +201,8 @@ pub struct Config {
     pub bpffs_dir: PathBuf,
     /// `--proxy-fallback`.
     pub proxy_fallback: bool,
+    /// `--pod-netfilter-bypass`.
+    pub pod_netfilter_bypass: bool,
     /// `--service-cidr`.
     pub service_cidr: Ipv4Network,
 }
@@ -317,6 +325,7 @@ impl RunArgs {
                 .bpffs_dir
                 .unwrap_or_else(|| Path::new(DEFAULT_BPFFS_ROOT).join(&node_name)),
             proxy_fallback: self.proxy_fallback,
+            pod_netfilter_bypass: self.pod_netfilter_bypass,
             service_cidr: self.service_cidr,
             node_name,
         })
@@ -406,6 +415,7 @@ mod tests {
         assert_eq!(cfg.bpffs_dir, Path::new("/sys/fs/bpf/ferry/n1"));
         assert_eq!(cfg.proxy_cgroup, None);
         assert!(!cfg.proxy_fallback);
+        assert!(cfg.pod_netfilter_bypass);
         assert_eq!(
             cfg.service_cidr,
             "10.96.0.0/12".parse::<Ipv4Network>().unwrap()
@@ -422,9 +432,12 @@ mod tests {
             "--proxy-fallback",
             "--service-cidr",
             "10.100.0.0/16",
+            "--pod-netfilter-bypass",
+            "false",
         ])
         .unwrap();
         assert_eq!(cfg.service_proxy, ProxyMode::Iptables);
+        assert!(!cfg.pod_netfilter_bypass);
         assert_eq!(
             cfg.proxy_cgroup.as_deref(),
             Some(Path::new("/sys/fs/cgroup/n1"))

@@ -24,13 +24,15 @@
 //! | [`overlay`] | the backends as drivers (`Backend` trait, one factory): VXLAN, host-gw, and udp (persistent TUN device, batched userspace datapath); shared peer planning |
 //! | [`metrics`] | Prometheus metrics (`/metrics`, `/healthz`) on `--metrics-address` |
 //! | [`iptables`] | running `iptables-save` / `iptables-restore` / `conntrack` (one spawn path) |
-//! | [`masq`] | masquerade and FORWARD rules in `FERRY-*` iptables chains |
+//! | [`masq`] | masquerade, FORWARD and pod-to-pod NOTRACK rules in `FERRY-*` iptables chains |
+//! | [`bypass`] | which Service datapath runs, and so whether pod-to-pod traffic skips netfilter |
 //! | [`uninstall`] | removal of everything above from the namespace |
-//! | [`netlink`], [`sysctl`] | the agent's view of `ferry-netlink` (MAC helpers) and `ip_forward` over `ferry-sys`; the kernel boundary itself is those crates |
+//! | [`netlink`], [`sysctl`] | the agent's view of `ferry-netlink` (MAC helpers) and its sysctls (`ip_forward`, the bridge hook) over `ferry-sys`; the kernel boundary itself is those crates |
 //! | [`bpf`] | the eBPF programs built from `ferry-ebpf`, embedded at compile time |
 
 pub mod agent;
 pub mod bpf;
+pub mod bypass;
 pub mod client;
 pub mod config;
 pub mod health;

@@ -1,4 +1,5 @@
-//! Pod egress masquerade and FORWARD accept rules, in ferry's own iptables chains.
+//! Pod egress masquerade, FORWARD accept rules and the pod-to-pod NOTRACK of the eBPF mode, in
+//! ferry's own iptables chains.
 //!
 //! ```text
 //! nat     POSTROUTING -j FERRY-POSTROUTING
@@ -12,7 +13,17 @@
 //!   -d <cluster> -j ACCEPT                                              (a DROP policy can't break us)
 //! mangle  OUTPUT -j FERRY-OUTPUT                                         (VXLAN backend only)
 //!   -p udp -m udp --dport 8472 -m mark --mark 0x4000/0x4000 -j MARK --set-xmark 0x0/0x4000
+//! raw     PREROUTING -j FERRY-PREROUTING                                 (empty unless pod_notrack)
+//!   -s <cluster> -d <cluster> -m addrtype ! --dst-type LOCAL -j NOTRACK (forwarded pod<->pod)
 //! ```
+//!
+//! `pod_notrack` ([`crate::bypass`]: the eBPF Service datapath runs, which translates Service
+//! addresses in the socket hooks before a packet exists, so no forwarded pod-to-pod packet needs
+//! NAT): pod-to-pod packets the node forwards skip connection tracking. Packets to one of the
+//! node's own addresses stay tracked (the bridge and VXLAN device addresses lie in the cluster
+//! network, and replies to the node's own connections must find their entries), and so do
+//! packets the node sends itself (raw `OUTPUT` is not hooked). The chain stays, empty, when
+//! `pod_notrack` is off, so turning it off removes the rule.
 //!
 //! Datapath pitfall 1 (the VXLAN 63-second stalls): an encapsulated packet inherits the inner
 //! packet's mark, and kube-proxy masquerades everything carrying `0x4000`. Our masquerade rule
@@ -64,10 +75,11 @@ pub struct Chain {
 }
 
 /// Every chain ferry may own, in uninstall order: `(table, chain, hook)`.
-pub const ALL_CHAINS: [(&str, &str, &str); 3] = [
+pub const ALL_CHAINS: [(&str, &str, &str); 4] = [
     ("nat", "FERRY-POSTROUTING", "POSTROUTING"),
     ("filter", "FERRY-FORWARD", "FORWARD"),
     ("mangle", "FERRY-OUTPUT", "OUTPUT"),
+    ("raw", "FERRY-PREROUTING", "PREROUTING"),
 ];
 
 /// What the rules are built from.
@@ -83,6 +95,8 @@ pub struct MasqConfig {
     pub tunnel_port: Option<u16>,
     /// Use `--random-fully`.
     pub random_fully: bool,
+    /// Forwarded pod-to-pod packets skip conntrack (eBPF mode with `--pod-netfilter-bypass`).
+    pub pod_notrack: bool,
 }
 
 /// The chains this configuration wants.
@@ -134,6 +148,18 @@ pub fn desired(c: &MasqConfig) -> Vec<Chain> {
             )],
         });
     }
+    out.push(Chain {
+        table: "raw",
+        name: "FERRY-PREROUTING",
+        hook: "PREROUTING",
+        rules: if c.pod_notrack {
+            vec![format!(
+                "-s {cl} -d {cl} -m addrtype ! --dst-type LOCAL -j NOTRACK"
+            )]
+        } else {
+            Vec::new()
+        },
+    });
     out
 }
 
@@ -273,6 +299,11 @@ impl Masquerade {
         self.reads
     }
 
+    /// Turns the pod-to-pod NOTRACK rule on or off (applied by the next [`Self::reconcile`]).
+    pub fn set_pod_notrack(&mut self, on: bool) {
+        self.cfg.pod_notrack = on;
+    }
+
     /// Reads each wanted chain and its hook (`iptables -S`).
     fn read(&mut self, want: &[Chain]) -> Result<Vec<Installed>, IptablesError> {
         self.reads += 1;
@@ -362,6 +393,7 @@ mod tests {
             masquerade: true,
             tunnel_port: Some(8472),
             random_fully: true,
+            pod_notrack: false,
         }
     }
 
@@ -388,6 +420,11 @@ COMMIT
 -A FERRY-POSTROUTING -s 10.244.0.0/16 -d 10.244.0.0/16 -j RETURN
 -A FERRY-POSTROUTING -s 10.244.0.0/16 -d 192.168.7.0/24 -j RETURN
 -A FERRY-POSTROUTING -s 10.244.0.0/16 ! -d 224.0.0.0/4 -j MASQUERADE --random-fully
+COMMIT
+*raw
+:PREROUTING ACCEPT [0:0]
+:FERRY-PREROUTING - [0:0]
+-A PREROUTING -j FERRY-PREROUTING
 COMMIT
 ";
 
@@ -424,15 +461,27 @@ COMMIT
             )
             .replacen("-A FORWARD -j FERRY-FORWARD\n", "", 1);
         assert_eq!(restore_input(&desired(&cfg()), &fixed), None);
-        // Without masquerade only the FORWARD and tunnel-guard chains are wanted.
+        // Without masquerade and tunnel only the FORWARD chain and the (empty) raw chain.
         let off = MasqConfig {
             masquerade: false,
             tunnel_port: None,
             ..cfg()
         };
         let want = desired(&off);
-        assert_eq!(want.len(), 1);
+        assert_eq!(want.len(), 2);
         assert_eq!(want[0].name, "FERRY-FORWARD");
+        assert_eq!(want[1].name, "FERRY-PREROUTING");
+        assert!(want[1].rules.is_empty());
+        // pod_notrack fills the raw chain: that is the only change.
+        let notrack = MasqConfig {
+            pod_notrack: true,
+            ..cfg()
+        };
+        let input = restore_input(&desired(&notrack), &fixed).unwrap();
+        assert_eq!(
+            input,
+            "*raw\n:FERRY-PREROUTING - [0:0]\n-A FERRY-PREROUTING -s 10.244.0.0/16 -d 10.244.0.0/16 -m addrtype ! --dst-type LOCAL -j NOTRACK\nCOMMIT\n"
+        );
     }
 
     /// A fake iptables: chains per table, `-S` listings as iptables prints them, and
@@ -445,7 +494,7 @@ COMMIT
         refuse_random_fully: bool,
     }
 
-    const HOOKS: [&str; 3] = ["POSTROUTING", "FORWARD", "OUTPUT"];
+    const HOOKS: [&str; 4] = ["POSTROUTING", "FORWARD", "OUTPUT", "PREROUTING"];
 
     impl Fake {
         fn call(
@@ -544,7 +593,7 @@ COMMIT
         assert_eq!(m.reads(), 1);
         {
             let f = fake.lock().unwrap();
-            assert_eq!(f.calls.len(), 7, "{:#?}", f.calls);
+            assert_eq!(f.calls.len(), 9, "{:#?}", f.calls);
             assert!(
                 f.calls.iter().all(|c| !c.starts_with("iptables-save")),
                 "{:#?}",
@@ -558,7 +607,7 @@ COMMIT
         // Steady state: no process at all.
         assert!(!m.reconcile().unwrap());
         assert!(!m.reconcile().unwrap());
-        assert_eq!(fake.lock().unwrap().calls.len(), 7);
+        assert_eq!(fake.lock().unwrap().calls.len(), 9);
         assert_eq!(m.reads(), 1);
         // Changed wanted rules are read back and written at once, without waiting for the check.
         m.cfg.no_masquerade.push("192.168.8.0/24".parse().unwrap());
@@ -569,6 +618,29 @@ COMMIT
             .unwrap()
             .rules("nat", "FERRY-POSTROUTING")
             .contains(&"-s 10.244.0.0/16 -d 192.168.8.0/24 -j RETURN".to_owned()));
+        // The pod-to-pod NOTRACK goes in and out with the eBPF datapath, at once.
+        m.set_pod_notrack(true);
+        assert!(m.reconcile().unwrap());
+        let notrack = vec![
+            "-s 10.244.0.0/16 -d 10.244.0.0/16 -m addrtype ! --dst-type LOCAL -j NOTRACK"
+                .to_owned(),
+        ];
+        assert_eq!(
+            fake.lock().unwrap().rules("raw", "FERRY-PREROUTING"),
+            notrack
+        );
+        assert!(!m.reconcile().unwrap());
+        m.set_pod_notrack(false);
+        assert!(m.reconcile().unwrap());
+        assert!(fake
+            .lock()
+            .unwrap()
+            .rules("raw", "FERRY-PREROUTING")
+            .is_empty());
+        assert_eq!(
+            fake.lock().unwrap().rules("raw", "PREROUTING"),
+            ["-j FERRY-PREROUTING"]
+        );
     }
 
     #[test]

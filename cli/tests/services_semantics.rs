@@ -843,6 +843,52 @@ fn semantics_in_mode(mode: &str) {
     );
     step("source pod IP preserved through the ClusterIP");
 
+    // 1c. Pod-to-pod netfilter on node-1 (agent `--pod-netfilter-bypass`, on by default): in eBPF
+    //     mode the bridge hook is off and forwarded pod<->pod packets are NOTRACKed, so direct
+    //     connections to be-1 (bridged) and be-2 (routed to node-2) leave no conntrack entry; the
+    //     iptables mode needs both and keeps them. Read with the kernel's own tools.
+    let in_node1 = |args: &[&str]| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &format!("{}-n1", c.name)])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let ebpf = mode == "ebpf";
+    let hook = if ebpf { "0" } else { "1" };
+    let mut seen = String::new();
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            seen = in_node1(&["cat", "/proc/sys/net/bridge/bridge-nf-call-iptables"]);
+            seen.trim() == hook
+        }),
+        "{mode}: node-1's net.bridge.bridge-nf-call-iptables should be {hook}, is {seen}"
+    );
+    let raw = in_node1(&["iptables-save", "-t", "raw"]);
+    let notrack = "-A FERRY-PREROUTING -s 10.244.0.0/16 -d 10.244.0.0/16 -m addrtype ! --dst-type LOCAL -j NOTRACK";
+    assert_eq!(
+        raw.lines().any(|l| l == notrack),
+        ebpf,
+        "{mode}: raw table of node-1:\n{raw}"
+    );
+    let be1_ip = pod("be-1")["status"]["podIP"].as_str().unwrap().to_owned();
+    for (ip, port) in [(&be1_ip, 8080), (&be2_ip, 8081)] {
+        let got = client.tcp(3, ip, port);
+        assert!(
+            got.iter().all(|l| !l.starts_with("ERR")),
+            "{ip}:{port}: {got:?}"
+        );
+        let entries = in_node1(&["conntrack", "-L", "-s", &client_ip, "-d", ip]);
+        assert_eq!(
+            entries.lines().count() == 0,
+            ebpf,
+            "{mode}: conntrack entries on node-1 for {client_ip} -> {ip}:\n{entries}"
+        );
+    }
+    step("pod-to-pod netfilter: bridge hook and NOTRACK per mode, checked with conntrack");
+
     // 2. UDP through the ClusterIP: spread, replies from the ClusterIP, 2,000 bytes whole.
     let mut last = Vec::new();
     let ok = wait_until(Duration::from_secs(15), || {

@@ -3,7 +3,7 @@
 //! `/proc/sys/net` shows the network namespace of the thread that opens it, so these act on the
 //! caller's current namespace: enter a pod's or node's namespace first (for example with
 //! [`crate::netns::NetnsFd::run_on_thread`]) to change it there. A value is read first and written
-//! only when it is off, so an already-enabled sysctl costs one read and no privilege.
+//! only when it differs, so a sysctl already as wanted costs one read and no privilege.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 pub const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
 /// `net.ipv6.conf.all.forwarding`.
 pub const IPV6_FORWARDING: &str = "/proc/sys/net/ipv6/conf/all/forwarding";
+/// `net.bridge.bridge-nf-call-iptables` (per namespace; present while `br_netfilter` is loaded):
+/// whether frames forwarded between the ports of a bridge pass the IPv4 netfilter hooks.
+pub const BRIDGE_NF_CALL_IPTABLES: &str = "/proc/sys/net/bridge/bridge-nf-call-iptables";
 
 /// A sysctl that could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -47,15 +50,22 @@ impl From<SysctlError> for io::Error {
 
 /// Sets the boolean sysctl at `path` to 1 unless it already is; returns whether it was written.
 pub fn enable(path: impl AsRef<Path>) -> Result<bool, SysctlError> {
+    set(path, true)
+}
+
+/// Sets the boolean sysctl at `path` to `on` (1 or 0) unless it already is; returns whether it
+/// was written.
+pub fn set(path: impl AsRef<Path>, on: bool) -> Result<bool, SysctlError> {
     let path = path.as_ref();
     let now = std::fs::read_to_string(path).map_err(|source| SysctlError::Read {
         path: path.to_owned(),
         source,
     })?;
-    if now.trim() == "1" {
+    let want = if on { "1" } else { "0" };
+    if now.trim() == want {
         return Ok(false);
     }
-    std::fs::write(path, b"1\n").map_err(|source| SysctlError::Write {
+    std::fs::write(path, format!("{want}\n")).map_err(|source| SysctlError::Write {
         path: path.to_owned(),
         source,
     })?;
@@ -84,5 +94,9 @@ mod tests {
             enable(dir.path().join("missing")),
             Err(SysctlError::Read { .. })
         ));
+        assert!(set(&p, false).unwrap());
+        assert_eq!(std::fs::read_to_string(&p).unwrap().trim(), "0");
+        assert!(!set(&p, false).unwrap());
+        assert!(set(&p, true).unwrap());
     }
 }

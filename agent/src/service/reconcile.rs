@@ -27,6 +27,7 @@ use super::iptables::{self, IptablesProxier};
 use super::records::{self, Records};
 use super::table::{self, ServiceRecord, ServiceTable, SliceRecord};
 use super::{Proxier, ProxyError, ProxyMode};
+use crate::bypass::PodBypass;
 use crate::config::Config;
 use crate::health::{self, ProxyHealth};
 use crate::metrics::Metrics;
@@ -124,8 +125,8 @@ fn fallback_note(e: &ProxyError) -> String {
 }
 
 /// Starts the service reconciler in the background (a tokio task). Returns at once.
-pub fn spawn(cfg: Config, client: kube::Client, metrics: Arc<Metrics>) {
-    tokio::spawn(run(cfg, client, metrics));
+pub fn spawn(cfg: Config, client: kube::Client, metrics: Arc<Metrics>, bypass: Arc<PodBypass>) {
+    tokio::spawn(run(cfg, client, metrics, bypass));
 }
 
 /// What the reconciler keeps between rounds.
@@ -136,6 +137,9 @@ struct State {
     slices: Records<SliceRecord>,
     nodes: Store<Node>,
     metrics: Arc<Metrics>,
+    /// Told which proxier programmed the node (the agent's loop turns the pod-to-pod netfilter
+    /// bypass on or off from it).
+    bypass: Arc<PodBypass>,
     proxier: Option<Box<dyn Proxier>>,
     /// Set when the running proxier is the iptables fallback.
     note: Option<String>,
@@ -160,7 +164,7 @@ fn digest(t: &ServiceTable) -> u64 {
     h.finish()
 }
 
-async fn run(cfg: Config, client: kube::Client, metrics: Arc<Metrics>) {
+async fn run(cfg: Config, client: kube::Client, metrics: Arc<Metrics>, bypass: Arc<PodBypass>) {
     let wake = Arc::new(Notify::new());
     let first_change: FirstChange = Arc::default();
     // A changed record wakes the loop and stamps the first unprocessed change (for the
@@ -236,6 +240,7 @@ async fn run(cfg: Config, client: kube::Client, metrics: Arc<Metrics>) {
         slices,
         nodes,
         metrics,
+        bypass,
         proxier: None,
         note: None,
         programmed: false,
@@ -272,6 +277,7 @@ impl State {
                 Ok(None) => {
                     self.metrics
                         .update_services(|s| s.mode = ProxyMode::Off.name());
+                    self.bypass.set_ebpf(false);
                     return ProxyHealth::Off;
                 }
                 Ok(Some((p, note))) => {
@@ -318,6 +324,7 @@ impl State {
                     self.remove_other_datapath(p.mode());
                 }
                 self.programmed = true;
+                self.bypass.set_ebpf(p.mode() == ProxyMode::Ebpf);
                 let datapath = p.datapath();
                 self.proxier = Some(p);
                 self.record(&table, elapsed, false);
@@ -353,6 +360,7 @@ impl State {
             {
                 self.proxier = Some(fallback(&self.cfg, &e));
                 self.note = Some(fallback_note(&e));
+                self.bypass.set_ebpf(false);
                 self.metrics
                     .update_services(|s| s.mode = ProxyMode::Iptables.name());
                 self.record(&table, elapsed, true);
