@@ -5,7 +5,8 @@
 //! read everything (the kubelet watches pods, services, endpoint slices), but write only its own
 //! Node (and its status), its own Lease, Events, and the pods bound to it (their status, and the
 //! final deletion that confirms termination); every other write is 403. Tokens never appear in
-//! logs; comparisons are constant-time.
+//! logs; comparisons are constant-time. [`rules`] lists the same decisions as rules (for
+//! `kubectl auth can-i --list`); `crate::reviews` answers `kubectl auth can-i` / `whoami` from them.
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -28,6 +29,16 @@ impl Identity {
             Identity::Admin => "admin".to_owned(),
             Identity::Node(n) => format!("system:node:{n}"),
         }
+    }
+
+    /// The groups Kubernetes would report (`kubectl auth whoami`): the admin is in
+    /// `system:masters` (the superuser group), a node in `system:nodes`.
+    pub fn groups(&self) -> Vec<String> {
+        let own = match self {
+            Identity::Admin => "system:masters",
+            Identity::Node(_) => "system:nodes",
+        };
+        vec![own.to_owned(), "system:authenticated".to_owned()]
     }
 }
 
@@ -240,6 +251,79 @@ pub fn authorize(who: &Identity, what: &Attributes<'_>) -> Decision {
     }
 }
 
+/// One rule of [`rules`], in `authorization.k8s.io/v1` `ResourceRule` terms (`*` matches all).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceRule {
+    /// Verbs.
+    pub verbs: Vec<&'static str>,
+    /// API groups (`""` core, `*` any).
+    pub api_groups: Vec<&'static str>,
+    /// Resources, `resource/subresource` for subresources.
+    pub resources: Vec<&'static str>,
+    /// Object names; empty means any.
+    pub resource_names: Vec<String>,
+}
+
+/// What [`authorize`] allows `who` in `namespace`, as a list of rules (`kubectl auth can-i --list`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rules {
+    /// Rules on resources.
+    pub resource: Vec<ResourceRule>,
+    /// Verbs allowed on non-resource URLs (`*` = every URL): discovery, OpenAPI, health.
+    pub non_resource_verbs: Vec<&'static str>,
+    /// Set when some permissions depend on the object and cannot be listed as rules; says which.
+    pub conditional: Option<String>,
+}
+
+fn rule(
+    verbs: &[&'static str],
+    groups: &[&'static str],
+    resources: &[&'static str],
+    names: &[&str],
+) -> ResourceRule {
+    ResourceRule {
+        verbs: verbs.to_vec(),
+        api_groups: groups.to_vec(),
+        resources: resources.to_vec(),
+        resource_names: names.iter().map(|n| (*n).to_owned()).collect(),
+    }
+}
+
+/// The rules [`authorize`] applies to `who` in `namespace` (cluster-scoped rules included), kept
+/// beside it so the two cannot drift (a test checks one against the other).
+pub fn rules(who: &Identity, namespace: &str) -> Rules {
+    let node = match who {
+        Identity::Admin => {
+            return Rules {
+                resource: vec![rule(&["*"], &["*"], &["*"], &[])],
+                non_resource_verbs: vec!["*"],
+                conditional: None,
+            }
+        }
+        Identity::Node(n) => n.as_str(),
+    };
+    let mut resource = vec![
+        rule(&["get", "list", "watch"], &["*"], &["*"], &[]),
+        rule(
+            &["create", "update", "patch"],
+            &[""],
+            &["nodes", "nodes/status"],
+            &[node],
+        ),
+        rule(&["create", "update", "patch"], &[""], &["events"], &[]),
+    ];
+    if namespace == "kube-node-lease" {
+        resource.push(rule(&["*"], &["coordination.k8s.io"], &["leases"], &[node]));
+    }
+    Rules {
+        resource,
+        non_resource_verbs: vec!["get"],
+        conditional: Some(format!(
+            "update/patch of pods/status and delete of pods are allowed only for pods bound to node {node:?}"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -329,6 +413,84 @@ mod tests {
                 &attrs("delete", "nodes", None, None, Some("n1"))
             ),
             Decision::Allow
+        );
+    }
+
+    /// Whether a rule list allows `a` (the evaluation `kubectl auth can-i --list` implies).
+    fn rules_allow(r: &Rules, a: &Attributes<'_>) -> bool {
+        let res = match a.subresource {
+            Some(s) => format!("{}/{s}", a.resource),
+            None => a.resource.to_owned(),
+        };
+        r.resource.iter().any(|rule| {
+            (rule.verbs.contains(&"*") || rule.verbs.contains(&a.verb))
+                && (rule.resources.contains(&"*") || rule.resources.contains(&res.as_str()))
+                && (rule.resource_names.is_empty()
+                    || a.name
+                        .is_some_and(|n| rule.resource_names.iter().any(|x| x == n)))
+        })
+    }
+
+    #[test]
+    fn rules_agree_with_the_authorizer() {
+        let verbs = [
+            "get",
+            "list",
+            "watch",
+            "create",
+            "update",
+            "patch",
+            "delete",
+            "deletecollection",
+        ];
+        let targets = [
+            ("pods", None),
+            ("pods", Some("status")),
+            ("pods", Some("binding")),
+            ("nodes", None),
+            ("nodes", Some("status")),
+            ("leases", None),
+            ("events", None),
+            ("services", None),
+            ("secrets", None),
+            ("deployments", Some("scale")),
+        ];
+        for who in [Identity::Admin, Identity::Node("n1".into())] {
+            for ns in ["default", "kube-node-lease", ""] {
+                let r = rules(&who, ns);
+                for verb in verbs {
+                    for (resource, sub) in targets {
+                        // A collection verb never names an object.
+                        let names: &[Option<&str>] = if verb == "deletecollection" {
+                            &[None]
+                        } else {
+                            &[None, Some("n1"), Some("n2")]
+                        };
+                        for &name in names {
+                            let a = attrs(
+                                verb,
+                                resource,
+                                sub,
+                                Some(ns).filter(|n| !n.is_empty()),
+                                name,
+                            );
+                            let decision = authorize(&who, &a);
+                            match decision {
+                                Decision::Allow => assert!(rules_allow(&r, &a), "{who:?} {a:?}"),
+                                Decision::Deny(_) => assert!(!rules_allow(&r, &a), "{who:?} {a:?}"),
+                                Decision::IfPodBoundTo(_) => {
+                                    assert!(!rules_allow(&r, &a), "{a:?}");
+                                    assert!(r.conditional.is_some());
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            Identity::Node("n1".into()).groups(),
+            vec!["system:nodes", "system:authenticated"]
         );
     }
 

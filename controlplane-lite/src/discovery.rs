@@ -1,8 +1,8 @@
 //! API discovery, legacy (`APIVersions`, `APIGroupList`, `APIResourceList`) and aggregated
 //! (`apidiscovery.k8s.io/v2` and `v2beta1` `APIGroupDiscoveryList`), all derived from
-//! [`crate::resources::RESOURCES`].
+//! [`crate::resources::RESOURCES`] and the create-only [`crate::resources::REVIEWS`].
 
-use crate::resources::{group_versions, Resource, Sub, RESOURCES, VERBS};
+use crate::resources::{group_versions, Resource, Sub, RESOURCES, REVIEWS};
 use serde_json::{json, Value};
 
 /// The Content-Type kubectl requires for aggregated discovery (`v` as requested).
@@ -52,6 +52,7 @@ pub fn aggregated(core: bool, version: &str) -> Value {
         }
         let resources: Vec<Value> = RESOURCES
             .iter()
+            .chain(REVIEWS)
             .filter(|r| r.group == group && r.version == ver)
             .map(|r| {
                 json!({
@@ -59,7 +60,7 @@ pub fn aggregated(core: bool, version: &str) -> Value {
                     "responseKind": {"group": r.group, "version": r.version, "kind": r.kind},
                     "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
                     "singularResource": r.singular,
-                    "verbs": VERBS,
+                    "verbs": r.verbs(),
                     "shortNames": r.short_names,
                     "categories": r.categories,
                     "subresources": r.subresources.iter().map(|s| json!({
@@ -121,6 +122,7 @@ pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
     let mut list = Vec::new();
     for r in RESOURCES
         .iter()
+        .chain(REVIEWS)
         .filter(|r| r.group == group && r.version == version)
     {
         list.push(json!({
@@ -128,7 +130,7 @@ pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
             "singularName": r.singular,
             "namespaced": r.namespaced,
             "kind": r.kind,
-            "verbs": VERBS,
+            "verbs": r.verbs(),
             "shortNames": r.short_names,
             "categories": r.categories,
         }));
@@ -212,6 +214,21 @@ mod tests {
             .unwrap();
         assert_eq!(scale["group"], "autoscaling");
         assert!(api_resource_list("nope", "v1").is_none());
-        assert_eq!(api_group_list()["groups"].as_array().unwrap().len(), 3);
+        let groups = api_group_list();
+        let names: Vec<&str> = groups["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["name"].as_str().unwrap())
+            .collect();
+        for g in ["apps", "authorization.k8s.io", "authentication.k8s.io"] {
+            assert!(names.contains(&g), "{names:?}");
+        }
+        let authz = api_resource_list("authorization.k8s.io", "v1").unwrap();
+        assert_eq!(authz["resources"][0]["name"], "selfsubjectaccessreviews");
+        assert_eq!(
+            authz["resources"][0]["verbs"],
+            serde_json::json!(["create"])
+        );
     }
 }

@@ -15,6 +15,7 @@
 //! | [`protobuf`] | Kubernetes protobuf bodies in and out (one generic decoder for every kind) |
 //! | [`discovery`], [`openapi`], [`version`] | what clients read before anything else |
 //! | [`auth`], [`tls`], [`kubeconfig`] | tokens and authorization, certificates, client config |
+//! | [`reviews`] | `kubectl auth can-i` / `whoami`: the create-only access, rules and self reviews |
 //! | [`scheduler`], [`controllers`] | in-process scheduler and controllers (kube-rs clients of the API) |
 #![forbid(unsafe_code)]
 
@@ -30,6 +31,7 @@ pub mod openapi;
 pub mod protobuf;
 pub mod request;
 pub mod resources;
+pub mod reviews;
 pub mod scheduler;
 pub mod server;
 pub mod tls;

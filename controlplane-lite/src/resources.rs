@@ -211,6 +211,44 @@ pub static RESOURCES: &[Resource] = &[
     },
 ];
 
+/// The create-only review resources: answered from the caller's identity by the real authorizer
+/// and never stored (`crate::reviews`). In discovery and OpenAPI, not in storage or routing.
+pub static REVIEWS: &[Resource] = &[
+    Resource {
+        group: "authorization.k8s.io",
+        version: "v1",
+        kind: "SelfSubjectAccessReview",
+        plural: "selfsubjectaccessreviews",
+        singular: "selfsubjectaccessreview",
+        namespaced: false,
+        short_names: &[],
+        categories: &[],
+        subresources: &[],
+    },
+    Resource {
+        group: "authorization.k8s.io",
+        version: "v1",
+        kind: "SelfSubjectRulesReview",
+        plural: "selfsubjectrulesreviews",
+        singular: "selfsubjectrulesreview",
+        namespaced: false,
+        short_names: &[],
+        categories: &[],
+        subresources: &[],
+    },
+    Resource {
+        group: "authentication.k8s.io",
+        version: "v1",
+        kind: "SelfSubjectReview",
+        plural: "selfsubjectreviews",
+        singular: "selfsubjectreview",
+        namespaced: false,
+        short_names: &[],
+        categories: &[],
+        subresources: &[],
+    },
+];
+
 impl Resource {
     /// `group/version` (`v1` for core).
     pub fn group_version(&self) -> String {
@@ -257,6 +295,15 @@ impl Resource {
         }
     }
 
+    /// Verbs served: [`VERBS`], or only `create` for the [`REVIEWS`].
+    pub fn verbs(&self) -> &'static [&'static str] {
+        if REVIEWS.contains(self) {
+            &["create"]
+        } else {
+            VERBS
+        }
+    }
+
     /// List kind (`PodList`).
     pub fn list_kind(&self) -> String {
         format!("{}List", self.kind)
@@ -275,10 +322,10 @@ pub fn by_kind(kind: &str) -> Option<&'static Resource> {
     RESOURCES.iter().find(|r| r.kind == kind)
 }
 
-/// The served group-versions, core first.
+/// The served group-versions (stored kinds, then [`REVIEWS`]), core first.
 pub fn group_versions() -> Vec<(&'static str, &'static str)> {
     let mut out: Vec<(&str, &str)> = Vec::new();
-    for r in RESOURCES {
+    for r in RESOURCES.iter().chain(REVIEWS) {
         if !out.contains(&(r.group, r.version)) {
             out.push((r.group, r.version));
         }

@@ -142,6 +142,9 @@ impl Api {
                 return Ok(resp);
             }
         }
+        if let Some(review) = crate::reviews::find(path) {
+            return crate::reviews::handle(&self, review, &r).await;
+        }
         let Some(t) = parse_path(path)? else {
             return Err(ApiError::new(
                 404,
@@ -259,18 +262,13 @@ impl Api {
                 )),
                 None => ok(crate::discovery::api_group_list()),
             },
-            "/openapi/v3" => ok(crate::openapi::index()),
+            "/openapi/v3" => Some(crate::openapi::serve_index(&r.headers)),
             "/openapi/v2" => {
                 Some(ApiError::new(404, "NotFound", "OpenAPI v2 is not served").response())
             }
             p => {
                 if let Some(doc) = p.strip_prefix("/openapi/v3/") {
-                    return Some(match crate::openapi::document(doc) {
-                        Some(d) => web::json(StatusCode::OK, &d),
-                        None => {
-                            ApiError::new(404, "NotFound", "no such OpenAPI document").response()
-                        }
-                    });
+                    return Some(crate::openapi::serve_document(doc, &r.query, &r.headers));
                 }
                 let segs: Vec<&str> = p.trim_matches('/').split('/').collect();
                 match segs.as_slice() {
