@@ -263,9 +263,7 @@ impl Api {
                 None => ok(crate::discovery::api_group_list()),
             },
             "/openapi/v3" => Some(crate::openapi::serve_index(&r.headers)),
-            "/openapi/v2" => {
-                Some(ApiError::new(404, "NotFound", "OpenAPI v2 is not served").response())
-            }
+            "/openapi/v2" => Some(crate::protobuf::openapi_v2(&web::accept(&r.headers))),
             p => {
                 if let Some(doc) = p.strip_prefix("/openapi/v3/") {
                     return Some(crate::openapi::serve_document(doc, &r.query, &r.headers));

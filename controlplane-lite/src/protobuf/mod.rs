@@ -289,6 +289,51 @@ pub async fn respond(accept: &str, resp: Response<Body>) -> Response<Body> {
     }
 }
 
+/// The OpenAPI v2 media type kubectl asks for: a gnostic `openapi_v2.Document` in protobuf.
+pub const OPENAPI_V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
+
+/// `/openapi/v2`: a valid document without schemas (protobuf when asked, else JSON).
+///
+/// kubectl validates a manifest against OpenAPI v3 and, for a kind the v3 document of its
+/// group-version does not list (a kind ferry-server does not serve, or `kind: List`), falls back
+/// to OpenAPI v2. Without a v2 document that fallback fails with "failed to download openapi";
+/// with one that has no schema for the kind, kubectl skips client-side validation as it does for
+/// kinds kube-apiserver does not serve, so `kind: List` manifests work and an unserved kind fails
+/// at kubectl's mapping: `no matches for kind "ReplicationController" in version "v1"`.
+pub fn openapi_v2(accept: &str) -> Response<Body> {
+    let version = crate::version::GIT_VERSION;
+    let (body, content_type) = if accept.contains(OPENAPI_V2_PROTOBUF)
+        || accept.contains("com.github.proto-openapi.spec.v2.v1.0+protobuf")
+    {
+        let mut info = Vec::new();
+        prost::encoding::string::encode(1, &"Kubernetes".to_owned(), &mut info);
+        prost::encoding::string::encode(2, &version.to_owned(), &mut info);
+        let mut doc = Vec::new();
+        prost::encoding::string::encode(1, &"2.0".to_owned(), &mut doc);
+        prost::encoding::bytes::encode(2, &info, &mut doc);
+        // kube-openapi answers with the dotted form: Go's mime parser rejects the `@`.
+        (
+            doc,
+            "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+        )
+    } else {
+        let doc = serde_json::json!({
+            "swagger": "2.0",
+            "info": {"title": "Kubernetes", "version": version},
+            "paths": {},
+            "definitions": {},
+        });
+        (
+            serde_json::to_vec(&doc).unwrap_or_default(),
+            crate::web::JSON,
+        )
+    };
+    let mut resp = Response::new(crate::web::full(body));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
