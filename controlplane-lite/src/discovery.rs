@@ -31,6 +31,9 @@ fn sub_response_kind(r: &Resource, s: Sub) -> Value {
         Sub::Scale => json!({"group": "autoscaling", "version": "v1", "kind": "Scale"}),
         Sub::Binding => json!({"group": "", "version": "v1", "kind": "Binding"}),
         Sub::Log => json!({"group": "", "version": "v1", "kind": "Pod"}),
+        Sub::Exec => json!({"group": "", "version": "v1", "kind": "PodExecOptions"}),
+        Sub::Attach => json!({"group": "", "version": "v1", "kind": "PodAttachOptions"}),
+        Sub::PortForward => json!({"group": "", "version": "v1", "kind": "PodPortForwardOptions"}),
         Sub::Status => json!({"group": r.group, "version": r.version, "kind": r.kind}),
     }
 }
@@ -39,6 +42,7 @@ fn sub_verbs(s: Sub) -> Vec<&'static str> {
     match s {
         Sub::Binding => vec!["create"],
         Sub::Log => vec!["get"],
+        Sub::Exec | Sub::Attach | Sub::PortForward => vec!["create", "get"],
         Sub::Status | Sub::Scale => vec!["get", "patch", "update"],
     }
 }

@@ -69,12 +69,16 @@ pub struct Req {
     pub method: Method,
     /// Query parameters.
     pub query: HashMap<String, String>,
+    /// The query string as sent (repeated parameters such as exec's `command` intact).
+    pub raw_query: String,
     /// Headers.
     pub headers: http::HeaderMap,
     /// Body.
     pub body: Bytes,
     /// Who is asking.
     pub who: Identity,
+    /// The connection's upgrade (taken by the streaming subresources: exec, portforward).
+    pub upgrade: std::sync::Mutex<Option<hyper::upgrade::OnUpgrade>>,
 }
 
 pub(super) type ApiResult<T> = Result<T, ApiError>;
@@ -212,7 +216,12 @@ mod tests {
             parse_path("/api/v1/pods/web").is_err(),
             "namespaced by name needs a namespace"
         );
-        assert!(parse_path("/api/v1/namespaces/default/pods/web/exec").is_err());
+        let t = parse_path("/api/v1/namespaces/default/pods/web/exec")
+            .unwrap()
+            .unwrap();
+        assert_eq!(t.sub, Some(Sub::Exec));
+        assert!(parse_path("/api/v1/namespaces/default/pods/web/ephemeralcontainers").is_err());
+        assert!(parse_path("/api/v1/namespaces/default/services/s/exec").is_err());
         assert!(parse_path("/api/v1/widgets").is_err());
         assert!(parse_path("/api/v1").unwrap().is_none());
         assert!(parse_path("/apis/apps/v1/namespaces/x/deployments/d/scale/extra").is_err());

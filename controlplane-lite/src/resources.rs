@@ -13,6 +13,12 @@ pub enum Sub {
     Binding,
     /// `pods/log` (get only; proxied to the pod's kubelet).
     Log,
+    /// `pods/exec` (a WebSocket or SPDY upgrade, relayed to the pod's kubelet).
+    Exec,
+    /// `pods/attach` (relayed to the kubelet, which refuses it: containers have no attached stdio).
+    Attach,
+    /// `pods/portforward` (an upgrade relayed to the pod's kubelet).
+    PortForward,
 }
 
 impl Sub {
@@ -23,6 +29,9 @@ impl Sub {
             Sub::Scale => "scale",
             Sub::Binding => "binding",
             Sub::Log => "log",
+            Sub::Exec => "exec",
+            Sub::Attach => "attach",
+            Sub::PortForward => "portforward",
         }
     }
 }
@@ -97,7 +106,14 @@ pub static RESOURCES: &[Resource] = &[
         namespaced: true,
         short_names: &["po"],
         categories: ALL,
-        subresources: &[Sub::Status, Sub::Binding, Sub::Log],
+        subresources: &[
+            Sub::Status,
+            Sub::Binding,
+            Sub::Log,
+            Sub::Exec,
+            Sub::Attach,
+            Sub::PortForward,
+        ],
     },
     Resource {
         group: "",

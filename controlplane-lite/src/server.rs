@@ -53,7 +53,10 @@ pub async fn serve(
                 async move { Ok::<_, std::convert::Infallible>(api.handle(req).await) }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).await {
+            if let Err(e) = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                .await
+            {
                 tracing::debug!("connection from {peer} ended: {e}");
             }
         });

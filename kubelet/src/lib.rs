@@ -14,6 +14,7 @@
 //! | [`status`] | pod status computation |
 //! | [`cgroup`] | per-container cgroups (`cgroup.kill`, `populated`) |
 //! | [`logs`] | the kubelet's HTTP endpoint: `/containerLogs` (behind `kubectl logs`), `/healthz` |
+//! | `stream` | `/exec` and `/portForward` on that endpoint (behind `kubectl exec`, `cp`, `port-forward`) |
 //!
 //! State lives on disk under `--root-dir` (`pods/<uid>/...`, `netns/<uid>`, `cni-cache/`), so a
 //! kubelet killed with `kill -9` and restarted adopts its running pods (no second CNI ADD, no
@@ -32,6 +33,7 @@ pub mod probe;
 pub mod sandbox;
 pub mod shim;
 pub mod status;
+mod stream;
 
 use anyhow::{bail, Context as _, Result};
 use ferry_kube::watch::Reflector;

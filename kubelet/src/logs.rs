@@ -19,9 +19,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-type Body = UnsyncBoxBody<Bytes, std::io::Error>;
+/// Response bodies of the endpoint.
+pub(crate) type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 
-fn text(code: StatusCode, msg: impl Into<String>) -> Response<Body> {
+/// A plain-text answer.
+pub(crate) fn text(code: StatusCode, msg: impl Into<String>) -> Response<Body> {
     let mut r = Response::new(
         Full::new(Bytes::from(msg.into()))
             .map_err(|never| match never {})
@@ -51,13 +53,14 @@ pub async fn serve(k: Arc<Kubelet>) -> Result<impl std::future::Future<Output = 
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                    .with_upgrades()
                     .await;
             });
         }
     })
 }
 
-async fn handle(k: &Kubelet, req: Request<Incoming>) -> Response<Body> {
+async fn handle(k: &Arc<Kubelet>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_owned();
     if path == "/healthz" {
         return text(StatusCode::OK, "ok");
@@ -70,6 +73,9 @@ async fn handle(k: &Kubelet, req: Request<Incoming>) -> Response<Body> {
         .is_some_and(|t| t == k.cfg.token);
     if !authorized {
         return text(StatusCode::UNAUTHORIZED, "Unauthorized");
+    }
+    if crate::stream::is_stream_path(&path) {
+        return crate::stream::handle(k, req).await;
     }
     let Some(rest) = path.strip_prefix("/containerLogs/") else {
         return text(StatusCode::NOT_FOUND, "not found");

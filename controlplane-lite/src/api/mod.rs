@@ -12,7 +12,7 @@
 //! | `read.rs` | get, list (selectors, pagination, Tables), watch (per-client limit) |
 //! | `write.rs` | create, update, patch (JSON, merge, strategic, apply), field validation |
 //! | `delete.rs` | delete (grace, preconditions, propagation), namespace purge, deletecollection |
-//! | `sub/` | subresources: `scale.rs` (read), `log.rs` (proxied to the kubelet), `binding.rs` |
+//! | `sub/` | subresources: `scale.rs` (read), `log.rs` (proxied to the kubelet), `binding.rs`, `exec.rs` (exec/attach/portforward upgrades relayed to the kubelet) |
 
 mod delete;
 mod read;
@@ -85,7 +85,8 @@ impl Api {
 
     /// Handles one HTTP request.
     pub async fn handle(self: Arc<Self>, req: Request<hyper::body::Incoming>) -> Response<Body> {
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
+        let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
         let path = parts.uri.path().to_owned();
         let query = web::parse_query(parts.uri.query());
         // Unauthenticated, like the public-info-viewer role upstream.
@@ -122,10 +123,12 @@ impl Api {
         };
         let r = Req {
             method: parts.method,
+            raw_query: parts.uri.query().unwrap_or("").to_owned(),
             query,
             headers: parts.headers,
             body,
             who,
+            upgrade: std::sync::Mutex::new(upgrade),
         };
         let accept = web::accept(&r.headers);
         let resp = match self.clone().route(&path, r).await {
@@ -224,10 +227,14 @@ impl Api {
             "get" => match t.sub {
                 Some(Sub::Scale) => self.get_scale(&t).await,
                 Some(Sub::Log) => self.pod_log(&t, &r).await,
+                Some(Sub::Exec | Sub::Attach | Sub::PortForward) => self.pod_stream(&t, &r).await,
                 _ => self.get(&t, &r).await,
             },
             "create" => match (t.sub, t.name.is_some()) {
                 (Some(Sub::Binding), true) => self.binding(&t, &r).await,
+                (Some(Sub::Exec | Sub::Attach | Sub::PortForward), true) => {
+                    self.pod_stream(&t, &r).await
+                }
                 (None, false) => self.create(&t, &r).await,
                 _ => Err(ApiError::new(
                     405,
@@ -235,6 +242,19 @@ impl Api {
                     "POST is only allowed on collections and pods/binding",
                 )),
             },
+            "update" | "patch"
+                if matches!(t.sub, Some(Sub::Exec | Sub::Attach | Sub::PortForward)) =>
+            {
+                Err(ApiError::new(
+                    405,
+                    "MethodNotAllowed",
+                    format!(
+                        "{} is not allowed on pods/{}",
+                        r.method,
+                        t.sub.map_or("", Sub::name)
+                    ),
+                ))
+            }
             "update" | "patch" => self.write(&t, &r, verb == "patch").await,
             "delete" => self.delete(&t, &r).await,
             "deletecollection" => self.delete_collection(&t, &r).await,

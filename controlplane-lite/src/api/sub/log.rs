@@ -1,5 +1,5 @@
-//! `GET pods/{name}/log`: proxied to the kubelet of the pod's node with that node's token, and
-//! streamed back as it comes.
+//! `GET pods/{name}/log`: proxied to the kubelet of the pod's node, and streamed back as it
+//! comes; with the kubelet connection (and container choice) the streaming subresources share.
 
 use crate::api::Api;
 use crate::request::{ApiResult, Req, Target};
@@ -12,53 +12,66 @@ use serde_json::Value;
 
 impl Api {
     /// `GET pods/{name}/log`: proxied to the kubelet of the pod's node
-    /// (`http://<InternalIP>:<daemonEndpoints port>/containerLogs/...`, with that node's token),
-    /// streamed back as it comes (`follow=true` streams until the container ends).
+    /// (`/containerLogs/...` on its endpoint, see [`Api::kubelet`]), streamed back as it comes
+    /// (`follow=true` streams until the container ends).
     pub(in crate::api) async fn pod_log(&self, t: &Target, r: &Req) -> ApiResult<Response<Body>> {
         let ns = Self::ns_of(t);
         let name = t.name.clone().unwrap_or_default();
         let (pod, _) = self.get_obj(t.res, &ns, &name).await?;
-        let containers: Vec<&str> = pod
-            .pointer("/spec/containers")
-            .and_then(Value::as_array)
-            .map(|cs| cs.iter().filter_map(|c| c["name"].as_str()).collect())
-            .unwrap_or_default();
-        let container = match r.query.get("container").filter(|c| !c.is_empty()) {
-            Some(c) => {
-                if !containers.contains(&c.as_str()) {
-                    return Err(ApiError::bad_request(format!(
-                        "container {c} is not valid for pod {name}"
-                    )));
-                }
-                c.clone()
+        let container = pick_container(&pod, &name, r.query.get("container"))?;
+        let node = node_of(&pod, &name)?;
+        let mut query = Vec::new();
+        for k in [
+            "follow",
+            "previous",
+            "tailLines",
+            "limitBytes",
+            "sinceSeconds",
+            "timestamps",
+        ] {
+            // Only plain values (numbers, booleans) are forwarded.
+            if let Some(v) = r
+                .query
+                .get(k)
+                .filter(|v| v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+            {
+                query.push(format!("{k}={v}"));
             }
-            None => match containers.as_slice() {
-                [one] => (*one).to_owned(),
-                many => {
-                    let default = pod
-                        .pointer("/metadata/annotations/kubectl.kubernetes.io~1default-container")
-                        .and_then(Value::as_str);
-                    match default.filter(|d| many.contains(d)) {
-                        Some(d) => d.to_owned(),
-                        None => {
-                            return Err(ApiError::bad_request(format!(
-                                "a container name must be specified for pod {name}, choose one of: [{}]",
-                                many.join(" ")
-                            )))
-                        }
-                    }
-                }
-            },
-        };
-        let node = pod
-            .pointer("/spec/nodeName")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        if node.is_empty() {
-            return Err(ApiError::bad_request(format!(
-                "pod {name} does not have a host assigned"
-            )));
         }
+        let path = format!("/containerLogs/{ns}/{name}/{container}?{}", query.join("&"));
+        let (mut send, req) = self.kubelet(&node).await?;
+        let req = req
+            .method(http::Method::GET)
+            .uri(path)
+            .body(http_body_util::Empty::<Bytes>::new())
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let resp = send
+            .send_request(req)
+            .await
+            .map_err(|e| kubelet_unreachable(&node, &e))?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(kubelet_error(resp).await);
+        }
+        let body = resp.into_body().map_err(std::io::Error::other).boxed();
+        let mut out = Response::new(body);
+        out.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain"),
+        );
+        Ok(out)
+    }
+
+    /// A connection to the kubelet of `node` (its InternalIP and
+    /// `status.daemonEndpoints.kubeletEndpoint.Port`), and a request builder carrying the
+    /// credentials it wants. Upgrades on the connection are served (exec, port-forward).
+    pub(in crate::api) async fn kubelet(
+        &self,
+        node: &str,
+    ) -> ApiResult<(
+        hyper::client::conn::http1::SendRequest<http_body_util::Empty<Bytes>>,
+        http::request::Builder,
+    )> {
         let nodes =
             resources::by_kind("Node").ok_or_else(|| ApiError::internal("no Node resource"))?;
         let (n, _) = self.get_obj(nodes, "", node).await?;
@@ -83,25 +96,6 @@ impl Api {
                 format!("node {node} has no credentials"),
             )
         })?;
-        let mut query = Vec::new();
-        for k in [
-            "follow",
-            "previous",
-            "tailLines",
-            "limitBytes",
-            "sinceSeconds",
-            "timestamps",
-        ] {
-            // Only plain values (numbers, booleans) are forwarded.
-            if let Some(v) = r
-                .query
-                .get(k)
-                .filter(|v| v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
-            {
-                query.push(format!("{k}={v}"));
-            }
-        }
-        let path = format!("/containerLogs/{ns}/{name}/{container}?{}", query.join("&"));
         let unreachable = |e: &dyn std::fmt::Display| {
             ApiError::new(
                 503,
@@ -116,39 +110,91 @@ impl Api {
         .await
         .map_err(|_| unreachable(&"timeout"))?
         .map_err(|e| unreachable(&e))?;
-        let (mut send, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-                .await
-                .map_err(|e| unreachable(&e))?;
-        tokio::spawn(conn);
-        let req = http::Request::get(path)
+        let _ = tcp.set_nodelay(true);
+        let (send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .map_err(|e| unreachable(&e))?;
+        tokio::spawn(conn.with_upgrades());
+        let req = http::Request::builder()
             .header(http::header::HOST, format!("{ip}:{port}"))
-            .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
-            .body(http_body_util::Empty::<Bytes>::new())
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        let resp = send.send_request(req).await.map_err(|e| unreachable(&e))?;
-        let status = resp.status();
-        if !status.is_success() {
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
-                .unwrap_or_default();
-            return Err(ApiError::new(
-                status.as_u16(),
-                "BadRequest",
-                body.trim().to_owned(),
-            ));
-        }
-        let body = resp.into_body().map_err(std::io::Error::other).boxed();
-        let mut out = Response::new(body);
-        out.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("text/plain"),
-        );
-        Ok(out)
+            .header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+        Ok((send, req))
     }
+}
+
+/// The node a pod is bound to.
+pub(super) fn node_of(pod: &Value, name: &str) -> ApiResult<String> {
+    match pod.pointer("/spec/nodeName").and_then(Value::as_str) {
+        Some(n) if !n.is_empty() => Ok(n.to_owned()),
+        _ => Err(ApiError::bad_request(format!(
+            "pod {name} does not have a host assigned"
+        ))),
+    }
+}
+
+/// The container a request means: the one asked for (which must exist), else the only one, else
+/// the `kubectl.kubernetes.io/default-container` annotation's.
+pub(super) fn pick_container(
+    pod: &Value,
+    name: &str,
+    requested: Option<&String>,
+) -> ApiResult<String> {
+    let containers: Vec<&str> = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .map(|cs| cs.iter().filter_map(|c| c["name"].as_str()).collect())
+        .unwrap_or_default();
+    if let Some(c) = requested.filter(|c| !c.is_empty()) {
+        if !containers.contains(&c.as_str()) {
+            return Err(ApiError::bad_request(format!(
+                "container {c} is not valid for pod {name}"
+            )));
+        }
+        return Ok(c.clone());
+    }
+    match containers.as_slice() {
+        [one] => Ok((*one).to_owned()),
+        many => {
+            let default = pod
+                .pointer("/metadata/annotations/kubectl.kubernetes.io~1default-container")
+                .and_then(Value::as_str);
+            match default.filter(|d| many.contains(d)) {
+                Some(d) => Ok(d.to_owned()),
+                None => Err(ApiError::bad_request(format!(
+                    "a container name must be specified for pod {name}, choose one of: [{}]",
+                    many.join(" ")
+                ))),
+            }
+        }
+    }
+}
+
+/// The error for a kubelet that could not be reached (or dropped the request).
+pub(super) fn kubelet_unreachable(node: &str, e: &dyn std::fmt::Display) -> ApiError {
+    ApiError::new(
+        503,
+        "ServiceUnavailable",
+        format!("error talking to the kubelet of node {node}: {e}"),
+    )
+}
+
+/// A kubelet's error answer (a one-line text) as a Status with its code.
+pub(super) async fn kubelet_error(resp: Response<hyper::body::Incoming>) -> ApiError {
+    let code = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+        .unwrap_or_default();
+    let reason = match code {
+        404 => "NotFound",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        500.. => "InternalError",
+        _ => "BadRequest",
+    };
+    ApiError::new(code, reason, body.trim().to_owned())
 }
 
 /// The kubelet port of Node object `n` (`status.daemonEndpoints.kubeletEndpoint.Port`, 10250

@@ -1,6 +1,8 @@
 //! Subresource handlers beyond `status` (whose writes go through `write.rs`): `scale` reads
-//! (its writes too go through `write.rs`), `log` (proxied to the kubelet) and `binding`.
+//! (its writes too go through `write.rs`), `log` (proxied to the kubelet), `binding`, and
+//! `exec` / `attach` / `portforward` (upgrades relayed to the kubelet).
 
 mod binding;
+mod exec;
 mod log;
 mod scale;

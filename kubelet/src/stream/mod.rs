@@ -1,0 +1,319 @@
+//! The kubelet's streaming endpoints, behind `kubectl exec`, `kubectl cp` and `kubectl
+//! port-forward`. The API server checks the request, then relays the upgraded connection here
+//! byte for byte, so the protocols are the ones kubectl speaks:
+//!
+//! - `GET /exec/<ns>/<pod>/<container>?command=..&stdin=..&stdout=..&stderr=..&tty=..`: a
+//!   WebSocket, subprotocol `v5.channel.k8s.io` or `v4.channel.k8s.io` ([`exec`]);
+//! - `GET|POST /portForward/<ns>/<pod>`: SPDY/3.1 `portforward.k8s.io`, tunneled in a WebSocket
+//!   (`SPDY/3.1+portforward.k8s.io`, what kubectl >= 1.31 asks first) or on a plain
+//!   `Upgrade: SPDY/3.1` connection (its fallback) ([`portforward`], [`spdy`]).
+//!
+//! Errors found before the upgrade (no such pod on this node, container not running, bad
+//! parameters) are plain HTTP answers with a one-line message, which the API server turns into a
+//! `Status`.
+
+pub(crate) mod exec;
+pub(crate) mod portforward;
+pub(crate) mod spdy;
+
+use crate::logs::{text, Body};
+use crate::Kubelet;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt as _, Empty};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use k8s_openapi::api::core::v1::Pod;
+use std::sync::Arc;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::WebSocketStream;
+
+/// Exec subprotocols, best first.
+const EXEC_PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
+/// The port-forward protocol tunneled in a WebSocket.
+const PORTFORWARD_WS: &str = "SPDY/3.1+portforward.k8s.io";
+/// The port-forward protocol on a plain SPDY upgrade.
+const PORTFORWARD: &str = "portforward.k8s.io";
+
+/// Whether `path` is one of the streaming endpoints.
+pub(crate) fn is_stream_path(path: &str) -> bool {
+    ["/exec/", "/attach/", "/portForward/"]
+        .iter()
+        .any(|p| path.starts_with(p))
+}
+
+/// Serves a streaming request (after authorization).
+pub(crate) async fn handle(k: &Arc<Kubelet>, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match segs.as_slice() {
+        ["exec", ns, pod, container] => exec(k, req, ns, pod, container),
+        ["portForward", ns, pod] => port_forward(k, req, ns, pod),
+        ["attach", ..] => text(
+            StatusCode::BAD_REQUEST,
+            "attach is not supported: containers' output goes to their log (use kubectl logs -f) and they have no stdin",
+        ),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "want /exec/<ns>/<pod>/<container> or /portForward/<ns>/<pod>",
+        ),
+    }
+}
+
+fn find_pod(k: &Kubelet, ns: &str, name: &str) -> Result<Arc<Pod>, Box<Response<Body>>> {
+    k.pods
+        .state()
+        .into_iter()
+        .find(|p| {
+            p.metadata.namespace.as_deref() == Some(ns) && p.metadata.name.as_deref() == Some(name)
+        })
+        .ok_or_else(|| {
+            Box::new(text(
+                StatusCode::NOT_FOUND,
+                format!("pod {ns}/{name} is not on this node"),
+            ))
+        })
+}
+
+/// How the running attempt of `container` runs (its shim spec), or why there is none.
+fn running_container(
+    k: &Kubelet,
+    pod: &Pod,
+    container: &str,
+) -> Result<exec::ProcessContext, Box<Response<Body>>> {
+    let name = pod.metadata.name.as_deref().unwrap_or("");
+    let known = pod
+        .spec
+        .as_ref()
+        .is_some_and(|s| s.containers.iter().any(|c| c.name == container));
+    if !known {
+        return Err(Box::new(text(
+            StatusCode::BAD_REQUEST,
+            format!("container {container} is not valid for pod {name}"),
+        )));
+    }
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let cdir = k.pod_dir(&uid).join(container);
+    let not_running = || {
+        Box::new(text(
+            StatusCode::BAD_REQUEST,
+            format!("container {container} in pod {name} is not running"),
+        ))
+    };
+    let attempt = crate::pod::attempts(&cdir)
+        .last()
+        .copied()
+        .ok_or_else(not_running)?;
+    let adir = cdir.join(attempt.to_string());
+    if adir.join(crate::shim::EXIT).exists() {
+        return Err(not_running());
+    }
+    let spec: crate::shim::ShimSpec = std::fs::read(adir.join(crate::shim::SPEC))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(not_running)?;
+    Ok(exec::ProcessContext {
+        env: spec.env,
+        working_dir: spec.working_dir,
+        netns: spec.netns,
+        cgroup: spec.cgroup,
+    })
+}
+
+/// The values of the subprotocols the client offers, in its order.
+fn offered_protocols(h: &HeaderMap) -> Vec<String> {
+    h.get_all(http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+fn header_has(h: &HeaderMap, name: http::header::HeaderName, token: &str) -> bool {
+    h.get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// A WebSocket upgrade answer choosing the first of `ours` the client offers, or an error answer.
+fn websocket_accept(h: &HeaderMap, ours: &[&str]) -> Result<(String, Response<Body>), String> {
+    if !header_has(h, http::header::UPGRADE, "websocket") {
+        return Err("a WebSocket upgrade is required".into());
+    }
+    let key = h
+        .get(http::header::SEC_WEBSOCKET_KEY)
+        .ok_or("no Sec-WebSocket-Key")?;
+    let offered = offered_protocols(h);
+    let protocol = ours
+        .iter()
+        .find(|p| offered.iter().any(|o| o == *p))
+        .ok_or_else(|| {
+            format!(
+                "none of the offered subprotocols {offered:?} is supported (want one of {ours:?})"
+            )
+        })?;
+    let resp = Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(http::header::CONNECTION, "Upgrade")
+        .header(http::header::UPGRADE, "websocket")
+        .header(
+            http::header::SEC_WEBSOCKET_ACCEPT,
+            derive_accept_key(key.as_bytes()),
+        )
+        .header(http::header::SEC_WEBSOCKET_PROTOCOL, *protocol)
+        .body(empty())
+        .map_err(|e| e.to_string())?;
+    Ok(((*protocol).to_owned(), resp))
+}
+
+/// A close frame with code 1000: client-go reads the end of a session as EOF only with it (any
+/// other code, 1005 "no status" included, is an error on every stream).
+pub(crate) fn normal_close() -> tokio_tungstenite::tungstenite::Message {
+    use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame};
+    tokio_tungstenite::tungstenite::Message::Close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    }))
+}
+
+fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+fn query_pairs(req: &Request<Incoming>) -> Vec<(String, String)> {
+    form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+fn flag(q: &[(String, String)], name: &str) -> bool {
+    q.iter()
+        .any(|(k, v)| k == name && matches!(v.as_str(), "1" | "true" | "True"))
+}
+
+/// Runs `session` on the connection once hyper hands it over.
+fn on_upgrade<F, Fut>(req: Request<Incoming>, session: F)
+where
+    F: FnOnce(TokioIo<hyper::upgrade::Upgraded>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        match hyper::upgrade::on(req).await {
+            Ok(up) => session(TokioIo::new(up)).await,
+            Err(e) => tracing::debug!("stream upgrade failed: {e}"),
+        }
+    });
+}
+
+fn exec(
+    k: &Arc<Kubelet>,
+    req: Request<Incoming>,
+    ns: &str,
+    pod: &str,
+    container: &str,
+) -> Response<Body> {
+    let q = query_pairs(&req);
+    let command: Vec<String> = q
+        .iter()
+        .filter(|(k, _)| k == "command")
+        .map(|(_, v)| v.clone())
+        .collect();
+    let r = exec::Request {
+        command,
+        stdin: flag(&q, "stdin"),
+        stdout: flag(&q, "stdout"),
+        stderr: flag(&q, "stderr"),
+        tty: flag(&q, "tty"),
+    };
+    if r.command.is_empty() {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "you must specify at least one command for the container",
+        );
+    }
+    if !(r.stdin || r.stdout || r.stderr) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "you must specify at least one of stdin, stdout, stderr",
+        );
+    }
+    let p = match find_pod(k, ns, pod) {
+        Ok(p) => p,
+        Err(resp) => return *resp,
+    };
+    let ctx = match running_container(k, &p, container) {
+        Ok(c) => c,
+        Err(resp) => return *resp,
+    };
+    let (_, resp) = match websocket_accept(req.headers(), &EXEC_PROTOCOLS) {
+        Ok(x) => x,
+        Err(e) => return text(StatusCode::BAD_REQUEST, e),
+    };
+    on_upgrade(req, move |io| async move {
+        let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+        exec::session(ws, ctx, r).await;
+    });
+    resp
+}
+
+fn port_forward(k: &Arc<Kubelet>, req: Request<Incoming>, ns: &str, pod: &str) -> Response<Body> {
+    let p = match find_pod(k, ns, pod) {
+        Ok(p) => p,
+        Err(resp) => return *resp,
+    };
+    let uid = p.metadata.uid.clone().unwrap_or_default();
+    let host_network = p
+        .spec
+        .as_ref()
+        .and_then(|s| s.host_network)
+        .unwrap_or(false);
+    let target = portforward::Target {
+        netns: (!host_network).then(|| k.sandboxes.netns_path(&uid)),
+        pod: format!("{ns}/{pod}"),
+        uid,
+    };
+    let h = req.headers();
+    if header_has(h, http::header::UPGRADE, "websocket") {
+        let (_, resp) = match websocket_accept(h, &[PORTFORWARD_WS]) {
+            Ok(x) => x,
+            Err(e) => return text(StatusCode::BAD_REQUEST, e),
+        };
+        on_upgrade(req, move |io| async move {
+            let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+            portforward::over_websocket(ws, target).await;
+        });
+        return resp;
+    }
+    if !header_has(h, http::header::UPGRADE, "SPDY/3.1") {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "port-forward needs a WebSocket or SPDY/3.1 upgrade",
+        );
+    }
+    let wants = h
+        .get_all("X-Stream-Protocol-Version")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|p| p.trim() == PORTFORWARD));
+    if !wants {
+        return text(
+            StatusCode::FORBIDDEN,
+            format!("the client does not offer the {PORTFORWARD} protocol"),
+        );
+    }
+    let resp = Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(http::header::CONNECTION, "Upgrade")
+        .header(http::header::UPGRADE, "SPDY/3.1")
+        .header("X-Stream-Protocol-Version", PORTFORWARD)
+        .body(empty());
+    let Ok(resp) = resp else {
+        return text(StatusCode::INTERNAL_SERVER_ERROR, "building the upgrade");
+    };
+    on_upgrade(req, move |io| portforward::over_io(io, target));
+    resp
+}

@@ -1,0 +1,487 @@
+//! `kubectl exec` (with and without a TTY), `kubectl cp` both ways and `kubectl port-forward`
+//! with the real kubectl, through ferry-server to ferry-kubelet: a control-plane namespace runs
+//! ferry-server and kubectl, a node namespace runs the kubelet, pods run in their own
+//! namespaces. Results are checked independently (the pod's namespace and cgroup from /proc,
+//! files on disk, curl through the forwarded port), and so is what is left afterwards (no stray
+//! processes in the pod's cgroup, no kubectl left running).
+
+use ferry_tests::{bin_path, privileged, unique, wait_until, ChildGuard, Netns, RootSnapshot};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const CP_IP: &str = "10.97.0.1";
+const NODE_IP: &str = "10.97.0.2";
+const NODE: &str = "worker-s";
+
+struct Fixture {
+    cp: Netns,
+    _node: Netns,
+    dir: tempfile::TempDir,
+    _server: ChildGuard,
+    kubelet: Option<ChildGuard>,
+    cgroup: PathBuf,
+}
+
+impl Fixture {
+    fn new(tag: &str) -> Fixture {
+        let cp = Netns::new(&format!("{tag}c"));
+        let node = Netns::new(&format!("{tag}n"));
+        ferry_tests::veth(&cp, "eth0", &node, "eth0");
+        cp.sh(&format!(
+            "ip link set lo up; ip addr add {CP_IP}/24 dev eth0; ip link set eth0 up"
+        ));
+        node.sh(&format!(
+            "ip link set lo up; ip addr add {NODE_IP}/24 dev eth0; ip link set eth0 up; \
+             sysctl -qw net.ipv4.ip_forward=1"
+        ));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("server");
+        let server = cp
+            .command(bin_path("ferry-server"))
+            .args(["--data-dir", data.to_str().unwrap()])
+            .args(["--listen", &format!("{CP_IP}:6443")])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("server.log")).unwrap())
+            .spawn()
+            .expect("ferry-server");
+        let server = ChildGuard(server);
+        assert!(
+            wait_until(Duration::from_secs(20), || data
+                .join("admin.kubeconfig")
+                .exists()
+                && cp
+                    .command("curl")
+                    .args(["-sfk", &format!("https://{CP_IP}:6443/readyz")])
+                    .output()
+                    .is_ok_and(|o| o.status.success())),
+            "ferry-server did not come up"
+        );
+        let out = Command::new(bin_path("ferry-server"))
+            .args(["node-token", "--data-dir", data.to_str().unwrap()])
+            .args(["--node", NODE])
+            .output()
+            .unwrap();
+        let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        let bin = dir.path().join("cni-bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::copy(bin_path("ferry-cni"), bin.join("ferry-cni")).unwrap();
+        std::os::unix::fs::symlink(bin.join("ferry-cni"), bin.join("loopback")).unwrap();
+        let cg2 = ferry_kubelet::cgroup::cgroup2_mount().expect("cgroup2 mount");
+        let cgroup = cg2.join(unique("fks"));
+        let p = |s: &str| dir.path().join(s).to_str().unwrap().to_owned();
+        let kubelet = node
+            .command(bin_path("ferry-kubelet"))
+            .args(["--node-name", NODE])
+            .args(["--server", &format!("https://{CP_IP}:6443")])
+            .args(["--token", &token, "--node-ip", NODE_IP])
+            .args(["--certificate-authority", &p("server/pki/ca.crt")])
+            .args(["--cni-conf-dir", &p("net.d")])
+            .args(["--cni-bin-dir", &p("cni-bin")])
+            .args(["--root-dir", &p("kubelet")])
+            .args(["--cgroup-root", cgroup.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("kubelet.log")).unwrap())
+            .spawn()
+            .expect("ferry-kubelet");
+        let f = Fixture {
+            cp,
+            _node: node,
+            dir,
+            _server: server,
+            kubelet: Some(ChildGuard(kubelet)),
+            cgroup,
+        };
+        f.network_ready();
+        f
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    fn kubectl_cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = self.cp.command("kubectl");
+        cmd.args([
+            "--kubeconfig",
+            self.path("server/admin.kubeconfig").to_str().unwrap(),
+        ])
+        .args(args);
+        cmd
+    }
+
+    fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        ferry_tests::output_with_stdin(&mut self.kubectl_cmd(args), stdin)
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args, None);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}{}\nkubelet log:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log("kubelet.log")
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path(name)).unwrap_or_default()
+    }
+
+    fn get(&self, what: &str) -> Option<Value> {
+        let out = self.kubectl(&["get", what, "-o", "json"], None);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).unwrap())
+    }
+
+    fn wait(&self, what: &str, secs: u64, f: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let mut last = None;
+        while Instant::now() < deadline {
+            if let Some(v) = self.get(what) {
+                if f(&v) {
+                    return v;
+                }
+                last = Some(v);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "{what} did not reach the expected state in {secs}s; last: {}\nkubelet log:\n{}",
+            serde_json::to_string_pretty(&last).unwrap(),
+            self.log("kubelet.log")
+        );
+    }
+
+    /// Plays the node agent: node network file + conflist from the node's podCIDR.
+    fn network_ready(&self) {
+        let node = self.wait(&format!("node/{NODE}"), 20, |n| {
+            n["spec"]["podCIDR"].is_string()
+        });
+        let cidr = node["spec"]["podCIDR"].as_str().unwrap().to_owned();
+        let (net, len) = cidr.split_once('/').unwrap();
+        let gw = format!("{}.1", net.rsplit_once('.').unwrap().0);
+        std::fs::write(
+            self.path("subnet.env"),
+            format!("FERRY_NETWORK=10.244.0.0/16\nFERRY_SUBNET={gw}/{len}\nFERRY_MTU=1500\nFERRY_IPMASQ=false\n"),
+        )
+        .unwrap();
+        std::fs::create_dir_all(self.path("net.d")).unwrap();
+        let conf = json!({"cniVersion": "1.1.0", "name": "ferry", "plugins": [{
+            "type": "ferry-cni", "bridge": "ferry0", "isGateway": true,
+            "subnetFile": self.path("subnet.env"),
+            "ipam": {"dataDir": self.path("ipam")}}]});
+        std::fs::write(self.path("net.d/10-ferry.conflist"), conf.to_string()).unwrap();
+    }
+
+    /// PIDs in the pod's cgroups.
+    fn pod_pids(&self, uid: &str) -> Vec<i32> {
+        let mut pids = Vec::new();
+        collect_pids(&self.cgroup.join(uid), &mut pids);
+        pids
+    }
+}
+
+fn collect_pids(dir: &Path, out: &mut Vec<i32>) {
+    if let Ok(s) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+        out.extend(s.lines().filter_map(|l| l.parse::<i32>().ok()));
+    }
+    if let Ok(d) = std::fs::read_dir(dir) {
+        for e in d.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                collect_pids(&e.path(), out);
+            }
+        }
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if let Some(mut k) = self.kubelet.take() {
+            let _ = k.0.kill();
+            let _ = k.0.wait();
+        }
+        if self.cgroup.exists() {
+            let _ = std::fs::write(self.cgroup.join("cgroup.kill"), "1");
+            wait_until(Duration::from_secs(5), || {
+                !std::fs::read_to_string(self.cgroup.join("cgroup.events"))
+                    .unwrap_or_default()
+                    .contains("populated 1")
+            });
+            remove_cgroup(&self.cgroup);
+        }
+        // The shims exit by themselves once their containers are gone.
+        if let Ok(d) = std::fs::read_dir(self.path("kubelet/netns")) {
+            for e in d.flatten() {
+                let _ = nix::mount::umount2(&e.path(), nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+    }
+}
+
+fn remove_cgroup(dir: &Path) {
+    if let Ok(d) = std::fs::read_dir(dir) {
+        for e in d.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup(&e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+fn pod(name: &str, spec: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
+           "spec": spec})
+}
+
+fn running(p: &Value) -> bool {
+    p["status"]["phase"] == "Running"
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn exec_tty_cp_and_port_forward_through_the_apiserver() {
+    if !privileged("kubelet_stream") {
+        return;
+    }
+    let root = RootSnapshot::take();
+    let f = Fixture::new(&unique("ks"));
+    // A web server on 127.0.0.1:8080 inside the pod's namespace (the node's filesystem: no
+    // images), serving a directory of the test.
+    let www = f.path("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("index.html"), "forwarded-ok\n").unwrap();
+    let spec = json!({"nodeName": NODE, "containers": [{"name": "c", "image": "python",
+        "command": ["/usr/bin/python3", "-m", "http.server", "8080", "--bind", "127.0.0.1",
+                    "--directory", www.to_str().unwrap()],
+        "env": [{"name": "GREETING", "value": "hi-from-env"}],
+        "workingDir": www.to_str().unwrap()}]});
+    let out = f.kubectl(&["create", "-f", "-"], Some(&pod("web", spec).to_string()));
+    assert!(out.status.success(), "{:?}", text(&out));
+    let p = f.wait("pod/web", 30, running);
+    let uid = p["metadata"]["uid"].as_str().unwrap().to_owned();
+    let ip = p["status"]["podIP"].as_str().unwrap().to_owned();
+    let main_pids = f.pod_pids(&uid);
+    assert_eq!(main_pids.len(), 1, "{main_pids:?}");
+
+    // 1. exec without a TTY: stdout, stderr, exit codes, the container's env, cwd, netns, cgroup.
+    assert_eq!(
+        f.ok(&["exec", "web", "--", "echo", "hello", "world"]),
+        "hello world\n"
+    );
+    let out = f.kubectl(
+        &["exec", "web", "--", "sh", "-c", "echo out; echo err >&2"],
+        None,
+    );
+    assert_eq!(text(&out).0, "out\n");
+    assert!(text(&out).1.contains("err"), "{:?}", text(&out));
+    let out = f.kubectl(&["exec", "web", "--", "false"], None);
+    assert_eq!(out.status.code(), Some(1), "{:?}", text(&out));
+    let out = f.kubectl(&["exec", "web", "--", "sh", "-c", "exit 3"], None);
+    assert_eq!(out.status.code(), Some(3), "{:?}", text(&out));
+    let out = f.kubectl(&["exec", "web", "--", "no-such-command-xyz"], None);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).1.contains("no-such-command-xyz"),
+        "{:?}",
+        text(&out)
+    );
+    let env = f.ok(&["exec", "web", "--", "sh", "-c", "echo $GREETING; pwd"]);
+    assert_eq!(env, format!("hi-from-env\n{}\n", www.display()));
+    let ns = f.ok(&["exec", "web", "--", "readlink", "/proc/self/ns/net"]);
+    let main_ns = std::fs::read_link(format!("/proc/{}/ns/net", main_pids[0])).unwrap();
+    assert_eq!(ns.trim(), main_ns.to_string_lossy());
+    let addrs = f.ok(&["exec", "web", "--", "ip", "-o", "addr"]);
+    assert!(addrs.contains(&ip), "{addrs}");
+    let cg = f.ok(&["exec", "web", "--", "cat", "/proc/self/cgroup"]);
+    let main_cg = std::fs::read_to_string(format!("/proc/{}/cgroup", main_pids[0])).unwrap();
+    assert_eq!(cg, main_cg);
+    // stdin, closed at its end (v5.channel.k8s.io).
+    let out = f.kubectl(
+        &["exec", "-i", "web", "--", "sh", "-c", "cat; echo done"],
+        Some("from-stdin\n"),
+    );
+    assert_eq!(text(&out).0, "from-stdin\ndone\n", "{:?}", text(&out));
+    // A background child does not outlive its exec.
+    f.ok(&["exec", "web", "--", "sh", "-c", "sleep 1000 & echo started"]);
+    assert!(
+        wait_until(Duration::from_secs(5), || f.pod_pids(&uid) == main_pids),
+        "stray processes after exec: {:?} (container: {main_pids:?})",
+        f.pod_pids(&uid)
+    );
+    // A client that goes away ends its command.
+    let mut gone = f
+        .kubectl_cmd(&["exec", "web", "--", "sleep", "1000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || f
+        .pod_pids(&uid)
+        .len()
+        == 2));
+    gone.kill().unwrap();
+    gone.wait().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || f.pod_pids(&uid) == main_pids),
+        "exec outlived its client: {:?}",
+        f.pod_pids(&uid)
+    );
+
+    // 2. exec with a TTY: kubectl on a terminal (script(1)), sizes sent on the resize channel.
+    let kubeconfig = f.path("server/admin.kubeconfig");
+    let kc = kubeconfig.display();
+    let in_script = |input: &str, cmd: &str| {
+        // script(1) gives kubectl a terminal; its input comes from the pipe, kept open long
+        // enough for the session to end first.
+        let sh = format!("({input}; sleep 5) | script -qec \"{cmd}\" /dev/null");
+        let out = f.cp.command("sh").args(["-c", &sh]).output().unwrap();
+        text(&out)
+    };
+    let (o, e) = in_script(
+        "true",
+        &format!(
+            "stty rows 37 cols 101; kubectl --kubeconfig {kc} exec -it web -- \
+             sh -c 'tty; stty size; exit 7'; echo rc=\\$?"
+        ),
+    );
+    assert!(o.contains("/dev/pts/"), "{o:?} {e:?}");
+    assert!(o.contains("37 101"), "{o:?} {e:?}");
+    assert!(o.contains("rc=7"), "{o:?} {e:?}");
+    // Input typed into an interactive shell on the terminal.
+    let (o, e) = in_script(
+        "sleep 2; printf 'echo typed-$((6*7))\\r'; sleep 1; printf 'exit 0\\r'",
+        &format!("kubectl --kubeconfig {kc} exec -it web -- sh; echo rc=\\$?"),
+    );
+    assert!(o.contains("typed-42"), "{o:?} {e:?}");
+    assert!(o.contains("rc=0"), "{o:?} {e:?}");
+
+    // 3. port-forward: an HTTP request through the forwarded port; a closed port ends the session.
+    let mut pf = ChildGuard(
+        f.kubectl_cmd(&["port-forward", "pod/web", "18080:8080"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let fetch = |port: u16| {
+        f.cp.command("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "5",
+                &format!("http://127.0.0.1:{port}/index.html"),
+            ])
+            .output()
+            .unwrap()
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || fetch(18080).status.success()),
+        "port-forward never served: {:?}",
+        text(&fetch(18080))
+    );
+    for _ in 0..3 {
+        assert_eq!(text(&fetch(18080)).0, "forwarded-ok\n");
+    }
+    let _ = pf.0.kill();
+    let _ = pf.0.wait();
+    let mut closed = f
+        .kubectl_cmd(&["port-forward", "pod/web", "18081:9"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || {
+        let o = fetch(18081);
+        !o.status.success() && !text(&o).1.contains("Failed to connect")
+    }));
+    let ended = wait_until(Duration::from_secs(10), || {
+        closed.try_wait().unwrap().is_some()
+    });
+    if !ended {
+        let _ = closed.kill();
+    }
+    let out = closed.wait_with_output().unwrap();
+    let (_, e) = text(&out);
+    assert!(
+        ended,
+        "kubectl port-forward to a closed port kept running: {e}"
+    );
+    assert!(e.contains("error forwarding port 9"), "{e}");
+    assert!(
+        e.contains("connection refused") || e.contains("Connection refused"),
+        "{e}"
+    );
+
+    // 4. cp both ways (exec + tar).
+    let src = f.path("upload.txt");
+    std::fs::write(&src, "copied-in\n").unwrap();
+    let dest = f.path("www/uploaded.txt");
+    f.ok(&[
+        "cp",
+        src.to_str().unwrap(),
+        &format!("default/web:{}", dest.display()),
+    ]);
+    assert_eq!(std::fs::read_to_string(&dest).unwrap(), "copied-in\n");
+    let back = f.path("downloaded.txt");
+    f.ok(&[
+        "cp",
+        &format!("default/web:{}", www.join("index.html").display()),
+        back.to_str().unwrap(),
+    ]);
+    assert_eq!(std::fs::read_to_string(&back).unwrap(), "forwarded-ok\n");
+
+    // Bad input: a pod that does not exist, a pod that has exited.
+    let out = f.kubectl(&["exec", "nope", "--", "true"], None);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).1.contains("pods \"nope\" not found"),
+        "{:?}",
+        text(&out)
+    );
+    let done = json!({"nodeName": NODE, "restartPolicy": "Never",
+        "containers": [{"name": "c", "image": "busybox", "command": ["true"]}]});
+    let out = f.kubectl(&["create", "-f", "-"], Some(&pod("done", done).to_string()));
+    assert!(out.status.success(), "{:?}", text(&out));
+    f.wait("pod/done", 30, |p| p["status"]["phase"] == "Succeeded");
+    let out = f.kubectl(&["exec", "done", "--", "true"], None);
+    assert!(!out.status.success());
+    assert!(text(&out).1.contains("completed pod"), "{:?}", text(&out));
+    let out = f.kubectl(&["port-forward", "pod/done", "18082:80"], None);
+    assert!(!out.status.success());
+    assert!(text(&out).1.contains("not running"), "{:?}", text(&out));
+    assert_eq!(
+        f.pod_pids(&uid),
+        main_pids,
+        "nothing left in the pod's cgroup"
+    );
+
+    // The exec round trip.
+    let mut times = Vec::new();
+    for _ in 0..20 {
+        let t = Instant::now();
+        f.ok(&["exec", "web", "--", "true"]);
+        times.push(t.elapsed());
+    }
+    times.sort();
+    eprintln!(
+        "kubectl exec web -- true: p50 {:?}, min {:?}, max {:?} over {} runs",
+        times[times.len() / 2],
+        times[0],
+        times[times.len() - 1],
+        times.len()
+    );
+    drop(f);
+    root.assert_unchanged();
+}
