@@ -45,6 +45,7 @@
 //! A header that does not parse drops the connection (TCP) or the datagram (UDP); the server
 //! keeps serving.
 
+mod search;
 mod server;
 mod tcp;
 mod udp;
@@ -79,6 +80,9 @@ pub enum Test {
     UdpRr,
     /// Paced UDP datagrams at `rate_pps` (per flow); loss, reorder, one-way delay at the server.
     UdpStream,
+    /// The highest rate with at most 0.1 % loss: an unpaced `udp_stream`, then a bisection over
+    /// short paced ones (`search`; `rate_pps` is a starting hint, 0 for none). One flow.
+    UdpMaxRate,
 }
 
 impl Test {
@@ -91,6 +95,7 @@ impl Test {
             Test::TcpCc => "tcp_cc",
             Test::UdpRr => "udp_rr",
             Test::UdpStream => "udp_stream",
+            Test::UdpMaxRate => "udp_max_rate",
         }
     }
 }
@@ -261,8 +266,11 @@ pub fn validate(spec: &Spec) -> Result<(), Error> {
     if !(1..=1024).contains(&spec.flows) {
         return bad(format!("flows must be 1..=1024, not {}", spec.flows));
     }
+    if spec.test == Test::UdpMaxRate && spec.flows != 1 {
+        return bad(format!("udp_max_rate runs one flow, not {}", spec.flows));
+    }
     let max_size = match spec.test {
-        Test::UdpRr | Test::UdpStream => 65_507,
+        Test::UdpRr | Test::UdpStream | Test::UdpMaxRate => 65_507,
         _ => wire::MAX_SIZE,
     };
     if !(1..=max_size).contains(&spec.size) {
@@ -305,6 +313,9 @@ pub fn validate(spec: &Spec) -> Result<(), Error> {
 /// broke).
 pub fn run(spec: &Spec) -> Result<Outcome, Error> {
     validate(spec)?;
+    if spec.test == Test::UdpMaxRate {
+        return search::max_rate(spec, search::MAX_TRIALS);
+    }
     let cpu0 = process_cpu();
     let timeout = Duration::from_millis(spec.timeout_ms);
     let n = spec.flows as usize;
@@ -329,7 +340,7 @@ pub fn run(spec: &Spec) -> Result<Outcome, Error> {
             drop(tcp::connect(spec.target, timeout, true).map_err(connect_err)?);
             tcp_conns.resize_with(n, || None);
         }
-        Test::UdpRr | Test::UdpStream => {
+        Test::UdpRr | Test::UdpStream | Test::UdpMaxRate => {
             udp::preflight(spec)?;
             for _ in 0..n {
                 udp_socks.push(udp::socket(spec.target).map_err(connect_err)?);
@@ -459,7 +470,7 @@ fn outcome(spec: &Spec, w: &Window, flows: &[FlowStats], cpu: Duration) -> Resul
             lat(&mut m, "lat", &t.latency, true);
             lat(&mut m, "connect", &t.connect, false);
         }
-        Test::UdpStream => {
+        Test::UdpStream | Test::UdpMaxRate => {
             let x = t.extra;
             m.insert("offered_pps".into(), x.sent as f64 / win);
             m.insert("received_pps".into(), x.received as f64 / win);

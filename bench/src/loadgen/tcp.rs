@@ -85,7 +85,9 @@ pub(crate) fn flow(spec: &Spec, w: &Window, conn: Option<TcpStream>) -> FlowStat
         Test::TcpCrr => crr(spec, w, &mut stats),
         Test::TcpCc => cc(spec, w, &mut stats),
         Test::TcpStream => stream(spec, w, conn, &mut stats),
-        Test::UdpRr | Test::UdpStream => unreachable!("UDP tests run in loadgen::udp"),
+        Test::UdpRr | Test::UdpStream | Test::UdpMaxRate => {
+            unreachable!("UDP tests run in loadgen::udp")
+        }
     }
     let wall = w.start.elapsed().as_secs_f64();
     if wall > 0.0 {

@@ -117,7 +117,7 @@ pub(crate) fn flow(spec: &Spec, w: &Window, s: &UdpSocket) -> Result<FlowStats, 
     match spec.test {
         Test::UdpRr => rr(spec, w, s, &mut stats),
         Test::UdpStream => stream(spec, w, s, &mut stats)?,
-        _ => unreachable!("TCP tests run in loadgen::tcp"),
+        _ => unreachable!("TCP tests run in loadgen::tcp; udp_max_rate in loadgen::search"),
     }
     let wall = w.start.elapsed().as_secs_f64();
     if wall > 0.0 {

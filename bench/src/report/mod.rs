@@ -237,7 +237,7 @@ pub(crate) fn test_view(test: &str) -> TestView {
         ),
         "udp_max_rate" => v(
             "max_lossless_pps",
-            &["max_lossless_gbps"][..],
+            &["max_lossless_gbps", "loss_pct", "search_trials"][..],
             "",
             "UDP: highest rate with <= 0.1 % loss",
         ),

@@ -148,7 +148,7 @@ pub(crate) fn add_metrics(
     metrics: &mut std::collections::BTreeMap<String, f64>,
 ) {
     match test {
-        "tcp_stream" | "udp_stream" => {
+        "tcp_stream" | "udp_stream" | "udp_max_rate" => {
             let gbit = metrics.get("throughput_gbps").copied().unwrap_or(0.0) * window_s;
             if gbit > 0.0 {
                 metrics.insert("cpu_s_per_gbit".into(), cpu.net_s / gbit);

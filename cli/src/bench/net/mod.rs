@@ -30,6 +30,7 @@ pub(crate) const TESTS: &[(&str, &str)] = &[
     ("cc", "tcp_cc"),
     ("udp_rr", "udp_rr"),
     ("udp_stream", "udp_stream"),
+    ("udp_max_rate", "udp_max_rate"),
 ];
 
 /// `ferry bench` flags (the pod-network benchmark).
@@ -47,7 +48,8 @@ pub(crate) struct NetArgs {
     /// as `S1` or `P2` selects every variant).
     #[arg(long, value_delimiter = ',')]
     pub(crate) paths: Vec<String>,
-    /// Tests: stream, rr, crr, cc, udp_rr, udp_stream.
+    /// Tests: stream, rr, crr, cc, udp_rr, udp_stream, udp_max_rate (default: all but
+    /// udp_stream, whose unpaced run is udp_max_rate's first trial).
     #[arg(long, value_delimiter = ',')]
     pub(crate) tests: Vec<String>,
     /// Rounds (every selected run once per round, in a seeded random order).

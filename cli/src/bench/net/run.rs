@@ -90,7 +90,7 @@ impl Plan {
                     "tcp_crr",
                     "tcp_cc",
                     "udp_rr",
-                    "udp_stream",
+                    "udp_max_rate",
                 ]
             }
         } else {
@@ -102,7 +102,7 @@ impl Plan {
                         .find(|(s, l)| s == t || l == t)
                         .map(|(_, l)| *l)
                         .with_context(|| {
-                            format!("unknown test {t:?} (stream, rr, crr, cc, udp_rr, udp_stream)")
+                            format!("unknown test {t:?} (stream, rr, crr, cc, udp_rr, udp_stream, udp_max_rate)")
                         })
                 })
                 .collect::<Result<_>>()?
@@ -242,7 +242,7 @@ fn jobs(plan: &Plan, paths: &[LabPath], results: &mut Vec<ResultSet>) -> Vec<Job
                     .collect(),
                 "tcp_rr" => plan.sizes.iter().map(|s| (1, *s, "builtin")).collect(),
                 "tcp_cc" => vec![(1, 1, "builtin")],
-                "udp_stream" => vec![(1, UDP_PAYLOAD, "builtin")],
+                "udp_stream" | "udp_max_rate" => vec![(1, UDP_PAYLOAD, "builtin")],
                 _ => vec![(1, 1, "builtin")],
             };
             for (flows, size, engine) in variants {
@@ -281,6 +281,7 @@ fn test_of(name: &str) -> Test {
         "tcp_crr" => Test::TcpCrr,
         "tcp_cc" => Test::TcpCc,
         "udp_rr" => Test::UdpRr,
+        "udp_max_rate" => Test::UdpMaxRate,
         _ => Test::UdpStream,
     }
 }
@@ -304,6 +305,10 @@ fn start_builtin(bins: &Bins, path: &LabPath, spec: &Spec) -> Result<Running> {
     Running::start(cmd)
 }
 
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one spec's fields, named at the call"
+)]
 fn spec(
     job_test: &str,
     target: std::net::SocketAddrV4,
@@ -312,6 +317,7 @@ fn spec(
     w: f64,
     d: f64,
     c: f64,
+    rate_pps: u64,
 ) -> Spec {
     Spec {
         test: test_of(job_test),
@@ -331,7 +337,8 @@ fn spec(
         } else {
             Close::Server
         },
-        rate_pps: 0,
+        // udp_max_rate: the previous round's result as the search's first candidate.
+        rate_pps,
         timeout_ms: 1000,
     }
 }
@@ -351,7 +358,7 @@ fn probe(bins: &Bins, path: &LabPath, patience: Duration) -> Result<()> {
     let deadline = Instant::now() + patience;
     loop {
         super::super::check_interrupt()?;
-        let s = spec("tcp_cc", path.target, 1, 1, 0.0, 0.3, 0.0);
+        let s = spec("tcp_cc", path.target, 1, 1, 0.0, 0.3, 0.0, 0);
         let why = match start_builtin(bins, path, &s)?
             .finish(Instant::now() + Duration::from_secs(10))?
         {
@@ -380,8 +387,16 @@ fn sleep_until(t: Instant) {
     }
 }
 
-/// Runs one job once and returns its run.
-fn run_once(plan: &Plan, bins: &Bins, agents: &[i32], idle: f64, path: &LabPath, job: &Job) -> Run {
+/// Runs one job once and returns its run (`hint`: udp_max_rate's first candidate, 0 for none).
+fn run_once(
+    plan: &Plan,
+    bins: &Bins,
+    agents: &[i32],
+    idle: f64,
+    path: &LabPath,
+    job: &Job,
+    hint: u64,
+) -> Run {
     let mut run = Run {
         started_ms: SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -410,6 +425,7 @@ fn run_once(plan: &Plan, bins: &Bins, agents: &[i32], idle: f64, path: &LabPath,
             plan.warmup_s,
             plan.duration_s,
             plan.cooldown_s,
+            hint,
         );
         start_builtin(bins, path, &s)
     };
@@ -490,6 +506,13 @@ fn run_once(plan: &Plan, bins: &Bins, agents: &[i32], idle: f64, path: &LabPath,
             "generator-bound: a client thread was {:.0} % on CPU",
             o.client_busiest_thread * 100.0
         ));
+    }
+    if o.metrics.get("sender_limited").is_some_and(|v| *v > 0.0) {
+        flags.push(
+            "sender-limited: the unpaced trial lost nothing, so the max lossless rate is the \
+             sender's, a lower bound of the path's"
+                .into(),
+        );
     }
     if error_rate > 0.1 {
         flags.push(format!("errors {error_rate:.2}%"));
@@ -753,7 +776,20 @@ pub(crate) fn execute(plan: &Plan) -> Result<()> {
             let path = &lab_paths[job.path];
             let rs = &report.results[job.result];
             let label = format!("round {}: {}", round + 1, rs.key());
-            let mut run = run_once(plan, &bins, &agents, idle, path, job);
+            // udp_max_rate starts its search at the last valid round's result.
+            #[expect(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                reason = "a packet rate, positive and far below 2^64"
+            )]
+            let hint = rs
+                .runs
+                .iter()
+                .rev()
+                .filter(|r| r.valid)
+                .find_map(|r| r.metrics.get("max_lossless_pps"))
+                .map_or(0, |p| p.round() as u64);
+            let mut run = run_once(plan, &bins, &agents, idle, path, job, hint);
             run.round = round;
             run.order = u32::try_from(pos).unwrap_or(u32::MAX);
             done += 1;
