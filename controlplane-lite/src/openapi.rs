@@ -6,7 +6,10 @@
 //! upstream's names (`io.k8s.api.core.v1.Pod`). The schemas are generated from the k8s-openapi
 //! `v1_33` types (their `schemars` implementations, which carry upstream's field descriptions),
 //! never written by hand; each kind's schema is marked with `x-kubernetes-group-version-kind`, which
-//! is how `kubectl explain` finds it. `paths` lists one PATCH operation per kind with a
+//! is how `kubectl explain` finds it. Lists the server's strategic merge merges by key carry
+//! `x-kubernetes-patch-strategy` / `x-kubernetes-patch-merge-key` from that same table
+//! (`ferry_apimachinery::patch::strategy`), so client-side `kubectl apply` computes patches with the
+//! keys the server applies them with. `paths` lists one PATCH operation per kind with a
 //! `fieldValidation` parameter (kubectl then validates on the server, `fieldValidation=Strict`) and
 //! one POST per create-only review kind.
 //!
@@ -18,6 +21,7 @@
 
 use crate::resources::{group_versions, Resource, RESOURCES, REVIEWS};
 use crate::web::{self, ApiError, Body};
+use ferry_apimachinery::patch::strategy::{list_strategy, ListStrategy};
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use k8s_openapi::api::{
     apps::v1 as apps, authentication::v1 as authn, authorization::v1 as authz,
@@ -212,6 +216,11 @@ fn build(group: &str, version: &str) -> Result<Value, String> {
         "io.k8s.apimachinery.pkg.apis.meta.v1.Patch".to_owned(),
         json!({"description": "Patch is provided to give a concrete name and type to the Kubernetes PATCH request body.", "type": "object"}),
     );
+    let roots: Vec<(String, &'static str)> = kinds
+        .iter()
+        .map(|(name, r)| (name.clone(), r.kind))
+        .collect();
+    mark_patch_strategies(&mut schemas, &roots)?;
     for (name, r) in kinds {
         let schema = schemas
             .get_mut(&name)
@@ -236,6 +245,103 @@ fn build(group: &str, version: &str) -> Result<Value, String> {
         "paths": paths,
         "components": {"schemas": schemas},
     }))
+}
+
+/// The definition a property schema refers to (`$ref`, or `allOf: [{$ref}]` when it carries its
+/// own description), if any.
+fn ref_of(s: &Value) -> Option<&str> {
+    s.get("$ref")
+        .or_else(|| {
+            s.get("allOf")
+                .and_then(|a| a.get(0))
+                .and_then(|r| r.get("$ref"))
+        })
+        .and_then(Value::as_str)
+        .and_then(|r| r.strip_prefix("#/components/schemas/"))
+}
+
+/// One list field to mark: (definition, property, strategy).
+type PatchMark = (String, String, ListStrategy);
+
+/// Collects the lists under definition `def` (reached at `path` in a `kind`) that strategic merge
+/// does not replace wholesale.
+fn collect_patch_marks(
+    schemas: &Map<String, Value>,
+    def: &str,
+    kind: &str,
+    path: &mut Vec<String>,
+    out: &mut Vec<PatchMark>,
+) {
+    // Kubernetes types are not recursive, but stay safe should one ever be.
+    if path.len() > 16 {
+        return;
+    }
+    let Some(props) = schemas
+        .get(def)
+        .and_then(|d| d.get("properties"))
+        .and_then(Value::as_object)
+    else {
+        return;
+    };
+    for (name, prop) in props {
+        path.push(name.clone());
+        let target = if prop.get("type").and_then(Value::as_str) == Some("array") {
+            let p: Vec<&str> = path.iter().map(String::as_str).collect();
+            let strategy = list_strategy(kind, &p);
+            if strategy != ListStrategy::Replace {
+                out.push((def.to_owned(), name.clone(), strategy));
+            }
+            prop.get("items").and_then(ref_of)
+        } else {
+            ref_of(prop)
+        };
+        if let Some(t) = target {
+            collect_patch_marks(schemas, t, kind, path, out);
+        }
+        path.pop();
+    }
+}
+
+/// Marks the lists the server merges by key (or as sets) in a strategic merge patch
+/// (`ferry_apimachinery`'s table) with upstream's `x-kubernetes-patch-strategy` and
+/// `x-kubernetes-patch-merge-key`. Client-side `kubectl apply` computes its patches from these
+/// schemas: without the marks it would treat every list as atomic and resend whole container
+/// lists. Errors if two kinds disagree about one shared definition.
+fn mark_patch_strategies(
+    schemas: &mut Map<String, Value>,
+    roots: &[(String, &'static str)],
+) -> Result<(), String> {
+    let mut marks = Vec::new();
+    for (def, kind) in roots {
+        collect_patch_marks(schemas, def, kind, &mut Vec::new(), &mut marks);
+    }
+    for (def, prop, strategy) in marks {
+        let Some(p) = schemas
+            .get_mut(&def)
+            .and_then(|d| d.get_mut("properties"))
+            .and_then(|p| p.get_mut(&prop))
+            .and_then(Value::as_object_mut)
+        else {
+            continue;
+        };
+        let key = match strategy {
+            ListStrategy::MergeByKey(k) => Some(k),
+            ListStrategy::MergePrimitive | ListStrategy::Replace => None,
+        };
+        let existing = p
+            .get("x-kubernetes-patch-merge-key")
+            .and_then(Value::as_str);
+        if p.contains_key("x-kubernetes-patch-strategy") && existing != key {
+            return Err(format!(
+                "{def}.{prop}: kinds disagree on the merge key ({existing:?} vs {key:?})"
+            ));
+        }
+        p.insert("x-kubernetes-patch-strategy".to_owned(), json!("merge"));
+        if let Some(k) = key {
+            p.insert("x-kubernetes-patch-merge-key".to_owned(), json!(k));
+        }
+    }
+    Ok(())
 }
 
 /// One cached document: its JSON and its ETag (unquoted).
@@ -468,6 +574,44 @@ mod tests {
                 );
             }
         }
+        // Strategic-merge keys, as the server applies them (client-side apply reads them).
+        let spec = field(&core, "Pod", &["spec"]);
+        assert_eq!(
+            spec["properties"]["containers"]["x-kubernetes-patch-merge-key"],
+            "name"
+        );
+        assert_eq!(
+            spec["properties"]["containers"]["x-kubernetes-patch-strategy"],
+            "merge"
+        );
+        assert!(spec["properties"]["tolerations"]
+            .get("x-kubernetes-patch-strategy")
+            .is_none());
+        let container = field(&core, "Pod", &["spec", "containers"]);
+        assert_eq!(
+            container["properties"]["ports"]["x-kubernetes-patch-merge-key"],
+            "containerPort"
+        );
+        let svc = field(&core, "Service", &["spec"]);
+        assert_eq!(
+            svc["properties"]["ports"]["x-kubernetes-patch-merge-key"],
+            "port"
+        );
+        let meta =
+            &core["components"]["schemas"]["io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"];
+        assert_eq!(
+            meta["properties"]["finalizers"]["x-kubernetes-patch-strategy"],
+            "merge"
+        );
+        assert_eq!(
+            meta["properties"]["ownerReferences"]["x-kubernetes-patch-merge-key"],
+            "uid"
+        );
+        let tpl = field(&apps, "Deployment", &["spec", "template", "spec"]);
+        assert_eq!(
+            tpl["properties"]["containers"]["x-kubernetes-patch-merge-key"],
+            "name"
+        );
         let pod = field(&core, "Pod", &[]);
         assert!(pod.get("required").is_none(), "metadata is not required");
         assert_eq!(

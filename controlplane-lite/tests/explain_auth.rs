@@ -163,6 +163,11 @@ spec:
       - {name: web, image: nginx, ports: [{containerPort: 80}]}
 "#;
     s.ok_stdin(&["create", "-f", "-"], deploy);
+    // Client-side apply computes its strategic merge patch from these schemas: with the merge
+    // keys marked, an unchanged manifest is "unchanged" (not a resent container list).
+    s.ok_stdin(&["apply", "-f", "-"], deploy);
+    let again = s.ok_stdin(&["apply", "-f", "-"], deploy);
+    assert!(again.contains("deployment.apps/web unchanged"), "{again}");
     let err = s.fails(
         &["create", "-f", "-"],
         Some(
