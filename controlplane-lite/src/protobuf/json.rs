@@ -45,6 +45,10 @@ fn json_name(field: &FieldDescriptor) -> &str {
         .map_or(field.name(), |(_, j)| j)
 }
 
+fn is_inline(field: &FieldDescriptor) -> bool {
+    generated::INLINE.binary_search(&field.full_name()).is_ok()
+}
+
 fn keeps_zero(field: &FieldDescriptor) -> bool {
     generated::KEEP_ZERO
         .binary_search(&field.full_name())
@@ -145,6 +149,12 @@ pub(super) fn to_json(msg: &DynamicMessage, path: &str) -> Result<Value, Protobu
     }
     let mut out = Map::new();
     for (field, value) in msg.fields() {
+        if let (true, PValue::Message(m)) = (is_inline(&field), value) {
+            if let Value::Object(fields) = to_json(m, path)? {
+                out.extend(fields);
+            }
+            continue;
+        }
         let name = json_name(&field);
         let p = child(path, name);
         let v = match value {
@@ -318,14 +328,23 @@ pub(super) fn fill(msg: &mut DynamicMessage, v: &Value, path: &str) -> Result<()
     let Value::Object(obj) = v else {
         return Err(err(path, format!("expected an object, got {v}")));
     };
+    // Embedded structs take their fields from this same JSON object.
+    for field in desc.fields().filter(is_inline) {
+        if let Kind::Message(sub) = field.kind() {
+            let inner = from_json(&sub, v, path)?;
+            if inner.fields().next().is_some() {
+                msg.set_field(&field, PValue::Message(inner));
+            }
+        }
+    }
     for (key, value) in obj {
         if value.is_null() {
             continue;
         }
         let field = desc
             .fields()
-            .find(|f| json_name(f) == key.as_str())
-            .or_else(|| desc.get_field_by_name(key));
+            .filter(|f| !is_inline(f))
+            .find(|f| json_name(f) == key.as_str());
         // Fields the message does not have (`kind`/`apiVersion` of list items, fields of newer
         // releases) are dropped, as a Go client decoding the JSON would.
         let Some(field) = field else { continue };
@@ -371,7 +390,6 @@ pub(super) fn fill(msg: &mut DynamicMessage, v: &Value, path: &str) -> Result<()
 fn kind_value(kind: &Kind, v: &Value, path: &str) -> Result<PValue, ProtobufError> {
     let int = || {
         v.as_i64()
-            .or_else(|| v.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))
             .ok_or_else(|| err(path, format!("expected an integer, got {v}")))
     };
     let wrong = |what: &str| err(path, format!("expected {what}, got {v}"));
@@ -541,6 +559,8 @@ mod tests {
     fn generated_tables_are_sorted() {
         assert!(generated::KEEP_ZERO.windows(2).all(|w| w[0] < w[1]));
         assert!(generated::STRING_SLICES.windows(2).all(|w| w[0] < w[1]));
+        assert!(generated::INLINE.windows(2).all(|w| w[0] < w[1]));
+        assert!(generated::INLINE.contains(&"k8s.io.api.core.v1.Volume.volumeSource"));
         assert!(generated::KEEP_ZERO.contains(&"k8s.io.api.apps.v1.DeploymentSpec.replicas"));
     }
 }

@@ -69,8 +69,12 @@ pub enum ProtobufError {
         found: [u8; 4],
     },
     /// The `runtime.Unknown` envelope does not decode (truncated or not an envelope).
-    #[error("the protobuf envelope (runtime.Unknown) does not decode: {0}")]
-    Envelope(#[source] prost::DecodeError),
+    #[error("the protobuf envelope (runtime.Unknown) does not decode{}: {source}", truncated_hint(.source))]
+    Envelope {
+        /// prost's error.
+        #[source]
+        source: prost::DecodeError,
+    },
     /// The envelope names no apiVersion or kind.
     #[error("the protobuf envelope has no typeMeta: apiVersion {api_version:?}, kind {kind:?}")]
     NoTypeMeta {
@@ -96,7 +100,7 @@ pub enum ProtobufError {
         kind: String,
     },
     /// The object's message does not decode (truncated, wrong wire types).
-    #[error("the {kind} in the protobuf body does not decode: {source}")]
+    #[error("the {kind} in the protobuf body does not decode{}: {source}", truncated_hint(.source))]
     Object {
         /// The kind.
         kind: String,
@@ -112,6 +116,16 @@ pub enum ProtobufError {
         /// What is wrong with it.
         message: String,
     },
+}
+
+/// " (the body is truncated)" when prost ran out of bytes.
+fn truncated_hint(e: &prost::DecodeError) -> &'static str {
+    let text = e.to_string();
+    if text.contains("underflow") || text.contains("length exceeded") {
+        " (the body is truncated)"
+    } else {
+        ""
+    }
 }
 
 /// Whether a Content-Type is the protobuf one (parameters ignored).
@@ -166,7 +180,8 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
     let unknown_desc = POOL
         .get_message_by_name(UNKNOWN)
         .expect("runtime.Unknown is in the descriptors");
-    let envelope = DynamicMessage::decode(unknown_desc, rest).map_err(ProtobufError::Envelope)?;
+    let envelope = DynamicMessage::decode(unknown_desc, rest)
+        .map_err(|source| ProtobufError::Envelope { source })?;
     let text = |msg: &DynamicMessage, name: &str| -> String {
         match msg.get_field_by_name(name).as_deref() {
             Some(PValue::String(s)) => s.clone(),
@@ -235,8 +250,10 @@ pub fn encode(obj: &Value) -> Result<Vec<u8>, ProtobufError> {
         .get_message_by_name(UNKNOWN)
         .expect("runtime.Unknown is in the descriptors");
     let mut envelope = DynamicMessage::new(unknown_desc);
+    // Unknown's typeMeta is embedded in Go, so its JSON form has apiVersion and kind at the top.
     let envelope_json = serde_json::json!({
-        "typeMeta": {"apiVersion": api_version, "kind": kind},
+        "apiVersion": api_version,
+        "kind": kind,
         "contentEncoding": "",
         "contentType": "",
     });
@@ -401,7 +418,7 @@ mod tests {
         // A length-delimited field whose length runs past the end.
         assert!(matches!(
             decode(b"k8s\0\x0a\x20\x0a"),
-            Err(ProtobufError::Envelope(_))
+            Err(ProtobufError::Envelope { .. })
         ));
         assert!(matches!(
             decode(b"k8s\0"),

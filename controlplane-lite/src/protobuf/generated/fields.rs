@@ -274,6 +274,7 @@ pub(crate) static KEEP_ZERO: &[&str] = &[
     "k8s.io.api.core.v1.EnvVarSource.fileKeyRef",
     "k8s.io.api.core.v1.EnvVarSource.resourceFieldRef",
     "k8s.io.api.core.v1.EnvVarSource.secretKeyRef",
+    "k8s.io.api.core.v1.EphemeralContainer.ephemeralContainerCommon",
     "k8s.io.api.core.v1.EphemeralContainerCommon.lifecycle",
     "k8s.io.api.core.v1.EphemeralContainerCommon.livenessProbe",
     "k8s.io.api.core.v1.EphemeralContainerCommon.name",
@@ -775,6 +776,23 @@ pub(crate) static STRING_SLICES: &[&str] = &[
     "k8s.io.api.authentication.v1.ExtraValue",
     "k8s.io.api.authorization.v1.ExtraValue",
     "k8s.io.apimachinery.pkg.apis.meta.v1.Verbs",
+];
+
+/// Embedded Go structs (`json:",inline"`): a message field on the wire whose fields are
+/// the parent's in JSON (`Probe.handler`, `Volume.volumeSource`). Sorted.
+pub(crate) static INLINE: &[&str] = &[
+    "k8s.io.api.core.v1.ConfigMapEnvSource.localObjectReference",
+    "k8s.io.api.core.v1.ConfigMapKeySelector.localObjectReference",
+    "k8s.io.api.core.v1.ConfigMapProjection.localObjectReference",
+    "k8s.io.api.core.v1.ConfigMapVolumeSource.localObjectReference",
+    "k8s.io.api.core.v1.EphemeralContainer.ephemeralContainerCommon",
+    "k8s.io.api.core.v1.PersistentVolumeSpec.persistentVolumeSource",
+    "k8s.io.api.core.v1.Probe.handler",
+    "k8s.io.api.core.v1.SecretEnvSource.localObjectReference",
+    "k8s.io.api.core.v1.SecretKeySelector.localObjectReference",
+    "k8s.io.api.core.v1.SecretProjection.localObjectReference",
+    "k8s.io.api.core.v1.Volume.volumeSource",
+    "k8s.io.apimachinery.pkg.runtime.Unknown.typeMeta",
 ];
 
 /// Fields whose JSON name differs from the protobuf name: (`package.Message.field`, JSON name).

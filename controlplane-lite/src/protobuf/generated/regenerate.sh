@@ -2,7 +2,8 @@
 # Regenerates the two files beside this script from upstream Kubernetes sources:
 #   k8s.fds     the protobuf FileDescriptorSet of the API groups ferry-server decodes (protoc);
 #   fields.rs   what the Go types say about JSON that the .proto files do not (which scalar fields
-#               keep a zero value in JSON, which messages are Go slices, JSON names that differ).
+#               keep a zero value in JSON, which messages are Go slices, embedded structs, JSON
+#               names that differ).
 #
 # Usage: regenerate.sh <k8s.io/api checkout> <k8s.io/apimachinery checkout>
 # (the two upstream repositories at one release, e.g. tags kubernetes-1.36.0). Needs protoc and
@@ -33,9 +34,9 @@ import os, re, sys
 
 out, specs = sys.argv[1], sys.argv[2:]
 struct_re = re.compile(r"^type (\w+) struct \{")
-field_re = re.compile(r'^\s*(\w+)?\s*(\S+)\s+`(.*)`')
+field_re = re.compile(r'^\s*(?:(\w+)\s+)?([\w.*\[\]]+)\s+`(.*)`')
 slice_re = re.compile(r"^type (\w+) \[\](\w+)\s*$")
-keep, slices, renames = set(), set(), set()
+keep, slices, renames, inline = set(), set(), set(), set()
 for spec in specs:
     pkg, d = spec.split("=", 1)
     for f in sorted(os.listdir(d)):
@@ -61,9 +62,15 @@ for spec in specs:
             tags = m.group(3)
             pm = re.search(r'protobuf:"[^"]*name=(\w+)', tags)
             jm = re.search(r'json:"([^"]*)"', tags)
-            if not pm or not jm:
+            if not jm or "protobuf:" not in tags:
                 continue
-            proto_name = pm.group(1)
+            if pm:
+                proto_name = pm.group(1)
+            elif m.group(1) is None:  # embedded without name=: go-to-protobuf lower-cases the type
+                t = m.group(2).lstrip("*")
+                proto_name = t[0].lower() + t[1:]
+            else:
+                continue
             json_name, *opts = jm.group(1).split(",")
             key = f"{pkg}.{struct}.{proto_name}"
             pointer = m.group(2).startswith("*")
@@ -71,6 +78,8 @@ for spec in specs:
                 keep.add(key)
             if json_name and json_name != proto_name:
                 renames.add((key, json_name))
+            if not json_name:  # an embedded struct: `json:",inline"` or `json:""`
+                inline.add(key)
 
 def lst(items):
     return "".join(f'    "{i}",\n' for i in sorted(items))
@@ -83,6 +92,9 @@ with open(out, "w") as o:
     o.write(f"pub(crate) static KEEP_ZERO: &[&str] = &[\n{lst(keep)}];\n\n")
     o.write("/// Messages that are Go `[]string` types (`{items: [...]}` on the wire, a JSON array). Sorted.\n")
     o.write(f"pub(crate) static STRING_SLICES: &[&str] = &[\n{lst(slices)}];\n\n")
+    o.write("/// Embedded Go structs (`json:\",inline\"`): a message field on the wire whose fields are\n")
+    o.write("/// the parent's in JSON (`Probe.handler`, `Volume.volumeSource`). Sorted.\n")
+    o.write(f"pub(crate) static INLINE: &[&str] = &[\n{lst(inline)}];\n\n")
     o.write("/// Fields whose JSON name differs from the protobuf name: (`package.Message.field`, JSON name).\n")
     o.write("pub(crate) static JSON_NAMES: &[(&str, &str)] = &[\n")
     o.write("".join(f'    ("{k}", "{v}"),\n' for k, v in sorted(renames)))
