@@ -148,6 +148,9 @@ async fn main() -> Result<()> {
         .transpose()?;
     std::fs::create_dir_all(&cli.data_dir)
         .with_context(|| format!("creating {}", cli.data_dir.display()))?;
+    // The store holds Secrets (base64, not encrypted) and the keys live here: owner only.
+    std::fs::set_permissions(&cli.data_dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("restricting {} to its owner", cli.data_dir.display()))?;
     let tokens = Arc::new(auth::Tokens::load_or_init(&cli.data_dir)?);
     if let Some(Cmd::NodeToken { node }) = &cli.cmd {
         println!("{}", tokens.node_token(node)?);
