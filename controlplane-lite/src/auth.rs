@@ -196,6 +196,16 @@ fn write(path: &Path, file: &TokenFile) -> Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
+/// The first impersonation header of a request (`Impersonate-User`, `-Group`, `-Uid`,
+/// `-Extra-*`: `kubectl --as`), if any. ferry-server does not impersonate; the caller refuses
+/// such requests rather than silently running them (or answering `can-i`) as the real caller.
+pub fn impersonation(headers: &http::HeaderMap) -> Option<String> {
+    headers
+        .keys()
+        .find(|k| k.as_str().starts_with("impersonate-"))
+        .map(|k| k.as_str().to_owned())
+}
+
 /// What a request wants to do.
 #[derive(Debug, Clone)]
 pub struct Attributes<'a> {
@@ -492,6 +502,15 @@ mod tests {
             Identity::Node("n1".into()).groups(),
             vec!["system:nodes", "system:authenticated"]
         );
+    }
+
+    #[test]
+    fn impersonation_headers_are_found() {
+        let mut h = http::HeaderMap::new();
+        h.insert("authorization", "Bearer x".parse().unwrap());
+        assert_eq!(impersonation(&h), None);
+        h.insert("impersonate-group", "system:nodes".parse().unwrap());
+        assert_eq!(impersonation(&h).as_deref(), Some("impersonate-group"));
     }
 
     #[test]

@@ -201,6 +201,16 @@ fn can_i_and_whoami_as_admin() {
         "yes"
     );
     assert_eq!(s.ok(&["auth", "can-i", "get", "/healthz"]).trim(), "yes");
+    // Impersonation is refused, not silently answered (or executed) as the admin.
+    let o = s.kubectl(&["auth", "can-i", "create", "pods", "--as", "system:node:n1"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("impersonation is not supported by ferry-server"),
+        "{}",
+        stderr(&o)
+    );
+    let err = s.fails(&["get", "pods", "--as", "someone"], None);
+    assert!(err.contains("impersonate-user"), "{err}");
     let list = s.ok(&["auth", "can-i", "--list"]);
     assert!(list.contains("*.*"), "{list}");
     let who = s.ok(&["auth", "whoami"]);

@@ -102,6 +102,18 @@ impl Api {
         let Some(who) = self.tokens.authenticate(auth) else {
             return ApiError::new(401, "Unauthorized", "Unauthorized").response();
         };
+        if let Some(h) = crate::auth::impersonation(&parts.headers) {
+            return ApiError::new(
+                403,
+                "Forbidden",
+                format!(
+                    "{h}: impersonation is not supported by ferry-server; \
+                     the request would run as {}",
+                    who.user()
+                ),
+            )
+            .response();
+        }
         if !web::accepts_json(&parts.headers)
             && parts.method == Method::GET
             && !path.starts_with("/openapi/v2")
