@@ -33,6 +33,9 @@ pub struct Config {
     pub max_watch_seconds: u64,
     /// Bookmark interval for watches that ask for them.
     pub bookmark_interval: std::time::Duration,
+    /// TLS for calls to kubelets (logs, exec, port-forward): the cluster CA and the API server's
+    /// kubelet client certificate. `None`: those calls fail with a clear error.
+    pub kubelet_tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Default for Config {
@@ -45,6 +48,7 @@ impl Default for Config {
             advertise: "127.0.0.1:6443".into(),
             max_watch_seconds: 1800,
             bookmark_interval: std::time::Duration::from_secs(60),
+            kubelet_tls: None,
         }
     }
 }

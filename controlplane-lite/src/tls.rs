@@ -3,6 +3,11 @@
 //!
 //! Created on first start; reused afterwards. The serving certificate is re-issued (by the same
 //! CA) when the requested subject alternative names change. Private keys are written mode 0600.
+//!
+//! The same CA signs the API server's client certificate for kubelets (CN
+//! [`KUBELET_CLIENT_CN`], client-auth only), which kubelets require on their endpoint, and each
+//! kubelet's serving certificate (server-auth only, for its node name and IPs), which the API
+//! server verifies when it calls a kubelet.
 
 use anyhow::{Context, Result};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
@@ -23,6 +28,10 @@ pub struct TlsFiles {
     pub server_key: PathBuf,
     /// The SANs the serving certificate was issued for.
     pub server_sans: PathBuf,
+    /// The client certificate the API server presents to kubelets (exec, logs, port-forward).
+    pub kubelet_client_cert: PathBuf,
+    /// Its key.
+    pub kubelet_client_key: PathBuf,
 }
 
 impl TlsFiles {
@@ -35,6 +44,8 @@ impl TlsFiles {
             server_cert: pki.join("apiserver.crt"),
             server_key: pki.join("apiserver.key"),
             server_sans: pki.join("apiserver.sans"),
+            kubelet_client_cert: pki.join("apiserver-kubelet-client.crt"),
+            kubelet_client_key: pki.join("apiserver-kubelet-client.key"),
         }
     }
 }
@@ -59,20 +70,25 @@ fn write_private(path: &Path, data: &str) -> Result<()> {
         .with_context(|| format!("chmod {}", path.display()))
 }
 
-/// Ensures the CA and a serving certificate for `sans` exist; returns the CA PEM.
-pub fn ensure(files: &TlsFiles, sans: &[String]) -> Result<String> {
+/// Ensures the cluster CA exists (created on first use); returns its key.
+pub fn ensure_ca(files: &TlsFiles) -> Result<KeyPair> {
     if let Some(dir) = files.ca_cert.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let ca_key = if files.ca_key.exists() && files.ca_cert.exists() {
-        KeyPair::from_pem(&std::fs::read_to_string(&files.ca_key)?).context("parsing CA key")?
-    } else {
-        let key = KeyPair::generate().context("generating CA key")?;
-        let cert = ca_params()?.self_signed(&key).context("self-signing CA")?;
-        write_private(&files.ca_key, &key.serialize_pem())?;
-        std::fs::write(&files.ca_cert, cert.pem()).context("writing CA certificate")?;
-        key
-    };
+    if files.ca_key.exists() && files.ca_cert.exists() {
+        return KeyPair::from_pem(&std::fs::read_to_string(&files.ca_key)?)
+            .context("parsing CA key");
+    }
+    let key = KeyPair::generate().context("generating CA key")?;
+    let cert = ca_params()?.self_signed(&key).context("self-signing CA")?;
+    write_private(&files.ca_key, &key.serialize_pem())?;
+    std::fs::write(&files.ca_cert, cert.pem()).context("writing CA certificate")?;
+    Ok(key)
+}
+
+/// Ensures the CA and a serving certificate for `sans` exist; returns the CA PEM.
+pub fn ensure(files: &TlsFiles, sans: &[String]) -> Result<String> {
+    let ca_key = ensure_ca(files)?;
     let wanted = sans.join(",");
     let current = std::fs::read_to_string(&files.server_sans).unwrap_or_default();
     if current != wanted || !files.server_cert.exists() || !files.server_key.exists() {
@@ -115,4 +131,126 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>> {
         .context("TLS certificate")?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
+}
+
+/// Common name of the API server's client certificate for kubelets; kubelets admit only it.
+pub const KUBELET_CLIENT_CN: &str = "ferry-apiserver-kubelet-client";
+
+fn ca_issuer(files: &TlsFiles) -> Result<Issuer<'static, KeyPair>> {
+    Ok(Issuer::new(ca_params()?, ensure_ca(files)?))
+}
+
+/// Ensures the API server's client certificate for kubelets exists (after [`ensure`]).
+pub fn ensure_kubelet_client(files: &TlsFiles) -> Result<()> {
+    if files.kubelet_client_cert.exists() && files.kubelet_client_key.exists() {
+        return Ok(());
+    }
+    let issuer = ca_issuer(files)?;
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    p.distinguished_name
+        .push(DnType::CommonName, KUBELET_CLIENT_CN);
+    p.distinguished_name
+        .push(DnType::OrganizationName, "system:masters");
+    p.not_before = rcgen::date_time_ymd(2025, 1, 1);
+    p.not_after = rcgen::date_time_ymd(2035, 1, 1);
+    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let key = KeyPair::generate().context("generating the kubelet client key")?;
+    let cert = p
+        .signed_by(&key, &issuer)
+        .context("signing the kubelet client certificate")?;
+    write_private(&files.kubelet_client_key, &key.serialize_pem())?;
+    std::fs::write(&files.kubelet_client_cert, cert.pem())
+        .context("writing the kubelet client certificate")
+}
+
+/// A serving certificate and key (PEM) for the kubelet of `node`, valid for its name and `ips`.
+pub fn issue_kubelet_serving(
+    files: &TlsFiles,
+    node: &str,
+    ips: &[std::net::IpAddr],
+) -> Result<(String, String)> {
+    anyhow::ensure!(!node.is_empty(), "the node name is empty");
+    anyhow::ensure!(
+        !ips.is_empty(),
+        "a kubelet serving certificate needs the node's IP"
+    );
+    let issuer = ca_issuer(files)?;
+    let mut sans = vec![node.to_owned()];
+    sans.extend(ips.iter().map(ToString::to_string));
+    let mut p = CertificateParams::new(sans).context("kubelet certificate names")?;
+    p.distinguished_name
+        .push(DnType::CommonName, format!("system:node:{node}"));
+    p.not_before = rcgen::date_time_ymd(2025, 1, 1);
+    p.not_after = rcgen::date_time_ymd(2035, 1, 1);
+    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let key = KeyPair::generate().context("generating the kubelet serving key")?;
+    let cert = p
+        .signed_by(&key, &issuer)
+        .context("signing the kubelet serving certificate")?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// The rustls client configuration for calls to kubelets: trusts only the cluster CA and
+/// presents the API server's kubelet client certificate.
+pub fn kubelet_client_config(files: &TlsFiles) -> Result<Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut std::io::BufReader::new(
+        std::fs::File::open(&files.ca_cert).context("opening the CA certificate")?,
+    )) {
+        roots
+            .add(c.context("parsing the CA certificate")?)
+            .context("trusting the CA certificate")?;
+    }
+    let certs: Vec<_> = rustls_pemfile::certs(&mut std::io::BufReader::new(
+        std::fs::File::open(&files.kubelet_client_cert)
+            .context("opening the kubelet client certificate")?,
+    ))
+    .collect::<Result<_, _>>()
+    .context("parsing the kubelet client certificate")?;
+    let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(
+        std::fs::File::open(&files.kubelet_client_key).context("opening the kubelet client key")?,
+    ))
+    .context("parsing the kubelet client key")?
+    .context("no private key in the kubelet client key file")?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS versions")?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs, key)
+        .context("the kubelet client certificate")?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kubelet_certificates_come_from_the_cluster_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = TlsFiles::in_dir(dir.path());
+        let ip: std::net::IpAddr = "10.0.0.7".parse().unwrap();
+        // kubelet-cert may run before the server ever started: the CA is created then.
+        let (cert, key) = issue_kubelet_serving(&files, "n7", &[ip]).unwrap();
+        assert!(files.ca_cert.exists() && cert.contains("BEGIN CERTIFICATE"));
+        assert!(key.contains("PRIVATE KEY"));
+        let ca = std::fs::read_to_string(&files.ca_cert).unwrap();
+        ensure(&files, &["localhost".into()]).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&files.ca_cert).unwrap(),
+            ca,
+            "same CA"
+        );
+        ensure_kubelet_client(&files).unwrap();
+        let mode = std::fs::metadata(&files.kubelet_client_key)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        kubelet_client_config(&files).unwrap();
+        assert!(issue_kubelet_serving(&files, "n7", &[]).is_err());
+        assert!(issue_kubelet_serving(&files, "", &[ip]).is_err());
+    }
 }

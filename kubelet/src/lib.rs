@@ -72,6 +72,12 @@ pub struct Config {
     pub node_ip: String,
     /// Port of the kubelet endpoint.
     pub port: u16,
+    /// The endpoint's serving certificate (PEM, from the cluster CA: `ferry-server kubelet-cert`).
+    pub tls_cert_file: PathBuf,
+    /// Its key.
+    pub tls_key_file: PathBuf,
+    /// CA that signs the API server's client certificate (usually the cluster CA).
+    pub client_ca_file: PathBuf,
     /// `capacity.pods`.
     pub max_pods: u32,
     /// `capacity.cpu` override.

@@ -3,8 +3,10 @@
 //! `GET /containerLogs/<namespace>/<pod>/<container>` with `follow`, `previous`, `tailLines`,
 //! `limitBytes` — what the API server calls for `kubectl logs` (`pods/log`).
 //!
-//! Callers must present this node's bearer token (the API server knows every node's token), so
-//! only the API server reads logs through it.
+//! It is HTTPS only, with a serving certificate from the cluster CA for the node's IP, and admits
+//! only the API server, by its client certificate (verified against the CA, common name
+//! [`API_SERVER_CLIENT_CN`]); `/healthz` needs no certificate. The streaming paths (`/exec`,
+//! `/portForward`) are the `stream` module's.
 
 use crate::Kubelet;
 use anyhow::{Context as _, Result};
@@ -33,26 +35,96 @@ pub(crate) fn text(code: StatusCode, msg: impl Into<String>) -> Response<Body> {
     r
 }
 
-/// Binds the endpoint; the returned future serves it.
+/// The common name of the only client admitted (the API server's kubelet client certificate).
+pub const API_SERVER_CLIENT_CN: &str = "ferry-apiserver-kubelet-client";
+
+/// The endpoint's TLS configuration: its serving certificate, and client certificates verified
+/// against `client_ca_file` (optional at the TLS level so that `/healthz` needs none; every
+/// other path requires the API server's).
+fn tls_config(cfg: &crate::Config) -> Result<Arc<rustls::ServerConfig>> {
+    let pem_file = |p: &Path| {
+        std::fs::File::open(p)
+            .map(std::io::BufReader::new)
+            .with_context(|| format!("opening {}", p.display()))
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut pem_file(&cfg.client_ca_file)?) {
+        roots
+            .add(c.with_context(|| format!("parsing {}", cfg.client_ca_file.display()))?)
+            .with_context(|| format!("trusting {}", cfg.client_ca_file.display()))?;
+    }
+    let certs: Vec<_> = rustls_pemfile::certs(&mut pem_file(&cfg.tls_cert_file)?)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("parsing {}", cfg.tls_cert_file.display()))?;
+    anyhow::ensure!(
+        !certs.is_empty(),
+        "no certificate in {}",
+        cfg.tls_cert_file.display()
+    );
+    let key = rustls_pemfile::private_key(&mut pem_file(&cfg.tls_key_file)?)
+        .with_context(|| format!("parsing {}", cfg.tls_key_file.display()))?
+        .with_context(|| format!("no private key in {}", cfg.tls_key_file.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()
+    .context("client certificate verifier")?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS versions")?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .context("the serving certificate and key")?;
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(tls))
+}
+
+/// The subject common name of a verified client certificate.
+fn client_cn(certs: Option<&[rustls::pki_types::CertificateDer<'_>]>) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(certs?.first()?).ok()?;
+    let cn = cert.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_owned)
+}
+
+/// Binds the endpoint (HTTPS); the returned future serves it.
 pub async fn serve(k: Arc<Kubelet>) -> Result<impl std::future::Future<Output = ()>> {
+    let tls = tokio_rustls::TlsAcceptor::from(tls_config(&k.cfg)?);
     let addr = format!("{}:{}", k.cfg.node_ip, k.cfg.port);
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .with_context(|| format!("binding the kubelet endpoint {addr}"))?;
-    tracing::info!("kubelet endpoint on {addr}");
+    tracing::info!("kubelet endpoint on https://{addr}");
     Ok(async move {
         loop {
-            let Ok((tcp, _)) = listener.accept().await else {
+            let Ok((tcp, peer)) = listener.accept().await else {
                 continue;
             };
+            let _ = tcp.set_nodelay(true);
             let k = k.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
+                let stream =
+                    match tokio::time::timeout(Duration::from_secs(10), tls.accept(tcp)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!("TLS handshake with {peer} failed: {e}");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                let cn = client_cn(stream.get_ref().1.peer_certificates());
                 let svc = hyper::service::service_fn(move |req| {
                     let k = k.clone();
-                    async move { Ok::<_, std::convert::Infallible>(handle(&k, req).await) }
+                    let cn = cn.clone();
+                    async move {
+                        Ok::<_, std::convert::Infallible>(handle(&k, cn.as_deref(), req).await)
+                    }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
                     .with_upgrades()
                     .await;
             });
@@ -60,19 +132,26 @@ pub async fn serve(k: Arc<Kubelet>) -> Result<impl std::future::Future<Output = 
     })
 }
 
-async fn handle(k: &Arc<Kubelet>, req: Request<Incoming>) -> Response<Body> {
+async fn handle(k: &Arc<Kubelet>, client: Option<&str>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_owned();
     if path == "/healthz" {
         return text(StatusCode::OK, "ok");
     }
-    let authorized = req
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| t == k.cfg.token);
-    if !authorized {
-        return text(StatusCode::UNAUTHORIZED, "Unauthorized");
+    // The TLS layer verified the chain; the subject says who it is.
+    match client {
+        Some(API_SERVER_CLIENT_CN) => {}
+        Some(other) => {
+            return text(
+                StatusCode::FORBIDDEN,
+                format!("client certificate {other:?} is not allowed to use the kubelet endpoint"),
+            )
+        }
+        None => {
+            return text(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized: a client certificate from the cluster CA is required",
+            )
+        }
     }
     if crate::stream::is_stream_path(&path) {
         return crate::stream::handle(k, req).await;

@@ -47,9 +47,20 @@ struct Cli {
     /// The container supervisor executable (default: `ferry-shim` next to this executable).
     #[arg(long)]
     shim: Option<PathBuf>,
-    /// Port of the kubelet endpoint (logs, healthz).
+    /// Port of the kubelet endpoint (logs, exec, port-forward, healthz), served over TLS.
     #[arg(long, default_value_t = 10250)]
     port: u16,
+    /// Serving certificate of the endpoint (PEM, signed by the cluster CA for this node's IP:
+    /// `ferry-server kubelet-cert`).
+    #[arg(long)]
+    tls_cert_file: PathBuf,
+    /// Key of the serving certificate.
+    #[arg(long)]
+    tls_private_key_file: PathBuf,
+    /// CA of the client certificates the endpoint admits (default: --certificate-authority);
+    /// only the API server's (CN ferry-apiserver-kubelet-client) is authorized.
+    #[arg(long)]
+    client_ca_file: Option<PathBuf>,
     /// Pod capacity.
     #[arg(long, default_value_t = 110)]
     max_pods: u32,
@@ -115,7 +126,12 @@ fn main() -> Result<()> {
         node_name,
         server: cli.server,
         token,
+        client_ca_file: cli
+            .client_ca_file
+            .unwrap_or_else(|| cli.certificate_authority.clone()),
         ca_file: cli.certificate_authority,
+        tls_cert_file: cli.tls_cert_file,
+        tls_key_file: cli.tls_private_key_file,
         shim,
         cni_conf_dir: cli.cni_conf_dir,
         cni_bin_dir: cli.cni_bin_dir,

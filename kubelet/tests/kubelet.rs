@@ -69,6 +69,16 @@ impl Fixture {
             .output()
             .unwrap();
         let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        let out = Command::new(bin_path("ferry-server"))
+            .args(["kubelet-cert", "--data-dir", data.to_str().unwrap()])
+            .args(["--node", NODE, "--ip", NODE_IP])
+            .arg("--cert-file")
+            .arg(dir.path().join("kubelet.crt"))
+            .arg("--key-file")
+            .arg(dir.path().join("kubelet.key"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "kubelet-cert: {out:?}");
         // CNI binaries: ferry-cni, and loopback as the same binary.
         let bin = dir.path().join("cni-bin");
         std::fs::create_dir_all(&bin).unwrap();
@@ -118,6 +128,10 @@ impl Fixture {
             .args(["--root-dir", self.path("kubelet").to_str().unwrap()])
             .args(["--cgroup-root", self.cgroup.to_str().unwrap()])
             .args(["--backoff-base", "1"])
+            .arg("--tls-cert-file")
+            .arg(self.path("kubelet.crt"))
+            .arg("--tls-private-key-file")
+            .arg(self.path("kubelet.key"))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -64,13 +64,25 @@ impl Fixture {
             .output()
             .unwrap();
         let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        let p = |s: &str| dir.path().join(s).to_str().unwrap().to_owned();
+        let out = Command::new(bin_path("ferry-server"))
+            .args(["kubelet-cert", "--data-dir", data.to_str().unwrap()])
+            .args(["--node", NODE, "--ip", NODE_IP])
+            .args([
+                "--cert-file",
+                &p("kubelet.crt"),
+                "--key-file",
+                &p("kubelet.key"),
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
         let bin = dir.path().join("cni-bin");
         std::fs::create_dir_all(&bin).unwrap();
         std::fs::copy(bin_path("ferry-cni"), bin.join("ferry-cni")).unwrap();
         std::os::unix::fs::symlink(bin.join("ferry-cni"), bin.join("loopback")).unwrap();
         let cg2 = ferry_kubelet::cgroup::cgroup2_mount().expect("cgroup2 mount");
         let cgroup = cg2.join(unique("fks"));
-        let p = |s: &str| dir.path().join(s).to_str().unwrap().to_owned();
         let kubelet = node
             .command(bin_path("ferry-kubelet"))
             .args(["--node-name", NODE])
@@ -81,6 +93,8 @@ impl Fixture {
             .args(["--cni-bin-dir", &p("cni-bin")])
             .args(["--root-dir", &p("kubelet")])
             .args(["--cgroup-root", cgroup.to_str().unwrap()])
+            .args(["--tls-cert-file", &p("kubelet.crt")])
+            .args(["--tls-private-key-file", &p("kubelet.key")])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("kubelet.log")).unwrap())
             .spawn()
@@ -441,6 +455,55 @@ fn exec_tty_cp_and_port_forward_through_the_apiserver() {
         back.to_str().unwrap(),
     ]);
     assert_eq!(std::fs::read_to_string(&back).unwrap(), "forwarded-ok\n");
+
+    // The kubelet endpoint is TLS with a certificate from the cluster CA for the node's IP, and
+    // admits only the API server's client certificate.
+    let endpoint = format!("https://{NODE_IP}:10250");
+    let logs = format!("{endpoint}/containerLogs/default/web/c");
+    let pki = |n: &str| {
+        f.path(&format!("server/pki/{n}"))
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    let curl = |args: &[&str]| {
+        let o =
+            f.cp.command("curl")
+                .args(["-sS", "--max-time", "5", "--cacert", &pki("ca.crt")])
+                .args(args)
+                .output()
+                .unwrap();
+        (o.status.success(), text(&o).0, text(&o).1)
+    };
+    assert_eq!(curl(&[&format!("{endpoint}/healthz")]).1, "ok");
+    let (_, body, _) = curl(&["-o", "/dev/null", "-w", "%{http_code}", &logs]);
+    assert_eq!(body, "401", "no client certificate");
+    let own = [f.path("kubelet.crt"), f.path("kubelet.key")];
+    let (ok, _, err) = curl(&[
+        "--cert",
+        own[0].to_str().unwrap(),
+        "--key",
+        own[1].to_str().unwrap(),
+        &logs,
+    ]);
+    assert!(
+        !ok,
+        "a server-only certificate is no client certificate: {err}"
+    );
+    let (ok, _, err) = curl(&[
+        "--cert",
+        &pki("apiserver-kubelet-client.crt"),
+        "--key",
+        &pki("apiserver-kubelet-client.key"),
+        "-f",
+        &logs,
+    ]);
+    assert!(ok, "the API server's client certificate is admitted: {err}");
+    assert!(f
+        .log("kubelet.log")
+        .contains(&format!("kubelet endpoint on {endpoint}")));
+    // kubectl logs goes the same way.
+    assert!(f.ok(&["logs", "web"]).contains("GET /index.html"));
 
     // Bad input: a pod that does not exist, a pod that has exited.
     let out = f.kubectl(&["exec", "nope", "--", "true"], None);

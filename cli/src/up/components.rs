@@ -290,8 +290,33 @@ impl Up<'_> {
                     fd3: None,
                 })?;
             }
+            // The kubelet endpoint's serving certificate, from the cluster CA for the node's IP
+            // (the API server checks it, and the kubelet admits only the API server's client
+            // certificate).
+            let (cert, key) = (dir.join("kubelet.crt"), dir.join("kubelet.key"));
+            let out = Command::new(&self.bins.server)
+                .arg("--data-dir")
+                .arg(self.dir.server())
+                .args(["kubelet-cert", "--node", &node])
+                .args(["--ip", &node_ip(i).to_string()])
+                .arg("--cert-file")
+                .arg(&cert)
+                .arg("--key-file")
+                .arg(&key)
+                .output()
+                .with_context(|| format!("running {} kubelet-cert", self.bins.server.display()))?;
+            if !out.status.success() {
+                bail!(
+                    "ferry-server kubelet-cert --node {node} failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
             let mut args = common;
             args.extend([
+                "--tls-cert-file".into(),
+                cert.into(),
+                "--tls-private-key-file".into(),
+                key.into(),
                 "--token-file".into(),
                 token_file.into(),
                 "--cni-bin-dir".into(),

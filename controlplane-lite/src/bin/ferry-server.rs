@@ -3,7 +3,9 @@
 //! `ferry-server --data-dir DIR` creates, on first start, a CA and serving certificate, an admin
 //! token and `DIR/admin.kubeconfig` (usable as is by kubectl), then serves the Kubernetes API over
 //! HTTPS on the embedded SQLite store (or on etcd with `--store etcd --etcd-endpoints ...`).
-//! `ferry-server node-token --data-dir DIR --node NAME` prints (creating if needed) a node's token.
+//! `ferry-server node-token --data-dir DIR --node NAME` prints (creating if needed) a node's token;
+//! `ferry-server kubelet-cert --data-dir DIR --node NAME --ip IP --cert-file F --key-file K` issues
+//! the serving certificate the API server expects on that node's kubelet endpoint.
 //! `--inherited-listener-fd N` also serves on a listening TCP socket inherited from the parent
 //! (`ferry up` binds 127.0.0.1:PORT in the root network namespace and hands it to a server that runs
 //! in the control-plane namespace: a socket keeps the namespace it was created in).
@@ -112,6 +114,22 @@ enum Cmd {
         #[arg(long)]
         node: String,
     },
+    /// Issues a kubelet serving certificate signed by the cluster CA (created if absent), for
+    /// the node's name and IPs, and writes it and its key (mode 0600).
+    KubeletCert {
+        /// Node name.
+        #[arg(long)]
+        node: String,
+        /// The node's IP (where its kubelet listens); repeat for more.
+        #[arg(long, required = true)]
+        ip: Vec<std::net::IpAddr>,
+        /// Where to write the certificate (PEM).
+        #[arg(long)]
+        cert_file: PathBuf,
+        /// Where to write the key (PEM, mode 0600).
+        #[arg(long)]
+        key_file: PathBuf,
+    },
 }
 
 fn parse_range(s: &str) -> Result<(u16, u16)> {
@@ -152,9 +170,30 @@ async fn main() -> Result<()> {
     std::fs::set_permissions(&cli.data_dir, std::fs::Permissions::from_mode(0o700))
         .with_context(|| format!("restricting {} to its owner", cli.data_dir.display()))?;
     let tokens = Arc::new(auth::Tokens::load_or_init(&cli.data_dir)?);
-    if let Some(Cmd::NodeToken { node }) = &cli.cmd {
-        println!("{}", tokens.node_token(node)?);
-        return Ok(());
+    match &cli.cmd {
+        Some(Cmd::NodeToken { node }) => {
+            println!("{}", tokens.node_token(node)?);
+            return Ok(());
+        }
+        Some(Cmd::KubeletCert {
+            node,
+            ip,
+            cert_file,
+            key_file,
+        }) => {
+            let files = tls::TlsFiles::in_dir(&cli.data_dir);
+            let (cert, key) = tls::issue_kubelet_serving(&files, node, ip)?;
+            ferry_sys::fs::write_atomic(
+                key_file,
+                key.as_bytes(),
+                ferry_sys::fs::WriteOptions::private(),
+            )
+            .with_context(|| format!("writing {}", key_file.display()))?;
+            std::fs::write(cert_file, cert)
+                .with_context(|| format!("writing {}", cert_file.display()))?;
+            return Ok(());
+        }
+        None => {}
     }
     let advertise = cli
         .advertise_address
@@ -179,6 +218,8 @@ async fn main() -> Result<()> {
     let files = tls::TlsFiles::in_dir(&cli.data_dir);
     let ca = tls::ensure(&files, &sans)?;
     let tls_cfg = tls::server_config(&files)?;
+    tls::ensure_kubelet_client(&files)?;
+    let kubelet_tls = tls::kubelet_client_config(&files)?;
     let kubeconfig = cli.data_dir.join("admin.kubeconfig");
     std::fs::write(
         &kubeconfig,
@@ -235,6 +276,7 @@ async fn main() -> Result<()> {
         bookmark_interval: Duration::from_secs(cli.bookmark_interval.max(1)),
         max_watches_per_client: cli.max_watches_per_client,
         max_body: cli.max_request_bytes,
+        kubelet_tls: Some(kubelet_tls),
         ..api::Config::default()
     };
     let tokens_admin = tokens.admin();

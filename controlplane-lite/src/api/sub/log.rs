@@ -62,9 +62,11 @@ impl Api {
         Ok(out)
     }
 
-    /// A connection to the kubelet of `node` (its InternalIP and
-    /// `status.daemonEndpoints.kubeletEndpoint.Port`), and a request builder carrying the
-    /// credentials it wants. Upgrades on the connection are served (exec, port-forward).
+    /// A TLS connection to the kubelet of `node` (its InternalIP and
+    /// `status.daemonEndpoints.kubeletEndpoint.Port`; the kubelet's certificate is checked
+    /// against the cluster CA for that IP, and this server presents its kubelet client
+    /// certificate), and a request builder for it. Upgrades on the connection are served (exec,
+    /// port-forward).
     pub(in crate::api) async fn kubelet(
         &self,
         node: &str,
@@ -89,11 +91,18 @@ impl Api {
             })?
             .to_owned();
         let port = kubelet_port(&n, node)?;
-        let token = self.tokens.existing_node_token(node).ok_or_else(|| {
+        let addr: std::net::IpAddr = ip.parse().map_err(|_| {
             ApiError::new(
                 503,
                 "ServiceUnavailable",
-                format!("node {node} has no credentials"),
+                format!("node {node} has an invalid InternalIP {ip:?}"),
+            )
+        })?;
+        let tls = self.cfg.kubelet_tls.clone().ok_or_else(|| {
+            ApiError::new(
+                503,
+                "ServiceUnavailable",
+                "this API server has no client certificate for kubelets",
             )
         })?;
         let unreachable = |e: &dyn std::fmt::Display| {
@@ -103,21 +112,24 @@ impl Api {
                 format!("error dialing the kubelet of node {node} ({ip}:{port}): {e}"),
             )
         };
-        let tcp = tokio::time::timeout(
-            std::time::Duration::from_secs(5),
-            tokio::net::TcpStream::connect((ip.as_str(), port)),
-        )
+        // TLS both ways: the kubelet's serving certificate must be the cluster CA's for this IP,
+        // and the kubelet admits this server by its client certificate.
+        let tls_stream = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            let tcp = tokio::net::TcpStream::connect((addr, port)).await?;
+            let _ = tcp.set_nodelay(true);
+            tokio_rustls::TlsConnector::from(tls)
+                .connect(rustls::pki_types::ServerName::IpAddress(addr.into()), tcp)
+                .await
+        })
         .await
         .map_err(|_| unreachable(&"timeout"))?
         .map_err(|e| unreachable(&e))?;
-        let _ = tcp.set_nodelay(true);
-        let (send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-            .await
-            .map_err(|e| unreachable(&e))?;
+        let (send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls_stream))
+                .await
+                .map_err(|e| unreachable(&e))?;
         tokio::spawn(conn.with_upgrades());
-        let req = http::Request::builder()
-            .header(http::header::HOST, format!("{ip}:{port}"))
-            .header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+        let req = http::Request::builder().header(http::header::HOST, format!("{ip}:{port}"));
         Ok((send, req))
     }
 }
