@@ -582,6 +582,10 @@ fn unserved_kinds_fail_at_mapping_and_lists_create() {
         "{err}"
     );
     assert!(!err.contains("failed to download openapi"), "{err}");
+    assert!(
+        err.contains("a kind not served by ferry-server (it serves Namespace, Node, Pod"),
+        "{err}"
+    );
     let sts = "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: st}\nspec: {}\n";
     let err = s.fails(&["apply", "-f", "-"], Some(sts));
     assert!(

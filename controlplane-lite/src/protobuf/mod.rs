@@ -316,7 +316,9 @@ pub const OPENAPI_V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec
 /// to OpenAPI v2. Without a v2 document that fallback fails with "failed to download openapi";
 /// with one that has no schema for the kind, kubectl skips client-side validation as it does for
 /// kinds kube-apiserver does not serve, so `kind: List` manifests work and an unserved kind fails
-/// at kubectl's mapping: `no matches for kind "ReplicationController" in version "v1"`.
+/// at kubectl's mapping: `no matches for kind "ReplicationController" in version "v1"`. Since
+/// kubectl only asks for this document in those two cases, it carries a `Warning` (kubectl prints
+/// it) saying so, with the kinds ferry-server serves.
 pub fn openapi_v2(accept: &str) -> Response<Body> {
     let version = crate::version::GIT_VERSION;
     let (body, content_type) = if accept.contains(OPENAPI_V2_PROTOBUF)
@@ -348,7 +350,19 @@ pub fn openapi_v2(accept: &str) -> Response<Body> {
     let mut resp = Response::new(crate::web::full(body));
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Ok(v) = HeaderValue::from_str(&format!("299 - \"{}\"", unserved_warning())) {
+        resp.headers_mut().insert("Warning", v);
+    }
     resp
+}
+
+/// The warning `/openapi/v2` carries.
+pub fn unserved_warning() -> String {
+    let kinds: Vec<&str> = crate::resources::RESOURCES.iter().map(|r| r.kind).collect();
+    format!(
+        "ferry-server has no OpenAPI v2 schemas; kubectl asks for them to validate a kind: List or a kind not served by ferry-server (it serves {})",
+        kinds.join(", ")
+    )
 }
 
 #[cfg(test)]
