@@ -2,10 +2,11 @@
 //!
 //! Tokens live in `<data-dir>/tokens.json` (mode 0600): one admin token and one token per node.
 //! Admin tokens may do everything. A node token authenticates as `system:node:<name>` and may
-//! read everything (the kubelet watches pods, services, endpoint slices), but write only its own
-//! Node (and its status), its own Lease, Events, and the pods bound to it (their status, and the
-//! final deletion that confirms termination); every other write is 403. Tokens never appear in
-//! logs; comparisons are constant-time. [`rules`] lists the same decisions as rules (for
+//! read everything (the kubelet watches pods, services, endpoint slices) except Secrets (only
+//! those the pods bound to it use, by name) and the pod streams (exec, attach, port-forward),
+//! but write only its own Node (and its status), its own Lease, Events, and the pods bound to it
+//! (their status, and the final deletion that confirms termination); every other write is 403.
+//! Tokens never appear in logs; comparisons are constant-time. [`rules`] lists the same decisions as rules (for
 //! `kubectl auth can-i --list`); `crate::reviews` answers `kubectl auth can-i` / `whoami` from them.
 
 use anyhow::{Context, Result};
@@ -228,6 +229,9 @@ pub enum Decision {
     Allow,
     /// Allowed if the pod the request touches is bound to this node (checked by the handler).
     IfPodBoundTo(String),
+    /// Allowed if a pod bound to this node, in the object's namespace, uses the named object
+    /// (a Secret: env, envFrom, volumes, image pull secrets; checked with [`secret_used_on_node`]).
+    IfUsedByPodOn(String),
     /// Forbidden, with the reason.
     Deny(String),
 }
@@ -238,6 +242,28 @@ pub fn authorize(who: &Identity, what: &Attributes<'_>) -> Decision {
         Identity::Admin => return Decision::Allow,
         Identity::Node(n) => n,
     };
+    // Streams into pods (exec, attach, port-forward) are never a node's business, whatever the
+    // verb (a WebSocket exec is a GET).
+    if what.resource == "pods"
+        && matches!(what.subresource, Some("exec" | "attach" | "portforward"))
+    {
+        return Decision::Deny(format!(
+            "node {node:?} may not {} pods/{}",
+            what.verb,
+            what.subresource.unwrap_or_default()
+        ));
+    }
+    // Secrets: only those the pods bound to the node use, one by name (upstream's node
+    // authorizer); no list or watch.
+    if what.resource == "secrets" {
+        return match (what.verb, what.name, what.subresource) {
+            ("get", Some(_), None) => Decision::IfUsedByPodOn(node.clone()),
+            _ => Decision::Deny(format!(
+                "node {node:?} may only get, by name, secrets used by pods bound to it, not {} them",
+                what.verb
+            )),
+        };
+    }
     if matches!(what.verb, "get" | "list" | "watch") {
         return Decision::Allow;
     }
@@ -261,6 +287,77 @@ pub fn authorize(who: &Identity, what: &Attributes<'_>) -> Decision {
     }
 }
 
+/// Whether `pod` (JSON) uses the Secret `name` of its namespace: `env[].valueFrom.secretKeyRef`,
+/// `envFrom[].secretRef` of any container, `volumes[].secret`, projected volume sources,
+/// `imagePullSecrets`.
+pub fn pod_uses_secret(pod: &serde_json::Value, name: &str) -> bool {
+    use serde_json::Value;
+    let is = |v: Option<&Value>| v.and_then(Value::as_str) == Some(name);
+    let spec = &pod["spec"];
+    let list = |v: &Value| v.as_array().cloned().unwrap_or_default();
+    let containers = ["containers", "initContainers", "ephemeralContainers"]
+        .iter()
+        .flat_map(|k| list(&spec[*k]));
+    for c in containers {
+        if list(&c["env"])
+            .iter()
+            .any(|e| is(e.pointer("/valueFrom/secretKeyRef/name")))
+            || list(&c["envFrom"])
+                .iter()
+                .any(|e| is(e.pointer("/secretRef/name")))
+        {
+            return true;
+        }
+    }
+    list(&spec["volumes"]).iter().any(|v| {
+        is(v.pointer("/secret/secretName"))
+            || list(&v["projected"]["sources"])
+                .iter()
+                .any(|s| is(s.pointer("/secret/name")))
+    }) || list(&spec["imagePullSecrets"])
+        .iter()
+        .any(|s| is(s.get("name")))
+}
+
+/// Whether a pod bound to `node` in namespace `ns` uses the Secret `name` (the check behind
+/// [`Decision::IfUsedByPodOn`]).
+pub async fn secret_used_on_node(
+    store: &dyn ferry_store::Store,
+    node: &str,
+    ns: &str,
+    name: &str,
+) -> Result<bool, ferry_store::StoreError> {
+    let Some(pods) = crate::resources::by_kind("Pod") else {
+        return Ok(false);
+    };
+    let prefix = pods.key_prefix(Some(ns));
+    let mut after: Option<String> = None;
+    let mut at = None;
+    loop {
+        let page = store.list(&prefix, at, after.as_deref(), Some(500)).await?;
+        for kv in &page.kvs {
+            let Ok(pod) = serde_json::from_slice::<serde_json::Value>(&kv.value) else {
+                continue;
+            };
+            if pod
+                .pointer("/spec/nodeName")
+                .and_then(serde_json::Value::as_str)
+                == Some(node)
+                && pod_uses_secret(&pod, name)
+            {
+                return Ok(true);
+            }
+        }
+        match page.kvs.last() {
+            Some(last) if page.more => {
+                after = Some(last.key.clone());
+                at = Some(page.rev);
+            }
+            _ => return Ok(false),
+        }
+    }
+}
+
 /// One rule of [`rules`], in `authorization.k8s.io/v1` `ResourceRule` terms (`*` matches all).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResourceRule {
@@ -269,7 +366,7 @@ pub struct ResourceRule {
     /// API groups (`""` core, `*` any).
     pub api_groups: Vec<&'static str>,
     /// Resources, `resource/subresource` for subresources.
-    pub resources: Vec<&'static str>,
+    pub resources: Vec<String>,
     /// Object names; empty means any.
     pub resource_names: Vec<String>,
 }
@@ -294,7 +391,7 @@ fn rule(
     ResourceRule {
         verbs: verbs.to_vec(),
         api_groups: groups.to_vec(),
-        resources: resources.to_vec(),
+        resources: resources.iter().map(|r| (*r).to_owned()).collect(),
         resource_names: names.iter().map(|n| (*n).to_owned()).collect(),
     }
 }
@@ -312,8 +409,39 @@ pub fn rules(who: &Identity, namespace: &str) -> Rules {
         }
         Identity::Node(n) => n.as_str(),
     };
-    let mut resource = vec![
-        rule(&["get", "list", "watch"], &["*"], &["*"], &[]),
+    // Reads: every served resource and subresource but secrets and the pod streams.
+    let mut resource: Vec<ResourceRule> = crate::resources::group_versions()
+        .into_iter()
+        .map(|(g, _)| g)
+        .fold(Vec::<&'static str>::new(), |mut gs, g| {
+            if !gs.contains(&g) {
+                gs.push(g);
+            }
+            gs
+        })
+        .into_iter()
+        .filter_map(|g| {
+            let mut names = Vec::new();
+            for r in crate::resources::RESOURCES.iter().filter(|r| r.group == g) {
+                if r.plural == "secrets" {
+                    continue;
+                }
+                names.push(r.plural.to_owned());
+                for sub in r.subresources {
+                    if !matches!(sub.name(), "exec" | "attach" | "portforward") {
+                        names.push(format!("{}/{}", r.plural, sub.name()));
+                    }
+                }
+            }
+            (!names.is_empty()).then(|| ResourceRule {
+                verbs: vec!["get", "list", "watch"],
+                api_groups: vec![g],
+                resources: names,
+                resource_names: Vec::new(),
+            })
+        })
+        .collect();
+    resource.extend([
         rule(
             &["create", "update", "patch"],
             &[""],
@@ -321,7 +449,7 @@ pub fn rules(who: &Identity, namespace: &str) -> Rules {
             &[node],
         ),
         rule(&["create", "update", "patch"], &[""], &["events"], &[]),
-    ];
+    ]);
     if namespace == "kube-node-lease" {
         resource.push(rule(&["*"], &["coordination.k8s.io"], &["leases"], &[node]));
     }
@@ -329,7 +457,8 @@ pub fn rules(who: &Identity, namespace: &str) -> Rules {
         resource,
         non_resource_verbs: vec!["get"],
         conditional: Some(format!(
-            "update/patch of pods/status and delete of pods are allowed only for pods bound to node {node:?}"
+            "update/patch of pods/status and delete of pods are allowed only for pods bound to node \
+             {node:?}, get of secrets only for those such pods use"
         )),
     }
 }
@@ -359,7 +488,7 @@ mod tests {
         let n1 = Identity::Node("n1".into());
         let cases = [
             (
-                attrs("get", "secrets", None, Some("x"), Some("s")),
+                attrs("get", "configmaps", None, Some("x"), Some("s")),
                 Decision::Allow,
             ),
             (
@@ -400,7 +529,15 @@ mod tests {
         for (a, want) in cases {
             assert_eq!(authorize(&n1, &a), want, "{a:?}");
         }
+        assert_eq!(
+            authorize(&n1, &attrs("get", "secrets", None, Some("x"), Some("s"))),
+            Decision::IfUsedByPodOn("n1".into())
+        );
         for a in [
+            attrs("list", "secrets", None, Some("x"), None),
+            attrs("watch", "secrets", None, None, None),
+            attrs("get", "pods", Some("exec"), Some("x"), Some("p")),
+            attrs("create", "pods", Some("portforward"), Some("x"), Some("p")),
             attrs("update", "nodes", Some("status"), None, Some("n2")),
             attrs("delete", "nodes", None, None, Some("n1")),
             attrs(
@@ -434,7 +571,7 @@ mod tests {
         };
         r.resource.iter().any(|rule| {
             (rule.verbs.contains(&"*") || rule.verbs.contains(&a.verb))
-                && (rule.resources.contains(&"*") || rule.resources.contains(&res.as_str()))
+                && rule.resources.iter().any(|x| x == "*" || *x == res)
                 && (rule.resource_names.is_empty()
                     || a.name
                         .is_some_and(|n| rule.resource_names.iter().any(|x| x == n)))
@@ -464,6 +601,9 @@ mod tests {
             ("services", None),
             ("secrets", None),
             ("deployments", Some("scale")),
+            ("pods", Some("exec")),
+            ("pods", Some("portforward")),
+            ("pods", Some("log")),
         ];
         for who in [Identity::Admin, Identity::Node("n1".into())] {
             for ns in ["default", "kube-node-lease", ""] {
@@ -488,7 +628,7 @@ mod tests {
                             match decision {
                                 Decision::Allow => assert!(rules_allow(&r, &a), "{who:?} {a:?}"),
                                 Decision::Deny(_) => assert!(!rules_allow(&r, &a), "{who:?} {a:?}"),
-                                Decision::IfPodBoundTo(_) => {
+                                Decision::IfPodBoundTo(_) | Decision::IfUsedByPodOn(_) => {
                                     assert!(!rules_allow(&r, &a), "{a:?}");
                                     assert!(r.conditional.is_some());
                                 }
@@ -502,6 +642,27 @@ mod tests {
             Identity::Node("n1".into()).groups(),
             vec!["system:nodes", "system:authenticated"]
         );
+    }
+
+    #[test]
+    fn secret_references() {
+        let pod = serde_json::json!({"spec": {
+            "initContainers": [{"name": "i", "envFrom": [{"secretRef": {"name": "from"}}]}],
+            "containers": [{"name": "c", "env": [
+                {"name": "A", "value": "x"},
+                {"name": "B", "valueFrom": {"secretKeyRef": {"name": "key", "key": "k"}}},
+            ]}],
+            "volumes": [
+                {"name": "v", "secret": {"secretName": "vol"}},
+                {"name": "p", "projected": {"sources": [{"secret": {"name": "proj"}}]}},
+            ],
+            "imagePullSecrets": [{"name": "pull"}],
+        }});
+        for used in ["from", "key", "vol", "proj", "pull"] {
+            assert!(pod_uses_secret(&pod, used), "{used}");
+        }
+        assert!(!pod_uses_secret(&pod, "other"));
+        assert!(!pod_uses_secret(&serde_json::json!({}), "x"));
     }
 
     #[test]

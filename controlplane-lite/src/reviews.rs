@@ -12,7 +12,7 @@
 //! when the review names one.
 
 use crate::api::Api;
-use crate::auth::{authorize, rules, Attributes, Decision, Identity};
+use crate::auth::{authorize, rules, secret_used_on_node, Attributes, Decision, Identity};
 use crate::request::Req;
 use crate::resources::{self, Resource, REVIEWS, VERBS};
 use crate::web::{self, ApiError, Body};
@@ -185,6 +185,23 @@ async fn resource_decision(
         match authorize(who, &attrs) {
             Decision::Allow => {}
             Decision::Deny(why) => return Ok((false, why)),
+            Decision::IfUsedByPodOn(node) => {
+                let (Some(ns), Some(name)) = (attrs.namespace, attrs.name) else {
+                    return Ok((
+                        false,
+                        format!("node {node:?} may {v} only secrets its pods use: name one"),
+                    ));
+                };
+                let used = secret_used_on_node(&*api.store, &node, ns, name)
+                    .await
+                    .map_err(|e| ApiError::internal(format!("checking the node's pods: {e}")))?;
+                if !used {
+                    return Ok((
+                        false,
+                        format!("no pod bound to node {node:?} uses secret {ns}/{name}"),
+                    ));
+                }
+            }
             Decision::IfPodBoundTo(node) => {
                 let (Some(ns), Some(name), Some(pods)) =
                     (attrs.namespace, attrs.name, resources::by_kind("Pod"))
@@ -225,7 +242,7 @@ fn rules_review(r: &Req, mut review: authz::SelfSubjectRulesReview) -> ApiResult
             .map(|rule| authz::ResourceRule {
                 verbs: strings(&rule.verbs),
                 api_groups: Some(strings(&rule.api_groups)),
-                resources: Some(strings(&rule.resources)),
+                resources: Some(rule.resources.clone()),
                 resource_names: Some(rule.resource_names.clone()).filter(|n| !n.is_empty()),
             })
             .collect(),

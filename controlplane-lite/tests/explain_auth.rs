@@ -315,11 +315,66 @@ fn can_i_as_a_node_follows_the_node_authorizer() {
         "name one to check",
     );
 
+    // Secrets: only those a pod bound to this node uses, by name; pod streams never.
+    let secret = |name: &str| {
+        format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\nstringData: {{k: v}}\n")
+    };
+    s.ok_stdin(&["create", "-f", "-"], &secret("used"));
+    s.ok_stdin(&["create", "-f", "-"], &secret("unused"));
+    let user = "apiVersion: v1\nkind: Pod\nmetadata: {name: user}\nspec:\n  nodeName: n1\n  containers:\n  - name: c\n    image: busybox\n    env: [{name: K, valueFrom: {secretKeyRef: {name: used, key: k}}}]\n";
+    s.ok_stdin(&["create", "-f", "-"], user);
+    yes(&["get", "secrets/used"]);
+    no(
+        &["get", "secrets/unused"],
+        "no pod bound to node \"n1\" uses secret default/unused",
+    );
+    no(
+        &["list", "secrets"],
+        "may only get, by name, secrets used by pods bound to it",
+    );
+    no(
+        &["create", "pods/mine", "--subresource=exec"],
+        "may not create pods/exec",
+    );
+    no(
+        &["get", "pods/mine", "--subresource=portforward"],
+        "may not get pods/portforward",
+    );
+    let got = s.kubectl(&[
+        "--kubeconfig",
+        kc,
+        "get",
+        "secret",
+        "used",
+        "-o",
+        "jsonpath={.data.k}",
+    ]);
+    assert!(got.status.success(), "{}", stderr(&got));
+    assert_eq!(stdout(&got), "dg==");
+    let denied = s.kubectl(&["--kubeconfig", kc, "get", "secret", "unused"]);
+    assert!(
+        stderr(&denied).contains("no pod bound to node \"n1\" uses it"),
+        "{}",
+        stderr(&denied)
+    );
+    let denied = s.kubectl(&["--kubeconfig", kc, "get", "secrets"]);
+    assert!(stderr(&denied).contains("Forbidden"), "{}", stderr(&denied));
+
     let list = as_node(&["--list", "-n", "kube-node-lease"]);
     let out = stdout(&list);
     assert!(out.contains("nodes/status"), "{out}");
     assert!(out.contains("[n1]"), "{out}");
     assert!(out.contains("leases.coordination.k8s.io"), "{out}");
+    let reads = out
+        .lines()
+        .find(|l| l.starts_with("pods ") || l.contains(" pods "))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(reads.contains("[get list watch]"), "{out}");
+    assert!(
+        !out.contains("secrets"),
+        "secrets are not readable wholesale: {out}"
+    );
+    assert!(!out.contains("pods/exec"), "{out}");
     assert!(
         stderr(&list).contains("only for pods bound to node"),
         "the conditional rule is reported: {}",

@@ -208,6 +208,27 @@ impl Api {
         let pod_check = match authorize(&r.who, &attrs) {
             Decision::Allow => None,
             Decision::IfPodBoundTo(node) => Some(node),
+            Decision::IfUsedByPodOn(node) => {
+                let ns = t.namespace.as_deref().unwrap_or_default();
+                let name = t.name.as_deref().unwrap_or_default();
+                let used = crate::auth::secret_used_on_node(&*self.store, &node, ns, name)
+                    .await
+                    .map_err(|e| store_err(t.res, name, e))?;
+                if !used {
+                    return Err(ApiError::new(
+                        403,
+                        "Forbidden",
+                        format!(
+                            "{} \"{name}\" is forbidden: User \"{}\" cannot {verb} resource \"{}\": \
+                             no pod bound to node {node:?} uses it",
+                            t.res.plural,
+                            r.who.user(),
+                            t.res.plural
+                        ),
+                    ));
+                }
+                None
+            }
             Decision::Deny(why) => {
                 return Err(ApiError::new(
                     403,
