@@ -1,7 +1,8 @@
 //! Writes: create (namespace and `generateName`, defaulting, validation, allocation), update
 //! and patch of an object or its status/scale subresource (JSON, merge, strategic merge and
 //! server-side apply patches, optimistic concurrency, managedFields), and field validation
-//! (`fieldValidation=Strict|Warn|Ignore`).
+//! (`fieldValidation=Strict|Warn|Ignore`). Bodies are JSON (YAML that is JSON) or Kubernetes
+//! protobuf, decoded by [`crate::protobuf`] into the same JSON.
 
 use super::{add_warnings, dry_run, manager, Api};
 use crate::admission;
