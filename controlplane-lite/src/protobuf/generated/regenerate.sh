@@ -7,7 +7,9 @@
 #
 # Usage: regenerate.sh <k8s.io/api checkout> <k8s.io/apimachinery checkout>
 # (the two upstream repositories at one release, e.g. tags kubernetes-1.36.0). Needs protoc and
-# python3. Not run by the build: the outputs are committed.
+# python3. Not run by the build: the outputs are committed. Last run on the master branches of
+# k8s.io/api (10b39a39b) and k8s.io/apimachinery (eed236ce), after v1.36: newer than the v1.33 API
+# ferry-server serves, which only adds fields (field numbers never change).
 set -euo pipefail
 api=$(realpath "$1")
 machinery=$(realpath "$2")
