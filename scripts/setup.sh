@@ -4,7 +4,8 @@
 #
 #   - apt packages for the build (llvm-22 for bpf-linker; protoc and the well-known .proto files of
 #     libprotobuf-dev for etcd-client's build script: --no-install-recommends leaves those out), the tests (iproute2, iptables, bpftool,
-#     containerd, the reference CNI plugins) and the benchmarks (iperf3, sockperf; chromium and
+#     containerd, the reference CNI plugins; tar in pods for `kubectl cp`, script(1) to give kubectl
+#     a terminal in the `exec -it` test, curl) and the benchmarks (iperf3, sockperf; chromium and
 #     python3-jsonschema for `ferry bench`'s report tests: headless Chromium opens the HTML report
 #     and needs none of its recommends with --no-sandbox, jsonschema validates the JSON report);
 #   - the nightly `rust-src` component (eBPF programs are built with -Z build-std=core);
@@ -18,6 +19,7 @@ as_root "$0" "$@"
 APT_PACKAGES=(
   build-essential pkg-config ca-certificates
   iproute2 iptables nftables bpftool jq util-linux procps
+  tar bsdutils curl
   iperf3 sockperf iputils-ping strace ethtool conntrack
   chromium python3-jsonschema
   containernetworking-plugins containerd
@@ -67,7 +69,7 @@ fi
 # named here rather than failing a build ten minutes later.
 problems=()
 for cmd in cc pkg-config protoc ip iptables-save iptables-restore bpftool jq nsenter iperf3 sockperf chromium \
-  ping ethtool containerd etcd kubectl bpf-linker cargo rustup; do
+  ping ethtool containerd etcd kubectl bpf-linker cargo rustup tar script curl; do
   command -v "$cmd" >/dev/null 2>&1 || problems+=("command '$cmd' not found")
 done
 for f in /usr/include/google/protobuf/descriptor.proto /usr/include/google/protobuf/struct.proto \

@@ -17,11 +17,12 @@ const NODE: &str = "worker-s";
 
 struct Fixture {
     cp: Netns,
-    _node: Netns,
+    node: Netns,
     dir: tempfile::TempDir,
     _server: ChildGuard,
     kubelet: Option<ChildGuard>,
     cgroup: PathBuf,
+    token: String,
 }
 
 impl Fixture {
@@ -101,11 +102,12 @@ impl Fixture {
             .expect("ferry-kubelet");
         let f = Fixture {
             cp,
-            _node: node,
+            node,
             dir,
             _server: server,
             kubelet: Some(ChildGuard(kubelet)),
             cgroup,
+            token,
         };
         f.network_ready();
         f
@@ -277,7 +279,7 @@ fn exec_tty_cp_and_port_forward_through_the_apiserver() {
     std::fs::create_dir_all(&www).unwrap();
     std::fs::write(www.join("index.html"), "forwarded-ok\n").unwrap();
     let spec = json!({"nodeName": NODE, "containers": [{"name": "c", "image": "python",
-        "command": ["/usr/bin/python3", "-m", "http.server", "8080", "--bind", "127.0.0.1",
+        "command": ["/usr/bin/python3", "-m", "http.server", "8080", "--bind", "0.0.0.0",
                     "--directory", www.to_str().unwrap()],
         "env": [{"name": "GREETING", "value": "hi-from-env"}],
         "workingDir": www.to_str().unwrap()}]});
@@ -408,6 +410,31 @@ fn exec_tty_cp_and_port_forward_through_the_apiserver() {
     for _ in 0..3 {
         assert_eq!(text(&fetch(18080)).0, "forwarded-ok\n");
     }
+    // Throughput: 256 MiB through the forwarded port, and straight to the pod IP from the node
+    // as the baseline (the same server either way).
+    let big = std::fs::File::create(www.join("big")).unwrap();
+    big.set_len(256 << 20).unwrap();
+    let rate = |ns: &Netns, url: &str| {
+        let o = ns
+            .command("curl")
+            .args([
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{size_download} %{speed_download}",
+                url,
+            ])
+            .output()
+            .unwrap();
+        let out = text(&o).0;
+        let (size, speed) = out.split_once(' ').unwrap_or_else(|| panic!("{o:?}"));
+        assert_eq!(size, (256u64 << 20).to_string(), "{o:?}");
+        speed.parse::<f64>().unwrap() * 8.0 / 1e9
+    };
+    let forwarded = rate(&f.cp, "http://127.0.0.1:18080/big");
+    let direct = rate(&f.node, &format!("http://{ip}:8080/big"));
+    eprintln!("port-forward: {forwarded:.2} Gbit/s; direct to the pod IP: {direct:.2} Gbit/s");
     let _ = pf.0.kill();
     let _ = pf.0.wait();
     let mut closed = f
@@ -530,20 +557,28 @@ fn exec_tty_cp_and_port_forward_through_the_apiserver() {
         "nothing left in the pod's cgroup"
     );
 
-    // The exec round trip.
-    let mut times = Vec::new();
-    for _ in 0..20 {
-        let t = Instant::now();
-        f.ok(&["exec", "web", "--", "true"]);
-        times.push(t.elapsed());
-    }
-    times.sort();
+    // A node identity may read pods but not exec into them.
+    let out = f.kubectl(&["--token", &f.token, "exec", "web", "--", "true"], None);
+    assert!(!out.status.success());
+    assert!(text(&out).1.contains("forbidden"), "{:?}", text(&out));
+
+    // The exec round trip, with `kubectl get` (kubectl's start, its GET of the pod) as the
+    // baseline.
+    let p50 = |args: &[&str]| {
+        let mut times = Vec::new();
+        for _ in 0..20 {
+            let t = Instant::now();
+            f.ok(args);
+            times.push(t.elapsed());
+        }
+        times.sort();
+        (times[times.len() / 2], times[0], times[times.len() - 1])
+    };
+    let get = p50(&["get", "pod", "web", "-o", "name"]);
+    let exec = p50(&["exec", "web", "--", "true"]);
     eprintln!(
-        "kubectl exec web -- true: p50 {:?}, min {:?}, max {:?} over {} runs",
-        times[times.len() / 2],
-        times[0],
-        times[times.len() - 1],
-        times.len()
+        "kubectl exec web -- true: p50 {:?} (min {:?}, max {:?}); kubectl get pod: p50 {:?} (min {:?}, max {:?}); 20 runs each",
+        exec.0, exec.1, exec.2, get.0, get.1, get.2
     );
     drop(f);
     root.assert_unchanged();
