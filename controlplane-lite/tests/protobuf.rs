@@ -568,6 +568,11 @@ fn secrets_and_service_accounts_like_kube_apiserver() {
         described.contains("Name:") && described.contains("robot"),
         "{described}"
     );
+    // Every namespace has its `default` ServiceAccount, new ones too.
+    assert!(sa.lines().any(|l| l.starts_with("default ")), "{sa}");
+    s.ok(&["create", "namespace", "team"]);
+    let team = s.ok(&["get", "sa", "-n", "team", "--no-headers"]);
+    assert!(team.starts_with("default "), "{team}");
     s.ok(&["delete", "sa", "robot"]);
     s.ok(&["delete", "secret", "creds"]);
 }

@@ -79,6 +79,7 @@ impl Api {
                 Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
                 Err(e) => return Err(anyhow::anyhow!("creating namespace {ns}: {e}")),
             }
+            self.default_service_account(ns).await;
         }
         Ok(())
     }

@@ -1,7 +1,8 @@
 //! Writes: create (namespace and `generateName`, defaulting, validation, allocation), update
 //! and patch of an object or its status/scale subresource (JSON, merge, strategic merge and
 //! server-side apply patches, optimistic concurrency, managedFields), and field validation
-//! (`fieldValidation=Strict|Warn|Ignore`). Bodies are JSON (YAML that is JSON) or Kubernetes
+//! (`fieldValidation=Strict|Warn|Ignore`). A new namespace gets its `default` ServiceAccount.
+//! Bodies are JSON (YAML that is JSON) or Kubernetes
 //! protobuf, decoded by [`crate::protobuf`] into the same JSON.
 
 use super::{add_warnings, dry_run, manager, Api};
@@ -118,9 +119,30 @@ impl Api {
         self.ensure_namespace(t, &ns).await?;
         let obj = mach::track_update(t.res, None, &obj, &manager(r), None);
         let created = self.create_obj(t.res, &ns, obj, dry_run(r)).await?;
+        if t.res.kind == "Namespace" && !dry_run(r) {
+            self.default_service_account(objects::name(&created)).await;
+        }
         let mut resp = self.respond(t, r, StatusCode::CREATED, &created);
         add_warnings(&mut resp, &warnings);
         Ok(resp)
+    }
+
+    /// Gives namespace `ns` its `default` ServiceAccount, as kube-controller-manager's
+    /// serviceaccounts controller does (an existing one is kept). A failure is logged: the
+    /// namespace is usable without it.
+    pub(crate) async fn default_service_account(&self, ns: &str) {
+        let Some(res) = resources::by_kind("ServiceAccount") else {
+            return;
+        };
+        let sa = serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": "default", "namespace": ns}});
+        match self.create_obj(res, ns, sa, false).await {
+            Ok(_) => {}
+            Err(e) if e.code == 409 => {}
+            Err(e) => {
+                tracing::warn!(namespace = ns, status = %e.status, "creating the default ServiceAccount")
+            }
+        }
     }
 
     /// Defaults, validates, allocates and stores a new object.
