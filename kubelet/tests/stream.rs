@@ -323,6 +323,11 @@ fn exec_tty_cp_and_port_forward_through_the_apiserver() {
     let cg = f.ok(&["exec", "web", "--", "cat", "/proc/self/cgroup"]);
     let main_cg = std::fs::read_to_string(format!("/proc/{}/cgroup", main_pids[0])).unwrap();
     assert_eq!(cg, main_cg);
+    // A quiet command outlives kubectl's heartbeat deadline (pings every 5 s, 6 s for a pong).
+    assert_eq!(
+        f.ok(&["exec", "web", "--", "sh", "-c", "sleep 8; echo awake"]),
+        "awake\n"
+    );
     // stdin, closed at its end (v5.channel.k8s.io).
     let out = f.kubectl(
         &["exec", "-i", "web", "--", "sh", "-c", "cat; echo done"],
