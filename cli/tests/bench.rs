@@ -396,10 +396,11 @@ fn bench_net_refuses_bad_input_before_creating_anything() {
             1,
         ),
         (
-            &["bench", "--kubeconfig", "/dev/null"],
-            "not supported yet",
-            2,
+            &["bench", "--kubeconfig", "/nonexistent/kubeconfig"],
+            "no such file",
+            1,
         ),
+        (&["bench", "--nodes", "a,b"], "--kubeconfig", 2),
         (&["bench", "--duration", "0"], "out of range", 1),
     ] {
         let child = Command::new(FERRY)
@@ -446,4 +447,112 @@ fn bench_net_refuses_bad_input_before_creating_anything() {
         made.is_empty(),
         "a refused invocation created namespaces: {made:?}"
     );
+}
+
+#[test]
+fn bench_runs_on_a_cluster_through_its_kubeconfig() {
+    if !privileged("bench_runs_on_a_cluster_through_its_kubeconfig") {
+        return;
+    }
+    let _turn = net_bench_turn();
+    binaries(&["ferry-server", "ferry-kubelet", "ferry-agent", "ferry-cni"]);
+    let root = RootSnapshot::take();
+    let c = Cluster::new();
+    let up = c.up(&["--nodes", "2"]);
+    assert!(up.status.success(), "ferry up: {}", text(&up));
+    let kubeconfig = c.dir().join("kubeconfig");
+    let kc = kubeconfig.to_str().unwrap();
+
+    // Bad input: a lab-only path, a node that does not exist, --name with --kubeconfig; nothing
+    // is created.
+    for (args, want) in [
+        (&["--paths", "L1"][..], "not available on a real cluster"),
+        (
+            &["--nodes", "node-1,nosuchnode"],
+            "no node named nosuchnode",
+        ),
+        (&["--name", "x"], "exclude each other"),
+        (&["--svc-scale", "0,10"], "lab only"),
+    ] {
+        let out = Command::new(FERRY)
+            .args(["bench", "--kubeconfig", kc])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{args:?}: no clear error: {err}");
+    }
+    let k = Kubectl(kc.to_owned());
+    assert_eq!(k.ok(&["get", "pods", "-A", "-o", "name"]).trim(), "");
+
+    // Through the API only: pods placed by nodeName, clients by kubectl exec.
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = Command::new(FERRY)
+        .args(["bench", "--kubeconfig", kc, "--smoke", "--seed", "3"])
+        .args([
+            "--paths",
+            "L2,P1,P2,S1",
+            "--tests",
+            "stream,rr,cc,udp_max_rate",
+            "--out",
+        ])
+        .arg(out_dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ferry bench --kubeconfig: {}",
+        text(&out)
+    );
+    println!("{}", String::from_utf8_lossy(&out.stdout));
+    let report = ferry_bench::report::json::read(&out_dir.path().join("report.json"))
+        .unwrap_or_else(|e| panic!("report.json does not read back: {e}"));
+    validate_schema(&out_dir.path().join("report.json"));
+    assert_eq!(report.meta.mode, "cluster");
+    assert!(!report.partial);
+    assert_eq!(report.config.paths, ["L2", "P1", "P2", "S1"]);
+    for id in ["L2", "P1", "P2", "S1"] {
+        let info = report.paths.iter().find(|p| p.id == id).unwrap();
+        assert!(info.unavailable.is_none(), "{id}: {:?}", info.unavailable);
+        for (test, metric) in [
+            ("tcp_stream", "throughput_gbps"),
+            ("tcp_rr", "tps"),
+            ("tcp_cc", "cps"),
+            ("udp_max_rate", "max_lossless_pps"),
+        ] {
+            let rs = report
+                .results
+                .iter()
+                .find(|r| r.path == id && r.test == test)
+                .unwrap_or_else(|| panic!("no {id} {test}"));
+            assert_eq!(rs.runs.len(), 2, "{id} {test}: one run per round");
+            for r in &rs.runs {
+                assert!(r.error.is_none(), "{id} {test}: {:?}", r.error);
+                let v = r.metrics.get(metric).copied().unwrap_or(0.0);
+                assert!(v > 0.0 && v.is_finite(), "{id} {test}: {metric} {v}");
+                assert!(r.cpu.is_none(), "{id} {test}: no CPU figures off the lab");
+            }
+        }
+    }
+    let s1 = report.paths.iter().find(|p| p.id == "S1").unwrap();
+    assert_eq!(s1.baseline.as_deref(), Some("P1"));
+    // Nothing of the run is left in the cluster.
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "pods,services",
+            "-A",
+            "-l",
+            "ferry-bench",
+            "-o",
+            "name"
+        ])
+        .trim(),
+        ""
+    );
+    let down = c.ferry("down", &[]);
+    assert!(down.status.success(), "{}", text(&down));
+    c.assert_gone();
+    root.assert_unchanged();
 }

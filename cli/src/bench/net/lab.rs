@@ -132,20 +132,57 @@ impl Drop for Ns {
 }
 
 /// Where a process runs: a network namespace and, for clients on a node, a cgroup below the node's
-/// cgroup (so the node's socket load balancer applies to it, as to the node's pods).
+/// cgroup (so the node's socket load balancer applies to it, as to the node's pods); or, on a
+/// real cluster (`--kubeconfig`), a container reached with `kubectl exec`.
 #[derive(Debug, Clone)]
 pub(crate) struct Place {
     /// People's label (`pod a on node-1`).
     pub(crate) label: String,
-    /// The namespace's path (`/run/netns/...` or a pod's namespace handle).
+    /// The namespace's path (`/run/netns/...` or a pod's namespace handle); empty with `exec`.
     pub(crate) netns: PathBuf,
     /// The cgroup to join first.
     pub(crate) cgroup: Option<PathBuf>,
+    /// A real cluster's container instead of a namespace of this machine.
+    pub(crate) exec: Option<PodExec>,
+}
+
+/// A container `kubectl exec` runs the bench's processes in.
+#[derive(Debug, Clone)]
+pub(crate) struct PodExec {
+    /// The cluster's kubeconfig.
+    pub(crate) kubeconfig: PathBuf,
+    /// The pod's namespace.
+    pub(crate) namespace: String,
+    /// The pod.
+    pub(crate) pod: String,
+    /// The container.
+    pub(crate) container: String,
+    /// `ferry`'s path in the container (this executable's stands for it in `command`).
+    pub(crate) ferry: String,
 }
 
 impl Place {
-    /// A command that joins the cgroup, then enters the namespace, between fork and exec.
+    /// A command that joins the cgroup, then enters the namespace, between fork and exec; for an
+    /// `exec` place, `kubectl exec` of the program in the container (`ferry` itself becomes the
+    /// container's `ferry`, any other program is looked up by name in the container's PATH).
     pub(crate) fn command(&self, program: &Path) -> Result<Command> {
+        if let Some(e) = &self.exec {
+            let me = std::env::current_exe().ok();
+            let prog = if me.as_deref() == Some(program) {
+                e.ferry.clone()
+            } else {
+                program
+                    .file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+            };
+            let mut cmd = Command::new("kubectl");
+            cmd.arg("--kubeconfig")
+                .arg(&e.kubeconfig)
+                .args(["-n", &e.namespace, "exec", &e.pod, "-c", &e.container, "--"])
+                .arg(prog)
+                .stdin(Stdio::null());
+            return Ok(cmd);
+        }
         let mut cmd = Command::new(program);
         let ns = NetnsFd::open(&self.netns)
             .with_context(|| format!("opening the namespace of {}", self.label))?;

@@ -15,6 +15,7 @@ mod iperf;
 mod lab;
 mod paths;
 mod preflight;
+mod real;
 mod run;
 pub(crate) mod svc;
 mod verify;
@@ -99,9 +100,26 @@ pub(crate) struct NetArgs {
     /// State directory of the `--name` cluster.
     #[arg(long, default_value = "/run/ferry/up")]
     pub(crate) state_dir: PathBuf,
-    /// A real cluster instead of the lab (not supported yet).
+    /// A real cluster instead of the lab: the bench pods go there (two nodes, `kubectl exec` for
+    /// the clients); paths L2, H1, P1, P2, S1, S2, S3 (docs/bench.md, "A real cluster").
     #[arg(long)]
     pub(crate) kubeconfig: Option<PathBuf>,
+    /// --kubeconfig: namespace of the bench pods and Services.
+    #[arg(long, default_value = "default", requires = "kubeconfig")]
+    pub(crate) namespace: String,
+    /// --kubeconfig: the bench pods' image; it must hold `ferry` (at --bench-binary) and `iperf3`
+    /// (a `ferry up` cluster runs host binaries and ignores it).
+    #[arg(long, default_value = "ferry-bench", requires = "kubeconfig")]
+    pub(crate) image: String,
+    /// --kubeconfig: `ferry`'s path inside the image (default: this executable's path).
+    #[arg(long, requires = "kubeconfig")]
+    pub(crate) bench_binary: Option<String>,
+    /// --kubeconfig: the two nodes to use (default: the first two Ready, schedulable, untainted).
+    #[arg(long, value_delimiter = ',', requires = "kubeconfig")]
+    pub(crate) nodes: Vec<String>,
+    /// --kubeconfig: the host-network pods' bench agent port (iperf3 on the next one).
+    #[arg(long, default_value_t = 7100, requires = "kubeconfig")]
+    pub(crate) host_port: u16,
     /// Also calibrate the built-in generator against sockperf on loopback (about 10 s; recorded in
     /// the report's `meta.calibration`).
     #[arg(long)]
@@ -150,14 +168,11 @@ pub(crate) fn compare(args: &CompareArgs) -> Result<()> {
 
 /// Runs the pod-network benchmark.
 pub(crate) fn run(args: &NetArgs) -> Result<()> {
-    if args.kubeconfig.is_some() {
-        eprintln!(
-            "ferry bench: --kubeconfig (a real cluster) is not supported yet: `ferry bench` runs on \
-             the netns lab only (its own `ferry up` clusters, or one named with --name)"
-        );
-        std::process::exit(2);
-    }
     let plan = run::Plan::from_args(args)?;
+    if let Some(real) = &plan.real {
+        // No namespaces of this machine: no root, no lab lock (run ids keep runs apart).
+        return run::execute_real(&plan, real);
+    }
     if !crate::sys::is_root() {
         bail!("needs root: it creates network namespaces (run it as root, or with sudo)");
     }

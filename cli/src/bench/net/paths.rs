@@ -294,6 +294,7 @@ fn place(ns: &Ns, label: &str) -> Place {
         label: label.to_owned(),
         netns: ns.path().to_owned(),
         cgroup: None,
+        exec: None,
     }
 }
 
@@ -540,6 +541,7 @@ pub(crate) fn node_servers(
             label: format!("node-2 ({})", c.name),
             netns: c.node_ns(2),
             cgroup: None,
+            exec: None,
         };
         procs.extend(servers(&p, ferry)?);
     }
@@ -548,6 +550,7 @@ pub(crate) fn node_servers(
             label: format!("external host ({})", c.name),
             netns: c.ext_ns(),
             cgroup: None,
+            exec: None,
         };
         procs.extend(servers(&p, ferry)?);
     }
@@ -562,16 +565,19 @@ pub(crate) fn cluster_path(def: &Def, cx: &ClusterCtx<'_>) -> Result<LabPath> {
         label: format!("node-{i} ({})", c.name),
         netns: c.node_ns(i),
         cgroup,
+        exec: None,
     };
     let pod = |pod: &super::lab::Pod, cgroup: Option<std::path::PathBuf>| Place {
         label: format!("pod {} on node-{}", pod.name, pod.node),
         netns: pod.netns.clone(),
         cgroup,
+        exec: None,
     };
     let ext = Place {
         label: format!("external host ({})", c.name),
         netns: c.ext_ns(),
         cgroup: None,
+        exec: None,
     };
     let link = |place: Place, dev: &str, dir: &'static str| Check::Link {
         place,

@@ -24,6 +24,8 @@ const STREAM_WRITE: u32 = 128 * 1024;
 #[derive(Debug, Clone)]
 pub(crate) struct Plan {
     args: NetArgs,
+    /// `--kubeconfig`: a real cluster instead of the lab.
+    pub(crate) real: Option<super::real::RealArgs>,
     defs: Vec<Def>,
     proxies: Vec<String>,
     tests: Vec<&'static str>,
@@ -79,7 +81,46 @@ impl Plan {
                 "unknown --proxy {p:?} (ebpf, iptables)"
             );
         }
-        let defs = paths::select(&a.paths, a.quick, &backends, &proxies)?;
+        let real = match &a.kubeconfig {
+            None => None,
+            Some(k) => {
+                super::real::check_kubeconfig(k)?;
+                ensure!(
+                    a.name.is_none(),
+                    "--kubeconfig and --name exclude each other (--name is a `ferry up` cluster of \
+                     the lab)"
+                );
+                ensure!(
+                    a.svc_scale.is_empty(),
+                    "--svc-scale runs on the lab only for now (it reads the node's datapath size): \
+                     leave out --kubeconfig"
+                );
+                ensure!(
+                    a.backend.is_empty() && a.proxy.is_empty(),
+                    "--backend and --proxy choose lab clusters; a real cluster has its own"
+                );
+                ensure!(
+                    a.host_port > 0 && a.host_port < u16::MAX,
+                    "--host-port must leave the next port free for iperf3 (1..65534)"
+                );
+                Some(super::real::RealArgs {
+                    kubeconfig: k.clone(),
+                    namespace: a.namespace.clone(),
+                    image: a.image.clone(),
+                    ferry: match &a.bench_binary {
+                        Some(b) => b.clone(),
+                        None => super::real::default_ferry()?,
+                    },
+                    nodes: a.nodes.clone(),
+                    host_port: a.host_port,
+                })
+            }
+        };
+        let defs = if real.is_some() {
+            super::real::select(&a.paths)?
+        } else {
+            paths::select(&a.paths, a.quick, &backends, &proxies)?
+        };
         let tests: Vec<&'static str> = if a.tests.is_empty() {
             if a.quick {
                 vec!["tcp_stream", "tcp_rr", "tcp_crr"]
@@ -165,6 +206,7 @@ impl Plan {
         });
         Ok(Plan {
             args: a.clone(),
+            real,
             defs,
             proxies,
             tests,
@@ -387,12 +429,19 @@ fn sleep_until(t: Instant) {
     }
 }
 
+/// The machine's CPU accounting of a lab run: the agents' pids and the idle baseline (CPUs busy).
+/// A real cluster has none (its nodes are not this machine).
+#[derive(Debug, Clone, Copy)]
+struct CpuCtx<'a> {
+    agents: &'a [i32],
+    idle: f64,
+}
+
 /// Runs one job once and returns its run (`hint`: udp_max_rate's first candidate, 0 for none).
 fn run_once(
     plan: &Plan,
     bins: &Bins,
-    agents: &[i32],
-    idle: f64,
+    cpu_ctx: Option<CpuCtx<'_>>,
     path: &LabPath,
     job: &Job,
     hint: u64,
@@ -438,10 +487,11 @@ fn run_once(
     };
     let t0 = Instant::now();
     sleep_until(t0 + Duration::from_secs_f64(plan.warmup_s));
-    let a = cpu::sample(agents);
+    let sample = || cpu_ctx.map(|c| cpu::sample(c.agents));
+    let a = sample();
     let ta = Instant::now();
     sleep_until(t0 + Duration::from_secs_f64(plan.warmup_s + plan.duration_s));
-    let b = cpu::sample(agents);
+    let b = sample();
     let wall = ta.elapsed().as_secs_f64();
     let deadline = t0 + Duration::from_secs_f64(total.ceil() + 15.0);
     let pid = child.pid();
@@ -486,9 +536,10 @@ fn run_once(
     run.histogram = o.histogram.clone();
     let mut flags = verify::flags(&path.checks, &before, &after);
     let mut valid = flags.is_empty();
-    match (a, b) {
-        (Ok(a), Ok(b)) => {
-            let c = cpu::window(&a, &b, wall, idle, o.client_cpu_s);
+    match (a, b, cpu_ctx) {
+        (None, _, _) | (_, None, _) | (_, _, None) => {}
+        (Some(Ok(a)), Some(Ok(b)), Some(ctx)) => {
+            let c = cpu::window(&a, &b, wall, ctx.idle, o.client_cpu_s);
             let window = if o.window_s > 0.0 { o.window_s } else { wall };
             cpu::add_metrics(job.test, &c, window, o.completed, &mut run.metrics);
             if c.max_cpu_busy >= 0.95 {
@@ -499,7 +550,9 @@ fn run_once(
             }
             run.cpu = Some(c);
         }
-        (Err(e), _) | (_, Err(e)) => flags.push(format!("no CPU figures: {e:#}")),
+        (Some(Err(e)), _, _) | (_, Some(Err(e)), _) => {
+            flags.push(format!("no CPU figures: {e:#}"));
+        }
     }
     if o.client_busiest_thread >= 0.95 {
         flags.push(format!(
@@ -684,23 +737,7 @@ pub(crate) fn execute(plan: &Plan) -> Result<()> {
             proxy_modes: clusters.iter().map(|c| c.proxy.clone()).collect(),
             ..Default::default()
         },
-        config: Config {
-            quick: a.quick,
-            smoke: a.smoke,
-            rounds: plan.rounds,
-            warmup_s: plan.warmup_s,
-            duration_s: plan.duration_s,
-            cooldown_s: plan.cooldown_s,
-            seed: plan.seed,
-            paths: plan.defs.iter().map(|d| d.id.to_owned()).collect(),
-            tests: plan.tests.iter().map(|t| (*t).to_owned()).collect(),
-            flows: plan.flows.clone(),
-            sizes: plan.sizes.clone(),
-            svc_scale: Vec::new(),
-            endpoints: 0,
-            engine: "auto".into(),
-            argv: std::env::args().collect(),
-        },
+        config: config(plan),
         paths: lab_paths.iter().map(|p| p.info.clone()).collect(),
         warnings,
         ..Default::default()
@@ -757,51 +794,24 @@ pub(crate) fn execute(plan: &Plan) -> Result<()> {
             Err(e) => report.warnings.push(format!("calibration failed: {e:#}")),
         }
     }
-    let total = jobs.len() * plan.rounds as usize;
-    let mut done = 0;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(plan.seed);
-    'rounds: for round in 0..plan.rounds {
-        let mut order: Vec<usize> = (0..jobs.len()).collect();
-        order.shuffle(&mut rng);
-        for (pos, ji) in order.into_iter().enumerate() {
-            if crate::sys::interrupted() {
-                report.partial = true;
-                report.warnings.push("interrupted: partial results".into());
-                break 'rounds;
-            }
-            for p in &mut node_procs {
-                p.check()?;
-            }
-            let job = &jobs[ji];
-            let path = &lab_paths[job.path];
-            let rs = &report.results[job.result];
-            let label = format!("round {}: {}", round + 1, rs.key());
-            // udp_max_rate starts its search at the last valid round's result.
-            #[expect(
-                clippy::cast_possible_truncation,
-                clippy::cast_sign_loss,
-                reason = "a packet rate, positive and far below 2^64"
-            )]
-            let hint = rs
-                .runs
-                .iter()
-                .rev()
-                .filter(|r| r.valid)
-                .find_map(|r| r.metrics.get("max_lossless_pps"))
-                .map_or(0, |p| p.round() as u64);
-            let mut run = run_once(plan, &bins, &agents, idle, path, job, hint);
-            run.round = round;
-            run.order = u32::try_from(pos).unwrap_or(u32::MAX);
-            done += 1;
-            let status = match (&run.error, run.valid) {
-                (Some(e), _) => format!("FAILED: {e}"),
-                (None, true) if run.flags.is_empty() => "ok".into(),
-                (None, _) => run.flags.join("; "),
-            };
-            eprintln!("{} {status}", report::table::progress(done, total, &label));
-            report.results[job.result].runs.push(run);
+    let mut check = || -> Result<()> {
+        for p in &mut node_procs {
+            p.check()?;
         }
-    }
+        Ok(())
+    };
+    rounds(
+        plan,
+        &bins,
+        &lab_paths,
+        &jobs,
+        &mut report,
+        Some(CpuCtx {
+            agents: &agents,
+            idle,
+        }),
+        &mut check,
+    )?;
     if !a.svc_scale.is_empty() && !report.partial {
         for p in &plan.proxies {
             super::super::check_interrupt()?;
@@ -816,17 +826,7 @@ pub(crate) fn execute(plan: &Plan) -> Result<()> {
         report.config.svc_scale = a.svc_scale.clone();
         report.config.endpoints = a.endpoints;
     }
-    report.meta.finished_at = stamp(SystemTime::now(), false);
-    report.meta.elapsed_s = t_start.elapsed().as_secs_f64();
-    ferry_bench::stats::summarise(&mut report);
-    if plan.formats.contains(&Format::Table) {
-        println!("{}", report::table::render(&report));
-    }
-    let written = report::write_all(&report, &plan.out, &plan.formats)
-        .with_context(|| format!("writing the report to {}", plan.out.display()))?;
-    for w in &written {
-        println!("wrote {}", w.display());
-    }
+    finish(plan, &mut report, t_start)?;
     drop(baselines);
     drop(node_procs);
     drop(cgroups);
@@ -845,6 +845,192 @@ pub(crate) fn execute(plan: &Plan) -> Result<()> {
     Ok(())
 }
 
+/// Runs the benchmark on a real cluster (`--kubeconfig`, see `real`): the same jobs, rounds and
+/// report as the lab, without the counters and CPU figures only the lab can read.
+pub(crate) fn execute_real(plan: &Plan, real: &super::real::RealArgs) -> Result<()> {
+    let started = SystemTime::now();
+    let t_start = Instant::now();
+    let bins = Bins {
+        ferry: std::env::current_exe().context("locating the ferry executable")?,
+        agent: PathBuf::new(),
+    };
+    ensure!(
+        which::which("kubectl").is_ok(),
+        "kubectl is needed (scripts/setup.sh installs it)"
+    );
+    let (host, _) = preflight::host(false)?;
+    println!(
+        "ferry bench: real cluster ({}), {} paths x {} tests, {} rounds of {}+{}+{} s, seed {}",
+        real.kubeconfig.display(),
+        plan.defs.len(),
+        plan.tests.len(),
+        plan.rounds,
+        plan.warmup_s,
+        plan.duration_s,
+        plan.cooldown_s,
+        plan.seed
+    );
+    let t = Instant::now();
+    let lab = super::real::RealLab::deploy(real)?;
+    println!(
+        "bench pods Ready on {} and {} (server {}) in {:.1} s",
+        lab.nodes[0],
+        lab.nodes[1],
+        lab.server_version,
+        t.elapsed().as_secs_f64()
+    );
+    let mut lab_paths = lab.paths(&plan.defs)?;
+    let mut warnings = vec![format!(
+        "real cluster (server {}, nodes {} and {}): clients run through `kubectl exec`; the \
+             paths' counters are not read and no CPU figures are taken (the nodes are not this \
+             machine)",
+        lab.server_version, lab.nodes[0], lab.nodes[1]
+    )];
+    for p in &mut lab_paths {
+        if let Err(e) = probe(&bins, p, Duration::from_secs(20)) {
+            let why = format!("carries no traffic: {e:#}");
+            warnings.push(format!("{}: unavailable: {why}", p.info.id));
+            p.info.unavailable = Some(why);
+        }
+    }
+    let mut report = Report {
+        schema: model::SCHEMA.into(),
+        meta: Meta {
+            ferry_version: env!("CARGO_PKG_VERSION").into(),
+            commit: option_env!("FERRY_COMMIT").map(str::to_owned),
+            started_at: stamp(started, false),
+            host,
+            mode: "cluster".into(),
+            nodes: 2,
+            ..Default::default()
+        },
+        config: config(plan),
+        paths: lab_paths.iter().map(|p| p.info.clone()).collect(),
+        warnings,
+        ..Default::default()
+    };
+    let mut results = Vec::new();
+    let jobs = jobs(plan, &lab_paths, &mut results);
+    report.results = results;
+    rounds(
+        plan,
+        &bins,
+        &lab_paths,
+        &jobs,
+        &mut report,
+        None,
+        &mut || Ok(()),
+    )?;
+    finish(plan, &mut report, t_start)?;
+    drop(lab);
+    println!(
+        "done in {:.1} s (bench pods and Services deleted)",
+        t_start.elapsed().as_secs_f64()
+    );
+    if report.partial {
+        bail!(
+            "interrupted: partial results written to {}",
+            plan.out.display()
+        );
+    }
+    Ok(())
+}
+
+/// The report's copy of the run's settings.
+fn config(plan: &Plan) -> Config {
+    let a = &plan.args;
+    Config {
+        quick: a.quick,
+        smoke: a.smoke,
+        rounds: plan.rounds,
+        warmup_s: plan.warmup_s,
+        duration_s: plan.duration_s,
+        cooldown_s: plan.cooldown_s,
+        seed: plan.seed,
+        paths: plan.defs.iter().map(|d| d.id.to_owned()).collect(),
+        tests: plan.tests.iter().map(|t| (*t).to_owned()).collect(),
+        flows: plan.flows.clone(),
+        sizes: plan.sizes.clone(),
+        svc_scale: Vec::new(),
+        endpoints: 0,
+        engine: "auto".into(),
+        argv: std::env::args().collect(),
+    }
+}
+
+/// Every job once per round, in a seeded random order per round; `between` runs before each run
+/// (checks that the lab's servers still run). Ctrl-C ends the rounds with `report.partial` set.
+fn rounds(
+    plan: &Plan,
+    bins: &Bins,
+    lab_paths: &[LabPath],
+    jobs: &[Job],
+    report: &mut Report,
+    cpu_ctx: Option<CpuCtx<'_>>,
+    between: &mut dyn FnMut() -> Result<()>,
+) -> Result<()> {
+    let total = jobs.len() * plan.rounds as usize;
+    let mut done = 0;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(plan.seed);
+    'rounds: for round in 0..plan.rounds {
+        let mut order: Vec<usize> = (0..jobs.len()).collect();
+        order.shuffle(&mut rng);
+        for (pos, ji) in order.into_iter().enumerate() {
+            if crate::sys::interrupted() {
+                report.partial = true;
+                report.warnings.push("interrupted: partial results".into());
+                break 'rounds;
+            }
+            between()?;
+            let job = &jobs[ji];
+            let path = &lab_paths[job.path];
+            let rs = &report.results[job.result];
+            let label = format!("round {}: {}", round + 1, rs.key());
+            // udp_max_rate starts its search at the last valid round's result.
+            #[expect(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                reason = "a packet rate, positive and far below 2^64"
+            )]
+            let hint = rs
+                .runs
+                .iter()
+                .rev()
+                .filter(|r| r.valid)
+                .find_map(|r| r.metrics.get("max_lossless_pps"))
+                .map_or(0, |p| p.round() as u64);
+            let mut run = run_once(plan, bins, cpu_ctx, path, job, hint);
+            run.round = round;
+            run.order = u32::try_from(pos).unwrap_or(u32::MAX);
+            done += 1;
+            let status = match (&run.error, run.valid) {
+                (Some(e), _) => format!("FAILED: {e}"),
+                (None, true) if run.flags.is_empty() => "ok".into(),
+                (None, _) => run.flags.join("; "),
+            };
+            eprintln!("{} {status}", report::table::progress(done, total, &label));
+            report.results[job.result].runs.push(run);
+        }
+    }
+    Ok(())
+}
+
+/// Summarises the report, prints the table and writes the files.
+fn finish(plan: &Plan, report: &mut Report, t_start: Instant) -> Result<()> {
+    report.meta.finished_at = stamp(SystemTime::now(), false);
+    report.meta.elapsed_s = t_start.elapsed().as_secs_f64();
+    ferry_bench::stats::summarise(report);
+    if plan.formats.contains(&Format::Table) {
+        println!("{}", report::table::render(report));
+    }
+    let written = report::write_all(report, &plan.out, &plan.formats)
+        .with_context(|| format!("writing the report to {}", plan.out.display()))?;
+    for w in &written {
+        println!("wrote {}", w.display());
+    }
+    Ok(())
+}
+
 /// The Service scale sweep on one cluster (`svc::sweep`), its client and prober in pod a.
 fn sweep(
     plan: &Plan,
@@ -857,6 +1043,7 @@ fn sweep(
         label: format!("pod {} on node-1", pods.a.name),
         netns: pods.a.netns.clone(),
         cgroup: Some(cg.to_owned()),
+        exec: None,
     };
     let client = |s: &Spec| -> Result<Outcome> {
         let mut cmd = place.command(&bins.ferry)?;
@@ -893,6 +1080,7 @@ fn sweep(
         label: "node-1".into(),
         netns: c.node_ns(1),
         cgroup: None,
+        exec: None,
     };
     let bpffs = c.node_bpffs(1);
     let entries = || -> Result<u64> {

@@ -149,6 +149,7 @@ mod tests {
             label: "node-1".into(),
             netns: PathBuf::from("/run/netns/x"),
             cgroup: None,
+            exec: None,
         };
         let checks = vec![Check::Link {
             place,
