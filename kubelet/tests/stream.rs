@@ -442,6 +442,23 @@ fn exec_tty_cp_and_port_forward_through_the_apiserver() {
     eprintln!("port-forward: {forwarded:.2} Gbit/s; direct to the pod IP: {direct:.2} Gbit/s");
     let _ = pf.0.kill();
     let _ = pf.0.wait();
+    // kubectl's fallback, plain SPDY/3.1 on the upgraded connection (no WebSocket).
+    let mut spdy = ChildGuard(
+        f.kubectl_cmd(&["port-forward", "pod/web", "18083:8080"])
+            .env("KUBECTL_PORT_FORWARD_WEBSOCKETS", "false")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || fetch(18083).status.success()),
+        "port-forward over SPDY never served: {:?}",
+        text(&fetch(18083))
+    );
+    assert_eq!(text(&fetch(18083)).0, "forwarded-ok\n");
+    let _ = spdy.0.kill();
+    let _ = spdy.0.wait();
     let mut closed = f
         .kubectl_cmd(&["port-forward", "pod/web", "18081:9"])
         .stdout(Stdio::piped())
