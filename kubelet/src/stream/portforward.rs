@@ -213,7 +213,7 @@ async fn session(mut input: mpsc::Receiver<Bytes>, out: mpsc::Sender<Bytes>, tar
 
 fn frame(stream_id: u32, fin: bool, data: &[u8]) -> Bytes {
     let mut b = BytesMut::with_capacity(data.len() + 8);
-    // Chunks are at most 32 KiB, far below the 24-bit limit.
+    // Chunks are at most 64 KiB, far below the 24-bit limit.
     let _ = spdy::data(&mut b, stream_id, fin, data);
     b.freeze()
 }
@@ -293,7 +293,7 @@ async fn forward(
     };
     let down_out = out.clone();
     let down = async move {
-        let mut buf = vec![0u8; 32 * 1024];
+        let mut buf = vec![0u8; 64 * 1024];
         loop {
             match rd.read(&mut buf).await {
                 Ok(0) | Err(_) => {

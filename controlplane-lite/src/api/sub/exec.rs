@@ -137,7 +137,15 @@ impl Api {
                 }
             };
             let (mut client, mut kubelet) = (TokioIo::new(client), TokioIo::new(kubelet));
-            if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut kubelet).await {
+            // 64 KiB buffers (tokio's default is 8 KiB): port-forward streams bulk data.
+            let copied = tokio::io::copy_bidirectional_with_sizes(
+                &mut client,
+                &mut kubelet,
+                1 << 16,
+                1 << 16,
+            )
+            .await;
+            if let Err(e) = copied {
                 tracing::debug!("{what}: stream ended: {e}");
             }
         });
