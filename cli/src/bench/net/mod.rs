@@ -68,10 +68,10 @@ pub(crate) struct NetArgs {
     /// Request = response sizes of the request/response test, bytes.
     #[arg(long, value_delimiter = ',')]
     pub(crate) size: Vec<u32>,
-    /// Overlay backends to bring up: vxlan (cluster A), host-gw (cluster B), udp (cluster C).
+    /// Overlay backends to bring up: vxlan (clusters A, D), host-gw (cluster B), udp (cluster C).
     #[arg(long, value_delimiter = ',')]
     pub(crate) backend: Vec<String>,
-    /// Service proxy modes: ebpf (clusters A, C), iptables (cluster B).
+    /// Service proxy modes: ebpf (clusters A, B, C), iptables (cluster D).
     #[arg(long, value_delimiter = ',')]
     pub(crate) proxy: Vec<String>,
     /// Service scale sweep: Service counts (e.g. 0,1000,10000).

@@ -611,7 +611,8 @@ pub(crate) fn execute(plan: &Plan) -> Result<()> {
     );
     let a = &plan.args;
     // The clusters the selected paths need: A (vxlan, ebpf) or the one named with --name, then
-    // B (host-gw, iptables) and C (udp, ebpf) when a path needs them.
+    // B (host-gw, ebpf), C (udp, ebpf) and D (vxlan, iptables) when a path needs them: every
+    // backend in the default proxy mode, the iptables mode on the default backend.
     let mut clusters: Vec<Cluster> = Vec::new();
     if let Some(name) = &a.name {
         clusters.push(Cluster::existing(name, &a.state_dir)?);
@@ -642,8 +643,9 @@ pub(crate) fn execute(plan: &Plan) -> Result<()> {
     );
     for (label, backend, proxy) in [
         ("A", "vxlan", "ebpf"),
-        ("B", "host-gw", "iptables"),
+        ("B", "host-gw", "ebpf"),
         ("C", "udp", "ebpf"),
+        ("D", "vxlan", "iptables"),
     ] {
         let has = |n: &Need| {
             clusters.iter().any(|c| match n {
