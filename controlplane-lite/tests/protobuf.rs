@@ -1,9 +1,10 @@
 //! Kubernetes protobuf against a real `ferry-server` and the real `kubectl`: the generator commands
 //! (which send protobuf) store what the JSON path stores, every served kind round-trips through
 //! protobuf against its JSON form (and through `k8s-pb`, an independent implementation), bad
-//! bodies are a 400 naming what failed with nothing stored, Secrets and ServiceAccounts behave as
-//! on kube-apiserver, and an unserved kind fails with kubectl's mapping error rather than
-//! "failed to download openapi".
+//! bodies are a 400 naming what failed with nothing stored, watches stream protobuf frames (read by
+//! `kubectl events -w`), Secrets and ServiceAccounts behave as on kube-apiserver, and an unserved
+//! kind fails with kubectl's mapping error and ferry-server's warning rather than "failed to
+//! download openapi".
 
 mod common;
 
@@ -606,4 +607,103 @@ fn unserved_kinds_fail_at_mapping_and_lists_create() {
     let typo = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: l2}\ndataa: {a: b}\n";
     let err = s.fails(&["create", "-f", "-"], Some(typo));
     assert!(err.contains(r#"unknown field "dataa""#), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_stream_protobuf_frames() {
+    use k8s_pb::apimachinery::pkg::apis::meta::v1::WatchEvent;
+    let s = Server::start();
+    let client = s.client().await;
+    let url = "/api/v1/namespaces/default/configmaps";
+    let (code, _, _) = send(
+        &client,
+        "POST",
+        url,
+        MEDIA_TYPE,
+        PB_FIRST,
+        protobuf::encode(&fixture("ConfigMap")).unwrap(),
+    )
+    .await;
+    assert_eq!(code, 201);
+    let (_, _, json) = send(
+        &client,
+        "GET",
+        &format!("{url}/pbcm"),
+        "",
+        "application/json",
+        vec![],
+    )
+    .await;
+    let stored: Value = serde_json::from_slice(&json).unwrap();
+    // From resourceVersion 0: the current state as ADDED, then the stream ends at the timeout.
+    let (code, ct, body) = send(
+        &client,
+        "GET",
+        &format!("{url}?watch=true&resourceVersion=0&timeoutSeconds=1"),
+        "",
+        PB_FIRST,
+        vec![],
+    )
+    .await;
+    assert_eq!(
+        (code, ct.as_str()),
+        (200, "application/vnd.kubernetes.protobuf;stream=watch")
+    );
+    let mut rest = &body[..];
+    let mut events = Vec::new();
+    while !rest.is_empty() {
+        let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
+        // k8s-pb reads the frame: an independent decoder of the WatchEvent.
+        let ev = WatchEvent::decode(&rest[4..4 + len]).unwrap();
+        let raw = ev.object.unwrap().raw.unwrap();
+        events.push((ev.r#type.unwrap(), protobuf::decode(&raw).unwrap()));
+        rest = &rest[4 + len..];
+    }
+    let added: Vec<&Value> = events
+        .iter()
+        .filter(|(t, _)| t == "ADDED")
+        .map(|(_, o)| o)
+        .collect();
+    assert_eq!(added, vec![&stored], "{events:?}");
+
+    // kubectl's typed watches ask for protobuf first: `kubectl events -w` reads the frames.
+    let mut cmd = std::process::Command::new("kubectl");
+    cmd.arg("--kubeconfig")
+        .arg(s.kubeconfig())
+        .args(["events", "-w", "-v=8"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut watcher = ferry_tests::ChildGuard(cmd.spawn().unwrap());
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let event = "apiVersion: v1\nkind: Event\nmetadata: {name: e2}\ninvolvedObject: {kind: Pod, name: web, namespace: default}\nreason: Later\nmessage: the second event\ntype: Warning\n";
+    s.ok_stdin(&["create", "-f", "-"], event);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let _ = watcher.0.kill();
+    let _ = watcher.0.wait();
+    let read = |p: Option<&mut dyn std::io::Read>| {
+        let mut buf = Vec::new();
+        if let Some(p) = p {
+            p.read_to_end(&mut buf).unwrap();
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    };
+    let stdout = read(
+        watcher
+            .0
+            .stdout
+            .as_mut()
+            .map(|p| p as &mut dyn std::io::Read),
+    );
+    let stderr = read(
+        watcher
+            .0
+            .stderr
+            .as_mut()
+            .map(|p| p as &mut dyn std::io::Read),
+    );
+    assert!(stdout.contains("the second event"), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("Content-Type: application/vnd.kubernetes.protobuf;stream=watch"),
+        "{stderr}"
+    );
 }

@@ -20,6 +20,7 @@
 //! |---|---|
 //! | `mod.rs` | envelope, kind lookup, errors, content negotiation ([`respond`]) |
 //! | `json.rs` | dynamic message <-> JSON |
+//! | `watch.rs` | watch streams re-framed as protobuf |
 //! | `generated/` | descriptors and Go-type facts, with the script that regenerates them |
 
 mod generated {
@@ -27,6 +28,7 @@ mod generated {
     include!("generated/fields.rs");
 }
 mod json;
+pub mod watch;
 
 use crate::web::Body;
 use bytes::Bytes;
@@ -270,20 +272,27 @@ pub fn encode(obj: &Value) -> Result<Vec<u8>, ProtobufError> {
 }
 
 /// Answers in protobuf when the client listed it first in `accept` and the response is a plain
-/// JSON object of a kind with a protobuf message (objects, lists, Status errors); anything else
-/// (Tables, discovery, streams, text) is returned unchanged, since such clients accept JSON too.
+/// JSON object of a kind with a protobuf message (objects, lists, Status errors) or a JSON watch
+/// stream (the only streamed JSON); anything else (Tables, discovery, logs, text) is returned
+/// unchanged, since such clients accept JSON too.
 pub async fn respond(accept: &str, resp: Response<Body>) -> Response<Body> {
     let is_json = resp
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct == crate::web::JSON);
-    // Streams (watches, logs) have no exact size; only complete bodies are re-encoded.
-    let complete = hyper::body::Body::size_hint(resp.body()).exact().is_some();
-    if !wants_protobuf(accept) || !is_json || !complete {
+    if !wants_protobuf(accept) || !is_json {
         return resp;
     }
     let (mut parts, body) = resp.into_parts();
+    // A streamed JSON body (no exact size) is a watch.
+    if hyper::body::Body::size_hint(&body).exact().is_none() {
+        parts.headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(watch::MEDIA_TYPE),
+        );
+        return Response::from_parts(parts, watch::transcode(body));
+    }
     let bytes = match body.collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => {
