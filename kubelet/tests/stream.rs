@@ -290,6 +290,19 @@ fn exec_tty_cp_and_port_forward_through_the_apiserver() {
     let ip = p["status"]["podIP"].as_str().unwrap().to_owned();
     let main_pids = f.pod_pids(&uid);
     assert_eq!(main_pids.len(), 1, "{main_pids:?}");
+    // Open connections: to the kubelet endpoint (node side), to the pod's server (pod side).
+    let pod_netns = f.path("kubelet/netns").join(&uid);
+    let open = || {
+        let kubelet = f
+            .node
+            .sh("ss -Htn state established '( sport = :10250 )' | wc -l");
+        let pod = Command::new("nsenter")
+            .arg(format!("--net={}", pod_netns.display()))
+            .args(["ss", "-Htn", "state", "established", "( sport = :8080 )"])
+            .output()
+            .unwrap();
+        (kubelet.trim().to_owned(), text(&pod).0)
+    };
 
     // 1. exec without a TTY: stdout, stderr, exit codes, the container's env, cwd, netns, cgroup.
     assert_eq!(
@@ -440,6 +453,8 @@ fn exec_tty_cp_and_port_forward_through_the_apiserver() {
     let forwarded = rate(&f.cp, "http://127.0.0.1:18080/big");
     let direct = rate(&f.node, &format!("http://{ip}:8080/big"));
     eprintln!("port-forward: {forwarded:.2} Gbit/s; direct to the pod IP: {direct:.2} Gbit/s");
+    let live = open();
+    assert_ne!(live.0, "0", "the live session is seen: {live:?}");
     let _ = pf.0.kill();
     let _ = pf.0.wait();
     // kubectl's fallback, plain SPDY/3.1 on the upgraded connection (no WebSocket).
@@ -577,6 +592,14 @@ fn exec_tty_cp_and_port_forward_through_the_apiserver() {
         f.pod_pids(&uid),
         main_pids,
         "nothing left in the pod's cgroup"
+    );
+    // Every session is over: no connection to the kubelet endpoint is left open, and no
+    // forwarded connection to the pod's server.
+    assert!(
+        wait_until(Duration::from_secs(10), || open()
+            == ("0".to_owned(), String::new())),
+        "streams left open: {:?}",
+        open()
     );
 
     // A node identity may read pods but not exec into them.
