@@ -293,11 +293,38 @@ async fn every_served_kind_over_http_in_protobuf() {
         ),
         (Some("Status"), Some("NotFound"), Some(404))
     );
+    // DeleteOptions in protobuf (typed clients' deletes).
+    let cm_url = "/api/v1/namespaces/default/configmaps/pbcm";
+    let bad = b"k8s\0\x0a".to_vec();
+    let (code, _, body) = send(&client, "DELETE", cm_url, MEDIA_TYPE, PB_FIRST, bad).await;
+    let status = protobuf::decode(&body).unwrap();
+    assert_eq!(code, 400, "{status}");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("invalid DeleteOptions: the protobuf body does not decode"),
+        "{status}"
+    );
+    let opts = json!({"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0,
+        "propagationPolicy": "Background"});
+    let (code, _, _) = send(
+        &client,
+        "DELETE",
+        cm_url,
+        MEDIA_TYPE,
+        PB_FIRST,
+        protobuf::encode(&opts).unwrap(),
+    )
+    .await;
+    assert_eq!(code, 200);
+    let (code, _, _) = send(&client, "GET", cm_url, "", PB_FIRST, vec![]).await;
+    assert_eq!(code, 404);
     // Clients that list JSON first get JSON.
     let (_, ct, _) = send(
         &client,
         "GET",
-        "/api/v1/namespaces/default/configmaps/pbcm",
+        "/api/v1/namespaces/default/secrets/pbsecret",
         "",
         "application/json,application/vnd.kubernetes.protobuf",
         vec![],

@@ -26,11 +26,15 @@ impl Api {
     pub(super) async fn delete(&self, t: &Target, r: &Req) -> ApiResult<Response<Body>> {
         let ns = Self::ns_of(t);
         let name = t.name.clone().unwrap_or_default();
+        // DeleteOptions: JSON, or protobuf from typed clients.
         let opts: Value = if r.body.is_empty() {
             json!({})
         } else {
-            serde_json::from_slice(&r.body)
-                .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
+            self.parse_body(r).map_err(|mut e| {
+                let why = e.status["message"].as_str().unwrap_or_default();
+                e.status["message"] = format!("invalid DeleteOptions: {why}").into();
+                e
+            })?
         };
         let mut grace = r
             .query
