@@ -2,7 +2,9 @@
 //! configured names and addresses, and the rustls server configuration (HTTP/2 and HTTP/1.1).
 //!
 //! Created on first start; reused afterwards. The serving certificate is re-issued (by the same
-//! CA) when the requested subject alternative names change. Private keys are written mode 0600.
+//! CA) when the requested subject alternative names change. Private keys are created mode 0600
+//! (a temporary file opened with that mode, then renamed: never readable by others) and `pki/`
+//! 0700.
 //!
 //! The same CA signs the API server's client certificate for kubelets (CN
 //! [`KUBELET_CLIENT_CN`], client-auth only), which kubelets require on their endpoint, and each
@@ -64,16 +66,40 @@ fn ca_params() -> Result<CertificateParams> {
     Ok(p)
 }
 
-fn write_private(path: &Path, data: &str) -> Result<()> {
-    std::fs::write(path, data).with_context(|| format!("writing {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("chmod {}", path.display()))
+/// Writes a private key: a temporary file created mode 0600 (never readable by others, not even
+/// for an instant), renamed onto `path`.
+pub fn write_private(path: &Path, data: &str) -> Result<()> {
+    ferry_sys::fs::write_atomic(
+        path,
+        data.as_bytes(),
+        ferry_sys::fs::WriteOptions::private(),
+    )
+    .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Creates `dir` (and missing parents) mode 0700, or narrows an existing one to 0700.
+pub fn private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    let mode = std::fs::metadata(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o777 != 0o700 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("restricting {} to its owner", dir.display()))?;
+    }
+    Ok(())
 }
 
 /// Ensures the cluster CA exists (created on first use); returns its key.
 pub fn ensure_ca(files: &TlsFiles) -> Result<KeyPair> {
     if let Some(dir) = files.ca_cert.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        private_dir(dir)?;
     }
     if files.ca_key.exists() && files.ca_cert.exists() {
         return KeyPair::from_pem(&std::fs::read_to_string(&files.ca_key)?)

@@ -117,14 +117,22 @@ pub fn write_atomic(path: &Path, bytes: &[u8], opts: WriteOptions) -> Result<(),
     }
     let tmp = temp_path(path)?;
     let result = (|| {
+        // A leftover temporary (an earlier crash) is removed, never reused: whoever opened it
+        // while it had another mode would read the new content through their descriptor.
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(FsError::new("remove", &tmp)(e));
+            }
+            _ => {}
+        }
         let mut open = OpenOptions::new();
-        open.write(true).create(true).truncate(true);
+        open.write(true).create_new(true);
         if let Some(mode) = opts.mode {
             open.mode(mode);
         }
         let mut f = open.open(&tmp).map_err(FsError::new("write", &tmp))?;
         if let Some(mode) = opts.mode {
-            // A leftover temporary keeps its old mode through `create`: set it explicitly.
+            // `open` applies the umask: set exactly `mode` (before any byte is written).
             f.set_permissions(std::fs::Permissions::from_mode(mode))
                 .map_err(FsError::new("chmod", &tmp))?;
         }

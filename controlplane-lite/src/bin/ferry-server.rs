@@ -3,6 +3,8 @@
 //! `ferry-server --data-dir DIR` creates, on first start, a CA and serving certificate, an admin
 //! token and `DIR/admin.kubeconfig` (usable as is by kubectl), then serves the Kubernetes API over
 //! HTTPS on the embedded SQLite store (or on etcd with `--store etcd --etcd-endpoints ...`).
+//! DIR is made 0700 and every file in it holding a key or a token is created 0600 (a temporary
+//! file opened with that mode, then renamed); a DIR its group or others may write is refused.
 //! `ferry-server node-token --data-dir DIR --node NAME` prints (creating if needed) a node's token;
 //! `ferry-server kubelet-cert --data-dir DIR --node NAME --ip IP --cert-file F --key-file K` issues
 //! the serving certificate the API server expects on that node's kubelet endpoint.
@@ -143,6 +145,27 @@ fn parse_range(s: &str) -> Result<(u16, u16)> {
     Ok((a, b))
 }
 
+/// Makes the data directory ready: created 0700 if missing (with any missing parents), refused if
+/// it exists and its group or others may write it (they could swap the keys or the token file
+/// under the server), otherwise narrowed to 0700: it holds the keys, the tokens and the store,
+/// whose Secrets are not encrypted.
+fn prepare_data_dir(dir: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    match std::fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => bail!("--data-dir {} is not a directory", dir.display()),
+        Ok(m) if m.permissions().mode() & 0o022 != 0 => bail!(
+            "refusing to use --data-dir {}: its mode {:o} lets group or others write it (it \
+             holds the cluster's keys and tokens); make it owner-only (chmod 700) first",
+            dir.display(),
+            m.permissions().mode() & 0o7777
+        ),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    }
+    tls::private_dir(dir)
+}
+
 /// Takes ownership of `fd`, which must be a listening TCP socket inherited from the parent.
 fn inherited_listener(fd: i32) -> Result<std::net::TcpListener> {
     ferry_sys::listener::inherited_tcp_listener(fd)
@@ -164,11 +187,7 @@ async fn main() -> Result<()> {
         .inherited_listener_fd
         .map(inherited_listener)
         .transpose()?;
-    std::fs::create_dir_all(&cli.data_dir)
-        .with_context(|| format!("creating {}", cli.data_dir.display()))?;
-    // The store holds Secrets (base64, not encrypted) and the keys live here: owner only.
-    std::fs::set_permissions(&cli.data_dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("restricting {} to its owner", cli.data_dir.display()))?;
+    prepare_data_dir(&cli.data_dir)?;
     let tokens = Arc::new(auth::Tokens::load_or_init(&cli.data_dir)?);
     match &cli.cmd {
         Some(Cmd::NodeToken { node }) => {
@@ -221,19 +240,17 @@ async fn main() -> Result<()> {
     tls::ensure_kubelet_client(&files)?;
     let kubelet_tls = tls::kubelet_client_config(&files)?;
     let kubeconfig = cli.data_dir.join("admin.kubeconfig");
-    std::fs::write(
+    // Holds the admin token: created 0600 (temporary file + rename), never readable by others.
+    tls::write_private(
         &kubeconfig,
-        kubeconfig::render(
+        &kubeconfig::render(
             "ferry",
             &format!("https://{advertise}"),
             &ca,
             "admin",
             &tokens.admin(),
         ),
-    )
-    .with_context(|| format!("writing {}", kubeconfig.display()))?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&kubeconfig, std::fs::Permissions::from_mode(0o600))?;
+    )?;
 
     let store: Arc<dyn ferry_store::Store> = match cli.store {
         StoreKind::Sqlite => Arc::new(
