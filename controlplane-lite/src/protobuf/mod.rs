@@ -1,7 +1,7 @@
 //! Kubernetes protobuf bodies (`application/vnd.kubernetes.protobuf`), in and out.
 //!
-//! kubectl's typed clients (the generators `create deployment|configmap|namespace|service|secret`,
-//! `expose`, `describe`) send protobuf and list it first in Accept. On the wire a body is the
+//! kubectl's typed clients (the generators `create deployment|configmap|namespace|service|secret|
+//! serviceaccount`, `describe`, `events -w`, `run -i`) send protobuf and list it first in Accept. On the wire a body is the
 //! 4-byte magic `k8s\0` followed by a `runtime.Unknown` envelope: `typeMeta` (apiVersion, kind),
 //! `raw` (the object's own protobuf message), `contentEncoding`, `contentType`.
 //!
@@ -9,12 +9,13 @@
 //! message in the descriptors of the upstream `.proto` files (`generated/k8s.fds`) and turns the
 //! dynamic message into the JSON value the JSON path would have received; [`encode`] is the
 //! reverse, for responses. What the `.proto` files cannot say about JSON (which zero values Go
-//! keeps, which messages are Go string slices) comes from the Go types (`generated/fields.rs`);
+//! keeps, which messages are Go string slices, which structs are embedded) comes from the Go
+//! types (`generated/fields.rs`);
 //! `generated/regenerate.sh` rebuilds both. The Kubernetes JSON rules for the apimachinery types
 //! (Time, MicroTime, Duration, IntOrString, Quantity, RawExtension, FieldsV1) are in `json.rs`.
 //!
 //! (The `k8s-pb` crate has prost structs for the same messages but no serde or reflection, so it
-//! cannot produce JSON without per-kind code; the tests use it as an independent encoder.)
+//! cannot produce JSON without per-kind code; the tests use it as an independent implementation.)
 //!
 //! | File | What |
 //! |---|---|
