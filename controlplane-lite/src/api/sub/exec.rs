@@ -6,7 +6,7 @@
 
 use super::log::{kubelet_error, kubelet_unreachable, node_of, pick_container};
 use crate::api::Api;
-use crate::auth::Identity;
+use crate::auth::{authorize, Attributes, Decision};
 use crate::request::{ApiResult, Req, Target};
 use crate::resources::Sub;
 use crate::web::{ApiError, Body};
@@ -42,17 +42,34 @@ impl Api {
         r: &Req,
     ) -> ApiResult<Response<Body>> {
         let sub = t.sub.ok_or_else(|| ApiError::internal("no subresource"))?;
-        // Nodes may read pods, but running commands in them is for administrators only.
-        if let Identity::Node(n) = &r.who {
-            return Err(ApiError::new(
-                403,
-                "Forbidden",
-                format!(
-                    "pods \"{}\" is forbidden: User \"system:node:{n}\" cannot create resource \"pods/{}\"",
-                    t.name.as_deref().unwrap_or(""),
-                    sub.name()
-                ),
-            ));
+        // A WebSocket upgrade is a GET, but what it does is a create (upstream's RBAC asks for
+        // `create` on pods/exec too): ask the authorizer about that, whatever the method.
+        let ns = Self::ns_of(t);
+        let name = t.name.clone().unwrap_or_default();
+        let attrs = Attributes {
+            verb: "create",
+            resource: "pods",
+            subresource: Some(sub.name()),
+            namespace: Some(&ns),
+            name: Some(&name),
+        };
+        match authorize(&r.who, &attrs) {
+            Decision::Allow => {}
+            d => {
+                let why = match d {
+                    Decision::Deny(why) => why,
+                    _ => "only administrators may".to_owned(),
+                };
+                return Err(ApiError::new(
+                    403,
+                    "Forbidden",
+                    format!(
+                        "pods \"{name}\" is forbidden: User \"{}\" cannot create resource \"pods/{}\": {why}",
+                        r.who.user(),
+                        sub.name()
+                    ),
+                ));
+            }
         }
         let is_upgrade = r
             .headers
@@ -63,8 +80,6 @@ impl Api {
                 "Upgrade request required (a WebSocket or SPDY/3.1 upgrade)",
             ));
         }
-        let ns = Self::ns_of(t);
-        let name = t.name.clone().unwrap_or_default();
         let (pod, _) = self.get_obj(t.res, &ns, &name).await?;
         let phase = pod
             .pointer("/status/phase")
