@@ -2,10 +2,13 @@
 //!
 //! Tokens live in `<data-dir>/tokens.json` (mode 0600): one admin token and one token per node.
 //! Admin tokens may do everything. A node token authenticates as `system:node:<name>` and may
-//! read everything (the kubelet watches pods, services, endpoint slices) except Secrets (only
-//! those the pods bound to it use, by name) and the pod streams (exec, attach, port-forward),
-//! but write only its own Node (and its status), its own Lease, Events, and the pods bound to it
-//! (their status, and the final deletion that confirms termination); every other write is 403.
+//! read only what its kubelet and agent need: Nodes, Services, Endpoints and EndpointSlices
+//! ([`NODE_READS`]); the pods bound to it (by name, with their status and logs; lists and
+//! watches only with `fieldSelector=spec.nodeName=<node>`); the Secrets and ConfigMaps those
+//! pods use (by name); its own Lease. Never the pod streams (exec, attach, port-forward). It
+//! writes only its own Node (and its status; what it may change there is
+//! `crate::admission::node_restriction`), its own Lease, Events, and the pods bound to it (their
+//! status, and the final deletion that confirms termination); every other request is 403.
 //! Tokens never appear in logs; comparisons are constant-time. [`rules`] lists the same decisions as rules (for
 //! `kubectl auth can-i --list`); `crate::reviews` answers `kubectl auth can-i` / `whoami` from them.
 
@@ -230,8 +233,12 @@ pub enum Decision {
     /// Allowed if the pod the request touches is bound to this node (checked by the handler).
     IfPodBoundTo(String),
     /// Allowed if a pod bound to this node, in the object's namespace, uses the named object
-    /// (a Secret: env, envFrom, volumes, image pull secrets; checked with [`secret_used_on_node`]).
+    /// (a Secret or ConfigMap: env, envFrom, volumes, image pull secrets; checked with
+    /// [`used_on_node`]).
     IfUsedByPodOn(String),
+    /// Allowed if the list or watch selects only this node's pods (`fieldSelector` with
+    /// `spec.nodeName=<node>`; checked with [`selects_node`]).
+    IfSelectsNode(String),
     /// Forbidden, with the reason.
     Deny(String),
 }
@@ -253,21 +260,37 @@ pub fn authorize(who: &Identity, what: &Attributes<'_>) -> Decision {
             what.subresource.unwrap_or_default()
         ));
     }
-    // Secrets: only those the pods bound to the node use, one by name (upstream's node
-    // authorizer); no list or watch.
-    if what.resource == "secrets" {
+    // Secrets and ConfigMaps: only those the pods bound to the node use, one by name
+    // (upstream's node authorizer); no list or watch.
+    if matches!(what.resource, "secrets" | "configmaps") {
         return match (what.verb, what.name, what.subresource) {
             ("get", Some(_), None) => Decision::IfUsedByPodOn(node.clone()),
             _ => Decision::Deny(format!(
-                "node {node:?} may only get, by name, secrets used by pods bound to it, not {} them",
-                what.verb
+                "node {node:?} may only get, by name, {} used by pods bound to it, not {} them",
+                what.resource, what.verb
             )),
         };
     }
-    if matches!(what.verb, "get" | "list" | "watch") {
-        return Decision::Allow;
-    }
     let own = what.name == Some(node.as_str());
+    if matches!(what.verb, "get" | "list" | "watch") {
+        return match (what.resource, what.subresource, what.verb) {
+            (r, _, _) if NODE_READS.contains(&r) => Decision::Allow,
+            ("pods", None, "list" | "watch") => Decision::IfSelectsNode(node.clone()),
+            ("pods", None | Some("status" | "log"), "get") => Decision::IfPodBoundTo(node.clone()),
+            ("leases", None, _) if own && what.namespace == Some("kube-node-lease") => {
+                Decision::Allow
+            }
+            _ => Decision::Deny(format!(
+                "node {node:?} may not {} {}{}: a node reads only nodes, services, endpoints, \
+                 endpointslices, its own lease, and the pods bound to it and what they use",
+                what.verb,
+                what.resource,
+                what.subresource
+                    .map(|s| format!("/{s}"))
+                    .unwrap_or_default()
+            )),
+        };
+    }
     match (what.resource, what.subresource) {
         ("nodes", None | Some("status")) if own && what.verb != "delete" => Decision::Allow,
         ("leases", None) if own && what.namespace == Some("kube-node-lease") => Decision::Allow,
@@ -287,11 +310,50 @@ pub fn authorize(who: &Identity, what: &Attributes<'_>) -> Decision {
     }
 }
 
+/// The resources a node may get, list and watch without condition (with their subresources):
+/// what the agent watches (Nodes, Services, EndpointSlices) and the kubelet reads (its Node).
+pub const NODE_READS: [&str; 4] = ["nodes", "services", "endpoints", "endpointslices"];
+
+/// Whether a list or watch `fieldSelector` pins `spec.nodeName` to `node` (an `=` or `==`
+/// requirement among its comma-separated terms), so it returns only that node's pods.
+pub fn selects_node(field_selector: Option<&str>, node: &str) -> bool {
+    field_selector.is_some_and(|s| {
+        s.split(',').any(|term| {
+            term.trim()
+                .strip_prefix("spec.nodeName")
+                .and_then(|v| v.strip_prefix("==").or_else(|| v.strip_prefix('=')))
+                .is_some_and(|v| v.trim() == node)
+        })
+    })
+}
+
 /// Whether `pod` (JSON) uses the Secret `name` of its namespace: `env[].valueFrom.secretKeyRef`,
 /// `envFrom[].secretRef` of any container, `volumes[].secret`, projected volume sources,
 /// `imagePullSecrets`.
 pub fn pod_uses_secret(pod: &serde_json::Value, name: &str) -> bool {
+    pod_uses(pod, "secrets", name)
+}
+
+/// Whether `pod` (JSON) uses the `resource` (`secrets` or `configmaps`) object `name` of its
+/// namespace: env `valueFrom`, `envFrom` of any container, volumes, projected volume sources,
+/// and (Secrets) `imagePullSecrets`.
+pub fn pod_uses(pod: &serde_json::Value, resource: &str, name: &str) -> bool {
     use serde_json::Value;
+    let (key_ref, from_ref, volume, projected) = match resource {
+        "secrets" => (
+            "/valueFrom/secretKeyRef/name",
+            "/secretRef/name",
+            "/secret/secretName",
+            "/secret/name",
+        ),
+        "configmaps" => (
+            "/valueFrom/configMapKeyRef/name",
+            "/configMapRef/name",
+            "/configMap/name",
+            "/configMap/name",
+        ),
+        _ => return false,
+    };
     let is = |v: Option<&Value>| v.and_then(Value::as_str) == Some(name);
     let spec = &pod["spec"];
     let list = |v: &Value| v.as_array().cloned().unwrap_or_default();
@@ -299,31 +361,39 @@ pub fn pod_uses_secret(pod: &serde_json::Value, name: &str) -> bool {
         .iter()
         .flat_map(|k| list(&spec[*k]));
     for c in containers {
-        if list(&c["env"])
-            .iter()
-            .any(|e| is(e.pointer("/valueFrom/secretKeyRef/name")))
-            || list(&c["envFrom"])
-                .iter()
-                .any(|e| is(e.pointer("/secretRef/name")))
+        if list(&c["env"]).iter().any(|e| is(e.pointer(key_ref)))
+            || list(&c["envFrom"]).iter().any(|e| is(e.pointer(from_ref)))
         {
             return true;
         }
     }
     list(&spec["volumes"]).iter().any(|v| {
-        is(v.pointer("/secret/secretName"))
+        is(v.pointer(volume))
             || list(&v["projected"]["sources"])
                 .iter()
-                .any(|s| is(s.pointer("/secret/name")))
-    }) || list(&spec["imagePullSecrets"])
-        .iter()
-        .any(|s| is(s.get("name")))
+                .any(|s| is(s.pointer(projected)))
+    }) || (resource == "secrets"
+        && list(&spec["imagePullSecrets"])
+            .iter()
+            .any(|s| is(s.get("name"))))
 }
 
-/// Whether a pod bound to `node` in namespace `ns` uses the Secret `name` (the check behind
-/// [`Decision::IfUsedByPodOn`]).
+/// Whether a pod bound to `node` in namespace `ns` uses the Secret `name` (see [`used_on_node`]).
 pub async fn secret_used_on_node(
     store: &dyn ferry_store::Store,
     node: &str,
+    ns: &str,
+    name: &str,
+) -> Result<bool, ferry_store::StoreError> {
+    used_on_node(store, node, "secrets", ns, name).await
+}
+
+/// Whether a pod bound to `node` in namespace `ns` uses the `resource` (`secrets` or
+/// `configmaps`) object `name` (the check behind [`Decision::IfUsedByPodOn`]).
+pub async fn used_on_node(
+    store: &dyn ferry_store::Store,
+    node: &str,
+    resource: &str,
     ns: &str,
     name: &str,
 ) -> Result<bool, ferry_store::StoreError> {
@@ -343,7 +413,7 @@ pub async fn secret_used_on_node(
                 .pointer("/spec/nodeName")
                 .and_then(serde_json::Value::as_str)
                 == Some(node)
-                && pod_uses_secret(&pod, name)
+                && pod_uses(&pod, resource, name)
             {
                 return Ok(true);
             }
@@ -409,7 +479,7 @@ pub fn rules(who: &Identity, namespace: &str) -> Rules {
         }
         Identity::Node(n) => n.as_str(),
     };
-    // Reads: every served resource and subresource but secrets and the pod streams.
+    // Unconditional reads: NODE_READS and their subresources.
     let mut resource: Vec<ResourceRule> = crate::resources::group_versions()
         .into_iter()
         .map(|(g, _)| g)
@@ -422,15 +492,13 @@ pub fn rules(who: &Identity, namespace: &str) -> Rules {
         .into_iter()
         .filter_map(|g| {
             let mut names = Vec::new();
-            for r in crate::resources::RESOURCES.iter().filter(|r| r.group == g) {
-                if r.plural == "secrets" {
-                    continue;
-                }
+            for r in crate::resources::RESOURCES
+                .iter()
+                .filter(|r| r.group == g && NODE_READS.contains(&r.plural))
+            {
                 names.push(r.plural.to_owned());
                 for sub in r.subresources {
-                    if !matches!(sub.name(), "exec" | "attach" | "portforward") {
-                        names.push(format!("{}/{}", r.plural, sub.name()));
-                    }
+                    names.push(format!("{}/{}", r.plural, sub.name()));
                 }
             }
             (!names.is_empty()).then(|| ResourceRule {
@@ -457,8 +525,10 @@ pub fn rules(who: &Identity, namespace: &str) -> Rules {
         resource,
         non_resource_verbs: vec!["get"],
         conditional: Some(format!(
-            "update/patch of pods/status and delete of pods are allowed only for pods bound to node \
-             {node:?}, get of secrets only for those such pods use"
+            "get of pods (and pods/status, pods/log), update/patch of pods/status and delete of \
+             pods are allowed only for pods bound to node {node:?}; list/watch of pods only with \
+             fieldSelector spec.nodeName={node}; get of secrets and configmaps only for those \
+             such pods use"
         )),
     }
 }
@@ -489,6 +559,23 @@ mod tests {
         let cases = [
             (
                 attrs("get", "configmaps", None, Some("x"), Some("s")),
+                Decision::IfUsedByPodOn("n1".into()),
+            ),
+            (attrs("watch", "nodes", None, None, None), Decision::Allow),
+            (
+                attrs("list", "endpointslices", None, None, None),
+                Decision::Allow,
+            ),
+            (
+                attrs("list", "pods", None, None, None),
+                Decision::IfSelectsNode("n1".into()),
+            ),
+            (
+                attrs("get", "pods", Some("log"), Some("x"), Some("p")),
+                Decision::IfPodBoundTo("n1".into()),
+            ),
+            (
+                attrs("get", "leases", None, Some("kube-node-lease"), Some("n1")),
                 Decision::Allow,
             ),
             (
@@ -535,6 +622,12 @@ mod tests {
         );
         for a in [
             attrs("list", "secrets", None, Some("x"), None),
+            attrs("list", "configmaps", None, Some("x"), None),
+            attrs("list", "deployments", None, None, None),
+            attrs("get", "namespaces", None, None, Some("x")),
+            attrs("list", "events", None, None, None),
+            attrs("get", "leases", None, Some("kube-node-lease"), Some("n2")),
+            attrs("list", "leases", None, Some("kube-node-lease"), None),
             attrs("watch", "secrets", None, None, None),
             attrs("get", "pods", Some("exec"), Some("x"), Some("p")),
             attrs("create", "pods", Some("portforward"), Some("x"), Some("p")),
@@ -628,7 +721,9 @@ mod tests {
                             match decision {
                                 Decision::Allow => assert!(rules_allow(&r, &a), "{who:?} {a:?}"),
                                 Decision::Deny(_) => assert!(!rules_allow(&r, &a), "{who:?} {a:?}"),
-                                Decision::IfPodBoundTo(_) | Decision::IfUsedByPodOn(_) => {
+                                Decision::IfPodBoundTo(_)
+                                | Decision::IfUsedByPodOn(_)
+                                | Decision::IfSelectsNode(_) => {
                                     assert!(!rules_allow(&r, &a), "{a:?}");
                                     assert!(r.conditional.is_some());
                                 }
@@ -662,7 +757,44 @@ mod tests {
             assert!(pod_uses_secret(&pod, used), "{used}");
         }
         assert!(!pod_uses_secret(&pod, "other"));
+        let pod = serde_json::json!({"spec": {
+            "containers": [{"name": "c", "env": [
+                {"name": "B", "valueFrom": {"configMapKeyRef": {"name": "key", "key": "k"}}},
+            ], "envFrom": [{"configMapRef": {"name": "from"}}]}],
+            "volumes": [
+                {"name": "v", "configMap": {"name": "vol"}},
+                {"name": "p", "projected": {"sources": [{"configMap": {"name": "proj"}}]}},
+            ],
+            "imagePullSecrets": [{"name": "pull"}],
+        }});
+        for used in ["from", "key", "vol", "proj"] {
+            assert!(pod_uses(&pod, "configmaps", used), "{used}");
+            assert!(!pod_uses(&pod, "secrets", used), "{used}");
+        }
+        assert!(!pod_uses(&pod, "configmaps", "pull"));
+        assert!(!pod_uses(&pod, "pods", "key"));
         assert!(!pod_uses_secret(&serde_json::json!({}), "x"));
+    }
+
+    #[test]
+    fn node_field_selectors() {
+        for s in [
+            "spec.nodeName=n1",
+            "spec.nodeName==n1",
+            "status.phase!=Failed,spec.nodeName=n1",
+        ] {
+            assert!(selects_node(Some(s), "n1"), "{s}");
+        }
+        for s in [
+            "spec.nodeName=n2",
+            "spec.nodeName!=n1",
+            "spec.nodeName=n1x",
+            "metadata.name=n1",
+            "",
+        ] {
+            assert!(!selects_node(Some(s), "n1"), "{s}");
+        }
+        assert!(!selects_node(None, "n1"));
     }
 
     #[test]

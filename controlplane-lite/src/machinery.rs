@@ -155,9 +155,14 @@ pub fn generate_name(prefix: &str) -> String {
     validate::generate_name(prefix)
 }
 
-/// Validation causes (empty when valid).
+/// Validation causes (empty when valid); Nodes also get ferry's own checks
+/// ([`crate::admission::validate_node`]: `ferry.dev/mtu`, podCIDRs).
 pub fn validate(res: &Resource, obj: &Value) -> Vec<FieldError> {
-    validate::validate_object(res.kind, obj)
+    let mut causes = validate::validate_object(res.kind, obj);
+    if res.kind == "Node" {
+        causes.extend(crate::admission::validate_node(obj));
+    }
+    causes
 }
 
 /// A `meta.k8s.io/v1` Table of `objects`.

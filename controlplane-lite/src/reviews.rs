@@ -12,7 +12,7 @@
 //! when the review names one.
 
 use crate::api::Api;
-use crate::auth::{authorize, rules, secret_used_on_node, Attributes, Decision, Identity};
+use crate::auth::{authorize, rules, used_on_node, Attributes, Decision, Identity};
 use crate::request::Req;
 use crate::resources::{self, Resource, REVIEWS, VERBS};
 use crate::web::{self, ApiError, Body};
@@ -189,18 +189,27 @@ async fn resource_decision(
                 let (Some(ns), Some(name)) = (attrs.namespace, attrs.name) else {
                     return Ok((
                         false,
-                        format!("node {node:?} may {v} only secrets its pods use: name one"),
+                        format!("node {node:?} may {v} only {resource} its pods use: name one"),
                     ));
                 };
-                let used = secret_used_on_node(&*api.store, &node, ns, name)
+                let used = used_on_node(&*api.store, &node, resource, ns, name)
                     .await
                     .map_err(|e| ApiError::internal(format!("checking the node's pods: {e}")))?;
                 if !used {
                     return Ok((
                         false,
-                        format!("no pod bound to node {node:?} uses secret {ns}/{name}"),
+                        format!("no pod bound to node {node:?} uses {resource} {ns}/{name}"),
                     ));
                 }
+            }
+            Decision::IfSelectsNode(node) => {
+                return Ok((
+                    false,
+                    format!(
+                        "node {node:?} may {v} only its own pods, with fieldSelector \
+                         spec.nodeName={node}"
+                    ),
+                ));
             }
             Decision::IfPodBoundTo(node) => {
                 let (Some(ns), Some(name), Some(pods)) =

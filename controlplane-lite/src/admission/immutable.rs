@@ -1,7 +1,7 @@
 //! What an update may not change: [`merge_update`] keeps the stored object's identity and
 //! system metadata (and its status, outside the status subresource) under a PUT, and
 //! [`check_immutable`] rejects changes to immutable fields (a Service's `clusterIP`, a bound pod's
-//! `nodeName`, a workload's selector).
+//! `nodeName`, a workload's selector, a Node's podCIDRs).
 
 use crate::machinery as mach;
 use crate::objects::meta_mut;
@@ -98,6 +98,7 @@ pub fn check_immutable(
                 "field is immutable",
             ));
         }
+        "Node" => causes.extend(super::node::pod_cidrs_immutable(old, new)),
         _ => {}
     }
     causes.extend(super::secrets::immutable_data(res.kind, old, new));

@@ -212,7 +212,7 @@ impl Api {
             Decision::IfUsedByPodOn(node) => {
                 let ns = t.namespace.as_deref().unwrap_or_default();
                 let name = t.name.as_deref().unwrap_or_default();
-                let used = crate::auth::secret_used_on_node(&*self.store, &node, ns, name)
+                let used = crate::auth::used_on_node(&*self.store, &node, t.res.plural, ns, name)
                     .await
                     .map_err(|e| store_err(t.res, name, e))?;
                 if !used {
@@ -222,6 +222,24 @@ impl Api {
                         format!(
                             "{} \"{name}\" is forbidden: User \"{}\" cannot {verb} resource \"{}\": \
                              no pod bound to node {node:?} uses it",
+                            t.res.plural,
+                            r.who.user(),
+                            t.res.plural
+                        ),
+                    ));
+                }
+                None
+            }
+            Decision::IfSelectsNode(node) => {
+                let selector = r.query.get("fieldSelector").map(String::as_str);
+                if !crate::auth::selects_node(selector, &node) {
+                    return Err(ApiError::new(
+                        403,
+                        "Forbidden",
+                        format!(
+                            "{} is forbidden: User \"{}\" cannot {verb} resource \"{}\": node \
+                             {node:?} may {verb} only its own pods (fieldSelector \
+                             spec.nodeName={node})",
                             t.res.plural,
                             r.who.user(),
                             t.res.plural

@@ -117,6 +117,7 @@ impl Api {
             }
         }
         self.ensure_namespace(t, &ns).await?;
+        admission::node_restriction(&r.who, t.res, None, &obj)?;
         let obj = mach::track_update(t.res, None, &obj, &manager(r), None);
         let created = self.create_obj(t.res, &ns, obj, dry_run(r)).await?;
         if t.res.kind == "Namespace" && !dry_run(r) {
@@ -281,6 +282,7 @@ impl Api {
                 mach::track_update(t.res, Some(&old), &new, &manager(r), t.sub.map(Sub::name))
             };
             admission::on_update(t.res, &old, &mut new);
+            admission::node_restriction(&r.who, t.res, Some(&old), &new)?;
             let causes = mach::validate(t.res, &new);
             if !causes.is_empty() {
                 return Err(ApiError::from_pair(mach::invalid(t.res, &name, causes)));
@@ -386,6 +388,7 @@ impl Api {
         }
         meta_mut(&mut obj).insert("name".into(), t.name.clone().unwrap_or_default().into());
         self.ensure_namespace(t, ns).await?;
+        admission::node_restriction(&r.who, t.res, None, &obj)?;
         let created = self.create_obj(t.res, ns, obj, dry_run(r)).await?;
         let mut resp = self.respond(t, r, StatusCode::CREATED, &created);
         add_warnings(&mut resp, &warnings);
