@@ -145,6 +145,35 @@ pub fn track_update(
     )
 }
 
+/// The shape check every write runs before anything reads or writes into the body (admission,
+/// defaulting, metadata): the object is a JSON object and decodes into its Kubernetes type
+/// (objects where objects belong, lists where lists belong: `metadata`, `spec`, `ports[]`...).
+/// A mismatch is a 400 BadRequest, as upstream's decoding answers, whatever `fieldValidation`
+/// says. `kind` and `api_version` name the type (`Scale`/`autoscaling/v1` for `/scale`).
+pub fn check_shape(kind: &str, api_version: &str, obj: &Value) -> Result<(), ApiError> {
+    if !obj.is_object() {
+        let what = match obj {
+            Value::Null => "null",
+            Value::Bool(_) => "a boolean",
+            Value::Number(_) => "a number",
+            Value::String(_) => "a string",
+            Value::Array(_) => "an array",
+            Value::Object(_) => "an object",
+        };
+        return Err(ApiError::bad_request(format!(
+            "the body must be a JSON object ({kind}), not {what}"
+        )));
+    }
+    validate::strict_unknown_fields(kind, api_version, obj)
+        .map(drop)
+        .map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+/// [`check_shape`] for an object of `res`.
+pub fn check_object_shape(res: &Resource, obj: &Value) -> Result<(), ApiError> {
+    check_shape(res.kind, &res.api_version(), obj)
+}
+
 /// Unknown fields of `obj` (for `fieldValidation`); a type mismatch is a 400 message.
 pub fn unknown_fields(res: &Resource, obj: &Value) -> Result<Vec<String>, String> {
     validate::strict_unknown_fields(res.kind, &res.api_version(), obj).map_err(|e| e.to_string())

@@ -50,7 +50,7 @@ pub async fn serve(
             };
             let svc = service_fn(move |req| {
                 let api = api.clone();
-                async move { Ok::<_, std::convert::Infallible>(api.handle(req).await) }
+                async move { Ok::<_, std::convert::Infallible>(handle_caught(api, req).await) }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             if let Err(e) = builder
@@ -60,5 +60,69 @@ pub async fn serve(
                 tracing::debug!("connection from {peer} ended: {e}");
             }
         });
+    }
+}
+
+/// [`Api::handle`] with any panic of the handler caught ([`caught`]).
+async fn handle_caught(
+    api: Arc<Api>,
+    req: http::Request<hyper::body::Incoming>,
+) -> http::Response<crate::web::Body> {
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    caught(&method, &path, api.handle(req)).await
+}
+
+/// Runs a request's handler `fut`, turning a panic into a 500 InternalError Status and one error
+/// log line (method, path, the panic's message), so that a bug answers the request instead of
+/// dropping the connection.
+async fn caught(
+    method: &http::Method,
+    path: &str,
+    fut: impl std::future::Future<Output = http::Response<crate::web::Body>>,
+) -> http::Response<crate::web::Body> {
+    use futures::FutureExt as _;
+    match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
+        Ok(resp) => resp,
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "(no message)".to_owned());
+            tracing::error!(%method, path, panic = %msg, "request handler panicked; answered 500");
+            crate::web::ApiError::internal(format!(
+                "an internal error occurred while handling {method} {path}"
+            ))
+            .response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt as _;
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_status() {
+        let resp = caught(&http::Method::POST, "/api/v1/x", async {
+            let v: Vec<u8> = Vec::new();
+            if v.is_empty() {
+                panic!("handler bug");
+            }
+            crate::web::text(http::StatusCode::OK, "unreachable")
+        })
+        .await;
+        assert_eq!(resp.status(), 500);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let status: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(status["kind"], "Status");
+        assert_eq!(status["reason"], "InternalError");
+        assert_eq!(status["code"], 500);
+        let ok = caught(&http::Method::GET, "/healthz", async {
+            crate::web::text(http::StatusCode::OK, "ok")
+        })
+        .await;
+        assert_eq!(ok.status(), 200);
     }
 }

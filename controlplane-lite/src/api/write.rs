@@ -98,6 +98,7 @@ impl Api {
     pub(super) async fn create(&self, t: &Target, r: &Req) -> ApiResult<Response<Body>> {
         let mut obj = self.parse_body(r)?;
         Self::check_kind(t, &obj)?;
+        mach::check_object_shape(t.res, &obj)?;
         let warnings = Self::field_validation(t, r, &obj)?;
         let ns = Self::ns_of(t);
         if t.res.namespaced {
@@ -223,7 +224,9 @@ impl Api {
                     let new_scale = if patch {
                         self.patched(t, r, &scale, &ct)?
                     } else {
-                        self.parse_body(r)?
+                        let body = self.parse_body(r)?;
+                        mach::check_shape("Scale", "autoscaling/v1", &body)?;
+                        body
                     };
                     let want_rv = meta_str(&new_scale, "resourceVersion").to_owned();
                     if !patch && !want_rv.is_empty() && want_rv != kv.mod_rev.to_string() {
@@ -254,6 +257,7 @@ impl Api {
                     } else {
                         let body = self.parse_body(r)?;
                         Self::check_kind(t, &body)?;
+                        mach::check_object_shape(t.res, &body)?;
                         warnings = Self::field_validation(t, r, &body)?;
                         body
                     };
@@ -365,16 +369,24 @@ impl Api {
             }
             let force = r.query.get("force").is_some_and(|f| f == "true");
             Self::check_kind(t, &patch)?;
+            mach::check_object_shape(t.res, &patch)?;
             mach::apply(t.res, Some(current), &patch, &manager, force)?.0
         } else {
             return Err(ApiError::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {ct})")));
         };
+        // The patched object, before admission or validation reads it.
+        if kind == "Scale" {
+            mach::check_shape(kind, "autoscaling/v1", &out)?;
+        } else {
+            mach::check_object_shape(t.res, &out)?;
+        }
         Ok(out)
     }
 
     async fn apply_create(&self, t: &Target, r: &Req, ns: &str) -> ApiResult<Response<Body>> {
         let patch = self.parse_body(r)?;
         Self::check_kind(t, &patch)?;
+        mach::check_object_shape(t.res, &patch)?;
         let manager = r.query.get("fieldManager").cloned().unwrap_or_default();
         if manager.is_empty() {
             return Err(ApiError::bad_request(
