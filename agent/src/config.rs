@@ -72,6 +72,10 @@ impl Backend {
     }
 }
 
+/// Printed on stderr when `--token` is used.
+pub const TOKEN_FLAG_WARNING: &str = "warning: --token puts the bearer token on the command line, \
+     where every local user can read it (ps, /proc/PID/cmdline); use --token-file";
+
 /// Flags of the agent's main mode. They are `Option`s only so that `ferry-agent programs` can
 /// run without them; [`RunArgs::into_config`] insists on the required ones.
 #[derive(Debug, Clone, clap::Args)]
@@ -82,8 +86,9 @@ pub struct RunArgs {
     /// API server URL (`https://IP:PORT`).
     #[arg(long, required = true)]
     pub server: Option<String>,
-    /// Bearer token (the node's token: `ferry-server node-token --node N`). Visible in `ps`:
-    /// prefer `--token-file`.
+    /// Bearer token (the node's token: `ferry-server node-token --node N`). Kept for
+    /// compatibility only: any local user reads it in `ps`, so using it prints a warning; use
+    /// `--token-file`.
     #[arg(
         long,
         required_unless_present = "token_file",

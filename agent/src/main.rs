@@ -118,6 +118,9 @@ fn main() -> anyhow::Result<()> {
                         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
                 )
                 .init();
+            if cli.run.token.is_some() {
+                eprintln!("{}", ferry_agent::config::TOKEN_FLAG_WARNING);
+            }
             let cfg = cli.run.into_config()?;
             tokio::runtime::Runtime::new()
                 .context("starting the async runtime")?

@@ -20,10 +20,11 @@ struct Cli {
     /// API server URL (https://HOST:PORT).
     #[arg(long)]
     server: String,
-    /// Bearer token of this node (see `ferry-server node-token`).
+    /// Bearer token of this node (see `ferry-server node-token`). Kept for compatibility only:
+    /// every local user reads it in `ps`, so using it prints a warning; use --token-file.
     #[arg(long)]
     token: Option<String>,
-    /// File holding the bearer token (instead of --token).
+    /// File holding the bearer token of this node (0600).
     #[arg(long, conflicts_with = "token")]
     token_file: Option<PathBuf>,
     /// CA certificate (PEM) of the API server.
@@ -81,6 +82,10 @@ struct Cli {
     backoff_base: f64,
 }
 
+/// Printed on stderr when `--token` is used.
+const TOKEN_FLAG_WARNING: &str = "warning: --token puts the bearer token on the command line, \
+     where every local user can read it (ps, /proc/PID/cmdline); use --token-file";
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -91,7 +96,10 @@ fn main() -> Result<()> {
         .init();
     let node_name = cli.node_name;
     let token = match (&cli.token, &cli.token_file) {
-        (Some(t), _) => t.clone(),
+        (Some(t), _) => {
+            eprintln!("{TOKEN_FLAG_WARNING}");
+            t.clone()
+        }
         (None, Some(f)) => std::fs::read_to_string(f)
             .with_context(|| format!("reading {}", f.display()))?
             .trim()

@@ -20,7 +20,7 @@ struct Fixture {
     _server: ChildGuard,
     kubelet: Option<ChildGuard>,
     cgroup: PathBuf,
-    token: String,
+    token_file: PathBuf,
 }
 
 impl Fixture {
@@ -69,6 +69,9 @@ impl Fixture {
             .output()
             .unwrap();
         let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        // The kubelet reads the token from a 0600 file: never on a command line.
+        let token_file = dir.path().join("node.token");
+        write_private(&token_file, &token);
         let out = Command::new(bin_path("ferry-server"))
             .args(["kubelet-cert", "--data-dir", data.to_str().unwrap()])
             .args(["--node", NODE, "--ip", NODE_IP])
@@ -93,7 +96,7 @@ impl Fixture {
             _server: server,
             kubelet: None,
             cgroup,
-            token,
+            token_file,
         };
         f.start_kubelet();
         f
@@ -118,7 +121,9 @@ impl Fixture {
                 "--server",
                 &format!("https://{CP_IP}:6443"),
             ])
-            .args(["--token", &self.token, "--node-ip", NODE_IP])
+            .arg("--token-file")
+            .arg(&self.token_file)
+            .args(["--node-ip", NODE_IP])
             .args([
                 "--certificate-authority",
                 self.path("server/pki/ca.crt").to_str().unwrap(),
@@ -741,4 +746,17 @@ fn a_restarted_kubelet_adopts_its_pods_and_cleans_up_deleted_ones() {
         .is_empty()));
     drop(f);
     root.assert_unchanged();
+}
+
+/// Writes a secret to a new file created mode 0600 (never readable by others).
+fn write_private(path: &Path, contents: &str) {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(contents.as_bytes()))
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
 }

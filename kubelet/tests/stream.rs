@@ -22,7 +22,7 @@ struct Fixture {
     _server: ChildGuard,
     kubelet: Option<ChildGuard>,
     cgroup: PathBuf,
-    token: String,
+    token_file: PathBuf,
 }
 
 impl Fixture {
@@ -65,6 +65,9 @@ impl Fixture {
             .output()
             .unwrap();
         let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        // The kubelet reads the token from a 0600 file: never on a command line.
+        let token_file = dir.path().join("node.token");
+        write_private(&token_file, &token);
         let p = |s: &str| dir.path().join(s).to_str().unwrap().to_owned();
         let out = Command::new(bin_path("ferry-server"))
             .args(["kubelet-cert", "--data-dir", data.to_str().unwrap()])
@@ -88,7 +91,7 @@ impl Fixture {
             .command(bin_path("ferry-kubelet"))
             .args(["--node-name", NODE])
             .args(["--server", &format!("https://{CP_IP}:6443")])
-            .args(["--token", &token, "--node-ip", NODE_IP])
+            .args(["--token-file", &p("node.token"), "--node-ip", NODE_IP])
             .args(["--certificate-authority", &p("server/pki/ca.crt")])
             .args(["--cni-conf-dir", &p("net.d")])
             .args(["--cni-bin-dir", &p("cni-bin")])
@@ -107,7 +110,7 @@ impl Fixture {
             _server: server,
             kubelet: Some(ChildGuard(kubelet)),
             cgroup,
-            token,
+            token_file,
         };
         f.network_ready();
         f
@@ -603,7 +606,19 @@ fn exec_tty_cp_and_port_forward_through_the_apiserver() {
     );
 
     // A node identity may read pods but not exec into them.
-    let out = f.kubectl(&["--token", &f.token, "exec", "web", "--", "true"], None);
+    // (kubectl reads the node's token from its file through a kubeconfig: not in its argv.)
+    let mut kc: Value =
+        serde_json::from_slice(&std::fs::read(f.path("server/admin.kubeconfig")).unwrap()).unwrap();
+    kc["users"][0]["user"] = json!({ "tokenFile": f.token_file });
+    let node_kc = f.path("node.kubeconfig");
+    std::fs::write(&node_kc, kc.to_string()).unwrap();
+    let out = ferry_tests::output_with_stdin(
+        f.cp.command("kubectl")
+            .arg("--kubeconfig")
+            .arg(&node_kc)
+            .args(["exec", "web", "--", "true"]),
+        None,
+    );
     assert!(!out.status.success());
     assert!(text(&out).1.contains("forbidden"), "{:?}", text(&out));
 
@@ -627,4 +642,17 @@ fn exec_tty_cp_and_port_forward_through_the_apiserver() {
     );
     drop(f);
     root.assert_unchanged();
+}
+
+/// Writes a secret to a new file created mode 0600 (never readable by others).
+fn write_private(path: &Path, contents: &str) {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(contents.as_bytes()))
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
 }

@@ -117,8 +117,17 @@ impl ControlPlane {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
-        if !token.is_empty() {
-            cmd.args(["-H", &format!("Authorization: Bearer {token}")]);
+        // The token goes to curl in a 0600 header file, never on its command line.
+        let header = (!token.is_empty()).then(|| {
+            let path = self
+                .dir
+                .path()
+                .join(format!("{}.hdr", ferry_tests::unique("auth")));
+            write_private(&path, &format!("Authorization: Bearer {token}\n"));
+            path
+        });
+        if let Some(h) = &header {
+            cmd.arg("-H").arg(format!("@{}", h.display()));
         }
         if let Some((ctype, _)) = body {
             cmd.args([
@@ -135,6 +144,9 @@ impl ControlPlane {
         }
         drop(stdin);
         let out = child.wait_with_output().unwrap();
+        if let Some(h) = header {
+            let _ = std::fs::remove_file(h);
+        }
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let (body, code) = text.rsplit_once('\n')?;
         let code = code.trim().parse().ok()?;
@@ -265,9 +277,7 @@ impl NodeEnv {
     pub(crate) fn token_file(&self) -> PathBuf {
         let path = self.dir.path().join("token");
         if !path.exists() {
-            std::fs::write(&path, &self.token).unwrap();
-            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-                .unwrap();
+            write_private(&path, &self.token);
         }
         path
     }
@@ -531,4 +541,16 @@ pub(crate) fn outer_udp(
     let end = usize::from(ip.get_total_length()).min(l3.len());
     let udp = pnet_packet::udp::UdpPacket::new(l3.get(start..end)?)?;
     Some((ip.get_source(), ip.get_destination(), udp))
+}
+
+/// Writes a secret to a new file created mode 0600 (never readable by others).
+pub(crate) fn write_private(path: &Path, contents: &str) {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    f.write_all(contents.as_bytes()).unwrap();
 }
