@@ -6,7 +6,9 @@
 //! `.../backend-data` (VXLAN: `{"VNI":1,"VtepMAC":"..."}`), `.../public-ip` (the address peers
 //! route to) and `.../kube-subnet-manager: "true"` (the subnet is `spec.podCIDR`). Ferry adds
 //! `ferry.dev/mtu`, the largest pod MTU the node's own underlay allows, from which every agent
-//! computes the cluster MTU (the minimum).
+//! computes the cluster MTU (the minimum). Values outside [`MTU_MIN`]..=[`MTU_MAX`] are neither
+//! published nor adopted (ferry-server's admission refuses them too), so one node cannot shrink
+//! every pod's MTU to a useless value.
 
 use crate::netlink::{parse_mac, Mac};
 use ipnetwork::Ipv4Network;
@@ -20,6 +22,11 @@ pub const ANN_BACKEND_TYPE: &str = "flannel.alpha.coreos.com/backend-type";
 pub const ANN_BACKEND_DATA: &str = "flannel.alpha.coreos.com/backend-data";
 /// Annotation (ferry's own): the largest pod MTU this node's underlay allows.
 pub const ANN_MTU: &str = "ferry.dev/mtu";
+/// Smallest `ferry.dev/mtu` an agent publishes or adopts (IPv6's minimum link MTU; the API
+/// server's admission has the same bounds).
+pub const MTU_MIN: u32 = 1280;
+/// Largest `ferry.dev/mtu` an agent publishes or adopts.
+pub const MTU_MAX: u32 = 65535;
 /// Annotation: the IPv4 address peers send this node's pod traffic to.
 pub const ANN_PUBLIC_IP: &str = "flannel.alpha.coreos.com/public-ip";
 /// Annotation: the node's subnet comes from `spec.podCIDR` (always `"true"` for ferry).
@@ -130,9 +137,15 @@ impl NodeInfo {
             .then(|| format!("{ANN_PUBLIC_IP} {} is not an IPv4 address", quoted(raw)))
     }
 
-    /// The pod MTU the node published (`ferry.dev/mtu`), if any.
+    /// The pod MTU the node published (`ferry.dev/mtu`), if any and within
+    /// [`MTU_MIN`]..=[`MTU_MAX`] (another value is ignored, as if absent).
     pub fn mtu(&self) -> Option<u32> {
-        self.annotations.get(ANN_MTU)?.trim().parse().ok()
+        self.annotations
+            .get(ANN_MTU)?
+            .trim()
+            .parse()
+            .ok()
+            .filter(|m| (MTU_MIN..=MTU_MAX).contains(m))
     }
 }
 
@@ -146,7 +159,8 @@ fn quoted(s: &str) -> String {
 }
 
 /// The annotations the agent publishes on its own Node: `backend_data` is the VXLAN identity
-/// (host-gw publishes none), `mtu` the largest pod MTU its underlay allows.
+/// (host-gw publishes none), `mtu` the largest pod MTU its underlay allows (left out when outside
+/// [`MTU_MIN`]..=[`MTU_MAX`]: the API server would refuse the whole patch).
 pub fn desired_annotations(
     backend: &str,
     public_ip: Option<Ipv4Addr>,
@@ -158,7 +172,7 @@ pub fn desired_annotations(
     if let Some(data) = backend_data {
         m.insert(ANN_BACKEND_DATA.to_owned(), data.to_owned());
     }
-    if let Some(mtu) = mtu {
+    if let Some(mtu) = mtu.filter(|m| (MTU_MIN..=MTU_MAX).contains(m)) {
         m.insert(ANN_MTU.to_owned(), mtu.to_string());
     }
     m.insert(ANN_KUBE_SUBNET_MANAGER.to_owned(), "true".to_owned());
@@ -233,6 +247,28 @@ mod tests {
         assert_eq!(changes.len(), 1);
         assert_eq!(changes[ANN_PUBLIC_IP], "10.99.0.2");
         assert!(!desired_annotations("host-gw", None, None, None).contains_key(ANN_PUBLIC_IP));
+    }
+
+    #[test]
+    fn mtu_outside_the_accepted_range_is_ignored() {
+        let with = |v: &str| {
+            NodeInfo::from_node(&node(serde_json::json!({
+                "metadata": {"name": "m", "annotations": {ANN_MTU: v}},
+            })))
+            .mtu()
+        };
+        for bad in ["68", "1279", "65536", "4294967296", "-1", "x", ""] {
+            assert_eq!(with(bad), None, "{bad}");
+        }
+        assert_eq!(with("1280"), Some(1280));
+        assert_eq!(with("65535"), Some(65535));
+        // What the API server would refuse is not published (the rest of the patch would fail).
+        let low = desired_annotations("vxlan", None, None, Some(1230));
+        assert!(!low.contains_key(ANN_MTU));
+        assert_eq!(
+            desired_annotations("vxlan", None, None, Some(1450))[ANN_MTU],
+            "1450"
+        );
     }
 
     #[test]
