@@ -7,8 +7,7 @@
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 /// Default parent of the state directories.
@@ -190,16 +189,10 @@ impl ClusterDir {
     }
 }
 
-/// Writes `contents` to `path` with mode 0600 (replacing it).
+/// Replaces `path` with `contents` (a token, a kubeconfig): a new file created mode 0600, renamed
+/// onto `path`, so it is never readable by others, even when `path` existed with another mode.
 pub(crate) fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    f.write_all(contents)
+    ferry_sys::fs::write_atomic(path, contents, ferry_sys::fs::WriteOptions::private())
         .with_context(|| format!("writing {}", path.display()))
 }
 

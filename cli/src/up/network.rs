@@ -1,7 +1,7 @@
 //! `ferry up`'s fabric: the namespaces and the underlay (a bridge in the switch namespace, one
 //! veth per member, the external host), the cgroups, the bpffs pin directory of the nodes' socket
-//! LB, and the node directories with ferry-cni installed. Each resource is recorded in the state
-//! file before it is created.
+//! LB, and the node directories with ferry-cni installed (the server's and the nodes' 0700: they
+//! hold keys and tokens). Each resource is recorded in the state file before it is created.
 
 use super::{ServiceProxy, Store, Up};
 use crate::state::Link;
@@ -10,6 +10,7 @@ use crate::topology::{self, node_ip, node_name, BRIDGE, CP_IP, EXT_IP, IFACE};
 use crate::{cgroup, net};
 use anyhow::{Context, Result};
 use std::net::Ipv4Addr;
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 
 impl Up<'_> {
@@ -167,10 +168,19 @@ impl Up<'_> {
         let mkdir = |p: &Path| {
             std::fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))
         };
+        // Owner only: the server's keys and tokens, each node's token and kubelet key.
+        let private = |p: &Path| {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(p)
+                .with_context(|| format!("creating {}", p.display()))
+        };
         mkdir(&self.dir.logs())?;
-        mkdir(&self.dir.server())?;
+        private(&self.dir.server())?;
         for i in self.topo.node_indexes() {
             let node = self.dir.node(i);
+            private(&node)?;
             for sub in ["cni/bin", "cni/net.d", "kubelet", "agent"] {
                 mkdir(&node.join(sub))?;
             }
