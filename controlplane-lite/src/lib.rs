@@ -17,6 +17,7 @@
 //! | [`auth`], [`tls`], [`kubeconfig`] | tokens and authorization, certificates, client config |
 //! | [`reviews`] | `kubectl auth can-i` / `whoami`: the create-only access, rules and self reviews |
 //! | [`scheduler`], [`controllers`] | in-process scheduler and controllers (kube-rs clients of the API) |
+//! | [`leader`] | leader election on a Lease: one replica runs the scheduler and controllers |
 #![forbid(unsafe_code)]
 
 pub mod admission;
@@ -25,6 +26,7 @@ pub mod auth;
 pub mod controllers;
 pub mod discovery;
 pub mod kubeconfig;
+pub mod leader;
 pub mod machinery;
 pub mod objects;
 pub mod openapi;

@@ -91,6 +91,25 @@ struct Cli {
     /// Run the scheduler and controllers in this process.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     controllers: bool,
+    /// Run the scheduler and controllers only while this replica holds the leader Lease (several
+    /// replicas on one etcd: one runs them, another takes over when it dies).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// How long other replicas wait, after they last saw the leader renew, before taking over.
+    #[arg(long, default_value = "15s", value_parser = controlplane_lite::leader::parse_duration)]
+    leader_elect_lease_duration: Duration,
+    /// How long the leader keeps acting after its last successful renewal.
+    #[arg(long, default_value = "10s", value_parser = controlplane_lite::leader::parse_duration)]
+    leader_elect_renew_deadline: Duration,
+    /// How often the leader renews and the others retry.
+    #[arg(long, default_value = "2s", value_parser = controlplane_lite::leader::parse_duration)]
+    leader_elect_retry_period: Duration,
+    /// Namespace of the leader Lease.
+    #[arg(long, default_value = controlplane_lite::leader::DEFAULT_NAMESPACE)]
+    leader_elect_resource_namespace: String,
+    /// Name of the leader Lease.
+    #[arg(long, default_value = controlplane_lite::leader::DEFAULT_NAME)]
+    leader_elect_resource_name: String,
     /// Cluster pod CIDR handed out to nodes by node IPAM.
     #[arg(long, default_value = "10.244.0.0/16")]
     cluster_cidr: ipnetwork::Ipv4Network,
@@ -170,6 +189,61 @@ fn prepare_data_dir(dir: &std::path::Path) -> Result<()> {
 fn inherited_listener(fd: i32) -> Result<std::net::TcpListener> {
     ferry_sys::listener::inherited_tcp_listener(fd)
         .map_err(|e| anyhow::anyhow!("--inherited-listener-fd {fd}: {e}"))
+}
+
+/// The scheduler and the controllers that run in one replica at a time.
+struct Controllers {
+    client: kube::Client,
+    life: controlplane_lite::controllers::nodelifecycle::Config,
+    ipam: controlplane_lite::controllers::nodeipam::Config,
+}
+
+impl Controllers {
+    /// Starts them; dropping the set aborts them all.
+    fn start(&self) -> tokio::task::JoinSet<()> {
+        use controlplane_lite::{controllers, scheduler};
+        type Run = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>>;
+        let c = &self.client;
+        let all: [(&str, Run); 7] = [
+            (
+                "replicaset controller",
+                Box::pin(controllers::replicaset::run(c.clone())),
+            ),
+            (
+                "deployment controller",
+                Box::pin(controllers::deployment::run(c.clone())),
+            ),
+            (
+                "garbage collector",
+                Box::pin(controllers::gc::run(c.clone())),
+            ),
+            (
+                "endpointslice controller",
+                Box::pin(controllers::endpointslice::run(c.clone())),
+            ),
+            (
+                "node lifecycle controller",
+                Box::pin(controllers::nodelifecycle::run(c.clone(), self.life)),
+            ),
+            (
+                "scheduler",
+                Box::pin(scheduler::run(c.clone(), scheduler::Config::default())),
+            ),
+            (
+                "node IPAM",
+                Box::pin(controllers::nodeipam::run(c.clone(), self.ipam)),
+            ),
+        ];
+        let mut set = tokio::task::JoinSet::new();
+        for (name, run) in all {
+            set.spawn(async move {
+                if let Err(e) = run.await {
+                    tracing::error!("{name} stopped: {e:#}");
+                }
+            });
+        }
+        set
+    }
 }
 
 #[tokio::main]
@@ -347,66 +421,41 @@ async fn main() -> Result<()> {
             tracing::error!("kubernetes service controller stopped: {e:#}");
         }
     });
-    if cli.controllers {
-        type Ctl = fn(
-            kube::Client,
-        ) -> std::pin::Pin<
-            Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>,
-        >;
-        let ctls: [(&str, Ctl); 4] = [
-            ("replicaset controller", |c| {
-                Box::pin(controlplane_lite::controllers::replicaset::run(c))
-            }),
-            ("deployment controller", |c| {
-                Box::pin(controlplane_lite::controllers::deployment::run(c))
-            }),
-            ("garbage collector", |c| {
-                Box::pin(controlplane_lite::controllers::gc::run(c))
-            }),
-            ("endpointslice controller", |c| {
-                Box::pin(controlplane_lite::controllers::endpointslice::run(c))
-            }),
-        ];
-        for (name, run) in ctls {
-            let c = client.clone();
-            tokio::spawn(async move {
-                if let Err(e) = run(c).await {
-                    tracing::error!("{name} stopped: {e:#}");
-                }
-            });
+    // The scheduler and the controllers: in one replica at a time with leader election.
+    let election = if cli.controllers {
+        let controllers = Controllers {
+            client,
+            life: controlplane_lite::controllers::nodelifecycle::Config {
+                grace: Duration::from_secs(cli.node_monitor_grace_period),
+                eviction: Duration::from_secs(cli.pod_eviction_timeout),
+            },
+            ipam: controlplane_lite::controllers::nodeipam::Config {
+                cluster_cidr: cli.cluster_cidr,
+                node_mask: cli.node_cidr_mask_size,
+            },
+        };
+        if cli.leader_elect {
+            let le = controlplane_lite::leader::Config {
+                namespace: cli.leader_elect_resource_namespace.clone(),
+                name: cli.leader_elect_resource_name.clone(),
+                identity: controlplane_lite::leader::default_identity(),
+                lease_duration: cli.leader_elect_lease_duration,
+                renew_deadline: cli.leader_elect_renew_deadline,
+                retry_period: cli.leader_elect_retry_period,
+            };
+            le.validate()?;
+            let lc = controllers.client.clone();
+            Some(controlplane_lite::leader::spawn(lc, le, move || {
+                controllers.start()
+            }))
+        } else {
+            // Detached: they run as long as the process.
+            controllers.start().detach_all();
+            None
         }
-        let life = client.clone();
-        let life_cfg = controlplane_lite::controllers::nodelifecycle::Config {
-            grace: Duration::from_secs(cli.node_monitor_grace_period),
-            eviction: Duration::from_secs(cli.pod_eviction_timeout),
-        };
-        tokio::spawn(async move {
-            if let Err(e) = controlplane_lite::controllers::nodelifecycle::run(life, life_cfg).await
-            {
-                tracing::error!("node lifecycle controller stopped: {e:#}");
-            }
-        });
-        let sched = client.clone();
-        tokio::spawn(async move {
-            if let Err(e) = controlplane_lite::scheduler::run(
-                sched,
-                controlplane_lite::scheduler::Config::default(),
-            )
-            .await
-            {
-                tracing::error!("scheduler stopped: {e:#}");
-            }
-        });
-        let ipam = controlplane_lite::controllers::nodeipam::Config {
-            cluster_cidr: cli.cluster_cidr,
-            node_mask: cli.node_cidr_mask_size,
-        };
-        tokio::spawn(async move {
-            if let Err(e) = controlplane_lite::controllers::nodeipam::run(client, ipam).await {
-                tracing::error!("node IPAM stopped: {e:#}");
-            }
-        });
-    }
+    } else {
+        None
+    };
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("SIGTERM handler");
@@ -415,6 +464,10 @@ async fn main() -> Result<()> {
             _ = term.recv() => {}
         }
         tracing::info!("shutting down");
+        // Still serving: the release goes through this server.
+        if let Some(e) = election {
+            e.shutdown().await;
+        }
     };
     server::serve(api, listeners, tls_cfg, shutdown).await
 }
