@@ -198,7 +198,10 @@ async fn resource_decision(
                 if !used {
                     return Ok((
                         false,
-                        format!("no pod bound to node {node:?} uses {resource} {ns}/{name}"),
+                        format!(
+                            "no pod bound to node {node:?} uses {} {ns}/{name}",
+                            resource.trim_end_matches('s')
+                        ),
                     ));
                 }
             }

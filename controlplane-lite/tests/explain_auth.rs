@@ -277,7 +277,17 @@ fn can_i_as_a_node_follows_the_node_authorizer() {
     };
     yes(&["patch", "nodes/n1", "--subresource=status"]);
     yes(&["update", "nodes/n1"]);
-    yes(&["get", "pods", "--all-namespaces"]);
+    yes(&["list", "nodes"]);
+    yes(&[
+        "watch",
+        "endpointslices.discovery.k8s.io",
+        "--all-namespaces",
+    ]);
+    no(
+        &["list", "pods", "--all-namespaces"],
+        "only its own pods, with fieldSelector spec.nodeName=n1",
+    );
+    no(&["list", "deployments"], "a node reads only");
     yes(&["update", "leases/n1", "-n", "kube-node-lease"]);
     yes(&["create", "events", "-n", "default"]);
     yes(&["get", "/openapi/v3"]);
@@ -304,6 +314,8 @@ fn can_i_as_a_node_follows_the_node_authorizer() {
     s.ok_stdin(&["create", "-f", "-"], &pod("mine", "n1"));
     s.ok_stdin(&["create", "-f", "-"], &pod("theirs", "n2"));
     yes(&["update", "pods/mine", "--subresource=status"]);
+    yes(&["get", "pods/mine", "--subresource=log"]);
+    no(&["get", "pods/theirs"], "only pods bound to it");
     yes(&["delete", "pods/mine"]);
     no(
         &["update", "pods/theirs", "--subresource=status"],
@@ -365,11 +377,15 @@ fn can_i_as_a_node_follows_the_node_authorizer() {
     assert!(out.contains("nodes/status"), "{out}");
     assert!(out.contains("[n1]"), "{out}");
     assert!(out.contains("leases.coordination.k8s.io"), "{out}");
-    let reads = out
-        .lines()
-        .find(|l| l.starts_with("pods ") || l.contains(" pods "))
-        .unwrap_or_else(|| panic!("{out}"));
-    assert!(reads.contains("[get list watch]"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("nodes ") && l.contains("[get list watch]")),
+        "{out}"
+    );
+    assert!(
+        !out.lines().any(|l| l.starts_with("pods ")),
+        "pods are not readable wholesale: {out}"
+    );
     assert!(
         !out.contains("secrets"),
         "secrets are not readable wholesale: {out}"
