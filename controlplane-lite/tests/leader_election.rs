@@ -422,3 +422,98 @@ async fn a_killed_leader_is_replaced_and_the_rollout_completes() {
     assert_eq!(counts.len(), 2, "one old, one new ReplicaSet: {counts:?}");
     drop((a, b));
 }
+
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_stops_releases_the_lease() {
+    // Default timings: without the release the other replica would wait 15 s.
+    let dir = tempfile::tempdir().unwrap();
+    let (_etcd, url) = etcd(dir.path());
+    let prefix = format!("/ferry-le-release-{}", std::process::id());
+    let (a, b) = replicas(&url, &prefix, &[]);
+    let (ca, cb) = (a.client().await, b.client().await);
+    until(20, "a leader", || async { holder(&ca).await.is_some() }).await;
+    let first = holder(&ca).await.unwrap();
+    let leader = which(&[&a, &b], &first);
+    let (survivor, other) = if std::ptr::eq(leader, &a) {
+        (cb, &b)
+    } else {
+        (ca, &a)
+    };
+    let stopped = Instant::now();
+    signal(pid(leader), "TERM");
+    let deadline = stopped + Duration::from_secs(15);
+    loop {
+        if holder(&survivor).await.is_some_and(|h| h != first) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new leader:\nold:\n{}\nsurvivor:\n{}",
+            leader.log(),
+            other.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = stopped.elapsed();
+    // One (jittered) retry period of 2 s to see the release, one more in case the read raced it.
+    assert!(
+        took < Duration::from_secs(6),
+        "takeover after {took:?}: the lease was not released\n{}",
+        leader.log()
+    );
+    assert!(leader.log().contains("released"), "{}", leader.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_cannot_renew_stops_its_controllers_by_the_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let (etcd_proc, url) = etcd(dir.path());
+    let prefix = format!("/ferry-le-deadline-{}", std::process::id());
+    let a = Server::start_with(&[
+        "--store",
+        "etcd",
+        "--etcd-endpoints",
+        &url,
+        "--etcd-prefix",
+        &prefix,
+        "--leader-elect-lease-duration",
+        "6s",
+        "--leader-elect-renew-deadline",
+        "4s",
+        "--leader-elect-retry-period",
+        "1s",
+    ]);
+    let ca = a.client().await;
+    until(20, "a leader", || async { holder(&ca).await.is_some() }).await;
+    // etcd stops answering: no renewal can succeed.
+    let etcd_pid = etcd_proc.0.id();
+    signal(etcd_pid, "STOP");
+    let frozen = Instant::now();
+    let stopped = ferry_tests::wait_until(Duration::from_secs(10), || {
+        a.log().contains("stopped the controllers")
+    });
+    let took = frozen.elapsed();
+    signal(etcd_pid, "CONT");
+    assert!(stopped, "the leader kept acting:\n{}", a.log());
+    // The last renewal started at most a retry period (1 s) before the freeze; the deadline
+    // (4 s) runs from there; 1 s of slack for the log line to show.
+    assert!(
+        took >= Duration::from_secs(3) && took <= Duration::from_secs(5),
+        "stopped {took:?} after the freeze (renew deadline 4 s)\n{}",
+        a.log()
+    );
+    // etcd is back: the same replica leads again (the Lease still names it) and runs them anew.
+    let again = ferry_tests::wait_until(Duration::from_secs(20), || {
+        a.log().matches("became leader").count() == 2
+    });
+    assert!(again, "{}", a.log());
+}
