@@ -317,3 +317,63 @@ fn port_forward(k: &Arc<Kubelet>, req: Request<Incoming>, ns: &str, pod: &str) -
     on_upgrade(req, move |io| portforward::over_io(io, target));
     resp
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                http::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn the_best_offered_subprotocol_is_chosen() {
+        let base = [
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ];
+        let with = |protocols: &[&str]| {
+            let mut h = headers(&base);
+            for p in protocols {
+                h.append(http::header::SEC_WEBSOCKET_PROTOCOL, p.parse().unwrap());
+            }
+            websocket_accept(&h, &EXEC_PROTOCOLS)
+        };
+        // kubectl 1.30+ offers v5 first; older clients only v4 (and below).
+        let (p, resp) = with(&["v5.channel.k8s.io,v4.channel.k8s.io"]).unwrap();
+        assert_eq!(p, "v5.channel.k8s.io");
+        assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+        // RFC 6455's example key and accept value.
+        assert_eq!(
+            resp.headers()[http::header::SEC_WEBSOCKET_ACCEPT],
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+        assert_eq!(
+            with(&["v4.channel.k8s.io", "v3.channel.k8s.io"]).unwrap().0,
+            "v4.channel.k8s.io"
+        );
+        let err = with(&["channel.k8s.io"]).unwrap_err();
+        assert!(err.contains("channel.k8s.io"), "{err}");
+        assert!(with(&[]).is_err());
+        let no_upgrade = headers(&[("sec-websocket-key", "x")]);
+        assert!(websocket_accept(&no_upgrade, &EXEC_PROTOCOLS).is_err());
+    }
+
+    #[test]
+    fn stream_paths() {
+        assert!(is_stream_path("/exec/default/web/c"));
+        assert!(is_stream_path("/portForward/default/web"));
+        assert!(is_stream_path("/attach/default/web/c"));
+        assert!(!is_stream_path("/containerLogs/default/web/c"));
+        assert!(!is_stream_path("/healthz"));
+    }
+}
