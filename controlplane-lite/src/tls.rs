@@ -96,6 +96,41 @@ pub fn private_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The files of a data directory that hold a secret: the private keys, `tokens.json` and
+/// `admin.kubeconfig`.
+pub fn secret_files(data_dir: &Path) -> Vec<PathBuf> {
+    let f = TlsFiles::in_dir(data_dir);
+    vec![
+        f.ca_key,
+        f.server_key,
+        f.kubelet_client_key,
+        data_dir.join("tokens.json"),
+        data_dir.join("admin.kubeconfig"),
+    ]
+}
+
+/// Narrows the secret files of `data_dir` that exist and that others may read (left by an older
+/// version, or by hand) to 0600, and `pki/` to 0700; returns the files it changed.
+pub fn restrict_existing(data_dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut changed = Vec::new();
+    let pki = data_dir.join("pki");
+    for (path, want) in
+        std::iter::once((pki, 0o700)).chain(secret_files(data_dir).into_iter().map(|p| (p, 0o600)))
+    {
+        let mode = match std::fs::symlink_metadata(&path) {
+            Ok(m) => m.permissions().mode() & 0o777,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(want))
+                .with_context(|| format!("restricting {} to its owner", path.display()))?;
+            changed.push(path);
+        }
+    }
+    Ok(changed)
+}
+
 /// Ensures the cluster CA exists (created on first use); returns its key.
 pub fn ensure_ca(files: &TlsFiles) -> Result<KeyPair> {
     if let Some(dir) = files.ca_cert.parent() {
@@ -252,6 +287,40 @@ pub fn kubelet_client_config(files: &TlsFiles) -> Result<Arc<rustls::ClientConfi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn keys_are_owner_only_and_older_files_are_narrowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = TlsFiles::in_dir(dir.path());
+        ensure(&files, &["localhost".into()]).unwrap();
+        // Right after the unit that creates them.
+        assert_eq!(mode(&files.ca_key), 0o600);
+        assert_eq!(mode(&files.server_key), 0o600);
+        assert_eq!(mode(&dir.path().join("pki")), 0o700);
+        assert_eq!(
+            restrict_existing(dir.path()).unwrap(),
+            Vec::<PathBuf>::new()
+        );
+        // Files an older version left readable by others are narrowed.
+        std::fs::set_permissions(&files.ca_key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let pki = dir.path().join("pki");
+        std::fs::set_permissions(&pki, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let tokens = dir.path().join("tokens.json");
+        std::fs::write(&tokens, "{}").unwrap();
+        std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert_eq!(
+            restrict_existing(dir.path()).unwrap(),
+            vec![pki.clone(), files.ca_key.clone(), tokens.clone()]
+        );
+        assert_eq!(
+            (mode(&pki), mode(&files.ca_key), mode(&tokens)),
+            (0o700, 0o600, 0o600)
+        );
+    }
 
     #[test]
     fn kubelet_certificates_come_from_the_cluster_ca() {

@@ -182,7 +182,11 @@ fn prepare_data_dir(dir: &std::path::Path) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
     }
-    tls::private_dir(dir)
+    tls::private_dir(dir)?;
+    for p in tls::restrict_existing(dir)? {
+        tracing::warn!("{} was readable by others: now owner-only", p.display());
+    }
+    Ok(())
 }
 
 /// Takes ownership of `fd`, which must be a listening TCP socket inherited from the parent.
