@@ -36,6 +36,8 @@ pub struct Config {
     /// TLS for calls to kubelets (logs, exec, port-forward): the cluster CA and the API server's
     /// kubelet client certificate. `None`: those calls fail with a clear error.
     pub kubelet_tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// Connection and request bounds of the HTTP server.
+    pub http: crate::server::HttpLimits,
 }
 
 impl Default for Config {
@@ -49,6 +51,7 @@ impl Default for Config {
             max_watch_seconds: 1800,
             bookmark_interval: std::time::Duration::from_secs(60),
             kubelet_tls: None,
+            http: crate::server::HttpLimits::default(),
         }
     }
 }

@@ -91,8 +91,11 @@ fn kinds() -> Vec<(&'static str, Value)> {
     ]
 }
 
-/// JSON pointers of every object and array node of `v` (the root is `""`), except
-/// `metadata.managedFields` entries' free-form `fieldsV1`.
+/// The JSON pointer of a node replaced by a wrong-typed value, and that value (`None`: the whole
+/// body is wrong).
+type Replaced = Option<(String, Value)>;
+
+/// JSON pointers of every object and array node of `v` (the root is `""`).
 fn container_nodes(v: &Value, at: String, out: &mut Vec<String>) {
     match v {
         Value::Object(m) => {
@@ -111,7 +114,7 @@ fn container_nodes(v: &Value, at: String, out: &mut Vec<String>) {
     }
 }
 
-/// The wrong-typed replacements for the node at `ptr` of `v`.
+/// The wrong-typed replacements for `node`.
 fn wrong_values(node: &Value) -> Vec<Value> {
     match node {
         Value::Object(_) => vec![json!([]), json!("x"), json!(1)],
@@ -188,7 +191,7 @@ async fn hostile_bodies_get_status_answers_and_change_nothing() {
         assert_eq!(code, 201, "creating the valid {kind}: {body}");
         let before = comparable(answered(&client, "GET", &url, &Value::Null).await.1);
 
-        let mut bodies: Vec<(String, Value, Option<(String, Value)>)> = vec![
+        let mut bodies: Vec<(String, Value, Replaced)> = vec![
             ("root null".into(), json!(null), None),
             ("root []".into(), json!([]), None),
             ("root \"x\"".into(), json!("x"), None),

@@ -123,9 +123,21 @@ impl Api {
                 .response();
         }
         let limit = self.cfg.max_body;
-        let body = match http_body_util::Limited::new(body, limit).collect().await {
-            Ok(b) => b.to_bytes(),
+        let read = http_body_util::Limited::new(body, limit).collect();
+        let body = match tokio::time::timeout(self.cfg.http.body_timeout, read).await {
+            Ok(Ok(b)) => b.to_bytes(),
             Err(_) => {
+                return ApiError::new(
+                    408,
+                    "Timeout",
+                    format!(
+                        "the request body did not arrive within {:?}",
+                        self.cfg.http.body_timeout
+                    ),
+                )
+                .response()
+            }
+            Ok(Err(_)) => {
                 return ApiError::new(
                     413,
                     "RequestEntityTooLarge",

@@ -125,6 +125,8 @@ struct Cli {
     /// Largest request body in bytes.
     #[arg(long, default_value_t = 3 * 1024 * 1024)]
     max_request_bytes: usize,
+    #[command(flatten)]
+    http: controlplane_lite::server::HttpLimits,
 }
 
 #[derive(Debug, Subcommand)]
@@ -371,6 +373,7 @@ async fn main() -> Result<()> {
         bookmark_interval: Duration::from_secs(cli.bookmark_interval.max(1)),
         max_watches_per_client: cli.max_watches_per_client,
         max_body: cli.max_request_bytes,
+        http: cli.http.clone(),
         kubelet_tls: Some(kubelet_tls),
         ..api::Config::default()
     };
