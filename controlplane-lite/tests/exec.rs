@@ -14,10 +14,25 @@ use std::process::Command;
 /// `curl` of `path` with `token` and, when `upgrade`, WebSocket upgrade headers as kubectl sends
 /// them; returns (HTTP code, body).
 fn call(s: &Server, method: &str, path: &str, token: &str, upgrade: bool) -> (u16, Value) {
+    // The token reaches curl in a 0600 header file, not on its command line.
+    let header = s
+        .dir
+        .path()
+        .join(format!("{}.hdr", ferry_tests::unique("auth")));
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&header)
+            .and_then(|mut f| writeln!(f, "Authorization: Bearer {token}"))
+            .unwrap();
+    }
     let mut cmd = Command::new("curl");
     cmd.args(["-sk", "--http1.1", "--max-time", "10", "-X", method])
         .args(["-w", "\n%{http_code}", "-H"])
-        .arg(format!("Authorization: Bearer {token}"));
+        .arg(format!("@{}", header.display()));
     if upgrade {
         for h in [
             "Connection: Upgrade",
@@ -30,6 +45,7 @@ fn call(s: &Server, method: &str, path: &str, token: &str, upgrade: bool) -> (u1
         }
     }
     let out = cmd.arg(format!("{}{path}", s.url())).output().unwrap();
+    let _ = std::fs::remove_file(&header);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, code) = text.rsplit_once('\n').unwrap();
     (
