@@ -395,9 +395,26 @@ fn node_tokens_are_confined_to_their_node() {
         !as_node(&["create", "-f", "-"], Some(POD)).status.success(),
         "nodes do not create pods"
     );
+    let watched = as_node(&["get", "nodes,services,endpointslices", "-A"], None);
     assert!(
-        as_node(&["get", "pods", "-A"], None).status.success(),
-        "nodes read"
+        watched.status.success(),
+        "nodes read what the agent watches: {}",
+        String::from_utf8_lossy(&watched.stderr)
+    );
+    let all_pods = as_node(&["get", "pods", "-A"], None);
+    assert!(
+        String::from_utf8_lossy(&all_pods.stderr).contains("Forbidden"),
+        "nodes read only their own pods: {}",
+        String::from_utf8_lossy(&all_pods.stderr)
+    );
+    assert!(
+        as_node(
+            &["get", "pods", "-A", "--field-selector", "spec.nodeName=n1"],
+            None
+        )
+        .status
+        .success(),
+        "nodes list the pods bound to them"
     );
     // No token: 401.
     let anon = s.kubeconfig_for("anon", "not-a-token");
