@@ -399,15 +399,9 @@ async fn attempt(api: &Api<Lease>, elector: &mut Elector, now: Instant) -> Attem
 pub struct LeaderElection {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
-    leading: tokio::sync::watch::Receiver<bool>,
 }
 
 impl LeaderElection {
-    /// Whether this replica leads now (its work runs).
-    pub fn leading(&self) -> tokio::sync::watch::Receiver<bool> {
-        self.leading.clone()
-    }
-
     /// Stops the work and, if this replica leads, releases the Lease (waiting at most the retry
     /// period for that write).
     pub async fn shutdown(mut self) {
@@ -425,7 +419,6 @@ where
     F: FnMut() -> JoinSet<()> + Send + 'static,
 {
     let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (leading_tx, leading_rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(async move {
         let api: Api<Lease> = Api::namespaced(client, &cfg.namespace);
         let what = format!("Lease {}/{}", cfg.namespace, cfg.name);
@@ -439,26 +432,28 @@ where
             let budget = term.as_ref().map_or(cfg.renew_deadline, |(t, _)| {
                 t.deadline().saturating_duration_since(started)
             });
-            let outcome = tokio::time::timeout(budget, attempt(&api, &mut elector, started))
-                .await
-                .unwrap_or_else(|_| {
-                    Attempt::Failed(kube::Error::Service(
-                        format!("no answer within {budget:?}").into(),
-                    ))
-                });
+            let outcome = tokio::select! {
+                r = tokio::time::timeout(budget, attempt(&api, &mut elector, started)) => {
+                    r.unwrap_or_else(|_| {
+                        Attempt::Failed(kube::Error::Service(
+                            format!("no answer within {budget:?}").into(),
+                        ))
+                    })
+                }
+                // Shutdown does not wait for a slow attempt.
+                _ = &mut stop_rx => break,
+            };
             match outcome {
                 Attempt::Holding => match &mut term {
                     Some((t, _)) => t.renewed(started),
                     None => {
                         tracing::info!("{what}: became leader as {}", cfg.identity);
                         term = Some((Term::new(started, cfg.renew_deadline), start()));
-                        let _ = leading_tx.send(true);
                     }
                 },
                 Attempt::HeldElsewhere(holder, expires_in) => {
                     if term.take().is_some() {
                         tracing::error!("{what}: lost to {holder}: stopped the controllers");
-                        let _ = leading_tx.send(false);
                     } else {
                         tracing::debug!("{what}: held by {holder} (expires in {expires_in:?})");
                     }
@@ -473,7 +468,6 @@ where
                     "{what}: not renewed within {:?}: stopped the controllers",
                     cfg.renew_deadline
                 );
-                let _ = leading_tx.send(false);
             }
             let wake = next_attempt(
                 &cfg,
@@ -488,7 +482,6 @@ where
         }
         if let Some((t, work)) = term.take() {
             drop(work);
-            let _ = leading_tx.send(false);
             let budget = t
                 .deadline()
                 .saturating_duration_since(Instant::now())
@@ -510,7 +503,6 @@ where
     LeaderElection {
         stop: Some(stop_tx),
         task,
-        leading: leading_rx,
     }
 }
 
