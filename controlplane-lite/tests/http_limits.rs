@@ -229,3 +229,128 @@ async fn connections_over_the_cap_get_503_and_the_others_are_served() {
     }
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
+
+/// A fake kubelet on 127.0.0.1 with a serving certificate from the cluster CA: it answers every
+/// request with `answer` and then, when `stall`, keeps the connection open without a byte more.
+async fn fake_kubelet(s: &Server, answer: Vec<u8>, stall: bool) -> u16 {
+    let cert = s.dir.path().join("kubelet.crt");
+    let key = s.dir.path().join("kubelet.key");
+    let out = std::process::Command::new(common::SERVER)
+        .arg("--data-dir")
+        .arg(s.dir.path())
+        .args(["kubelet-cert", "--node", "n1", "--ip", "127.0.0.1"])
+        .arg("--cert-file")
+        .arg(&cert)
+        .arg("--key-file")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let certs: Vec<_> = rustls_pemfile::certs(&mut std::fs::read(&cert).unwrap().as_slice())
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = rustls_pemfile::private_key(&mut std::fs::read(&key).unwrap().as_slice())
+        .unwrap()
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let Ok(mut c) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut buf = [0u8; 4096];
+                let _ = c.read(&mut buf).await;
+                let _ = c.write_all(&answer).await;
+                let _ = c.flush().await;
+                if stall {
+                    tokio::time::sleep(Duration::from_secs(120)).await;
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn a_kubelets_error_body_is_read_bounded_in_size_and_time() {
+    let s = Server::start_with(&["--controllers", "false"]);
+    let client = s.client().await;
+    let logs = |pod: &'static str| {
+        let client = client.clone();
+        async move {
+            let start = Instant::now();
+            let req = http::Request::get(format!("/api/v1/namespaces/default/pods/{pod}/log"))
+                .body(Vec::new())
+                .unwrap();
+            let err = client.request_text(req).await.expect_err("an error");
+            let kube::Error::Api(status) = err else {
+                panic!("not a Status: {err}");
+            };
+            (status.code, status.message, start.elapsed())
+        }
+    };
+    // A kubelet whose error body never ends: the first 16 KiB are read, not more.
+    let mut huge =
+        b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 100000000\r\n\r\n".to_vec();
+    huge.extend(std::iter::repeat_n(b'x', 1 << 20));
+    let port = fake_kubelet(&s, huge, true).await;
+    register(&s, "n1", port, "huge");
+    let (code, msg, took) = logs("huge").await;
+    assert_eq!(code, 500, "{msg}");
+    assert!(msg.contains("over 16384 bytes"), "{msg}");
+    assert!(took < Duration::from_secs(8), "{took:?}");
+    // A kubelet that sends its error head and then nothing: answered after the read deadline.
+    let stalled = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 100\r\n\r\nnot all of it".to_vec();
+    let port = fake_kubelet(&s, stalled, true).await;
+    register(&s, "n2", port, "stalled");
+    let (code, msg, took) = logs("stalled").await;
+    assert_eq!(code, 403, "{msg}");
+    assert!(msg.contains("did not arrive in time"), "{msg}");
+    assert!(took < Duration::from_secs(20), "{took:?}");
+}
+
+/// Node `node` with its kubelet endpoint at 127.0.0.1:`port`, and pod `pod` bound to it.
+fn register(s: &Server, node: &str, port: u16, pod: &str) {
+    s.ok_stdin(
+        &["create", "-f", "-"],
+        &format!("apiVersion: v1\nkind: Node\nmetadata:\n  name: {node}\n"),
+    );
+    let status = format!(
+        r#"{{"status":{{"addresses":[{{"type":"InternalIP","address":"127.0.0.1"}}],"daemonEndpoints":{{"kubeletEndpoint":{{"Port":{port}}}}}}}}}"#
+    );
+    s.ok(&[
+        "patch",
+        "node",
+        node,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &status,
+    ]);
+    s.ok_stdin(
+        &["create", "-f", "-"],
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {pod}\nspec:\n  nodeName: {node}\n  containers:\n  - name: c\n    image: busybox\n"
+        ),
+    );
+}

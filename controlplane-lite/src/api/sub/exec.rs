@@ -122,10 +122,11 @@ impl Api {
             .uri(path)
             .body(http_body_util::Empty::<Bytes>::new())
             .map_err(|e| ApiError::bad_request(format!("relaying the upgrade: {e}")))?;
-        let mut resp = send
-            .send_request(req)
-            .await
-            .map_err(|e| kubelet_unreachable(&node, &e))?;
+        let mut resp =
+            tokio::time::timeout(super::log::KUBELET_ANSWER_TIMEOUT, send.send_request(req))
+                .await
+                .map_err(|_| kubelet_unreachable(&node, &"no answer in time"))?
+                .map_err(|e| kubelet_unreachable(&node, &e))?;
         if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
             return Err(kubelet_error(resp).await);
         }

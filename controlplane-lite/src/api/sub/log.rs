@@ -45,9 +45,9 @@ impl Api {
             .uri(path)
             .body(http_body_util::Empty::<Bytes>::new())
             .map_err(|e| ApiError::internal(e.to_string()))?;
-        let resp = send
-            .send_request(req)
+        let resp = tokio::time::timeout(KUBELET_ANSWER_TIMEOUT, send.send_request(req))
             .await
+            .map_err(|_| kubelet_unreachable(&node, &"no answer in time"))?
             .map_err(|e| kubelet_unreachable(&node, &e))?;
         let status = resp.status();
         if !status.is_success() {
@@ -190,15 +190,21 @@ pub(super) fn kubelet_unreachable(node: &str, e: &dyn std::fmt::Display) -> ApiE
     )
 }
 
-/// A kubelet's error answer (a one-line text) as a Status with its code.
+/// The time a kubelet gets to answer a request's head, and then to send an error body.
+pub(super) const KUBELET_ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// The largest kubelet error body read (a kubelet's errors are one line of text).
+const KUBELET_ERROR_BYTES: usize = 16 * 1024;
+
+/// A kubelet's error answer (a one-line text) as a Status with its code; its body is read up to
+/// [`KUBELET_ERROR_BYTES`] and for at most [`KUBELET_ANSWER_TIMEOUT`].
 pub(super) async fn kubelet_error(resp: Response<hyper::body::Incoming>) -> ApiError {
     let code = resp.status().as_u16();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
-        .unwrap_or_default();
+    let read = http_body_util::Limited::new(resp.into_body(), KUBELET_ERROR_BYTES).collect();
+    let body = match tokio::time::timeout(KUBELET_ANSWER_TIMEOUT, read).await {
+        Ok(Ok(b)) => String::from_utf8_lossy(&b.to_bytes()).into_owned(),
+        Ok(Err(_)) => format!("(the kubelet's error was over {KUBELET_ERROR_BYTES} bytes)"),
+        Err(_) => "(the kubelet's error did not arrive in time)".to_owned(),
+    };
     let reason = match code {
         404 => "NotFound",
         401 => "Unauthorized",
