@@ -182,7 +182,14 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (mut sink, mut incoming) = ws.split();
-    let started = match spawn(&ctx, &req) {
+    // fork + exec of a large process takes milliseconds: off the async workers.
+    let spawned = {
+        let (ctx, req) = (ctx.clone(), req.clone());
+        tokio::task::spawn_blocking(move || spawn(&ctx, &req))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    };
+    let started = match spawned {
         Ok(s) => s,
         Err(e) => {
             let why = if e.kind() == std::io::ErrorKind::NotFound {
