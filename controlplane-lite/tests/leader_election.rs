@@ -362,10 +362,11 @@ async fn a_killed_leader_is_replaced_and_the_rollout_completes() {
     // again up to one retry period after the lease expires; 1 s of slack for the test itself.
     let bound = LEASE + RETRY.mul_f64(2.0 * 1.2) + Duration::from_secs(1);
     assert!(took <= bound, "takeover took {took:?} (bound {bound:?})");
-    // Not before the lease expired: the dead leader's last renewal was at most one retry period
-    // before the kill, and the survivor waits a full lease duration after seeing it.
+    // Not before the lease expired: the dead leader's last renewal was about one retry period
+    // before the kill at most (a second of slack for slow requests), and the survivor waits a
+    // full lease duration after seeing it.
     assert!(
-        took >= LEASE - RETRY,
+        took >= LEASE - 2 * RETRY,
         "takeover after {took:?}: the lease ({LEASE:?}) was not respected"
     );
     eprintln!("new leader {took:?} after the kill");
@@ -504,10 +505,11 @@ async fn a_leader_that_cannot_renew_stops_its_controllers_by_the_deadline() {
     let took = frozen.elapsed();
     signal(etcd_pid, "CONT");
     assert!(stopped, "the leader kept acting:\n{}", a.log());
-    // The last renewal started at most a retry period (1 s) before the freeze; the deadline
-    // (4 s) runs from there; 1 s of slack for the log line to show.
+    // The last successful renewal started at most two retry periods (1 s) before the freeze
+    // (one more when an attempt was in flight at the freeze); the deadline (4 s) runs from
+    // there; 1 s of slack for the log line to show.
     assert!(
-        took >= Duration::from_secs(3) && took <= Duration::from_secs(5),
+        took >= Duration::from_secs(2) && took <= Duration::from_secs(5),
         "stopped {took:?} after the freeze (renew deadline 4 s)\n{}",
         a.log()
     );
