@@ -187,9 +187,15 @@ pub fn generate_name(prefix: &str) -> String {
 /// Validation causes (empty when valid); Nodes also get ferry's own checks
 /// ([`crate::admission::validate_node`]: `ferry.dev/mtu`, podCIDRs).
 pub fn validate(res: &Resource, obj: &Value) -> Vec<FieldError> {
+    validate_update(res, None, obj)
+}
+
+/// [`validate`] of an update from `old` (`None`: a create); ferry's Node checks skip values the
+/// update leaves as they were.
+pub fn validate_update(res: &Resource, old: Option<&Value>, obj: &Value) -> Vec<FieldError> {
     let mut causes = validate::validate_object(res.kind, obj);
     if res.kind == "Node" {
-        causes.extend(crate::admission::validate_node(obj));
+        causes.extend(crate::admission::validate_node(obj, old));
     }
     causes
 }

@@ -236,7 +236,18 @@ pub fn pod_cidrs_immutable(old: &Value, new: &Value) -> Vec<FieldError> {
 
 /// Node validation beyond the generic object checks: `ferry.dev/mtu`, when present, is a
 /// decimal number in [`MTU_MIN`]..=[`MTU_MAX`]; `spec.podCIDR(s)` are IPv4 CIDRs and agree.
-pub fn validate_node(obj: &Value) -> Vec<FieldError> {
+/// On an update (`old` given) a value the update does not change is not checked again, so a
+/// value stored before these checks existed does not block every later write (status too).
+pub fn validate_node(obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
+    let mut causes = validate_node_fields(obj);
+    if let Some(old) = old {
+        let stale = validate_node_fields(old);
+        causes.retain(|c| !stale.contains(c));
+    }
+    causes
+}
+
+fn validate_node_fields(obj: &Value) -> Vec<FieldError> {
     let mut causes = Vec::new();
     if let Some(v) = obj
         .pointer("/metadata/annotations")
@@ -355,21 +366,37 @@ mod tests {
             assert!(parse_mtu(&bad).is_err(), "{bad}");
         }
         let n = json!({"metadata": {"annotations": {"ferry.dev/mtu": "68"}}});
-        assert_eq!(validate_node(&n).len(), 1);
-        assert!(validate_node(&json!({"metadata": {}})).is_empty());
+        assert_eq!(validate_node(&n, None).len(), 1);
+        assert!(validate_node(&json!({"metadata": {}}), None).is_empty());
+        // A stale stored value does not block an update that leaves it alone...
+        let mut status = n.clone();
+        status["status"] = json!({"phase": "Running"});
+        assert!(validate_node(&status, Some(&n)).is_empty());
+        // ... but a new bad value is refused.
+        let worse = json!({"metadata": {"annotations": {"ferry.dev/mtu": "69"}}});
+        assert_eq!(validate_node(&worse, Some(&n)).len(), 1);
+        let ok = json!({"metadata": {"annotations": {"ferry.dev/mtu": "1400"}}});
+        assert_eq!(validate_node(&n, Some(&ok)).len(), 1);
     }
 
     #[test]
     fn pod_cidrs_are_checked_and_immutable() {
         let set = json!({"spec": {"podCIDR": "10.244.1.0/24", "podCIDRs": ["10.244.1.0/24"]}});
-        assert!(validate_node(&set).is_empty());
+        assert!(validate_node(&set, None).is_empty());
         assert!(pod_cidrs_immutable(&json!({"spec": {}}), &set).is_empty());
         assert!(pod_cidrs_immutable(&set, &set).is_empty());
         assert_eq!(pod_cidrs_immutable(&set, &json!({"spec": {}})).len(), 2);
         let moved = json!({"spec": {"podCIDR": "10.244.2.0/24", "podCIDRs": ["10.244.1.0/24"]}});
         assert_eq!(pod_cidrs_immutable(&set, &moved).len(), 1);
-        assert_eq!(validate_node(&moved).len(), 1, "podCIDRs[0] must match");
-        assert_eq!(validate_node(&json!({"spec": {"podCIDR": "x"}})).len(), 1);
+        assert_eq!(
+            validate_node(&moved, None).len(),
+            1,
+            "podCIDRs[0] must match"
+        );
+        assert_eq!(
+            validate_node(&json!({"spec": {"podCIDR": "x"}}), None).len(),
+            1
+        );
     }
 
     #[test]

@@ -287,7 +287,7 @@ impl Api {
             };
             admission::on_update(t.res, &old, &mut new);
             admission::node_restriction(&r.who, t.res, Some(&old), &new)?;
-            let causes = mach::validate(t.res, &new);
+            let causes = mach::validate_update(t.res, Some(&old), &new);
             if !causes.is_empty() {
                 return Err(ApiError::from_pair(mach::invalid(t.res, &name, causes)));
             }
