@@ -90,6 +90,8 @@ pub struct Config {
     pub status_interval: u64,
     /// First restart back-off after the first immediate restart (s); doubles up to 300.
     pub backoff_base: f64,
+    /// Bounds of the kubelet endpoint's HTTP server.
+    pub http: logs::HttpLimits,
 }
 
 /// The running kubelet, shared by its tasks.

@@ -7,6 +7,11 @@
 //! only the API server, by its client certificate (verified against the CA, common name
 //! [`API_SERVER_CLIENT_CN`]); `/healthz` needs no certificate. The streaming paths (`/exec`,
 //! `/portForward`) are the `stream` module's.
+//!
+//! Its HTTP server is bounded ([`HttpLimits`], flags of `ferry-kubelet`): a TLS handshake
+//! deadline, a header read timeout (also the wait between two requests on a connection), a
+//! largest request head (431), a largest declared body (413), and a connection cap (503 with
+//! `Retry-After` over it).
 
 use crate::Kubelet;
 use anyhow::{Context as _, Result};
@@ -89,7 +94,66 @@ fn client_cn(certs: Option<&[rustls::pki_types::CertificateDer<'_>]>) -> Option<
     cn.as_str().ok().map(str::to_owned)
 }
 
-/// Binds the endpoint (HTTPS); the returned future serves it.
+/// How the endpoint bounds its clients (flags of `ferry-kubelet`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct HttpLimits {
+    /// Time a client gets to send a request's head once the endpoint waits for it; a
+    /// connection between two requests waits at most this long too.
+    #[arg(long = "http-header-timeout", default_value = "30s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+    /// Largest request head in bytes (431 over it).
+    #[arg(long = "max-header-bytes", default_value_t = 64 * 1024,
+          value_parser = clap::value_parser!(u32).range(8192..))]
+    pub max_header_bytes: u32,
+    /// Largest request body in bytes (413 over it; the endpoint's requests carry none).
+    #[arg(long = "max-request-bytes", default_value_t = 64 * 1024)]
+    pub max_request_bytes: u64,
+    /// Connections served at once; those over it get 503 with Retry-After.
+    #[arg(long = "max-connections", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            header_timeout: Duration::from_secs(30),
+            max_header_bytes: 64 * 1024,
+            max_request_bytes: 64 * 1024,
+            max_connections: 256,
+        }
+    }
+}
+
+/// A positive duration such as `30s` or `500ms`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d: jiff::SignedDuration = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not a duration such as 30s or 500ms: {e}"))?;
+    match Duration::try_from(d) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        _ => Err(format!("{s:?}: the duration must be positive")),
+    }
+}
+
+/// The time a client gets to complete its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections over `--max-connections` answered 503 at once (more are closed unanswered), and
+/// the time each gets.
+const OVERFLOW_ANSWERED: usize = 16;
+const OVERFLOW_DEADLINE: Duration = Duration::from_secs(5);
+
+/// The HTTP/1.1 connection builder under `limits`.
+fn http1(limits: &HttpLimits) -> hyper::server::conn::http1::Builder {
+    let mut b = hyper::server::conn::http1::Builder::new();
+    b.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(usize::try_from(limits.max_header_bytes.max(8192)).unwrap_or(8192));
+    b
+}
+
+/// Binds the endpoint (HTTPS); the returned future serves it, at most
+/// `cfg.http.max_connections` connections at once.
 pub async fn serve(k: Arc<Kubelet>) -> Result<impl std::future::Future<Output = ()>> {
     let tls = tokio_rustls::TlsAcceptor::from(tls_config(&k.cfg)?);
     let addr = format!("{}:{}", k.cfg.node_ip, k.cfg.port);
@@ -97,39 +161,111 @@ pub async fn serve(k: Arc<Kubelet>) -> Result<impl std::future::Future<Output = 
         .await
         .with_context(|| format!("binding the kubelet endpoint {addr}"))?;
     tracing::info!("kubelet endpoint on https://{addr}");
-    Ok(async move {
-        loop {
-            let Ok((tcp, peer)) = listener.accept().await else {
+    let limits = k.cfg.http.clone();
+    Ok(serve_on(listener, tls, limits, move |cn, req| {
+        let k = k.clone();
+        async move { handle(&k, cn.as_deref(), req).await }
+    }))
+}
+
+/// Serves `handler` (given the client certificate's common name and the request) on `listener`
+/// under `limits`: TLS handshake deadline, header timeout and size, the body bound (413), the
+/// connection cap (503 with `Retry-After` over it).
+async fn serve_on<H, F>(
+    listener: tokio::net::TcpListener,
+    tls: tokio_rustls::TlsAcceptor,
+    limits: HttpLimits,
+    handler: H,
+) where
+    H: Fn(Option<String>, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = Response<Body>> + Send + 'static,
+{
+    let slots = Arc::new(tokio::sync::Semaphore::new(
+        usize::try_from(limits.max_connections).unwrap_or(1),
+    ));
+    let overflow = Arc::new(tokio::sync::Semaphore::new(OVERFLOW_ANSWERED));
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accepting a kubelet endpoint connection failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
-            };
-            let _ = tcp.set_nodelay(true);
-            let k = k.clone();
-            let tls = tls.clone();
-            tokio::spawn(async move {
-                let stream =
-                    match tokio::time::timeout(Duration::from_secs(10), tls.accept(tcp)).await {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::debug!("TLS handshake with {peer} failed: {e}");
-                            return;
-                        }
-                        Err(_) => return,
-                    };
-                let cn = client_cn(stream.get_ref().1.peer_certificates());
-                let svc = hyper::service::service_fn(move |req| {
-                    let k = k.clone();
-                    let cn = cn.clone();
-                    async move {
-                        Ok::<_, std::convert::Infallible>(handle(&k, cn.as_deref(), req).await)
-                    }
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let tls = tls.clone();
+        let limits = limits.clone();
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            if let Ok(permit) = overflow.clone().try_acquire_owned() {
+                tokio::spawn(async move {
+                    let _ =
+                        tokio::time::timeout(OVERFLOW_DEADLINE, refuse(tls, tcp, &limits)).await;
+                    drop(permit);
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                    .with_upgrades()
-                    .await;
+            }
+            continue;
+        };
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!("TLS handshake with {peer} failed: {e}");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let cn = client_cn(stream.get_ref().1.peer_certificates());
+            let max_body = limits.max_request_bytes;
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let handler = handler.clone();
+                let cn = cn.clone();
+                async move {
+                    use hyper::body::Body as _;
+                    // The handlers read no body: a chunked one is never read (hyper closes the
+                    // connection after the answer instead), a declared one over the bound is
+                    // refused.
+                    if req.body().size_hint().lower() > max_body {
+                        return Ok::<_, std::convert::Infallible>(text(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            format!("request bodies are limited to {max_body} bytes"),
+                        ));
+                    }
+                    Ok(handler(cn, req).await)
+                }
             });
-        }
-    })
+            let _ = http1(&limits)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .with_upgrades()
+                .await;
+            drop(permit);
+        });
+    }
+}
+
+/// A connection over the cap: TLS, then a 503 with `Retry-After` and the connection closes.
+async fn refuse(tls: tokio_rustls::TlsAcceptor, tcp: tokio::net::TcpStream, limits: &HttpLimits) {
+    let Ok(stream) = tls.accept(tcp).await else {
+        return;
+    };
+    let svc = hyper::service::service_fn(|_req| async {
+        let mut r = text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the kubelet endpoint is serving its maximum number of connections; retry later",
+        );
+        r.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("1"),
+        );
+        Ok::<_, std::convert::Infallible>(r)
+    });
+    let mut b = http1(limits);
+    b.keep_alive(false);
+    let _ = b
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+        .await;
 }
 
 async fn handle(k: &Arc<Kubelet>, client: Option<&str>, req: Request<Incoming>) -> Response<Body> {
@@ -344,5 +480,153 @@ mod tests {
         assert_eq!(select_tail(log, Some(0)), b"");
         assert_eq!(select_tail(log, None), log);
         assert_eq!(select_tail(b"a\nb", Some(1)), b"b");
+    }
+
+    use std::time::Instant;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio_rustls::client::TlsStream;
+
+    /// The endpoint's serving loop with a self-signed certificate for 127.0.0.1 and a handler
+    /// answering 200; returns its port and the client TLS configuration trusting it.
+    async fn endpoint(limits: HttpLimits) -> (u16, Arc<rustls::ClientConfig>) {
+        let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+        let der = cert.cert.der().clone();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![der.clone()], key)
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(der).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let tls = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        tokio::spawn(serve_on(listener, tls, limits, |_cn, _req| async {
+            text(StatusCode::OK, "ok")
+        }));
+        (port, Arc::new(client))
+    }
+
+    async fn connect(
+        port: u16,
+        tls: &Arc<rustls::ClientConfig>,
+    ) -> TlsStream<tokio::net::TcpStream> {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        tokio_rustls::TlsConnector::from(tls.clone())
+            .connect(name, tcp)
+            .await
+            .unwrap()
+    }
+
+    /// Sends `req` and returns the first bytes of the answer.
+    async fn ask(c: &mut TlsStream<tokio::net::TcpStream>, req: &[u8]) -> String {
+        c.write_all(req).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), c.read(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    const GET: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+
+    fn limits() -> HttpLimits {
+        HttpLimits {
+            header_timeout: Duration::from_secs(1),
+            max_header_bytes: 8192,
+            max_request_bytes: 1024,
+            max_connections: 2,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dribbled_head_is_cut_off_and_oversized_requests_are_refused() {
+        let (port, tls) = endpoint(limits()).await;
+        let mut c = connect(port, &tls).await;
+        let start = Instant::now();
+        c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let closed = loop {
+            tokio::select! {
+                r = c.read(&mut buf) => match r {
+                    Ok(0) | Err(_) => break start.elapsed(),
+                    Ok(_) => {}
+                },
+                () = tokio::time::sleep(Duration::from_millis(200)) => {
+                    if c.write_all(b"X-Dribble: 1\r\n").await.is_err() {
+                        break start.elapsed();
+                    }
+                    assert!(start.elapsed() < Duration::from_secs(10), "never cut off");
+                }
+            }
+        };
+        assert!(
+            closed >= Duration::from_millis(700) && closed < Duration::from_secs(5),
+            "cut off after {closed:?}, want about 1 s"
+        );
+        drop(c);
+        let mut c = connect(port, &tls).await;
+        let big = ask(
+            &mut c,
+            b"POST /exec/a/b/c HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n",
+        )
+        .await;
+        assert!(big.starts_with("HTTP/1.1 413"), "{big}");
+        drop(c);
+        let mut c = connect(port, &tls).await;
+        let head = format!(
+            "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+            "y".repeat(10_000)
+        );
+        let big = ask(&mut c, head.as_bytes()).await;
+        assert!(big.starts_with("HTTP/1.1 431"), "{big}");
+    }
+
+    #[tokio::test]
+    async fn connections_over_the_cap_get_503_and_the_others_are_served() {
+        let (port, tls) = endpoint(HttpLimits {
+            header_timeout: Duration::from_secs(30),
+            ..limits()
+        })
+        .await;
+        let mut held = vec![connect(port, &tls).await, connect(port, &tls).await];
+        for c in &mut held {
+            assert!(ask(c, GET).await.starts_with("HTTP/1.1 200"));
+        }
+        let mut over = connect(port, &tls).await;
+        let answer = ask(&mut over, GET).await;
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        assert!(
+            answer.to_ascii_lowercase().contains("retry-after: 1"),
+            "{answer}"
+        );
+        for c in &mut held {
+            assert!(ask(c, GET).await.starts_with("HTTP/1.1 200"));
+        }
+        drop(held.pop());
+        let mut answer = String::new();
+        for _ in 0..50 {
+            let mut c = connect(port, &tls).await;
+            answer = ask(&mut c, GET).await;
+            if answer.starts_with("HTTP/1.1 200") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     }
 }

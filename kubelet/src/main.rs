@@ -80,6 +80,8 @@ struct Cli {
     /// Restart back-off after the first (immediate) restart, in seconds; doubles up to 300.
     #[arg(long, default_value_t = 10.0)]
     backoff_base: f64,
+    #[command(flatten)]
+    http: ferry_kubelet::logs::HttpLimits,
 }
 
 /// Printed on stderr when `--token` is used.
@@ -153,6 +155,7 @@ fn main() -> Result<()> {
         lease_interval: cli.lease_interval.max(1),
         status_interval: cli.status_interval.max(1),
         backoff_base: cli.backoff_base.max(0.0),
+        http: cli.http,
     };
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
