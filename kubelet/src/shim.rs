@@ -64,10 +64,11 @@ pub const SPEC: &str = "spec.json";
 /// See [`SPEC`].
 pub const EXIT: &str = "exit.json";
 
-/// Writes `bytes` to `path` atomically (temp file, fsync, rename).
+/// Writes `bytes` to `path` atomically (temp file created 0600, fsync, rename): `spec.json` holds
+/// the container's complete environment, Secret values included, so only root reads it.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use ferry_sys::fs::{Durability, WriteOptions};
-    let opts = WriteOptions::default().durability(Durability::Data);
+    let opts = WriteOptions::private().durability(Durability::Data);
     Ok(ferry_sys::fs::write_atomic(path, bytes, opts)?)
 }
 
@@ -212,4 +213,19 @@ fn run(dir: &Path) -> anyhow::Result<()> {
     };
     write_atomic(&dir.join(EXIT), &serde_json::to_vec(&exit)?)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attempt_files_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let spec = dir.path().join(SPEC);
+        write_atomic(&spec, br#"{"env": [["PASSWORD", "from a Secret"]]}"#).unwrap();
+        let mode = std::fs::metadata(&spec).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "spec.json holds Secret values: {mode:o}");
+    }
 }
