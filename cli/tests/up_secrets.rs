@@ -93,14 +93,17 @@ fn no_token_on_a_command_line_and_secret_files_owner_only() {
             "a token in a command line"
         );
     }
+    let mut with_token_file = 0;
     for pid in &pids {
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
         let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
         if cmdline.contains("ferry-kubelet") || cmdline.contains("ferry-agent") {
             assert!(cmdline.contains("--token-file"), "{cmdline}");
             assert!(!cmdline.contains("--token "), "{cmdline}");
+            with_token_file += 1;
         }
     }
+    assert_eq!(with_token_file, 4, "2 kubelets and 2 agents");
 
     // 2. Every file holding a token or a private key is owner-only; logs hold no token.
     let mut all = Vec::new();
