@@ -169,6 +169,20 @@ pub fn check_shape(kind: &str, api_version: &str, obj: &Value) -> Result<(), Api
         .map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
+/// The shape check of a DELETE's `DeleteOptions`: an object decoding into the type, so that a
+/// precondition or policy the server cannot read is a 400, never silently dropped.
+pub fn check_delete_options(opts: &Value) -> Result<(), ApiError> {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::DeleteOptions;
+    if !opts.is_object() {
+        return Err(ApiError::bad_request(
+            "invalid DeleteOptions: the body must be a JSON object",
+        ));
+    }
+    serde_json::from_value::<DeleteOptions>(opts.clone())
+        .map(drop)
+        .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))
+}
+
 /// [`check_shape`] for an object of `res`.
 pub fn check_object_shape(res: &Resource, obj: &Value) -> Result<(), ApiError> {
     check_shape(res.kind, &res.api_version(), obj)

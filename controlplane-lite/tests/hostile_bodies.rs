@@ -1,9 +1,10 @@
 //! Shape-breaking bodies never crash a handler: for every served kind, create (with
 //! `fieldValidation=Ignore` and the default), update and the four patch types are sent bodies
 //! made from a valid object by replacing each object or array node with a value of the wrong
-//! type (`[]`, `{}`, `"x"`, `1`), plus whole bodies that are not objects. Every answer must be a
-//! 4xx Status (never a 500, never a dropped connection), nothing may be created, and the stored
-//! object must be unchanged.
+//! type (`[]`, `{}`, `"x"`, `1`), plus whole bodies that are not objects; and DELETE gets
+//! DeleteOptions of the wrong shape. Every answer must be a 4xx Status (never a 500, never a
+//! dropped connection), nothing may be created or deleted, and the stored object must be
+//! unchanged.
 
 mod common;
 
@@ -309,6 +310,36 @@ async fn hostile_bodies_get_status_answers_and_change_nothing() {
         if code != 404 {
             failures.push(format!("{kind}: a hostile create stored an object"));
         }
+    }
+    // DeleteOptions of the wrong shape are refused, not ignored (a precondition the server could
+    // not read must not turn into an unconditional delete).
+    let cm = "/api/v1/namespaces/default/configmaps/fuzz-cm";
+    for body in [
+        json!([]),
+        json!("x"),
+        json!(1),
+        json!({"preconditions": []}),
+        json!({"preconditions": {"uid": 1}}),
+        json!({"preconditions": {"resourceVersion": ["1"]}}),
+        json!({"propagationPolicy": []}),
+        json!({"gracePeriodSeconds": "x"}),
+    ] {
+        sent += 1;
+        match send(
+            &client,
+            "DELETE",
+            cm,
+            "application/json",
+            serde_json::to_vec(&body).unwrap(),
+        )
+        .await
+        {
+            Ok((400, status)) if status["kind"] == "Status" => {}
+            other => failures.push(format!("DELETE {cm} with {body}: {other:?}")),
+        }
+    }
+    if answered(&client, "GET", cm, &Value::Null).await.0 != 200 {
+        failures.push("a DELETE with hostile DeleteOptions deleted the object".into());
     }
     assert!(
         failures.is_empty(),

@@ -36,6 +36,7 @@ impl Api {
                 e
             })?
         };
+        crate::machinery::check_delete_options(&opts)?;
         let mut grace = r
             .query
             .get("gracePeriodSeconds")
