@@ -30,20 +30,20 @@ const OVERFLOW_DEADLINE: Duration = Duration::from_secs(5);
 pub struct HttpLimits {
     /// Time a client gets to send a request's head (request line and headers) once the server
     /// waits for it; an HTTP/1.1 connection between two requests waits at most this long too.
-    #[arg(long = "http-header-timeout", default_value = "32s", value_parser = parse_duration)]
+    #[arg(long = "http-header-timeout", value_name = "DURATION", default_value = "32s", value_parser = parse_duration)]
     pub header_timeout: Duration,
     /// A connection with no request in flight for this long is closed (HTTP/2 included).
-    #[arg(long = "http-idle-timeout", default_value = "90s", value_parser = parse_duration)]
+    #[arg(long = "http-idle-timeout", value_name = "DURATION", default_value = "90s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
     /// Time a client gets to send a request's body (408 after it).
-    #[arg(long = "http-body-timeout", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long = "http-body-timeout", value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub body_timeout: Duration,
     /// Largest request head in bytes (HTTP/1.1: 431; HTTP/2: the header list size).
-    #[arg(long = "max-header-bytes", default_value_t = 1 << 20,
+    #[arg(long = "max-header-bytes", value_name = "BYTES", default_value_t = 1 << 20,
           value_parser = clap::value_parser!(u32).range(8192..))]
     pub max_header_bytes: u32,
     /// Connections served at once per server; those over it get 503 with Retry-After.
-    #[arg(long = "max-connections", default_value_t = 2048,
+    #[arg(long = "max-connections", value_name = "N", default_value_t = 2048,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
 }

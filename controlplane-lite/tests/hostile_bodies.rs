@@ -1,10 +1,10 @@
 //! Shape-breaking bodies never crash a handler: for every served kind, create (with
-//! `fieldValidation=Ignore` and the default), update and the four patch types are sent bodies
-//! made from a valid object by replacing each object or array node with a value of the wrong
-//! type (`[]`, `{}`, `"x"`, `1`), plus whole bodies that are not objects; and DELETE gets
-//! DeleteOptions of the wrong shape. Every answer must be a 4xx Status (never a 500, never a
-//! dropped connection), nothing may be created or deleted, and the stored object must be
-//! unchanged.
+//! `fieldValidation=Ignore` and the default), update and the four patch types (and `/status`,
+//! `/scale` writes) are sent bodies made from a valid object by replacing each object or array
+//! node with a value of the wrong type (`[]`, `{}`, `"x"`, `1`), plus whole bodies that are not
+//! objects; and DELETE gets DeleteOptions of the wrong shape. Every answer must be a 4xx Status
+//! (never a 500, never a dropped connection), nothing may be created or deleted, and the stored
+//! objects must be unchanged.
 
 mod common;
 
@@ -273,6 +273,32 @@ async fn hostile_bodies_get_status_answers_and_change_nothing() {
                     raw(&body),
                 ),
             ];
+            let mut requests = requests.to_vec();
+            // The status subresource takes the whole object too.
+            if ["Node", "Pod", "Service", "Deployment", "ReplicaSet"].contains(&kind.as_str()) {
+                let status = format!("{url}/status");
+                requests.extend([
+                    ("PUT", status.clone(), "application/json", raw(&body)),
+                    (
+                        "PATCH",
+                        status.clone(),
+                        "application/json-patch+json",
+                        raw(&json_patch),
+                    ),
+                    (
+                        "PATCH",
+                        status.clone(),
+                        "application/merge-patch+json",
+                        raw(&body),
+                    ),
+                    (
+                        "PATCH",
+                        status,
+                        "application/strategic-merge-patch+json",
+                        raw(&body),
+                    ),
+                ]);
+            }
             for (method, uri, ct, payload) in requests {
                 // A merge patch of `null` is legal (it deletes everything deletable): skip it.
                 if what == "root null" && ct.contains("merge-patch") {
@@ -309,6 +335,45 @@ async fn hostile_bodies_get_status_answers_and_change_nothing() {
         .await;
         if code != 404 {
             failures.push(format!("{kind}: a hostile create stored an object"));
+        }
+    }
+    // The scale subresource, with hostile Scales.
+    for (workload, name) in [("deployments", "fuzz-dep"), ("replicasets", "fuzz-rs")] {
+        let url = format!("/apis/apps/v1/namespaces/default/{workload}/{name}");
+        let before = comparable(answered(&client, "GET", &url, &Value::Null).await.1);
+        let scale = json!({"apiVersion": "autoscaling/v1", "kind": "Scale",
+            "metadata": {"name": name, "namespace": "default"}, "spec": {"replicas": 0}});
+        let mut ptrs = Vec::new();
+        container_nodes(&scale, String::new(), &mut ptrs);
+        for ptr in ptrs {
+            for wrong in wrong_values(scale.pointer(&ptr).unwrap()) {
+                let mut b = scale.clone();
+                if ptr.is_empty() {
+                    b = wrong.clone();
+                } else {
+                    *b.pointer_mut(&ptr).unwrap() = wrong.clone();
+                }
+                let jp = json!([{"op": "replace", "path": ptr, "value": wrong}]);
+                for (method, ct, payload) in [
+                    ("PUT", "application/json", &b),
+                    ("PATCH", "application/json-patch+json", &jp),
+                    ("PATCH", "application/merge-patch+json", &b),
+                    ("PATCH", "application/strategic-merge-patch+json", &b),
+                ] {
+                    sent += 1;
+                    let uri = format!("{url}/scale");
+                    let payload = serde_json::to_vec(payload).unwrap();
+                    match send(&client, method, &uri, ct, payload).await {
+                        Ok((400 | 422, status)) if status["kind"] == "Status" => {}
+                        other => failures
+                            .push(format!("{method} {uri} ({ct}) {ptr} = {wrong}: {other:?}")),
+                    }
+                }
+            }
+        }
+        let after = comparable(answered(&client, "GET", &url, &Value::Null).await.1);
+        if before != after {
+            failures.push(format!("{url}: changed through /scale"));
         }
     }
     // DeleteOptions of the wrong shape are refused, not ignored (a precondition the server could
@@ -357,6 +422,7 @@ async fn hostile_bodies_get_status_answers_and_change_nothing() {
         sent > 1000,
         "only {sent} requests: the generator lost its kinds"
     );
+    println!("{sent} hostile requests, each answered with a 4xx Status");
     assert!(
         !s.log().contains("panicked"),
         "a handler panicked:\n{}",

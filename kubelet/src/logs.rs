@@ -99,17 +99,17 @@ fn client_cn(certs: Option<&[rustls::pki_types::CertificateDer<'_>]>) -> Option<
 pub struct HttpLimits {
     /// Time a client gets to send a request's head once the endpoint waits for it; a
     /// connection between two requests waits at most this long too.
-    #[arg(long = "http-header-timeout", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long = "http-header-timeout", value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub header_timeout: Duration,
     /// Largest request head in bytes (431 over it).
-    #[arg(long = "max-header-bytes", default_value_t = 64 * 1024,
+    #[arg(long = "max-header-bytes", value_name = "BYTES", default_value_t = 64 * 1024,
           value_parser = clap::value_parser!(u32).range(8192..))]
     pub max_header_bytes: u32,
     /// Largest request body in bytes (413 over it; the endpoint's requests carry none).
-    #[arg(long = "max-request-bytes", default_value_t = 64 * 1024)]
+    #[arg(long = "max-request-bytes", value_name = "BYTES", default_value_t = 64 * 1024)]
     pub max_request_bytes: u64,
     /// Connections served at once; those over it get 503 with Retry-After.
-    #[arg(long = "max-connections", default_value_t = 256,
+    #[arg(long = "max-connections", value_name = "N", default_value_t = 256,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
 }
