@@ -588,7 +588,10 @@ mod tests {
             json!({"metadata":{"name":"c"},"data":{"a":"1","b":"2"},"binaryData":{"c":"AA=="}});
         assert_eq!(row("ConfigMap", &cm)[1], 3);
         let other = json!({"metadata":{"name":"r","creationTimestamp": ago(3 * 86400)}});
-        assert_eq!(row("ReplicationController", &other), vec![json!("r"), json!("3d")]);
+        assert_eq!(
+            row("ReplicationController", &other),
+            vec![json!("r"), json!("3d")]
+        );
         let cols = column_definitions("ReplicationController");
         assert_eq!(cols.len(), 2);
         let secret = json!({"metadata":{"name":"s","creationTimestamp": ago(3 * 86400)},
