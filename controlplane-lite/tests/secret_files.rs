@@ -27,12 +27,14 @@ const SECRET_NAMES: &[&str] = &[
     "kubelet.key",
 ];
 
-/// The final file a created path ends up as: `.<name>.tmp` is renamed onto `<name>`.
+/// The final file a created path ends up as: `.<name>.<pid>-<n>.tmp` (`ferry_sys::fs::temp_path`)
+/// is renamed onto `<name>`.
 fn final_name(path: &str) -> String {
     let base = path.rsplit('/').next().unwrap_or(path);
     base.strip_prefix('.')
         .and_then(|b| b.strip_suffix(".tmp"))
-        .unwrap_or(base)
+        .and_then(|b| b.rsplit_once('.'))
+        .map_or(base, |(name, _)| name)
         .to_owned()
 }
 

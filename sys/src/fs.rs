@@ -92,16 +92,20 @@ impl WriteOptions {
     }
 }
 
-/// The temporary file [`write_atomic`] uses for `path`.
+/// A temporary file name for one [`write_atomic`] call on `path`: `.<name>.<pid>-<n>.tmp`, unique
+/// per process and call, so two writers of one file never share (or remove) each other's
+/// temporary; the last rename wins, as with any atomic replace.
 pub fn temp_path(path: &Path) -> Result<PathBuf, FsError> {
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let name = path.file_name().ok_or_else(|| FsError {
         op: "write",
         path: path.to_owned(),
         source: io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"),
     })?;
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut tmp = std::ffi::OsString::from(".");
     tmp.push(name);
-    tmp.push(".tmp");
+    tmp.push(format!(".{}-{n}.tmp", std::process::id()));
     Ok(path.with_file_name(tmp))
 }
 
@@ -117,8 +121,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8], opts: WriteOptions) -> Result<(),
     }
     let tmp = temp_path(path)?;
     let result = (|| {
-        // A leftover temporary (an earlier crash) is removed, never reused: whoever opened it
-        // while it had another mode would read the new content through their descriptor.
+        // A leftover temporary of that name (an earlier process with the same pid that crashed)
+        // is removed, never reused: whoever opened it while it had another mode would read the
+        // new content through their descriptor. The name is this call's own otherwise.
         match std::fs::remove_file(&tmp) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => {
                 return Err(FsError::new("remove", &tmp)(e));
@@ -289,15 +294,51 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("state.json")]);
-        assert_eq!(
+        let t = temp_path(&p).unwrap();
+        let t = t.file_name().unwrap().to_string_lossy();
+        assert!(t.starts_with(".state.json.") && t.ends_with(".tmp"), "{t}");
+        assert_ne!(
             temp_path(&p).unwrap(),
-            dir.path().join("sub/.state.json.tmp")
+            temp_path(&p).unwrap(),
+            "unique per call"
         );
         // A failed rename (target is a non-empty directory) leaves no temporary behind.
         let d = dir.path().join("sub/d");
         std::fs::create_dir_all(d.join("x")).unwrap();
         assert_eq!(write_atomic(&d, b"z", opts).unwrap_err().op, "rename");
-        assert!(!temp_path(&d).unwrap().exists());
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("sub"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".tmp"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[test]
+    fn concurrent_writers_of_one_file_all_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::thread::scope(|s| {
+            for i in 0..8u8 {
+                let p = &p;
+                s.spawn(move || {
+                    for _ in 0..50 {
+                        write_atomic(p, &[i; 64], WriteOptions::default()).unwrap();
+                    }
+                });
+            }
+        });
+        let got = std::fs::read(&p).unwrap();
+        assert_eq!(got.len(), 64);
+        assert!(
+            got.iter().all(|b| *b == got[0]),
+            "one writer's content, whole"
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary left"
+        );
     }
 
     #[test]

@@ -422,7 +422,8 @@ impl Store {
     }
 }
 
-/// Writes `path` atomically (temporary file `.<name>.tmp` in the same directory, then rename).
+/// Writes `path` atomically (temporary file `.<name>.<pid>-<n>.tmp` in the same directory, then
+/// rename).
 fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StoreError> {
     ferry_sys::fs::write_atomic(path, data, ferry_sys::fs::WriteOptions::default()).map_err(|e| {
         StoreError::Io {
