@@ -92,9 +92,11 @@ struct Cli {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     controllers: bool,
     /// Run the scheduler and controllers only while this replica holds the leader Lease (several
-    /// replicas on one etcd: one runs them, another takes over when it dies).
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    leader_elect: bool,
+    /// replicas on one etcd: one runs them, another takes over when it dies). Default: on with
+    /// `--store etcd`, off with SQLite (one process owns that store: nobody to elect against,
+    /// and a restart after a crash would wait a lease duration for its own old Lease).
+    #[arg(long, action = clap::ArgAction::Set)]
+    leader_elect: Option<bool>,
     /// How long other replicas wait, after they last saw the leader renew, before taking over.
     #[arg(long, default_value = "15s", value_parser = controlplane_lite::leader::parse_duration)]
     leader_elect_lease_duration: Duration,
@@ -441,7 +443,10 @@ async fn main() -> Result<()> {
                 node_mask: cli.node_cidr_mask_size,
             },
         };
-        if cli.leader_elect {
+        if cli
+            .leader_elect
+            .unwrap_or(matches!(cli.store, StoreKind::Etcd))
+        {
             let le = controlplane_lite::leader::Config {
                 namespace: cli.leader_elect_resource_namespace.clone(),
                 name: cli.leader_elect_resource_name.clone(),
