@@ -121,21 +121,22 @@ pub fn write_atomic(path: &Path, bytes: &[u8], opts: WriteOptions) -> Result<(),
     }
     let tmp = temp_path(path)?;
     let result = (|| {
-        // A leftover temporary of that name (an earlier process with the same pid that crashed)
-        // is removed, never reused: whoever opened it while it had another mode would read the
-        // new content through their descriptor. The name is this call's own otherwise.
-        match std::fs::remove_file(&tmp) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                return Err(FsError::new("remove", &tmp)(e));
-            }
-            _ => {}
-        }
         let mut open = OpenOptions::new();
         open.write(true).create_new(true);
         if let Some(mode) = opts.mode {
             open.mode(mode);
         }
-        let mut f = open.open(&tmp).map_err(FsError::new("write", &tmp))?;
+        // The name is this call's own; a leftover of that name (an earlier process with the same
+        // pid that crashed) is removed and created anew, never reused: whoever opened it while it
+        // had another mode would read the new content through their descriptor.
+        let mut f = match open.open(&tmp) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                std::fs::remove_file(&tmp).map_err(FsError::new("remove", &tmp))?;
+                open.open(&tmp)
+            }
+            r => r,
+        }
+        .map_err(FsError::new("write", &tmp))?;
         if let Some(mode) = opts.mode {
             // `open` applies the umask: set exactly `mode` (before any byte is written).
             f.set_permissions(std::fs::Permissions::from_mode(mode))

@@ -10,8 +10,9 @@
 //!    result is its received rate, marked `sender_limited` = 1.
 //! 2. Otherwise a **bisection** over paced trials of [`TRIAL`] each: `lo` is the highest rate
 //!    tested that passed (0 while none did), `hi` the lowest that failed (the unpaced offered rate
-//!    at first). The first candidate is the caller's hint (`rate_pps`, the previous round's
-//!    result) or 98 % of the unpaced received rate (the path's capacity, roughly); then 10 % lower
+//!    at first). The first candidate is 98 % of the unpaced received rate (the path's capacity,
+//!    roughly), or the caller's hint (`rate_pps`, the previous round's result) when it lies within
+//!    10 % below that (so a low round does not cap the later ones); then 10 % lower
 //!    while nothing passed, 6 % higher while `hi` is still far above `lo`, else the midpoint. It
 //!    stops when `hi - lo` is within [`PRECISION`] of `hi`, or after `max_trials` (typically 3:
 //!    pass, fail 6 % higher, the midpoint). The result is `lo`: a rate that was measured to pass,
@@ -69,6 +70,19 @@ fn next(lo: f64, hi: f64, first: f64, tried: u32, max_trials: u32) -> Option<f64
     })
 }
 
+/// The first candidate: the hint (the previous round's result) when it is near this round's
+/// capacity estimate (98 % of the unpaced received rate), else that estimate. A hint far below
+/// would cap the round (a pass there only steps up 6 % a trial), so every round would inherit
+/// the lowest one.
+fn start(hint: f64, received: f64) -> f64 {
+    let estimate = 0.98 * received;
+    if hint >= 0.9 * estimate && hint <= estimate {
+        hint
+    } else {
+        estimate
+    }
+}
+
 /// After a pass while `hi` is far: the next candidate is this much higher.
 const STEP_UP: f64 = 0.06;
 
@@ -96,11 +110,7 @@ pub(super) fn max_rate(spec: &Spec, max_trials: u32) -> Result<Outcome, Error> {
     if sender_limited {
         lo = received;
     } else {
-        let first = if spec.rate_pps > 0 {
-            spec.rate_pps as f64
-        } else {
-            0.98 * received
-        };
+        let first = start(spec.rate_pps as f64, received);
         while let Some(rate) = next(lo, hi, first, trials, max_trials) {
             let trial = Spec {
                 test: Test::UdpStream,
@@ -157,6 +167,18 @@ mod tests {
         assert_eq!(next(0.0, 0.0, 900.0, 0, 5), None);
         // No pass yet: 10 % down from the last failure.
         assert_eq!(next(0.0, 400.0, 900.0, 1, 5), Some(360.0));
+    }
+
+    #[test]
+    fn a_hint_far_from_this_rounds_estimate_is_not_used() {
+        assert_eq!(start(950.0, 1000.0), 950.0);
+        assert_eq!(
+            start(500.0, 1000.0),
+            980.0,
+            "a low round does not cap this one"
+        );
+        assert_eq!(start(2000.0, 1000.0), 980.0);
+        assert_eq!(start(0.0, 1000.0), 980.0);
     }
 
     #[test]

@@ -735,7 +735,8 @@ fn placeholder() -> Pod {
     }
 }
 
-fn pod_ready(p: &Value) -> bool {
+/// Running, with an IP, and Ready.
+pub(crate) fn pod_ready(p: &Value) -> bool {
     p["status"]["phase"] == "Running"
         && p["status"]["podIP"].is_string()
         && p["status"]["conditions"].as_array().is_some_and(|c| {

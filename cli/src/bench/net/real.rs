@@ -24,7 +24,7 @@
 //! references (L0, L1, P2-ref-vxlan), the external host (E0, E1, N1), the counters that prove a
 //! path (the nodes are not this machine) and the CPU accounting (likewise).
 
-use super::lab::{Place, PodExec, AGENT_PORT, IPERF_PORT, SVC_PORT};
+use super::lab::{self, Place, PodExec, AGENT_PORT, IPERF_PORT, SVC_PORT};
 use super::paths::{Def, LabPath, Need};
 use anyhow::{bail, ensure, Context as _, Result};
 use serde_json::{json, Value};
@@ -171,7 +171,7 @@ impl RealLab {
             super::super::check_interrupt()?;
             let v = kubectl_json(args, &["-n", &args.namespace, "get", "pods", "-l", &sel])?;
             let items = v["items"].as_array().cloned().unwrap_or_default();
-            let ready: Vec<&Value> = items.iter().filter(|p| ready(p)).collect();
+            let ready: Vec<&Value> = items.iter().filter(|p| lab::pod_ready(p)).collect();
             if ready.len() == 5 {
                 lab.pods = ready
                     .iter()
@@ -428,15 +428,6 @@ fn kubectl_json(a: &RealArgs, args: &[&str]) -> Result<Value> {
     );
     serde_json::from_slice(&out.stdout)
         .with_context(|| format!("kubectl {}: not JSON", args.join(" ")))
-}
-
-fn ready(p: &Value) -> bool {
-    p["status"]["phase"] == "Running"
-        && p["status"]["podIP"].is_string()
-        && p["status"]["conditions"].as_array().is_some_and(|c| {
-            c.iter()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True")
-        })
 }
 
 /// Whether a Node can take the bench pods: Ready, schedulable, no NoSchedule / NoExecute taint.
