@@ -315,23 +315,12 @@ pub fn authorize(who: &Identity, what: &Attributes<'_>) -> Decision {
 pub const NODE_READS: [&str; 4] = ["nodes", "services", "endpoints", "endpointslices"];
 
 /// Whether a list or watch `fieldSelector` pins `spec.nodeName` to `node` (an `=` or `==`
-/// requirement among its comma-separated terms), so it returns only that node's pods.
+/// requirement), so it returns only that node's pods. Parsed by the same parser the list itself
+/// uses, so the authorizer and the list read the selector alike.
 pub fn selects_node(field_selector: Option<&str>, node: &str) -> bool {
-    field_selector.is_some_and(|s| {
-        s.split(',').any(|term| {
-            term.trim()
-                .strip_prefix("spec.nodeName")
-                .and_then(|v| v.strip_prefix("==").or_else(|| v.strip_prefix('=')))
-                .is_some_and(|v| v.trim() == node)
-        })
-    })
-}
-
-/// Whether `pod` (JSON) uses the Secret `name` of its namespace: `env[].valueFrom.secretKeyRef`,
-/// `envFrom[].secretRef` of any container, `volumes[].secret`, projected volume sources,
-/// `imagePullSecrets`.
-pub fn pod_uses_secret(pod: &serde_json::Value, name: &str) -> bool {
-    pod_uses(pod, "secrets", name)
+    field_selector
+        .and_then(|s| ferry_apimachinery::selector::parse_field_selector("Pod", s).ok())
+        .is_some_and(|f| f.exact_match("spec.nodeName") == Some(node))
 }
 
 /// Whether `pod` (JSON) uses the `resource` (`secrets` or `configmaps`) object `name` of its
@@ -356,7 +345,9 @@ pub fn pod_uses(pod: &serde_json::Value, resource: &str, name: &str) -> bool {
     };
     let is = |v: Option<&Value>| v.and_then(Value::as_str) == Some(name);
     let spec = &pod["spec"];
-    let list = |v: &Value| v.as_array().cloned().unwrap_or_default();
+    fn list(v: &Value) -> &[Value] {
+        v.as_array().map_or(&[][..], Vec::as_slice)
+    }
     let containers = ["containers", "initContainers", "ephemeralContainers"]
         .iter()
         .flat_map(|k| list(&spec[*k]));
@@ -376,16 +367,6 @@ pub fn pod_uses(pod: &serde_json::Value, resource: &str, name: &str) -> bool {
         && list(&spec["imagePullSecrets"])
             .iter()
             .any(|s| is(s.get("name"))))
-}
-
-/// Whether a pod bound to `node` in namespace `ns` uses the Secret `name` (see [`used_on_node`]).
-pub async fn secret_used_on_node(
-    store: &dyn ferry_store::Store,
-    node: &str,
-    ns: &str,
-    name: &str,
-) -> Result<bool, ferry_store::StoreError> {
-    used_on_node(store, node, "secrets", ns, name).await
 }
 
 /// Whether a pod bound to `node` in namespace `ns` uses the `resource` (`secrets` or
@@ -754,9 +735,9 @@ mod tests {
             "imagePullSecrets": [{"name": "pull"}],
         }});
         for used in ["from", "key", "vol", "proj", "pull"] {
-            assert!(pod_uses_secret(&pod, used), "{used}");
+            assert!(pod_uses(&pod, "secrets", used), "{used}");
         }
-        assert!(!pod_uses_secret(&pod, "other"));
+        assert!(!pod_uses(&pod, "secrets", "other"));
         let pod = serde_json::json!({"spec": {
             "containers": [{"name": "c", "env": [
                 {"name": "B", "valueFrom": {"configMapKeyRef": {"name": "key", "key": "k"}}},
@@ -773,7 +754,7 @@ mod tests {
         }
         assert!(!pod_uses(&pod, "configmaps", "pull"));
         assert!(!pod_uses(&pod, "pods", "key"));
-        assert!(!pod_uses_secret(&serde_json::json!({}), "x"));
+        assert!(!pod_uses(&serde_json::json!({}), "secrets", "x"));
     }
 
     #[test]
