@@ -148,16 +148,8 @@ impl Config {
     }
 }
 
-/// A duration flag: jiff's friendly format (`15s`, `500ms`, `1m30s`) or ISO 8601; positive.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d: jiff::SignedDuration = s
-        .parse()
-        .map_err(|e| format!("{s:?} is not a duration such as 15s or 500ms: {e}"))?;
-    match Duration::try_from(d) {
-        Ok(d) if !d.is_zero() => Ok(d),
-        _ => Err(format!("{s:?}: the duration must be positive")),
-    }
-}
+/// A positive duration such as `15s` (the one parser of the servers' flags).
+pub use ferry_apimachinery::duration::parse_positive as parse_duration;
 
 /// `hostname_pid_random`: unique per process even when a replica restarts at once with the same
 /// pid (in a fresh PID namespace, say), so a restarted replica never mistakes its predecessor's

@@ -125,16 +125,8 @@ impl Default for HttpLimits {
     }
 }
 
-/// A positive duration such as `30s` or `500ms`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d: jiff::SignedDuration = s
-        .parse()
-        .map_err(|e| format!("{s:?} is not a duration such as 30s or 500ms: {e}"))?;
-    match Duration::try_from(d) {
-        Ok(d) if !d.is_zero() => Ok(d),
-        _ => Err(format!("{s:?}: the duration must be positive")),
-    }
-}
+/// A positive duration such as `30s` or `500ms` (the one parser of the servers' flags).
+pub use ferry_apimachinery::duration::parse_positive as parse_duration;
 
 /// The time a client gets to complete its TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

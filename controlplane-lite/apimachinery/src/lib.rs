@@ -7,6 +7,7 @@
 //!
 //! | Module | What |
 //! |---|---|
+//! | [`duration`] | durations in flags (`30s`, `500ms`) |
 //! | [`names`] | name formats (DNS labels and subdomains, qualified names, label values) |
 //! | [`patch`] | JSON merge patch, JSON patch, strategic merge patch, server-side apply + managedFields |
 //! | [`quantity`] | resource quantities (`100m`, `128Mi`) as numbers |
@@ -18,6 +19,7 @@
 #![cfg_attr(not(test), warn(unused_crate_dependencies))]
 #![forbid(unsafe_code)]
 
+pub mod duration;
 pub mod names;
 pub mod patch;
 pub mod quantity;
