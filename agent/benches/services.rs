@@ -408,6 +408,8 @@ fn entry(name: String, backends: Vec<Backend>) -> Entry {
         },
         kind: FrontendKind::ClusterIp,
         backends,
+        local_backends: Vec::new(),
+        external_local: false,
         affinity_timeout: None,
     }
 }

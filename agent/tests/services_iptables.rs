@@ -129,6 +129,8 @@ fn entry(name: &str, backends: &[&str], port: u16, affinity: Option<u32>) -> Ent
                 port,
             })
             .collect(),
+        local_backends: Vec::new(),
+        external_local: false,
         affinity_timeout: affinity,
     }
 }

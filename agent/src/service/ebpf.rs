@@ -960,12 +960,14 @@ mod tests {
                             },
                             kind: FrontendKind::ClusterIp,
                             backends: b.clone(),
+                            local_backends: Vec::new(),
+                            external_local: false,
                             affinity_timeout: *a,
                         },
                     )
                 })
                 .collect(),
-            skipped: Vec::new(),
+            ..ServiceTable::default()
         }
     }
 

@@ -758,6 +758,8 @@ mod tests {
                     port: *p,
                 })
                 .collect(),
+            local_backends: Vec::new(),
+            external_local: false,
             affinity_timeout: aff,
         }
     }

@@ -9,6 +9,15 @@
 //! `internalTrafficPolicy: Local` keeps this node's), sorted, with the port resolved (named
 //! `targetPort`s through the EndpointSlice's port names). An entry with no backends is kept: the
 //! proxier must refuse it at once (ECONNREFUSED / ICMP port unreachable), never time out.
+//!
+//! `externalTrafficPolicy: Local` (on a NodePort, externalIP or LoadBalancer frontend) marks the
+//! entry [`Entry::external_local`]: traffic from outside the cluster goes only to
+//! [`Entry::local_backends`] (this node's endpoints, same fallback), with the client's address
+//! preserved, and is dropped when there are none; pods' and the node's own traffic still uses
+//! [`Entry::backends`]. A LoadBalancer Service with that policy also gets a
+//! [`ServiceTable::health_checks`] entry: its `healthCheckNodePort` and this node's count of ready
+//! local endpoints (kube-proxy's `LocalReadyEndpoints`: distinct addresses, terminating ones not
+//! counted, so a draining node fails its health check).
 
 use k8s_openapi::api::core::v1::{Node, Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -118,7 +127,15 @@ pub struct Entry {
     /// What kind of address the frontend is.
     pub kind: FrontendKind,
     /// The endpoints to spread new connections over (sorted, no duplicates); empty: refuse.
+    /// For an [`Entry::external_local`] frontend: what the cluster's own clients (pods, nodes) use.
     pub backends: Vec<Backend>,
+    /// This node's endpoints among all the Service's (ready ones; the serving terminating ones
+    /// when none is ready), sorted; filled for every frontend.
+    pub local_backends: Vec<Backend>,
+    /// `externalTrafficPolicy: Local` on a NodePort, externalIP or LoadBalancer frontend: traffic
+    /// from outside the cluster goes only to [`Entry::local_backends`], source preserved (none:
+    /// drop). Always `false` for a ClusterIP frontend.
+    pub external_local: bool,
     /// `sessionAffinity: ClientIP`: its `timeoutSeconds` (`None`: no affinity).
     pub affinity_timeout: Option<u32>,
 }
@@ -131,6 +148,21 @@ pub struct ServiceTable {
     /// Objects (or parts of them) skipped as unusable: `(namespace/name, why)`, for logs, metrics
     /// and events. Every other Service is still served.
     pub skipped: Vec<(String, String)>,
+    /// `healthCheckNodePort` -> what it reports, for the LoadBalancer Services with
+    /// `externalTrafficPolicy: Local` (kube-proxy's service health server).
+    pub health_checks: BTreeMap<u16, HealthCheck>,
+}
+
+/// One `healthCheckNodePort` listener's subject and answer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HealthCheck {
+    /// The Service's namespace.
+    pub namespace: String,
+    /// The Service's name.
+    pub name: String,
+    /// Ready endpoints of the Service on this node (distinct addresses over all its ports);
+    /// 0: the listener answers 503.
+    pub local_endpoints: usize,
 }
 
 /// Label naming the proxy that implements a Service; any value means "not us" (kube-proxy
@@ -248,6 +280,11 @@ pub struct ServiceRecord {
     affinity_timeout: Option<u32>,
     /// `internalTrafficPolicy: Local`.
     local_only: bool,
+    /// `externalTrafficPolicy: Local` on a Service with external frontends (type NodePort or
+    /// LoadBalancer, or externalIPs), as kube-proxy's `ExternalPolicyLocal`.
+    external_local: bool,
+    /// `healthCheckNodePort`, for a LoadBalancer Service with `externalTrafficPolicy: Local`.
+    health_check_node_port: Option<u16>,
     /// Why parts of the Service are left out, in the order found.
     problems: Vec<String>,
 }
@@ -367,6 +404,26 @@ impl ServiceRecord {
             }
             ports.push(p);
         }
+        let has_external_ips = spec.external_ips.as_ref().is_some_and(|v| !v.is_empty());
+        let external_local = spec.external_traffic_policy.as_deref() == Some("Local")
+            && (has_node_ports || has_external_ips);
+        let health_check_node_port = if external_local && type_ == "LoadBalancer" {
+            match spec.health_check_node_port {
+                Some(p) => port_number(p).or_else(|| {
+                    problems.push(format!("healthCheckNodePort {p} is out of range"));
+                    None
+                }),
+                None => {
+                    problems.push(
+                        "externalTrafficPolicy Local without a healthCheckNodePort: no health check"
+                            .to_owned(),
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
         Some(ServiceRecord {
             namespace: svc.metadata.namespace.clone().unwrap_or_default(),
             name: svc.metadata.name.clone().unwrap_or_default(),
@@ -374,6 +431,8 @@ impl ServiceRecord {
             ports,
             affinity_timeout,
             local_only: spec.internal_traffic_policy.as_deref() == Some("Local"),
+            external_local,
+            health_check_node_port,
             problems,
         })
     }
@@ -533,6 +592,35 @@ fn node_port_addresses<N: Borrow<Node>>(nodes: &[N], opts: &Options) -> BTreeSet
     out
 }
 
+/// Adds `svc`'s health check on `port`: its ready local endpoints (distinct addresses, as
+/// kube-proxy counts them); a port already taken by another Service is reported and left to it.
+fn health_check(table: &mut ServiceTable, svc: &ServiceRecord, port: u16, eps: &Endpoints<'_>) {
+    if let Some(other) = table.health_checks.get(&port) {
+        table.skipped.push((
+            format!("{}/{}", svc.namespace, svc.name),
+            format!(
+                "healthCheckNodePort {port} is already used by {}/{}",
+                other.namespace, other.name
+            ),
+        ));
+        return;
+    }
+    let local: BTreeSet<Ipv4Addr> = eps
+        .values()
+        .flatten()
+        .filter(|(_, c)| c.local && c.ready)
+        .map(|(b, _)| b.addr)
+        .collect();
+    table.health_checks.insert(
+        port,
+        HealthCheck {
+            namespace: svc.namespace.clone(),
+            name: svc.name.clone(),
+            local_endpoints: local.len(),
+        },
+    );
+}
+
 /// The service table for these Services and EndpointSlices (as records: [`ServiceRecord::new`],
 /// [`SliceRecord::new`], which also fixes the node whose local endpoints count) and Nodes:
 /// kube-proxy's semantics (see the module documentation and `docs/services.md`). Pure; bad
@@ -559,12 +647,16 @@ where
         let eps = endpoints
             .get(&(svc.namespace.as_str(), svc.name.as_str()))
             .unwrap_or(&empty);
+        if let Some(port) = svc.health_check_node_port {
+            health_check(&mut table, svc, port, eps);
+        }
         for p in &svc.ports {
             let all = eps.get(&(p.name.as_str(), p.proto));
             let pick_with = |local: bool| all.map(|a| pick(a, local)).unwrap_or_default();
             let cluster = pick_with(false);
+            let local = pick_with(true);
             let internal = if svc.local_only {
-                pick_with(true)
+                local.clone()
             } else {
                 cluster.clone()
             };
@@ -609,7 +701,8 @@ where
                     }
                     continue;
                 }
-                let backends = if kind == FrontendKind::ClusterIp {
+                let cluster_ip = kind == FrontendKind::ClusterIp;
+                let backends = if cluster_ip {
                     internal.clone()
                 } else {
                     cluster.clone()
@@ -620,6 +713,8 @@ where
                         service: service.clone(),
                         kind,
                         backends,
+                        local_backends: local.clone(),
+                        external_local: svc.external_local && !cluster_ip,
                         affinity_timeout: svc.affinity_timeout,
                     },
                 );
@@ -975,6 +1070,184 @@ mod tests {
         assert!(t.entries.contains_key(&fe("10.96.0.50", 91, Proto::Tcp)));
         assert!(t.entries.contains_key(&fe("10.96.0.60", 80, Proto::Tcp)));
         assert_eq!(t.entries.len(), 4);
+    }
+
+    /// A LoadBalancer Service `name` (ETP `etp`, health check `hc`) with two ports, an externalIP
+    /// and an ingress IP, over a slice with local (n1) and remote endpoints.
+    fn lb_local(name: &str, etp: &str, hc: Option<u16>) -> Value {
+        json!({"metadata": {"namespace": "default", "name": name},
+            "spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.70",
+                     "externalIPs": ["192.0.2.70"], "externalTrafficPolicy": etp,
+                     "healthCheckNodePort": hc,
+                     "ports": [{"name": "http", "port": 80, "nodePort": 30070},
+                               {"name": "dns", "port": 53, "nodePort": 30053, "protocol": "UDP"}]},
+            "status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.70"}]}}})
+    }
+
+    fn lb_slice(name: &str, svc: &str, endpoints: Value) -> EndpointSlice {
+        slice_of(
+            name,
+            svc,
+            json!([{"name": "http", "port": 8080}, {"name": "dns", "port": 5353, "protocol": "UDP"}]),
+            endpoints,
+        )
+    }
+
+    #[test]
+    fn external_traffic_policy_local_marks_external_frontends_and_counts_health() {
+        let s = lb_local("web", "Local", Some(32000));
+        let sl = lb_slice(
+            "web-a",
+            "web",
+            json!([ep("10.244.1.1", "n1"), ep("10.244.1.2", "n1"), ep("10.244.2.1", "n2"),
+                   {"addresses": ["10.244.1.3"], "nodeName": "n1",
+                    "conditions": {"ready": false, "serving": true, "terminating": true}}]),
+        );
+        let nodes = [node("n1", "10.0.0.1"), node("n2", "10.0.0.2")];
+        let t = run(std::slice::from_ref(&s), std::slice::from_ref(&sl), &nodes);
+        assert!(t.skipped.is_empty(), "{:?}", t.skipped);
+        let all = vec![
+            be("10.244.1.1", 8080),
+            be("10.244.1.2", 8080),
+            be("10.244.2.1", 8080),
+        ];
+        let local = vec![be("10.244.1.1", 8080), be("10.244.1.2", 8080)];
+        for (f, kind) in [
+            (fe("10.0.0.1", 30070, Proto::Tcp), FrontendKind::NodePort),
+            (fe("10.0.0.2", 30070, Proto::Tcp), FrontendKind::NodePort),
+            (fe("192.0.2.70", 80, Proto::Tcp), FrontendKind::ExternalIp),
+            (
+                fe("198.51.100.70", 80, Proto::Tcp),
+                FrontendKind::LoadBalancer,
+            ),
+        ] {
+            let e = &t.entries[&f];
+            assert_eq!(e.kind, kind, "{f}");
+            assert!(e.external_local, "{f}");
+            assert_eq!(
+                e.backends, all,
+                "{f}: the cluster's own clients use every endpoint"
+            );
+            assert_eq!(e.local_backends, local, "{f}");
+        }
+        // The ClusterIP is never external-local; its local backends are filled all the same.
+        let c = &t.entries[&fe("10.96.0.70", 80, Proto::Tcp)];
+        assert!(!c.external_local);
+        assert_eq!(c.backends, all);
+        assert_eq!(c.local_backends, local);
+        assert_eq!(
+            t.entries[&fe("10.0.0.1", 30053, Proto::Udp)].local_backends,
+            vec![be("10.244.1.1", 5353), be("10.244.1.2", 5353)]
+        );
+        // Two ready local addresses (two ports each count once); the terminating one does not.
+        let hc = HealthCheck {
+            namespace: "default".into(),
+            name: "web".into(),
+            local_endpoints: 2,
+        };
+        assert_eq!(t.health_checks, BTreeMap::from([(32000, hc.clone())]));
+        // On n2: one; on n3: none (the listener answers 503), and no local backend at all.
+        let t2 = run_on(
+            "n2",
+            std::slice::from_ref(&s),
+            std::slice::from_ref(&sl),
+            &nodes,
+        );
+        assert_eq!(t2.health_checks[&32000].local_endpoints, 1);
+        let t3 = run_on(
+            "n3",
+            std::slice::from_ref(&s),
+            std::slice::from_ref(&sl),
+            &nodes,
+        );
+        assert_eq!(t3.health_checks[&32000].local_endpoints, 0);
+        let e3 = &t3.entries[&fe("10.0.0.1", 30070, Proto::Tcp)];
+        assert!(e3.external_local);
+        assert_eq!(e3.local_backends, vec![]);
+        assert_eq!(e3.backends, all);
+    }
+
+    #[test]
+    fn local_backends_fall_back_to_serving_terminating_ones() {
+        let s = lb_local("web", "Local", Some(32000));
+        let sl = lb_slice(
+            "web-a",
+            "web",
+            json!([ep("10.244.2.1", "n2"),
+                   {"addresses": ["10.244.1.3"], "nodeName": "n1",
+                    "conditions": {"ready": false, "serving": true, "terminating": true}}]),
+        );
+        let t = run(&[s], &[sl], &[node("n1", "10.0.0.1")]);
+        let e = &t.entries[&fe("10.0.0.1", 30070, Proto::Tcp)];
+        assert_eq!(e.local_backends, vec![be("10.244.1.3", 8080)]);
+        assert_eq!(e.backends, vec![be("10.244.2.1", 8080)]);
+        // Traffic may still go to the draining pod, but the load balancer is told to leave.
+        assert_eq!(t.health_checks[&32000].local_endpoints, 0);
+    }
+
+    #[test]
+    fn external_traffic_policy_cluster_and_which_services_get_a_health_check() {
+        let nodes = [node("n1", "10.0.0.1")];
+        // Cluster: nothing external-local, no health check (even with a leftover port).
+        let t = run(&[lb_local("web", "Cluster", Some(32000))], &[], &nodes);
+        assert!(t.entries.values().all(|e| !e.external_local));
+        assert!(t.health_checks.is_empty());
+        // NodePort with Local: external-local, but no health check (LoadBalancer only).
+        let np = json!({"metadata": {"namespace": "default", "name": "np"},
+            "spec": {"type": "NodePort", "clusterIP": "10.96.0.71", "externalTrafficPolicy": "Local",
+                     "ports": [{"port": 80, "nodePort": 30071}]}});
+        // ClusterIP with externalIPs and Local: the externalIP is external-local.
+        let mut cip = cluster_ip("cip", "10.96.0.72", json!([{"port": 80}]));
+        cip["spec"]["externalIPs"] = json!(["192.0.2.72"]);
+        cip["spec"]["externalTrafficPolicy"] = json!("Local");
+        let t = run(&[np, cip], &[], &nodes);
+        assert!(t.skipped.is_empty(), "{:?}", t.skipped);
+        assert!(t.health_checks.is_empty());
+        assert!(t.entries[&fe("10.0.0.1", 30071, Proto::Tcp)].external_local);
+        assert!(t.entries[&fe("192.0.2.72", 80, Proto::Tcp)].external_local);
+        assert!(!t.entries[&fe("10.96.0.71", 80, Proto::Tcp)].external_local);
+        assert!(!t.entries[&fe("10.96.0.72", 80, Proto::Tcp)].external_local);
+    }
+
+    #[test]
+    fn bad_or_clashing_health_check_ports_are_reported() {
+        let nodes = [node("n1", "10.0.0.1")];
+        let missing = lb_local("a", "Local", None);
+        let mut out_of_range = lb_local("b", "Local", None);
+        out_of_range["spec"]["healthCheckNodePort"] = json!(70000);
+        out_of_range["spec"]["clusterIP"] = json!("10.96.0.80");
+        out_of_range["spec"]["externalIPs"] = json!([]);
+        out_of_range["status"] = json!({});
+        out_of_range["spec"]["ports"] = json!([{"port": 81, "nodePort": 30081}]);
+        let mut first = lb_local("c", "Local", Some(32001));
+        first["spec"]["clusterIP"] = json!("10.96.0.81");
+        first["spec"]["externalIPs"] = json!([]);
+        first["status"] = json!({});
+        first["spec"]["ports"] = json!([{"port": 82, "nodePort": 30082}]);
+        let mut second = first.clone();
+        second["metadata"]["name"] = json!("d");
+        second["spec"]["clusterIP"] = json!("10.96.0.82");
+        second["spec"]["ports"] = json!([{"port": 83, "nodePort": 30083}]);
+        let t = run(&[missing, out_of_range, first, second], &[], &nodes);
+        let reasons: Vec<String> = t
+            .skipped
+            .iter()
+            .map(|(id, why)| format!("{id}: {why}"))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                "default/a: externalTrafficPolicy Local without a healthCheckNodePort: no health check",
+                "default/b: healthCheckNodePort 70000 is out of range",
+                "default/d: healthCheckNodePort 32001 is already used by default/c",
+            ]
+        );
+        assert_eq!(t.health_checks.len(), 1);
+        assert_eq!(t.health_checks[&32001].name, "c");
+        // The Services themselves are served.
+        assert!(t.entries[&fe("10.0.0.1", 30070, Proto::Tcp)].external_local);
+        assert!(t.entries[&fe("10.0.0.1", 30081, Proto::Tcp)].external_local);
+        assert!(t.entries[&fe("10.0.0.1", 30083, Proto::Tcp)].external_local);
     }
 
     #[test]

@@ -190,12 +190,14 @@ pub(crate) fn table(entries: &[Row]) -> ServiceTable {
                         },
                         kind: FrontendKind::ClusterIp,
                         backends,
+                        local_backends: Vec::new(),
+                        external_local: false,
                         affinity_timeout: *affinity,
                     },
                 )
             })
             .collect(),
-        skipped: Vec::new(),
+        ..ServiceTable::default()
     }
 }
 
