@@ -12,6 +12,7 @@
 
 pub mod ebpf;
 pub mod iptables;
+pub mod maglev;
 pub mod reconcile;
 pub(crate) mod records;
 pub mod table;
