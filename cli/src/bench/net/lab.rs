@@ -515,26 +515,71 @@ impl Cluster {
 
     /// kubectl against this cluster.
     pub(crate) fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Result<Output> {
-        ferry_sys::process::output_with_stdin(
-            Command::new("kubectl")
-                .arg("--kubeconfig")
-                .arg(self.kubeconfig())
-                .args(args),
-            stdin,
-        )
-        .context("running kubectl (is it installed?)")
+        kubectl_at(&self.kubeconfig(), args, stdin)
     }
 
     /// `kubectl <args> -o json`, parsed.
     pub(crate) fn kubectl_json(&self, args: &[&str]) -> Result<Value> {
-        let out = self.kubectl(&[args, &["-o", "json"]].concat(), None)?;
-        ensure!(
-            out.status.success(),
-            "kubectl {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        Ok(serde_json::from_slice(&out.stdout)?)
+        kubectl_json_at(&self.kubeconfig(), args)
+    }
+}
+
+/// `kubectl --kubeconfig <kubeconfig> <args>`, `stdin` fed to it (the lab and `--kubeconfig` mode).
+pub(crate) fn kubectl_at(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Result<Output> {
+    ferry_sys::process::output_with_stdin(
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(args),
+        stdin,
+    )
+    .context("running kubectl (is it installed?)")
+}
+
+/// `kubectl <args> -o json`, parsed; a failure carries kubectl's message.
+pub(crate) fn kubectl_json_at(kubeconfig: &Path, args: &[&str]) -> Result<Value> {
+    let out = kubectl_at(kubeconfig, &[args, &["-o", "json"]].concat(), None)?;
+    ensure!(
+        out.status.success(),
+        "kubectl {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("kubectl {}: not JSON", args.join(" ")))
+}
+
+/// Deletes this run's pods and Services (label `ferry-bench=<run_id>`) and waits up to `timeout`;
+/// a failure is printed, not returned (called from `Drop`).
+pub(crate) fn delete_bench_objects(
+    kubeconfig: &Path,
+    namespace: Option<&str>,
+    run_id: &str,
+    timeout: &str,
+) {
+    let sel = format!("ferry-bench={run_id}");
+    let mut args = Vec::new();
+    if let Some(ns) = namespace {
+        args.extend(["-n", ns]);
+    }
+    args.extend([
+        "delete",
+        "pods,services",
+        "-l",
+        &sel,
+        "--grace-period",
+        "0",
+        "--wait=true",
+        "--timeout",
+        timeout,
+    ]);
+    match kubectl_at(kubeconfig, &args, None) {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => eprintln!(
+            "ferry bench: deleting the bench objects (-l {sel}): {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
+        Err(e) => eprintln!("ferry bench: deleting the bench objects (-l {sel}): {e:#}"),
     }
 }
 
@@ -750,27 +795,6 @@ impl Drop for Pods<'_> {
         if self.cluster.owned.is_some() {
             return; // `ferry down` removes them with the cluster
         }
-        let sel = format!("ferry-bench={}", self.run_id);
-        match self.cluster.kubectl(
-            &[
-                "delete",
-                "pods,services",
-                "-l",
-                &sel,
-                "--grace-period",
-                "0",
-                "--wait=true",
-                "--timeout",
-                "60s",
-            ],
-            None,
-        ) {
-            Ok(o) if o.status.success() => {}
-            Ok(o) => eprintln!(
-                "ferry bench: deleting the bench pods: {}",
-                String::from_utf8_lossy(&o.stderr).trim()
-            ),
-            Err(e) => eprintln!("ferry bench: deleting the bench pods: {e:#}"),
-        }
+        delete_bench_objects(&self.cluster.kubeconfig(), None, &self.run_id, "60s");
     }
 }

@@ -24,13 +24,15 @@
 //! references (L0, L1, P2-ref-vxlan), the external host (E0, E1, N1), the counters that prove a
 //! path (the nodes are not this machine) and the CPU accounting (likewise).
 
-use super::lab::{self, Place, PodExec, AGENT_PORT, IPERF_PORT, SVC_PORT};
+use super::lab::{
+    self, delete_bench_objects, kubectl_at, kubectl_json_at, Place, PodExec, AGENT_PORT,
+    IPERF_PORT, SVC_PORT,
+};
 use super::paths::{Def, LabPath, Need};
 use anyhow::{bail, ensure, Context as _, Result};
 use serde_json::{json, Value};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// The paths of a real cluster, in report order.
@@ -380,54 +382,21 @@ impl RealLab {
 
 impl Drop for RealLab {
     fn drop(&mut self) {
-        let sel = format!("ferry-bench={}", self.run_id);
-        match self.kubectl(
-            &[
-                "-n",
-                &self.args.namespace,
-                "delete",
-                "pods,services",
-                "-l",
-                &sel,
-                "--grace-period",
-                "0",
-                "--wait=true",
-                "--timeout",
-                "120s",
-            ],
-            None,
-        ) {
-            Ok(o) if o.status.success() => {}
-            Ok(o) => eprintln!(
-                "ferry bench: deleting the bench objects (-l {sel}): {}",
-                String::from_utf8_lossy(&o.stderr).trim()
-            ),
-            Err(e) => eprintln!("ferry bench: deleting the bench objects (-l {sel}): {e:#}"),
-        }
+        delete_bench_objects(
+            &self.args.kubeconfig,
+            Some(&self.args.namespace),
+            &self.run_id,
+            "120s",
+        );
     }
 }
 
 fn kubectl(a: &RealArgs, args: &[&str], stdin: Option<&str>) -> Result<std::process::Output> {
-    ferry_sys::process::output_with_stdin(
-        Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&a.kubeconfig)
-            .args(args),
-        stdin,
-    )
-    .context("running kubectl (is it installed?)")
+    kubectl_at(&a.kubeconfig, args, stdin)
 }
 
 fn kubectl_json(a: &RealArgs, args: &[&str]) -> Result<Value> {
-    let out = kubectl(a, &[args, &["-o", "json"]].concat(), None)?;
-    ensure!(
-        out.status.success(),
-        "kubectl {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    serde_json::from_slice(&out.stdout)
-        .with_context(|| format!("kubectl {}: not JSON", args.join(" ")))
+    kubectl_json_at(&a.kubeconfig, args)
 }
 
 /// Whether a Node can take the bench pods: Ready, schedulable, no NoSchedule / NoExecute taint.
