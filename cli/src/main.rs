@@ -12,6 +12,8 @@
 //!   lab or an existing `ferry up` cluster; `ferry bench cni|startup|compare|calibrate` are the
 //!   other benchmarks and tools ([`bench`]); `ferry bench-agent` (hidden) is the load generator's
 //!   ends that `ferry bench` starts inside the paths' namespaces.
+//! - `ferry up --store etcd --servers N` runs N ferry-server replicas on a three-member etcd
+//!   behind `ferry apiserver-lb` (hidden), a TCP balancer of ours ([`ha`]).
 //!
 //! Layout: [`topology`] names and addresses, [`state`] the record on disk, [`sys`] the kernel
 //! boundary (over `ferry-sys`), [`net`] and [`cgroup`] the resources, [`api`] the Kubernetes
@@ -23,6 +25,7 @@ mod api;
 mod bench;
 mod cgroup;
 mod down;
+mod ha;
 mod net;
 mod state;
 mod status;
@@ -55,6 +58,10 @@ enum Cmd {
     /// The built-in load generator's ends, started by `ferry bench` inside a path's endpoints.
     #[command(hide = true)]
     BenchAgent(bench::agent::AgentCmd),
+    /// The TCP balancer in front of the ferry-server replicas, started by `ferry up --servers N`
+    /// in the control-plane namespace.
+    #[command(hide = true)]
+    ApiserverLb(ha::LbArgs),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +72,7 @@ fn main() -> ExitCode {
         Cmd::Status(t) => ("status", status::run(t)),
         Cmd::Bench(b) => ("bench", bench::run(b)),
         Cmd::BenchAgent(a) => ("bench-agent", bench::agent::run(a)),
+        Cmd::ApiserverLb(a) => ("apiserver-lb", ha::run_lb(a)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

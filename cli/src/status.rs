@@ -2,13 +2,15 @@
 //! `/readyz` through the loopback port, the nodes (Ready, podCIDR, InternalIP), each node's overlay
 //! (from the annotations ferry-agent publishes), each node's Service proxy (mode and Service count,
 //! from the agent's Prometheus endpoint: `ferry_service_proxy_info{mode}` and `ferry_services`,
-//! scraped on 127.0.0.1:9465 inside the node's namespace) and the pods on each node. Exits non-zero
+//! scraped on 127.0.0.1:9465 inside the node's namespace) and the pods on each node; with
+//! `--servers N` > 1, each replica's `/readyz`, the leader, and each etcd member's health. Exits non-zero
 //! when anything is unhealthy.
 
 use crate::down::Target;
-use crate::state::{ClusterDir, Component, Phase};
-use crate::{api, net, sys, topology};
+use crate::state::{ClusterDir, Component, Phase, State};
+use crate::{api, ha, net, sys, topology};
 use anyhow::{anyhow, bail, Context, Result};
+use k8s_openapi::api::coordination::v1::Lease;
 
 /// Prints rows as aligned columns, indented by two spaces.
 fn table(rows: &[Vec<String>]) {
@@ -128,6 +130,10 @@ pub(crate) fn run(t: &Target) -> Result<()> {
         ));
     }
 
+    if state.components.iter().any(|c| c.name == "apiserver-lb") {
+        print_replicas(&state, &dir, &mut problems)?;
+    }
+
     match &state.kubeconfig {
         None => problems.push("no kubeconfig written yet".to_owned()),
         Some(kc) => {
@@ -149,6 +155,124 @@ pub(crate) fn run(t: &Target) -> Result<()> {
         state.name,
         problems.join("\n  - ")
     )
+}
+
+/// `--servers N` > 1: each ferry-server replica's `/readyz` on its own address (from inside
+/// the control-plane namespace) and which one holds the controllers' leader Lease, then each
+/// etcd member's `/health`. A replica or member down is a problem; the cluster keeps serving
+/// while a majority of etcd and one replica remain, which the rows show.
+fn print_replicas(state: &State, dir: &ClusterDir, problems: &mut Vec<String>) -> Result<()> {
+    let cp = topology::Topology {
+        name: state.name.clone(),
+        nodes: state.nodes,
+    }
+    .cp_ns();
+    let netns = net::netns_path(&cp);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    // The Lease through the balanced address (any replica answers).
+    let holder = match &state.kubeconfig {
+        Some(kc) => rt.block_on(async {
+            let c = api::client(kc).await?;
+            let leases: kube::Api<Lease> = kube::Api::namespaced(c, controlplane_lease::NAMESPACE);
+            let l = leases.get_opt(controlplane_lease::NAME).await?;
+            anyhow::Ok(l.and_then(|l| l.spec?.holder_identity))
+        }),
+        None => Err(anyhow!("no kubeconfig")),
+    };
+    let ca = dir.server().join("pki/ca.crt");
+    println!(
+        "
+apiserver replicas (behind apiserver-lb; the leader runs the controllers):"
+    );
+    let mut rows = vec![["REPLICA", "ADDRESS", "READYZ", "LEADER"]
+        .map(str::to_owned)
+        .to_vec()];
+    for c in &state.components {
+        let Some(k) = ha::member_index(&c.name, "apiserver-") else {
+            continue;
+        };
+        let url = format!("https://{}:{}", ha::server_ip(k), topology::API_PORT);
+        let ca = ca.clone();
+        let url2 = url.clone();
+        let ready = sys::in_netns(&netns, move || -> Result<()> {
+            // Sockets are opened by the thread that polls them: a runtime of this thread's.
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                let client = ferry_kube::ClientBuilder::new(url2)
+                    .ca_file(ca)
+                    .connect_timeout(std::time::Duration::from_secs(2))
+                    .read_timeout(std::time::Duration::from_secs(3))
+                    .build()
+                    .await?;
+                api::readyz(&client).await
+            })
+        })
+        .map_err(anyhow::Error::from)
+        .and_then(|r| r);
+        let leads = match &holder {
+            Ok(Some(id)) if id.contains(&format!("_{}_", c.proc.pid)) => "yes".to_owned(),
+            Ok(_) => "no".to_owned(),
+            Err(e) => format!("? ({e:#})"),
+        };
+        let ready = match ready {
+            Ok(()) => "ok".to_owned(),
+            Err(e) => {
+                problems.push(format!("replica {} not ready: {e:#}", c.name));
+                format!("FAILED ({e:#})")
+            }
+        };
+        rows.push(vec![c.name.clone(), url, ready, leads]);
+    }
+    table(&rows);
+    match &holder {
+        Ok(Some(_)) | Err(_) => {}
+        Ok(None) => problems.push("no replica holds the controllers' leader Lease".to_owned()),
+    }
+    if let Ok(Some(id)) = &holder {
+        let known = state.components.iter().any(|c| {
+            ha::member_index(&c.name, "apiserver-").is_some()
+                && id.contains(&format!("_{}_", c.proc.pid))
+        });
+        if !known {
+            println!("  leader Lease held by {id} (not a running replica: it expires soon)");
+        }
+    }
+
+    println!(
+        "
+etcd members:"
+    );
+    let mut rows = vec![["MEMBER", "CLIENT URL", "HEALTH"]
+        .map(str::to_owned)
+        .to_vec()];
+    for c in &state.components {
+        let Some(k) = ha::member_index(&c.name, "etcd-") else {
+            continue;
+        };
+        let health = match ha::etcd_health(&netns, ha::etcd_ip(k)) {
+            Ok(()) => "healthy".to_owned(),
+            Err(e) => {
+                problems.push(format!("etcd member {} unhealthy: {e:#}", c.name));
+                format!("UNHEALTHY ({e:#})")
+            }
+        };
+        rows.push(vec![c.name.clone(), ha::etcd_client_url(k), health]);
+    }
+    table(&rows);
+    Ok(())
+}
+
+/// The controllers' leader Lease (ferry-server's `--leader-elect-resource-*` defaults).
+mod controlplane_lease {
+    /// Its namespace.
+    pub(super) const NAMESPACE: &str = "kube-system";
+    /// Its name.
+    pub(super) const NAME: &str = "ferry-controller-manager";
 }
 
 /// The PEERS column: programmed / known peers. Known: the other nodes with a podCIDR; skipped

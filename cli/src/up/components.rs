@@ -1,5 +1,5 @@
-//! `ferry up`'s processes: etcd (with `--store etcd`), the node tokens, ferry-server on the
-//! inherited listener, each node's ferry-agent and ferry-kubelet (with their Services flags), and
+//! `ferry up`'s processes: etcd (with `--store etcd`; three members with `--servers N` > 1), the
+//! node tokens, ferry-server on the inherited listener (or N replicas behind `ferry apiserver-lb`), each node's ferry-agent and ferry-kubelet (with their Services flags), and
 //! the waits for the apiserver and for every node to be Ready. Each process is recorded (pid and
 //! start time) right after it starts.
 
@@ -7,7 +7,7 @@ use super::{Launch, ServiceProxy, Store, Up};
 use crate::state::{Component, ProcId};
 use crate::sys::{self, Spawn};
 use crate::topology::{self, node_ip, node_name, API_PORT, CP_IP, IFACE};
-use crate::{api, net};
+use crate::{api, ha, net};
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeSet;
 use std::ffi::OsString;
@@ -52,6 +52,9 @@ impl Up<'_> {
     }
 
     pub(super) fn start_etcd(&mut self) -> Result<()> {
+        if self.args.servers > 1 {
+            return self.start_etcd_cluster();
+        }
         let Some(etcd) = self.bins.etcd.clone() else {
             bail!("no etcd executable");
         };
@@ -109,6 +112,81 @@ impl Up<'_> {
         Ok(())
     }
 
+    /// `--servers N` > 1: a three-member etcd cluster on the control plane's loopback (static
+    /// bootstrap, each member its own data dir), ready once every member reports healthy.
+    fn start_etcd_cluster(&mut self) -> Result<()> {
+        let Some(etcd) = self.bins.etcd.clone() else {
+            bail!("no etcd executable");
+        };
+        let members = ha::ETCD_MEMBERS;
+        let initial: Vec<String> = (1..=members)
+            .map(|k| format!("etcd-{k}={}", ha::etcd_peer_url(k)))
+            .collect();
+        let initial = initial.join(",");
+        let token = format!("ferry-{}", self.topo.name);
+        let t0 = Instant::now();
+        let cp = self.topo.cp_ns();
+        for k in 1..=members {
+            let (client, peer) = (ha::etcd_client_url(k), ha::etcd_peer_url(k));
+            let name = format!("etcd-{k}");
+            let args: Vec<OsString> = [
+                "--name",
+                &name,
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+                "--initial-cluster",
+                &initial,
+                "--initial-cluster-state",
+                "new",
+                "--initial-cluster-token",
+                &token,
+                "--experimental-watch-progress-notify-interval",
+                "5s",
+                "--data-dir",
+            ]
+            .into_iter()
+            .map(OsString::from)
+            .chain([self.dir.path().join(&name).into_os_string()])
+            .collect();
+            let cg = self.cluster_cgroup().join(&name);
+            self.start(Launch {
+                name,
+                program: etcd.clone(),
+                args,
+                netns: cp.clone(),
+                cgroup: cg,
+                address: format!("{client} (control-plane loopback), peers {peer}"),
+                fd3: None,
+            })?;
+        }
+        let path = net::netns_path(&cp);
+        for k in 1..=members {
+            loop {
+                let why = match ha::etcd_health(&path, ha::etcd_ip(k)) {
+                    Ok(()) => break,
+                    Err(e) => format!("{e:#}"),
+                };
+                self.check(&format!("etcd-{k} to be healthy (last: {why})"))?;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        self.step(format!(
+            "etcd: {members} members healthy in {:.1}s ({})",
+            t0.elapsed().as_secs_f64(),
+            (1..=members)
+                .map(ha::etcd_client_url)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        Ok(())
+    }
+
     pub(super) fn node_tokens(&mut self) -> Result<()> {
         for i in self.topo.node_indexes() {
             self.check("node tokens")?;
@@ -135,19 +213,36 @@ impl Up<'_> {
         format!("https://{CP_IP}:{API_PORT}")
     }
 
-    pub(super) fn start_server(&mut self, listener: &TcpListener) -> Result<()> {
-        let cp_api = format!("{CP_IP}:{API_PORT}");
-        let mut args: Vec<OsString> = vec!["--data-dir".into(), self.dir.server().into()];
+    /// Replica `k`'s data directory: the first one's is the cluster's `server` directory (the
+    /// node tokens and kubelet certificates come from it), the others' `server-<k>`.
+    fn server_dir(&self, k: u32) -> std::path::PathBuf {
+        if k <= 1 {
+            self.dir.server()
+        } else {
+            self.dir.path().join(format!("server-{k}"))
+        }
+    }
+
+    /// ferry-server's flags, listening and advertising on `addr`, with its data in `data_dir`.
+    fn server_args(
+        &self,
+        data_dir: &std::path::Path,
+        addr: &str,
+        inherited: bool,
+    ) -> Vec<OsString> {
+        let mut sans = vec!["127.0.0.1".to_owned(), CP_IP.to_string()];
+        if self.args.servers > 1 {
+            sans.extend((1..=self.args.servers).map(|k| ha::server_ip(k).to_string()));
+        }
+        let mut args: Vec<OsString> = vec!["--data-dir".into(), data_dir.into()];
         args.extend(
             [
                 "--listen",
-                &cp_api,
+                addr,
                 "--advertise-address",
-                &cp_api,
+                addr,
                 "--tls-san",
-                &format!("127.0.0.1,{CP_IP}"),
-                "--inherited-listener-fd",
-                "3",
+                &sans.join(","),
                 "--node-monitor-grace-period",
                 &self.args.node_grace.to_string(),
                 "--service-cidr",
@@ -155,39 +250,157 @@ impl Up<'_> {
             ]
             .map(OsString::from),
         );
+        if inherited {
+            args.extend(["--inherited-listener-fd", "3"].map(OsString::from));
+        }
         if self.args.store == Store::Etcd {
+            let endpoints: Vec<String> = if self.args.servers > 1 {
+                (1..=ha::ETCD_MEMBERS).map(ha::etcd_client_url).collect()
+            } else {
+                vec![format!("http://127.0.0.1:{}", topology::ETCD_PORT)]
+            };
             args.extend(
-                [
-                    "--store",
-                    "etcd",
-                    "--etcd-endpoints",
-                    &format!("http://127.0.0.1:{}", topology::ETCD_PORT),
-                ]
-                .map(OsString::from),
+                ["--store", "etcd", "--etcd-endpoints", &endpoints.join(",")].map(OsString::from),
             );
         }
-        let server = self.bins.server.clone();
-        let cp = self.topo.cp_ns();
-        let cg = self.cluster_cgroup().join("server");
-        let address = format!(
-            "{}, https://127.0.0.1:{} from the root namespace",
-            Self::api_url(),
-            self.port
+        args
+    }
+
+    /// ferry-server on the control plane's address and the inherited loopback listener; with
+    /// `--servers N` > 1, the balancer there instead and the first replica (the others start
+    /// once it has created the cluster's CA and tokens: [`Self::start_more_servers`]).
+    pub(super) fn start_server(&mut self, listener: &TcpListener) -> Result<()> {
+        let cp_api = format!("{CP_IP}:{API_PORT}");
+        let fd3 = Some(
+            listener
+                .try_clone()
+                .context("duplicating the apiserver's listener")?
+                .into(),
         );
+        let root = format!("https://127.0.0.1:{} from the root namespace", self.port);
+        let cp = self.topo.cp_ns();
+        if self.args.servers <= 1 {
+            let args = self.server_args(&self.dir.server(), &cp_api, true);
+            let cg = self.cluster_cgroup().join("server");
+            return self.start(Launch {
+                name: "apiserver".into(),
+                program: self.bins.server.clone(),
+                args,
+                netns: cp,
+                cgroup: cg,
+                address: format!("{}, {root}", Self::api_url()),
+                fd3,
+            });
+        }
+        let me = std::env::current_exe().context("finding the ferry executable")?;
+        let mut args: Vec<OsString> = [
+            "apiserver-lb",
+            "--listen",
+            &cp_api,
+            "--inherited-listener-fd",
+            "3",
+        ]
+        .map(OsString::from)
+        .to_vec();
+        for k in 1..=self.args.servers {
+            args.extend([
+                "--backend".into(),
+                format!("{}:{API_PORT}", ha::server_ip(k)).into(),
+            ]);
+        }
+        let cg = self.cluster_cgroup().join("apiserver-lb");
         self.start(Launch {
-            name: "apiserver".into(),
-            program: server,
+            name: "apiserver-lb".into(),
+            program: me,
             args,
-            netns: cp,
+            netns: cp.clone(),
             cgroup: cg,
-            address,
-            fd3: Some(
-                listener
-                    .try_clone()
-                    .context("duplicating the apiserver's listener")?
-                    .into(),
+            address: format!(
+                "{} -> {} replicas, {root}",
+                Self::api_url(),
+                self.args.servers
             ),
+            fd3,
+        })?;
+        self.start_replica(1)
+    }
+
+    fn start_replica(&mut self, k: u32) -> Result<()> {
+        let addr = format!("{}:{API_PORT}", ha::server_ip(k));
+        let args = self.server_args(&self.server_dir(k), &addr, false);
+        let cg = self.cluster_cgroup().join(format!("server-{k}"));
+        self.start(Launch {
+            name: format!("apiserver-{k}"),
+            program: self.bins.server.clone(),
+            args,
+            netns: self.topo.cp_ns(),
+            cgroup: cg,
+            address: format!("https://{addr} (replica {k} of {})", self.args.servers),
+            fd3: None,
         })
+    }
+
+    /// `--servers N` > 1: replicas 2..N, each with a copy of the first one's identity (the CA,
+    /// the apiserver->kubelet client certificate, the tokens: replicas behind one address answer
+    /// as one server), then waits until each accepts connections.
+    pub(super) fn start_more_servers(&mut self) -> Result<()> {
+        use std::os::unix::fs::DirBuilderExt as _;
+        if self.args.servers <= 1 {
+            return Ok(());
+        }
+        let first = self.dir.server();
+        for k in 2..=self.args.servers {
+            let dir = self.server_dir(k);
+            let pki = dir.join("pki");
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .recursive(true)
+                .create(&pki)
+                .with_context(|| format!("creating {}", pki.display()))?;
+            for f in [
+                "tokens.json",
+                "pki/ca.crt",
+                "pki/ca.key",
+                "pki/apiserver-kubelet-client.crt",
+                "pki/apiserver-kubelet-client.key",
+            ] {
+                let (from, to) = (first.join(f), dir.join(f));
+                if !from.exists() && f.contains("kubelet-client") {
+                    // Issued on demand by this server version: each replica issues its own.
+                    continue;
+                }
+                // The sources are 0600 and `copy` keeps the mode: no window where they are
+                // readable by others.
+                std::fs::copy(&from, &to)
+                    .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+            }
+            self.start_replica(k)?;
+        }
+        let t0 = Instant::now();
+        let path = net::netns_path(&self.topo.cp_ns());
+        for k in 2..=self.args.servers {
+            loop {
+                self.check(&format!("apiserver-{k} to listen"))?;
+                let up = sys::in_netns(&path, || {
+                    std::net::TcpStream::connect_timeout(
+                        &(ha::server_ip(k), API_PORT).into(),
+                        Duration::from_millis(200),
+                    )
+                    .is_ok()
+                })?;
+                if up {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        self.step(format!(
+            "apiserver replicas 2..{} listening in {:.1}s (balanced on {} and the loopback port)",
+            self.args.servers,
+            t0.elapsed().as_secs_f64(),
+            Self::api_url()
+        ));
+        Ok(())
     }
 
     /// Waits for the server's kubeconfig, writes ours, then waits for `/readyz`.

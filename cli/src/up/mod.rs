@@ -3,11 +3,12 @@
 //! Checks come first and create nothing: root, the binaries, no cluster of that name (nor its
 //! leftovers), and the apiserver port, bound right away on 127.0.0.1 in the root namespace. Then,
 //! recording each resource in the state file before creating it: the namespaces and the underlay
-//! (a bridge in the switch namespace, one veth per member, an external host on it), the cgroups, the node directories with
-//! ferry-cni installed, the node tokens, ferry-server (in the control-plane namespace, also serving
-//! on the inherited loopback listener), then each node's ferry-agent and ferry-kubelet. It returns
-//! once every node is Ready. Any failure after the first resource exists runs `ferry down`'s
-//! teardown, so the machine is left clean.
+//! (a bridge in the switch namespace, one veth per member, an external host on it), the cgroups,
+//! the node directories with ferry-cni installed, the node tokens, ferry-server (in the
+//! control-plane namespace, also serving on the inherited loopback listener; with `--servers N`,
+//! N replicas on a three-member etcd behind `ferry apiserver-lb`, see [`crate::ha`]), then each
+//! node's ferry-agent and ferry-kubelet. It returns once every node is Ready. Any failure after
+//! the first resource exists runs `ferry down`'s teardown, so the machine is left clean.
 
 mod bins;
 mod components;
@@ -78,6 +79,11 @@ pub(crate) struct UpArgs {
     /// namespace.
     #[arg(long, value_enum, default_value = "sqlite")]
     pub(crate) store: Store,
+    /// ferry-server replicas (1-5; more than 1 needs `--store etcd`): they then run on a
+    /// three-member etcd, behind a TCP balancer on the apiserver's addresses, one of them
+    /// running the scheduler and controllers (leader election).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) servers: u32,
     /// The apiserver's port on 127.0.0.1 in the root namespace (0: any free port).
     #[arg(long, default_value_t = 6443)]
     pub(crate) api_port: u16,
@@ -180,6 +186,7 @@ pub(crate) fn run(args: &UpArgs) -> Result<()> {
         bail!("ferry up needs root: it creates network namespaces");
     }
     validate_service_cidr(&args.service_cidr)?;
+    validate_servers(args.servers, args.store)?;
     let bins = find_bins(args)?;
     let cgroup_root = cgroup::root()?;
     let dir = ClusterDir::new(&args.target.state_dir, name);
@@ -351,6 +358,7 @@ impl Up<'_> {
         // The server holds the listener now; ours would keep the port bound after a failure.
         drop(listener);
         let client = self.wait_apiserver(&rt)?;
+        self.start_more_servers()?;
         self.start_nodes()?;
         self.wait_nodes(&rt, &client)?;
         let ready_in = self.started.elapsed();
@@ -428,6 +436,24 @@ impl Up<'_> {
     }
 }
 
+/// Checks `--servers`: 1..=[`crate::ha::MAX_SERVERS`], more than one only on etcd (SQLite is one
+/// process's file).
+fn validate_servers(servers: u32, store: Store) -> Result<()> {
+    if !(1..=crate::ha::MAX_SERVERS).contains(&servers) {
+        bail!(
+            "--servers must be between 1 and {} (got {servers})",
+            crate::ha::MAX_SERVERS
+        );
+    }
+    if servers > 1 && store != Store::Etcd {
+        bail!(
+            "--servers {servers} needs --store etcd: replicas share their state through etcd \
+             (the SQLite store belongs to one process)"
+        );
+    }
+    Ok(())
+}
+
 /// Checks `--service-cidr`: an IPv4 `a.b.c.d/len` with len 8..=30 and no host bits.
 fn validate_service_cidr(cidr: &str) -> Result<()> {
     let bad =
@@ -450,4 +476,22 @@ fn tail(path: &Path, n: usize) -> String {
         .map(|l| format!("  | {l}"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn servers_flag_is_bounded_and_needs_etcd_for_replicas() {
+        assert!(validate_servers(1, Store::Sqlite).is_ok());
+        assert!(validate_servers(3, Store::Etcd).is_ok());
+        assert!(validate_servers(5, Store::Etcd).is_ok());
+        let e = validate_servers(3, Store::Sqlite).unwrap_err().to_string();
+        assert!(e.contains("needs --store etcd"), "{e}");
+        for bad in [0, 6, 100] {
+            let e = validate_servers(bad, Store::Etcd).unwrap_err().to_string();
+            assert!(e.contains("between 1 and 5"), "{e}");
+        }
+    }
 }

@@ -68,6 +68,20 @@ impl Up<'_> {
                 ),
             )?;
         }
+        // `--servers N`: each replica listens on an address of its own; the balancer keeps
+        // the control plane's.
+        if self.args.servers > 1 {
+            let script: String = (1..=self.args.servers)
+                .map(|k| {
+                    format!(
+                        "addr add {}/{} dev {IFACE}\n",
+                        crate::ha::server_ip(k),
+                        topology::UNDERLAY_PREFIX
+                    )
+                })
+                .collect();
+            net::batch(&self.topo.cp_ns(), &script)?;
+        }
         // Nodes route pod traffic (as any Kubernetes node must).
         for i in self.topo.node_indexes() {
             let ns = self.topo.node_ns(i);
@@ -115,9 +129,16 @@ impl Up<'_> {
 
     pub(super) fn create_cgroups(&mut self) -> Result<()> {
         let top = self.cluster_cgroup();
-        let mut all = vec![top.clone(), top.join("server")];
-        if self.args.store == Store::Etcd {
-            all.push(top.join("etcd"));
+        let mut all = vec![top.clone()];
+        if self.args.servers > 1 {
+            all.push(top.join("apiserver-lb"));
+            all.extend((1..=self.args.servers).map(|k| top.join(format!("server-{k}"))));
+            all.extend((1..=crate::ha::ETCD_MEMBERS).map(|k| top.join(format!("etcd-{k}"))));
+        } else {
+            all.push(top.join("server"));
+            if self.args.store == Store::Etcd {
+                all.push(top.join("etcd"));
+            }
         }
         for i in self.topo.node_indexes() {
             let n = self.node_cgroup(i);
