@@ -118,6 +118,10 @@ struct Cli {
     /// Prefix length of each node's pod CIDR.
     #[arg(long, default_value_t = 24)]
     node_cidr_mask_size: u8,
+    /// Addresses for `type: LoadBalancer` Services (IPv4 CIDRs, repeatable or comma-separated;
+    /// must not overlap the service or cluster CIDR). None: LoadBalancer Services stay pending.
+    #[arg(long, value_delimiter = ',', value_name = "CIDR")]
+    loadbalancer_pool: Vec<ipnetwork::Ipv4Network>,
     /// Seconds without a node heartbeat before the node is unreachable.
     #[arg(long, default_value_t = 40)]
     node_monitor_grace_period: u64,
@@ -204,6 +208,8 @@ struct Controllers {
     client: kube::Client,
     life: controlplane_lite::controllers::nodelifecycle::Config,
     ipam: controlplane_lite::controllers::nodeipam::Config,
+    /// LoadBalancer IPAM, with `--loadbalancer-pool`.
+    lb: Option<controlplane_lite::controllers::lbipam::Config>,
 }
 
 impl Controllers {
@@ -242,6 +248,13 @@ impl Controllers {
                 Box::pin(controllers::nodeipam::run(c.clone(), self.ipam)),
             ),
         ];
+        let mut all = Vec::from(all);
+        if let Some(lb) = &self.lb {
+            all.push((
+                "LoadBalancer IPAM",
+                Box::pin(controllers::lbipam::run(c.clone(), lb.clone())),
+            ));
+        }
         let mut set = tokio::task::JoinSet::new();
         for (name, run) in all {
             set.spawn(async move {
@@ -263,6 +276,16 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    // Checked before anything starts: a bad pool is a usage error.
+    let lb_pool = (!cli.loadbalancer_pool.is_empty())
+        .then(|| {
+            controlplane_lite::controllers::lbipam::Pool::new(
+                &cli.loadbalancer_pool,
+                cli.service_cidr,
+                cli.cluster_cidr,
+            )
+        })
+        .transpose()?;
     // Claimed before this process opens any socket of its own: a listening TCP socket at that fd
     // can only be the inherited one.
     let inherited = cli
@@ -442,6 +465,7 @@ async fn main() -> Result<()> {
                 cluster_cidr: cli.cluster_cidr,
                 node_mask: cli.node_cidr_mask_size,
             },
+            lb: lb_pool.map(|pool| controlplane_lite::controllers::lbipam::Config { pool }),
         };
         if cli
             .leader_elect

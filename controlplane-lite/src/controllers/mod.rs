@@ -12,11 +12,13 @@
 //! | [`replicaset`] | ReplicaSet -> Pods |
 //! | [`deployment`] | Deployment -> ReplicaSets (rolling update, recreate, scaling, status) |
 //! | [`gc`] | garbage collection by ownerReferences (background, foreground, orphan) |
+//! | [`lbipam`] | an address of `--loadbalancer-pool` for every LoadBalancer Service |
 
 pub mod deployment;
 pub mod endpointslice;
 pub mod gc;
 pub mod kubernetes_service;
+pub mod lbipam;
 pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod replicaset;

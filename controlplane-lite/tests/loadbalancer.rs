@@ -1,0 +1,170 @@
+//! LoadBalancer Services against a real `ferry-server`: addresses from `--loadbalancer-pool`
+//! (assigned, pending with an `AllocationFailed` Event when the pool is exhausted, given as soon
+//! as one is freed, released on a type change, unchanged across a server restart), the pool's
+//! validation, and the `healthCheckNodePort` of `externalTrafficPolicy: Local` Services.
+
+mod common;
+
+use common::Server;
+use std::process::Command;
+use std::time::Duration;
+
+const POOL: &str = "10.99.0.192/31";
+
+fn lb_svc(name: &str, extra_spec: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  type: LoadBalancer\n  selector: {{app: {name}}}\n  ports: [{{port: 80}}]\n{extra_spec}"
+    )
+}
+
+fn json(s: &Server, args: &[&str]) -> serde_json::Value {
+    serde_json::from_str(&s.ok(args)).unwrap()
+}
+
+/// The Service's ingress IP, once it has one (waits up to 15 s; `None` if it never does).
+fn ingress(s: &Server, name: &str) -> Option<String> {
+    let mut ip = None;
+    ferry_tests::wait_until(Duration::from_secs(15), || {
+        let v = json(s, &["get", "svc", name, "-o", "json"]);
+        ip = v
+            .pointer("/status/loadBalancer/ingress/0/ip")
+            .and_then(|i| i.as_str())
+            .map(str::to_owned);
+        ip.is_some()
+    });
+    ip
+}
+
+fn current_ingress(s: &Server, name: &str) -> Option<String> {
+    let v = json(s, &["get", "svc", name, "-o", "json"]);
+    v.pointer("/status/loadBalancer/ingress/0/ip")
+        .and_then(|i| i.as_str())
+        .map(str::to_owned)
+}
+
+/// Whether a Warning `AllocationFailed` Event about Service `name` whose message contains
+/// `text` appears within 15 s.
+fn warning(s: &Server, name: &str, text: &str) -> bool {
+    ferry_tests::wait_until(Duration::from_secs(15), || {
+        let ev = json(s, &["get", "events", "-o", "json"]);
+        ev["items"].as_array().is_some_and(|items| {
+            items.iter().any(|e| {
+                e["involvedObject"]["name"] == name
+                    && e["involvedObject"]["kind"] == "Service"
+                    && e["reason"] == "AllocationFailed"
+                    && e["type"] == "Warning"
+                    && e["message"].as_str().is_some_and(|m| m.contains(text))
+            })
+        })
+    })
+}
+
+#[test]
+fn pool_addresses_assigned_pending_freed_and_kept_across_restart() {
+    let mut s = Server::start_with(&[
+        "--service-cidr",
+        "10.96.0.0/16",
+        "--loadbalancer-pool",
+        POOL,
+    ]);
+    s.ok_stdin(&["apply", "-f", "-"], &lb_svc("a", ""));
+    let a = ingress(&s, "a").expect("a gets an address");
+    assert_eq!(a, "10.99.0.192", "the lowest free address");
+    // Asking for the address a holds: pending; asking for a free one: granted.
+    s.ok_stdin(
+        &["apply", "-f", "-"],
+        &lb_svc("b", "  loadBalancerIP: 10.99.0.192\n"),
+    );
+    assert!(
+        warning(&s, "b", "already assigned to default/a"),
+        "{}",
+        s.log()
+    );
+    assert_eq!(current_ingress(&s, "b"), None);
+    s.ok(&[
+        "patch",
+        "svc",
+        "b",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"loadBalancerIP":"10.99.0.193"}}"#,
+    ]);
+    let b = ingress(&s, "b").expect("b gets an address");
+    assert_eq!(b, "10.99.0.193");
+    // Not LoadBalancer / another class: never touched.
+    s.ok_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: Service\nmetadata: {name: other}\nspec:\n  type: LoadBalancer\n  loadBalancerClass: example.com/lb\n  ports: [{port: 80}]\n",
+    );
+    // Exhausted: c stays pending, with a Warning event.
+    s.ok_stdin(&["apply", "-f", "-"], &lb_svc("c", ""));
+    assert!(
+        warning(&s, "c", "no address left"),
+        "no AllocationFailed event for c:\n{}",
+        s.log()
+    );
+    assert_eq!(current_ingress(&s, "c"), None);
+    assert_eq!(current_ingress(&s, "other"), None);
+    assert!(s.ok(&["get", "svc", "c"]).contains("<pending>"));
+
+    // Restart: every Service keeps its address; c is still pending.
+    s.kill();
+    s.spawn();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(current_ingress(&s, "a").as_ref(), Some(&a));
+    assert_eq!(current_ingress(&s, "b").as_ref(), Some(&b));
+    assert_eq!(current_ingress(&s, "c"), None);
+
+    // a becomes ClusterIP: its address is released and c gets it.
+    s.ok(&[
+        "patch",
+        "svc",
+        "a",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"type":"ClusterIP"}}"#,
+    ]);
+    assert_eq!(ingress(&s, "c").as_ref(), Some(&a), "{}", s.log());
+    let released = ferry_tests::wait_until(Duration::from_secs(10), || {
+        current_ingress(&s, "a").is_none()
+    });
+    assert!(released, "a kept its ingress after leaving LoadBalancer");
+    // b deleted: a new Service asking for b's address gets it.
+    s.ok(&["delete", "svc", "b"]);
+    s.ok_stdin(
+        &["apply", "-f", "-"],
+        &lb_svc("d", &format!("  loadBalancerIP: {b}\n")),
+    );
+    assert_eq!(ingress(&s, "d").as_ref(), Some(&b));
+}
+
+#[test]
+fn bad_pools_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    for (pool, want) in [
+        ("10.96.5.0/24", "overlaps the service CIDR 10.96.0.0/16"),
+        ("10.244.9.0/24", "overlaps the cluster CIDR 10.244.0.0/16"),
+        (
+            "10.99.0.0/24,10.99.0.128/25",
+            "overlaps --loadbalancer-pool",
+        ),
+        ("fd00::/64", "--loadbalancer-pool"),
+    ] {
+        let out = Command::new(common::SERVER)
+            .args([
+                "--data-dir",
+                dir.path().to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+                "--service-cidr",
+                "10.96.0.0/16",
+                "--loadbalancer-pool",
+                pool,
+            ])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{pool} accepted");
+        assert!(err.contains(want), "{pool}: {err}");
+    }
+}
