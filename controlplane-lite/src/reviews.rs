@@ -12,7 +12,7 @@
 //! when the review names one.
 
 use crate::api::Api;
-use crate::auth::{authorize, rules, used_on_node, Attributes, Decision, Identity};
+use crate::auth::{authorize, rules, Attributes, Identity};
 use crate::request::Req;
 use crate::resources::{self, Resource, REVIEWS, VERBS};
 use crate::web::{self, ApiError, Body};
@@ -182,61 +182,22 @@ async fn resource_decision(
             namespace: nonempty(&ra.namespace),
             name: nonempty(&ra.name),
         };
-        match authorize(who, &attrs) {
-            Decision::Allow => {}
-            Decision::Deny(why) => return Ok((false, why)),
-            Decision::IfUsedByPodOn(node) => {
-                let (Some(ns), Some(name)) = (attrs.namespace, attrs.name) else {
-                    return Ok((
-                        false,
-                        format!("node {node:?} may {v} only {resource} its pods use: name one"),
-                    ));
-                };
-                let used = used_on_node(&*api.store, &node, resource, ns, name)
-                    .await
-                    .map_err(|e| ApiError::internal(format!("checking the node's pods: {e}")))?;
-                if !used {
-                    return Ok((
-                        false,
-                        format!(
-                            "no pod bound to node {node:?} uses {} {ns}/{name}",
-                            resource.trim_end_matches('s')
-                        ),
-                    ));
-                }
-            }
-            Decision::IfSelectsNode(node) => {
+        match api.decide(authorize(who, &attrs), &attrs, None).await {
+            Ok(Ok(())) => {}
+            Ok(Err(why)) => return Ok((false, why)),
+            // The named pod does not exist: not bound to the node.
+            Err(e) if e.code == 404 => {
                 return Ok((
                     false,
                     format!(
-                        "node {node:?} may {v} only its own pods, with fieldSelector \
-                         spec.nodeName={node}"
+                        "{} {}/{} is not bound to the node: it does not exist",
+                        resource,
+                        attrs.namespace.unwrap_or_default(),
+                        attrs.name.unwrap_or_default()
                     ),
-                ));
+                ))
             }
-            Decision::IfPodBoundTo(node) => {
-                let (Some(ns), Some(name), Some(pods)) =
-                    (attrs.namespace, attrs.name, resources::by_kind("Pod"))
-                else {
-                    return Ok((
-                        false,
-                        format!("node {node:?} may {v} only pods bound to it: name one to check"),
-                    ));
-                };
-                let bound = match api.get_obj(pods, ns, name).await {
-                    Ok((pod, _)) => {
-                        pod.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node.as_str())
-                    }
-                    Err(e) if e.code == 404 => false,
-                    Err(e) => return Err(e),
-                };
-                if !bound {
-                    return Ok((
-                        false,
-                        format!("node {node:?} may {v} only pods bound to it; {ns}/{name} is not"),
-                    ));
-                }
-            }
+            Err(e) => return Err(e),
         }
     }
     Ok((true, String::new()))

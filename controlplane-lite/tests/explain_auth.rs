@@ -365,7 +365,7 @@ fn can_i_as_a_node_follows_the_node_authorizer() {
     assert_eq!(stdout(&got), "dg==");
     let denied = s.kubectl(&["--kubeconfig", kc, "get", "secret", "unused"]);
     assert!(
-        stderr(&denied).contains("no pod bound to node \"n1\" uses it"),
+        stderr(&denied).contains("no pod bound to node \"n1\" uses secret default/unused"),
         "{}",
         stderr(&denied)
     );

@@ -57,6 +57,70 @@ impl std::fmt::Debug for Api {
 }
 
 impl Api {
+    /// Settles an authorizer [`Decision`] for `attrs`: `Ok(Ok(()))` allowed, `Ok(Err(why))`
+    /// forbidden. The node conditions are checked here, against the store: the one place both
+    /// requests and access reviews (`kubectl auth can-i`) go through. `field_selector` is the
+    /// request's (a review has none). A pod named by an [`Decision::IfPodBoundTo`] request that
+    /// does not exist is the store's 404.
+    pub(crate) async fn decide(
+        &self,
+        decision: Decision,
+        attrs: &Attributes<'_>,
+        field_selector: Option<&str>,
+    ) -> ApiResult<Result<(), String>> {
+        let v = attrs.verb;
+        let resource = attrs.resource;
+        Ok(match decision {
+            Decision::Allow => Ok(()),
+            Decision::Deny(why) => Err(why),
+            Decision::IfSelectsNode(node) => {
+                if crate::auth::selects_node(field_selector, &node) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "node {node:?} may {v} only its own pods, with fieldSelector \
+                         spec.nodeName={node}"
+                    ))
+                }
+            }
+            Decision::IfUsedByPodOn(node) => {
+                let (Some(ns), Some(name)) = (attrs.namespace, attrs.name) else {
+                    return Ok(Err(format!(
+                        "node {node:?} may {v} only {resource} its pods use: name one"
+                    )));
+                };
+                let used = crate::auth::used_on_node(&*self.store, &node, resource, ns, name)
+                    .await
+                    .map_err(|e| ApiError::internal(format!("checking the node's pods: {e}")))?;
+                if used {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "no pod bound to node {node:?} uses {} {ns}/{name}",
+                        resource.trim_end_matches('s')
+                    ))
+                }
+            }
+            Decision::IfPodBoundTo(node) => {
+                let (Some(ns), Some(name), Some(pods)) =
+                    (attrs.namespace, attrs.name, resources::by_kind("Pod"))
+                else {
+                    return Ok(Err(format!(
+                        "node {node:?} may {v} only pods bound to it: name one to check"
+                    )));
+                };
+                let pod = self.get_obj(pods, ns, name).await?.0;
+                if pod.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node.as_str()) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "node {node:?} may {v} only pods bound to it; {ns}/{name} is not"
+                    ))
+                }
+            }
+        })
+    }
+
     /// A server over `store`.
     pub fn new(store: Arc<dyn Store>, tokens: Arc<Tokens>, cfg: Config) -> Api {
         Api {
@@ -218,72 +282,22 @@ impl Api {
             namespace: t.namespace.as_deref(),
             name: t.name.as_deref().or(body_name.as_deref()),
         };
-        let pod_check = match authorize(&r.who, &attrs) {
-            Decision::Allow => None,
-            Decision::IfPodBoundTo(node) => Some(node),
-            Decision::IfUsedByPodOn(node) => {
-                let ns = t.namespace.as_deref().unwrap_or_default();
-                let name = t.name.as_deref().unwrap_or_default();
-                let used = crate::auth::used_on_node(&*self.store, &node, t.res.plural, ns, name)
-                    .await
-                    .map_err(|e| store_err(t.res, name, e))?;
-                if !used {
-                    return Err(ApiError::new(
-                        403,
-                        "Forbidden",
-                        format!(
-                            "{} \"{name}\" is forbidden: User \"{}\" cannot {verb} resource \"{}\": \
-                             no pod bound to node {node:?} uses it",
-                            t.res.plural,
-                            r.who.user(),
-                            t.res.plural
-                        ),
-                    ));
-                }
-                None
-            }
-            Decision::IfSelectsNode(node) => {
-                let selector = r.query.get("fieldSelector").map(String::as_str);
-                if !crate::auth::selects_node(selector, &node) {
-                    return Err(ApiError::new(
-                        403,
-                        "Forbidden",
-                        format!(
-                            "{} is forbidden: User \"{}\" cannot {verb} resource \"{}\": node \
-                             {node:?} may {verb} only its own pods (fieldSelector \
-                             spec.nodeName={node})",
-                            t.res.plural,
-                            r.who.user(),
-                            t.res.plural
-                        ),
-                    ));
-                }
-                None
-            }
-            Decision::Deny(why) => {
-                return Err(ApiError::new(
-                    403,
-                    "Forbidden",
-                    format!(
-                        "{} is forbidden: User \"{}\" cannot {verb} resource \"{}\": {why}",
-                        t.res.plural,
-                        r.who.user(),
-                        t.res.plural
-                    ),
-                ));
-            }
-        };
-        if let Some(node) = pod_check {
-            let ns = t.namespace.clone().unwrap_or_default();
-            let name = t.name.clone().unwrap_or_default();
-            let pod = self.get_obj(t.res, &ns, &name).await?.0;
-            if pod.pointer("/spec/nodeName").and_then(Value::as_str) != Some(node.as_str()) {
-                return Err(ApiError::new(
-                    403,
-                    "Forbidden",
-                    format!("node {node:?} may only change pods bound to it"),
-                ));
-            }
+        let field_selector = r.query.get("fieldSelector").map(String::as_str);
+        if let Err(why) = self
+            .decide(authorize(&r.who, &attrs), &attrs, field_selector)
+            .await?
+        {
+            return Err(ApiError::new(
+                403,
+                "Forbidden",
+                format!(
+                    "{} \"{}\" is forbidden: User \"{}\" cannot {verb} resource \"{}\": {why}",
+                    t.res.plural,
+                    t.name.as_deref().unwrap_or_default(),
+                    r.who.user(),
+                    t.res.plural
+                ),
+            ));
         }
         match verb {
             "watch" => self.watch(&t, &r).await,
