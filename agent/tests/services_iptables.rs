@@ -20,6 +20,14 @@
 //! when the leave happens across a proxier restart, and refused once none is left (needs the
 //! `conntrack` tool).
 //!
+//! A third test covers traffic from outside the cluster: an "external host" namespace on the
+//! node's uplink (10.99.0.0/24) reaches a NodePort and an externalIP; with
+//! `externalTrafficPolicy: Cluster` the backends see the node's address and every endpoint
+//! answers, with `Local` only the node's own endpoint answers and sees the client's address,
+//! while a pod and the node itself still reach every endpoint; without a local endpoint the
+//! external client gets no answer (dropped, not refused) and pods still do; a UDP flow from
+//! outside whose local endpoint leaves moves to the next one.
+//!
 //! A second test runs the whole agent (`--service-proxy iptables`) against a real `ferry-server`
 //! (the fixture of `common/`): a Service and an EndpointSlice created through the API become
 //! rules in the node namespace (ClusterIP and NodePort on the Node's InternalIP), a slice
@@ -104,6 +112,36 @@ fn udp_name(ns: &Netns, to: SocketAddr) -> std::io::Result<String> {
         let n = s.recv(&mut buf)?;
         Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
     })
+}
+
+/// Serves `name` and the peer's address (`<name> <peer ip>`) on TCP 8080 and UDP 5353 in `ns`.
+fn serve_peer(ns: &Netns, name: &'static str) {
+    let (tcp, udp) = ns.run(|| {
+        (
+            TcpListener::bind(("0.0.0.0", TCP_PORT)).unwrap(),
+            UdpSocket::bind(("0.0.0.0", UDP_PORT)).unwrap(),
+        )
+    });
+    std::thread::spawn(move || {
+        for mut s in tcp.incoming().flatten() {
+            let peer = s
+                .peer_addr()
+                .map(|a| a.ip().to_string())
+                .unwrap_or_default();
+            let _ = s.write_all(format!("{name} {peer}").as_bytes());
+        }
+    });
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok((_, from)) = udp.recv_from(&mut buf) {
+            let _ = udp.send_to(format!("{name} {}", from.ip()).as_bytes(), from);
+        }
+    });
+}
+
+/// What `f` answers over `n` connections (each `<name> <peer>`).
+fn answers(n: usize, mut f: impl FnMut() -> std::io::Result<String>) -> BTreeSet<String> {
+    (0..n).map(|_| f().expect("an answer")).collect()
 }
 
 fn fe(addr: &str, port: u16, proto: Proto) -> Frontend {
@@ -370,6 +408,159 @@ fn iptables_proxier_serves_cluster_ips_in_a_namespace() {
     let save = node.sh("iptables-save");
     assert!(!save.contains("FERRY-"), "{save}");
     drop((client, p1, p2, p3, node));
+    root.assert_unchanged();
+}
+
+#[test]
+fn iptables_proxier_external_traffic_policies() {
+    if !privileged("iptables_proxier_external_traffic_policies") {
+        return;
+    }
+    let root = ferry_tests::RootSnapshot::take();
+    // The node: pods on br0 (10.244.1.0/24, this node's), a "remote" pod on br1 (10.244.2.0/24:
+    // another node's range; the table says it is not local), the uplink to the external host.
+    let node = Netns::new("fetn");
+    let ext = Netns::new("fete");
+    veth(&ext, "eth0", &node, "uplink");
+    node.sh(
+        "ip link add br0 type bridge && ip addr add 10.244.1.1/24 dev br0 && ip link set br0 up \
+         && ip link add br1 type bridge && ip addr add 10.244.2.1/24 dev br1 && ip link set br1 up \
+         && ip addr add 10.99.0.11/24 dev uplink && ip link set uplink up \
+         && sysctl -qw net.ipv4.ip_forward=1",
+    );
+    ext.sh(
+        "ip addr add 10.99.0.254/24 dev eth0 && ip link set eth0 up \
+         && ip route add 192.0.2.50/32 via 10.99.0.11",
+    );
+    let local1 = pod(&node, "fet1", "v1", "10.244.1.2");
+    let local2 = pod(&node, "fet2", "v2", "10.244.1.3");
+    let client = pod(&node, "fetc", "vc", "10.244.1.10");
+    let remote = Netns::new("fetr");
+    veth(&remote, "eth0", &node, "vr");
+    node.sh("ip link set vr master br1 up");
+    remote.sh(
+        "ip addr add 10.244.2.2/24 dev eth0 && ip link set eth0 up && ip route add default via 10.244.2.1",
+    );
+    serve_peer(&local1, "l1");
+    serve_peer(&local2, "l2");
+    serve_peer(&remote, "r");
+
+    let both = ["10.244.1.2", "10.244.2.2"];
+    let node_port = |name: &str, port: u16, eps: &[&str], local: &[&str], etp_local: bool| {
+        let mut e = entry(name, eps, port, None);
+        e.kind = FrontendKind::NodePort;
+        e.local_backends = entry(name, local, port, None).backends;
+        e.external_local = etp_local;
+        e
+    };
+    let mut table = ServiceTable::default();
+    // ETP Cluster, ETP Local, ETP Local without a local endpoint; a UDP ETP Local NodePort;
+    // an externalIP with ETP Local.
+    let cluster_fe = fe("10.99.0.11", 30080, Proto::Tcp);
+    let local_fe = fe("10.99.0.11", 30081, Proto::Tcp);
+    let none_fe = fe("10.99.0.11", 30082, Proto::Tcp);
+    let udp_fe = fe("10.99.0.11", 30053, Proto::Udp);
+    let ext_ip_fe = fe("192.0.2.50", 80, Proto::Tcp);
+    table.entries.insert(
+        cluster_fe,
+        node_port("cl", TCP_PORT, &both, &["10.244.1.2"], false),
+    );
+    table.entries.insert(
+        local_fe,
+        node_port("lo", TCP_PORT, &both, &["10.244.1.2"], true),
+    );
+    table.entries.insert(
+        none_fe,
+        node_port("none", TCP_PORT, &["10.244.2.2"], &[], true),
+    );
+    table.entries.insert(
+        udp_fe,
+        node_port(
+            "udp",
+            UDP_PORT,
+            &["10.244.1.2", "10.244.1.3", "10.244.2.2"],
+            &["10.244.1.2", "10.244.1.3"],
+            true,
+        ),
+    );
+    let mut e = node_port("eip", TCP_PORT, &both, &["10.244.1.2"], true);
+    e.kind = FrontendKind::ExternalIp;
+    table.entries.insert(ext_ip_fe, e);
+    let mut proxier = IptablesProxier::new(Some("10.244.0.0/16".parse().unwrap()));
+    node.run(|| proxier.sync(&table)).expect("first sync");
+    let tcp = |ns: &Netns, to: Frontend| tcp_name(ns, SocketAddr::from((to.addr, to.port)));
+    let set = |v: &[&str]| -> BTreeSet<String> { v.iter().map(|s| (*s).to_owned()).collect() };
+
+    // Cluster: every endpoint, the source masqueraded to a node address (the local pod sees
+    // br0's, the remote one br1's: both the node's).
+    assert_eq!(
+        answers(40, || tcp(&ext, cluster_fe)),
+        set(&["l1 10.244.1.1", "r 10.244.2.1"])
+    );
+    // Local: only the node's endpoint, which sees the external client.
+    assert_eq!(
+        answers(20, || tcp(&ext, local_fe)),
+        set(&["l1 10.99.0.254"])
+    );
+    assert_eq!(
+        answers(20, || tcp(&ext, ext_ip_fe)),
+        set(&["l1 10.99.0.254"])
+    );
+    // A pod still reaches every endpoint, with its own address; the node too (masqueraded).
+    assert_eq!(
+        answers(40, || tcp(&client, local_fe)),
+        set(&["l1 10.244.1.10", "r 10.244.1.10"])
+    );
+    assert_eq!(
+        answers(40, || tcp(&node, local_fe)),
+        set(&["l1 10.244.1.1", "r 10.244.2.1"])
+    );
+    // No local endpoint: the external client gets no answer (dropped, so the connect times
+    // out rather than being refused); a pod still reaches the remote endpoint.
+    let e = tcp(&ext, none_fe).expect_err("dropped");
+    assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
+    assert_eq!(tcp(&client, none_fe).unwrap(), "r 10.244.1.10");
+    // An unchanged table writes nothing: the new chains read back as they were rendered.
+    let restores = proxier.restores();
+    node.run(|| proxier.sync(&table)).unwrap();
+    assert_eq!(proxier.restores(), restores);
+    let mut fresh = IptablesProxier::new(Some("10.244.0.0/16".parse().unwrap()));
+    node.run(|| fresh.sync(&table)).unwrap();
+    assert_eq!(fresh.restores(), 0, "adopting the rules must write nothing");
+
+    // UDP from outside: one flow stays on one local endpoint; when that endpoint leaves the
+    // flow moves to the other local one (never to the remote one) at the next datagram.
+    let ask = |s: &UdpSocket| -> std::io::Result<String> {
+        s.send(b"who")?;
+        let mut buf = [0u8; 64];
+        let n = s.recv(&mut buf)?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    };
+    let sock = ext.run(|| {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.connect("10.99.0.11:30053").unwrap();
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        s
+    });
+    let first = ask(&sock).unwrap();
+    assert!(first.ends_with(" 10.99.0.254"), "{first}");
+    for _ in 0..5 {
+        assert_eq!(ask(&sock).unwrap(), first, "one flow, one endpoint");
+    }
+    let (gone, stays) = if first.starts_with("l1 ") {
+        ("10.244.1.2", "l2 10.99.0.254")
+    } else {
+        ("10.244.1.3", "l1 10.99.0.254")
+    };
+    let e = table.entries.get_mut(&udp_fe).unwrap();
+    e.backends.retain(|b| b.addr.to_string() != gone);
+    e.local_backends.retain(|b| b.addr.to_string() != gone);
+    node.run(|| proxier.sync(&table)).unwrap();
+    assert_eq!(ask(&sock).unwrap(), stays);
+
+    node.run(ferry_agent::service::iptables::uninstall).unwrap();
+    assert!(!node.sh("iptables-save").contains("FERRY-"));
+    drop((client, local1, local2, remote, ext, node));
     root.assert_unchanged();
 }
 

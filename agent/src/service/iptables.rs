@@ -7,10 +7,17 @@
 //!   -m addrtype --dst-type LOCAL -j FERRY-NODEPORTS                             (last)
 //! nat     FERRY-NODEPORTS
 //!   -p <proto> -m <proto> --dport <nodePort> -j FERRY-SVC-<hash>                (NodePorts on any local address)
-//! nat     FERRY-SVC-<hash>                                                      (one frontend)
-//!   ! -s <cluster> -d <addr>/32 ... -j FERRY-MARK-MASQ      (ClusterIP: off-cluster sources; other kinds: every non-pod source)
+//! nat     FERRY-SVC-<hash>                                                      (one frontend: its endpoints)
+//!   ! -s <cluster> -d <addr>/32 ... -j FERRY-MARK-MASQ      (ClusterIP: off-cluster sources)
+//!   -j FERRY-MARK-MASQ                                      (NodePort, externalIP, LB IP with externalTrafficPolicy Cluster)
 //!   -m recent --rcheck --seconds <t> --reap --name FERRY-SEP-<h> ... -j FERRY-SEP-<h>   (ClientIP affinity, per endpoint)
 //!   -m statistic --mode random --probability 1/(n-i) -j FERRY-SEP-<h>          (endpoint i of n; the last unconditional)
+//! nat     FERRY-EXT-<hash>                 (externalTrafficPolicy Local: the frontend's dispatch target instead)
+//!   -s <cluster> -j FERRY-SVC-<hash>                        (pods: every endpoint, source kept)
+//!   -m addrtype --src-type LOCAL -j FERRY-MARK-MASQ         (the node itself: every endpoint, masqueraded)
+//!   -m addrtype --src-type LOCAL -j FERRY-SVC-<hash>
+//!   -j FERRY-SVL-<hash>                                     (from outside: local endpoints, source kept; none: no rule)
+//! nat     FERRY-SVL-<hash>: as FERRY-SVC-<hash> over the local endpoints, without the mark
 //! nat     FERRY-SEP-<hash>                                                      (one endpoint of one frontend)
 //!   -s <endpoint>/32 -j FERRY-MARK-MASQ                                         (hairpin: a pod reaching itself)
 //!   -p <proto> [-m recent --set ...] -m <proto> -j DNAT --to-destination <endpoint>:<port>
@@ -22,7 +29,15 @@
 //! filter  INPUT, FORWARD, OUTPUT -j FERRY-SERVICES
 //!   -d <addr>/32 -p <proto> -m <proto> --dport <port> -j REJECT --reject-with icmp-port-unreachable   (no endpoints)
 //!   -p <proto> -m addrtype --dst-type LOCAL -m <proto> --dport <nodePort> -j REJECT ...              (NodePort, no endpoints)
+//!   -d <addr>/32 ... -j DROP, -p <proto> -m addrtype --dst-type LOCAL ... -j DROP      (externalTrafficPolicy Local, no local endpoint)
 //! ```
+//!
+//! `externalTrafficPolicy: Local` follows kube-proxy's `KUBE-EXT-*` chain: traffic from outside
+//! the cluster reaches only this node's endpoints with its source address kept (the backend sees
+//! the client), and is dropped in filter when the node has none (the load balancer's health
+//! check, [`super::healthcheck`], tells it to stop sending); pods and the node itself still
+//! reach every endpoint. Pod traffic was translated in nat before filter sees it, so the drop
+//! only ever matches untranslated external traffic.
 //!
 //! A frontend without endpoints is rejected with ICMP port unreachable, so `connect` fails at
 //! once with `ECONNREFUSED` and a UDP sender gets the ICMP error (never a timeout). The
@@ -47,7 +62,8 @@
 //! when it has none left, or the frontend was removed) are deleted with `conntrack -D` (when
 //! the tool is installed), so a client that keeps sending is re-balanced instead of
 //! black-holed; flows to a frontend that got endpoints back are deleted too (they were not
-//! translated). The first sync of a process makes one level-triggered pass instead
+//! translated). For a NodePort the flows are matched by the nodePort and the endpoint that
+//! answers them, whatever node address the client used (kube-proxy's `--dst-nat` clean-up). The first sync of a process makes one level-triggered pass instead
 //! (`conntrack -L`): flows to a UDP frontend answered by anything but a current backend are
 //! deleted one by one (endpoints changed while no agent ran); working flows are never touched.
 
@@ -75,6 +91,10 @@ pub const POSTROUTING: &str = "FERRY-SERVICES-POST";
 pub const SVC_PREFIX: &str = "FERRY-SVC-";
 /// Prefix of the per-endpoint chains.
 pub const SEP_PREFIX: &str = "FERRY-SEP-";
+/// Prefix of the external-traffic chains of `externalTrafficPolicy: Local` frontends.
+pub const EXT_PREFIX: &str = "FERRY-EXT-";
+/// Prefix of the local-endpoint chains of `externalTrafficPolicy: Local` frontends.
+pub const SVL_PREFIX: &str = "FERRY-SVL-";
 
 /// A sync reads `iptables-save` again (a full resync against the kernel's rules, repairing
 /// changes made by others) after this many syncs from the remembered state...
@@ -113,6 +133,16 @@ fn hash(s: &str) -> String {
 /// The chain of frontend `fe` of service port `entry.service`.
 pub fn svc_chain(fe: &Frontend, entry: &Entry) -> String {
     format!("{SVC_PREFIX}{}", hash(&format!("{}/{fe}", entry.service)))
+}
+
+/// The external-traffic chain of an `externalTrafficPolicy: Local` frontend.
+pub fn ext_chain(fe: &Frontend, entry: &Entry) -> String {
+    format!("{EXT_PREFIX}{}", hash(&format!("{}/{fe}", entry.service)))
+}
+
+/// The local-endpoint chain of an `externalTrafficPolicy: Local` frontend.
+pub fn svl_chain(fe: &Frontend, entry: &Entry) -> String {
+    format!("{SVL_PREFIX}{}", hash(&format!("{}/{fe}", entry.service)))
 }
 
 /// The chain of endpoint `b` of frontend `fe`.
@@ -157,63 +187,74 @@ pub fn render(table: &ServiceTable, cluster: Option<Ipv4Network>) -> Rules {
         let dst = format!("-d {}/32 -p {p} -m {p} --dport {}", fe.addr, fe.port);
         let local_np =
             entry.kind == FrontendKind::NodePort && seen_nodeports.insert((fe.port, fe.proto));
-        if entry.backends.is_empty() {
-            let reject = "-j REJECT --reject-with icmp-port-unreachable";
-            filter_rules.push(format!("{dst} {reject}"));
+        // Untranslated traffic to the frontend: refused (no endpoint at all) or, for external
+        // traffic with externalTrafficPolicy Local on a node without local endpoints, dropped.
+        let filter_target = if entry.backends.is_empty() {
+            Some("-j REJECT --reject-with icmp-port-unreachable")
+        } else if entry.external_local && entry.local_backends.is_empty() {
+            Some("-j DROP")
+        } else {
+            None
+        };
+        if let Some(target) = filter_target {
+            filter_rules.push(format!("{dst} {target}"));
             if local_np {
                 filter_rules.push(format!(
-                    "-p {p} -m addrtype --dst-type LOCAL -m {p} --dport {} {reject}",
+                    "-p {p} -m addrtype --dst-type LOCAL -m {p} --dport {} {target}",
                     fe.port
                 ));
             }
+        }
+        if entry.backends.is_empty() {
             continue;
         }
         let chain = svc_chain(fe, entry);
-        services.push(format!("{dst} -j {chain}"));
-        if local_np {
-            nodeports.push(format!("-p {p} -m {p} --dport {} -j {chain}", fe.port));
-        }
-        let mut rules = Vec::new();
-        // ClusterIP: only off-cluster sources need the reply to come back through us; a
-        // NodePort, externalIP or LoadBalancer IP may be reached from anywhere.
-        let mark_src = if entry.kind == FrontendKind::ClusterIp {
-            not_pods.clone()
+        let target = if entry.external_local {
+            ext_chain(fe, entry)
         } else {
-            String::new()
+            chain.clone()
         };
-        rules.push(format!("{mark_src}{dst} -j {MARK_MASQ}"));
-        let seps: Vec<String> = entry
-            .backends
-            .iter()
-            .map(|b| sep_chain(fe, entry, b))
-            .collect();
-        if let Some(t) = entry.affinity_timeout {
-            for sep in &seps {
-                rules.push(format!(
-                    "-m recent --rcheck --seconds {t} --reap --name {sep} --mask 255.255.255.255 --rsource -j {sep}"
-                ));
-            }
+        services.push(format!("{dst} -j {target}"));
+        if local_np {
+            nodeports.push(format!("-p {p} -m {p} --dport {} -j {target}", fe.port));
         }
-        let n = seps.len();
-        for (i, sep) in seps.iter().enumerate() {
-            if i + 1 == n {
-                rules.push(format!("-j {sep}"));
-            } else {
-                let prob = probability(1.0 / (n - i) as f64);
-                rules.push(format!(
-                    "-m statistic --mode random --probability {prob} -j {sep}"
-                ));
+        // ClusterIP: only off-cluster sources need the reply to come back through us; a
+        // NodePort, externalIP or LoadBalancer IP may be reached from anywhere, and with
+        // externalTrafficPolicy Local the EXT chain decides.
+        let mark = match entry.kind {
+            FrontendKind::ClusterIp => Some(format!("{not_pods}{dst} -j {MARK_MASQ}")),
+            _ if entry.external_local => None,
+            _ => Some(format!("-j {MARK_MASQ}")),
+        };
+        nat.insert(
+            chain.clone(),
+            policy_rules(fe, entry, &entry.backends, mark),
+        );
+        let mut endpoints: BTreeSet<&Backend> = entry.backends.iter().collect();
+        if entry.external_local {
+            let svl = svl_chain(fe, entry);
+            let mut ext = Vec::new();
+            if let Some(c) = cluster {
+                ext.push(format!("-s {c} -j {chain}"));
             }
+            ext.push(format!("-m addrtype --src-type LOCAL -j {MARK_MASQ}"));
+            ext.push(format!("-m addrtype --src-type LOCAL -j {chain}"));
+            if !entry.local_backends.is_empty() {
+                ext.push(format!("-j {svl}"));
+                nat.insert(svl, policy_rules(fe, entry, &entry.local_backends, None));
+                endpoints.extend(&entry.local_backends);
+            }
+            nat.insert(target, ext);
         }
-        nat.insert(chain, rules);
-        for (b, sep) in entry.backends.iter().zip(&seps) {
+        for b in endpoints {
+            let sep = sep_chain(fe, entry, b);
             let recent = if entry.affinity_timeout.is_some() {
                 format!("-m recent --set --name {sep} --mask 255.255.255.255 --rsource ")
             } else {
                 String::new()
             };
             nat.insert(
-                sep.clone(),
+                sep,
                 vec![
                     format!("-s {}/32 -j {MARK_MASQ}", b.addr),
                     format!("-p {p} {recent}-m {p} -j DNAT --to-destination {b}"),
@@ -241,6 +282,37 @@ pub fn render(table: &ServiceTable, cluster: Option<Ipv4Network>) -> Rules {
     Rules { nat, filter }
 }
 
+/// The rules of a policy chain spreading new connections of `fe` over `backends` (not empty),
+/// after the `mark` rule if any: ClientIP affinity checks first, then the random pick.
+fn policy_rules(
+    fe: &Frontend,
+    entry: &Entry,
+    backends: &[Backend],
+    mark: Option<String>,
+) -> Vec<String> {
+    let mut rules: Vec<String> = mark.into_iter().collect();
+    let seps: Vec<String> = backends.iter().map(|b| sep_chain(fe, entry, b)).collect();
+    if let Some(t) = entry.affinity_timeout {
+        for sep in &seps {
+            rules.push(format!(
+                "-m recent --rcheck --seconds {t} --reap --name {sep} --mask 255.255.255.255 --rsource -j {sep}"
+            ));
+        }
+    }
+    let n = seps.len();
+    for (i, sep) in seps.iter().enumerate() {
+        if i + 1 == n {
+            rules.push(format!("-j {sep}"));
+        } else {
+            let prob = probability(1.0 / (n - i) as f64);
+            rules.push(format!(
+                "-m statistic --mode random --probability {prob} -j {sep}"
+            ));
+        }
+    }
+    rules
+}
+
 /// Whether `chain` is one of ours in this module's namespace of names.
 fn ours(chain: &str) -> bool {
     chain == SERVICES
@@ -249,6 +321,8 @@ fn ours(chain: &str) -> bool {
         || chain == POSTROUTING
         || chain.starts_with(SVC_PREFIX)
         || chain.starts_with(SEP_PREFIX)
+        || chain.starts_with(EXT_PREFIX)
+        || chain.starts_with(SVL_PREFIX)
 }
 
 /// What `iptables-save` shows of one table: our chains and their rules, and every jump count
@@ -428,33 +502,90 @@ pub fn uninstall_input(save: &str) -> Option<String> {
     (!out.is_empty()).then_some(out)
 }
 
-/// The UDP conntrack deletions going from `old` to `new`: `(frontend, reply source)`, where a
-/// reply source `None` means every flow to the frontend and `Some(b)` the flows answered by
-/// `b` (for an endpoint that went away) or by the frontend itself (untranslated flows of a
-/// frontend that had no endpoints).
-pub fn stale_udp(
-    old: &ServiceTable,
-    new: &ServiceTable,
-) -> Vec<(Frontend, Option<(Ipv4Addr, u16)>)> {
-    let mut out = Vec::new();
-    for (fe, before) in old.entries.iter().filter(|(f, _)| f.proto == Proto::Udp) {
-        match new.entries.get(fe) {
-            None => out.push((*fe, None)),
-            Some(after) => {
-                for b in before
-                    .backends
-                    .iter()
-                    .filter(|b| !after.backends.contains(b))
-                {
-                    out.push((*fe, Some((b.addr, b.port))));
-                }
-                if before.backends.is_empty() && !after.backends.is_empty() {
-                    out.push((*fe, Some((fe.addr, fe.port))));
-                }
-            }
+/// One `conntrack -D -p udp` of the clean-up: the flows to `orig_dst` (any destination when
+/// `None`: a NodePort, reached through any node address) port `port`, answered by `reply_src`
+/// (any reply source when `None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct UdpDelete {
+    /// The original destination address.
+    pub orig_dst: Option<Ipv4Addr>,
+    /// The original destination port.
+    pub port: u16,
+    /// The reply source (an endpoint, or the frontend itself for untranslated flows).
+    pub reply_src: Option<(Ipv4Addr, u16)>,
+}
+
+impl UdpDelete {
+    /// The `conntrack` arguments.
+    pub fn args(&self) -> Vec<String> {
+        let mut a: Vec<String> = ["-D", "-p", "udp"].map(str::to_owned).to_vec();
+        if let Some(d) = self.orig_dst {
+            a.extend(["--orig-dst".to_owned(), d.to_string()]);
         }
+        a.extend(["--orig-port-dst".to_owned(), self.port.to_string()]);
+        if let Some((addr, port)) = self.reply_src {
+            a.extend([
+                "--reply-src".to_owned(),
+                addr.to_string(),
+                "--reply-port-src".to_owned(),
+                port.to_string(),
+            ]);
+        }
+        a
+    }
+}
+
+/// Every endpoint a frontend may translate to: its backends, and for external traffic with
+/// `externalTrafficPolicy: Local` its local backends.
+fn reachable(e: &Entry) -> BTreeSet<Backend> {
+    let mut out: BTreeSet<Backend> = e.backends.iter().copied().collect();
+    if e.external_local {
+        out.extend(&e.local_backends);
     }
     out
+}
+
+/// The UDP conntrack deletions going from `old` to `new` (sorted, no duplicates): every flow of
+/// a removed frontend; the flows answered by an endpoint that went away; the untranslated flows
+/// (answered by the frontend itself) of a frontend that had no endpoint, or no local endpoint
+/// for its external traffic, and has one now. A NodePort's endpoint deletions match the
+/// nodePort on any address.
+pub fn stale_udp(old: &ServiceTable, new: &ServiceTable) -> Vec<UdpDelete> {
+    let mut out = BTreeSet::new();
+    for (fe, before) in old.entries.iter().filter(|(f, _)| f.proto == Proto::Udp) {
+        let Some(after) = new.entries.get(fe) else {
+            out.insert(UdpDelete {
+                orig_dst: Some(fe.addr),
+                port: fe.port,
+                reply_src: None,
+            });
+            continue;
+        };
+        let orig_dst = (before.kind != FrontendKind::NodePort).then_some(fe.addr);
+        let now = reachable(after);
+        for b in reachable(before).difference(&now) {
+            out.insert(UdpDelete {
+                orig_dst,
+                port: fe.port,
+                reply_src: Some((b.addr, b.port)),
+            });
+        }
+        let untranslated = UdpDelete {
+            orig_dst: Some(fe.addr),
+            port: fe.port,
+            reply_src: Some((fe.addr, fe.port)),
+        };
+        if before.backends.is_empty() && !after.backends.is_empty() {
+            out.insert(untranslated);
+        }
+        if after.external_local
+            && !after.local_backends.is_empty()
+            && (!before.external_local || before.local_backends.is_empty())
+        {
+            out.insert(untranslated);
+        }
+    }
+    out.into_iter().collect()
 }
 
 /// One UDP flow in the kernel's conntrack table.
@@ -513,7 +644,7 @@ pub fn stale_flows(flows: &[UdpFlow], table: &ServiceTable) -> Vec<UdpFlow> {
                 proto: Proto::Udp,
             };
             table.entries.get(&fe).is_some_and(|e| {
-                !e.backends.contains(&Backend {
+                !reachable(e).contains(&Backend {
                     addr: f.reply_src.0,
                     port: f.reply_src.1,
                 })
@@ -672,29 +803,15 @@ impl IptablesProxier {
         if stale.is_empty() || !self.conntrack_available() {
             return;
         }
-        for (fe, reply) in stale {
-            let (addr, port) = (fe.addr.to_string(), fe.port.to_string());
-            let mut args = vec![
-                "-D",
-                "-p",
-                "udp",
-                "--orig-dst",
-                &addr,
-                "--orig-port-dst",
-                &port,
-            ];
-            let (rs, rp) = reply
-                .map(|(a, p)| (a.to_string(), p.to_string()))
-                .unwrap_or_default();
-            if reply.is_some() {
-                args.extend(["--reply-src", &rs, "--reply-port-src", &rp]);
-            }
+        for d in stale {
+            let args = d.args();
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
             // Exit status 1 with "0 flow entries": nothing to delete.
             match run("conntrack", &args, None) {
                 Ok(_) => {}
                 Err(e) if e.contains("0 flow entries") => {}
                 Err(e) => {
-                    tracing::warn!(frontend = %fe, error = %e, "deleting stale UDP flows failed")
+                    tracing::warn!(delete = ?d, error = %e, "deleting stale UDP flows failed")
                 }
             }
         }
@@ -717,14 +834,16 @@ impl Proxier for IptablesProxier {
                 .map_err(ProxyError::Iptables)?;
             self.restores += 1;
             let have = &known.nat.chains;
-            let svc: Vec<&String> = rules
-                .nat
-                .keys()
-                .filter(|c| c.starts_with(SVC_PREFIX))
-                .collect();
-            stats.changed = svc
+            let differs = |c: &String| have.get(c) != rules.nat.get(c);
+            stats.changed = table
+                .entries
                 .iter()
-                .filter(|c| have.get(**c) != rules.nat.get(**c))
+                .filter(|(_, e)| !e.backends.is_empty())
+                .filter(|(fe, e)| {
+                    differs(&svc_chain(fe, e))
+                        || (e.external_local
+                            && (differs(&ext_chain(fe, e)) || differs(&svl_chain(fe, e))))
+                })
                 .count();
             stats.removed = have
                 .keys()
@@ -883,11 +1002,8 @@ mod tests {
             r.nat[NODEPORTS],
             vec![format!("-p tcp -m tcp --dport 30080 -j {np}")]
         );
-        // NodePort: marked whatever the source.
-        assert_eq!(
-            r.nat[&np][0],
-            "-d 10.0.0.1/32 -p tcp -m tcp --dport 30080 -j FERRY-MARK-MASQ"
-        );
+        // NodePort: marked whatever the source and whatever local address it came to.
+        assert_eq!(r.nat[&np][0], "-j FERRY-MARK-MASQ");
         // No endpoints: rejected in filter, the NodePort also on any local address.
         assert_eq!(
             r.filter[SERVICES],
@@ -1085,6 +1201,14 @@ garbage
         assert_eq!(stale_flows(&flows, &table()), vec![flows[1]]);
     }
 
+    fn del(dst: Option<&str>, port: u16, reply: Option<(&str, u16)>) -> UdpDelete {
+        UdpDelete {
+            orig_dst: dst.map(|d| d.parse().unwrap()),
+            port,
+            reply_src: reply.map(|(a, p)| (a.parse().unwrap(), p)),
+        }
+    }
+
     #[test]
     fn stale_udp_flows_on_every_transition() {
         let t = table();
@@ -1092,20 +1216,259 @@ garbage
         // N -> 0.
         let mut none = t.clone();
         none.entries.get_mut(&dns_fe).unwrap().backends.clear();
+        let gone_ep = del(Some("10.96.0.11"), 53, Some(("10.244.1.5", 53)));
+        assert_eq!(stale_udp(&t, &none), vec![gone_ep]);
         assert_eq!(
-            stale_udp(&t, &none),
-            vec![(dns_fe, Some(("10.244.1.5".parse().unwrap(), 53)))]
+            gone_ep.args(),
+            [
+                "-D",
+                "-p",
+                "udp",
+                "--orig-dst",
+                "10.96.0.11",
+                "--orig-port-dst",
+                "53",
+                "--reply-src",
+                "10.244.1.5",
+                "--reply-port-src",
+                "53"
+            ]
         );
         // 0 -> 1: untranslated flows (answered by the frontend itself) go.
         assert_eq!(
             stale_udp(&none, &t),
-            vec![(dns_fe, Some((dns_fe.addr, 53)))]
+            vec![del(Some("10.96.0.11"), 53, Some(("10.96.0.11", 53)))]
         );
         // Service deleted: every flow to it.
         let mut gone = t.clone();
         gone.entries.remove(&dns_fe);
-        assert_eq!(stale_udp(&t, &gone), vec![(dns_fe, None)]);
+        let all = del(Some("10.96.0.11"), 53, None);
+        assert_eq!(stale_udp(&t, &gone), vec![all]);
+        assert_eq!(
+            all.args(),
+            [
+                "-D",
+                "-p",
+                "udp",
+                "--orig-dst",
+                "10.96.0.11",
+                "--orig-port-dst",
+                "53"
+            ]
+        );
         // TCP and unchanged frontends: nothing.
         assert_eq!(stale_udp(&t, &t), vec![]);
+    }
+
+    /// A UDP NodePort `30053` on two node addresses with externalTrafficPolicy `local`.
+    fn udp_node_port(
+        backends: &[(&str, u16)],
+        local: &[(&str, u16)],
+        etp_local: bool,
+    ) -> ServiceTable {
+        let mut t = ServiceTable::default();
+        for addr in ["10.0.0.1", "10.0.0.2"] {
+            let mut e = entry("np", FrontendKind::NodePort, backends, None);
+            e.local_backends = entry("np", FrontendKind::NodePort, local, None).backends;
+            e.external_local = etp_local;
+            t.entries.insert(fe(addr, 30053, Proto::Udp), e);
+        }
+        t
+    }
+
+    #[test]
+    fn stale_udp_node_port_flows_match_the_port_on_any_address() {
+        // An endpoint goes: one deletion by nodePort and endpoint (not one per node address).
+        let before = udp_node_port(&[("10.244.1.2", 53), ("10.244.2.2", 53)], &[], false);
+        let after = udp_node_port(&[("10.244.2.2", 53)], &[], false);
+        let d = del(None, 30053, Some(("10.244.1.2", 53)));
+        assert_eq!(stale_udp(&before, &after), vec![d]);
+        assert_eq!(
+            d.args(),
+            [
+                "-D",
+                "-p",
+                "udp",
+                "--orig-port-dst",
+                "30053",
+                "--reply-src",
+                "10.244.1.2",
+                "--reply-port-src",
+                "53"
+            ]
+        );
+        // externalTrafficPolicy Local: the external flows' local endpoint goes too.
+        let before = udp_node_port(
+            &[("10.244.1.2", 53), ("10.244.2.2", 53)],
+            &[("10.244.1.2", 53), ("10.244.1.3", 53)],
+            true,
+        );
+        let after = udp_node_port(
+            &[("10.244.1.2", 53), ("10.244.2.2", 53)],
+            &[("10.244.1.2", 53)],
+            true,
+        );
+        assert_eq!(
+            stale_udp(&before, &after),
+            vec![del(None, 30053, Some(("10.244.1.3", 53)))]
+        );
+        // No local endpoint -> one: the dropped (untranslated) flows to each address go.
+        let none = udp_node_port(&[("10.244.2.2", 53)], &[], true);
+        let one = udp_node_port(&[("10.244.2.2", 53)], &[("10.244.1.2", 53)], true);
+        assert_eq!(
+            stale_udp(&none, &one),
+            vec![
+                del(Some("10.0.0.1"), 30053, Some(("10.0.0.1", 30053))),
+                del(Some("10.0.0.2"), 30053, Some(("10.0.0.2", 30053))),
+            ]
+        );
+        // The adoption pass accepts replies from local endpoints of an external-local frontend.
+        let flow = |reply: &str| UdpFlow {
+            src: ("10.99.0.254".parse().unwrap(), 40000),
+            dst: ("10.0.0.1".parse().unwrap(), 30053),
+            reply_src: (reply.parse().unwrap(), 53),
+        };
+        let flows = [flow("10.244.1.2"), flow("10.244.2.2"), flow("10.244.9.9")];
+        assert_eq!(stale_flows(&flows, &one), vec![flows[2]]);
+    }
+
+    /// An externalTrafficPolicy Local NodePort and LoadBalancer IP of `web` (port 80 -> 8080) with
+    /// `backends` cluster-wide, `local` of them on this node.
+    fn etp_local(backends: &[&str], local: &[&str]) -> ServiceTable {
+        let mut t = ServiceTable::default();
+        fn with<'a>(v: &[&'a str]) -> Vec<(&'a str, u16)> {
+            v.iter().map(|a| (*a, 8080)).collect()
+        }
+        for (f, kind) in [
+            (fe("10.0.0.1", 30080, Proto::Tcp), FrontendKind::NodePort),
+            (fe("192.0.2.10", 80, Proto::Tcp), FrontendKind::LoadBalancer),
+        ] {
+            let mut e = entry("web", kind, &with(backends), None);
+            e.local_backends = entry("web", kind, &with(local), None).backends;
+            e.external_local = true;
+            t.entries.insert(f, e);
+        }
+        t
+    }
+
+    #[test]
+    fn external_traffic_policy_local_keeps_the_source_and_uses_local_endpoints() {
+        let t = etp_local(&["10.244.1.2", "10.244.2.2"], &["10.244.1.2"]);
+        let r = render(&t, cluster());
+        let f = fe("10.0.0.1", 30080, Proto::Tcp);
+        let e = &t.entries[&f];
+        let (svc, ext, svl) = (svc_chain(&f, e), ext_chain(&f, e), svl_chain(&f, e));
+        assert!(ext.starts_with("FERRY-EXT-") && ext.len() <= 28, "{ext}");
+        let sep = |a: &str| {
+            sep_chain(
+                &f,
+                e,
+                &Backend {
+                    addr: a.parse().unwrap(),
+                    port: 8080,
+                },
+            )
+        };
+        // Dispatch goes to the EXT chain, for the address and for any local address.
+        assert!(r.nat[SERVICES].contains(&format!(
+            "-d 10.0.0.1/32 -p tcp -m tcp --dport 30080 -j {ext}"
+        )));
+        assert_eq!(
+            r.nat[NODEPORTS],
+            vec![format!("-p tcp -m tcp --dport 30080 -j {ext}")]
+        );
+        // Pods: every endpoint, unmarked; the node itself: every endpoint, masqueraded; the
+        // rest (from outside): the local endpoints, unmarked (source kept).
+        assert_eq!(
+            r.nat[&ext],
+            vec![
+                format!("-s 10.244.0.0/16 -j {svc}"),
+                "-m addrtype --src-type LOCAL -j FERRY-MARK-MASQ".to_owned(),
+                format!("-m addrtype --src-type LOCAL -j {svc}"),
+                format!("-j {svl}"),
+            ]
+        );
+        assert_eq!(
+            r.nat[&svc],
+            vec![
+                format!(
+                    "-m statistic --mode random --probability 0.50000000000 -j {}",
+                    sep("10.244.1.2")
+                ),
+                format!("-j {}", sep("10.244.2.2")),
+            ]
+        );
+        assert_eq!(r.nat[&svl], vec![format!("-j {}", sep("10.244.1.2"))]);
+        assert!(!r.nat[&svl].iter().any(|l| l.contains(MARK_MASQ)));
+        // Nothing dropped or rejected while there is a local endpoint.
+        assert!(r.filter[SERVICES].is_empty(), "{:?}", r.filter[SERVICES]);
+        // The same Service with externalTrafficPolicy Cluster marks everything.
+        let mut cl = t.clone();
+        cl.entries
+            .values_mut()
+            .for_each(|e| e.external_local = false);
+        let rc = render(&cl, cluster());
+        assert_eq!(rc.nat[&svc][0], "-j FERRY-MARK-MASQ");
+        assert!(!rc.nat.contains_key(&ext) && !rc.nat.contains_key(&svl));
+        assert!(rc.nat[SERVICES].contains(&format!(
+            "-d 10.0.0.1/32 -p tcp -m tcp --dport 30080 -j {svc}"
+        )));
+    }
+
+    #[test]
+    fn external_traffic_policy_local_without_local_endpoints_drops_external_traffic() {
+        let t = etp_local(&["10.244.2.2"], &[]);
+        let r = render(&t, cluster());
+        let f = fe("10.0.0.1", 30080, Proto::Tcp);
+        let e = &t.entries[&f];
+        let (svc, ext, svl) = (svc_chain(&f, e), ext_chain(&f, e), svl_chain(&f, e));
+        // Pods and the node still reach the remote endpoint; nothing else is translated.
+        assert_eq!(
+            r.nat[&ext],
+            vec![
+                format!("-s 10.244.0.0/16 -j {svc}"),
+                "-m addrtype --src-type LOCAL -j FERRY-MARK-MASQ".to_owned(),
+                format!("-m addrtype --src-type LOCAL -j {svc}"),
+            ]
+        );
+        assert!(!r.nat.contains_key(&svl));
+        // ...and the untranslated rest is dropped (not refused: the load balancer's health
+        // check steers it away), on the address and on any local address.
+        assert_eq!(
+            r.filter[SERVICES],
+            vec![
+                "-d 10.0.0.1/32 -p tcp -m tcp --dport 30080 -j DROP",
+                "-p tcp -m addrtype --dst-type LOCAL -m tcp --dport 30080 -j DROP",
+                "-d 192.0.2.10/32 -p tcp -m tcp --dport 80 -j DROP",
+            ]
+        );
+        // No endpoint anywhere: refused as any Service without endpoints.
+        let r = render(&etp_local(&[], &[]), cluster());
+        assert!(r.filter[SERVICES]
+            .iter()
+            .all(|l| l.ends_with("-j REJECT --reject-with icmp-port-unreachable")));
+        assert_eq!(r.filter[SERVICES].len(), 3);
+        assert!(!r.nat.contains_key(&ext));
+    }
+
+    #[test]
+    fn a_local_endpoint_that_is_not_a_cluster_endpoint_gets_its_own_chain() {
+        // A draining (serving, terminating) local pod while ready ones run elsewhere: external
+        // traffic goes to the local one, the cluster's own to the ready one.
+        let t = etp_local(&["10.244.2.2"], &["10.244.1.9"]);
+        let r = render(&t, cluster());
+        let f = fe("10.0.0.1", 30080, Proto::Tcp);
+        let e = &t.entries[&f];
+        let seps: BTreeSet<&String> = r.nat.keys().filter(|c| c.starts_with(SEP_PREFIX)).collect();
+        // Two endpoints on two frontends.
+        assert_eq!(seps.len(), 4, "{seps:?}");
+        let local_sep = sep_chain(&f, e, &e.local_backends[0]);
+        assert_eq!(r.nat[&svl_chain(&f, e)], vec![format!("-j {local_sep}")]);
+        assert_eq!(
+            r.nat[&local_sep][1],
+            "-p tcp -m tcp -j DNAT --to-destination 10.244.1.9:8080"
+        );
+        // The render round-trips through iptables-save.
+        assert_eq!(State::from_save(&saved(&r)), State::written(r.clone()));
     }
 }
