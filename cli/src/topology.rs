@@ -20,6 +20,11 @@ pub(crate) const UNDERLAY_PREFIX: u8 = 24;
 pub(crate) const CP_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 2);
 /// The external host's underlay address.
 pub(crate) const EXT_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 254);
+/// The addresses `ferry up` gives the apiserver for LoadBalancer Services (`--loadbalancer-pool`):
+/// .192-.223 of the underlay, above every node (at most .74) and below the external host (.254),
+/// so the external host reaches them on its own link, answered by one node (the agent's L2
+/// announcement).
+pub(crate) const LB_POOL: &str = "10.99.0.192/27";
 /// The apiserver's port inside the control-plane namespace.
 pub(crate) const API_PORT: u16 = 6443;
 /// The kubelet's port on each node.

@@ -247,6 +247,8 @@ impl Up<'_> {
                 &self.args.node_grace.to_string(),
                 "--service-cidr",
                 &self.args.service_cidr,
+                "--loadbalancer-pool",
+                &self.args.loadbalancer_pool,
             ]
             .map(OsString::from),
         );

@@ -94,9 +94,14 @@ pub(crate) struct UpArgs {
     /// under /sys/fs/bpf/ferry-<name>/<node>), kube-proxy-style iptables rules, or not at all.
     #[arg(long, value_enum, default_value = "ebpf")]
     pub(crate) service_proxy: ServiceProxy,
-    /// ClusterIP range, given to the apiserver and the agents alike.
-    #[arg(long, default_value = "10.96.0.0/12")]
+    /// ClusterIP range, given to the apiserver and the agents alike. A /16, not upstream's
+    /// 10.96.0.0/12: that one spans 10.96-10.111 and so holds the underlay (10.99.0.0/24).
+    #[arg(long, default_value = "10.96.0.0/16")]
     pub(crate) service_cidr: String,
+    /// Addresses for LoadBalancer Services (the apiserver's `--loadbalancer-pool`, comma-separated
+    /// CIDRs); the default is a /27 of the underlay that no lab member uses.
+    #[arg(long, default_value = topology::LB_POOL)]
+    pub(crate) loadbalancer_pool: String,
     /// Directory holding ferry-server, ferry-kubelet, ferry-agent and ferry-cni (default: the
     /// directory of this `ferry` executable, where cargo builds them all).
     #[arg(long)]
@@ -186,6 +191,7 @@ pub(crate) fn run(args: &UpArgs) -> Result<()> {
         bail!("ferry up needs root: it creates network namespaces");
     }
     validate_service_cidr(&args.service_cidr)?;
+    validate_loadbalancer_pool(&args.loadbalancer_pool, &args.service_cidr)?;
     validate_servers(args.servers, args.store)?;
     let bins = find_bins(args)?;
     let cgroup_root = cgroup::root()?;
@@ -467,6 +473,58 @@ fn validate_service_cidr(cidr: &str) -> Result<()> {
     Ok(())
 }
 
+/// `a.b.c.d/len` as (first, last) address, if it is a network (no host bits).
+fn cidr_span(cidr: &str) -> Option<(u32, u32)> {
+    let (ip, len) = cidr.split_once('/')?;
+    let ip = u32::from(ip.parse::<Ipv4Addr>().ok()?);
+    let len: u32 = len.parse().ok().filter(|l| *l <= 32)?;
+    let host = u32::MAX.checked_shr(len).unwrap_or(0);
+    (ip & host == 0).then_some((ip, ip | host))
+}
+
+/// Checks `--loadbalancer-pool`: IPv4 CIDRs that hold no lab member's underlay address (control
+/// plane and replicas .2-.7, nodes from .11, the external host) and do not overlap the service
+/// CIDR (the apiserver checks that too, after the lab is built).
+fn validate_loadbalancer_pool(pool: &str, service_cidr: &str) -> Result<()> {
+    if pool.split(',').all(str::is_empty) {
+        bail!("--loadbalancer-pool must name at least one CIDR");
+    }
+    let svc = cidr_span(service_cidr);
+    let members = [
+        (
+            u32::from(topology::CP_IP),
+            u32::from(crate::ha::server_ip(crate::ha::MAX_SERVERS)),
+        ),
+        (
+            u32::from(topology::node_ip(1)),
+            u32::from(topology::node_ip(topology::MAX_NODES)),
+        ),
+        (u32::from(topology::EXT_IP), u32::from(topology::EXT_IP)),
+    ];
+    for cidr in pool.split(',').filter(|c| !c.is_empty()) {
+        let (lo, hi) = cidr_span(cidr).ok_or_else(|| {
+            anyhow!(
+                "invalid --loadbalancer-pool {cidr:?}: expected an IPv4 network like {}",
+                topology::LB_POOL
+            )
+        })?;
+        if let Some((a, b)) = svc.filter(|(a, b)| lo <= *b && *a <= hi) {
+            bail!(
+                "--loadbalancer-pool {cidr} overlaps --service-cidr {service_cidr} ({}-{})",
+                Ipv4Addr::from(a),
+                Ipv4Addr::from(b)
+            );
+        }
+        if let Some((a, _)) = members.iter().find(|(a, b)| lo <= *b && *a <= hi) {
+            bail!(
+                "--loadbalancer-pool {cidr} holds lab member addresses (from {})",
+                Ipv4Addr::from(*a)
+            );
+        }
+    }
+    Ok(())
+}
+
 /// The last `n` lines of a log file, indented.
 fn tail(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -481,6 +539,31 @@ fn tail(path: &Path, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loadbalancer_pool_avoids_members_and_service_cidr() {
+        assert!(validate_loadbalancer_pool(topology::LB_POOL, "10.96.0.0/16").is_ok());
+        assert!(
+            validate_loadbalancer_pool("10.99.0.100/30,10.99.0.240/29", "10.96.0.0/16").is_ok()
+        );
+        let e = |pool: &str, svc: &str| {
+            validate_loadbalancer_pool(pool, svc)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(e(topology::LB_POOL, "10.96.0.0/12").contains("overlaps --service-cidr"));
+        assert!(e("10.99.0.0/28", "10.96.0.0/16").contains("from 10.99.0.2"));
+        assert!(e("10.99.0.64/27", "10.96.0.0/16").contains("from 10.99.0.11"));
+        assert!(e("10.99.0.254/32", "10.96.0.0/16").contains("from 10.99.0.254"));
+        assert!(e("10.99.0.193/27", "10.96.0.0/16").contains("invalid --loadbalancer-pool"));
+        assert!(e("nope", "10.96.0.0/16").contains("invalid --loadbalancer-pool"));
+        assert!(e("", "10.96.0.0/16").contains("at least one CIDR"));
+        assert_eq!(
+            cidr_span("10.99.0.192/27"),
+            Some((0x0a63_00c0, 0x0a63_00df))
+        );
+        assert_eq!(cidr_span("0.0.0.0/0"), Some((0, u32::MAX)));
+    }
 
     #[test]
     fn servers_flag_is_bounded_and_needs_etcd_for_replicas() {
