@@ -253,23 +253,41 @@ impl EtcdStore {
         (start, end)
     }
 
-    async fn timed<T>(
+    /// Runs the request `attempt` makes, within the request timeout. A request that never left
+    /// (no connection to the endpoint the balanced channel picked: a dead member) is made again,
+    /// so one member down costs the caller nothing; anything else is the answer.
+    async fn timed<T, Fut>(
         &self,
         op: &'static str,
-        fut: impl Future<Output = Result<T, etcd_client::Error>>,
-    ) -> Result<T, EtcdError> {
-        timed(op, self.options.request_timeout, fut).await
+        mut attempt: impl FnMut() -> Fut,
+    ) -> Result<T, EtcdError>
+    where
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let after = self.options.request_timeout;
+        let deadline = tokio::time::Instant::now() + after;
+        loop {
+            match tokio::time::timeout_at(deadline, attempt()).await {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e))
+                    if unsent(&e) && tokio::time::Instant::now() + UNSENT_PAUSE < deadline =>
+                {
+                    tokio::time::sleep(UNSENT_PAUSE).await;
+                }
+                Ok(Err(source)) => return Err(EtcdError::Request { op, source }),
+                Err(_) => return Err(EtcdError::Timeout { op, after }),
+            }
+        }
     }
 
     /// The current revision, from the header of a cheap count-only range.
     async fn header_rev(&self, op: &'static str) -> Result<Rev, EtcdError> {
         let resp = self
-            .timed(
-                op,
-                self.client
-                    .kv_client()
-                    .get(self.probe_key(), Some(GetOptions::new().with_count_only())),
-            )
+            .timed(op, || {
+                let mut kv = self.client.kv_client();
+                let key = self.probe_key();
+                async move { kv.get(key, Some(GetOptions::new().with_count_only())).await }
+            })
             .await?;
         header_revision(op, resp.header())
     }
@@ -282,13 +300,12 @@ impl EtcdStore {
     /// readable).
     async fn readable(&self, rev: Rev) -> StoreResult<bool> {
         let res = self
-            .timed(
-                "probe revision",
-                self.client.kv_client().get(
-                    self.probe_key(),
-                    Some(GetOptions::new().with_count_only().with_revision(rev)),
-                ),
-            )
+            .timed("probe revision", || {
+                let mut kv = self.client.kv_client();
+                let key = self.probe_key();
+                let opts = GetOptions::new().with_count_only().with_revision(rev);
+                async move { kv.get(key, Some(opts)).await }
+            })
             .await;
         match res {
             Ok(_) => Ok(true),
@@ -299,7 +316,12 @@ impl EtcdStore {
     }
 
     async fn txn(&self, op: &'static str, txn: Txn) -> Result<TxnResponse, EtcdError> {
-        self.timed(op, self.client.kv_client().txn(txn)).await
+        self.timed(op, || {
+            let mut kv = self.client.kv_client();
+            let txn = txn.clone();
+            async move { kv.txn(txn).await }
+        })
+        .await
     }
 
     /// The `Range` answer of a failed guarded transaction: Conflict or NotFound.
@@ -340,6 +362,15 @@ impl EtcdStore {
         }
         cmp
     }
+}
+
+/// Pause before a request that never left is made again.
+const UNSENT_PAUSE: Duration = Duration::from_millis(5);
+
+/// True for a request that failed before it was sent: the channel could not connect to the
+/// endpoint it picked (tonic's `tcp connect error`). Any other failure may have reached etcd.
+fn unsent(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(s) if s.message() == "tcp connect error")
 }
 
 async fn timed<T>(
@@ -394,7 +425,11 @@ impl Store for EtcdStore {
 
     async fn get(&self, key: &str) -> StoreResult<Option<Kv>> {
         let resp = self
-            .timed("get", self.client.kv_client().get(self.full_key(key), None))
+            .timed("get", || {
+                let mut kv = self.client.kv_client();
+                let key = self.full_key(key);
+                async move { kv.get(key, None).await }
+            })
             .await?;
         Ok(resp
             .kvs()
@@ -427,7 +462,11 @@ impl Store for EtcdStore {
             opts = opts.with_limit(i64::try_from(l).unwrap_or(i64::MAX));
         }
         let resp = match self
-            .timed("list", self.client.kv_client().get(start, Some(opts)))
+            .timed("list", || {
+                let mut kv = self.client.kv_client();
+                let (start, opts) = (start.clone(), opts.clone());
+                async move { kv.get(start, Some(opts)).await }
+            })
             .await
         {
             Ok(resp) => resp,
@@ -465,13 +504,12 @@ impl Store for EtcdStore {
     async fn count(&self, prefix: &str) -> StoreResult<u64> {
         let (start, end) = self.prefix_range(prefix);
         let resp = self
-            .timed(
-                "count",
-                self.client.kv_client().get(
-                    start,
-                    Some(GetOptions::new().with_range(end).with_count_only()),
-                ),
-            )
+            .timed("count", || {
+                let mut kv = self.client.kv_client();
+                let start = start.clone();
+                let opts = GetOptions::new().with_range(end.clone()).with_count_only();
+                async move { kv.get(start, Some(opts)).await }
+            })
             .await?;
         Ok(u64::try_from(resp.count()).unwrap_or(0))
     }
@@ -571,7 +609,11 @@ impl Store for EtcdStore {
             .with_prev_key()
             .with_progress_notify();
         let stream = self
-            .timed("watch", self.client.watch_client().watch(start, Some(opts)))
+            .timed("watch", || {
+                let mut w = self.client.watch_client();
+                let (start, opts) = (start.clone(), opts.clone());
+                async move { w.watch(start, Some(opts)).await }
+            })
             .await?;
         let state = EtcdWatch {
             stream,
@@ -589,12 +631,13 @@ impl Store for EtcdStore {
 
     async fn compact(&self, rev: Rev) -> StoreResult<()> {
         let res = self
-            .timed(
-                "compact",
-                self.client
-                    .kv_client()
-                    .compact(rev, Some(CompactionOptions::new().with_physical())),
-            )
+            .timed("compact", || {
+                let mut kv = self.client.kv_client();
+                async move {
+                    kv.compact(rev, Some(CompactionOptions::new().with_physical()))
+                        .await
+                }
+            })
             .await;
         match res {
             Ok(_) => Ok(()),

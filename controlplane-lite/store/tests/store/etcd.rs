@@ -209,3 +209,46 @@ async fn timer_compaction_keeps_retained_revisions() {
     .await
     .expect("timed out");
 }
+
+/// One of the endpoints is dead (a member of a three-member cluster killed): every request still
+/// succeeds. The balanced channel keeps picking the dead endpoint (its connection fails at once,
+/// so it looks least loaded); before requests that never left were made again, about half of
+/// them failed with `tcp connect error`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_endpoint_costs_no_request() {
+    let Some(server) = start("a_dead_endpoint_costs_no_request").await else {
+        return;
+    };
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        format!("127.0.0.1:{}", l.local_addr().expect("addr").port())
+    };
+    tokio::time::timeout(CASE_TIMEOUT, async {
+        let options = EtcdOptions {
+            compaction_interval: None,
+            ..EtcdOptions::default()
+        };
+        let store = EtcdStore::connect_with(&[dead.clone(), server.endpoint.clone()], "", options)
+            .await
+            .expect("connect with one live endpoint");
+        let r0 = store.current_rev().await.expect("current");
+        let mut w = store.watch("/registry/cm/", r0).await.expect("watch");
+        for i in 0..40 {
+            let key = format!("/registry/cm/ns/c{i}");
+            let kv = store
+                .create(&key, b"v".to_vec())
+                .await
+                .unwrap_or_else(|e| panic!("create {i}: {e}"));
+            assert_eq!(store.get(&key).await.expect("get"), Some(kv.clone()));
+            assert_eq!(next_event(&mut w).await.kv, kv);
+        }
+        let page = store
+            .list("/registry/cm/", None, None, None)
+            .await
+            .expect("list");
+        assert_eq!(page.kvs.len(), 40);
+        assert_eq!(store.count("/registry/cm/").await.expect("count"), 40);
+    })
+    .await
+    .expect("timed out");
+}
