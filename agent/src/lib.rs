@@ -23,6 +23,7 @@
 //! | [`subnet`] | `subnet.env` and `10-ferry.conflist`: content and atomic writes |
 //! | [`overlay`] | the backends as drivers (`Backend` trait, one factory): VXLAN, host-gw, and udp (persistent TUN device, batched userspace datapath); shared peer planning |
 //! | [`metrics`] | Prometheus metrics (`/metrics`, `/healthz`) on `--metrics-address` |
+//! | `http` | the small bounded HTTP/1.x responder of the metrics and health-check servers |
 //! | [`iptables`] | running `iptables-save` / `iptables-restore` / `conntrack` (one spawn path) |
 //! | [`masq`] | masquerade, FORWARD and pod-to-pod NOTRACK rules in `FERRY-*` iptables chains |
 //! | [`bypass`] | which Service datapath runs, and so whether pod-to-pod traffic skips netfilter |
@@ -36,6 +37,7 @@ pub mod bypass;
 pub mod client;
 pub mod config;
 pub mod health;
+pub(crate) mod http;
 pub mod iptables;
 pub mod linkwatch;
 pub mod masq;

@@ -39,12 +39,10 @@
 //! the agent, so its drops include those of the window when no agent was attached; the datapath
 //! counters restart at 0 with the process (Prometheus handles counter resets).
 //!
-//! The server is a hand-written HTTP/1.x responder over tokio's `TcpListener` rather than hyper:
-//! it answers two fixed `GET`s, reads at most [`MAX_HEAD`] bytes of request head within
-//! [`READ_TIMEOUT`], ignores any body and closes every connection, in about 60 lines. hyper 1 is
-//! in the lockfile, but the agent only builds its client half (through kube); enabling its server
-//! features would rebuild hyper and the kube stack above it for a 2-route endpoint.
+//! The server is the agent's small bounded HTTP/1.x responder ([`crate::http`]): two fixed
+//! `GET`s, a bounded request head, one request per connection.
 
+use crate::http;
 use crate::netlink::Netlink;
 use crate::overlay::udp::{self, Stats};
 use crate::service::DatapathStats;
@@ -52,16 +50,8 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
-/// Largest request head (request line + headers) read.
-pub const MAX_HEAD: usize = 8192;
-/// Time a client gets to send its request head.
-pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
-/// Time a client gets to take the response.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections served at once (more wait in the listen backlog).
 const MAX_CONNECTIONS: usize = 8;
 /// The content type of the text exposition format.
@@ -564,7 +554,10 @@ pub fn spawn(addr: Option<SocketAddr>, metrics: Arc<Metrics>) -> Option<SocketAd
     match listener {
         Ok((local, l)) => {
             tracing::info!(address = %local, "serving metrics on /metrics");
-            tokio::spawn(serve(l, metrics));
+            tokio::spawn(http::serve(l, MAX_CONNECTIONS, "metrics", move |req| {
+                let m = metrics.clone();
+                async move { respond(&req, &m).await }
+            }));
             Some(local)
         }
         Err(e) => {
@@ -577,104 +570,9 @@ pub fn spawn(addr: Option<SocketAddr>, metrics: Arc<Metrics>) -> Option<SocketAd
     }
 }
 
-async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        match listener.accept().await {
-            Ok((s, _)) => {
-                let m = metrics.clone();
-                tokio::spawn(async move {
-                    handle(s, &m).await;
-                    drop(permit);
-                });
-            }
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(error = %e, "accepting a metrics connection failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-}
-
-/// One connection: one request, one response, close.
-async fn handle(mut s: TcpStream, metrics: &Metrics) {
-    let head = tokio::time::timeout(READ_TIMEOUT, read_head(&mut s)).await;
-    let response = match head {
-        Ok(Ok(Some(head))) => respond(&head, metrics).await,
-        Ok(Err(HeadError::TooLarge)) => reply(431, "text/plain", "request head too large\n", true),
-        // Timeout, EOF before a complete head, or a socket error: nobody to answer.
-        _ => return,
-    };
-    let _ = tokio::time::timeout(WRITE_TIMEOUT, async {
-        s.write_all(&response).await?;
-        s.shutdown().await?;
-        // Drain what the client still sends (a body) so closing does not reset the connection
-        // before it read the response.
-        let mut sink = [0u8; 4096];
-        let mut left: usize = 64 * 1024;
-        while left > 0 {
-            let n = s.read(&mut sink).await?;
-            if n == 0 {
-                break;
-            }
-            left = left.saturating_sub(n);
-        }
-        std::io::Result::Ok(())
-    })
-    .await;
-}
-
-#[derive(Debug)]
-enum HeadError {
-    TooLarge,
-    Io,
-}
-
-/// Reads up to the blank line ending the request head; `None` on EOF before it.
-async fn read_head(s: &mut TcpStream) -> Result<Option<Vec<u8>>, HeadError> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    loop {
-        let n = s.read(&mut chunk).await.map_err(|_| HeadError::Io)?;
-        if n == 0 {
-            return Ok(None);
-        }
-        let from = buf.len().saturating_sub(3);
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(end) = find_head_end(&buf[from..]) {
-            buf.truncate(from + end);
-            return Ok(Some(buf));
-        }
-        if buf.len() > MAX_HEAD {
-            return Err(HeadError::TooLarge);
-        }
-    }
-}
-
-/// Where the head ends (`\r\n\r\n`, or `\n\n` from lenient clients) in `b`.
-fn find_head_end(b: &[u8]) -> Option<usize> {
-    let crlf = b.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4);
-    let lf = b.windows(2).position(|w| w == b"\n\n").map(|p| p + 2);
-    crlf.into_iter().chain(lf).min()
-}
-
-/// The response to a request head.
-async fn respond(head: &[u8], metrics: &Metrics) -> Vec<u8> {
-    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
-    let line = String::from_utf8_lossy(line);
-    let mut parts = line.split_ascii_whitespace();
-    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
-    else {
-        return reply(400, "text/plain", "bad request\n", true);
-    };
-    if !version.starts_with("HTTP/1.") {
-        return reply(400, "text/plain", "bad request\n", true);
-    }
-    let path = target.split('?').next().unwrap_or_default();
+/// The response to a request.
+async fn respond(req: &http::Request, metrics: &Metrics) -> Vec<u8> {
+    let (method, path) = (req.method.as_str(), req.path.as_str());
     let body = method == "GET";
     if !matches!(path, "/metrics" | "/healthz") {
         return reply(404, "text/plain", "not found\n", true);
@@ -696,32 +594,13 @@ async fn respond(head: &[u8], metrics: &Metrics) -> Vec<u8> {
 }
 
 fn reply(code: u16, content_type: &str, body: &str, with_body: bool) -> Vec<u8> {
-    let reason = match code {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        _ => "Request Header Fields Too Large",
-    };
-    let allow = if code == 405 {
-        "Allow: GET, HEAD\r\n"
-    } else {
-        ""
-    };
-    let mut out = format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    if with_body {
-        out.extend_from_slice(body.as_bytes());
-    }
-    out
+    http::reply(code, content_type, &[], body, with_body)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::tests::request;
 
     fn snapshot() -> Snapshot {
         Snapshot {
@@ -913,25 +792,6 @@ ferry_udp_device_dropped_packets_total{direction="rx"} 8
         assert_eq!((s.backend.as_str(), s.node.as_str()), ("udp", "n"));
     }
 
-    #[test]
-    fn finds_the_end_of_the_head() {
-        assert_eq!(
-            find_head_end(b"GET / HTTP/1.1\r\nA: b\r\n\r\nbody"),
-            Some(24)
-        );
-        assert_eq!(find_head_end(b"GET / HTTP/1.0\n\n"), Some(16));
-        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\nA: b\r\n"), None);
-    }
-
-    async fn request(addr: SocketAddr, req: &[u8]) -> String {
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(req).await.unwrap();
-        s.shutdown().await.unwrap();
-        let mut out = Vec::new();
-        s.read_to_end(&mut out).await.unwrap();
-        String::from_utf8(out).unwrap()
-    }
-
     #[tokio::test]
     async fn serves_metrics_healthz_and_errors_on_loopback() {
         let m = Metrics::new("node-x", "vxlan");
@@ -976,7 +836,7 @@ ferry_udp_device_dropped_packets_total{direction="rx"} 8
         let r = request(addr, b"garbage\r\n\r\n").await;
         assert!(r.starts_with("HTTP/1.1 400 "), "{r}");
         let mut big = b"GET /metrics HTTP/1.1\r\n".to_vec();
-        big.extend(std::iter::repeat_n(b'a', 2 * MAX_HEAD));
+        big.extend(std::iter::repeat_n(b'a', 2 * http::MAX_HEAD));
         let r = request(addr, &big).await;
         assert!(r.starts_with("HTTP/1.1 431 "), "{r}");
         // A client that sends half a head and closes gets nothing, and the server goes on.

@@ -11,6 +11,7 @@
 //! agent adopts the datapath instead of flushing it.
 
 pub mod ebpf;
+pub mod healthcheck;
 pub mod iptables;
 pub mod maglev;
 pub mod reconcile;

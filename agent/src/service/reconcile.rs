@@ -10,6 +10,7 @@
 //! loop {
 //!     table = compute(records, nodes)   (pure)
 //!     proxier.sync(table)               (on a blocking thread; only differences are written)
+//!     health-check listeners (super::healthcheck: the table's healthCheckNodePorts, 503 after a failed sync)
 //!     metrics, "service table programmed" log (when its digest changed), FerryServiceProxyReady
 //!     sleep until an event (+5 ms to batch a burst), the resync period, or 1 s after a failure
 //! }
@@ -23,6 +24,7 @@
 //! explicit `--service-proxy iptables`). The programming latency is measured from the arrival of the first
 //! event not yet in the datapath to the end of the sync that wrote it.
 
+use super::healthcheck::HealthServer;
 use super::iptables::{self, IptablesProxier};
 use super::records::{self, Records};
 use super::table::{self, ServiceRecord, ServiceTable, SliceRecord};
@@ -154,6 +156,8 @@ struct State {
     skipped: Vec<(String, String)>,
     /// The condition posted last (to log transitions once).
     health: Option<ProxyHealth>,
+    /// The `healthCheckNodePort` listeners (on every node address, as kube-proxy's).
+    checks: HealthServer,
     first_change: FirstChange,
 }
 
@@ -248,6 +252,7 @@ async fn run(cfg: Config, client: kube::Client, metrics: Arc<Metrics>, bypass: A
         last: None,
         skipped: Vec::new(),
         health: None,
+        checks: HealthServer::new(std::net::Ipv4Addr::UNSPECIFIED),
         first_change,
         cfg,
     };
@@ -349,6 +354,7 @@ impl State {
                     }
                     self.failed = stats.failed;
                 }
+                self.checks.sync(&table, true);
                 self.log_table(table);
                 ProxyHealth::Programmed {
                     mode,
@@ -364,6 +370,7 @@ impl State {
                 self.metrics
                     .update_services(|s| s.mode = ProxyMode::Iptables.name());
                 self.record(&table, elapsed, true);
+                self.checks.sync(&table, false);
                 ProxyHealth::Failing {
                     mode,
                     error: e.to_string(),
@@ -372,6 +379,7 @@ impl State {
             Err(e) => {
                 self.proxier = Some(p);
                 self.record(&table, elapsed, true);
+                self.checks.sync(&table, false);
                 ProxyHealth::Failing {
                     mode,
                     error: e.to_string(),
