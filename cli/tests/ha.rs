@@ -221,7 +221,7 @@ fn killing_the_leading_server_mid_rollout_loses_nothing() {
             .filter(|l| l.trim_start().starts_with("apiserver-") && l.ends_with(" yes"))
             .map(|l| l.split_whitespace().next().unwrap().to_owned())
             .collect::<Vec<_>>(),
-        [leader.clone()],
+        std::slice::from_ref(&leader),
         "{st}"
     );
     // The kubernetes Service lists every replica.
