@@ -213,7 +213,9 @@ pub fn environment(
     Ok(full)
 }
 
-/// `command` + `args` with `$(VAR)` expanded; an error when there is nothing to run.
+/// `command` + `args` with `$(VAR)` expanded; an error when there is nothing to run. Images are
+/// not pulled, so none has an entrypoint: `args` alone are the whole command line, as for an
+/// image without `ENTRYPOINT` (busybox's; what `kubectl run NAME --image=X -- sh` relies on).
 pub fn argv(c: &Container, env: &[(String, String)]) -> Result<Vec<String>, String> {
     let lookup = |n: &str| env.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
     let argv: Vec<String> = c
@@ -223,10 +225,10 @@ pub fn argv(c: &Container, env: &[(String, String)]) -> Result<Vec<String>, Stri
         .chain(c.args.iter().flatten())
         .map(|s| expand(s, &lookup))
         .collect();
-    if c.command.as_ref().is_none_or(Vec::is_empty) {
+    if argv.is_empty() {
         return Err(format!(
             "container {:?} has no command: ferry-kubelet does not pull images (image {:?} is only \
-             recorded), so set spec.containers[].command to a program on the node",
+             recorded), so set spec.containers[].command (or args) to a program on the node",
             c.name,
             c.image.as_deref().unwrap_or("")
         ));
@@ -318,5 +320,10 @@ mod tests {
             .contains("unsupported fieldRef"));
         let (_, c) = pod(json!({"name": "c", "image": "nginx"}));
         assert!(argv(&c, &[]).unwrap_err().contains("no command"));
+        let (_, c) = pod(json!({"name": "c", "image": "nginx", "command": [], "args": []}));
+        assert!(argv(&c, &[]).unwrap_err().contains("no command"));
+        // No entrypoint: args alone run (kubectl run's `-- sh -c ...`).
+        let (_, c) = pod(json!({"name": "c", "image": "busybox", "args": ["sh", "-c", "true"]}));
+        assert_eq!(argv(&c, &[]).unwrap(), vec!["sh", "-c", "true"]);
     }
 }

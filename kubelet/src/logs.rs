@@ -22,7 +22,7 @@ use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use std::collections::HashMap;
 use std::io::{Read as _, Seek as _};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -410,7 +410,8 @@ async fn handle(k: &Arc<Kubelet>, client: Option<&str>, req: Request<Incoming>) 
     r
 }
 
-fn read_from(path: &PathBuf, offset: u64) -> std::io::Result<Vec<u8>> {
+/// The log from byte `offset` on (at most 1 MiB per call).
+pub(crate) fn read_from(path: &Path, offset: u64) -> std::io::Result<Vec<u8>> {
     let mut f = std::fs::File::open(path)?;
     f.seek(std::io::SeekFrom::Start(offset))?;
     let mut buf = Vec::new();

@@ -10,15 +10,25 @@
 //! Because the container's output goes straight to a file and its exit status is recorded by the
 //! shim, a kubelet that is killed (even with `kill -9`) loses nothing: the restarted kubelet
 //! finds the shim by PID (checked against its start time) and waits for it again.
+//!
+//! A container with `stdin: true` reads its stdin from a pipe whose writing end the shim keeps;
+//! one with `tty: true` runs on a pseudo-terminal whose master the shim keeps (copying its output
+//! to the log file). Either way the shim listens on [`ATTACH`], a Unix socket in the attempt
+//! directory, where the kubelet's `attach` sessions send the client's input and terminal sizes
+//! as [`AttachFrame`]s. With `stdinOnce`, the end of the first such connection closes the
+//! container's stdin (on a terminal: an end-of-file character, `^D`). The output an attached
+//! client sees is the log file's, followed by the kubelet, so it never depends on the shim.
 
 use serde::{Deserialize, Serialize};
 use std::fs::OpenOptions;
 use std::io::Write as _;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt as _};
+use std::os::unix::net::UnixListener;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 /// What to run, written by the kubelet to `<attempt dir>/spec.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -35,6 +45,22 @@ pub struct ShimSpec {
     pub cgroup: PathBuf,
     /// Log file (stdout and stderr, appended).
     pub log: PathBuf,
+    /// The container's stdin is a pipe written through the attach socket (`stdin: true`).
+    #[serde(default)]
+    pub stdin: bool,
+    /// The first attach session's end closes that stdin (`stdinOnce: true`).
+    #[serde(default)]
+    pub stdin_once: bool,
+    /// The container runs on a pseudo-terminal (`tty: true`).
+    #[serde(default)]
+    pub tty: bool,
+}
+
+impl ShimSpec {
+    /// Whether the shim serves an attach socket for this container.
+    pub fn attachable(&self) -> bool {
+        self.stdin || self.tty
+    }
 }
 
 /// The container's end, written by the shim to `<attempt dir>/exit.json`.
@@ -63,6 +89,83 @@ pub struct Started {
 pub const SPEC: &str = "spec.json";
 /// See [`SPEC`].
 pub const EXIT: &str = "exit.json";
+/// See [`SPEC`]: the attach socket (only for [`ShimSpec::attachable`] containers).
+pub const ATTACH: &str = "attach.sock";
+
+/// The path through which this process reaches `name` in the directory open as `dir`:
+/// `/proc/self/fd/<fd>/<name>`, short whatever the directory's path (a Unix socket's path is
+/// limited to 107 bytes; attempt directories under a deep root directory are longer).
+pub fn path_in(dir: &std::fs::File, name: &str) -> PathBuf {
+    use std::os::fd::AsRawFd as _;
+    PathBuf::from(format!("/proc/self/fd/{}/{name}", dir.as_raw_fd()))
+}
+
+/// One message on the attach socket, kubelet -> shim: a kind byte, a 4-byte big-endian length,
+/// the payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttachFrame {
+    /// Bytes for the container's stdin.
+    Stdin(Vec<u8>),
+    /// A terminal size (rows, columns).
+    Resize(u16, u16),
+}
+
+const FRAME_STDIN: u8 = 0;
+const FRAME_RESIZE: u8 = 4;
+/// The largest payload the shim accepts in one frame.
+const FRAME_MAX: usize = 1 << 20;
+
+impl AttachFrame {
+    /// The frame's bytes on the socket.
+    pub fn encode(&self) -> Vec<u8> {
+        let (kind, payload) = match self {
+            AttachFrame::Stdin(b) => (FRAME_STDIN, b.clone()),
+            AttachFrame::Resize(rows, cols) => {
+                let mut p = rows.to_be_bytes().to_vec();
+                p.extend_from_slice(&cols.to_be_bytes());
+                (FRAME_RESIZE, p)
+            }
+        };
+        let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+        let mut out = Vec::with_capacity(payload.len() + 5);
+        out.push(kind);
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&payload);
+        out
+    }
+
+    /// Reads one frame; `Ok(None)` at a clean end of the stream.
+    pub fn read(r: &mut impl std::io::Read) -> std::io::Result<Option<AttachFrame>> {
+        let mut head = [0u8; 5];
+        match r.read_exact(&mut head[..1]) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        r.read_exact(&mut head[1..])?;
+        let len = usize::try_from(u32::from_be_bytes([head[1], head[2], head[3], head[4]]))
+            .unwrap_or(usize::MAX);
+        if len > FRAME_MAX {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("attach frame of {len} bytes (at most {FRAME_MAX})"),
+            ));
+        }
+        let mut payload = vec![0u8; len];
+        r.read_exact(&mut payload)?;
+        match (head[0], payload.as_slice()) {
+            (FRAME_STDIN, _) => Ok(Some(AttachFrame::Stdin(payload))),
+            (FRAME_RESIZE, [r0, r1, c0, c1]) => Ok(Some(AttachFrame::Resize(
+                u16::from_be_bytes([*r0, *r1]),
+                u16::from_be_bytes([*c0, *c1]),
+            ))),
+            (kind, _) => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("attach frame kind {kind} with {len} bytes"),
+            )),
+        }
+    }
+}
 
 /// Writes `bytes` to `path` atomically (temp file created 0600, fsync, rename): `spec.json` holds
 /// the container's complete environment, Secret values included, so only root reads it.
@@ -171,12 +274,17 @@ fn run(dir: &Path) -> anyhow::Result<()> {
     cmd.args(args)
         .env_clear()
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(spec.working_dir.as_deref().unwrap_or("/"))
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
+        .current_dir(spec.working_dir.as_deref().unwrap_or("/"));
+    let io = match ContainerIo::prepare(&spec, dir, &mut cmd, log) {
+        Ok(io) => io,
+        Err(e) => return fail(format!("preparing the container's stdio: {e}")),
+    };
     if let Err(e) = enter_before_exec(&mut cmd, Some(&procs), netns.as_ref()) {
         return fail(format!("preparing exec: {e}"));
+    }
+    if spec.tty {
+        // After the cgroup and namespace steps: a new session with the terminal as its own.
+        ferry_sys::pty::controlling_terminal_on_exec(&mut cmd);
     }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
@@ -189,17 +297,24 @@ fn run(dir: &Path) -> anyhow::Result<()> {
             return fail(what);
         }
     };
-    // The command holds duplicates of both fds (for its pre-exec step): close them all, so the
-    // shim keeps no handle on the pod's namespace or cgroup while it waits.
+    // The command holds duplicates of both fds (for its pre-exec step) and of the container's
+    // side of its stdio (pipe reader, terminal slave): close them all, so the shim keeps no
+    // handle on the pod's namespace or cgroup while it waits, and the terminal hangs up when
+    // the container's processes are gone.
     drop(cmd);
     drop(procs);
     drop(netns);
+    let copied = io.serve();
     report(&Started {
         pid: Some(child.id() as i32),
         error: None,
     });
-    // Nobody reads our stdout after the report; keep writes from failing later.
     let status = child.wait().context("waiting for the container")?;
+    if let Some(copied) = copied {
+        // The terminal's last output reaches the log before the exit is recorded (a process
+        // that left the container's session holding the terminal gets 2 s).
+        let _ = copied.recv_timeout(std::time::Duration::from_secs(2));
+    }
     let (exit_code, signal) = match (status.code(), status.signal()) {
         (Some(c), _) => (c, None),
         (None, Some(s)) => (128 + s, Some(s)),
@@ -215,9 +330,180 @@ fn run(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The container's standard streams: set up on its command before the spawn, served after.
+struct ContainerIo {
+    /// The attach socket (attachable containers).
+    listener: Option<UnixListener>,
+    /// What attached clients' input is written to.
+    input: Option<std::fs::File>,
+    /// The terminal's master (tty containers).
+    master: Option<OwnedFd>,
+    /// The log file, for the terminal's output.
+    log: Option<std::fs::File>,
+    stdin_once: bool,
+    tty: bool,
+}
+
+impl ContainerIo {
+    /// Gives `cmd` its stdio as `spec` asks and binds the attach socket in `dir`, so it exists
+    /// as soon as the container is reported started.
+    fn prepare(
+        spec: &ShimSpec,
+        dir: &Path,
+        cmd: &mut Command,
+        log: std::fs::File,
+    ) -> std::io::Result<ContainerIo> {
+        let mut io = ContainerIo {
+            listener: None,
+            input: None,
+            master: None,
+            log: None,
+            stdin_once: spec.stdin_once,
+            tty: spec.tty,
+        };
+        if spec.tty {
+            let pty = ferry_sys::pty::open(24, 80)?;
+            cmd.stdin(pty.slave.try_clone()?)
+                .stdout(pty.slave.try_clone()?)
+                .stderr(pty.slave);
+            // The shim's threads block on the master.
+            nix::fcntl::fcntl(
+                &pty.master,
+                nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
+            )?;
+            if spec.stdin {
+                io.input = Some(pty.master.try_clone()?.into());
+            }
+            io.master = Some(pty.master);
+            io.log = Some(log);
+        } else {
+            cmd.stdout(log.try_clone()?).stderr(log);
+            if spec.stdin {
+                let (reader, writer) = std::io::pipe()?;
+                cmd.stdin(reader);
+                io.input = Some(OwnedFd::from(writer).into());
+            } else {
+                cmd.stdin(Stdio::null());
+            }
+        }
+        if spec.attachable() {
+            let dir_fd = std::fs::File::open(dir)?;
+            let path = path_in(&dir_fd, ATTACH);
+            let listener = UnixListener::bind(&path)?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+            io.listener = Some(listener);
+        }
+        Ok(io)
+    }
+
+    /// Starts the threads: the terminal's output to the log, the attach socket. Returns what
+    /// says the terminal's output has ended (tty containers).
+    fn serve(self) -> Option<std::sync::mpsc::Receiver<()>> {
+        let mut copied = None;
+        if let (Some(master), Some(mut log)) = (&self.master, self.log) {
+            let (tx, rx) = std::sync::mpsc::channel();
+            if let Ok(m) = master.try_clone() {
+                let mut m = std::fs::File::from(m);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut m, &mut log);
+                    let _ = tx.send(());
+                });
+                copied = Some(rx);
+            }
+        }
+        if let Some(listener) = self.listener {
+            let shared = Arc::new(Attached {
+                input: Mutex::new(self.input),
+                master: self.master,
+                stdin_once: self.stdin_once,
+                tty: self.tty,
+            });
+            std::thread::spawn(move || {
+                for conn in listener.incoming().flatten() {
+                    let shared = shared.clone();
+                    std::thread::spawn(move || shared.serve(conn));
+                }
+            });
+        }
+        copied
+    }
+}
+
+/// What the attach socket's connections share.
+struct Attached {
+    input: Mutex<Option<std::fs::File>>,
+    master: Option<OwnedFd>,
+    stdin_once: bool,
+    tty: bool,
+}
+
+impl Attached {
+    /// One attach session: its input to the container until it ends.
+    fn serve(&self, conn: std::os::unix::net::UnixStream) {
+        let mut r = std::io::BufReader::new(conn);
+        while let Ok(Some(frame)) = AttachFrame::read(&mut r) {
+            match frame {
+                AttachFrame::Stdin(b) => {
+                    let mut input = self.input.lock().unwrap_or_else(|p| p.into_inner());
+                    if input.as_mut().is_some_and(|w| w.write_all(&b).is_err()) {
+                        *input = None;
+                    }
+                }
+                AttachFrame::Resize(rows, cols) => {
+                    if let Some(m) = &self.master {
+                        let _ = ferry_sys::pty::set_window_size(m, rows, cols);
+                    }
+                }
+            }
+        }
+        if self.stdin_once {
+            let mut input = self.input.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(mut w) = input.take() {
+                if self.tty {
+                    // A terminal is not closed by its input's writer: say end-of-file.
+                    let _ = w.write_all(&[4]);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attach_frames_round_trip_and_bad_ones_are_refused() {
+        let mut bytes = AttachFrame::Stdin(b"hello\n".to_vec()).encode();
+        bytes.extend(AttachFrame::Resize(37, 101).encode());
+        bytes.extend(AttachFrame::Stdin(Vec::new()).encode());
+        let mut r = std::io::Cursor::new(bytes);
+        assert_eq!(
+            AttachFrame::read(&mut r).unwrap(),
+            Some(AttachFrame::Stdin(b"hello\n".to_vec()))
+        );
+        assert_eq!(
+            AttachFrame::read(&mut r).unwrap(),
+            Some(AttachFrame::Resize(37, 101))
+        );
+        assert_eq!(
+            AttachFrame::read(&mut r).unwrap(),
+            Some(AttachFrame::Stdin(Vec::new()))
+        );
+        assert_eq!(AttachFrame::read(&mut r).unwrap(), None);
+        // A truncated frame, an unknown kind, a resize of the wrong size, an oversized length.
+        for bad in [
+            vec![0u8, 0, 0, 0, 5, b'h'],
+            vec![9u8, 0, 0, 0, 0],
+            vec![4u8, 0, 0, 0, 1, 7],
+            vec![0u8, 0xff, 0xff, 0xff, 0xff],
+        ] {
+            assert!(
+                AttachFrame::read(&mut std::io::Cursor::new(&bad)).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
 
     #[test]
     fn attempt_files_are_owner_only() {

@@ -229,6 +229,9 @@ impl Worker {
             netns: (!self.record.host_network).then(|| self.k.sandboxes.netns_path(&self.uid)),
             cgroup: cg.clone(),
             log: adir.join("output.log"),
+            stdin: spec.stdin.unwrap_or(false),
+            stdin_once: spec.stdin_once.unwrap_or(false),
+            tty: spec.tty.unwrap_or(false),
         };
         let limits = spec
             .resources

@@ -24,12 +24,61 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-const STDIN: u8 = 0;
-const STDOUT: u8 = 1;
-const STDERR: u8 = 2;
-const ERROR: u8 = 3;
-const RESIZE: u8 = 4;
-const CLOSE: u8 = 255;
+/// Channel bytes of the protocol.
+pub(crate) const STDIN: u8 = 0;
+/// See [`STDIN`].
+pub(crate) const STDOUT: u8 = 1;
+/// See [`STDIN`].
+pub(crate) const STDERR: u8 = 2;
+/// See [`STDIN`].
+pub(crate) const ERROR: u8 = 3;
+/// See [`STDIN`].
+pub(crate) const RESIZE: u8 = 4;
+/// See [`STDIN`] (v5 only).
+pub(crate) const CLOSE: u8 = 255;
+
+/// What a client sends, decoded: exec and attach sessions read their clients with
+/// [`next_event`].
+#[derive(Debug)]
+pub(crate) enum ClientEvent {
+    /// Bytes for stdin.
+    Stdin(Bytes),
+    /// A new terminal size.
+    Resize(Size),
+    /// The client closed its stdin (v5).
+    CloseStdin,
+    /// The connection ended (a close frame, an error or its end).
+    Gone,
+}
+
+/// The client's next meaningful message.
+pub(crate) async fn next_event<I>(incoming: &mut I) -> ClientEvent
+where
+    I: futures::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    while let Some(msg) = incoming.next().await {
+        let mut data = match msg {
+            Ok(Message::Binary(b)) => b,
+            Ok(Message::Close(_)) | Err(_) => break,
+            Ok(_) => continue,
+        };
+        if data.is_empty() {
+            continue;
+        }
+        let channel = data.split_to(1)[0];
+        match channel {
+            STDIN => return ClientEvent::Stdin(data),
+            RESIZE => {
+                if let Ok(size) = serde_json::from_slice::<Size>(&data) {
+                    return ClientEvent::Resize(size);
+                }
+            }
+            CLOSE if data.first() == Some(&STDIN) => return ClientEvent::CloseStdin,
+            _ => {}
+        }
+    }
+    ClientEvent::Gone
+}
 
 /// How a container's processes run (from its attempt's shim spec).
 #[derive(Debug, Clone)]
@@ -167,7 +216,8 @@ pub(crate) fn exit_status(command: &[String], code: Option<i32>, why: &str) -> s
     }
 }
 
-fn frame(channel: u8, data: &[u8]) -> Message {
+/// One binary message on `channel`.
+pub(crate) fn frame(channel: u8, data: &[u8]) -> Message {
     let mut v = Vec::with_capacity(data.len() + 1);
     v.push(channel);
     v.extend_from_slice(data);
@@ -246,34 +296,26 @@ where
     // Client -> command: stdin, resize, stdin close (v5).
     let reader = async move {
         let mut input = input;
-        while let Some(msg) = incoming.next().await {
-            let data = match msg {
-                Ok(Message::Binary(b)) => b,
-                Ok(Message::Close(_)) | Err(_) => break,
-                Ok(_) => continue,
-            };
-            let Some((&channel, rest)) = data.split_first() else {
-                continue;
-            };
-            match channel {
-                STDIN => {
+        loop {
+            match next_event(&mut incoming).await {
+                ClientEvent::Stdin(data) => {
                     if let Some(w) = input.as_mut() {
-                        if w.write_all(rest).await.is_err() {
+                        if w.write_all(&data).await.is_err() {
                             input = None;
                         }
                     }
                 }
-                RESIZE => {
-                    if let (Some(p), Ok(size)) = (&pty, serde_json::from_slice::<Size>(rest)) {
+                ClientEvent::Resize(size) => {
+                    if let Some(p) = &pty {
                         let _ = ferry_sys::pty::set_window_size(p, size.height, size.width);
                     }
                 }
-                CLOSE if rest.first() == Some(&STDIN) => {
+                ClientEvent::CloseStdin => {
                     if let Some(mut w) = input.take() {
                         let _ = w.shutdown().await;
                     }
                 }
-                _ => {}
+                ClientEvent::Gone => break,
             }
         }
     };
@@ -324,9 +366,11 @@ where
 /// A resize message.
 #[derive(Debug, serde::Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct Size {
-    width: u16,
-    height: u16,
+pub(crate) struct Size {
+    /// Columns.
+    pub(crate) width: u16,
+    /// Rows.
+    pub(crate) height: u16,
 }
 
 #[cfg(test)]

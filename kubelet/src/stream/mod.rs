@@ -4,6 +4,8 @@
 //!
 //! - `GET /exec/<ns>/<pod>/<container>?command=..&stdin=..&stdout=..&stderr=..&tty=..`: a
 //!   WebSocket, subprotocol `v5.channel.k8s.io` or `v4.channel.k8s.io` ([`exec`]);
+//! - `GET /attach/<ns>/<pod>/<container>?stdin=..&stdout=..&stderr=..&tty=..`: the same
+//!   protocol, joined to the running container's own streams ([`attach`]);
 //! - `GET|POST /portForward/<ns>/<pod>`: SPDY/3.1 `portforward.k8s.io`, tunneled in a WebSocket
 //!   (`SPDY/3.1+portforward.k8s.io`, what kubectl >= 1.31 asks first) or on a plain
 //!   `Upgrade: SPDY/3.1` connection (its fallback) ([`portforward`], [`spdy`]).
@@ -12,6 +14,7 @@
 //! parameters) are plain HTTP answers with a one-line message, which the API server turns into a
 //! `Status`.
 
+pub(crate) mod attach;
 pub(crate) mod exec;
 pub(crate) mod portforward;
 pub(crate) mod spdy;
@@ -49,13 +52,10 @@ pub(crate) async fn handle(k: &Arc<Kubelet>, req: Request<Incoming>) -> Response
     match segs.as_slice() {
         ["exec", ns, pod, container] => exec(k, req, ns, pod, container),
         ["portForward", ns, pod] => port_forward(k, req, ns, pod),
-        ["attach", ..] => text(
-            StatusCode::BAD_REQUEST,
-            "attach is not supported: containers' output goes to their log (use kubectl logs -f) and they have no stdin",
-        ),
+        ["attach", ns, pod, container] => attach(k, req, ns, pod, container),
         _ => text(
             StatusCode::NOT_FOUND,
-            "want /exec/<ns>/<pod>/<container> or /portForward/<ns>/<pod>",
+            "want /exec/<ns>/<pod>/<container>, /attach/<ns>/<pod>/<container> or /portForward/<ns>/<pod>",
         ),
     }
 }
@@ -81,6 +81,21 @@ fn running_container(
     pod: &Pod,
     container: &str,
 ) -> Result<exec::ProcessContext, Box<Response<Body>>> {
+    let (_, spec) = running_attempt(k, pod, container)?;
+    Ok(exec::ProcessContext {
+        env: spec.env,
+        working_dir: spec.working_dir,
+        netns: spec.netns,
+        cgroup: spec.cgroup,
+    })
+}
+
+/// The directory and shim spec of `container`'s running attempt, or why there is none.
+fn running_attempt(
+    k: &Kubelet,
+    pod: &Pod,
+    container: &str,
+) -> Result<(std::path::PathBuf, crate::shim::ShimSpec), Box<Response<Body>>> {
     let name = pod.metadata.name.as_deref().unwrap_or("");
     let known = pod
         .spec
@@ -112,12 +127,7 @@ fn running_container(
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .ok_or_else(not_running)?;
-    Ok(exec::ProcessContext {
-        env: spec.env,
-        working_dir: spec.working_dir,
-        netns: spec.netns,
-        cgroup: spec.cgroup,
-    })
+    Ok((adir, spec))
 }
 
 /// The values of the subprotocols the client offers, in its order.
@@ -209,6 +219,67 @@ where
     });
 }
 
+/// The streams a request asks for (`stdin`, `stdout`, `stderr`, `tty`), with exec's `command`s.
+fn stream_request(q: &[(String, String)]) -> exec::Request {
+    exec::Request {
+        command: q
+            .iter()
+            .filter(|(k, _)| k == "command")
+            .map(|(_, v)| v.clone())
+            .collect(),
+        stdin: flag(q, "stdin"),
+        stdout: flag(q, "stdout"),
+        stderr: flag(q, "stderr"),
+        tty: flag(q, "tty"),
+    }
+}
+
+fn attach(
+    k: &Arc<Kubelet>,
+    req: Request<Incoming>,
+    ns: &str,
+    pod: &str,
+    container: &str,
+) -> Response<Body> {
+    let r = stream_request(&query_pairs(&req));
+    if !(r.stdin || r.stdout || r.stderr) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "you must specify at least one of stdin, stdout, stderr",
+        );
+    }
+    let p = match find_pod(k, ns, pod) {
+        Ok(p) => p,
+        Err(resp) => return *resp,
+    };
+    let (adir, spec) = match running_attempt(k, &p, container) {
+        Ok(x) => x,
+        Err(resp) => return *resp,
+    };
+    if r.tty && !spec.tty {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("container {container} in pod {pod} was not started with tty: true"),
+        );
+    }
+    let (_, resp) = match websocket_accept(req.headers(), &EXEC_PROTOCOLS) {
+        Ok(x) => x,
+        Err(e) => return text(StatusCode::BAD_REQUEST, e),
+    };
+    // Output from now on: what the container writes after this answer is the client's.
+    let offset = std::fs::metadata(adir.join("output.log")).map_or(0, |m| m.len());
+    let target = attach::Target {
+        adir,
+        offset,
+        stdin: spec.stdin,
+    };
+    on_upgrade(req, move |io| async move {
+        let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+        attach::session(ws, target, r).await;
+    });
+    resp
+}
+
 fn exec(
     k: &Arc<Kubelet>,
     req: Request<Incoming>,
@@ -216,19 +287,7 @@ fn exec(
     pod: &str,
     container: &str,
 ) -> Response<Body> {
-    let q = query_pairs(&req);
-    let command: Vec<String> = q
-        .iter()
-        .filter(|(k, _)| k == "command")
-        .map(|(_, v)| v.clone())
-        .collect();
-    let r = exec::Request {
-        command,
-        stdin: flag(&q, "stdin"),
-        stdout: flag(&q, "stdout"),
-        stderr: flag(&q, "stderr"),
-        tty: flag(&q, "tty"),
-    };
+    let r = stream_request(&query_pairs(&req));
     if r.command.is_empty() {
         return text(
             StatusCode::BAD_REQUEST,

@@ -1,0 +1,162 @@
+//! `kubectl attach` (and `kubectl run -i`/`-it`) on this node: a client joins a running
+//! container's standard streams, in the same channel protocol as exec ([`super::exec`]).
+//!
+//! - Output: what the container writes from the moment of attaching, read from its log file
+//!   (where the container, or its shim for a terminal, writes it), on the stdout channel. The
+//!   log interleaves stdout and stderr, so a non-TTY container's stderr arrives on stdout too.
+//! - Input (`stdin=true`, for a container with `stdin: true`): sent to the container's shim over
+//!   its attach socket ([`crate::shim::ATTACH`]), which writes it to the container's stdin
+//!   pipe or terminal. The end of the client's stdin (v5 close, or the session's end) ends
+//!   that connection; with `stdinOnce` the shim then closes the container's stdin.
+//! - Resize (TTY): forwarded to the shim, which sets the terminal's size.
+//!
+//! The session ends with a `Success` status once the container has exited and its last output
+//! is sent, or when the client goes away (the container keeps running).
+
+use super::exec::{frame, next_event, ClientEvent, Request, ERROR, STDERR, STDOUT};
+use crate::shim::{AttachFrame, ATTACH, EXIT};
+use futures::{SinkExt as _, StreamExt as _};
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt as _;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+/// How often the log file is read for new output.
+const POLL: Duration = Duration::from_millis(20);
+
+/// The container attempt a session attaches to.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    /// The attempt's directory (log, exit record, attach socket).
+    pub(crate) adir: PathBuf,
+    /// The log's length when the client asked: output from there on is the session's.
+    pub(crate) offset: u64,
+    /// The container has a stdin (an attach socket serves it).
+    pub(crate) stdin: bool,
+}
+
+/// The output channel for the request, if it wants output.
+fn output_channel(req: &Request) -> Option<u8> {
+    if req.stdout || req.tty {
+        Some(STDOUT)
+    } else if req.stderr {
+        Some(STDERR)
+    } else {
+        None
+    }
+}
+
+/// Connects to the shim's attach socket of the attempt in `adir`.
+async fn connect(adir: &std::path::Path) -> std::io::Result<tokio::net::UnixStream> {
+    let dir = std::fs::File::open(adir)?;
+    tokio::net::UnixStream::connect(crate::shim::path_in(&dir, ATTACH)).await
+}
+
+/// Runs one attach session on the upgraded connection `ws`.
+pub(crate) async fn session<S>(ws: WebSocketStream<S>, target: Target, req: Request)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sink, mut incoming) = ws.split();
+    let mut input = None;
+    if req.stdin && target.stdin {
+        match connect(&target.adir).await {
+            Ok(c) => input = Some(c),
+            Err(e) => {
+                let why = format!("attaching to the container's stdin: {e}");
+                let status = super::exec::exit_status(&[], None, &why);
+                let _ = sink.send(frame(ERROR, status.to_string().as_bytes())).await;
+                let _ = sink.send(super::normal_close()).await;
+                return;
+            }
+        }
+    }
+    // Container -> client: the log from `offset`, until the attempt has exited and the log is
+    // drained.
+    let (out_tx, mut out_rx) = mpsc::channel::<Message>(16);
+    let channel = output_channel(&req);
+    let pump = tokio::spawn(async move {
+        let log = target.adir.join("output.log");
+        let exit = target.adir.join(EXIT);
+        let mut offset = target.offset;
+        loop {
+            let done = exit.exists();
+            let chunk = crate::logs::read_from(&log, offset).unwrap_or_default();
+            if !chunk.is_empty() {
+                offset += chunk.len() as u64;
+                if let Some(ch) = channel {
+                    if out_tx.send(frame(ch, &chunk)).await.is_err() {
+                        return;
+                    }
+                }
+                continue;
+            }
+            if done {
+                return;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    });
+    let writer = async move {
+        while let Some(m) = out_rx.recv().await {
+            if sink.send(m).await.is_err() {
+                return;
+            }
+        }
+        let status = super::exec::exit_status(&[], Some(0), "");
+        let _ = sink.send(frame(ERROR, status.to_string().as_bytes())).await;
+        let _ = sink.send(super::normal_close()).await;
+    };
+    // Client -> container: stdin and sizes to the shim; dropping the connection ends this
+    // client's stdin there.
+    let reader = async move {
+        loop {
+            let f = match next_event(&mut incoming).await {
+                ClientEvent::Stdin(data) => AttachFrame::Stdin(data.to_vec()),
+                ClientEvent::Resize(size) => AttachFrame::Resize(size.height, size.width),
+                ClientEvent::CloseStdin => {
+                    if let Some(mut c) = input.take() {
+                        let _ = c.shutdown().await;
+                    }
+                    continue;
+                }
+                ClientEvent::Gone => break,
+            };
+            if let Some(c) = input.as_mut() {
+                if c.write_all(&f.encode()).await.is_err() {
+                    input = None;
+                }
+            }
+        }
+    };
+    tokio::select! {
+        () = writer => {}
+        () = reader => {}
+    }
+    pump.abort();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(stdout: bool, stderr: bool, tty: bool) -> Request {
+        Request {
+            command: Vec::new(),
+            stdin: false,
+            stdout,
+            stderr,
+            tty,
+        }
+    }
+
+    #[test]
+    fn output_goes_to_the_channel_the_client_asked_for() {
+        assert_eq!(output_channel(&req(true, true, false)), Some(STDOUT));
+        assert_eq!(output_channel(&req(false, true, false)), Some(STDERR));
+        assert_eq!(output_channel(&req(false, false, true)), Some(STDOUT));
+        assert_eq!(output_channel(&req(false, false, false)), None);
+    }
+}
