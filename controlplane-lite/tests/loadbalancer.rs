@@ -168,3 +168,110 @@ fn bad_pools_are_refused_at_start() {
         assert!(err.contains(want), "{pool}: {err}");
     }
 }
+
+fn hcnp(s: &Server, name: &str) -> Option<u64> {
+    json(s, &["get", "svc", name, "-o", "json"])
+        .pointer("/spec/healthCheckNodePort")
+        .and_then(serde_json::Value::as_u64)
+}
+
+#[test]
+fn health_check_node_port_allocated_kept_released_and_validated() {
+    let s = Server::start();
+    let local = "  externalTrafficPolicy: Local\n";
+    s.ok_stdin(&["apply", "-f", "-"], &lb_svc("web", local));
+    let port = hcnp(&s, "web").expect("a healthCheckNodePort");
+    assert!((30000..=32767).contains(&port), "{port}");
+    let node_port = json(&s, &["get", "svc", "web", "-o", "json"])["spec"]["ports"][0]["nodePort"]
+        .as_u64()
+        .unwrap();
+    assert_ne!(port, node_port);
+    // An update that does not mention it keeps it.
+    s.ok_stdin(
+        &["apply", "-f", "-"],
+        &lb_svc("web", local).replace(
+            "metadata: {name: web}",
+            "metadata: {name: web, labels: {tier: web}}",
+        ),
+    );
+    assert_eq!(hcnp(&s, "web"), Some(port));
+    // Taken, out of range, or on a Service that does not need one: 422 naming the field.
+    let err = s.fails(
+        &["apply", "-f", "-"],
+        Some(&lb_svc(
+            "clash",
+            &format!("{local}  healthCheckNodePort: {port}\n"),
+        )),
+    );
+    assert!(
+        err.contains("spec.healthCheckNodePort") && err.contains("already allocated"),
+        "{err}"
+    );
+    let err = s.fails(
+        &["apply", "-f", "-"],
+        Some(&lb_svc(
+            "low",
+            &format!("{local}  healthCheckNodePort: 1000\n"),
+        )),
+    );
+    assert!(err.contains("not in the valid range"), "{err}");
+    let err = s.fails(
+        &["apply", "-f", "-"],
+        Some(&lb_svc("cluster", "  healthCheckNodePort: 31999\n")),
+    );
+    assert!(err.contains("may only be set when"), "{err}");
+    // A free requested one is honoured.
+    let want = if port == 32767 { 32766 } else { port + 1 };
+    let want = if want == node_port { want - 2 } else { want };
+    s.ok_stdin(
+        &["apply", "-f", "-"],
+        &lb_svc("asked", &format!("{local}  healthCheckNodePort: {want}\n")),
+    );
+    assert_eq!(hcnp(&s, "asked"), Some(want));
+    // Back to Cluster: dropped and released (another Service can take it).
+    s.ok(&[
+        "patch",
+        "svc",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"externalTrafficPolicy":"Cluster"}}"#,
+    ]);
+    assert_eq!(hcnp(&s, "web"), None);
+    s.ok_stdin(
+        &["apply", "-f", "-"],
+        &lb_svc("reuse", &format!("{local}  healthCheckNodePort: {port}\n")),
+    );
+    assert_eq!(hcnp(&s, "reuse"), Some(port));
+    // Local again: a fresh one. Type change away from LoadBalancer: dropped and released.
+    s.ok(&[
+        "patch",
+        "svc",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"externalTrafficPolicy":"Local"}}"#,
+    ]);
+    let again = hcnp(&s, "web").expect("allocated again");
+    assert!(again != port && again != want, "{again}");
+    s.ok(&[
+        "patch",
+        "svc",
+        "asked",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"type":"NodePort","externalTrafficPolicy":"Cluster"}}"#,
+    ]);
+    assert_eq!(hcnp(&s, "asked"), None);
+    // Deleting releases.
+    s.ok(&["delete", "svc", "web"]);
+    s.ok_stdin(
+        &["apply", "-f", "-"],
+        &lb_svc("after", &format!("{local}  healthCheckNodePort: {again}\n")),
+    );
+    s.ok_stdin(
+        &["apply", "-f", "-"],
+        &lb_svc("after2", &format!("{local}  healthCheckNodePort: {want}\n")),
+    );
+    assert_eq!(hcnp(&s, "after2"), Some(want));
+}

@@ -1,4 +1,5 @@
-//! The ClusterIP and NodePort allocators. Allocations are keys in the store
+//! The ClusterIP and NodePort allocators (node ports and `healthCheckNodePort` share the
+//! NodePort range and its keys). Allocations are keys in the store
 //! (`/registry/serviceips/<ip>`, `/registry/servicenodeports/<port>-<protocol>`), claimed with a
 //! create, so two `ferry-server` replicas on one etcd can never hand out the same address or port.
 
@@ -76,6 +77,7 @@ pub async fn allocate(
         } else if requested == "None" {
             obj["spec"]["clusterIPs"] = json!(["None"]);
         }
+        let old_keys = old.map(service_keys).unwrap_or_default();
         if matches!(ty.as_str(), "NodePort" | "LoadBalancer") {
             let n = obj
                 .pointer("/spec/ports")
@@ -96,13 +98,20 @@ pub async fn allocate(
                     .and_then(|o| o.pointer(&format!("/spec/ports/{i}/nodePort")))
                     .and_then(Value::as_u64)
                     .and_then(|x| u16::try_from(x).ok());
-                if want.is_some() && want == had {
+                // Kept, or this Service's already (ports reordered on update).
+                if want.is_some() && want == had
+                    || want.is_some_and(|p| old_keys.contains(&format!("{PORT_PREFIX}{p}-{proto}")))
+                {
                     continue;
                 }
-                let port = claim_port(alloc, want, &proto, &owner, &name, i).await?;
+                let field = format!("spec.ports[{i}].nodePort");
+                let port = claim_port(alloc, want, &proto, &owner, &name, &field).await?;
                 claimed.push(format!("{PORT_PREFIX}{port}-{proto}"));
                 obj["spec"]["ports"][i]["nodePort"] = port.into();
             }
+        }
+        if let Some(port) = health_check_node_port(alloc, obj, old, &owner, &name).await? {
+            claimed.push(format!("{PORT_PREFIX}{port}-TCP"));
         }
         Ok(())
     }
@@ -178,20 +187,101 @@ async fn claim_ip(
     ))
 }
 
+/// Whether a Service needs a `spec.healthCheckNodePort`: `type: LoadBalancer` with
+/// `externalTrafficPolicy: Local` (kube-apiserver's `needsHCNodePort`).
+fn needs_health_check_node_port(svc: &Value) -> bool {
+    svc.pointer("/spec/type").and_then(Value::as_str) == Some("LoadBalancer")
+        && svc
+            .pointer("/spec/externalTrafficPolicy")
+            .and_then(Value::as_str)
+            == Some("Local")
+}
+
+/// `spec.healthCheckNodePort`, unless unset, null or 0 (`Some(Err(()))`: not a port number).
+fn hc_port(svc: &Value) -> Option<Result<u16, ()>> {
+    let v = svc.pointer("/spec/healthCheckNodePort")?;
+    if v.is_null() || v.as_u64() == Some(0) {
+        return None;
+    }
+    Some(v.as_u64().and_then(|p| u16::try_from(p).ok()).ok_or(()))
+}
+
+/// `spec.healthCheckNodePort`, as kube-apiserver handles it: a Service that needs one gets one
+/// from the NodePort range (the requested one if given, validated and claimed), keeps it on
+/// update (also when the update omits it), and loses it when it no longer needs it (type or
+/// `externalTrafficPolicy` changed; the claim is released once the update is stored, see
+/// [`released_by_update`]). Setting one on a Service that does not need it is invalid. Returns
+/// the port newly claimed, if any.
+async fn health_check_node_port(
+    alloc: &Allocator<'_>,
+    obj: &mut Value,
+    old: Option<&Value>,
+    owner: &str,
+    name: &str,
+) -> Result<Option<u16>, ApiError> {
+    const FIELD: &str = "spec.healthCheckNodePort";
+    let want = match hc_port(obj) {
+        Some(Err(())) => {
+            return Err(invalid_field(
+                name,
+                FIELD,
+                format!(
+                    "{}: must be a port number",
+                    obj["spec"]["healthCheckNodePort"]
+                ),
+            ))
+        }
+        Some(Ok(p)) => Some(p),
+        None => None,
+    };
+    let had = old
+        .filter(|o| needs_health_check_node_port(o))
+        .and_then(hc_port)
+        .and_then(Result::ok);
+    if !needs_health_check_node_port(obj) {
+        if want.is_some() && want == had {
+            // No longer needed: dropped (upstream's dropTypeDependentFields).
+            if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+                spec.remove("healthCheckNodePort");
+            }
+            return Ok(None);
+        }
+        return match want {
+            Some(p) => Err(invalid_field(
+                name,
+                FIELD,
+                format!("{p}: may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'"),
+            )),
+            None => Ok(None),
+        };
+    }
+    match (want, had) {
+        (Some(p), Some(h)) if p == h => Ok(None),
+        (None, Some(h)) => {
+            obj["spec"]["healthCheckNodePort"] = h.into();
+            Ok(None)
+        }
+        _ => {
+            let port = claim_port(alloc, want, "TCP", owner, name, FIELD).await?;
+            obj["spec"]["healthCheckNodePort"] = port.into();
+            Ok(Some(port))
+        }
+    }
+}
+
 async fn claim_port(
     alloc: &Allocator<'_>,
     want: Option<u16>,
     proto: &str,
     owner: &str,
     name: &str,
-    idx: usize,
+    field: &str,
 ) -> Result<u16, ApiError> {
     let (lo, hi) = alloc.node_port_range;
     let value = serde_json::to_vec(&json!({"service": owner})).unwrap_or_default();
-    let field = format!("spec.ports[{idx}].nodePort");
     if let Some(p) = want {
         if p < lo || p > hi {
-            return Err(invalid_field(name, &field, format!("Invalid value: {p}: provided port is not in the valid range. The range of valid ports is {lo}-{hi}")));
+            return Err(invalid_field(name, field, format!("Invalid value: {p}: provided port is not in the valid range. The range of valid ports is {lo}-{hi}")));
         }
         return match alloc
             .store
@@ -201,7 +291,7 @@ async fn claim_port(
             Ok(_) => Ok(p),
             Err(StoreError::AlreadyExists { .. }) => Err(invalid_field(
                 name,
-                &field,
+                field,
                 format!("Invalid value: {p}: provided port is already allocated"),
             )),
             Err(e) => Err(ApiError::internal(format!("allocating a node port: {e}"))),
@@ -241,10 +331,24 @@ pub async fn release(alloc: &Allocator<'_>, keys: &[String]) {
 
 /// The allocation keys an object holds.
 pub fn allocation_keys(res: &Resource, obj: &Value) -> Vec<String> {
-    let mut keys = Vec::new();
     if res.kind != "Service" {
-        return keys;
+        return Vec::new();
     }
+    service_keys(obj)
+}
+
+/// The keys an update from `old` to `new` gave up (to release once the update is stored).
+pub fn released_by_update(res: &Resource, old: &Value, new: &Value) -> Vec<String> {
+    let kept = allocation_keys(res, new);
+    allocation_keys(res, old)
+        .into_iter()
+        .filter(|k| !kept.contains(k))
+        .collect()
+}
+
+/// The allocation keys a Service holds: ClusterIP, node ports, health check node port.
+fn service_keys(obj: &Value) -> Vec<String> {
+    let mut keys = Vec::new();
     if let Some(ip) = obj
         .pointer("/spec/clusterIP")
         .and_then(Value::as_str)
@@ -262,6 +366,9 @@ pub fn allocation_keys(res: &Resource, obj: &Value) -> Vec<String> {
             let proto = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
             keys.push(format!("{PORT_PREFIX}{n}-{proto}"));
         }
+    }
+    if let Some(Ok(p)) = hc_port(obj) {
+        keys.push(format!("{PORT_PREFIX}{p}-TCP"));
     }
     keys
 }

@@ -318,19 +318,37 @@ impl Api {
                 // No change: no write, no event (what kubectl calls "unchanged").
                 return Ok(self.sub_response(t, r, &old));
             }
+            // A Service's new node ports / health check node port are claimed before the write,
+            // released if it fails; what it gave up is released once it is stored.
+            let claimed = if t.sub.is_none() {
+                admission::allocate(&self.allocator(), t.res, &mut new, Some(&old)).await?
+            } else {
+                Vec::new()
+            };
             match self
                 .store
                 .update(&key, to_stored(&new), Some(expected))
                 .await
             {
                 Ok(kv) => {
+                    admission::release(
+                        &self.allocator(),
+                        &admission::released_by_update(t.res, &old, &new),
+                    )
+                    .await;
                     let stored = from_kv(&kv, t.res.kind, &t.res.api_version());
                     let mut resp = self.sub_response(t, r, &stored);
                     add_warnings(&mut resp, &warnings);
                     return Ok(resp);
                 }
-                Err(StoreError::Conflict { .. }) if patch => continue,
-                Err(e) => return Err(store_err(t.res, &name, e)),
+                Err(StoreError::Conflict { .. }) if patch => {
+                    admission::release(&self.allocator(), &claimed).await;
+                    continue;
+                }
+                Err(e) => {
+                    admission::release(&self.allocator(), &claimed).await;
+                    return Err(store_err(t.res, &name, e));
+                }
             }
         }
         Err(ApiError::from_pair(mach::conflict(
