@@ -160,6 +160,18 @@ pub struct RunArgs {
     /// bridged pod traffic. Never applied in iptables mode, which needs both.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub pod_netfilter_bypass: bool,
+    /// ebpf: translate traffic from outside the node to NodePorts, externalIPs and LoadBalancer
+    /// IPs with tc programs on the underlay, bridge and overlay device (`false`: only the socket
+    /// LB, which serves the node's own processes and pods).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub external_datapath: bool,
+    /// ebpf: size of the Maglev lookup tables for external traffic (prime, 251..=131071).
+    #[arg(long, default_value_t = crate::service::maglev::DEFAULT_TABLE_SIZE)]
+    pub maglev_table_size: u32,
+    /// ebpf: the cluster-wide Maglev and flow hash seed; every node must use the same value (the
+    /// default is the same everywhere).
+    #[arg(long, default_value_t = DEFAULT_MAGLEV_SEED)]
+    pub maglev_seed: u64,
     /// The Service network (the API server's `--service-cluster-ip-range`).
     #[arg(long, default_value = "10.96.0.0/12")]
     pub service_cidr: Ipv4Network,
@@ -208,9 +220,18 @@ pub struct Config {
     pub proxy_fallback: bool,
     /// `--pod-netfilter-bypass`.
     pub pod_netfilter_bypass: bool,
+    /// `--external-datapath`.
+    pub external_datapath: bool,
+    /// `--maglev-table-size` (checked prime).
+    pub maglev_table_size: u32,
+    /// `--maglev-seed`.
+    pub maglev_seed: u64,
     /// `--service-cidr`.
     pub service_cidr: Ipv4Network,
 }
+
+/// Default `--maglev-seed` (any fixed value works as long as every node uses the same).
+pub const DEFAULT_MAGLEV_SEED: u64 = 0x6665_7272_795f_6d67;
 
 /// The agent's bearer token: given on the command line, or in a file.
 #[derive(Clone)]
@@ -302,6 +323,10 @@ impl RunArgs {
                 problem: "must be at least 1".into(),
             });
         }
+        crate::service::maglev::check_size(self.maglev_table_size).map_err(|e| ConfigError {
+            flag: "maglev-table-size",
+            problem: e.to_string(),
+        })?;
         let metrics_address = match self.metrics_address.trim() {
             "" | "off" => None,
             a => Some(a.parse().map_err(|e| ConfigError {
@@ -331,6 +356,9 @@ impl RunArgs {
                 .unwrap_or_else(|| Path::new(DEFAULT_BPFFS_ROOT).join(&node_name)),
             proxy_fallback: self.proxy_fallback,
             pod_netfilter_bypass: self.pod_netfilter_bypass,
+            external_datapath: self.external_datapath,
+            maglev_table_size: self.maglev_table_size,
+            maglev_seed: self.maglev_seed,
             service_cidr: self.service_cidr,
             node_name,
         })

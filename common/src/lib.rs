@@ -17,6 +17,7 @@
 //! | [`names`] | map, program and pin names both sides spell |
 //! | [`lb`] | the socket load balancer's maps: service/slot, backend, reverse NAT, affinity |
 //! | [`stats`] | the per-CPU counter indexes ([`LbStat`]) |
+//! | [`nat`] | the tc NodePort datapath's maps: external frontends, Maglev rows, conntrack |
 //!
 //! The map layout follows Cilium's socket LB (`lb4_service` -> slots -> `lb4_backend`); see
 //! `docs/services.md`.
@@ -25,6 +26,7 @@
 
 pub mod lb;
 pub mod names;
+pub mod nat;
 pub mod stats;
 
 #[cfg(feature = "user")]

@@ -24,3 +24,16 @@ unsafe impl aya::Pod for Lb4RevNat {}
 unsafe impl aya::Pod for Lb4AffinityKey {}
 // SAFETY: as for `Lb4SvcKey`: `#[repr(C)]`, integers only, explicit padding, size asserted.
 unsafe impl aya::Pod for Lb4Affinity {}
+// SAFETY: as for `Lb4SvcKey`: `#[repr(C)]`, integers only, explicit padding, size asserted in
+// `nat.rs`.
+unsafe impl aya::Pod for crate::nat::NpSvcKey {}
+// SAFETY: as for `NpSvcKey`.
+unsafe impl aya::Pod for crate::nat::NpSvc {}
+// SAFETY: as for `NpSvcKey`.
+unsafe impl aya::Pod for crate::nat::NpBackendKey {}
+// SAFETY: as for `NpSvcKey`.
+unsafe impl aya::Pod for crate::nat::NpConfig {}
+// SAFETY: as for `NpSvcKey`.
+unsafe impl aya::Pod for crate::nat::CtKey {}
+// SAFETY: as for `NpSvcKey`.
+unsafe impl aya::Pod for crate::nat::CtEntry {}

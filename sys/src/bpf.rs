@@ -3,6 +3,9 @@
 //! uses it inside its XDP and TC attach). With them the agent swaps the program behind a pinned
 //! cgroup link in one step, so a program upgrade leaves no moment without a program attached.
 //!
+//! [`prog_test_run`] (`BPF_PROG_TEST_RUN`, which aya 0.14 does not wrap either) runs a loaded
+//! program on a test packet for the packet tests of the tc programs.
+//!
 //! Errors are plain [`io::Error`]s from `errno`.
 
 use std::ffi::CString;
@@ -77,6 +80,74 @@ pub fn link_update(link: BorrowedFd<'_>, new_prog: BorrowedFd<'_>) -> io::Result
     .map(|_| ())
 }
 
+/// `BPF_PROG_TEST_RUN`.
+const BPF_PROG_TEST_RUN: libc::c_long = 10;
+
+/// The `test` member of `union bpf_attr` (`BPF_PROG_TEST_RUN`).
+#[repr(C)]
+#[derive(Default)]
+struct TestRunAttr {
+    prog_fd: u32,
+    retval: u32,
+    data_size_in: u32,
+    data_size_out: u32,
+    data_in: u64,
+    data_out: u64,
+    repeat: u32,
+    duration: u32,
+    ctx_size_in: u32,
+    ctx_size_out: u32,
+    ctx_in: u64,
+    ctx_out: u64,
+    flags: u32,
+    cpu: u32,
+    batch_size: u32,
+    pad: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<TestRunAttr>() == 80);
+
+/// What one `BPF_PROG_TEST_RUN` returned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TestRun {
+    /// The program's return value (e.g. a `TC_ACT_*` code; `-1` reads as `u32::MAX`).
+    pub retval: u32,
+    /// The packet after the program (as long as the kernel reported).
+    pub data_out: Vec<u8>,
+}
+
+/// Runs a loaded program once on `data_in` (`BPF_PROG_TEST_RUN`; for tc programs a packet from
+/// its Ethernet header, run in the caller's network namespace) and returns its verdict and the
+/// packet as it left. `out_capacity` bounds the output copy (`ENOSPC` if the packet grew beyond).
+pub fn prog_test_run(
+    prog: BorrowedFd<'_>,
+    data_in: &[u8],
+    out_capacity: usize,
+) -> io::Result<TestRun> {
+    let mut out = vec![0u8; out_capacity];
+    let mut attr = TestRunAttr {
+        prog_fd: fd_u32(prog)?,
+        data_size_in: u32::try_from(data_in.len())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?,
+        data_size_out: u32::try_from(out.len())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?,
+        data_in: data_in.as_ptr() as u64,
+        data_out: out.as_mut_ptr() as u64,
+        repeat: 1,
+        ..TestRunAttr::default()
+    };
+    bpf(
+        BPF_PROG_TEST_RUN,
+        (&raw mut attr).cast(),
+        std::mem::size_of::<TestRunAttr>(),
+    )?;
+    out.truncate(attr.data_size_out as usize);
+    Ok(TestRun {
+        retval: attr.retval,
+        data_out: out,
+    })
+}
+
 fn fd_u32(fd: BorrowedFd<'_>) -> io::Result<u32> {
     u32::try_from(fd.as_raw_fd()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
 }
@@ -84,7 +155,8 @@ fn fd_u32(fd: BorrowedFd<'_>) -> io::Result<u32> {
 /// The `bpf(2)` funnel of this module.
 fn bpf(cmd: libc::c_long, attr: *mut libc::c_void, size: usize) -> io::Result<libc::c_int> {
     // SAFETY: `attr` points at a live, initialised `#[repr(C)]` prefix of `union bpf_attr` of
-    // `size` bytes (the kernel zero-extends shorter attrs); any path it names is a live CString.
+    // `size` bytes (the kernel zero-extends shorter attrs); any path it names is a live CString and
+    // any buffer it names (test run input / output) is live and as long as the attr says.
     let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr, size) };
     if rc < 0 {
         return Err(io::Error::last_os_error());

@@ -9,6 +9,8 @@
 //!   pinned under a per-node bpffs directory and attached through pinned links, so they keep
 //!   serving while the agent is down and a new agent adopts them ([`SockLb::load`],
 //!   [`SockLb::attach`]); [`unpin`] detaches and removes everything.
+//! - [`NodePortTc`] / [`NpMaps`]: the `nodeport` object's tc programs (pinned TCX links on the
+//!   node's interfaces) and maps, for traffic from outside the node (`crate::service::nodeport`).
 //! - [`LbMaps`]: typed handles on the pinned maps (also opened read-only from the pins alone by
 //!   `ferry-agent services`).
 //! - [`embedded_objects`] / [`describe`]: what is embedded, read from the ELF without the kernel.
@@ -17,10 +19,12 @@
 
 mod error;
 mod maps;
+mod nodeport;
 mod object;
 mod sock_lb;
 
 pub use error::BpfError;
 pub use maps::LbMaps;
+pub use nodeport::{attached_interfaces, unpin as unpin_nodeport, NodePortTc, NpMaps, TcHook};
 pub use object::{describe, embedded_objects, EmbeddedObject, ObjectSummary, ProgramSummary};
 pub use sock_lb::{attached, unpin, AttachOutcome, SockLb};

@@ -33,7 +33,13 @@ pub(crate) const SOCK_LB: EmbeddedObject = EmbeddedObject {
     bytes: aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sock-lb")),
 };
 
-static OBJECTS: [EmbeddedObject; 1] = [SOCK_LB];
+/// The `nodeport` object (`ebpf/src/nodeport.rs`): tc programs for traffic from outside the node.
+pub(crate) const NODEPORT: EmbeddedObject = EmbeddedObject {
+    name: "nodeport",
+    bytes: aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nodeport")),
+};
+
+static OBJECTS: [EmbeddedObject; 2] = [SOCK_LB, NODEPORT];
 
 /// Every embedded object.
 pub fn embedded_objects() -> &'static [EmbeddedObject] {
@@ -153,9 +159,19 @@ mod tests {
         assert_eq!(summary.maps, names::MAPS);
     }
 
+    /// The `nodeport` object's programs and maps are the ones `ferry_common::nat` names.
+    #[test]
+    fn nodeport_object_matches_common_names() {
+        use ferry_common::nat::names as np;
+        let summary = describe(&NODEPORT).expect("nodeport must be built");
+        let programs: Vec<_> = summary.programs.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(programs, np::PROGRAMS);
+        assert_eq!(summary.maps, np::MAPS);
+    }
+
     #[test]
     fn embedded_objects_lists_sock_lb() {
         let names: Vec<_> = embedded_objects().iter().map(|o| o.name).collect();
-        assert_eq!(names, ["sock-lb"]);
+        assert_eq!(names, ["sock-lb", "nodeport"]);
     }
 }

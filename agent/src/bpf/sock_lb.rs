@@ -171,7 +171,7 @@ impl SockLb {
 
 /// Refuses a pin directory that is not on a bpffs mount (pinning would fail with a bare `EPERM`
 /// deep inside aya): the innermost mount containing it (lexically) must be of type `bpf`.
-fn check_on_bpffs(pin_dir: &Path) -> Result<(), BpfError> {
+pub(crate) fn check_on_bpffs(pin_dir: &Path) -> Result<(), BpfError> {
     let innermost = ferry_sys::fs::mounts()
         .into_iter()
         .filter(|m| pin_dir.starts_with(&m.mount_point))

@@ -30,9 +30,10 @@ use ferry_common::{
     LB_MAX_BACKENDS_PER_SERVICE,
 };
 
+use super::nodeport::{NodePortConfig, NodePortDatapath};
 use super::table::{Backend, Frontend, Proto, ServiceTable};
 use super::{DatapathStats, MapFill, Proxier, ProxyError, ProxyMode, SyncStats};
-use crate::bpf::{AttachOutcome, BpfError, LbMaps, SockLb};
+use crate::bpf::{AttachOutcome, BpfError, LbMaps, NodePortTc, SockLb, TcHook};
 
 /// What one frontend is programmed to: the live generation, its backends in slot order, and
 /// its ClientIP affinity timeout.
@@ -357,6 +358,81 @@ pub struct EbpfProxier {
     destroyed: usize,
     /// Frontends whose last write failed (logged once at warn, then at debug while it lasts).
     failing: BTreeSet<Frontend>,
+    /// The tc datapath for traffic from outside the node, when enabled.
+    external: Option<External>,
+}
+
+/// Where the tc datapath for traffic from outside attaches, and its node settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalOptions {
+    /// The underlay interface (ingress: new flows and replies; egress: ETP Local replies).
+    pub underlay: String,
+    /// Devices replies of backends arrive on: the pod bridge, the overlay device.
+    pub reply_devices: Vec<String>,
+    /// Node address, NAT ports, Maglev size and seed.
+    pub config: NodePortConfig,
+}
+
+/// The loaded tc programs and their maps' programmer.
+#[derive(Debug)]
+struct External {
+    /// Keeps the programs loaded while attached links are swapped.
+    tc: NodePortTc,
+    datapath: NodePortDatapath,
+    attach: Vec<(String, TcHook, AttachOutcome)>,
+    /// Reply devices that did not exist yet.
+    pending: Vec<String>,
+}
+
+impl External {
+    /// Attaches the reply program to the pending devices that exist now.
+    fn attach_pending(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        for iface in pending {
+            match self.tc.attach(&iface, TcHook::ReplyIngress) {
+                Ok(outcome) => {
+                    tracing::info!(%iface, "nodeport: reply program attached");
+                    self.attach.push((iface, TcHook::ReplyIngress, outcome));
+                }
+                Err(_) => self.pending.push(iface),
+            }
+        }
+    }
+}
+
+/// The tc datapath's options for this node: the underlay's first IPv4 address as the SNAT
+/// source, the pod bridge and the overlay's Ethernet device (if any) as reply devices.
+pub fn external_options(cfg: &crate::config::Config) -> Result<ExternalOptions, ProxyError> {
+    use crate::config::Backend as Overlay;
+    let mut nl =
+        crate::netlink::Netlink::new().map_err(|e| ProxyError::Bpf(format!("netlink: {e}")))?;
+    let link = nl
+        .link_by_name(&cfg.iface)
+        .map_err(|e| ProxyError::Bpf(format!("underlay {}: {e}", cfg.iface)))?
+        .ok_or_else(|| ProxyError::Bpf(format!("underlay {} does not exist", cfg.iface)))?;
+    let node_addr = nl
+        .ipv4_addresses(link.index)
+        .map_err(|e| ProxyError::Bpf(format!("underlay {} addresses: {e}", cfg.iface)))?
+        .first()
+        .map(|n| n.ip())
+        .ok_or_else(|| ProxyError::Bpf(format!("underlay {} has no IPv4 address", cfg.iface)))?;
+    let mut reply_devices = vec![crate::subnet::BRIDGE.to_owned()];
+    match cfg.backend {
+        Overlay::Vxlan => reply_devices.push(crate::overlay::vxlan::DEVICE.to_owned()),
+        // host-gw replies arrive on the underlay; the udp backend's TUN device carries no
+        // Ethernet header, which the programs expect.
+        Overlay::HostGw | Overlay::Udp => {}
+    }
+    Ok(ExternalOptions {
+        underlay: cfg.iface.clone(),
+        reply_devices,
+        config: NodePortConfig {
+            node_addr,
+            nat_ports: super::nodeport::DEFAULT_NAT_PORTS,
+            maglev_size: cfg.maglev_table_size,
+            seed: cfg.maglev_seed,
+        },
+    })
 }
 
 fn bpf_err(e: BpfError) -> ProxyError {
@@ -400,7 +476,65 @@ impl EbpfProxier {
             attach,
             destroyed: 0,
             failing: BTreeSet::new(),
+            external: None,
         })
+    }
+
+    /// Loads the `nodeport` tc programs with their maps pinned beside the socket LB's, adopts
+    /// what a previous agent programmed, and attaches them (pinned TCX links, adopted with
+    /// `BPF_LINK_UPDATE`) to the underlay (ingress + egress) and to every reply device that
+    /// exists. The next [`Proxier::sync`] programs the external frontends.
+    pub fn enable_external(&mut self, opts: &ExternalOptions) -> Result<(), ProxyError> {
+        let (mut tc, maps) = NodePortTc::load(self.lb.pin_dir()).map_err(bpf_err)?;
+        let datapath = NodePortDatapath::new(maps, opts.config.clone())?;
+        let mut attach = Vec::new();
+        let mut hooks = vec![
+            (opts.underlay.clone(), TcHook::UnderlayIngress),
+            (opts.underlay.clone(), TcHook::UnderlayEgress),
+        ];
+        hooks.extend(
+            opts.reply_devices
+                .iter()
+                .map(|d| (d.clone(), TcHook::ReplyIngress)),
+        );
+        let mut pending = Vec::new();
+        for (iface, hook) in hooks {
+            match tc.attach(&iface, hook) {
+                Ok(outcome) => attach.push((iface, hook, outcome)),
+                // The bridge appears with the first pod, the overlay device with the overlay:
+                // retried at every sync.
+                Err(e) if hook == TcHook::ReplyIngress => {
+                    tracing::debug!(%iface, error = %error_chain(&e), "nodeport: reply device not attached yet");
+                    pending.push(iface);
+                }
+                Err(e) => return Err(bpf_err(e)),
+            }
+        }
+        self.external = Some(External {
+            tc,
+            datapath,
+            attach,
+            pending,
+        });
+        Ok(())
+    }
+
+    /// The tc datapath's programmer, when enabled.
+    pub fn external(&self) -> Option<&NodePortDatapath> {
+        self.external.as_ref().map(|e| &e.datapath)
+    }
+
+    /// The tc programs, when enabled (program descriptors for tests).
+    pub fn external_programs(&self) -> Option<&NodePortTc> {
+        self.external.as_ref().map(|e| &e.tc)
+    }
+
+    /// What [`EbpfProxier::enable_external`] did per (interface, hook).
+    pub fn external_attach_outcomes(&self) -> Vec<(String, TcHook, AttachOutcome)> {
+        self.external
+            .as_ref()
+            .map(|e| e.attach.clone())
+            .unwrap_or_default()
     }
 
     /// What [`EbpfProxier::new`] did with each program's link (created or adopted).
@@ -547,10 +681,13 @@ impl Proxier for EbpfProxier {
                 Vec::new()
             }
         };
-        Some(DatapathStats {
-            counters,
-            maps: map_fill(&self.programmed, self.ids.len()),
-        })
+        let mut counters: Vec<(&'static str, u64)> = counters;
+        let mut maps = map_fill(&self.programmed, self.ids.len());
+        if let Some(ext) = &self.external {
+            counters.extend(ext.datapath.counters());
+            maps.extend(ext.datapath.map_fill());
+        }
+        Some(DatapathStats { counters, maps })
     }
 
     fn sync(&mut self, table: &ServiceTable) -> Result<SyncStats, ProxyError> {
@@ -661,6 +798,21 @@ impl Proxier for EbpfProxier {
         } else {
             destroy_udp_sockets(&self.cgroup, &self.maps, &gone_udp)
         };
+        if let Some(ext) = &mut self.external {
+            if !ext.pending.is_empty() {
+                ext.attach_pending();
+            }
+            match ext.datapath.sync(table) {
+                Ok(s) => stats.failed += s.failed,
+                Err(e) => {
+                    tracing::warn!(error = %e, "nodeport: external frontends not programmed");
+                    stats.failed += 1;
+                }
+            }
+            if let Err(e) = ext.datapath.gc(ferry_sys::clock::monotonic_ns()) {
+                tracing::warn!(error = %e, "nodeport: conntrack GC failed");
+            }
+        }
         Ok(stats)
     }
 }
@@ -883,9 +1035,11 @@ impl DatapathView {
     }
 }
 
-/// Detaches the programs and removes every pin under `bpffs_dir` (`ferry-agent uninstall`).
+/// Detaches the programs (socket hooks and tc links) and removes every pin under `bpffs_dir`
+/// (`ferry-agent uninstall`).
 pub fn uninstall(bpffs_dir: &Path) -> Result<usize, ProxyError> {
-    crate::bpf::unpin(bpffs_dir).map_err(bpf_err)
+    let tc = crate::bpf::unpin_nodeport(bpffs_dir).map_err(bpf_err)?;
+    Ok(tc + crate::bpf::unpin(bpffs_dir).map_err(bpf_err)?)
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ pub mod ebpf;
 pub mod healthcheck;
 pub mod iptables;
 pub mod maglev;
+pub mod nodeport;
 pub mod reconcile;
 pub(crate) mod records;
 pub mod table;

@@ -82,10 +82,15 @@ fn ebpf_proxier(cfg: &Config) -> Result<Box<dyn Proxier>, ProxyError> {
             "--proxy-cgroup is not set (the cgroup the socket hooks attach to)".to_owned(),
         ));
     };
-    Ok(Box::new(super::ebpf::EbpfProxier::new(
-        &cfg.bpffs_dir,
-        cgroup,
-    )?))
+    let mut p = super::ebpf::EbpfProxier::new(&cfg.bpffs_dir, cgroup)?;
+    if cfg.external_datapath {
+        // The socket LB serves the node's own clients either way: a tc failure is reported,
+        // not fatal.
+        if let Err(e) = super::ebpf::external_options(cfg).and_then(|o| p.enable_external(&o)) {
+            tracing::warn!(error = %e, "external traffic datapath (tc) not enabled: NodePorts, externalIPs and LoadBalancer IPs are not served to clients outside the node");
+        }
+    }
+    Ok(Box::new(p))
 }
 
 /// A proxier, and a note when it is the iptables fallback of an unavailable eBPF datapath.

@@ -1,0 +1,434 @@
+//! [`NodePortTc`]: the `nodeport` object's tc programs (TCX links, pinned), and [`NpMaps`], typed
+//! handles on its maps (see `ferry_common::nat` and `ebpf/src/nodeport.rs`).
+//!
+//! Pins live beside the socket LB's under the per-node bpffs directory:
+//!
+//! ```text
+//! <dir>/FERRY_NP4_SVC FERRY_NP4_BE FERRY_NP4_MAG FERRY_NP4_CT FERRY_NP4_CFG FERRY_NP_STATS
+//! <dir>/tcx_<program>@<interface>                      one pinned TCX link per attachment
+//! ```
+//!
+//! A TCX link (kernel >= 6.6) is a `bpf_link`: pinned, it keeps the program attached while the
+//! agent is down or after `kill -9`, and a new agent swaps the program behind it with
+//! `BPF_LINK_UPDATE` (no moment without a program). The conntrack map being pinned too, a restart
+//! loses no external flow. [`unpin`] detaches everything (`ferry-agent uninstall`).
+
+use std::fs;
+use std::os::fd::{AsFd as _, BorrowedFd};
+use std::path::{Path, PathBuf};
+
+use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
+use aya::programs::{
+    links::{FdLink, LinkOrder},
+    tc::TcAttachOptions,
+    SchedClassifier, TcAttachType,
+};
+use aya::{Ebpf, EbpfLoader};
+use ferry_common::nat::{names, CtEntry, CtKey, NpBackendKey, NpConfig, NpStat, NpSvc, NpSvcKey};
+use ferry_common::Lb4Backend;
+
+use super::{object::NODEPORT, sock_lb::check_on_bpffs, AttachOutcome, BpfError};
+
+/// Where a program is attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcHook {
+    /// Ingress of the underlay interface: [`names::EXTERNAL`].
+    UnderlayIngress,
+    /// Egress of the underlay interface: [`names::EGRESS`].
+    UnderlayEgress,
+    /// Ingress of the pod bridge or the overlay device: [`names::REPLY`].
+    ReplyIngress,
+}
+
+impl TcHook {
+    /// The program this hook runs.
+    pub const fn program(self) -> &'static str {
+        match self {
+            Self::UnderlayIngress => names::EXTERNAL,
+            Self::UnderlayEgress => names::EGRESS,
+            Self::ReplyIngress => names::REPLY,
+        }
+    }
+
+    fn attach_type(self) -> TcAttachType {
+        match self {
+            Self::UnderlayEgress => TcAttachType::Egress,
+            Self::UnderlayIngress | Self::ReplyIngress => TcAttachType::Ingress,
+        }
+    }
+}
+
+/// The loaded (verified) `nodeport` programs.
+#[derive(Debug)]
+pub struct NodePortTc {
+    ebpf: Ebpf,
+    pin_dir: PathBuf,
+}
+
+/// Pin name prefix of the TCX links.
+const TCX_PREFIX: &str = "tcx_";
+
+impl NodePortTc {
+    /// Loads the embedded `nodeport` object with its maps pinned under `pin_dir` (pinned maps
+    /// reused, missing ones created), loads the three programs and attaches nothing. Needs
+    /// `CAP_BPF` + `CAP_NET_ADMIN`.
+    pub fn load(pin_dir: &Path) -> Result<(Self, NpMaps), BpfError> {
+        let bytes = NODEPORT.bytes()?;
+        check_on_bpffs(pin_dir)?;
+        fs::create_dir_all(pin_dir).map_err(|source| BpfError::Pin {
+            op: "create directory",
+            path: pin_dir.to_owned(),
+            source,
+        })?;
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(pin_dir)
+            .load(bytes)
+            .map_err(|source| BpfError::Load {
+                object: NODEPORT.name,
+                source: Box::new(source),
+            })?;
+        for name in names::PROGRAMS {
+            program_mut(&mut ebpf, name)?
+                .load()
+                .map_err(|source| program_error("load", name, source))?;
+        }
+        let maps = NpMaps::take(&mut ebpf)?;
+        Ok((
+            Self {
+                ebpf,
+                pin_dir: pin_dir.to_owned(),
+            },
+            maps,
+        ))
+    }
+
+    /// The descriptor of a loaded program (for `BPF_PROG_TEST_RUN`).
+    pub fn program_fd(&self, name: &'static str) -> Result<BorrowedFd<'_>, BpfError> {
+        let program: &SchedClassifier = self
+            .ebpf
+            .program(name)
+            .ok_or(BpfError::MissingProgram {
+                object: NODEPORT.name,
+                program: name,
+            })?
+            .try_into()
+            .map_err(|source| program_error("type check", name, source))?;
+        let fd = program
+            .fd()
+            .map_err(|source| program_error("fd", name, source))?;
+        Ok(fd.as_fd())
+    }
+
+    /// Attaches `hook`'s program to `iface` (in the caller's network namespace) through a
+    /// pinned TCX link, or swaps the program behind an existing pinned link.
+    pub fn attach(&mut self, iface: &str, hook: TcHook) -> Result<AttachOutcome, BpfError> {
+        let name = hook.program();
+        let pin = link_pin(&self.pin_dir, name, iface);
+        let program = program_mut(&mut self.ebpf, name)?;
+        if pin.exists() {
+            let link = ferry_sys::bpf::obj_get(&pin).map_err(|source| BpfError::Pin {
+                op: "open link pin",
+                path: pin.clone(),
+                source,
+            })?;
+            let prog_fd = program
+                .fd()
+                .map_err(|source| program_error("fd", name, source))?;
+            ferry_sys::bpf::link_update(link.as_fd(), prog_fd.as_fd()).map_err(|source| {
+                BpfError::Pin {
+                    op: "BPF_LINK_UPDATE",
+                    path: pin.clone(),
+                    source,
+                }
+            })?;
+            return Ok(AttachOutcome::Updated);
+        }
+        let link_id = program
+            .attach_with_options(
+                iface,
+                hook.attach_type(),
+                // First on the hook: conntracked NAT must see its packets before any other
+                // program (e.g. the pod fast path) decides; unmatched packets go on (TCX_NEXT).
+                TcAttachOptions::TcxOrder(LinkOrder::first()),
+            )
+            .map_err(|source| program_error("attach (tcx)", name, source))?;
+        let link = program
+            .take_link(link_id)
+            .map_err(|source| program_error("take link", name, source))?;
+        let link = FdLink::try_from(link).map_err(|source| BpfError::Link {
+            program: name,
+            source: Box::new(source),
+        })?;
+        let _pinned = link.pin(&pin).map_err(|source| BpfError::PinObject {
+            path: pin.clone(),
+            source: Box::new(source),
+        })?;
+        Ok(AttachOutcome::Created)
+    }
+}
+
+/// The pin path of one TCX attachment.
+fn link_pin(pin_dir: &Path, program: &str, iface: &str) -> PathBuf {
+    pin_dir.join(format!("{TCX_PREFIX}{program}@{iface}"))
+}
+
+/// The interfaces `program`'s pinned links are attached to (from the pin names).
+pub fn attached_interfaces(pin_dir: &Path, program: &str) -> Vec<String> {
+    let prefix = format!("{TCX_PREFIX}{program}@");
+    let mut out: Vec<String> = fs::read_dir(pin_dir)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix(&prefix).map(str::to_owned))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Detaches the tc programs (removes their link pins) and removes the `nodeport` map pins.
+/// Missing pins are fine. Returns how many pins were removed. Leaves the directory (the socket
+/// LB's [`super::unpin`] removes it).
+pub fn unpin(pin_dir: &Path) -> Result<usize, BpfError> {
+    let mut paths: Vec<PathBuf> = fs::read_dir(pin_dir)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(TCX_PREFIX))
+        })
+        .map(|e| e.path())
+        .collect();
+    paths.extend(names::MAPS.iter().map(|m| pin_dir.join(m)));
+    let mut removed = 0;
+    for path in paths {
+        match fs::remove_file(&path) {
+            Ok(()) => removed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(BpfError::Pin {
+                    op: "remove pin",
+                    path,
+                    source,
+                })
+            }
+        }
+    }
+    Ok(removed)
+}
+
+fn program_mut<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut SchedClassifier, BpfError> {
+    ebpf.program_mut(name)
+        .ok_or(BpfError::MissingProgram {
+            object: NODEPORT.name,
+            program: name,
+        })?
+        .try_into()
+        .map_err(|source| program_error("type check", name, source))
+}
+
+fn program_error(
+    op: &'static str,
+    program: &'static str,
+    source: aya::programs::ProgramError,
+) -> BpfError {
+    BpfError::Program {
+        op,
+        program,
+        source: Box::new(source),
+    }
+}
+
+fn map_error(op: &'static str, map: &'static str, source: MapError) -> BpfError {
+    BpfError::Map {
+        op,
+        map,
+        source: Box::new(source),
+    }
+}
+
+fn absent_ok(r: Result<(), MapError>, map: &'static str) -> Result<bool, BpfError> {
+    match r {
+        Ok(()) => Ok(true),
+        Err(MapError::KeyNotFound) => Ok(false),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+            Ok(false)
+        }
+        Err(e) => Err(map_error("remove", map, e)),
+    }
+}
+
+/// The six maps of the `nodeport` object, owned.
+pub struct NpMaps {
+    services: HashMap<MapData, NpSvcKey, NpSvc>,
+    backends: HashMap<MapData, NpBackendKey, Lb4Backend>,
+    maglev: Array<MapData, u32>,
+    conntrack: HashMap<MapData, CtKey, CtEntry>,
+    config: Array<MapData, NpConfig>,
+    stats: PerCpuArray<MapData, u64>,
+}
+
+impl std::fmt::Debug for NpMaps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NpMaps")
+            .field("services", &self.services)
+            .field("conntrack", &self.conntrack)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NpMaps {
+    /// Opens the maps pinned under `dir` without loading a program (inspection, tests).
+    pub fn open_pinned(dir: &Path) -> Result<Self, BpfError> {
+        let mut open = |name: &'static str| -> Result<Map, BpfError> {
+            let data =
+                MapData::from_pin(dir.join(name)).map_err(|e| map_error("open pin", name, e))?;
+            Map::from_map_data(data).map_err(|e| map_error("open pin", name, e))
+        };
+        Self::from_maps(&mut open)
+    }
+
+    fn take(ebpf: &mut Ebpf) -> Result<Self, BpfError> {
+        let mut take = |name: &'static str| {
+            ebpf.take_map(name).ok_or(BpfError::MissingMap {
+                object: NODEPORT.name,
+                map: name,
+            })
+        };
+        Self::from_maps(&mut take)
+    }
+
+    fn from_maps(
+        get: &mut dyn FnMut(&'static str) -> Result<Map, BpfError>,
+    ) -> Result<Self, BpfError> {
+        Ok(Self {
+            services: HashMap::try_from(get(names::SERVICES)?)
+                .map_err(|e| map_error("type check", names::SERVICES, e))?,
+            backends: HashMap::try_from(get(names::BACKENDS)?)
+                .map_err(|e| map_error("type check", names::BACKENDS, e))?,
+            maglev: Array::try_from(get(names::MAGLEV)?)
+                .map_err(|e| map_error("type check", names::MAGLEV, e))?,
+            conntrack: HashMap::try_from(get(names::CONNTRACK)?)
+                .map_err(|e| map_error("type check", names::CONNTRACK, e))?,
+            config: Array::try_from(get(names::CONFIG)?)
+                .map_err(|e| map_error("type check", names::CONFIG, e))?,
+            stats: PerCpuArray::try_from(get(names::STATS)?)
+                .map_err(|e| map_error("type check", names::STATS, e))?,
+        })
+    }
+
+    /// Every external frontend entry.
+    pub fn dump_services(&self) -> Result<Vec<(NpSvcKey, NpSvc)>, BpfError> {
+        self.services
+            .iter()
+            .map(|r| r.map_err(|e| map_error("dump", names::SERVICES, e)))
+            .collect()
+    }
+
+    /// Every (row, index) -> backend entry.
+    pub fn dump_backends(&self) -> Result<Vec<(NpBackendKey, Lb4Backend)>, BpfError> {
+        self.backends
+            .iter()
+            .map(|r| r.map_err(|e| map_error("dump", names::BACKENDS, e)))
+            .collect()
+    }
+
+    /// Every conntrack entry.
+    pub fn dump_conntrack(&self) -> Result<Vec<(CtKey, CtEntry)>, BpfError> {
+        self.conntrack
+            .iter()
+            .map(|r| r.map_err(|e| map_error("dump", names::CONNTRACK, e)))
+            .collect()
+    }
+
+    /// Writes an external frontend entry.
+    pub fn insert_service(&mut self, key: NpSvcKey, value: NpSvc) -> Result<(), BpfError> {
+        self.services
+            .insert(key, value, 0)
+            .map_err(|e| map_error("insert", names::SERVICES, e))
+    }
+
+    /// Deletes an external frontend entry; `false` if absent.
+    pub fn remove_service(&mut self, key: &NpSvcKey) -> Result<bool, BpfError> {
+        absent_ok(self.services.remove(key), names::SERVICES)
+    }
+
+    /// Writes a row backend.
+    pub fn insert_backend(&mut self, key: NpBackendKey, b: Lb4Backend) -> Result<(), BpfError> {
+        self.backends
+            .insert(key, b, 0)
+            .map_err(|e| map_error("insert", names::BACKENDS, e))
+    }
+
+    /// Deletes a row backend; `false` if absent.
+    pub fn remove_backend(&mut self, key: &NpBackendKey) -> Result<bool, BpfError> {
+        absent_ok(self.backends.remove(key), names::BACKENDS)
+    }
+
+    /// Reads one Maglev array entry.
+    pub fn maglev_entry(&self, index: u32) -> Result<u32, BpfError> {
+        self.maglev
+            .get(&index, 0)
+            .map_err(|e| map_error("lookup", names::MAGLEV, e))
+    }
+
+    /// Writes one Maglev array entry.
+    pub fn set_maglev_entry(&mut self, index: u32, value: u32) -> Result<(), BpfError> {
+        self.maglev
+            .set(index, value, 0)
+            .map_err(|e| map_error("update", names::MAGLEV, e))
+    }
+
+    /// Length of the Maglev array.
+    pub fn maglev_len(&self) -> u32 {
+        self.maglev.len()
+    }
+
+    /// Writes a conntrack entry (tests; the datapath writes its own).
+    pub fn insert_conntrack(&mut self, key: CtKey, value: CtEntry) -> Result<(), BpfError> {
+        self.conntrack
+            .insert(key, value, 0)
+            .map_err(|e| map_error("insert", names::CONNTRACK, e))
+    }
+
+    /// Deletes a conntrack entry; `false` if absent.
+    pub fn remove_conntrack(&mut self, key: &CtKey) -> Result<bool, BpfError> {
+        absent_ok(self.conntrack.remove(key), names::CONNTRACK)
+    }
+
+    /// The config element.
+    pub fn config(&self) -> Result<NpConfig, BpfError> {
+        self.config
+            .get(&0, 0)
+            .map_err(|e| map_error("lookup", names::CONFIG, e))
+    }
+
+    /// Writes the config element.
+    pub fn set_config(&mut self, cfg: NpConfig) -> Result<(), BpfError> {
+        self.config
+            .set(0, cfg, 0)
+            .map_err(|e| map_error("update", names::CONFIG, e))
+    }
+
+    /// The counters summed over CPUs, in [`NpStat::ALL`] order.
+    pub fn stats(&self) -> Result<Vec<(NpStat, u64)>, BpfError> {
+        NpStat::ALL
+            .iter()
+            .map(|&stat| {
+                let per_cpu = self
+                    .stats
+                    .get(&stat.index(), 0)
+                    .map_err(|e| map_error("lookup", names::STATS, e))?;
+                Ok((stat, per_cpu.iter().copied().fold(0, u64::wrapping_add)))
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,689 @@
+//! Packet tests of the `nodeport` tc programs with `BPF_PROG_TEST_RUN` (Cilium's PKTGEN ->
+//! SETUP -> CHECK style): hand-built Ethernet/IPv4/TCP|UDP packets go through the loaded
+//! programs; the tests assert the verdict, the rewritten headers, valid checksums (recomputed
+//! from scratch here), the conntrack map and the counters.
+//!
+//! Each test owns a fresh network namespace (the FIB the programs consult: a veth "underlay"
+//! `u0` 10.99.0.10/24 with the client 10.99.0.254 on it, a veth "bridge" `d0` 10.244.1.1/24
+//! with the backends) and a private bpffs mount for the pins, removed on drop. The programs run
+//! on a thread inside the namespace; nothing is attached to any interface.
+
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::BorrowedFd;
+use std::path::PathBuf;
+use std::process::Command;
+
+use ferry_agent::bpf::{NodePortTc, NpMaps};
+use ferry_agent::service::maglev;
+use ferry_agent::service::nodeport::{NodePortConfig, NodePortDatapath};
+use ferry_agent::service::{
+    Backend, Entry, Frontend, FrontendKind, Proto, ServicePortName, ServiceTable,
+};
+use ferry_common::nat::{
+    flow_hash, names, CtEntry, CtKey, NpStat, CT_F_REPLY, CT_F_SNAT, NP4_CT_MAX_ENTRIES,
+};
+use ferry_tests::{privileged, unique, Netns};
+
+const NODE: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 10);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 254);
+const B1: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 5);
+const B2: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 6);
+const SIZE: u32 = 251;
+const SEED: u64 = 0x5eed;
+const TC_ACT_OK: u32 = 0;
+const TC_ACT_SHOT: u32 = 2;
+const TC_ACT_REDIRECT: u32 = 7;
+const NEXT: u32 = u32::MAX;
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+
+/// The namespace, the private bpffs and the loaded programs of one test.
+struct World {
+    netns: Netns,
+    bpffs: PathBuf,
+    tc: Option<NodePortTc>,
+    dp: Option<NodePortDatapath>,
+}
+
+impl World {
+    fn new(tag: &str) -> World {
+        let bpffs = std::env::temp_dir().join(format!("ferry-npfs-{}", unique(tag)));
+        std::fs::create_dir_all(&bpffs).expect("bpffs mount point");
+        let st = Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(&bpffs)
+            .status()
+            .expect("mount");
+        assert!(st.success(), "mounting a private bpffs");
+        let netns = Netns::new(tag);
+        netns.sh("sysctl -qw net.ipv4.conf.all.forwarding=1 && \
+             ip link add u0 type veth peer name u1 && ip addr add 10.99.0.10/24 dev u0 && \
+             ip link set u1 up && ip link set u0 up && \
+             ip link add d0 type veth peer name d1 && ip addr add 10.244.1.1/24 dev d0 && \
+             ip link set d1 up && ip link set d0 up");
+        let mut w = World {
+            netns,
+            bpffs,
+            tc: None,
+            dp: None,
+        };
+        let (tc, maps) = NodePortTc::load(&w.pin_dir()).expect("loading nodeport");
+        let dp = NodePortDatapath::new(
+            maps,
+            NodePortConfig {
+                node_addr: NODE,
+                nat_ports: 61_000..=65_535,
+                maglev_size: SIZE,
+                seed: SEED,
+            },
+        )
+        .expect("datapath");
+        w.tc = Some(tc);
+        w.dp = Some(dp);
+        w
+    }
+
+    fn pin_dir(&self) -> PathBuf {
+        self.bpffs.join("node")
+    }
+
+    fn dp(&mut self) -> &mut NodePortDatapath {
+        self.dp.as_mut().expect("datapath")
+    }
+
+    /// Runs `program` once on `packet` inside the namespace.
+    fn run(&self, program: &'static str, packet: &[u8]) -> (u32, Vec<u8>) {
+        let fd: BorrowedFd<'_> = self
+            .tc
+            .as_ref()
+            .expect("programs")
+            .program_fd(program)
+            .expect("fd");
+        let r = self
+            .netns
+            .run(|| ferry_sys::bpf::prog_test_run(fd, packet, 2048))
+            .expect("BPF_PROG_TEST_RUN");
+        (r.retval, r.data_out)
+    }
+
+    fn stat(&self, stat: NpStat) -> u64 {
+        let maps: &NpMaps = self.dp.as_ref().expect("dp").maps();
+        maps.stats()
+            .expect("stats")
+            .into_iter()
+            .find(|(s, _)| *s == stat)
+            .map_or(0, |(_, n)| n)
+    }
+
+    fn conntrack(&self) -> BTreeMap<CtKey, CtEntry> {
+        self.dp
+            .as_ref()
+            .expect("dp")
+            .maps()
+            .dump_conntrack()
+            .expect("dump")
+            .into_iter()
+            .collect()
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        self.dp = None;
+        self.tc = None;
+        let _ = ferry_agent::bpf::unpin_nodeport(&self.pin_dir());
+        let _ = Command::new("umount").arg(&self.bpffs).status();
+        let _ = std::fs::remove_dir(&self.bpffs);
+    }
+}
+
+fn be(addr: Ipv4Addr) -> Backend {
+    Backend { addr, port: 8080 }
+}
+
+fn entry(name: &str, kind: FrontendKind, backends: &[Backend], local: bool) -> Entry {
+    Entry {
+        service: ServicePortName {
+            namespace: "default".into(),
+            name: name.into(),
+            port: String::new(),
+        },
+        kind,
+        backends: backends.to_vec(),
+        local_backends: backends.iter().filter(|b| b.addr == B1).copied().collect(),
+        external_local: local,
+        affinity_timeout: None,
+    }
+}
+
+fn fe(port: u16, proto: Proto) -> Frontend {
+    Frontend {
+        addr: NODE,
+        port,
+        proto,
+    }
+}
+
+/// NodePort 30080/TCP and 30053/UDP (Cluster), 30081/TCP (Local), 30099/TCP (no endpoints),
+/// and a ClusterIP that must never be reachable from outside.
+fn table() -> ServiceTable {
+    let both = [be(B1), be(B2)];
+    let mut t = ServiceTable::default();
+    t.entries.insert(
+        fe(30080, Proto::Tcp),
+        entry("web", FrontendKind::NodePort, &both, false),
+    );
+    t.entries.insert(
+        fe(30053, Proto::Udp),
+        entry("dns", FrontendKind::NodePort, &both, false),
+    );
+    t.entries.insert(
+        fe(30081, Proto::Tcp),
+        entry("local", FrontendKind::NodePort, &both, true),
+    );
+    t.entries.insert(
+        fe(30099, Proto::Tcp),
+        entry("empty", FrontendKind::NodePort, &[], false),
+    );
+    t.entries.insert(
+        Frontend {
+            addr: Ipv4Addr::new(10, 96, 0, 10),
+            port: 80,
+            proto: Proto::Tcp,
+        },
+        entry("web", FrontendKind::ClusterIp, &both, false),
+    );
+    t
+}
+
+// ---- PKTGEN ----
+
+fn sum16(data: &[u8], mut acc: u32) -> u32 {
+    for chunk in data.chunks(2) {
+        let word = u16::from_be_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]);
+        acc += u32::from(word);
+    }
+    acc
+}
+
+fn fold(mut acc: u32) -> u16 {
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    !u16::try_from(acc).expect("folded")
+}
+
+/// Ones-complement checksum of the IPv4 header (0 when valid, as computed over the stored one).
+fn ip_sum(pkt: &[u8]) -> u16 {
+    let ihl = usize::from(pkt[14] & 0x0f) * 4;
+    fold(sum16(&pkt[14..14 + ihl], 0))
+}
+
+/// Ones-complement sum of the L4 segment with its pseudo-header (0 when valid).
+fn l4_sum(pkt: &[u8]) -> u16 {
+    let ihl = usize::from(pkt[14] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([pkt[16], pkt[17]]));
+    let seg = &pkt[14 + ihl..14 + total];
+    let mut acc = sum16(&pkt[26..34], 0);
+    acc += u32::from(pkt[23]);
+    acc += u32::try_from(seg.len()).expect("len");
+    fold(sum16(seg, acc))
+}
+
+/// Ethernet + IPv4 (no options) + TCP (20 bytes) or UDP, with valid checksums and a payload.
+fn packet(
+    proto: Proto,
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    tcp_flags: u8,
+    udp_zero_csum: bool,
+) -> Vec<u8> {
+    let payload = b"ferry-nodeport";
+    let l4_len = match proto {
+        Proto::Tcp => 20,
+        Proto::Udp => 8,
+    } + payload.len();
+    let total = 20 + l4_len;
+    let mut p = vec![0u8; 14 + total];
+    p[0..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 1]);
+    p[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 2]);
+    p[12..14].copy_from_slice(&[0x08, 0x00]);
+    p[14] = 0x45;
+    p[16..18].copy_from_slice(&u16::try_from(total).expect("len").to_be_bytes());
+    p[18..20].copy_from_slice(&0x1234u16.to_be_bytes());
+    p[20..22].copy_from_slice(&0x4000u16.to_be_bytes()); // DF
+    p[22] = 64;
+    p[23] = proto.number();
+    p[26..30].copy_from_slice(&src.ip().octets());
+    p[30..34].copy_from_slice(&dst.ip().octets());
+    let l4 = 34;
+    p[l4..l4 + 2].copy_from_slice(&src.port().to_be_bytes());
+    p[l4 + 2..l4 + 4].copy_from_slice(&dst.port().to_be_bytes());
+    let csum_off = match proto {
+        Proto::Tcp => {
+            p[l4 + 4..l4 + 8].copy_from_slice(&1000u32.to_be_bytes());
+            p[l4 + 12] = 5 << 4;
+            p[l4 + 13] = tcp_flags;
+            p[l4 + 14..l4 + 16].copy_from_slice(&64240u16.to_be_bytes());
+            p[l4 + 20..].copy_from_slice(payload);
+            l4 + 16
+        }
+        Proto::Udp => {
+            p[l4 + 4..l4 + 6].copy_from_slice(&u16::try_from(l4_len).expect("len").to_be_bytes());
+            p[l4 + 8..].copy_from_slice(payload);
+            l4 + 6
+        }
+    };
+    let ipc = ip_sum(&p);
+    p[24..26].copy_from_slice(&ipc.to_be_bytes());
+    if !udp_zero_csum {
+        let c = l4_sum(&p);
+        p[csum_off..csum_off + 2].copy_from_slice(&c.to_be_bytes());
+    }
+    assert_eq!(ip_sum(&p), 0);
+    p
+}
+
+fn src_of(p: &[u8]) -> SocketAddrV4 {
+    SocketAddrV4::new(
+        Ipv4Addr::new(p[26], p[27], p[28], p[29]),
+        u16::from_be_bytes([p[34], p[35]]),
+    )
+}
+
+fn dst_of(p: &[u8]) -> SocketAddrV4 {
+    SocketAddrV4::new(
+        Ipv4Addr::new(p[30], p[31], p[32], p[33]),
+        u16::from_be_bytes([p[36], p[37]]),
+    )
+}
+
+fn assert_checksums_valid(p: &[u8]) {
+    assert_eq!(ip_sum(p), 0, "IPv4 header checksum");
+    assert_eq!(l4_sum(p), 0, "L4 checksum");
+}
+
+/// The backend Maglev must pick for a flow, computed independently of the maps.
+fn maglev_pick(
+    backends: &[Backend],
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    proto: Proto,
+) -> Backend {
+    let t = maglev::table(backends, SIZE, SEED).expect("maglev");
+    let k = CtKey::new(src, dst, proto.number());
+    let h = flow_hash(k.saddr, k.daddr, k.sport, k.dport, k.proto, SEED);
+    let i = usize::try_from(h % u64::from(SIZE)).expect("index");
+    backends[t[i] as usize]
+}
+
+// ---- SETUP -> CHECK ----
+
+#[test]
+fn tcp_cluster_policy_dnat_snat_and_reverse_nat() {
+    if !privileged("nodeport_packets::tcp_cluster_policy_dnat_snat_and_reverse_nat") {
+        return;
+    }
+    let mut w = World::new("npt");
+    let stats = w.dp().sync(&table()).expect("sync");
+    assert_eq!(stats.failed, 0);
+    let client = SocketAddrV4::new(CLIENT, 40_000);
+    let front = SocketAddrV4::new(NODE, 30080);
+    let want = maglev_pick(&[be(B1), be(B2)], client, front, Proto::Tcp);
+
+    // PKTGEN: the client's SYN to the NodePort.
+    let syn = packet(Proto::Tcp, client, front, SYN, false);
+    let (verdict, out) = w.run(names::EXTERNAL, &syn);
+    assert_eq!(
+        verdict, TC_ACT_REDIRECT,
+        "redirected to the backend's device"
+    );
+    assert_eq!(*dst_of(&out).ip(), want.addr);
+    assert_eq!(dst_of(&out).port(), 8080);
+    let nat = src_of(&out);
+    assert_eq!(*nat.ip(), NODE, "ETP Cluster: SNAT to the node");
+    assert!((61_000..=65_535).contains(&nat.port()), "{nat}");
+    assert_checksums_valid(&out);
+    assert_eq!(&out[54..], b"ferry-nodeport", "payload untouched");
+
+    // Conntrack: exactly the pair of this flow.
+    let ct = w.conntrack();
+    assert_eq!(ct.len(), 2, "{ct:?}");
+    let orig = ct[&CtKey::new(client, front, 6)];
+    assert_eq!(
+        (orig.src(), orig.dst(), orig.flags),
+        (nat, SocketAddrV4::new(want.addr, 8080), CT_F_SNAT)
+    );
+    let reply_key = CtKey::new(SocketAddrV4::new(want.addr, 8080), nat, 6);
+    let reply = ct[&reply_key];
+    assert_eq!((reply.src(), reply.dst()), (front, client));
+    assert_eq!(reply.flags, CT_F_SNAT | CT_F_REPLY);
+    assert_eq!(w.stat(NpStat::NewFlows), 1);
+
+    // The next client packet of the flow takes the same translation (conntrack, not Maglev).
+    let ack = packet(Proto::Tcp, client, front, ACK, false);
+    let (verdict, out2) = w.run(names::EXTERNAL, &ack);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(
+        (src_of(&out2), dst_of(&out2)),
+        (nat, SocketAddrV4::new(want.addr, 8080))
+    );
+    assert_eq!(w.stat(NpStat::CtOriginal), 1);
+    assert_eq!(w.stat(NpStat::NewFlows), 1);
+
+    // The backend's SYN-ACK, on the bridge (local backend) and on the underlay (host-gw).
+    let synack = packet(
+        Proto::Tcp,
+        SocketAddrV4::new(want.addr, 8080),
+        nat,
+        SYN | ACK,
+        false,
+    );
+    for program in [names::REPLY, names::EXTERNAL] {
+        let (verdict, back) = w.run(program, &synack);
+        assert_eq!(
+            verdict, TC_ACT_REDIRECT,
+            "{program}: sent toward the client"
+        );
+        assert_eq!((src_of(&back), dst_of(&back)), (front, client), "{program}");
+        assert_checksums_valid(&back);
+    }
+    assert_eq!(w.stat(NpStat::CtReply), 2);
+
+    // The egress program leaves SNATed replies alone (they were handled at ingress).
+    let (verdict, same) = w.run(names::EGRESS, &synack);
+    assert_eq!((verdict, same), (NEXT, synack));
+
+    // A ClusterIP is never a frontend from outside.
+    let cip = packet(
+        Proto::Tcp,
+        client,
+        SocketAddrV4::new(Ipv4Addr::new(10, 96, 0, 10), 80),
+        SYN,
+        false,
+    );
+    let (verdict, out) = w.run(names::EXTERNAL, &cip);
+    assert_eq!((verdict, out), (NEXT, cip));
+}
+
+#[test]
+fn udp_checksums_zero_and_non_zero_and_flow_stickiness() {
+    if !privileged("nodeport_packets::udp_checksums_zero_and_non_zero_and_flow_stickiness") {
+        return;
+    }
+    let mut w = World::new("npu");
+    w.dp().sync(&table()).expect("sync");
+    let front = SocketAddrV4::new(NODE, 30053);
+    for (i, zero) in [(0u16, false), (1, true)] {
+        let client = SocketAddrV4::new(CLIENT, 50_000 + i);
+        let want = maglev_pick(&[be(B1), be(B2)], client, front, Proto::Udp);
+        let q = packet(Proto::Udp, client, front, 0, zero);
+        let (verdict, out) = w.run(names::EXTERNAL, &q);
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        assert_eq!(dst_of(&out), SocketAddrV4::new(want.addr, 8080));
+        assert_eq!(*src_of(&out).ip(), NODE);
+        assert_eq!(ip_sum(&out), 0);
+        if zero {
+            assert_eq!(&out[40..42], &[0, 0], "a zero UDP checksum stays zero");
+        } else {
+            assert_eq!(l4_sum(&out), 0);
+        }
+        // Same flow again: same NAT port and backend.
+        let (_, again) = w.run(names::EXTERNAL, &q);
+        assert_eq!(
+            (src_of(&again), dst_of(&again)),
+            (src_of(&out), dst_of(&out))
+        );
+        // The reply makes the flow a stream and is reverse-NATed.
+        let r = packet(Proto::Udp, dst_of(&out), src_of(&out), 0, zero);
+        let (verdict, back) = w.run(names::REPLY, &r);
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        assert_eq!((src_of(&back), dst_of(&back)), (front, client));
+        let orig = w.conntrack()[&CtKey::new(client, front, 17)];
+        assert_ne!(orig.flags & ferry_common::nat::CT_F_REPLIED, 0);
+    }
+    assert_eq!(w.stat(NpStat::NewFlows), 2);
+}
+
+#[test]
+fn local_policy_preserves_the_source_and_reverse_nats_on_egress() {
+    if !privileged("nodeport_packets::local_policy_preserves_the_source_and_reverse_nats_on_egress")
+    {
+        return;
+    }
+    let mut w = World::new("npl");
+    w.dp().sync(&table()).expect("sync");
+    let client = SocketAddrV4::new(CLIENT, 41_000);
+    let front = SocketAddrV4::new(NODE, 30081);
+    let syn = packet(Proto::Tcp, client, front, SYN, false);
+    let (verdict, out) = w.run(names::EXTERNAL, &syn);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(src_of(&out), client, "ETP Local: client source preserved");
+    assert_eq!(
+        dst_of(&out),
+        SocketAddrV4::new(B1, 8080),
+        "only the local endpoint"
+    );
+    assert_checksums_valid(&out);
+    let reply_key = CtKey::new(SocketAddrV4::new(B1, 8080), client, 6);
+    assert_eq!(w.conntrack()[&reply_key].flags, CT_F_REPLY);
+    // The pod's reply is routed normally toward the client; underlay egress restores the source.
+    let synack = packet(
+        Proto::Tcp,
+        SocketAddrV4::new(B1, 8080),
+        client,
+        SYN | ACK,
+        false,
+    );
+    let (verdict, back) = w.run(names::EGRESS, &synack);
+    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!((src_of(&back), dst_of(&back)), (front, client));
+    assert_checksums_valid(&back);
+
+    // Without a local endpoint: dropped (kube-proxy drops too), counted.
+    let mut t = table();
+    if let Some(e) = t.entries.get_mut(&fe(30081, Proto::Tcp)) {
+        e.local_backends.clear();
+    }
+    w.dp().sync(&t).expect("sync");
+    let other = packet(
+        Proto::Tcp,
+        SocketAddrV4::new(CLIENT, 41_001),
+        front,
+        SYN,
+        false,
+    );
+    let (verdict, _) = w.run(names::EXTERNAL, &other);
+    assert_eq!(verdict, TC_ACT_SHOT);
+    assert_eq!(w.stat(NpStat::DropNoBackend), 1);
+    // The established flow is still translated (conntrack).
+    let (verdict, _) = w.run(
+        names::EXTERNAL,
+        &packet(Proto::Tcp, client, front, ACK, false),
+    );
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+}
+
+#[test]
+fn malformed_fragments_and_strangers_pass_untouched() {
+    if !privileged("nodeport_packets::malformed_fragments_and_strangers_pass_untouched") {
+        return;
+    }
+    let mut w = World::new("npm");
+    w.dp().sync(&table()).expect("sync");
+    let client = SocketAddrV4::new(CLIENT, 42_000);
+    let front = SocketAddrV4::new(NODE, 30080);
+    let good = packet(Proto::Tcp, client, front, SYN, false);
+
+    // Truncated: the TCP header is cut after 10 bytes (the IP header still claims it all).
+    let truncated = good[..44].to_vec();
+    assert_eq!(
+        w.run(names::EXTERNAL, &truncated),
+        (NEXT, truncated.clone())
+    );
+    // A fragment (MF set) and a later fragment (offset 8): never translated.
+    for frag in [0x2000u16, 0x0001] {
+        let mut f = good.clone();
+        f[20..22].copy_from_slice(&frag.to_be_bytes());
+        assert_eq!(w.run(names::EXTERNAL, &f), (NEXT, f.clone()));
+    }
+    // IHL below 5.
+    let mut bad_ihl = good.clone();
+    bad_ihl[14] = 0x44;
+    assert_eq!(w.run(names::EXTERNAL, &bad_ihl), (NEXT, bad_ihl.clone()));
+    // Not IPv4 (ARP ethertype), and a port that is no frontend.
+    let mut arp = good.clone();
+    arp[12..14].copy_from_slice(&[0x08, 0x06]);
+    assert_eq!(w.run(names::EXTERNAL, &arp), (NEXT, arp.clone()));
+    let stranger = packet(Proto::Tcp, client, SocketAddrV4::new(NODE, 22), SYN, false);
+    assert_eq!(w.run(names::EXTERNAL, &stranger), (NEXT, stranger.clone()));
+    // No endpoints: dropped at once.
+    let empty = packet(
+        Proto::Tcp,
+        client,
+        SocketAddrV4::new(NODE, 30099),
+        SYN,
+        false,
+    );
+    assert_eq!(w.run(names::EXTERNAL, &empty).0, TC_ACT_SHOT);
+
+    assert_eq!(w.stat(NpStat::PassMalformed), 2);
+    assert_eq!(w.stat(NpStat::PassFragment), 2);
+    assert_eq!(w.stat(NpStat::DropNoBackend), 1);
+    assert!(w.conntrack().is_empty(), "nothing tracked");
+}
+
+#[test]
+fn full_conntrack_drops_new_flows_only_and_gc_frees_expired_pairs() {
+    if !privileged(
+        "nodeport_packets::full_conntrack_drops_new_flows_only_and_gc_frees_expired_pairs",
+    ) {
+        return;
+    }
+    let mut w = World::new("npf");
+    w.dp().sync(&table()).expect("sync");
+    let front = SocketAddrV4::new(NODE, 30080);
+    let live = SocketAddrV4::new(CLIENT, 43_000);
+    let (verdict, _) = w.run(
+        names::EXTERNAL,
+        &packet(Proto::Tcp, live, front, SYN, false),
+    );
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+
+    // Fill the table with expired filler pairs (expires_ns 0).
+    let filler = |i: u32| {
+        let a = Ipv4Addr::from(0x0a00_0000 + i);
+        let k = CtKey::new(SocketAddrV4::new(a, 1), SocketAddrV4::new(a, 2), 6);
+        let v = CtEntry {
+            saddr: k.daddr,
+            daddr: k.saddr,
+            sport: k.dport,
+            dport: k.sport,
+            flags: 0,
+            pad: [0; 3],
+            expires_ns: 0,
+        };
+        (k, v)
+    };
+    let mut inserted = 0;
+    for i in 0..NP4_CT_MAX_ENTRIES {
+        let (k, v) = filler(i);
+        if w.dp().maps_mut().insert_conntrack(k, v).is_err() {
+            break;
+        }
+        inserted += 1;
+    }
+    assert_eq!(
+        inserted,
+        NP4_CT_MAX_ENTRIES - 2,
+        "the table holds max_entries"
+    );
+    let newcomer = SocketAddrV4::new(CLIENT, 43_001);
+    let (verdict, _) = w.run(
+        names::EXTERNAL,
+        &packet(Proto::Tcp, newcomer, front, SYN, false),
+    );
+    assert_eq!(
+        verdict, TC_ACT_SHOT,
+        "a new flow is dropped when the table is full"
+    );
+    assert_eq!(w.stat(NpStat::DropCtFull), 1);
+    let (verdict, _) = w.run(
+        names::EXTERNAL,
+        &packet(Proto::Tcp, live, front, ACK, false),
+    );
+    assert_eq!(verdict, TC_ACT_REDIRECT, "the live flow is not evicted");
+
+    // GC: every filler is expired and has no live partner; the live pair stays.
+    let (removed, left) = w.dp().gc(ferry_sys::clock::monotonic_ns()).expect("gc");
+    assert_eq!((removed, left), (inserted as usize, 2));
+    let (verdict, _) = w.run(
+        names::EXTERNAL,
+        &packet(Proto::Tcp, newcomer, front, SYN, false),
+    );
+    assert_eq!(verdict, TC_ACT_REDIRECT, "room again after GC");
+}
+
+#[test]
+fn restart_adopts_rows_and_a_backend_change_keeps_most_flows() {
+    if !privileged("nodeport_packets::restart_adopts_rows_and_a_backend_change_keeps_most_flows") {
+        return;
+    }
+    let mut w = World::new("npr");
+    let t = table();
+    w.dp().sync(&t).expect("sync");
+    let f = fe(30080, Proto::Tcp);
+    let before = w.dp().frontend(&f).expect("programmed");
+    // A new programmer on the same pinned maps (an agent restart) adopts: nothing changes.
+    w.dp = None;
+    let maps = NpMaps::open_pinned(&w.pin_dir()).expect("open pins");
+    let mut dp = NodePortDatapath::new(
+        maps,
+        NodePortConfig {
+            node_addr: NODE,
+            nat_ports: 61_000..=65_535,
+            maglev_size: SIZE,
+            seed: SEED,
+        },
+    )
+    .expect("datapath");
+    let s = dp.sync(&t).expect("sync");
+    assert_eq!((s.changed, s.removed, s.failed), (0, 0, 0), "{s:?}");
+    assert_eq!(dp.frontend(&f), Some(before));
+    w.dp = Some(dp);
+
+    // Adding a third backend moves about a third of new-flow choices, few between the two old
+    // ones (Maglev), and the datapath picks what the independent computation says.
+    let b3 = be(Ipv4Addr::new(10, 244, 1, 7));
+    let mut t3 = table();
+    if let Some(e) = t3.entries.get_mut(&f) {
+        e.backends.push(b3);
+    }
+    w.dp().sync(&t3).expect("sync");
+    let front = SocketAddrV4::new(NODE, 30080);
+    let (mut moved, mut shuffled) = (0, 0);
+    for port in 0..300u16 {
+        let c = SocketAddrV4::new(CLIENT, 20_000 + port);
+        let old = maglev_pick(&[be(B1), be(B2)], c, front, Proto::Tcp);
+        let new = maglev_pick(&[be(B1), be(B2), b3], c, front, Proto::Tcp);
+        let (verdict, out) = w.run(names::EXTERNAL, &packet(Proto::Tcp, c, front, SYN, false));
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        assert_eq!(*dst_of(&out).ip(), new.addr, "datapath == Maglev for {c}");
+        if old != new {
+            if new == b3 {
+                moved += 1;
+            } else {
+                shuffled += 1;
+            }
+        }
+    }
+    // About 1/3 move to the new backend; Maglev keeps moves between old backends rare.
+    assert!((60..=140).contains(&moved), "moved {moved} of 300");
+    assert!(
+        shuffled <= 30,
+        "{shuffled} of 300 moved between the old backends"
+    );
+}

@@ -1,0 +1,591 @@
+//! `nodeport`: the per-packet IPv4 datapath for traffic from outside the node to a NodePort, an
+//! externalIP or a LoadBalancer IP (tc / TCX programs; Cilium's `nodeport.h` model, no code).
+//!
+//! | program | attached to | job |
+//! |---|---|---|
+//! | [`ferry_np_ext`] | underlay ingress | tracked packets both ways; new flows to an external frontend |
+//! | [`ferry_np_rev`] | bridge and overlay device ingress | tracked packets (backend replies) |
+//! | [`ferry_np_egr`] | underlay egress | replies of source-preserving (ETP Local) flows |
+//!
+//! A new flow (ingress on the underlay, destination in `FERRY_NP4_SVC`): the backend is the
+//! Maglev entry `flow_hash(5-tuple, seed) % size` of the frontend's row (so every node picks the
+//! same backend for a flow). With `externalTrafficPolicy: Cluster` the source becomes the node's
+//! address and a free port of the NAT range (the reply entry is claimed with `BPF_NOEXIST`, a
+//! few ports tried); with `Local` (`NP_FLAG_LOCAL`) the client's source is kept. Two conntrack
+//! entries are written (original and reply direction, see `ferry_common::nat`); a full table
+//! drops the new flow (counted) and never evicts a live one.
+//!
+//! Every translated packet gets incremental checksum updates (`bpf_l3_csum_replace`,
+//! `bpf_l4_csum_replace` with the pseudo-header flag; a UDP checksum of 0 stays 0). Ingress
+//! packets are then sent with `bpf_fib_lookup` + `bpf_redirect_neigh` to the FIB's device: after
+//! SNAT to the node's own address (or a reverse NAT whose new source is a node address) the
+//! kernel's input path would drop them as martians. Fragments, truncated headers, IP options
+//! beyond the packet and non-TCP/UDP packets are never translated (fragments and malformed
+//! packets are counted and passed).
+//!
+//! Built for `bpfel-unknown-none` by `ferry-agent`'s build script; on the host an empty `main`.
+
+#![allow(
+    unsafe_code,
+    reason = "an eBPF program reads the kernel's context and map memory through raw pointers"
+)]
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
+
+use aya_ebpf::{
+    bindings::{bpf_fib_lookup, bpf_redir_neigh},
+    helpers::{bpf_fib_lookup as fib_lookup, bpf_ktime_get_ns, bpf_redirect_neigh},
+    macros::{classifier, map},
+    maps::{Array, HashMap, PerCpuArray},
+    programs::TcContext,
+    EbpfContext as _,
+};
+use ferry_common::{
+    nat::{
+        ct_lifetime_secs, flow_hash, CtEntry, CtKey, NpBackendKey, NpConfig, NpStat, NpSvc,
+        NpSvcKey, CT_F_FIN, CT_F_REPLIED, CT_F_REPLY, CT_F_RST, CT_F_SNAT,
+        NP4_BACKENDS_MAX_ENTRIES, NP4_CT_MAX_ENTRIES, NP4_MAGLEV_MAX_ENTRIES,
+        NP4_SERVICES_MAX_ENTRIES, NP_FLAG_LOCAL, TCP_FIN, TCP_RST, TCP_SYN,
+    },
+    Lb4Backend, BPF_F_NO_PREALLOC, IPPROTO_TCP, IPPROTO_UDP,
+};
+
+/// Not ours: let the next program / the stack have it (`TCX_NEXT`, `TC_ACT_UNSPEC`).
+const NEXT: i32 = -1;
+/// Translated, continue on the current path (`TCX_PASS`, `TC_ACT_OK`).
+const PASS: i32 = 0;
+/// Drop (`TC_ACT_SHOT`).
+const DROP: i32 = 2;
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IP_BE: u16 = 0x0800_u16.to_be();
+const IP_CSUM_OFF: usize = ETH_HLEN + 10;
+const IP_SRC_OFF: usize = ETH_HLEN + 12;
+const IP_DST_OFF: usize = ETH_HLEN + 16;
+const AF_INET: u8 = 2;
+const BPF_ANY: u64 = 0;
+const BPF_NOEXIST: u64 = 1;
+const BPF_F_PSEUDO_HDR: u64 = 16;
+const BPF_F_MARK_MANGLED_0: u64 = 32;
+const BPF_FIB_LOOKUP_SKIP_NEIGH: u32 = 4;
+const BPF_FIB_LKUP_RET_SUCCESS: i64 = 0;
+const E2BIG: i64 = 7;
+/// NAT ports tried for a new SNATed flow before it is dropped.
+const NAT_TRIES: u32 = 8;
+const NS_PER_SEC: u64 = 1_000_000_000;
+
+/// External frontend -> Maglev row (`ferry_common::nat::names::SERVICES`).
+#[map(name = "FERRY_NP4_SVC")]
+static SERVICES: HashMap<NpSvcKey, NpSvc> =
+    HashMap::pinned(NP4_SERVICES_MAX_ENTRIES, BPF_F_NO_PREALLOC);
+
+/// (row, index) -> backend (`names::BACKENDS`).
+#[map(name = "FERRY_NP4_BE")]
+static BACKENDS: HashMap<NpBackendKey, Lb4Backend> =
+    HashMap::pinned(NP4_BACKENDS_MAX_ENTRIES, BPF_F_NO_PREALLOC);
+
+/// The Maglev rows (`names::MAGLEV`).
+#[map(name = "FERRY_NP4_MAG")]
+static MAGLEV: Array<u32> = Array::pinned(NP4_MAGLEV_MAX_ENTRIES, 0);
+
+/// Connection tracking, preallocated: inserts fail when full instead of evicting
+/// (`names::CONNTRACK`).
+#[map(name = "FERRY_NP4_CT")]
+static CONNTRACK: HashMap<CtKey, CtEntry> = HashMap::pinned(NP4_CT_MAX_ENTRIES, 0);
+
+/// The node's settings (`names::CONFIG`).
+#[map(name = "FERRY_NP4_CFG")]
+static CONFIG: Array<NpConfig> = Array::pinned(1, 0);
+
+/// Per-CPU counters indexed by [`NpStat`] (`names::STATS`).
+#[map(name = "FERRY_NP_STATS")]
+static STATS: PerCpuArray<u64> = PerCpuArray::pinned(NpStat::COUNT, 0);
+
+/// Underlay ingress (`names::EXTERNAL`).
+#[classifier]
+fn ferry_np_ext(ctx: TcContext) -> i32 {
+    run(&ctx, Hook::External)
+}
+
+/// Bridge / overlay ingress (`names::REPLY`).
+#[classifier]
+fn ferry_np_rev(ctx: TcContext) -> i32 {
+    run(&ctx, Hook::Reply)
+}
+
+/// Underlay egress (`names::EGRESS`).
+#[classifier]
+fn ferry_np_egr(ctx: TcContext) -> i32 {
+    run(&ctx, Hook::Egress)
+}
+
+/// Which program runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Hook {
+    External,
+    Reply,
+    Egress,
+}
+
+/// The parsed headers of an IPv4 TCP/UDP packet (addresses and ports in network byte order).
+#[derive(Clone, Copy)]
+struct Packet {
+    l4: usize,
+    csum_off: usize,
+    proto: u8,
+    tcp_flags: u8,
+    saddr: u32,
+    daddr: u32,
+    sport: u16,
+    dport: u16,
+}
+
+/// A packet's new addresses.
+#[derive(Clone, Copy)]
+struct Tuple {
+    saddr: u32,
+    daddr: u32,
+    sport: u16,
+    dport: u16,
+}
+
+#[inline(always)]
+fn run(ctx: &TcContext, hook: Hook) -> i32 {
+    let p = match parse(ctx) {
+        Ok(Some(p)) => p,
+        Ok(None) => return NEXT,
+        Err(stat) => {
+            count(stat);
+            return NEXT;
+        }
+    };
+    // SAFETY: a plain helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let key = CtKey {
+        saddr: p.saddr,
+        daddr: p.daddr,
+        sport: p.sport,
+        dport: p.dport,
+        proto: p.proto,
+        pad: [0; 3],
+    };
+    if let Some(entry) = CONNTRACK.get_ptr_mut(key) {
+        // SAFETY: the pointer comes from the lookup and stays valid for this run (the map is
+        // preallocated; a concurrent delete by the agent's GC only returns the element to the
+        // free list after an RCU grace period). Fields are read and written one by one.
+        let e = unsafe { &mut *entry };
+        let reply = e.is_reply();
+        let snat = e.flags & CT_F_SNAT != 0;
+        let usable = match hook {
+            // An expired original-direction entry is a new flow on a reused tuple.
+            Hook::External => reply || !e.expired(now),
+            Hook::Reply => true,
+            // Only source-preserving replies are translated on the way out.
+            Hook::Egress => reply && !snat,
+        };
+        if usable {
+            touch(e, p.proto, p.tcp_flags, now);
+            let to = Tuple {
+                saddr: e.saddr,
+                daddr: e.daddr,
+                sport: e.sport,
+                dport: e.dport,
+            };
+            if reply && p.proto == IPPROTO_UDP {
+                mark_replied(&e.partner(p.proto), now);
+            }
+            count(if reply {
+                NpStat::CtReply
+            } else {
+                NpStat::CtOriginal
+            });
+            if rewrite(ctx, &p, &to).is_err() {
+                count(NpStat::DropRewrite);
+                return DROP;
+            }
+            return if hook == Hook::Egress {
+                PASS
+            } else {
+                redirect(ctx, &p, &to)
+            };
+        }
+    }
+    if hook != Hook::External {
+        return NEXT;
+    }
+    new_flow(ctx, &p, now)
+}
+
+/// Parses Ethernet + IPv4 + TCP/UDP. `Ok(None)`: not IPv4 TCP/UDP; `Err`: a fragment or
+/// malformed headers (counted, never translated).
+#[inline(always)]
+fn parse(ctx: &TcContext) -> Result<Option<Packet>, NpStat> {
+    let Ok(proto) = ctx.load::<u16>(12) else {
+        return Ok(None);
+    };
+    if proto != ETH_P_IP_BE {
+        return Ok(None);
+    }
+    let ver_ihl = ctx
+        .load::<u8>(ETH_HLEN)
+        .map_err(|_| NpStat::PassMalformed)?;
+    let ihl = usize::from(ver_ihl & 0x0f);
+    if ver_ihl >> 4 != 4 || ihl < 5 {
+        return Err(NpStat::PassMalformed);
+    }
+    let proto = ctx
+        .load::<u8>(ETH_HLEN + 9)
+        .map_err(|_| NpStat::PassMalformed)?;
+    if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
+        return Ok(None);
+    }
+    let frag = ctx
+        .load::<u16>(ETH_HLEN + 6)
+        .map_err(|_| NpStat::PassMalformed)?;
+    // MF set or a non-zero offset: only the first fragment has ports, so none is translated.
+    if u16::from_be(frag) & 0x3fff != 0 {
+        return Err(NpStat::PassFragment);
+    }
+    let saddr = ctx
+        .load::<u32>(IP_SRC_OFF)
+        .map_err(|_| NpStat::PassMalformed)?;
+    let daddr = ctx
+        .load::<u32>(IP_DST_OFF)
+        .map_err(|_| NpStat::PassMalformed)?;
+    let l4 = ETH_HLEN + ihl * 4;
+    let sport = ctx.load::<u16>(l4).map_err(|_| NpStat::PassMalformed)?;
+    let dport = ctx.load::<u16>(l4 + 2).map_err(|_| NpStat::PassMalformed)?;
+    let (csum_off, tcp_flags) = if proto == IPPROTO_TCP {
+        // The whole fixed TCP header must be there (checksum at 16, urgent pointer at 18).
+        ctx.load::<u16>(l4 + 18)
+            .map_err(|_| NpStat::PassMalformed)?;
+        let flags = ctx.load::<u8>(l4 + 13).map_err(|_| NpStat::PassMalformed)?;
+        (l4 + 16, flags)
+    } else {
+        ctx.load::<u16>(l4 + 6).map_err(|_| NpStat::PassMalformed)?;
+        (l4 + 6, 0)
+    };
+    Ok(Some(Packet {
+        l4,
+        csum_off,
+        proto,
+        tcp_flags,
+        saddr,
+        daddr,
+        sport,
+        dport,
+    }))
+}
+
+/// Refreshes a conntrack entry after a packet: FIN / RST bits, expiry (see
+/// `ferry_common::nat::ct_lifetime_secs`). A SYN starts over (a reused tuple).
+#[inline(always)]
+fn touch(e: &mut CtEntry, proto: u8, tcp_flags: u8, now: u64) {
+    let mut flags = e.flags;
+    if proto == IPPROTO_TCP {
+        if tcp_flags & TCP_SYN != 0 {
+            flags &= !(CT_F_FIN | CT_F_RST);
+        }
+        if tcp_flags & TCP_FIN != 0 {
+            flags |= CT_F_FIN;
+        }
+        if tcp_flags & TCP_RST != 0 {
+            flags |= CT_F_RST;
+        }
+        e.flags = flags;
+    }
+    e.expires_ns = now + ct_lifetime_secs(proto, flags, tcp_flags) * NS_PER_SEC;
+}
+
+/// A UDP reply: the original direction becomes a stream (the longer timeout).
+#[inline(always)]
+fn mark_replied(orig: &CtKey, now: u64) {
+    if let Some(entry) = CONNTRACK.get_ptr_mut(orig) {
+        // SAFETY: as in `run`: a preallocated element, valid for this run.
+        let e = unsafe { &mut *entry };
+        e.flags |= CT_F_REPLIED;
+        e.expires_ns = now + ct_lifetime_secs(IPPROTO_UDP, e.flags, 0) * NS_PER_SEC;
+    }
+}
+
+/// A packet to an external frontend without a conntrack entry.
+#[inline(always)]
+fn new_flow(ctx: &TcContext, p: &Packet, now: u64) -> i32 {
+    let svc_key = NpSvcKey {
+        addr: p.daddr,
+        port: p.dport,
+        proto: p.proto,
+        pad: 0,
+    };
+    // SAFETY: `BPF_F_NO_PREALLOC` map: an element the agent replaces is freed after an RCU grace
+    // period, so the reference is valid while the value is copied out at once.
+    let Some(svc) = (unsafe { SERVICES.get(svc_key) }).copied() else {
+        return NEXT;
+    };
+    if svc.count == 0 {
+        count(NpStat::DropNoBackend);
+        return DROP;
+    }
+    let Some(cfg) = CONFIG.get(0).copied() else {
+        return NEXT;
+    };
+    if cfg.node_addr == 0 || cfg.maglev_size == 0 {
+        return NEXT;
+    }
+    let hash = flow_hash(p.saddr, p.daddr, p.sport, p.dport, p.proto, cfg.seed);
+    let size = u64::from(cfg.maglev_size);
+    let index = u64::from(svc.row) * size + hash % size;
+    let Ok(index) = u32::try_from(index) else {
+        count(NpStat::DropNoSlot);
+        return DROP;
+    };
+    let Some(be_index) = MAGLEV.get(index).copied() else {
+        count(NpStat::DropNoSlot);
+        return DROP;
+    };
+    let be_key = NpBackendKey {
+        row: svc.row,
+        index: be_index,
+    };
+    // SAFETY: as for `SERVICES` (`BPF_F_NO_PREALLOC`), copied at once.
+    let Some(be) = (unsafe { BACKENDS.get(be_key) }).copied() else {
+        count(NpStat::DropNoSlot);
+        return DROP;
+    };
+    let local = svc.flags & NP_FLAG_LOCAL != 0;
+    let snat_flag = if local { 0 } else { CT_F_SNAT };
+    let orig_flags = snat_flag;
+    let reply_flags = snat_flag | CT_F_REPLY;
+    let reply_value = CtEntry {
+        saddr: p.daddr,
+        daddr: p.saddr,
+        sport: p.dport,
+        dport: p.sport,
+        flags: reply_flags,
+        pad: [0; 3],
+        expires_ns: now + ct_lifetime_secs(p.proto, reply_flags, p.tcp_flags) * NS_PER_SEC,
+    };
+    let mut reply_key = CtKey {
+        saddr: be.addr,
+        daddr: p.saddr,
+        sport: be.port,
+        dport: p.sport,
+        proto: p.proto,
+        pad: [0; 3],
+    };
+    if local {
+        if let Err(e) = CONNTRACK.insert(reply_key, reply_value, BPF_ANY) {
+            count(if i64::from(e) == -E2BIG {
+                NpStat::DropCtFull
+            } else {
+                NpStat::DropRewrite
+            });
+            return DROP;
+        }
+    } else {
+        reply_key.daddr = cfg.node_addr;
+        let Some(port) = claim_port(&mut reply_key, &reply_value, &cfg, hash) else {
+            return DROP;
+        };
+        reply_key.dport = port;
+    }
+    let to = Tuple {
+        saddr: reply_key.daddr,
+        daddr: be.addr,
+        sport: reply_key.dport,
+        dport: be.port,
+    };
+    let orig_value = CtEntry {
+        saddr: to.saddr,
+        daddr: to.daddr,
+        sport: to.sport,
+        dport: to.dport,
+        flags: orig_flags,
+        pad: [0; 3],
+        expires_ns: now + ct_lifetime_secs(p.proto, orig_flags, p.tcp_flags) * NS_PER_SEC,
+    };
+    let orig_key = CtKey {
+        saddr: p.saddr,
+        daddr: p.daddr,
+        sport: p.sport,
+        dport: p.dport,
+        proto: p.proto,
+        pad: [0; 3],
+    };
+    if let Err(e) = CONNTRACK.insert(orig_key, orig_value, BPF_ANY) {
+        let _ = CONNTRACK.remove(reply_key);
+        count(if i64::from(e) == -E2BIG {
+            NpStat::DropCtFull
+        } else {
+            NpStat::DropRewrite
+        });
+        return DROP;
+    }
+    count(NpStat::NewFlows);
+    if rewrite(ctx, p, &to).is_err() {
+        count(NpStat::DropRewrite);
+        return DROP;
+    }
+    redirect(ctx, p, &to)
+}
+
+/// Claims a free NAT port for the reply key (`BPF_NOEXIST`); returns it in network byte
+/// order. `None`: counted (table full or no free port among the tries).
+#[inline(always)]
+fn claim_port(key: &mut CtKey, value: &CtEntry, cfg: &NpConfig, hash: u64) -> Option<u16> {
+    if cfg.port_max < cfg.port_min {
+        count(NpStat::DropNatPorts);
+        return None;
+    }
+    let span = u32::from(cfg.port_max - cfg.port_min) + 1;
+    let start = (hash >> 32) as u32;
+    for i in 0..NAT_TRIES {
+        let port = cfg.port_min + (start.wrapping_add(i.wrapping_mul(40_503)) % span) as u16;
+        key.dport = port.to_be();
+        match CONNTRACK.insert(*key, *value, BPF_NOEXIST) {
+            Ok(()) => return Some(key.dport),
+            Err(e) if i64::from(e) == -E2BIG => {
+                count(NpStat::DropCtFull);
+                return None;
+            }
+            Err(_) => {}
+        }
+    }
+    count(NpStat::DropNatPorts);
+    None
+}
+
+/// Rewrites the addresses and ports that differ, with incremental checksum updates.
+#[inline(always)]
+fn rewrite(ctx: &TcContext, p: &Packet, to: &Tuple) -> Result<(), i64> {
+    let mangled = if p.proto == IPPROTO_UDP {
+        BPF_F_MARK_MANGLED_0
+    } else {
+        0
+    };
+    if to.saddr != p.saddr {
+        set_addr(ctx, p.csum_off, IP_SRC_OFF, p.saddr, to.saddr, mangled)?;
+    }
+    if to.daddr != p.daddr {
+        set_addr(ctx, p.csum_off, IP_DST_OFF, p.daddr, to.daddr, mangled)?;
+    }
+    if to.sport != p.sport {
+        set_port(ctx, p.csum_off, p.l4, p.sport, to.sport, mangled)?;
+    }
+    if to.dport != p.dport {
+        set_port(ctx, p.csum_off, p.l4 + 2, p.dport, to.dport, mangled)?;
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn set_addr(
+    ctx: &TcContext,
+    csum_off: usize,
+    off: usize,
+    old: u32,
+    new: u32,
+    mangled: u64,
+) -> Result<(), i64> {
+    ctx.l4_csum_replace(
+        csum_off,
+        u64::from(old),
+        u64::from(new),
+        BPF_F_PSEUDO_HDR | mangled | 4,
+    )?;
+    ctx.l3_csum_replace(IP_CSUM_OFF, u64::from(old), u64::from(new), 4)?;
+    ctx.store(off, &new, 0)
+}
+
+#[inline(always)]
+fn set_port(
+    ctx: &TcContext,
+    csum_off: usize,
+    off: usize,
+    old: u16,
+    new: u16,
+    mangled: u64,
+) -> Result<(), i64> {
+    ctx.l4_csum_replace(csum_off, u64::from(old), u64::from(new), mangled | 2)?;
+    ctx.store(off, &new, 0)
+}
+
+/// Sends a translated ingress packet to the FIB's egress device for its new destination
+/// (`bpf_redirect_neigh` resolves the next hop's MAC there). A destination the FIB does not
+/// forward (a local address) or cannot route goes up the stack.
+#[inline(always)]
+fn redirect(ctx: &TcContext, p: &Packet, to: &Tuple) -> i32 {
+    // SAFETY: `bpf_fib_lookup` is plain data (integers and unions of integers): all-zero is a
+    // valid value.
+    let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    fib.family = AF_INET;
+    fib.l4_protocol = p.proto;
+    fib.sport = to.sport;
+    fib.dport = to.dport;
+    fib.__bindgen_anon_1.tot_len = ctx.load::<u16>(ETH_HLEN + 2).map(u16::from_be).unwrap_or(0);
+    // SAFETY: `skb` is the program's valid context; reading its `ifindex` is checked by the
+    // verifier.
+    fib.ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    fib.__bindgen_anon_3.ipv4_src = to.saddr;
+    fib.__bindgen_anon_4.ipv4_dst = to.daddr;
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_possible_wrap,
+        reason = "the struct is 64 bytes"
+    )]
+    let size = core::mem::size_of::<bpf_fib_lookup>() as i32;
+    // SAFETY: the helper reads and writes `fib`, a live local of `size` bytes.
+    let rc = unsafe { fib_lookup(ctx.as_ptr(), &raw mut fib, size, BPF_FIB_LOOKUP_SKIP_NEIGH) };
+    if rc != BPF_FIB_LKUP_RET_SUCCESS {
+        count(NpStat::FibPass);
+        return PASS;
+    }
+    // SAFETY: plain data, all-zero valid.
+    let mut nh: bpf_redir_neigh = unsafe { core::mem::zeroed() };
+    nh.nh_family = u32::from(AF_INET);
+    // SAFETY: with SKIP_NEIGH the FIB leaves the next hop (gateway or destination) in
+    // `ipv4_dst`; both union members are plain integers.
+    nh.__bindgen_anon_1.ipv4_nh = unsafe { fib.__bindgen_anon_4.ipv4_dst };
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_possible_wrap,
+        reason = "the struct is 20 bytes"
+    )]
+    let nh_size = core::mem::size_of::<bpf_redir_neigh>() as i32;
+    count(NpStat::Redirected);
+    // SAFETY: the helper reads `nh`, a live local of `nh_size` bytes.
+    let action = unsafe { bpf_redirect_neigh(fib.ifindex, &raw mut nh, nh_size, 0) };
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "a TC action code (TC_ACT_REDIRECT or TC_ACT_SHOT)"
+    )]
+    let action = action as i32;
+    action
+}
+
+/// Adds one to a per-CPU counter.
+#[inline(always)]
+fn count(stat: NpStat) {
+    if let Some(counter) = STATS.get_ptr_mut(stat.index()) {
+        // SAFETY: this CPU's slot, valid for the run; only these programs write it (migration
+        // disabled), user space reads: a plain increment is enough for a statistic.
+        unsafe { *counter += 1 };
+    }
+}
+
+/// The kernel only lets GPL-compatible programs call GPL-only helpers (aya-template's choice).
+#[cfg(target_arch = "bpf")]
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+
+#[cfg(target_arch = "bpf")]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
+    // The verifier rejects programs that could reach a panic, so this is never executed.
+    loop {}
+}
+
+/// Host builds exist only for `cargo check` / `cargo clippy`; the real object is built for BPF.
+#[cfg(not(target_arch = "bpf"))]
+fn main() {}
