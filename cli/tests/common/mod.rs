@@ -6,6 +6,8 @@
     reason = "test helper module, pub for the test crates that include it"
 )]
 
+pub mod external;
+
 use ferry_tests::unique;
 use serde_json::Value;
 use std::path::{Path, PathBuf};

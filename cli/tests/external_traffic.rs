@@ -1,0 +1,320 @@
+//! Traffic from outside the cluster end to end (issue #14): a real `ferry up` cluster of 2 nodes
+//! (privileged), the clients in the lab's external host namespace (`<name>-ext`, 10.99.0.254),
+//! one test per proxy mode (`external_traffic_in_mode`; the eBPF run joins when its tc datapath
+//! serves NodePorts). Checked, in sequence on one cluster:
+//!
+//! - NodePort with `externalTrafficPolicy: Cluster` through every node, with the backend on that
+//!   node and on the other one, over TCP and UDP: answered by the backend, which sees an address
+//!   of the node the client went through (masqueraded), never the client;
+//! - NodePort with `externalTrafficPolicy: Local` on a LoadBalancer Service: through the node with
+//!   the endpoint the backend sees the client (10.99.0.254); through the node without one nothing
+//!   answers; the `healthCheckNodePort` (allocated by the apiserver) answers 200 with
+//!   `localEndpoints: 1` on the first node and 503 with 0 on the other, with kube-proxy's headers
+//!   and body; when the endpoint moves to the other node, both the traffic and the checks follow;
+//! - externalIPs, routed to a node inside the external host (`ip route add <ip>/32 via <node>`):
+//!   Cluster through the node without the endpoint (masqueraded), Local through the node with it
+//!   (source kept);
+//! - UDP NodePort with an endpoint change: a connected UDP flow from outside moves to the new
+//!   backend within seconds of the Service's selector changing, and never goes back.
+
+mod common;
+
+use common::external::{echo_pod, node_addrs, node_ip, wait_pods_ready, External, EXT_IP};
+use common::*;
+use ferry_tests::{privileged, wait_until, RootSnapshot};
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// One cluster at a time: the machine has two cores.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn service(name: &str, spec: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": "default"}, "spec": spec})
+}
+
+fn tcp_port(node_port: u16) -> Value {
+    json!({"name": "web", "port": 80, "targetPort": "web", "nodePort": node_port})
+}
+
+fn udp_port(node_port: u16) -> Value {
+    json!({"name": "dns", "port": 53, "protocol": "UDP", "targetPort": "dns", "nodePort": node_port})
+}
+
+/// Waits (bounded) until `n` requests from the external host to `ip:port` are answered only by
+/// `pod`, each seeing a peer address for which `peer_ok` holds; returns the peers seen.
+fn expect_backend(
+    ext: &External,
+    what: &str,
+    udp: bool,
+    ip: &str,
+    port: u16,
+    pod: &str,
+    peer_ok: impl Fn(&str) -> bool,
+) -> BTreeSet<String> {
+    let mut last = Vec::new();
+    let ok = wait_until(Duration::from_secs(20), || {
+        last = if udp {
+            ext.udp(6, ip, port)
+        } else {
+            ext.tcp(6, ip, port)
+        };
+        last.iter().all(|l| {
+            l.split_once(' ')
+                .is_some_and(|(p, peer)| p == pod && peer_ok(peer))
+        })
+    });
+    assert!(
+        ok,
+        "{what}: {ip}:{port} should be answered by {pod} only; got {last:?}"
+    );
+    let peers: BTreeSet<String> = last
+        .iter()
+        .filter_map(|l| l.split_once(' ').map(|(_, p)| p.to_owned()))
+        .collect();
+    println!("ok: {what}: {ip}:{port} answered by {pod}, peers {peers:?}");
+    peers
+}
+
+/// Waits (bounded) until nothing answers `ip:port` over TCP from the external host (connects
+/// time out: dropped, not refused).
+fn expect_no_answer(ext: &External, what: &str, ip: &str, port: u16) {
+    let mut last = Vec::new();
+    let ok = wait_until(Duration::from_secs(20), || {
+        last = ext.tcp(2, ip, port);
+        last.iter().all(|l| l == "ERR timeout")
+    });
+    assert!(ok, "{what}: {ip}:{port} should not answer; got {last:?}");
+    println!("ok: {what}: {ip}:{port} does not answer");
+}
+
+/// Waits (bounded) until the health check on `ip:port` answers `status` with `count` local
+/// endpoints for Service `default/name`, with kube-proxy's headers.
+fn expect_health(ext: &External, ip: &str, port: u16, name: &str, status: u64, count: u64) {
+    let mut last = Value::Null;
+    let ok = wait_until(Duration::from_secs(20), || {
+        last = ext.http_get(ip, port);
+        let body: Value = last["body"]
+            .as_str()
+            .and_then(|b| serde_json::from_str(b).ok())
+            .unwrap_or(Value::Null);
+        last["status"] == status
+            && body
+                == json!({"service": {"namespace": "default", "name": name},
+                          "localEndpoints": count, "serviceProxyHealthy": true})
+    });
+    assert!(
+        ok,
+        "health check {ip}:{port} should answer {status} with {count} local endpoints; got {last:#}"
+    );
+    let headers = &last["headers"];
+    assert_eq!(headers["Content-Type"], "application/json", "{last:#}");
+    assert_eq!(headers["X-Content-Type-Options"], "nosniff", "{last:#}");
+    println!("ok: health check {ip}:{port}: {status}, localEndpoints {count}");
+}
+
+fn external_traffic_in_mode(mode: &str) {
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    binaries(&["ferry-server", "ferry-kubelet", "ferry-agent", "ferry-cni"]);
+    let started = Instant::now();
+    let step = |what: &str| println!("[{:>6.1}s] {mode}: {what}", started.elapsed().as_secs_f64());
+    let root = RootSnapshot::take();
+    let c = Cluster::new();
+    let out = c.up(&["--nodes", "2", "--service-proxy", mode]);
+    assert!(out.status.success(), "ferry up: {}", text(&out));
+    step("cluster up");
+    let k = Kubectl(c.dir().join("kubeconfig").to_string_lossy().into_owned());
+    let ext = External::of(&c);
+    let (n1, n2) = (node_ip(1), node_ip(2));
+
+    k.apply(&echo_pod(
+        "be-1",
+        "node-1",
+        json!({"pod": "be-1", "udp": "a"}),
+    ));
+    k.apply(&echo_pod(
+        "be-2",
+        "node-2",
+        json!({"pod": "be-2", "udp": "b"}),
+    ));
+    // ETP Cluster NodePort over be-1 (node-1), TCP and UDP.
+    k.apply(&service(
+        "cl",
+        json!({"type": "NodePort", "selector": {"pod": "be-1"},
+               "ports": [tcp_port(30100), udp_port(30101)]}),
+    ));
+    // ETP Local LoadBalancer over be-1: its NodePort and its health check.
+    k.apply(&service(
+        "lo",
+        json!({"type": "LoadBalancer", "externalTrafficPolicy": "Local", "selector": {"pod": "be-1"},
+               "ports": [tcp_port(30110)]}),
+    ));
+    // externalIPs over be-1: Cluster and Local.
+    k.apply(&service(
+        "eip",
+        json!({"selector": {"pod": "be-1"}, "externalIPs": ["10.200.0.50"],
+               "ports": [{"name": "web", "port": 80, "targetPort": "web"}]}),
+    ));
+    k.apply(&service(
+        "eipl",
+        json!({"selector": {"pod": "be-1"}, "externalIPs": ["10.200.0.51"],
+               "externalTrafficPolicy": "Local",
+               "ports": [{"name": "web", "port": 80, "targetPort": "web"}]}),
+    ));
+    // UDP NodePort whose endpoint changes (selector udp=a: be-1, then udp=b: be-2).
+    k.apply(&service(
+        "mv",
+        json!({"type": "NodePort", "selector": {"udp": "a"}, "ports": [udp_port(30120)]}),
+    ));
+    let hc = k.json(&["get", "svc", "lo"])["spec"]["healthCheckNodePort"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .expect("the apiserver allocates a healthCheckNodePort for lo");
+    wait_pods_ready(&k, &["be-1", "be-2"], 90);
+    step("pods ready");
+    let (addrs1, addrs2) = (node_addrs(&c, 1), node_addrs(&c, 2));
+    assert!(
+        addrs1.contains(&n1) && addrs2.contains(&n2),
+        "{addrs1:?} {addrs2:?}"
+    );
+
+    // ETP Cluster: through each node, TCP and UDP; the backend sees that node, never the client.
+    for (via, addrs, where_) in [(&n1, &addrs1, "local"), (&n2, &addrs2, "remote")] {
+        for udp in [false, true] {
+            let (proto, port) = if udp { ("udp", 30101) } else { ("tcp", 30100) };
+            let what = format!("ETP Cluster {proto} NodePort via {via} (backend {where_})");
+            expect_backend(&ext, &what, udp, via, port, "be-1", |peer| {
+                addrs.contains(peer)
+            });
+        }
+    }
+    step("externalTrafficPolicy Cluster");
+
+    // ETP Local: the node with the endpoint keeps the client's address; the other drops.
+    expect_backend(
+        &ext,
+        "ETP Local NodePort via the endpoint's node",
+        false,
+        &n1,
+        30110,
+        "be-1",
+        |p| p == EXT_IP,
+    );
+    expect_no_answer(
+        &ext,
+        "ETP Local NodePort via a node without endpoints",
+        &n2,
+        30110,
+    );
+    expect_health(&ext, &n1, hc, "lo", 200, 1);
+    expect_health(&ext, &n2, hc, "lo", 503, 0);
+    step("externalTrafficPolicy Local");
+
+    // externalIPs routed to a node from the external host.
+    ext.ip(&format!("route add 10.200.0.50/32 via {n2}"));
+    ext.ip(&format!("route add 10.200.0.51/32 via {n1}"));
+    expect_backend(
+        &ext,
+        "externalIP, Cluster, via the node without the endpoint",
+        false,
+        "10.200.0.50",
+        80,
+        "be-1",
+        |p| addrs2.contains(p),
+    );
+    expect_backend(
+        &ext,
+        "externalIP, Local, via the endpoint's node",
+        false,
+        "10.200.0.51",
+        80,
+        "be-1",
+        |p| p == EXT_IP,
+    );
+    step("externalIPs");
+
+    // UDP NodePort endpoint change: one connected flow from outside moves to the new backend.
+    let flow = ext.udp_move(&n1, 30120);
+    assert!(
+        flow.first.starts_with("be-1 "),
+        "the UDP flow should start on be-1: {:?}",
+        flow.first
+    );
+    let out = k.run(
+        &[
+            "patch",
+            "svc",
+            "mv",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"selector":{"udp":"b"}}}"#,
+        ],
+        None,
+    );
+    assert!(out.status.success(), "patch mv: {}", text(&out));
+    let events = flow.events();
+    let moved = events
+        .iter()
+        .find(|(_, a)| a.starts_with("be-2 "))
+        .map(|(ms, _)| *ms)
+        .unwrap_or_else(|| panic!("the UDP flow never reached be-2: {events:?}"));
+    let back: Vec<&(u64, String)> = events
+        .iter()
+        .filter(|(ms, a)| *ms > moved && !a.starts_with("be-2 "))
+        .collect();
+    assert!(
+        back.is_empty(),
+        "after moving, the flow left be-2: {back:?}"
+    );
+    assert!(
+        moved < 5000,
+        "the UDP flow took {moved} ms to move: {events:?}"
+    );
+    println!("ok: UDP NodePort flow moved to be-2 {moved} ms after the selector change");
+    step("UDP endpoint change");
+
+    // The ETP Local endpoint moves to node-2: traffic and health checks follow.
+    let out = k.run(
+        &[
+            "patch",
+            "svc",
+            "lo",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"selector":{"pod":"be-2"}}}"#,
+        ],
+        None,
+    );
+    assert!(out.status.success(), "patch lo: {}", text(&out));
+    expect_health(&ext, &n2, hc, "lo", 200, 1);
+    expect_health(&ext, &n1, hc, "lo", 503, 0);
+    expect_backend(
+        &ext,
+        "ETP Local after the endpoint moved",
+        false,
+        &n2,
+        30110,
+        "be-2",
+        |p| p == EXT_IP,
+    );
+    expect_no_answer(&ext, "ETP Local via the node the endpoint left", &n1, 30110);
+    step("ETP Local endpoint moved");
+
+    drop(ext);
+    let out = c.ferry("down", &[]);
+    assert!(out.status.success(), "ferry down: {}", text(&out));
+    c.assert_gone();
+    root.assert_unchanged();
+}
+
+#[test]
+fn external_traffic_iptables() {
+    if !privileged("external_traffic_iptables") {
+        return;
+    }
+    external_traffic_in_mode("iptables");
+}
