@@ -16,7 +16,7 @@ use std::{env, fs, path::PathBuf};
 use anyhow::Context as _;
 
 /// Binaries of `ferry-ebpf`, i.e. the objects `src/bpf` embeds.
-const EBPF_BINS: &[&str] = &["sock-lb", "nodeport"];
+const EBPF_BINS: &[&str] = &["sock-lb", "nodeport", "pod-fastpath"];
 
 fn main() -> anyhow::Result<()> {
     let manifest_dir = env::var("CARGO_MANIFEST_DIR").context("CARGO_MANIFEST_DIR not set")?;

@@ -185,6 +185,25 @@ pub async fn run(cfg: Config) -> Result<(), AgentError> {
     if let Err(e) = linkwatch::spawn(links, wake.clone()) {
         tracing::warn!(error = %e, "cannot watch link changes (relying on the periodic resync)");
     }
+    // The pod fast path: only while the pod netfilter bypass is applied (eBPF Service mode).
+    let (fast_path, bypass_on, fast_bypass) = (
+        agent.cfg.pod_fast_path,
+        agent.cfg.pod_netfilter_bypass,
+        agent.bypass.clone(),
+    );
+    let enabled = move || fast_path && bypass::wanted(bypass_on, fast_bypass.ebpf()) == Some(true);
+    // Kept for the process's life (dropping it would stop the thread).
+    let _fast_path = match crate::fastpath::spawn(
+        agent.cfg.fast_path_settings(),
+        enabled,
+        agent.metrics.fast_path_stats(),
+    ) {
+        Ok(worker) => Some(worker),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start the pod fast path (pods use the bridge path)");
+            None
+        }
+    };
     let mut rounds = Loop::new(wake, agent.cfg.resync)
         .retry(FAULT_RETRY)
         .debounce(DEBOUNCE);

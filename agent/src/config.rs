@@ -8,7 +8,8 @@
 //!     [--resync-seconds 10] [--cluster-cidr 10.244.0.0/16] [--ip-masq true|false] \
 //!     [--no-masquerade-cidrs CIDR,...] [--metrics-address 127.0.0.1:9465|off] \
 //!     [--service-proxy ebpf|iptables|off] [--proxy-cgroup DIR] [--bpffs-dir DIR] [--proxy-fallback] \
-//!     [--service-cidr 10.96.0.0/12]
+//!     [--service-cidr 10.96.0.0/12] [--pod-netfilter-bypass true|false] [--pod-fast-path true|false] \
+//!     [--external-datapath true|false] [--maglev-table-size 16381] [--maglev-seed N]
 //! ```
 
 use ipnetwork::Ipv4Network;
@@ -160,6 +161,11 @@ pub struct RunArgs {
     /// bridged pod traffic. Never applied in iptables mode, which needs both.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub pod_netfilter_bypass: bool,
+    /// ebpf: while the pod netfilter bypass is applied, hand packets for this node's pods
+    /// straight to the pod with tc programs (`bpf_redirect_peer`) instead of through the bridge;
+    /// `false` detaches them (see docs/agent.md, "The pod fast path").
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub pod_fast_path: bool,
     /// ebpf: translate traffic from outside the node to NodePorts, externalIPs and LoadBalancer
     /// IPs with tc programs on the underlay, bridge and overlay device (`false`: only the socket
     /// LB, which serves the node's own processes and pods).
@@ -220,6 +226,8 @@ pub struct Config {
     pub proxy_fallback: bool,
     /// `--pod-netfilter-bypass`.
     pub pod_netfilter_bypass: bool,
+    /// `--pod-fast-path`.
+    pub pod_fast_path: bool,
     /// `--external-datapath`.
     pub external_datapath: bool,
     /// `--maglev-table-size` (checked prime).
@@ -356,6 +364,7 @@ impl RunArgs {
                 .unwrap_or_else(|| Path::new(DEFAULT_BPFFS_ROOT).join(&node_name)),
             proxy_fallback: self.proxy_fallback,
             pod_netfilter_bypass: self.pod_netfilter_bypass,
+            pod_fast_path: self.pod_fast_path,
             external_datapath: self.external_datapath,
             maglev_table_size: self.maglev_table_size,
             maglev_seed: self.maglev_seed,
@@ -366,6 +375,29 @@ impl RunArgs {
 }
 
 impl Config {
+    /// The pod fast path's settings: the conflist's network, bridge and IPAM directory, and the
+    /// interfaces other nodes' pod packets arrive on (`ferry.1` for vxlan, plus the underlay
+    /// with direct routing; the underlay for host-gw; none for udp, whose TUN device carries no
+    /// Ethernet header).
+    pub fn fast_path_settings(&self) -> crate::fastpath::Settings {
+        let node_devices = match self.backend {
+            Backend::Vxlan if self.direct_routing => {
+                vec![crate::overlay::vxlan::DEVICE.to_owned(), self.iface.clone()]
+            }
+            Backend::Vxlan => vec![crate::overlay::vxlan::DEVICE.to_owned()],
+            Backend::HostGw => vec![self.iface.clone()],
+            Backend::Udp => Vec::new(),
+        };
+        crate::fastpath::Settings {
+            bpffs_dir: self.bpffs_dir.clone(),
+            ipam_dir: self.ipam_dir(),
+            network: crate::subnet::NETWORK_NAME.to_owned(),
+            bridge: crate::subnet::BRIDGE.to_owned(),
+            cluster: self.cluster_cidr,
+            node_devices,
+        }
+    }
+
     /// The node network file: `<run-dir>/subnet.env`.
     pub fn subnet_file(&self) -> PathBuf {
         self.run_dir.join("subnet.env")
@@ -449,6 +481,7 @@ mod tests {
         assert_eq!(cfg.proxy_cgroup, None);
         assert!(!cfg.proxy_fallback);
         assert!(cfg.pod_netfilter_bypass);
+        assert!(cfg.pod_fast_path);
         assert_eq!(
             cfg.service_cidr,
             "10.96.0.0/12".parse::<Ipv4Network>().unwrap()

@@ -36,6 +36,7 @@ pub mod bpf;
 pub mod bypass;
 pub mod client;
 pub mod config;
+pub mod fastpath;
 pub mod health;
 pub(crate) mod http;
 pub mod iptables;

@@ -69,6 +69,8 @@ pub struct Metrics {
     reconcile_errors: AtomicU64,
     udp: Mutex<UdpSource>,
     services: Mutex<Option<ServiceStats>>,
+    /// The pod fast path's counters (written by its thread), once loaded.
+    fast_path: crate::fastpath::SharedStats,
 }
 
 /// Upper bounds (seconds) of the service histograms' buckets.
@@ -214,6 +216,9 @@ pub struct Snapshot {
     pub device: Option<DeviceDrops>,
     /// Service proxy numbers, once the service reconciler runs.
     pub services: Option<ServiceStats>,
+    /// The pod fast path's counters ([`ferry_common::fastpath::FastPathStat`] order), once
+    /// loaded.
+    pub fast_path: Option<[u64; ferry_common::fastpath::FastPathStat::COUNT as usize]>,
 }
 
 impl Metrics {
@@ -229,6 +234,7 @@ impl Metrics {
             reconcile_errors: AtomicU64::new(0),
             udp: Mutex::new(UdpSource::default()),
             services: Mutex::new(None),
+            fast_path: Arc::default(),
         })
     }
 
@@ -239,6 +245,11 @@ impl Metrics {
             mode: "none",
             ..ServiceStats::default()
         }));
+    }
+
+    /// Where the pod fast path's thread leaves its counters.
+    pub fn fast_path_stats(&self) -> crate::fastpath::SharedStats {
+        self.fast_path.clone()
     }
 
     /// Records one reconciliation round: its peer counts, and whether a step failed.
@@ -282,6 +293,7 @@ impl Metrics {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
+            fast_path: *self.fast_path.lock().unwrap_or_else(|e| e.into_inner()),
         }
     }
 }
@@ -391,6 +403,18 @@ pub fn render(s: &Snapshot) -> String {
                 ("{direction=\"tx\"}".into(), d.tx),
                 ("{direction=\"rx\"}".into(), d.rx),
             ],
+        );
+    }
+    if let Some(fp) = &s.fast_path {
+        let samples: Vec<_> = ferry_common::fastpath::FastPathStat::ALL
+            .iter()
+            .map(|st| (format!("{{result=\"{}\"}}", st.name()), fp[st.index() as usize]))
+            .collect();
+        family(
+            "ferry_pod_fastpath_packets_total",
+            "counter",
+            "Packets of the pod fast path (tc, bpf_redirect_peer): pod_redirects and node_redirects handed straight to a pod; pass_ttl, pass_too_big, pass_foreign left to the stack.",
+            &samples,
         );
     }
     if let Some(svc) = &s.services {
@@ -622,6 +646,7 @@ mod tests {
             }),
             device: Some(DeviceDrops { tx: 7, rx: 8 }),
             services: None,
+            fast_path: None,
         }
     }
 
@@ -746,6 +771,24 @@ ferry_udp_device_dropped_packets_total{direction="tx"} 7
 ferry_udp_device_dropped_packets_total{direction="rx"} 8
 "#;
         assert_eq!(render(&snapshot()), want);
+    }
+
+    #[test]
+    fn renders_fast_path_counters() {
+        let s = Snapshot {
+            fast_path: Some([5, 6, 1, 2, 3]),
+            ..snapshot()
+        };
+        let text = render(&s);
+        assert!(
+            text.contains("ferry_pod_fastpath_packets_total{result=\"pod_redirects\"} 5\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ferry_pod_fastpath_packets_total{result=\"pass_foreign\"} 3\n"),
+            "{text}"
+        );
+        assert!(!render(&snapshot()).contains("fastpath"));
     }
 
     #[test]

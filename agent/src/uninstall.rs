@@ -70,5 +70,9 @@ pub fn uninstall() -> Removed {
 /// Detaches the eBPF socket LB and removes its pins under `bpffs_dir` (maps, links, the
 /// directory): the only place the pinned datapath is torn down. Returns the pins removed.
 pub fn uninstall_bpf(bpffs_dir: &std::path::Path) -> Result<usize, String> {
-    crate::service::ebpf::uninstall(bpffs_dir).map_err(|e| e.to_string())
+    // The pod fast path's map pins first: the socket LB's teardown removes the directory.
+    let fast = crate::bpf::unpin_fastpath(bpffs_dir).map_err(|e| e.to_string())?;
+    crate::service::ebpf::uninstall(bpffs_dir)
+        .map(|n| n + fast)
+        .map_err(|e| e.to_string())
 }

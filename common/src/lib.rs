@@ -17,6 +17,7 @@
 //! | [`names`] | map, program and pin names both sides spell |
 //! | [`lb`] | the socket load balancer's maps: service/slot, backend, reverse NAT, affinity |
 //! | [`stats`] | the per-CPU counter indexes ([`LbStat`]) |
+//! | [`fastpath`] | the pod fast path's maps: pod endpoints, config, counters |
 //! | [`nat`] | the tc NodePort datapath's maps: external frontends, Maglev rows, conntrack |
 //!
 //! The map layout follows Cilium's socket LB (`lb4_service` -> slots -> `lb4_backend`); see
@@ -24,6 +25,7 @@
 
 #![no_std]
 
+pub mod fastpath;
 pub mod lb;
 pub mod names;
 pub mod nat;

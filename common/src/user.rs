@@ -37,3 +37,8 @@ unsafe impl aya::Pod for crate::nat::NpConfig {}
 unsafe impl aya::Pod for crate::nat::CtKey {}
 // SAFETY: as for `NpSvcKey`.
 unsafe impl aya::Pod for crate::nat::CtEntry {}
+// SAFETY: `#[repr(C)]`, integers and byte arrays only, explicit padding, size asserted in
+// `fastpath.rs`.
+unsafe impl aya::Pod for crate::fastpath::PodEndpoint {}
+// SAFETY: as for `PodEndpoint`.
+unsafe impl aya::Pod for crate::fastpath::FastPathConfig {}

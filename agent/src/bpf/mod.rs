@@ -13,17 +13,22 @@
 //!   node's interfaces) and maps, for traffic from outside the node (`crate::service::nodeport`).
 //! - [`LbMaps`]: typed handles on the pinned maps (also opened read-only from the pins alone by
 //!   `ferry-agent services`).
+//! - [`PodFastPath`]: the `pod-fastpath` object's tc programs (TCX links held by the agent,
+//!   never pinned) and pinned maps: `bpf_redirect_peer` into this node's pods
+//!   (`crate::fastpath`).
 //! - [`embedded_objects`] / [`describe`]: what is embedded, read from the ELF without the kernel.
 //!
 //! The policy (which frontends go where) lives in `crate::service::ebpf`.
 
 mod error;
+mod fastpath;
 mod maps;
 mod nodeport;
 mod object;
 mod sock_lb;
 
 pub use error::BpfError;
+pub use fastpath::{pinned_stats, unpin as unpin_fastpath, Hook, PodFastPath};
 pub use maps::LbMaps;
 pub use nodeport::{attached_interfaces, unpin as unpin_nodeport, NodePortTc, NpMaps, TcHook};
 pub use object::{describe, embedded_objects, EmbeddedObject, ObjectSummary, ProgramSummary};

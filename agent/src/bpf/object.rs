@@ -33,13 +33,19 @@ pub(crate) const SOCK_LB: EmbeddedObject = EmbeddedObject {
     bytes: aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sock-lb")),
 };
 
+/// The `pod-fastpath` object (`ebpf/src/pod_fastpath.rs`).
+pub(crate) const POD_FASTPATH: EmbeddedObject = EmbeddedObject {
+    name: "pod-fastpath",
+    bytes: aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pod-fastpath")),
+};
+
 /// The `nodeport` object (`ebpf/src/nodeport.rs`): tc programs for traffic from outside the node.
 pub(crate) const NODEPORT: EmbeddedObject = EmbeddedObject {
     name: "nodeport",
     bytes: aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nodeport")),
 };
 
-static OBJECTS: [EmbeddedObject; 2] = [SOCK_LB, NODEPORT];
+static OBJECTS: [EmbeddedObject; 3] = [SOCK_LB, POD_FASTPATH, NODEPORT];
 
 /// Every embedded object.
 pub fn embedded_objects() -> &'static [EmbeddedObject] {
@@ -159,6 +165,20 @@ mod tests {
         assert_eq!(summary.maps, names::MAPS);
     }
 
+    /// The pod fast path's programs and maps are the ones `ferry_common::fastpath` names.
+    #[test]
+    fn pod_fastpath_object_matches_common_names() {
+        use ferry_common::fastpath::names as fp;
+        let summary = describe(&POD_FASTPATH).expect("pod-fastpath must be built");
+        let programs: Vec<_> = summary.programs.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(programs, fp::PROGRAMS);
+        assert!(summary
+            .programs
+            .iter()
+            .all(|p| p.attach.contains("SchedClassifier")));
+        assert_eq!(summary.maps, fp::MAPS);
+    }
+
     /// The `nodeport` object's programs and maps are the ones `ferry_common::nat` names.
     #[test]
     fn nodeport_object_matches_common_names() {
@@ -172,6 +192,6 @@ mod tests {
     #[test]
     fn embedded_objects_lists_sock_lb() {
         let names: Vec<_> = embedded_objects().iter().map(|o| o.name).collect();
-        assert_eq!(names, ["sock-lb", "nodeport"]);
+        assert_eq!(names, ["sock-lb", "pod-fastpath", "nodeport"]);
     }
 }
