@@ -1,0 +1,316 @@
+//! Privileged end-to-end test of the `nodeport` tc datapath with real packets, in fresh
+//! namespaces (removed on drop, with the private bpffs holding the pins):
+//!
+//! ```text
+//!   ext (client 10.99.0.254) --+
+//!   node1 u0 10.99.0.10 -------+-- sw: bridge (the underlay L2)
+//!   node2 u0 10.99.0.11 -------+
+//!   node1: bridge ferry0 10.244.1.1/24 -- pod1 10.244.1.5   (local backend)
+//!   node2: veth 10.244.2.1/24 ----------- pod2 10.244.2.5   (remote backend, host-gw routes)
+//! ```
+//!
+//! node1 runs the programs (TCX links: underlay ingress + egress, bridge ingress). The client
+//! reaches NodePort 10.99.0.10:30080 (TCP and UDP, ETP Cluster: backends pod1 and pod2) and
+//! 30081 (TCP, ETP Local: pod1 only); the backends answer with their name and the source address
+//! they saw, so the test checks SNAT (source = node1) and source preservation (source = client),
+//! both backends reached through the Maglev spread, and the conntrack entries with `bpftool`.
+
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use ferry_agent::bpf::{NodePortTc, TcHook};
+use ferry_agent::service::nodeport::{NodePortConfig, NodePortDatapath};
+use ferry_agent::service::{
+    Backend, Entry, Frontend, FrontendKind, Proto, ServicePortName, ServiceTable,
+};
+use ferry_common::nat::names;
+use ferry_tests::{privileged, unique, veth, wait_until, Netns};
+
+const NODE1: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 10);
+const POD1: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 5);
+const POD2: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 5);
+
+/// Answers every TCP connection and UDP datagram on the port with "<name> <peer address>".
+const SERVER: &str = r#"
+import socket, sys, threading
+name, port = sys.argv[1], int(sys.argv[2])
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.bind(("0.0.0.0", port))
+def udp():
+    while True:
+        d, a = u.recvfrom(2048)
+        u.sendto(("%s %s" % (name, a[0])).encode(), a)
+threading.Thread(target=udp, daemon=True).start()
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", port))
+s.listen(128)
+while True:
+    c, a = s.accept()
+    c.sendall(("%s %s" % (name, a[0])).encode())
+    c.close()
+"#;
+
+/// `n` TCP connections (or UDP exchanges) to addr:port, one line per answer ("-" on failure).
+const CLIENT: &str = r#"
+import socket, sys
+ip, port, proto, n = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+for i in range(n):
+    try:
+        if proto == "tcp":
+            s = socket.create_connection((ip, port), timeout=3)
+            print(s.recv(100).decode())
+        else:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.settimeout(3)
+            s.sendto(b"q", (ip, port))
+            print(s.recvfrom(100)[0].decode())
+        s.close()
+    except Exception as e:
+        print("- %s" % e)
+"#;
+
+struct Lab {
+    sw: Netns,
+    ext: Netns,
+    node1: Netns,
+    node2: Netns,
+    pod1: Netns,
+    pod2: Netns,
+    bpffs: PathBuf,
+    tc: Option<NodePortTc>,
+    dp: Option<NodePortDatapath>,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.dp = None;
+        self.tc = None;
+        let _ = ferry_agent::bpf::unpin_nodeport(&self.bpffs.join("node1"));
+        let _ = Command::new("umount").arg(&self.bpffs).status();
+        let _ = std::fs::remove_dir(&self.bpffs);
+    }
+}
+
+impl Lab {
+    fn new() -> Lab {
+        let bpffs = std::env::temp_dir().join(format!("ferry-nplab-{}", unique("npl")));
+        std::fs::create_dir_all(&bpffs).expect("mount point");
+        let st = Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(&bpffs)
+            .status()
+            .expect("mount");
+        assert!(st.success(), "private bpffs");
+        let lab = Lab {
+            sw: Netns::new("nsw"),
+            ext: Netns::new("nex"),
+            node1: Netns::new("nn1"),
+            node2: Netns::new("nn2"),
+            pod1: Netns::new("np1"),
+            pod2: Netns::new("np2"),
+            bpffs,
+            tc: None,
+            dp: None,
+        };
+        lab.sw
+            .sh("ip link add br0 type bridge && ip link set br0 up");
+        for (ns, port) in [(&lab.ext, "s0"), (&lab.node1, "s1"), (&lab.node2, "s2")] {
+            veth(ns, "u0", &lab.sw, port);
+            lab.sw.sh(&format!(
+                "ip link set {port} master br0 && ip link set {port} up"
+            ));
+        }
+        lab.ext
+            .sh("ip addr add 10.99.0.254/24 dev u0 && ip link set u0 up");
+        veth(&lab.node1, "vp1", &lab.pod1, "eth0");
+        lab.node1.sh("sysctl -qw net.ipv4.conf.all.forwarding=1 && \
+             ip addr add 10.99.0.10/24 dev u0 && ip link set u0 up && \
+             ip link add ferry0 type bridge && ip addr add 10.244.1.1/24 dev ferry0 && \
+             ip link set ferry0 up && ip link set vp1 master ferry0 && ip link set vp1 up && \
+             ip route add 10.244.2.0/24 via 10.99.0.11");
+        lab.pod1.sh(
+            "ip addr add 10.244.1.5/24 dev eth0 && ip link set eth0 up && \
+             ip route add default via 10.244.1.1",
+        );
+        veth(&lab.node2, "vp2", &lab.pod2, "eth0");
+        lab.node2.sh("sysctl -qw net.ipv4.conf.all.forwarding=1 && \
+             ip addr add 10.99.0.11/24 dev u0 && ip link set u0 up && \
+             ip addr add 10.244.2.1/24 dev vp2 && ip link set vp2 up && \
+             ip route add 10.244.1.0/24 via 10.99.0.10");
+        lab.pod2.sh(
+            "ip addr add 10.244.2.5/24 dev eth0 && ip link set eth0 up && \
+             ip route add default via 10.244.2.1",
+        );
+        lab
+    }
+
+    fn client(&self, port: u16, proto: &str, n: u32) -> Vec<(String, Ipv4Addr)> {
+        let out = self
+            .ext
+            .command("python3")
+            .args(["-c", CLIENT, "10.99.0.10", &port.to_string(), proto])
+            .arg(n.to_string())
+            .output()
+            .expect("client");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| {
+                let mut it = l.split_whitespace();
+                let name = it.next().unwrap_or("-").to_owned();
+                let peer = it
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or(Ipv4Addr::UNSPECIFIED);
+                let peer = if name == "-" {
+                    Ipv4Addr::UNSPECIFIED
+                } else {
+                    peer
+                };
+                (name, peer)
+            })
+            .collect()
+    }
+}
+
+fn entry(name: &str, backends: &[Backend], local: bool) -> Entry {
+    Entry {
+        service: ServicePortName {
+            namespace: "default".into(),
+            name: name.into(),
+            port: String::new(),
+        },
+        kind: FrontendKind::NodePort,
+        backends: backends.to_vec(),
+        local_backends: backends
+            .iter()
+            .filter(|b| b.addr == POD1)
+            .copied()
+            .collect(),
+        external_local: local,
+        affinity_timeout: None,
+    }
+}
+
+fn fe(port: u16, proto: Proto) -> Frontend {
+    Frontend {
+        addr: NODE1,
+        port,
+        proto,
+    }
+}
+
+#[test]
+fn nodeport_from_outside_local_and_remote_backends_both_policies() {
+    if !privileged("nodeport_lab::nodeport_from_outside_local_and_remote_backends_both_policies") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let _s1 = lab.pod1.spawn("python3", &["-c", SERVER, "pod1", "8080"]);
+    let _s2 = lab.pod2.spawn("python3", &["-c", SERVER, "pod2", "8080"]);
+
+    let pin_dir = lab.bpffs.join("node1");
+    let (mut tc, maps) = NodePortTc::load(&pin_dir).expect("load");
+    let attach = lab.node1.run(|| -> Result<(), String> {
+        for (iface, hook) in [
+            ("u0", TcHook::UnderlayIngress),
+            ("u0", TcHook::UnderlayEgress),
+            ("ferry0", TcHook::ReplyIngress),
+        ] {
+            tc.attach(iface, hook)
+                .map_err(|e| format!("{iface}: {e:?}"))?;
+        }
+        Ok(())
+    });
+    attach.expect("attach");
+    let mut dp = NodePortDatapath::new(
+        maps,
+        NodePortConfig {
+            node_addr: NODE1,
+            nat_ports: 61_000..=65_535,
+            maglev_size: 251,
+            seed: 7,
+        },
+    )
+    .expect("datapath");
+    let both = [
+        Backend {
+            addr: POD1,
+            port: 8080,
+        },
+        Backend {
+            addr: POD2,
+            port: 8080,
+        },
+    ];
+    let mut t = ServiceTable::default();
+    t.entries
+        .insert(fe(30080, Proto::Tcp), entry("web", &both, false));
+    t.entries
+        .insert(fe(30080, Proto::Udp), entry("web-udp", &both, false));
+    t.entries
+        .insert(fe(30081, Proto::Tcp), entry("local", &both, true));
+    let stats = dp.sync(&t).expect("sync");
+    assert_eq!(stats.failed, 0);
+    lab.tc = Some(tc);
+    lab.dp = Some(dp);
+
+    // The servers are up once pod1 answers directly from node1.
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            lab.node1
+                .try_sh("python3 -c 'import socket; socket.create_connection((\"10.244.1.5\", 8080), timeout=1)'")
+                .status
+                .success()
+                && lab
+                    .node2
+                    .try_sh("python3 -c 'import socket; socket.create_connection((\"10.244.2.5\", 8080), timeout=1)'")
+                    .status
+                    .success()
+        }),
+        "backends listening"
+    );
+
+    // ETP Cluster, TCP: every answer comes through, source = node1 (SNAT), both backends used.
+    let answers = lab.client(30080, "tcp", 24);
+    assert_eq!(answers.len(), 24, "{answers:?}");
+    let names: BTreeSet<&str> = answers.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(
+        answers.iter().all(|(n, p)| n != "-" && *p == NODE1),
+        "{answers:?}"
+    );
+    assert_eq!(names, BTreeSet::from(["pod1", "pod2"]), "{answers:?}");
+
+    // ETP Cluster, UDP.
+    let answers = lab.client(30080, "udp", 12);
+    assert!(
+        answers.iter().all(|(n, p)| n != "-" && *p == NODE1),
+        "{answers:?}"
+    );
+
+    // ETP Local: only pod1, and it sees the client's address.
+    let answers = lab.client(30081, "tcp", 8);
+    assert!(
+        answers
+            .iter()
+            .all(|(n, p)| n == "pod1" && *p == Ipv4Addr::new(10, 99, 0, 254)),
+        "{answers:?}"
+    );
+
+    // The flows are in the pinned conntrack map, as bpftool sees it.
+    let ct = pin_dir.join(names::CONNTRACK);
+    let out = Command::new("bpftool")
+        .args(["-j", "map", "dump", "pinned"])
+        .arg(&ct)
+        .output()
+        .expect("bpftool");
+    assert!(out.status.success());
+    let dump: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let n = dump.as_array().map_or(0, Vec::len);
+    assert!(n >= 2 * (24 + 12 + 8), "{n} conntrack entries");
+}
