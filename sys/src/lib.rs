@@ -10,7 +10,7 @@
 //! | [`fs`] | atomic file writes, write-if-changed, mountinfo, unmounting |
 //! | [`sysctl`] | boolean sysctls such as `ip_forward` of the current namespace |
 //! | [`listener`] | listening sockets inherited from the parent process |
-//! | [`net`] | sockets, setsockopt, bind / recv / sendto, `struct ifreq` (size-checked), ethtool TX checksum |
+//! | [`net`] | sockets, setsockopt, bind / recv / sendto, `AF_PACKET` frames and MAC, `struct ifreq` (size-checked), ethtool TX checksum |
 //! | [`tun`] | TUN queues: open + `TUNSETIFF`, `TUNSETOFFLOAD`, `TUNSETPERSIST` |
 //! | [`bpf`] | `BPF_OBJ_GET` of a pin and `BPF_LINK_UPDATE` (what aya 0.14 keeps private) |
 //! | [`sock_diag`] | list and destroy IPv4 UDP sockets of a namespace (`SOCK_DESTROY`) |

@@ -1,7 +1,8 @@
 //! Sockets and interface ioctls: `socket(2)` returning an [`OwnedFd`], `setsockopt` for the
-//! option types Ferry uses, `bind` / `recv` / `sendto` on IPv4, the one `struct ifreq` layout
-//! (with its size checked against libc's at compile time) and the `SIOCETHTOOL` TX checksum
-//! switch (`ethtool -K <dev> tx on|off`).
+//! option types Ferry uses, `bind` / `recv` / `sendto` on IPv4, `AF_PACKET` sockets (capture,
+//! and whole frames of one ethertype with the interface's MAC: ARP announcements), the one
+//! `struct ifreq` layout (with its size checked against libc's at compile time) and the
+//! `SIOCETHTOOL` TX checksum switch (`ethtool -K <dev> tx on|off`).
 //!
 //! Every function takes a [`BorrowedFd`] (the caller keeps ownership) and returns
 //! [`io::Error`]s straight from `errno`, so callers map them into their own typed errors and can
@@ -188,7 +189,15 @@ pub fn if_index(name: &str) -> io::Result<u32> {
 /// A raw `AF_PACKET` socket receiving every frame (`ETH_P_ALL`) of interface `name`, the way
 /// `tcpdump -i <name>` sees them (for capture in tests).
 pub fn packet_socket(name: &str) -> io::Result<OwnedFd> {
-    let proto = ETH_P_ALL.to_be();
+    packet_socket_for(name, ETH_P_ALL)
+}
+
+/// A raw `AF_PACKET` socket (whole Ethernet frames) bound to interface `name` and ethertype
+/// `ethertype` (host order, e.g. `0x0806` for ARP): it receives that interface's frames of that
+/// type, and [`send`] on it transmits a complete frame on that interface. The namespace is the
+/// calling thread's at creation.
+pub fn packet_socket_for(name: &str, ethertype: u16) -> io::Result<OwnedFd> {
+    let proto = ethertype.to_be();
     let index = if_index(name)?;
     let fd = socket(libc::AF_PACKET, libc::SOCK_RAW, libc::c_int::from(proto))?;
     let sll = libc::sockaddr_ll {
@@ -211,6 +220,42 @@ pub fn packet_socket(name: &str) -> io::Result<OwnedFd> {
     };
     cvt(rc)?;
     Ok(fd)
+}
+
+/// The hardware (MAC) address of the interface an `AF_PACKET` socket is bound to (from
+/// `getsockname`, so it needs no `/sys` of the socket's namespace). `InvalidData` if the
+/// interface's address is not 6 bytes long.
+pub fn packet_hw_addr(fd: BorrowedFd<'_>) -> io::Result<[u8; 6]> {
+    // SAFETY: sockaddr_ll is plain integers, so all-zero is a valid value.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    let mut len = socklen_of::<libc::sockaddr_ll>();
+    // SAFETY: sll is a live, writable sockaddr_ll of `len` bytes for the call and len is in/out
+    // as getsockname(2) requires; fd is open (borrowed).
+    let rc = unsafe {
+        libc::getsockname(
+            fd.as_raw_fd(),
+            std::ptr::from_mut(&mut sll).cast(),
+            &mut len,
+        )
+    };
+    cvt(rc)?;
+    if sll.sll_halen != 6 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("hardware address of {} bytes", sll.sll_halen),
+        ));
+    }
+    let mut mac = [0u8; 6];
+    mac.copy_from_slice(&sll.sll_addr[..6]);
+    Ok(mac)
+}
+
+/// `send(fd, buf, flags)` on a connected or bound socket (an `AF_PACKET` socket sends `buf` as a
+/// whole frame on its interface): the number of bytes sent.
+pub fn send(fd: BorrowedFd<'_>, buf: &[u8], flags: libc::c_int) -> io::Result<usize> {
+    // SAFETY: buf is valid for buf.len() bytes and live for the call; fd is open.
+    let n = unsafe { libc::send(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), flags) };
+    cvt_size(n)
 }
 
 /// `recv(fd, buf, flags)`: the number of bytes received into `buf`.

@@ -13,6 +13,7 @@
 pub mod ebpf;
 pub mod healthcheck;
 pub mod iptables;
+pub mod l2;
 pub mod maglev;
 pub mod nodeport;
 pub mod reconcile;

@@ -133,6 +133,8 @@ fn fallback_note(e: &ProxyError) -> String {
 
 /// Starts the service reconciler in the background (a tokio task). Returns at once.
 pub fn spawn(cfg: Config, client: kube::Client, metrics: Arc<Metrics>, bypass: Arc<PodBypass>) {
+    // LoadBalancer addresses are announced on the underlay by their owner node (its own watches).
+    super::l2::spawn(&cfg, client.clone());
     tokio::spawn(run(cfg, client, metrics, bypass));
 }
 
