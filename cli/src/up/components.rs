@@ -595,6 +595,10 @@ impl Up<'_> {
                     .join(node_name(i))
                     .into(),
             ]);
+            // Only the non-default value is passed: an agent built before the flag keeps working.
+            if !self.args.pod_fast_path {
+                args.extend(["--pod-fast-path".into(), "false".into()]);
+            }
         }
         args
     }

@@ -94,6 +94,10 @@ pub(crate) struct UpArgs {
     /// under /sys/fs/bpf/ferry-<name>/<node>), kube-proxy-style iptables rules, or not at all.
     #[arg(long, value_enum, default_value = "ebpf")]
     pub(crate) service_proxy: ServiceProxy,
+    /// eBPF mode: the agents' pod fast path (tc `bpf_redirect_peer` into pods, `ferry-agent
+    /// --pod-fast-path`); `false` keeps pod traffic on the bridge path (to compare the two).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub(crate) pod_fast_path: bool,
     /// ClusterIP range, given to the apiserver and the agents alike. A /16, not upstream's
     /// 10.96.0.0/12: that one spans 10.96-10.111 and so holds the underlay (10.99.0.0/24).
     #[arg(long, default_value = "10.96.0.0/16")]
