@@ -15,11 +15,18 @@
 //!   Cluster through the node without the endpoint (masqueraded), Local through the node with it
 //!   (source kept);
 //! - UDP NodePort with an endpoint change: a connected UDP flow from outside moves to the new
-//!   backend within seconds of the Service's selector changing, and never goes back.
+//!   backend within seconds of the Service's selector changing, and never goes back;
+//! - agent restart (SIGTERM, started again) on the node translating a long-lived TCP connection
+//!   and a connected UDP flow from outside (NodePort, backend on the other node): neither is
+//!   disturbed, the restarted agent adopts the datapath (iptables: the same rules) and serves the
+//!   health check again.
 
 mod common;
 
-use common::external::{echo_pod, node_addrs, node_ip, wait_pods_ready, External, EXT_IP};
+use common::external::{
+    agent_syncs, echo_pod, ferry_rules, node_addrs, node_ip, restart_agent, wait_pods_ready,
+    External, EXT_IP,
+};
 use common::*;
 use ferry_tests::{privileged, wait_until, RootSnapshot};
 use serde_json::{json, Value};
@@ -304,6 +311,58 @@ fn external_traffic_in_mode(mode: &str) {
     expect_no_answer(&ext, "ETP Local via the node the endpoint left", &n1, 30110);
     step("ETP Local endpoint moved");
 
+    // Agent restart on node-2 under a long-lived TCP connection and a connected UDP flow from
+    // outside through node-2's NodePort to be-1 on node-1.
+    let hold = ext.hold(&n2, 30100, 30101);
+    assert!(
+        hold.first["tcp_ok"] == 1 && hold.first["udp_ok"] == 1,
+        "the long-lived flows did not start: {}",
+        hold.first
+    );
+    let rules_before = (mode == "iptables").then(|| ferry_rules(&c, 2));
+    let agent = restart_agent(&c, 2);
+    step("agent on node-2 restarted");
+    let synced = wait_until(Duration::from_secs(20), || {
+        agent_syncs(&c, 2).is_some_and(|n| n >= 1.0)
+    });
+    assert!(
+        synced,
+        "the restarted agent on node-2 did not sync within 20 s"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    if let Some(before) = rules_before {
+        assert_eq!(
+            ferry_rules(&c, 2),
+            before,
+            "the restarted agent rewrote the rules instead of adopting them"
+        );
+    }
+    expect_backend(
+        &ext,
+        "ETP Cluster NodePort after the agent restart",
+        false,
+        &n2,
+        30100,
+        "be-1",
+        |p| addrs2.contains(p),
+    );
+    expect_health(&ext, &n2, hc, "lo", 200, 1);
+    let end = hold.finish();
+    println!("long-lived flows across the agent restart: {end}");
+    assert!(
+        end["tcp_err"] == 0
+            && end["udp_err"] == 0
+            && end["tcp_answers"].as_array().map(Vec::len) == Some(1)
+            && end["udp_answers"].as_array().map(Vec::len) == Some(1),
+        "the long-lived flows through {n2} were disturbed by the agent restart: {end}"
+    );
+    assert!(
+        end["udp_lost"].as_u64() <= Some(2),
+        "the connected UDP flow lost datagrams across the agent restart: {end}"
+    );
+    step("agent restart under external traffic");
+
+    drop(agent);
     drop(ext);
     let out = c.ferry("down", &[]);
     assert!(out.status.success(), "ferry down: {}", text(&out));

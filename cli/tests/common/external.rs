@@ -17,10 +17,21 @@ pub fn node_ip(i: u32) -> String {
     format!("10.99.0.{}", 10 + i)
 }
 
-/// The backend: `tcp:PORT` answers each connection with `<pod> <peer address>\n` and closes;
-/// `udp:PORT` answers each datagram with `<pod> <peer address>`.
+/// The backend: `tcp:PORT` greets each connection with `<pod> <peer address>\n` and answers
+/// every line it receives the same way until the client closes; `udp:PORT` answers each datagram
+/// with `<pod> <peer address>`.
 pub const ECHO_PEER: &str = r#"import os, socket, sys, threading
 name = os.environ.get("POD_NAME", "?")
+def conn(c, peer):
+    answer = ("%s %s\n" % (name, peer)).encode()
+    try:
+        c.sendall(answer)
+        for _ in c.makefile("rb"):
+            c.sendall(answer)
+    except OSError:
+        pass
+    finally:
+        c.close()
 def tcp(port):
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -28,11 +39,7 @@ def tcp(port):
     s.listen(128)
     while True:
         c, peer = s.accept()
-        try:
-            c.sendall(("%s %s\n" % (name, peer[0])).encode())
-        except OSError:
-            pass
-        c.close()
+        threading.Thread(target=conn, args=(c, peer[0]), daemon=True).start()
 def udp(port):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("", port))
@@ -92,8 +99,11 @@ pub fn wait_pods_ready(k: &Kubectl, names: &[&str], secs: u64) {
 /// one `GET /`: JSON `{status, headers, body}` (`status` 0 and `error` when it fails).
 /// `udpmove IP PORT`: one connected UDP socket; prints its first answer, then after a line on
 /// stdin sends every 100 ms for up to 15 s and prints JSON `[[ms, answer]..]` (`timeout` for a
-/// lost one), stopping 1 s after the answer first changed.
-pub const EXT_CLIENT: &str = r#"import json, socket, sys, time, urllib.request, urllib.error
+/// lost one), stopping 1 s after the answer first changed. `hold IP TPORT UPORT`: one TCP
+/// connection and one connected UDP socket, a request on each every 100 ms until a line arrives
+/// on stdin; JSON counters (`rounds`, `tcp_ok`, `tcp_err`, `udp_ok`, `udp_lost`, `udp_err`, the
+/// answers seen, the first errors) after the first round and at the end.
+pub const EXT_CLIENT: &str = r#"import json, select, socket, sys, time, urllib.request, urllib.error
 cmd = sys.argv[1]
 def ask_tcp(ip, port):
     try:
@@ -167,6 +177,47 @@ elif cmd == "udpmove":
             break
         time.sleep(0.1)
     print(json.dumps(events), flush=True)
+elif cmd == "hold":
+    ip, tport, uport = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    t = socket.create_connection((ip, tport), 2)
+    t.settimeout(2)
+    tf = t.makefile("rb")
+    tf.readline()
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.connect((ip, uport))
+    u.settimeout(0.5)
+    st = {"rounds": 0, "tcp_ok": 0, "tcp_err": 0, "udp_ok": 0, "udp_lost": 0, "udp_err": 0,
+          "tcp_answers": [], "udp_answers": [], "errors": []}
+    def note(kind, e):
+        st[kind] += 1
+        if len(st["errors"]) < 5:
+            st["errors"].append("%s %d %s" % (kind, st["rounds"], e))
+    def once():
+        st["rounds"] += 1
+        try:
+            t.sendall(b"n\n")
+            a = tf.readline().decode().strip()
+            if not a:
+                raise OSError(0, "closed")
+            st["tcp_ok"] += 1
+            if a not in st["tcp_answers"]:
+                st["tcp_answers"].append(a)
+        except OSError as e:
+            note("tcp_err", repr(e))
+        r = ask_udp(u)
+        if r == "timeout":
+            note("udp_lost", r)
+        elif r.startswith("ERR"):
+            note("udp_err", r)
+        else:
+            st["udp_ok"] += 1
+            if r not in st["udp_answers"]:
+                st["udp_answers"].append(r)
+    once()
+    print(json.dumps(st), flush=True)
+    while not select.select([sys.stdin], [], [], 0.1)[0]:
+        once()
+    print(json.dumps(st), flush=True)
 "#;
 
 /// The lab's external host of cluster `c`.
@@ -257,6 +308,135 @@ impl External {
             text(&out)
         );
     }
+}
+
+/// A running `hold` client: a long-lived TCP connection and connected UDP flow.
+pub struct Hold {
+    _child: ChildGuard,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    /// The counters after the first round.
+    pub first: Value,
+}
+
+impl Hold {
+    /// Stops it and returns its final counters.
+    pub fn finish(mut self) -> Value {
+        use std::io::Write as _;
+        writeln!(self.stdin).unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        serde_json::from_str(line.trim())
+            .unwrap_or_else(|e| panic!("hold: not JSON ({e}): {line:?}"))
+    }
+}
+
+impl External {
+    /// Starts `hold` (TCP to `ip:tport`, UDP to `ip:uport`) and returns it after its first round.
+    pub fn hold(&self, ip: &str, tport: u16, uport: u16) -> Hold {
+        let mut child = ChildGuard(
+            self.command(&["hold", ip, &tport.to_string(), &uport.to_string()])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let stdin = child.0.stdin.take().unwrap();
+        let mut stdout = BufReader::new(child.0.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let first = serde_json::from_str(line.trim())
+            .unwrap_or_else(|e| panic!("hold: not JSON ({e}): {line:?}"));
+        Hold {
+            _child: child,
+            stdin,
+            stdout,
+            first,
+        }
+    }
+}
+
+/// Stops node `node`'s agent of `c` with SIGTERM (waits for it to exit) and starts it again with
+/// the same command line, in the node's namespace and its agent cgroup; the new process is
+/// killed when the guard drops. Its log is `logs/node-<node>-agent-restarted.log`.
+pub fn restart_agent(c: &Cluster, node: u32) -> ChildGuard {
+    let state = c.state();
+    let pid = state["components"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|x| x["name"] == format!("node-{node}/agent"))
+        .and_then(|x| x["proc"]["pid"].as_i64())
+        .and_then(|p| i32::try_from(p).ok())
+        .unwrap_or_else(|| panic!("no node-{node}/agent in {state:#}"));
+    let argv: Vec<String> = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap()
+        .split(|b| *b == 0)
+        .filter(|x| !x.is_empty())
+        .map(|x| String::from_utf8_lossy(x).into_owned())
+        .collect();
+    ferry_sys::process::signal(pid, libc::SIGTERM).unwrap_or_else(|e| panic!("kill {pid}: {e}"));
+    assert!(
+        ferry_tests::wait_until(std::time::Duration::from_secs(15), || !super::alive(pid)),
+        "agent {pid} still alive after SIGTERM"
+    );
+    let log = std::fs::File::create(
+        c.dir()
+            .join("logs")
+            .join(format!("node-{node}-agent-restarted.log")),
+    )
+    .unwrap();
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net=/run/netns/{}-n{node}", c.name))
+        .args(&argv)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    let procs = std::fs::OpenOptions::new()
+        .write(true)
+        .open(c.cgroup().join(format!("n{node}/agent/cgroup.procs")))
+        .unwrap();
+    ferry_sys::process::OnExec::new()
+        .join_cgroup(&procs)
+        .unwrap()
+        .install(&mut cmd);
+    ChildGuard(cmd.spawn().unwrap())
+}
+
+/// `ferry_service_sync_total` of node `node`'s agent (its metrics on the node's loopback).
+pub fn agent_syncs(c: &Cluster, node: u32) -> Option<f64> {
+    let out = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}-n{node}", c.name))
+        .args([
+            "/usr/bin/python3",
+            "-c",
+            "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9465/metrics', timeout=2).read().decode())",
+        ])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.starts_with("ferry_service_sync_total"))
+        .and_then(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+}
+
+/// Our iptables rules in node `node`'s namespace (`-A FERRY-..` lines of `iptables-save`).
+pub fn ferry_rules(c: &Cluster, node: u32) -> Vec<String> {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &format!("{}-n{node}", c.name),
+            "iptables-save",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "iptables-save: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("-A FERRY-"))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// A running `udpmove` client.
