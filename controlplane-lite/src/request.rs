@@ -121,13 +121,7 @@ pub fn parse_path(path: &str) -> ApiResult<Option<Target>> {
         ["apis", g, v, rest @ ..] if !rest.is_empty() => (*g, *v, rest),
         _ => return Ok(None),
     };
-    let not_found = || {
-        ApiError::new(
-            404,
-            "NotFound",
-            "the server could not find the requested resource",
-        )
-    };
+    let not_found = ApiError::no_such_resource;
     let nsd = |plural: &str| resources::find(group, version, plural).filter(|r| r.namespaced);
     let (res, namespace, name, sub) = match rest {
         ["namespaces", ns, plural, more @ ..] if nsd(plural).is_some() => {

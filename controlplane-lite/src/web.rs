@@ -75,6 +75,19 @@ impl ApiError {
         }
     }
 
+    /// 404 for a path that names no served resource, as kube-apiserver answers it: with empty
+    /// `details` (kubectl tells it from a missing object by `details.name == ""`, and `kubectl
+    /// debug` reads `details` without a nil check).
+    pub fn no_such_resource() -> ApiError {
+        let mut e = ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        );
+        e.status["details"] = serde_json::json!({});
+        e
+    }
+
     /// 400 BadRequest.
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(400, "BadRequest", message)

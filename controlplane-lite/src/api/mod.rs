@@ -238,11 +238,7 @@ impl Api {
             return crate::reviews::handle(&self, review, &r).await;
         }
         let Some(t) = parse_path(path)? else {
-            return Err(ApiError::new(
-                404,
-                "NotFound",
-                "the server could not find the requested resource",
-            ));
+            return Err(ApiError::no_such_resource());
         };
         let watch = r
             .query
