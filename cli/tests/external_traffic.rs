@@ -14,6 +14,8 @@
 //! - externalIPs, routed to a node inside the external host (`ip route add <ip>/32 via <node>`):
 //!   Cluster through the node without the endpoint (masqueraded), Local through the node with it
 //!   (source kept);
+//! - a LoadBalancer Service gets an address of the lab's pool (10.99.0.192/27) and the external
+//!   host reaches it on its link (one node answers ARP for it: the agents' L2 announcement);
 //! - UDP NodePort with an endpoint change: a connected UDP flow from outside moves to the new
 //!   backend within seconds of the Service's selector changing, and never goes back;
 //! - agent restart (SIGTERM, started again) on the node translating a long-lived TCP connection
@@ -243,6 +245,40 @@ fn external_traffic_in_mode(mode: &str) {
         |p| p == EXT_IP,
     );
     step("externalIPs");
+
+    // LoadBalancer: an address of the lab's pool (10.99.0.192/27) from the apiserver, answered on
+    // the underlay by one node (the agents' L2 announcement): the external host reaches it on its
+    // own link, with no route.
+    k.apply(&service(
+        "lb",
+        json!({"type": "LoadBalancer", "selector": {"pod": "be-1"}, "ports": [tcp_port(30130)]}),
+    ));
+    let mut lb_ip = String::new();
+    let got = wait_until(Duration::from_secs(20), || {
+        lb_ip = k.json(&["get", "svc", "lb"])["status"]["loadBalancer"]["ingress"][0]["ip"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        !lb_ip.is_empty()
+    });
+    assert!(got, "Service lb got no LoadBalancer address");
+    let last = lb_ip
+        .strip_prefix("10.99.0.")
+        .and_then(|l| l.parse::<u8>().ok());
+    assert!(
+        last.is_some_and(|l| (192..=223).contains(&l)),
+        "{lb_ip} is not in the lab's pool 10.99.0.192/27"
+    );
+    expect_backend(
+        &ext,
+        "LoadBalancer IP, Cluster, announced on the underlay",
+        false,
+        &lb_ip,
+        80,
+        "be-1",
+        |p| addrs1.contains(p) || addrs2.contains(p),
+    );
+    step("LoadBalancer");
 
     // UDP NodePort endpoint change: one connected flow from outside moves to the new backend.
     let flow = ext.udp_move(&n1, 30120);
