@@ -1,7 +1,7 @@
 //! Traffic from outside the cluster end to end (issue #14): a real `ferry up` cluster of 2 nodes
 //! (privileged), the clients in the lab's external host namespace (`<name>-ext`, 10.99.0.254),
-//! one test per proxy mode (`external_traffic_in_mode`; the eBPF run joins when its tc datapath
-//! serves NodePorts). Checked, in sequence on one cluster:
+//! one test per proxy mode (`external_traffic_in_mode`: `external_traffic_iptables`, and
+//! `external_traffic_ebpf` through the agent's tc datapath). Checked, in sequence on one cluster:
 //!
 //! - NodePort with `externalTrafficPolicy: Cluster` through every node, with the backend on that
 //!   node and on the other one, over TCP and UDP: answered by the backend, which sees an address
@@ -412,4 +412,12 @@ fn external_traffic_iptables() {
         return;
     }
     external_traffic_in_mode("iptables");
+}
+
+#[test]
+fn external_traffic_ebpf() {
+    if !privileged("external_traffic_ebpf") {
+        return;
+    }
+    external_traffic_in_mode("ebpf");
 }
