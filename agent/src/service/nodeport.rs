@@ -598,3 +598,97 @@ impl NodePortDatapath {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::table::Entry;
+    use super::*;
+
+    fn be(last: u8) -> Backend {
+        Backend {
+            addr: Ipv4Addr::new(10, 244, 1, last),
+            port: 8080,
+        }
+    }
+
+    fn entry(name: &str, kind: FrontendKind, local: bool) -> Entry {
+        Entry {
+            service: ServicePortName {
+                namespace: "default".into(),
+                name: name.into(),
+                port: String::new(),
+            },
+            kind,
+            backends: vec![be(1), be(2)],
+            local_backends: vec![be(1)],
+            external_local: local,
+            affinity_timeout: None,
+        }
+    }
+
+    fn fe(addr: [u8; 4], port: u16) -> Frontend {
+        Frontend {
+            addr: Ipv4Addr::from(addr),
+            port,
+            proto: Proto::Tcp,
+        }
+    }
+
+    #[test]
+    fn desired_groups_external_frontends_by_service_and_policy() {
+        let mut t = ServiceTable::default();
+        t.entries.insert(
+            fe([10, 96, 0, 1], 80),
+            entry("web", FrontendKind::ClusterIp, false),
+        );
+        t.entries.insert(
+            fe([10, 99, 0, 10], 30080),
+            entry("web", FrontendKind::NodePort, false),
+        );
+        t.entries.insert(
+            fe([10, 99, 0, 11], 30080),
+            entry("web", FrontendKind::NodePort, false),
+        );
+        t.entries.insert(
+            fe([10, 99, 0, 200], 80),
+            entry("web", FrontendKind::LoadBalancer, false),
+        );
+        t.entries.insert(
+            fe([10, 99, 0, 10], 30081),
+            entry("loc", FrontendKind::NodePort, true),
+        );
+        let d = desired(&t);
+        assert_eq!(d.len(), 2, "{d:?}");
+        let web = &d[&Group {
+            service: t.entries[&fe([10, 99, 0, 10], 30080)].service.clone(),
+            local: false,
+        }];
+        assert_eq!(web.0, vec![be(1), be(2)]);
+        assert_eq!(
+            web.1.len(),
+            3,
+            "both node addresses and the LB IP share a row"
+        );
+        assert!(!web.1.contains(&fe([10, 96, 0, 1], 80)), "ClusterIPs never");
+        let loc = d
+            .iter()
+            .find(|(g, _)| g.local)
+            .map(|(_, v)| v)
+            .expect("local group");
+        assert_eq!(loc.0, vec![be(1)], "ETP Local: the local endpoints");
+    }
+
+    #[test]
+    fn config_is_written_in_wire_order() {
+        let c = NodePortConfig {
+            node_addr: Ipv4Addr::new(10, 99, 0, 10),
+            nat_ports: DEFAULT_NAT_PORTS,
+            maglev_size: 16_381,
+            seed: 9,
+        }
+        .to_map();
+        assert_eq!(c.node_addr.to_ne_bytes(), [10, 99, 0, 10]);
+        assert_eq!((c.port_min, c.port_max), (61_000, 65_535));
+        assert_eq!((c.maglev_size, c.seed), (16_381, 9));
+    }
+}
