@@ -6,19 +6,22 @@
 //! - **Who**: the owner of an address is the Ready node with the highest rendezvous
 //!   (highest-random-weight) hash of (address, node name), [`owner`]. Every agent computes it
 //!   alike from the same Node objects, with no coordination; when the owner's Node goes NotReady
-//!   (or is deleted) only its addresses move, each to its next node by hash.
+//!   (or is deleted) only its addresses move, each to its next node by hash. The addresses of an
+//!   `externalTrafficPolicy: Local` Service are owned among the nodes with a ready endpoint of it
+//!   only (any other would drop the traffic).
 //! - **How**: an [`Announcer`] holds an `AF_PACKET` socket bound to the underlay interface and
 //!   ARP. It answers ARP requests for the addresses it owns with the interface's MAC (no address
 //!   is added to the interface, so the kernel neither answers nor routes for them), and sends a
 //!   gratuitous ARP (twice, one second apart) for each address it newly owns, which moves the
 //!   neighbour entries of hosts that had cached the previous owner.
-//! - The Service and Node watches are this module's own ([`spawn`]); the announcer runs on its
+//! - The Service, EndpointSlice and Node watches are this module's own ([`spawn`]); the announcer runs on its
 //!   own thread (blocking `recv` with a short timeout).
 
 use crate::config::{Config, ProxyMode};
 use ferry_kube::watch::{self, Reflector};
 use ferry_kube::Loop;
 use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -30,6 +33,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
+/// The label naming an EndpointSlice's Service.
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// The ARP ethertype.
 const ETH_P_ARP: u16 = 0x0806;
 /// Ethernet header (14) + ARP for IPv4 over Ethernet (28), padded to the 60-byte minimum frame.
@@ -96,13 +101,64 @@ pub fn lb_addresses(services: &[Arc<Service>]) -> BTreeSet<Ipv4Addr> {
         .collect()
 }
 
-/// The addresses node `me` announces (pure: the same inputs give every agent the same split).
-pub fn owned_by(me: &str, services: &[Arc<Service>], nodes: &[Arc<Node>]) -> BTreeSet<Ipv4Addr> {
-    let eligible = eligible_nodes(nodes);
-    lb_addresses(services)
-        .into_iter()
-        .filter(|ip| owner(*ip, &eligible) == Some(me))
+/// The nodes with a ready endpoint of `svc` (from its EndpointSlices; an endpoint whose `ready`
+/// is unset counts as ready, as the API defines it).
+fn endpoint_nodes(svc: &Service, slices: &[Arc<EndpointSlice>]) -> BTreeSet<String> {
+    let ns = svc.metadata.namespace.as_deref().unwrap_or_default();
+    let name = svc.metadata.name.as_deref().unwrap_or_default();
+    slices
+        .iter()
+        .filter(|s| {
+            s.metadata.namespace.as_deref().unwrap_or_default() == ns
+                && s.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(SERVICE_NAME_LABEL))
+                    .is_some_and(|n| n == name)
+        })
+        .flat_map(|s| s.endpoints.iter())
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
+        .filter_map(|e| e.node_name.clone())
         .collect()
+}
+
+/// The addresses node `me` announces (pure: the same inputs give every agent the same split).
+/// An address of an `externalTrafficPolicy: Local` Service is announced only by a node with a
+/// ready endpoint of it (MetalLB does the same: another node would drop the traffic), none if no
+/// Ready node has one.
+pub fn owned_by(
+    me: &str,
+    services: &[Arc<Service>],
+    slices: &[Arc<EndpointSlice>],
+    nodes: &[Arc<Node>],
+) -> BTreeSet<Ipv4Addr> {
+    let eligible = eligible_nodes(nodes);
+    let mut owned = BTreeSet::new();
+    for svc in services {
+        let ips = lb_addresses(std::slice::from_ref(svc));
+        if ips.is_empty() {
+            continue;
+        }
+        let local = svc
+            .spec
+            .as_ref()
+            .is_some_and(|s| s.external_traffic_policy.as_deref() == Some("Local"));
+        let candidates: Vec<String> = if local {
+            let with = endpoint_nodes(svc, slices);
+            eligible
+                .iter()
+                .filter(|n| with.contains(*n))
+                .cloned()
+                .collect()
+        } else {
+            eligible.clone()
+        };
+        owned.extend(
+            ips.into_iter()
+                .filter(|ip| owner(*ip, &candidates) == Some(me)),
+        );
+    }
+    owned
 }
 
 /// What the announcer thread and its owner share.
@@ -348,17 +404,22 @@ async fn run(client: kube::Client, iface: &str, me: &str) -> anyhow::Result<()> 
         .wake(wake.clone())
         .name("Service watch (L2) failed (retrying with backoff)")
         .spawn();
+    let slices = Reflector::new(Api::<EndpointSlice>::all(client.clone()))
+        .wake(wake.clone())
+        .name("EndpointSlice watch (L2) failed (retrying with backoff)")
+        .spawn();
     let nodes = Reflector::new(Api::<Node>::all(client))
         .wake(wake.clone())
         .name("Node watch (L2) failed (retrying with backoff)")
         .spawn();
     watch::ready(&services).await?;
+    watch::ready(&slices).await?;
     watch::ready(&nodes).await?;
     let mut announcer: Option<Announcer> = None;
     let mut last: Option<BTreeSet<Ipv4Addr>> = None;
     let mut lp = Loop::new(wake, Duration::from_secs(5));
     loop {
-        let owned = owned_by(me, &services.state(), &nodes.state());
+        let owned = owned_by(me, &services.state(), &slices.state(), &nodes.state());
         if announcer.is_none() && !owned.is_empty() {
             match Announcer::start(iface) {
                 Ok(a) => announcer = Some(a),
@@ -458,10 +519,10 @@ mod tests {
             svc("ClusterIP", &["10.99.0.250"]),
         ];
         let nodes = vec![node("a", "True"), node("b", "True"), node("c", "False")];
-        let a = owned_by("a", &services, &nodes);
-        let b = owned_by("b", &services, &nodes);
+        let a = owned_by("a", &services, &[], &nodes);
+        let b = owned_by("b", &services, &[], &nodes);
         assert!(
-            owned_by("c", &services, &nodes).is_empty(),
+            owned_by("c", &services, &[], &nodes).is_empty(),
             "NotReady announces nothing"
         );
         assert!(a.is_disjoint(&b));
@@ -469,12 +530,68 @@ mod tests {
         assert_eq!(both, [ip(192), ip(193)].into());
         // a goes NotReady: b announces everything.
         let nodes = vec![node("a", "Unknown"), node("b", "True"), node("c", "False")];
-        assert_eq!(owned_by("b", &services, &nodes), both);
-        assert!(owned_by("a", &services, &nodes).is_empty());
+        assert_eq!(owned_by("b", &services, &[], &nodes), both);
+        assert!(owned_by("a", &services, &[], &nodes).is_empty());
         assert_eq!(
             eligible_nodes(&[node("z", "True"), node("y", "True")]),
             ["y", "z"]
         );
+    }
+
+    fn slice(service: &str, endpoints: serde_json::Value) -> Arc<EndpointSlice> {
+        Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": format!("{service}-x"), "namespace": "default",
+                    "labels": {"kubernetes.io/service-name": service}},
+                "addressType": "IPv4",
+                "endpoints": endpoints,
+            }))
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn local_policy_is_announced_by_a_node_with_an_endpoint() {
+        let mut local = (*svc(
+            "LoadBalancer",
+            &["10.99.0.192", "10.99.0.193", "10.99.0.194"],
+        ))
+        .clone();
+        local.spec.as_mut().unwrap().external_traffic_policy = Some("Local".into());
+        let services = vec![Arc::new(local)];
+        let nodes = vec![node("a", "True"), node("b", "True"), node("c", "True")];
+        let all: BTreeSet<Ipv4Addr> = [ip(192), ip(193), ip(194)].into();
+        // Endpoints on b (ready) and c (not ready), and in another Service's slice on a.
+        let slices = vec![
+            slice(
+                "s",
+                serde_json::json!([
+                    {"addresses": ["10.244.1.5"], "nodeName": "b", "conditions": {"ready": true}},
+                    {"addresses": ["10.244.2.5"], "nodeName": "c", "conditions": {"ready": false}},
+                ]),
+            ),
+            slice(
+                "other",
+                serde_json::json!([{"addresses": ["10.244.0.5"], "nodeName": "a"}]),
+            ),
+        ];
+        assert_eq!(owned_by("b", &services, &slices, &nodes), all);
+        assert!(owned_by("a", &services, &slices, &nodes).is_empty());
+        assert!(owned_by("c", &services, &slices, &nodes).is_empty());
+        // No ready endpoint anywhere: nobody announces. Unset `ready` counts as ready.
+        assert!(["a", "b", "c"]
+            .iter()
+            .all(|n| owned_by(n, &services, &slices[1..], &nodes).is_empty()));
+        let unset = vec![slice(
+            "s",
+            serde_json::json!([{"addresses": ["10.244.2.5"], "nodeName": "c"}]),
+        )];
+        assert_eq!(owned_by("c", &services, &unset, &nodes), all);
+        // The endpoint's node goes NotReady: nobody else takes the Local addresses.
+        let nodes = vec![node("a", "True"), node("b", "Unknown"), node("c", "True")];
+        assert!(["a", "b", "c"]
+            .iter()
+            .all(|n| owned_by(n, &services, &slices, &nodes).is_empty()));
     }
 
     #[test]
