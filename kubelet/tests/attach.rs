@@ -12,8 +12,6 @@ use serde_json::json;
 use std::process::Output;
 use std::time::Duration;
 
-const OVERRIDES: &str = r#"--overrides={"spec":{"nodeName":"worker-s"}}"#;
-
 impl Fixture {
     /// kubectl with `args`, `stdin` piped, killed after 60 s (a hung session fails the test
     /// instead of hanging it).
@@ -26,8 +24,7 @@ impl Fixture {
         ferry_tests::output_with_stdin(&mut cmd, stdin)
     }
 
-    /// `kubectl run` with the pod bound to the fixture's node (the fixture's Node is never
-    /// Ready for the scheduler: no node agent reports it so).
+    /// `kubectl run NAME -i|-it --rm --restart=Never --image=busybox -- sh -c SCRIPT`.
     fn run_args<'a>(interactive: &'a str, name: &'a str, script: &'a str) -> Vec<&'a str> {
         vec![
             "run",
@@ -35,7 +32,6 @@ impl Fixture {
             "--rm",
             "--restart=Never",
             "--image=busybox",
-            OVERRIDES,
             name,
             "--",
             "sh",
@@ -156,7 +152,7 @@ fn attach_and_run_interactive_through_the_apiserver() {
         &run_it,
         format!(
             "stty rows 37 cols 101\nkubectl --kubeconfig {} run -it --rm --restart=Never \
-             --image=busybox '{OVERRIDES}' t3 -- sh\necho rc=$?\n",
+             --image=busybox t3 -- sh\necho rc=$?\n",
             f.path("server/admin.kubeconfig").display()
         ),
     )
