@@ -382,7 +382,12 @@ struct External {
     attach: Vec<(String, TcHook, AttachOutcome)>,
     /// Reply devices that did not exist yet.
     pending: Vec<String>,
+    /// When the conntrack GC last ran.
+    last_gc: Option<std::time::Instant>,
 }
+
+/// Least time between two conntrack GC walks (unless a backend left).
+const CONNTRACK_GC_PERIOD: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl External {
     /// Attaches the reply program to the pending devices that exist now.
@@ -515,6 +520,7 @@ impl EbpfProxier {
             datapath,
             attach,
             pending,
+            last_gc: None,
         });
         Ok(())
     }
@@ -809,8 +815,16 @@ impl Proxier for EbpfProxier {
                     stats.failed += 1;
                 }
             }
-            if let Err(e) = ext.datapath.gc(ferry_sys::clock::monotonic_ns()) {
-                tracing::warn!(error = %e, "nodeport: conntrack GC failed");
+            // The GC walks the whole conntrack map: periodically, and at once when a backend
+            // left (its UDP flows move), never on every small sync.
+            let due = ext
+                .last_gc
+                .is_none_or(|t| t.elapsed() >= CONNTRACK_GC_PERIOD);
+            if due || ext.datapath.gc_wanted() {
+                ext.last_gc = Some(std::time::Instant::now());
+                if let Err(e) = ext.datapath.gc(ferry_sys::clock::monotonic_ns()) {
+                    tracing::warn!(error = %e, "nodeport: conntrack GC failed");
+                }
             }
         }
         Ok(stats)

@@ -20,7 +20,9 @@
 //!
 //! [`NodePortDatapath::gc`] deletes conntrack pairs whose both directions expired, and the UDP
 //! flows whose backend left the frontend (kube-proxy clears UDP conntrack the same way; TCP
-//! flows to a gone backend die with the backend).
+//! flows to a gone backend die with the backend). It walks the whole map, so the proxier runs
+//! it periodically and right after a backend left ([`NodePortDatapath::gc_wanted`]), not at
+//! every sync.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -113,6 +115,9 @@ pub struct NodePortDatapath {
     adopted: Option<Adopted>,
     /// Conntrack entries left by the last [`NodePortDatapath::gc`].
     ct_entries: Option<u64>,
+    /// A row lost a backend since the last GC (its UDP flows must go now, not at the next
+    /// periodic GC).
+    backend_removed: bool,
 }
 
 fn bpf_err(e: &BpfError) -> ProxyError {
@@ -231,6 +236,7 @@ impl NodePortDatapath {
             max_rows,
             adopted: Some(adopted),
             ct_entries: None,
+            backend_removed: false,
         })
     }
 
@@ -462,6 +468,7 @@ impl NodePortDatapath {
                 if let Some(slot) = row.slots.get_mut(i as usize) {
                     *slot = None;
                 }
+                self.backend_removed = true;
             }
         }
         Ok(())
@@ -505,6 +512,7 @@ impl NodePortDatapath {
     /// Deletes conntrack pairs whose both directions expired at monotonic `now_ns`, and UDP
     /// flows whose backend is no longer one of its frontend's. Returns (removed, remaining).
     pub fn gc(&mut self, now_ns: u64) -> Result<(usize, usize), ProxyError> {
+        self.backend_removed = false;
         let entries = self.maps.dump_conntrack().map_err(|e| bpf_err(&e))?;
         let all: BTreeMap<CtKey, ferry_common::nat::CtEntry> = entries.into_iter().collect();
         let mut doomed: BTreeSet<CtKey> = BTreeSet::new();
@@ -557,6 +565,11 @@ impl NodePortDatapath {
         !row.live()
             .iter()
             .any(|(_, b)| b.addr == *dst.ip() && b.port == dst.port())
+    }
+
+    /// A backend left a row since the last GC: run one now (UDP flows to it must move).
+    pub fn gc_wanted(&self) -> bool {
+        self.backend_removed
     }
 
     /// The datapath's counters.
