@@ -15,7 +15,9 @@
 //!   Cluster through the node without the endpoint (masqueraded), Local through the node with it
 //!   (source kept);
 //! - a LoadBalancer Service gets an address of the lab's pool (10.99.0.192/27) and the external
-//!   host reaches it on its link (one node answers ARP for it: the agents' L2 announcement);
+//!   host reaches it on its link (one node answers ARP for it: the agents' L2 announcement); an
+//!   `externalTrafficPolicy: Local` one is announced by its endpoint's node (source kept), and
+//!   by the new one when the endpoint moves;
 //! - UDP NodePort with an endpoint change: a connected UDP flow from outside moves to the new
 //!   backend within seconds of the Service's selector changing, and never goes back;
 //! - agent restart (SIGTERM, started again) on the node translating a long-lived TCP connection
@@ -278,6 +280,22 @@ fn external_traffic_in_mode(mode: &str) {
         "be-1",
         |p| addrs1.contains(p) || addrs2.contains(p),
     );
+    // ETP Local LoadBalancer (lo, its endpoint on node-1): announced only by node-1, which keeps
+    // the client's address.
+    let lo_ip = k.json(&["get", "svc", "lo"])["status"]["loadBalancer"]["ingress"][0]["ip"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(!lo_ip.is_empty(), "Service lo got no LoadBalancer address");
+    expect_backend(
+        &ext,
+        "LoadBalancer IP, Local, announced by the endpoint's node",
+        false,
+        &lo_ip,
+        80,
+        "be-1",
+        |p| p == EXT_IP,
+    );
     step("LoadBalancer");
 
     // UDP NodePort endpoint change: one connected flow from outside moves to the new backend.
@@ -346,6 +364,16 @@ fn external_traffic_in_mode(mode: &str) {
     );
     expect_no_answer(&ext, "ETP Local via the node the endpoint left", &n1, 30110);
     step("ETP Local endpoint moved");
+    // Its LoadBalancer address moved with it: node-2 announces it now (gratuitous ARP).
+    expect_backend(
+        &ext,
+        "LoadBalancer IP, Local, re-announced by the endpoint's new node",
+        false,
+        &lo_ip,
+        80,
+        "be-2",
+        |p| p == EXT_IP,
+    );
 
     // Agent restart on node-2 under a long-lived TCP connection and a connected UDP flow from
     // outside through node-2's NodePort to be-1 on node-1.
