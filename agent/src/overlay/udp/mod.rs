@@ -48,6 +48,8 @@ mod datapath;
 mod device;
 mod driver;
 mod offload;
+#[cfg(test)]
+mod offload_props;
 mod socket;
 mod stats;
 mod tun;
