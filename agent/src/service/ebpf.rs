@@ -932,6 +932,51 @@ pub struct DatapathView {
     pub affinity_entries: usize,
     /// Entries in the backend map.
     pub backend_entries: usize,
+    /// The tc datapath for external traffic, if its maps are pinned there.
+    pub external: Option<ExternalView>,
+}
+
+/// The tc datapath as its pinned maps show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalView {
+    /// External frontends: (frontend, Maglev row, backend count, ETP Local), sorted.
+    pub frontends: Vec<(Frontend, u32, u16, bool)>,
+    /// Conntrack entries (two per flow).
+    pub conntrack_entries: usize,
+    /// Counters summed over CPUs.
+    pub counters: Vec<(ferry_common::nat::NpStat, u64)>,
+}
+
+/// Reads the tc datapath's pinned maps (`None` when they are not pinned there).
+fn inspect_external(bpffs_dir: &Path) -> Result<Option<ExternalView>, ProxyError> {
+    if !bpffs_dir.join(ferry_common::nat::names::SERVICES).exists() {
+        return Ok(None);
+    }
+    let maps = crate::bpf::NpMaps::open_pinned(bpffs_dir).map_err(bpf_err)?;
+    let mut frontends: Vec<(Frontend, u32, u16, bool)> = maps
+        .dump_services()
+        .map_err(bpf_err)?
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let a = k.socket_addr();
+            Some((
+                Frontend {
+                    addr: *a.ip(),
+                    port: a.port(),
+                    proto: proto_of(k.proto)?,
+                },
+                v.row,
+                v.count,
+                v.flags & ferry_common::nat::NP_FLAG_LOCAL != 0,
+            ))
+        })
+        .collect();
+    frontends.sort();
+    Ok(Some(ExternalView {
+        frontends,
+        conntrack_entries: maps.dump_conntrack().map_err(bpf_err)?.len(),
+        counters: maps.stats().map_err(bpf_err)?,
+    }))
 }
 
 /// Reads the datapath from the maps pinned under `bpffs_dir` (no program loaded; works while the
@@ -965,6 +1010,7 @@ pub fn inspect(bpffs_dir: &Path) -> Result<DatapathView, ProxyError> {
         revnat_entries: maps.dump_revnat().map_err(bpf_err)?.len(),
         affinity_entries: maps.dump_affinity().map_err(bpf_err)?.len(),
         backend_entries: backends.len(),
+        external: inspect_external(bpffs_dir)?,
     })
 }
 
@@ -1008,6 +1054,25 @@ impl fmt::Display for DatapathView {
         for (stat, n) in &self.counters {
             writeln!(f, "  {:<22} {n}", stat.name())?;
         }
+        if let Some(ext) = &self.external {
+            writeln!(
+                f,
+                "\nfrom outside the node (tc): {} frontends, {} conntrack entries",
+                ext.frontends.len(),
+                ext.conntrack_entries
+            )?;
+            for (fe, row, count, local) in &ext.frontends {
+                let policy = if *local { "Local" } else { "Cluster" };
+                writeln!(
+                    f,
+                    "  {:<28} row {row:<4} {count} backends, externalTrafficPolicy {policy}",
+                    fe.to_string()
+                )?;
+            }
+            for (stat, n) in &ext.counters {
+                writeln!(f, "  {:<22} {n}", stat.name())?;
+            }
+        }
         Ok(())
     }
 }
@@ -1037,7 +1102,18 @@ impl DatapathView {
             .iter()
             .map(|(s, n)| (s.name().to_owned(), serde_json::Value::from(*n)))
             .collect();
+        let external = self.external.as_ref().map(|e| {
+            serde_json::json!({
+                "frontends": e.frontends.iter().map(|(fe, row, count, local)| serde_json::json!({
+                    "frontend": fe.to_string(), "row": row, "backends": count,
+                    "externalTrafficPolicy": if *local { "Local" } else { "Cluster" },
+                })).collect::<Vec<_>>(),
+                "conntrackEntries": e.conntrack_entries,
+                "counters": e.counters.iter().map(|(s, n)| (s.name().to_owned(), serde_json::Value::from(*n))).collect::<serde_json::Map<_, _>>(),
+            })
+        });
         serde_json::json!({
+            "external": external,
             "frontends": frontends,
             "counters": counters,
             "maps": {
