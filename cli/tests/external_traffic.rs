@@ -391,7 +391,9 @@ fn external_traffic_in_mode(mode: &str) {
     });
     assert!(
         synced,
-        "the restarted agent on node-2 did not sync within 20 s"
+        "the restarted agent on node-2 did not sync within 20 s; its log:\n{}",
+        std::fs::read_to_string(c.dir().join("logs/node-2-agent-restarted.log"))
+            .unwrap_or_else(|e| e.to_string())
     );
     std::thread::sleep(Duration::from_millis(500));
     if let Some(before) = rules_before {

@@ -377,7 +377,7 @@ pub fn restart_agent(c: &Cluster, node: u32) -> ChildGuard {
         .collect();
     ferry_sys::process::signal(pid, libc::SIGTERM).unwrap_or_else(|e| panic!("kill {pid}: {e}"));
     assert!(
-        ferry_tests::wait_until(std::time::Duration::from_secs(15), || !super::alive(pid)),
+        ferry_tests::wait_until(std::time::Duration::from_secs(15), || exited(pid)),
         "agent {pid} still alive after SIGTERM"
     );
     let log = std::fs::File::create(
@@ -401,6 +401,25 @@ pub fn restart_agent(c: &Cluster, node: u32) -> ChildGuard {
         .unwrap()
         .install(&mut cmd);
     ChildGuard(cmd.spawn().unwrap())
+}
+
+/// Whether every thread of process `pid` has exited. The thread-group leader turns zombie as
+/// soon as it exits while other threads may still be finishing (an eBPF agent's take a moment)
+/// and hold the process's sockets, e.g. its metrics port: a new agent started then could not
+/// bind it.
+fn exited(pid: i32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return true;
+    };
+    tasks.flatten().all(|t| {
+        std::fs::read_to_string(t.path().join("stat")).map_or(true, |s| {
+            let state = s
+                .rsplit_once(')')
+                .and_then(|(_, r)| r.split_whitespace().next())
+                .unwrap_or("Z");
+            state == "Z" || state == "X"
+        })
+    })
 }
 
 /// `ferry_service_sync_total` of node `node`'s agent (its metrics on the node's loopback).
