@@ -313,4 +313,16 @@ fn nodeport_from_outside_local_and_remote_backends_both_policies() {
     let dump: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     let n = dump.as_array().map_or(0, Vec::len);
     assert!(n >= 2 * (24 + 12 + 8), "{n} conntrack entries");
+
+    // `ferry-agent services` reads the same from the pins (the socket LB's maps pinned beside
+    // them, as on a node; nothing attached).
+    let _sock_lb = ferry_agent::bpf::SockLb::load(&pin_dir).expect("sock-lb maps");
+    let view = ferry_agent::service::ebpf::inspect(&pin_dir).expect("inspect");
+    let ext = view.external.as_ref().expect("external view");
+    assert_eq!(ext.frontends.len(), 3, "{ext:?}");
+    assert_eq!(ext.conntrack_entries, n);
+    assert!(view
+        .to_string()
+        .contains("from outside the node (tc): 3 frontends"));
+    let _ = ferry_agent::bpf::unpin(&pin_dir);
 }
