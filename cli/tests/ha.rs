@@ -460,3 +460,32 @@ fn killing_one_etcd_member_keeps_the_api_serving() {
     c.assert_gone();
     root.assert_unchanged();
 }
+
+/// `--servers` out of range, or above 1 without etcd: a clear error before anything is created
+/// (no root needed to get it).
+#[test]
+fn bad_servers_flags_are_refused_up_front() {
+    let c = Cluster::new();
+    for (args, want) in [
+        (&["--servers", "3"][..], "--servers 3 needs --store etcd"),
+        (
+            &["--servers", "3", "--store", "sqlite"][..],
+            "needs --store etcd",
+        ),
+        (
+            &["--servers", "0", "--store", "etcd"][..],
+            "--servers must be between 1 and 5",
+        ),
+        (
+            &["--servers", "6", "--store", "etcd"][..],
+            "--servers must be between 1 and 5",
+        ),
+    ] {
+        let out = c.up(args);
+        assert!(!out.status.success(), "{args:?} accepted: {}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{args:?}: no {want:?} in {err}");
+        assert!(!c.dir().exists(), "{args:?} created {}", c.dir().display());
+        assert!(c.namespaces().is_empty(), "{args:?} created namespaces");
+    }
+}

@@ -191,12 +191,12 @@ pub(crate) fn run(args: &UpArgs) -> Result<()> {
     {
         bail!("invalid --backend {:?}", args.backend);
     }
+    validate_servers(args.servers, args.store)?;
     if !sys::is_root() {
         bail!("ferry up needs root: it creates network namespaces");
     }
     validate_service_cidr(&args.service_cidr)?;
     validate_loadbalancer_pool(&args.loadbalancer_pool, &args.service_cidr)?;
-    validate_servers(args.servers, args.store)?;
     let bins = find_bins(args)?;
     let cgroup_root = cgroup::root()?;
     let dir = ClusterDir::new(&args.target.state_dir, name);
