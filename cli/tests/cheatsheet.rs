@@ -126,7 +126,11 @@ const CASES: &[Case] = &[
         &["### key-name-with-dashes dashed-value"],
     ),
     case("kubectl get events --sort-by=.metadata.creationTimestamp", 0, &["LAST SEEN TYPE REASON OBJECT MESSAGE", "Started pod/my-pod"]),
-    case("kubectl get deployment frontend --subresource=status", 0, &["NAME", "frontend"]),
+    case(
+        "kubectl get deployment frontend --subresource=status",
+        0,
+        &["NAME READY UP-TO-DATE AVAILABLE AGE", "frontend 1/1 1 1"],
+    ),
     // Updating resources
     case("kubectl set image deployment/frontend www=image:v2", 0, &["deployment.apps/frontend image updated"]),
     case("kubectl rollout status -w deployment/frontend --timeout=90s", 0, &["deployment \"frontend\" successfully rolled out"]),

@@ -15,7 +15,7 @@ pub enum Sub {
     Log,
     /// `pods/exec` (a WebSocket or SPDY upgrade, relayed to the pod's kubelet).
     Exec,
-    /// `pods/attach` (relayed to the kubelet, which refuses it: containers have no attached stdio).
+    /// `pods/attach` (an upgrade relayed to the pod's kubelet, which joins the container's stdio).
     Attach,
     /// `pods/portforward` (an upgrade relayed to the pod's kubelet).
     PortForward,

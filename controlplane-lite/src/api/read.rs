@@ -55,7 +55,9 @@ impl Api {
         status: StatusCode,
         obj: &Value,
     ) -> Response<Body> {
-        if web::wants_table(&r.headers) && t.sub.is_none() {
+        // `/status` answers the whole object: its kind's table (`kubectl get --subresource=status`).
+        let whole_object = matches!(t.sub, None | Some(crate::resources::Sub::Status));
+        if web::wants_table(&r.headers) && whole_object {
             let rv = meta_str(obj, "resourceVersion").to_owned();
             let table = mach::table(t.res.kind, std::slice::from_ref(obj), &rv, "");
             return web::json_with(status, &table, web::TABLE);
