@@ -326,3 +326,120 @@ fn nodeport_from_outside_local_and_remote_backends_both_policies() {
         .contains("from outside the node (tc): 3 frontends"));
     let _ = ferry_agent::bpf::unpin(&pin_dir);
 }
+
+/// Connect + first byte latency from the external client, `n` rounds: (p50, p99) in µs.
+const LATENCY: &str = r#"
+import socket, sys, time
+ip, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+v = []
+for i in range(n):
+    t = time.perf_counter()
+    s = socket.create_connection((ip, port), timeout=3)
+    s.recv(100)
+    v.append((time.perf_counter() - t) * 1e6)
+    s.close()
+v.sort()
+print("%.1f %.1f" % (v[len(v) // 2], v[len(v) * 99 // 100]))
+"#;
+
+/// The same local backend reached from outside through the NodePort (ETP Local: DNAT only, the
+/// tc programs on both ways) and directly (routed by node1, no program matches): the NodePort
+/// path costs about as much as the direct one. Prints both; fails only on a gross regression.
+#[test]
+fn nodeport_connect_latency_close_to_direct() {
+    if !privileged("nodeport_lab::nodeport_connect_latency_close_to_direct") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let _s1 = lab.pod1.spawn("python3", &["-c", SERVER, "pod1", "8080"]);
+    lab.ext.sh("ip route add 10.244.1.0/24 via 10.99.0.10");
+    let pin_dir = lab.bpffs.join("node1");
+    let (mut tc, maps) = NodePortTc::load(&pin_dir).expect("load");
+    lab.node1
+        .run(|| -> Result<(), String> {
+            for (iface, hook) in [
+                ("u0", TcHook::UnderlayIngress),
+                ("u0", TcHook::UnderlayEgress),
+                ("ferry0", TcHook::ReplyIngress),
+            ] {
+                tc.attach(iface, hook)
+                    .map_err(|e| format!("{iface}: {e:?}"))?;
+            }
+            Ok(())
+        })
+        .expect("attach");
+    let mut dp = NodePortDatapath::new(
+        maps,
+        NodePortConfig {
+            node_addr: NODE1,
+            nat_ports: 61_000..=65_535,
+            maglev_size: 251,
+            seed: 7,
+        },
+    )
+    .expect("datapath");
+    let pod1 = [Backend {
+        addr: POD1,
+        port: 8080,
+    }];
+    let mut t = ServiceTable::default();
+    t.entries
+        .insert(fe(30081, Proto::Tcp), entry("local", &pod1, true));
+    dp.sync(&t).expect("sync");
+    lab.tc = Some(tc);
+    lab.dp = Some(dp);
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            lab
+            .ext
+            .try_sh("python3 -c 'import socket; socket.create_connection((\"10.244.1.5\", 8080), timeout=1)'")
+            .status
+            .success()
+        }),
+        "pod1 reachable directly"
+    );
+    let measure = |ip: &str, port: u16| -> (f64, f64) {
+        let out = lab
+            .ext
+            .command("python3")
+            .args(["-c", LATENCY, ip, &port.to_string(), "400"])
+            .output()
+            .expect("latency client");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let v: Vec<f64> = text
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        assert_eq!(
+            v.len(),
+            2,
+            "{text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (v[0], v[1])
+    };
+    // Warm both paths (ARP, caches), then alternate rounds and keep the medians.
+    let _ = measure("10.244.1.5", 8080);
+    let _ = measure("10.99.0.10", 30081);
+    let (mut direct, mut nodeport) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        direct.push(measure("10.244.1.5", 8080));
+        nodeport.push(measure("10.99.0.10", 30081));
+    }
+    let med = |v: &mut Vec<(f64, f64)>, i: usize| {
+        let mut x: Vec<f64> = v.iter().map(|p| if i == 0 { p.0 } else { p.1 }).collect();
+        x.sort_by(f64::total_cmp);
+        x[x.len() / 2]
+    };
+    let (d50, d99, n50, n99) = (
+        med(&mut direct, 0),
+        med(&mut direct, 1),
+        med(&mut nodeport, 0),
+        med(&mut nodeport, 1),
+    );
+    println!(
+        "connect+first byte from outside, µs: direct p50 {d50:.1} p99 {d99:.1}; NodePort (tc) p50 {n50:.1} p99 {n99:.1}; ratio p50 {:.3}",
+        n50 / d50
+    );
+    assert!(n50 <= 2.0 * d50, "NodePort p50 {n50} µs vs direct {d50} µs");
+}

@@ -505,6 +505,15 @@ fn local_policy_preserves_the_source_and_reverse_nats_on_egress() {
         &packet(Proto::Tcp, client, front, ACK, false),
     );
     assert_eq!(verdict, TC_ACT_REDIRECT);
+
+    // The client reuses its port for a direct connection to the pod: the pod sees the same
+    // 4-tuple, so the old flow's entries go (else the direct replies would be rewritten).
+    let direct = packet(Proto::Tcp, client, SocketAddrV4::new(B1, 8080), SYN, false);
+    assert_eq!(w.run(names::EXTERNAL, &direct), (NEXT, direct.clone()));
+    assert!(w.conntrack().is_empty(), "{:?}", w.conntrack());
+    assert_eq!(w.stat(NpStat::Superseded), 1);
+    let (verdict, untouched) = w.run(names::EGRESS, &synack);
+    assert_eq!((verdict, untouched), (NEXT, synack));
 }
 
 #[test]

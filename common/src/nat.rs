@@ -309,6 +309,8 @@ pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
 /// RST.
 pub const TCP_RST: u8 = 0x04;
+/// ACK.
+pub const TCP_ACK: u8 = 0x10;
 
 /// The flow hash both the programs and the agent's tests use to index a Maglev row: the
 /// 5-tuple (network byte order, as on the wire) mixed with the cluster seed by two rounds of
@@ -365,11 +367,13 @@ pub enum NpStat {
     FibPass = 10,
     /// Packet rewrite helpers failed (packet dropped).
     DropRewrite = 11,
+    /// ETP Local flows superseded by a direct TCP connection on the same tuple (entries deleted).
+    Superseded = 12,
 }
 
 impl NpStat {
     /// Number of counters.
-    pub const COUNT: u32 = 12;
+    pub const COUNT: u32 = 13;
     /// Every counter, in index order.
     pub const ALL: [Self; Self::COUNT as usize] = [
         Self::NewFlows,
@@ -384,6 +388,7 @@ impl NpStat {
         Self::Redirected,
         Self::FibPass,
         Self::DropRewrite,
+        Self::Superseded,
     ];
 
     /// Index in the array map.
@@ -407,6 +412,7 @@ impl NpStat {
             Self::Redirected => "redirected",
             Self::FibPass => "fib_pass",
             Self::DropRewrite => "drop_rewrite",
+            Self::Superseded => "superseded",
         }
     }
 }

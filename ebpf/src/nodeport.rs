@@ -45,7 +45,7 @@ use ferry_common::{
         ct_lifetime_secs, flow_hash, CtEntry, CtKey, NpBackendKey, NpConfig, NpStat, NpSvc,
         NpSvcKey, CT_F_FIN, CT_F_REPLIED, CT_F_REPLY, CT_F_RST, CT_F_SNAT,
         NP4_BACKENDS_MAX_ENTRIES, NP4_CT_MAX_ENTRIES, NP4_MAGLEV_MAX_ENTRIES,
-        NP4_SERVICES_MAX_ENTRIES, NP_FLAG_LOCAL, TCP_FIN, TCP_RST, TCP_SYN,
+        NP4_SERVICES_MAX_ENTRIES, NP_FLAG_LOCAL, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
     },
     Lb4Backend, BPF_F_NO_PREALLOC, IPPROTO_TCP, IPPROTO_UDP,
 };
@@ -320,6 +320,7 @@ fn new_flow(ctx: &TcContext, p: &Packet, now: u64) -> i32 {
     // SAFETY: `BPF_F_NO_PREALLOC` map: an element the agent replaces is freed after an RCU grace
     // period, so the reference is valid while the value is copied out at once.
     let Some(svc) = (unsafe { SERVICES.get(svc_key) }).copied() else {
+        supersede(p);
         return NEXT;
     };
     if svc.count == 0 {
@@ -427,6 +428,35 @@ fn new_flow(ctx: &TcContext, p: &Packet, now: u64) -> i32 {
         return DROP;
     }
     redirect(ctx, p, &to)
+}
+
+/// A client opening a TCP connection straight to an address (not a frontend) with a tuple an
+/// ETP Local flow's reply entry still holds (the client reused its port, e.g. after the NodePort
+/// connection closed): the backend sees the same 4-tuple for both, so the new connection
+/// supersedes the old flow, whose entries go; otherwise the direct connection's replies would be
+/// rewritten to the frontend.
+#[inline(always)]
+fn supersede(p: &Packet) {
+    if p.proto != IPPROTO_TCP || p.tcp_flags & (TCP_SYN | TCP_ACK) != TCP_SYN {
+        return;
+    }
+    let reversed = CtKey {
+        saddr: p.daddr,
+        daddr: p.saddr,
+        sport: p.dport,
+        dport: p.sport,
+        proto: p.proto,
+        pad: [0; 3],
+    };
+    // SAFETY: as in `run`: a preallocated element, copied at once.
+    let Some(old) = (unsafe { CONNTRACK.get(reversed) }).copied() else {
+        return;
+    };
+    if old.is_reply() && old.flags & CT_F_SNAT == 0 {
+        let _ = CONNTRACK.remove(old.partner(p.proto));
+        let _ = CONNTRACK.remove(reversed);
+        count(NpStat::Superseded);
+    }
 }
 
 /// Claims a free NAT port for the reply key (`BPF_NOEXIST`); returns it in network byte
