@@ -302,7 +302,8 @@ impl NodePortDatapath {
                 stats.removed += 1;
             }
         }
-        // Adopted rows nobody claimed.
+        // Adopted rows nobody claimed: emptied, and free again (`claim_row` skipped them).
+        let claimed: BTreeSet<u32> = self.rows.values().map(|r| r.row).collect();
         for (row, slots) in &adopted.rows {
             for i in 0..slots.len() {
                 let key = NpBackendKey {
@@ -310,6 +311,9 @@ impl NodePortDatapath {
                     index: u32::try_from(i).unwrap_or(u32::MAX),
                 };
                 self.maps.remove_backend(&key).map_err(|e| bpf_err(&e))?;
+            }
+            if *row < self.next_row && !claimed.contains(row) {
+                self.free_rows.push(*row);
             }
         }
         // Rows of groups that left.
