@@ -411,6 +411,18 @@ fn killing_one_etcd_member_keeps_the_api_serving() {
     assert_all_readable(&k, &acked);
     let nodes = k.json(&["get", "nodes"]);
     assert_eq!(items(&nodes).len(), 2);
+    // Watches work too: the controllers, the scheduler and the kubelets see a new Deployment
+    // through theirs and run its pods.
+    k.apply(&deployment("v1"));
+    k.wait(
+        &["get", "pods", "-l", "app=web"],
+        60,
+        "6 ready pods with one etcd member dead",
+        |l| {
+            let p = items(l);
+            p.len() == 6 && p.iter().all(ready)
+        },
+    );
 
     let (healthy, st) = status(&c);
     assert!(!healthy, "a dead member is a problem:\n{st}");
