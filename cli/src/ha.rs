@@ -109,6 +109,10 @@ pub(crate) struct LbArgs {
     /// Milliseconds a connection to a replica may take before the next one is tried.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     connect_timeout_ms: u64,
+    /// Client connections relayed at once; more are closed at accept (each replica has its own
+    /// `--max-connections` too).
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_connections: u64,
 }
 
 /// `ferry apiserver-lb`: accepts forever; fails only when it cannot listen.
@@ -150,28 +154,50 @@ pub(crate) fn run_lb(args: &LbArgs) -> Result<()> {
                 .join(", "),
             args.backends
         );
+        let slots = Arc::new(tokio::sync::Semaphore::new(
+            usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+        ));
         let mut accepting = tokio::task::JoinSet::new();
         for l in listeners {
-            let lb = Arc::clone(&lb);
-            accepting.spawn(async move {
-                loop {
-                    match l.accept().await {
-                        Ok((conn, _)) => {
-                            let lb = Arc::clone(&lb);
-                            tokio::spawn(async move { lb.serve(conn).await });
-                        }
-                        Err(e) => {
-                            // EMFILE and the like: back off instead of spinning.
-                            eprintln!("accept: {e}");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                    }
-                }
-            });
+            accepting.spawn(accept_loop(l, Arc::clone(&lb), Arc::clone(&slots)));
         }
         while accepting.join_next().await.is_some() {}
         Ok(())
     })
+}
+
+/// Accepts on `l` forever, relaying each connection through `lb` while it holds one of `slots`;
+/// a connection beyond them is closed at once.
+async fn accept_loop(
+    l: tokio::net::TcpListener,
+    lb: Arc<Balancer>,
+    slots: Arc<tokio::sync::Semaphore>,
+) {
+    let mut refused: u64 = 0;
+    loop {
+        match l.accept().await {
+            Ok((conn, peer)) => {
+                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                    // Logged for the first and every 1000th.
+                    if refused.is_multiple_of(1000) {
+                        eprintln!("connection cap reached: closing {peer}");
+                    }
+                    refused += 1;
+                    continue;
+                };
+                let lb = Arc::clone(&lb);
+                tokio::spawn(async move {
+                    lb.serve(conn).await;
+                    drop(slot);
+                });
+            }
+            Err(e) => {
+                // EMFILE and the like: back off instead of spinning.
+                eprintln!("accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
 }
 
 /// Round robin over the replicas, skipping those that refuse.
@@ -286,5 +312,42 @@ mod tests {
         }
         // a, dead->b, b, a, dead->b, b.
         assert_eq!(tags, [1, 2, 2, 1, 2, 2]);
+    }
+
+    #[tokio::test]
+    async fn connections_over_the_cap_are_closed_and_a_freed_slot_is_reused() {
+        let backend = tagged(5).await;
+        let lb = Arc::new(Balancer {
+            backends: vec![backend],
+            next: AtomicUsize::new(0),
+            connect_timeout: Duration::from_secs(1),
+        });
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(accept_loop(l, lb, Arc::new(tokio::sync::Semaphore::new(1))));
+        let echo = |mut c: tokio::net::TcpStream| async move {
+            c.write_all(&[9]).await.ok()?;
+            let mut b = [0u8; 2];
+            c.read_exact(&mut b).await.ok()?;
+            Some((c, b))
+        };
+        let first = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (first, b) = echo(first).await.expect("the first connection is relayed");
+        assert_eq!(b, [5, 9]);
+        // The second is over the cap: closed without an answer.
+        let second = tokio::net::TcpStream::connect(addr).await.unwrap();
+        assert!(echo(second).await.is_none(), "relayed over the cap");
+        // Once the first closes, its slot serves the next one.
+        drop(first);
+        let mut third = None;
+        for _ in 0..50 {
+            let c = tokio::net::TcpStream::connect(addr).await.unwrap();
+            if let Some(r) = echo(c).await {
+                third = Some(r.1);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(third, Some([5, 9]), "the freed slot was not reused");
     }
 }
