@@ -299,18 +299,39 @@ fn killing_the_leading_server_mid_rollout_loses_nothing() {
         {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the rollout did not complete: {st}, pods {:?}",
-            ps.iter()
-                .map(|p| (
-                    p["metadata"]["name"].clone(),
-                    version(p),
-                    ready(p),
-                    active(p)
-                ))
-                .collect::<Vec<_>>()
-        );
+        if Instant::now() >= deadline {
+            let logs: String = [
+                "apiserver-1",
+                "apiserver-2",
+                "apiserver-3",
+                "node-1-kubelet",
+                "node-2-kubelet",
+            ]
+            .iter()
+            .map(|n| {
+                let text = std::fs::read_to_string(c.dir().join("logs").join(format!("{n}.log")))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                format!(
+                    "--- {n}.log (last 30 lines)\n{}\n",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )
+            })
+            .collect();
+            panic!(
+                "the rollout did not complete: {st}, pods {:?}\n{logs}",
+                ps.iter()
+                    .map(|p| (
+                        p["metadata"]["name"].clone(),
+                        version(p),
+                        p["spec"]["nodeName"].clone(),
+                        p["status"]["phase"].clone(),
+                        ready(p),
+                        active(p)
+                    ))
+                    .collect::<Vec<_>>()
+            );
+        }
         std::thread::sleep(Duration::from_millis(300));
     }
     assert!(most <= 8, "{most} live pods at once (6 + maxSurge 2)");
