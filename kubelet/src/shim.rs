@@ -11,17 +11,18 @@
 //! shim, a kubelet that is killed (even with `kill -9`) loses nothing: the restarted kubelet
 //! finds the shim by PID (checked against its start time) and waits for it again.
 //!
-//! A container with `stdin: true` reads its stdin from a pipe whose writing end the shim keeps;
-//! one with `tty: true` runs on a pseudo-terminal whose master the shim keeps (copying its output
-//! to the log file). Either way the shim listens on [`ATTACH`], a Unix socket in the attempt
-//! directory, where the kubelet's `attach` sessions send the client's input and terminal sizes
-//! as [`AttachFrame`]s. With `stdinOnce`, the end of the first such connection closes the
-//! container's stdin (on a terminal: an end-of-file character, `^D`). The output an attached
-//! client sees is the log file's, followed by the kubelet, so it never depends on the shim.
+//! A container with `stdin: true` runs on pipes whose other ends the shim keeps (stdin,
+//! stdout, stderr); one with `tty: true` on a pseudo-terminal whose master the shim keeps. The
+//! shim copies their output to the log file and listens on [`ATTACH`], a Unix socket in the
+//! attempt directory, where the kubelet's `attach` sessions get that output (stdout and stderr
+//! apart) and send the client's input and terminal sizes, as [`AttachFrame`]s. With
+//! `stdinOnce`, the end of the first session's stdin closes the container's stdin (on a
+//! terminal: an end-of-file character, `^D`). Other containers write straight to the log file,
+//! so the shim is not in the way of their output.
 
 use serde::{Deserialize, Serialize};
 use std::fs::OpenOptions;
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt as _};
 use std::os::unix::net::UnixListener;
@@ -100,71 +101,117 @@ pub fn path_in(dir: &std::fs::File, name: &str) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}/{name}", dir.as_raw_fd()))
 }
 
-/// One message on the attach socket, kubelet -> shim: a kind byte, a 4-byte big-endian length,
-/// the payload.
+/// One message on the attach socket: a kind byte, a 4-byte big-endian length, the payload.
+/// A connection starts with [`AttachFrame::Hello`] from the kubelet; then the kubelet sends
+/// input and sizes, and the shim sends the container's output (when asked).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttachFrame {
-    /// Bytes for the container's stdin.
+    /// kubelet -> shim, first: whether this session sends stdin (its end then counts for
+    /// `stdinOnce`) and wants the output.
+    Hello {
+        /// The session sends stdin.
+        stdin: bool,
+        /// The session wants the container's output.
+        output: bool,
+    },
+    /// kubelet -> shim: bytes for the container's stdin.
     Stdin(Vec<u8>),
-    /// A terminal size (rows, columns).
+    /// kubelet -> shim: a terminal size (rows, columns).
     Resize(u16, u16),
+    /// shim -> kubelet: the container's stdout (or its terminal's output).
+    Stdout(Vec<u8>),
+    /// shim -> kubelet: the container's stderr.
+    Stderr(Vec<u8>),
 }
 
 const FRAME_STDIN: u8 = 0;
+const FRAME_STDOUT: u8 = 1;
+const FRAME_STDERR: u8 = 2;
 const FRAME_RESIZE: u8 = 4;
-/// The largest payload the shim accepts in one frame.
+const FRAME_HELLO: u8 = 16;
+/// The largest payload accepted in one frame.
 const FRAME_MAX: usize = 1 << 20;
+/// Bytes before a frame's payload.
+pub const FRAME_HEAD: usize = 5;
+
+fn invalid(msg: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, msg)
+}
 
 impl AttachFrame {
     /// The frame's bytes on the socket.
     pub fn encode(&self) -> Vec<u8> {
-        let (kind, payload) = match self {
-            AttachFrame::Stdin(b) => (FRAME_STDIN, b.clone()),
-            AttachFrame::Resize(rows, cols) => {
-                let mut p = rows.to_be_bytes().to_vec();
-                p.extend_from_slice(&cols.to_be_bytes());
-                (FRAME_RESIZE, p)
+        let (kind, payload): (u8, &[u8]) = match self {
+            AttachFrame::Hello { stdin, output } => {
+                return frame_bytes(FRAME_HELLO, &[u8::from(*stdin) | (u8::from(*output) << 1)])
             }
+            AttachFrame::Resize(rows, cols) => {
+                let [r0, r1] = rows.to_be_bytes();
+                let [c0, c1] = cols.to_be_bytes();
+                return frame_bytes(FRAME_RESIZE, &[r0, r1, c0, c1]);
+            }
+            AttachFrame::Stdin(b) => (FRAME_STDIN, b),
+            AttachFrame::Stdout(b) => (FRAME_STDOUT, b),
+            AttachFrame::Stderr(b) => (FRAME_STDERR, b),
         };
-        let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
-        let mut out = Vec::with_capacity(payload.len() + 5);
-        out.push(kind);
-        out.extend_from_slice(&len.to_be_bytes());
-        out.extend_from_slice(&payload);
-        out
+        frame_bytes(kind, payload)
+    }
+
+    /// The payload length a frame head announces (an error over the limit).
+    pub fn payload_len(head: &[u8; FRAME_HEAD]) -> std::io::Result<usize> {
+        let len = usize::try_from(u32::from_be_bytes([head[1], head[2], head[3], head[4]]))
+            .unwrap_or(usize::MAX);
+        if len > FRAME_MAX {
+            return Err(invalid(format!(
+                "attach frame of {len} bytes (at most {FRAME_MAX})"
+            )));
+        }
+        Ok(len)
+    }
+
+    /// The frame of kind `kind` with `payload`.
+    pub fn decode(kind: u8, payload: Vec<u8>) -> std::io::Result<AttachFrame> {
+        match (kind, payload.as_slice()) {
+            (FRAME_STDIN, _) => Ok(AttachFrame::Stdin(payload)),
+            (FRAME_STDOUT, _) => Ok(AttachFrame::Stdout(payload)),
+            (FRAME_STDERR, _) => Ok(AttachFrame::Stderr(payload)),
+            (FRAME_RESIZE, [r0, r1, c0, c1]) => Ok(AttachFrame::Resize(
+                u16::from_be_bytes([*r0, *r1]),
+                u16::from_be_bytes([*c0, *c1]),
+            )),
+            (FRAME_HELLO, [flags]) if *flags < 4 => Ok(AttachFrame::Hello {
+                stdin: flags & 1 != 0,
+                output: flags & 2 != 0,
+            }),
+            (kind, _) => Err(invalid(format!(
+                "attach frame kind {kind} with {} bytes",
+                payload.len()
+            ))),
+        }
     }
 
     /// Reads one frame; `Ok(None)` at a clean end of the stream.
     pub fn read(r: &mut impl std::io::Read) -> std::io::Result<Option<AttachFrame>> {
-        let mut head = [0u8; 5];
+        let mut head = [0u8; FRAME_HEAD];
         match r.read_exact(&mut head[..1]) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
             Err(e) => return Err(e),
         }
         r.read_exact(&mut head[1..])?;
-        let len = usize::try_from(u32::from_be_bytes([head[1], head[2], head[3], head[4]]))
-            .unwrap_or(usize::MAX);
-        if len > FRAME_MAX {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("attach frame of {len} bytes (at most {FRAME_MAX})"),
-            ));
-        }
-        let mut payload = vec![0u8; len];
+        let mut payload = vec![0u8; AttachFrame::payload_len(&head)?];
         r.read_exact(&mut payload)?;
-        match (head[0], payload.as_slice()) {
-            (FRAME_STDIN, _) => Ok(Some(AttachFrame::Stdin(payload))),
-            (FRAME_RESIZE, [r0, r1, c0, c1]) => Ok(Some(AttachFrame::Resize(
-                u16::from_be_bytes([*r0, *r1]),
-                u16::from_be_bytes([*c0, *c1]),
-            ))),
-            (kind, _) => Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("attach frame kind {kind} with {len} bytes"),
-            )),
-        }
+        AttachFrame::decode(head[0], payload).map(Some)
     }
+}
+
+fn frame_bytes(kind: u8, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+    let mut out = Vec::with_capacity(payload.len() + FRAME_HEAD);
+    out.push(kind);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
 }
 
 /// Writes `bytes` to `path` atomically (temp file created 0600, fsync, rename): `spec.json` holds
@@ -304,17 +351,14 @@ fn run(dir: &Path) -> anyhow::Result<()> {
     drop(cmd);
     drop(procs);
     drop(netns);
-    let copied = io.serve();
+    let served = io.serve();
     report(&Started {
         pid: Some(child.id() as i32),
         error: None,
     });
     let status = child.wait().context("waiting for the container")?;
-    if let Some(copied) = copied {
-        // The terminal's last output reaches the log before the exit is recorded (a process
-        // that left the container's session holding the terminal gets 2 s).
-        let _ = copied.recv_timeout(std::time::Duration::from_secs(2));
-    }
+    // The last output reaches the log (and attached clients) before the exit is recorded.
+    served.finish();
     let (exit_code, signal) = match (status.code(), status.signal()) {
         (Some(c), _) => (c, None),
         (None, Some(s)) => (128 + s, Some(s)),
@@ -338,15 +382,17 @@ struct ContainerIo {
     input: Option<std::fs::File>,
     /// The terminal's master (tty containers).
     master: Option<OwnedFd>,
-    /// The log file, for the terminal's output.
+    /// Output the shim copies to the log and to attached clients: (frame kind, source).
+    outputs: Vec<(u8, std::fs::File)>,
+    /// The log file, for those outputs.
     log: Option<std::fs::File>,
     stdin_once: bool,
-    tty: bool,
 }
 
 impl ContainerIo {
     /// Gives `cmd` its stdio as `spec` asks and binds the attach socket in `dir`, so it exists
-    /// as soon as the container is reported started.
+    /// as soon as the container is reported started. A container that is not attachable writes
+    /// straight to its log; an attachable one writes to pipes (or a terminal) the shim copies.
     fn prepare(
         spec: &ShimSpec,
         dir: &Path,
@@ -357,10 +403,16 @@ impl ContainerIo {
             listener: None,
             input: None,
             master: None,
+            outputs: Vec::new(),
             log: None,
             stdin_once: spec.stdin_once,
-            tty: spec.tty,
         };
+        if !spec.attachable() {
+            cmd.stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log);
+            return Ok(io);
+        }
         if spec.tty {
             let pty = ferry_sys::pty::open(24, 80)?;
             cmd.stdin(pty.slave.try_clone()?)
@@ -374,41 +426,60 @@ impl ContainerIo {
             if spec.stdin {
                 io.input = Some(pty.master.try_clone()?.into());
             }
+            io.outputs
+                .push((FRAME_STDOUT, pty.master.try_clone()?.into()));
             io.master = Some(pty.master);
-            io.log = Some(log);
         } else {
-            cmd.stdout(log.try_clone()?).stderr(log);
-            if spec.stdin {
+            let (reader, writer) = std::io::pipe()?;
+            cmd.stdin(reader);
+            io.input = Some(OwnedFd::from(writer).into());
+            for kind in [FRAME_STDOUT, FRAME_STDERR] {
                 let (reader, writer) = std::io::pipe()?;
-                cmd.stdin(reader);
-                io.input = Some(OwnedFd::from(writer).into());
-            } else {
-                cmd.stdin(Stdio::null());
+                if kind == FRAME_STDOUT {
+                    cmd.stdout(writer);
+                } else {
+                    cmd.stderr(writer);
+                }
+                io.outputs.push((kind, OwnedFd::from(reader).into()));
             }
         }
-        if spec.attachable() {
-            let dir_fd = std::fs::File::open(dir)?;
-            let path = path_in(&dir_fd, ATTACH);
-            let listener = UnixListener::bind(&path)?;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-            io.listener = Some(listener);
-        }
+        io.log = Some(log);
+        let dir_fd = std::fs::File::open(dir)?;
+        let path = path_in(&dir_fd, ATTACH);
+        let listener = UnixListener::bind(&path)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        io.listener = Some(listener);
         Ok(io)
     }
 
-    /// Starts the threads: the terminal's output to the log, the attach socket. Returns what
-    /// says the terminal's output has ended (tty containers).
-    fn serve(self) -> Option<std::sync::mpsc::Receiver<()>> {
-        let mut copied = None;
-        if let (Some(master), Some(mut log)) = (&self.master, self.log) {
-            let (tx, rx) = std::sync::mpsc::channel();
-            if let Ok(m) = master.try_clone() {
-                let mut m = std::fs::File::from(m);
+    /// Starts the threads: each output to the log and the attached clients, the attach socket.
+    fn serve(self) -> Served {
+        let hub = Arc::new(Hub::default());
+        let mut done = Vec::new();
+        if let Some(log) = self.log {
+            for (kind, mut source) in self.outputs {
+                let Ok(mut log) = log.try_clone() else {
+                    continue;
+                };
+                let (tx, rx) = std::sync::mpsc::channel();
+                let hub = hub.clone();
                 std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut m, &mut log);
+                    let mut buf = vec![0u8; 32 * 1024];
+                    // EOF (pipes) or EIO (a terminal whose every slave is closed) ends it.
+                    loop {
+                        match source.read(&mut buf) {
+                            Ok(0) => break,
+                            Ok(n) => {
+                                let _ = log.write_all(&buf[..n]);
+                                hub.broadcast(kind, &buf[..n]);
+                            }
+                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                            Err(_) => break,
+                        }
+                    }
                     let _ = tx.send(());
                 });
-                copied = Some(rx);
+                done.push(rx);
             }
         }
         if let Some(listener) = self.listener {
@@ -416,7 +487,7 @@ impl ContainerIo {
                 input: Mutex::new(self.input),
                 master: self.master,
                 stdin_once: self.stdin_once,
-                tty: self.tty,
+                hub: hub.clone(),
             });
             std::thread::spawn(move || {
                 for conn in listener.incoming().flatten() {
@@ -425,7 +496,72 @@ impl ContainerIo {
                 }
             });
         }
-        copied
+        Served { done, hub }
+    }
+}
+
+/// The output threads of a started container.
+struct Served {
+    done: Vec<std::sync::mpsc::Receiver<()>>,
+    hub: Arc<Hub>,
+}
+
+impl Served {
+    /// After the container's exit: its last output reaches the log and the attached clients
+    /// (processes that left with its pipes or terminal get 2 s in all), then the clients'
+    /// connections end, which ends their sessions.
+    fn finish(self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        for rx in self.done {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let _ = rx.recv_timeout(left);
+        }
+        self.hub.close();
+    }
+}
+
+/// The attached clients that want output; `None` once the output has ended.
+struct Hub(Mutex<Option<Vec<std::os::unix::net::UnixStream>>>);
+
+impl Default for Hub {
+    fn default() -> Hub {
+        Hub(Mutex::new(Some(Vec::new())))
+    }
+}
+
+impl Hub {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Vec<std::os::unix::net::UnixStream>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn subscribe(&self, conn: std::os::unix::net::UnixStream) {
+        // A client that does not read for 5 s is dropped rather than stalling the container.
+        let _ = conn.set_write_timeout(Some(std::time::Duration::from_secs(5)));
+        let mut subs = self.lock();
+        match subs.as_mut() {
+            Some(v) => v.push(conn),
+            None => {
+                let _ = conn.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+
+    fn broadcast(&self, kind: u8, data: &[u8]) {
+        let mut subs = self.lock();
+        if let Some(v) = subs.as_mut() {
+            if !v.is_empty() {
+                let bytes = frame_bytes(kind, data);
+                v.retain_mut(|c| c.write_all(&bytes).is_ok());
+            }
+        }
+    }
+
+    fn close(&self) {
+        if let Some(v) = self.lock().take() {
+            for c in v {
+                let _ = c.shutdown(std::net::Shutdown::Both);
+            }
+        }
     }
 }
 
@@ -434,16 +570,26 @@ struct Attached {
     input: Mutex<Option<std::fs::File>>,
     master: Option<OwnedFd>,
     stdin_once: bool,
-    tty: bool,
+    hub: Arc<Hub>,
 }
 
 impl Attached {
-    /// One attach session: its input to the container until it ends.
+    /// One attach session: its hello, then its input to the container until it ends.
     fn serve(&self, conn: std::os::unix::net::UnixStream) {
+        let (stdin, output) = match conn.try_clone().map(|mut c| AttachFrame::read(&mut c)) {
+            Ok(Ok(Some(AttachFrame::Hello { stdin, output }))) => (stdin, output),
+            _ => return,
+        };
+        if output {
+            match conn.try_clone() {
+                Ok(c) => self.hub.subscribe(c),
+                Err(_) => return,
+            }
+        }
         let mut r = std::io::BufReader::new(conn);
         while let Ok(Some(frame)) = AttachFrame::read(&mut r) {
             match frame {
-                AttachFrame::Stdin(b) => {
+                AttachFrame::Stdin(b) if stdin => {
                     let mut input = self.input.lock().unwrap_or_else(|p| p.into_inner());
                     if input.as_mut().is_some_and(|w| w.write_all(&b).is_err()) {
                         *input = None;
@@ -454,12 +600,13 @@ impl Attached {
                         let _ = ferry_sys::pty::set_window_size(m, rows, cols);
                     }
                 }
+                _ => {}
             }
         }
-        if self.stdin_once {
+        if stdin && self.stdin_once {
             let mut input = self.input.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(mut w) = input.take() {
-                if self.tty {
+                if self.master.is_some() {
                     // A terminal is not closed by its input's writer: say end-of-file.
                     let _ = w.write_all(&[4]);
                 }
@@ -473,11 +620,56 @@ mod tests {
     use super::*;
 
     #[test]
+    fn output_reaches_subscribers_until_the_hub_closes() {
+        use std::os::unix::net::UnixStream;
+        let hub = Hub::default();
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        hub.subscribe(ours);
+        hub.broadcast(FRAME_STDERR, b"err");
+        assert_eq!(
+            AttachFrame::read(&mut theirs).unwrap(),
+            Some(AttachFrame::Stderr(b"err".to_vec()))
+        );
+        // A subscriber that went away is dropped; the others still get output.
+        let (gone, gone_peer) = UnixStream::pair().unwrap();
+        hub.subscribe(gone);
+        drop(gone_peer);
+        hub.broadcast(FRAME_STDOUT, b"out");
+        assert_eq!(hub.lock().as_ref().map(Vec::len), Some(1));
+        assert_eq!(
+            AttachFrame::read(&mut theirs).unwrap(),
+            Some(AttachFrame::Stdout(b"out".to_vec()))
+        );
+        // Closing ends every connection, and a late subscriber's at once.
+        hub.close();
+        assert_eq!(AttachFrame::read(&mut theirs).unwrap(), None);
+        let (late, mut late_peer) = UnixStream::pair().unwrap();
+        hub.subscribe(late);
+        assert_eq!(AttachFrame::read(&mut late_peer).unwrap(), None);
+    }
+
+    #[test]
     fn attach_frames_round_trip_and_bad_ones_are_refused() {
-        let mut bytes = AttachFrame::Stdin(b"hello\n".to_vec()).encode();
+        let all = [
+            AttachFrame::Hello {
+                stdin: true,
+                output: false,
+            },
+            AttachFrame::Hello {
+                stdin: false,
+                output: true,
+            },
+            AttachFrame::Stdout(b"out".to_vec()),
+            AttachFrame::Stderr(b"err".to_vec()),
+        ];
+        let mut bytes: Vec<u8> = all.iter().flat_map(AttachFrame::encode).collect();
+        bytes.extend(AttachFrame::Stdin(b"hello\n".to_vec()).encode());
         bytes.extend(AttachFrame::Resize(37, 101).encode());
         bytes.extend(AttachFrame::Stdin(Vec::new()).encode());
         let mut r = std::io::Cursor::new(bytes);
+        for f in all {
+            assert_eq!(AttachFrame::read(&mut r).unwrap(), Some(f));
+        }
         assert_eq!(
             AttachFrame::read(&mut r).unwrap(),
             Some(AttachFrame::Stdin(b"hello\n".to_vec()))
@@ -491,12 +683,14 @@ mod tests {
             Some(AttachFrame::Stdin(Vec::new()))
         );
         assert_eq!(AttachFrame::read(&mut r).unwrap(), None);
-        // A truncated frame, an unknown kind, a resize of the wrong size, an oversized length.
+        // A truncated frame, an unknown kind, a resize of the wrong size, an oversized length,
+        // a hello with unknown flags.
         for bad in [
             vec![0u8, 0, 0, 0, 5, b'h'],
             vec![9u8, 0, 0, 0, 0],
             vec![4u8, 0, 0, 0, 1, 7],
             vec![0u8, 0xff, 0xff, 0xff, 0xff],
+            vec![16u8, 0, 0, 0, 1, 4],
         ] {
             assert!(
                 AttachFrame::read(&mut std::io::Cursor::new(&bad)).is_err(),

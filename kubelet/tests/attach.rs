@@ -116,7 +116,7 @@ fn attach_and_run_interactive_through_the_apiserver() {
     assert!(!out.status.success());
     assert!(text(&out).1.contains("not found"), "{:?}", text(&out));
     let spec = json!({"nodeName": NODE, "containers": [{"name": "c", "image": "busybox",
-        "stdin": true, "command": ["sh", "-c", "while read l; do echo \"echo $l\"; done; sleep 1000"]}]});
+        "stdin": true, "command": ["sh", "-c", "while read l; do echo \"echo $l\"; echo \"err $l\" >&2; done; sleep 1000"]}]});
     let out = f.kubectl(&["create", "-f", "-"], Some(&pod("open", spec).to_string()));
     assert!(out.status.success(), "{:?}", text(&out));
     let p = f.wait("pod/open", 30, running);
@@ -126,7 +126,8 @@ fn attach_and_run_interactive_through_the_apiserver() {
     assert!(text(&out).1.contains("nosuch"), "{:?}", text(&out));
 
     // 5. Without stdinOnce, stdin stays open across sessions: two clients in turn both reach
-    // the container (each ends when its kubectl is killed; the container keeps running).
+    // the container (each ends when its kubectl is killed; the container keeps running), and
+    // get its stdout and stderr apart.
     let main_pids = f.pod_pids(&uid);
     assert_eq!(main_pids.len(), 1, "{main_pids:?}");
     for word in ["first", "second"] {
@@ -137,6 +138,9 @@ fn attach_and_run_interactive_through_the_apiserver() {
         let out = f.cp.command("sh").args(["-c", &sh]).output().unwrap();
         let (o, e) = text(&out);
         assert!(o.contains(&format!("echo {word}\n")), "{word}: {o:?} {e:?}");
+        // stdout and stderr on their own channels, as kubectl shows them.
+        assert!(e.contains(&format!("err {word}\n")), "{word}: {o:?} {e:?}");
+        assert!(!o.contains("err "), "{word}: {o:?} {e:?}");
     }
     assert_eq!(
         f.pod_pids(&uid),

@@ -1,24 +1,26 @@
 //! `kubectl attach` (and `kubectl run -i`/`-it`) on this node: a client joins a running
 //! container's standard streams, in the same channel protocol as exec ([`super::exec`]).
 //!
-//! - Output: what the container writes from the moment of attaching, read from its log file
-//!   (where the container, or its shim for a terminal, writes it), on the stdout channel. The
-//!   log interleaves stdout and stderr, so a non-TTY container's stderr arrives on stdout too.
-//! - Input (`stdin=true`, for a container with `stdin: true`): sent to the container's shim over
-//!   its attach socket ([`crate::shim::ATTACH`]), which writes it to the container's stdin
-//!   pipe or terminal. The end of the client's stdin (v5 close, or the session's end) ends
-//!   that connection; with `stdinOnce` the shim then closes the container's stdin.
-//! - Resize (TTY): forwarded to the shim, which sets the terminal's size.
+//! - A container with `stdin: true` or `tty: true` has an attach socket served by its shim
+//!   ([`crate::shim::ATTACH`]): the session connects, says whether it sends stdin and wants
+//!   output, and from then on gets the container's stdout and stderr (or its terminal's output)
+//!   as the shim copies them to the log, and sends the client's stdin and terminal sizes. The
+//!   end of the client's stdin (v5 close, or the session's end) half-closes the connection;
+//!   with `stdinOnce` the shim then closes the container's stdin. The shim ends the connection
+//!   when the container's output has ended.
+//! - Any other container writes straight to its log file: the session follows that file from
+//!   the moment of attaching, on the stdout channel (the log interleaves stdout and stderr, so
+//!   its stderr arrives on stdout too).
 //!
 //! The session ends with a `Success` status once the container has exited and its last output
 //! is sent, or when the client goes away (the container keeps running).
 
 use super::exec::{frame, next_event, ClientEvent, Request, ERROR, STDERR, STDOUT};
-use crate::shim::{AttachFrame, ATTACH, EXIT};
+use crate::shim::{AttachFrame, ATTACH, EXIT, FRAME_HEAD};
 use futures::{SinkExt as _, StreamExt as _};
 use std::path::PathBuf;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
@@ -33,8 +35,10 @@ pub(crate) struct Target {
     pub(crate) adir: PathBuf,
     /// The log's length when the client asked: output from there on is the session's.
     pub(crate) offset: u64,
-    /// The container has a stdin (an attach socket serves it).
+    /// The container has a stdin.
     pub(crate) stdin: bool,
+    /// Its shim serves an attach socket (`stdin` or `tty` containers).
+    pub(crate) attachable: bool,
 }
 
 /// The output channel for the request, if it wants output.
@@ -46,6 +50,23 @@ fn output_channel(req: &Request) -> Option<u8> {
     } else {
         None
     }
+}
+
+/// Reads one frame from the shim; `Ok(None)` at the end of the connection.
+async fn read_frame<R>(r: &mut R) -> std::io::Result<Option<AttachFrame>>
+where
+    R: tokio::io::AsyncRead + Unpin,
+{
+    let mut head = [0u8; FRAME_HEAD];
+    match r.read_exact(&mut head[..1]).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    r.read_exact(&mut head[1..]).await?;
+    let mut payload = vec![0u8; AttachFrame::payload_len(&head)?];
+    r.read_exact(&mut payload).await?;
+    AttachFrame::decode(head[0], payload).map(Some)
 }
 
 /// Connects to the shim's attach socket of the attempt in `adir`.
@@ -60,45 +81,69 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (mut sink, mut incoming) = ws.split();
+    let (out_tx, mut out_rx) = mpsc::channel::<Message>(16);
+    let channel = output_channel(&req);
     let mut input = None;
-    if req.stdin && target.stdin {
-        match connect(&target.adir).await {
-            Ok(c) => input = Some(c),
+    let pump = if target.attachable {
+        let hello = AttachFrame::Hello {
+            stdin: req.stdin && target.stdin,
+            output: channel.is_some(),
+        };
+        let conn = match connect(&target.adir).await {
+            Ok(mut c) => c.write_all(&hello.encode()).await.map(|()| c),
+            Err(e) => Err(e),
+        };
+        let (rd, wr) = match conn {
+            Ok(c) => c.into_split(),
             Err(e) => {
-                let why = format!("attaching to the container's stdin: {e}");
+                let why = format!("attaching to the container: {e}");
                 let status = super::exec::exit_status(&[], None, &why);
                 let _ = sink.send(frame(ERROR, status.to_string().as_bytes())).await;
                 let _ = sink.send(super::normal_close()).await;
                 return;
             }
-        }
-    }
-    // Container -> client: the log from `offset`, until the attempt has exited and the log is
-    // drained.
-    let (out_tx, mut out_rx) = mpsc::channel::<Message>(16);
-    let channel = output_channel(&req);
-    let pump = tokio::spawn(async move {
-        let log = target.adir.join("output.log");
-        let exit = target.adir.join(EXIT);
-        let mut offset = target.offset;
-        loop {
-            let done = exit.exists();
-            let chunk = crate::logs::read_from(&log, offset).unwrap_or_default();
-            if !chunk.is_empty() {
-                offset += chunk.len() as u64;
-                if let Some(ch) = channel {
-                    if out_tx.send(frame(ch, &chunk)).await.is_err() {
-                        return;
-                    }
+        };
+        input = Some(wr);
+        let (to_stdout, to_stderr) = (req.stdout || req.tty, req.stderr);
+        tokio::spawn(async move {
+            // The shim's frames until it ends the connection (the container's output ended).
+            let mut rd = tokio::io::BufReader::new(rd);
+            while let Ok(Some(f)) = read_frame(&mut rd).await {
+                let m = match f {
+                    AttachFrame::Stdout(b) if to_stdout => frame(STDOUT, &b),
+                    AttachFrame::Stderr(b) if to_stderr => frame(STDERR, &b),
+                    _ => continue,
+                };
+                if out_tx.send(m).await.is_err() {
+                    return;
                 }
-                continue;
             }
-            if done {
-                return;
+        })
+    } else {
+        // The log from `offset`, until the attempt has exited and the log is drained.
+        tokio::spawn(async move {
+            let log = target.adir.join("output.log");
+            let exit = target.adir.join(EXIT);
+            let mut offset = target.offset;
+            loop {
+                let done = exit.exists();
+                let chunk = crate::logs::read_from(&log, offset).unwrap_or_default();
+                if !chunk.is_empty() {
+                    offset += chunk.len() as u64;
+                    if let Some(ch) = channel {
+                        if out_tx.send(frame(ch, &chunk)).await.is_err() {
+                            return;
+                        }
+                    }
+                    continue;
+                }
+                if done {
+                    return;
+                }
+                tokio::time::sleep(POLL).await;
             }
-            tokio::time::sleep(POLL).await;
-        }
-    });
+        })
+    };
     let writer = async move {
         while let Some(m) = out_rx.recv().await {
             if sink.send(m).await.is_err() {
@@ -109,8 +154,8 @@ where
         let _ = sink.send(frame(ERROR, status.to_string().as_bytes())).await;
         let _ = sink.send(super::normal_close()).await;
     };
-    // Client -> container: stdin and sizes to the shim; dropping the connection ends this
-    // client's stdin there.
+    // Client -> container: stdin and sizes to the shim; dropping the connection's writing half
+    // ends this client's stdin there.
     let reader = async move {
         loop {
             let f = match next_event(&mut incoming).await {

@@ -272,6 +272,7 @@ fn attach(
         adir,
         offset,
         stdin: spec.stdin,
+        attachable: spec.attachable(),
     };
     on_upgrade(req, move |io| async move {
         let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
