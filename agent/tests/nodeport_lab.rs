@@ -324,7 +324,41 @@ fn nodeport_from_outside_local_and_remote_backends_both_policies() {
     assert!(view
         .to_string()
         .contains("from outside the node (tc): 3 frontends"));
-    let _ = ferry_agent::bpf::unpin(&pin_dir);
+
+    // `ferry-agent uninstall` detaches the programs: the pinned links were their only holders.
+    let link_ids: Vec<u64> = [
+        "tcx_ferry_np_ext@u0",
+        "tcx_ferry_np_egr@u0",
+        "tcx_ferry_np_rev@ferry0",
+    ]
+    .iter()
+    .map(|pin| {
+        let out = Command::new("bpftool")
+            .args(["-j", "link", "show", "pinned"])
+            .arg(pin_dir.join(pin))
+            .output()
+            .expect("bpftool");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("link json");
+        v["id"].as_u64().unwrap_or_else(|| panic!("{pin}: {v}"))
+    })
+    .collect();
+    drop(_sock_lb);
+    lab.tc = None;
+    lab.dp = None;
+    ferry_agent::service::ebpf::uninstall(&pin_dir).expect("uninstall");
+    // The kernel may free a link whose last reference went after an RCU grace period.
+    for id in link_ids {
+        let gone = wait_until(Duration::from_secs(5), || {
+            !Command::new("bpftool")
+                .args(["link", "show", "id", &id.to_string()])
+                .output()
+                .expect("bpftool")
+                .status
+                .success()
+        });
+        assert!(gone, "link {id} still exists after uninstall");
+    }
+    assert!(!pin_dir.exists(), "pins and directory removed");
 }
 
 /// Connect + first byte latency from the external client, `n` rounds: (p50, p99) in µs.
