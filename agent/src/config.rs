@@ -534,4 +534,29 @@ mod tests {
         let e = addr(&["--metrics-address", "localhost"]).unwrap_err();
         assert!(e.starts_with("--metrics-address: "), "{e}");
     }
+
+    #[test]
+    fn external_datapath_flags() {
+        let cfg = parse(&["--token", "t"]).unwrap();
+        assert!(cfg.external_datapath);
+        assert_eq!(cfg.maglev_table_size, 16_381);
+        assert_eq!(cfg.maglev_seed, DEFAULT_MAGLEV_SEED);
+        let cfg = parse(&[
+            "--token",
+            "t",
+            "--external-datapath",
+            "false",
+            "--maglev-table-size",
+            "251",
+            "--maglev-seed",
+            "42",
+        ])
+        .unwrap();
+        assert!(!cfg.external_datapath);
+        assert_eq!((cfg.maglev_table_size, cfg.maglev_seed), (251, 42));
+        for bad in ["16380", "7", "200003"] {
+            let e = parse(&["--token", "t", "--maglev-table-size", bad]).unwrap_err();
+            assert!(e.starts_with("--maglev-table-size: "), "{bad}: {e}");
+        }
+    }
 }
