@@ -408,7 +408,12 @@ pub fn render(s: &Snapshot) -> String {
     if let Some(fp) = &s.fast_path {
         let samples: Vec<_> = ferry_common::fastpath::FastPathStat::ALL
             .iter()
-            .map(|st| (format!("{{result=\"{}\"}}", st.name()), fp[st.index() as usize]))
+            .map(|st| {
+                (
+                    format!("{{result=\"{}\"}}", st.name()),
+                    fp[st.index() as usize],
+                )
+            })
             .collect();
         family(
             "ferry_pod_fastpath_packets_total",
@@ -567,31 +572,50 @@ fn render_datapath(out: &mut String, dp: &DatapathStats) {
 }
 
 /// Serves `/metrics` and `/healthz` on `addr` in the background (nothing when `None`) and
-/// returns the address listened on. A bind failure is logged and otherwise ignored: the agent
-/// goes on without metrics. Must be called inside a tokio runtime.
+/// returns the address listened on. If the address cannot be bound yet (e.g. `EADDRINUSE` while
+/// the previous agent's threads are still exiting after a restart), that is logged, `None` is
+/// returned and binding is retried every second in the background until it works: the agent never
+/// runs for good without metrics. Must be called inside a tokio runtime.
 pub fn spawn(addr: Option<SocketAddr>, metrics: Arc<Metrics>) -> Option<SocketAddr> {
     let addr = addr?;
-    let listener = std::net::TcpListener::bind(addr)
-        .and_then(|l| l.set_nonblocking(true).map(|()| l))
-        .and_then(TcpListener::from_std)
-        .and_then(|l| Ok((l.local_addr()?, l)));
-    match listener {
-        Ok((local, l)) => {
-            tracing::info!(address = %local, "serving metrics on /metrics");
-            tokio::spawn(http::serve(l, MAX_CONNECTIONS, "metrics", move |req| {
-                let m = metrics.clone();
-                async move { respond(&req, &m).await }
-            }));
-            Some(local)
-        }
+    match bind(addr) {
+        Ok(l) => Some(serve(l, metrics)),
         Err(e) => {
             tracing::error!(
                 address = %addr, error = %e,
-                "cannot listen for metrics (--metrics-address); running without them"
+                "cannot listen for metrics (--metrics-address); retrying every second"
             );
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    if let Ok(l) = bind(addr) {
+                        serve(l, metrics);
+                        return;
+                    }
+                }
+            });
             None
         }
     }
+}
+
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let l = std::net::TcpListener::bind(addr)?;
+    l.set_nonblocking(true)?;
+    TcpListener::from_std(l)
+}
+
+/// Starts serving on `l`; returns its address.
+fn serve(l: TcpListener, metrics: Arc<Metrics>) -> SocketAddr {
+    let local = l
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    tracing::info!(address = %local, "serving metrics on /metrics");
+    tokio::spawn(http::serve(l, MAX_CONNECTIONS, "metrics", move |req| {
+        let m = metrics.clone();
+        async move { respond(&req, &m).await }
+    }));
+    local
 }
 
 /// The response to a request.
@@ -836,11 +860,37 @@ ferry_udp_device_dropped_packets_total{direction="rx"} 8
     }
 
     #[tokio::test]
+    async fn binds_once_the_address_is_free() {
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = held.local_addr().unwrap();
+        let m = Metrics::new("node-x", "vxlan");
+        assert_eq!(spawn(Some(addr), m), None);
+        drop(held);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            if let Ok(mut c) = tokio::net::TcpStream::connect(addr).await {
+                use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+                c.write_all(b"GET /healthz HTTP/1.0\r\n\r\n").await.unwrap();
+                let mut r = String::new();
+                c.read_to_string(&mut r).await.unwrap();
+                assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never served after the port was freed"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    #[tokio::test]
     async fn serves_metrics_healthz_and_errors_on_loopback() {
         let m = Metrics::new("node-x", "vxlan");
         m.record_round(0, 0, false);
         let addr = spawn(Some("127.0.0.1:0".parse().unwrap()), m.clone()).unwrap();
-        // A second server on the same address fails to bind, without panicking.
+        // A second server on the same address fails to bind, without panicking (and retries in
+        // the background).
         assert_eq!(spawn(Some(addr), m.clone()), None);
         let r = request(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
         assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
