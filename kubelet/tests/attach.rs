@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{pod, running, text, Fixture, NODE};
+use common::{pod, running, text, Fixture, NODE, NODE_IP};
 use ferry_tests::{privileged, unique, wait_until, RootSnapshot};
 use serde_json::json;
 use std::process::Output;
@@ -51,7 +51,7 @@ fn attach_and_run_interactive_through_the_apiserver() {
         return;
     }
     let root = RootSnapshot::take();
-    let f = Fixture::new(&unique("ka"));
+    let mut f = Fixture::new(&unique("ka"));
 
     // 1. kubectl run -i --rm: stdin piped in, stdinOnce closes it, the output, exit 0, no pod.
     let out = f.kubectl_timed(
@@ -130,7 +130,7 @@ fn attach_and_run_interactive_through_the_apiserver() {
     // get its stdout and stderr apart.
     let main_pids = f.pod_pids(&uid);
     assert_eq!(main_pids.len(), 1, "{main_pids:?}");
-    for word in ["first", "second"] {
+    let attach_with = |f: &Fixture, word: &str| {
         let sh = format!(
             "(echo {word}; sleep 3) | timeout 2 kubectl --kubeconfig {} attach -i open; true",
             f.path("server/admin.kubeconfig").display()
@@ -141,7 +141,23 @@ fn attach_and_run_interactive_through_the_apiserver() {
         // stdout and stderr on their own channels, as kubectl shows them.
         assert!(e.contains(&format!("err {word}\n")), "{word}: {o:?} {e:?}");
         assert!(!o.contains("err "), "{word}: {o:?} {e:?}");
-    }
+    };
+    attach_with(&f, "first");
+    attach_with(&f, "second");
+    // The shim outlives a kubelet killed with SIGKILL: the restarted kubelet attaches to the
+    // same container, its stdin still open.
+    f.kill_kubelet();
+    f.start_kubelet();
+    assert!(
+        wait_until(Duration::from_secs(30), || f
+            .node
+            .command("curl")
+            .args(["-sfk", &format!("https://{NODE_IP}:10250/healthz")])
+            .output()
+            .is_ok_and(|o| o.status.success())),
+        "the kubelet did not come back"
+    );
+    attach_with(&f, "third");
     assert_eq!(
         f.pod_pids(&uid),
         main_pids,

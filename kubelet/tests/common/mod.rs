@@ -90,7 +90,30 @@ impl Fixture {
         std::os::unix::fs::symlink(bin.join("ferry-cni"), bin.join("loopback")).unwrap();
         let cg2 = ferry_kubelet::cgroup::cgroup2_mount().expect("cgroup2 mount");
         let cgroup = cg2.join(unique("fks"));
-        let kubelet = node
+        let mut f = Fixture {
+            cp,
+            node,
+            dir,
+            server,
+            kubelet: None,
+            cgroup,
+            token_file,
+        };
+        f.start_kubelet();
+        f.network_ready();
+        f
+    }
+
+    /// Starts the node's kubelet (again: its log is appended to).
+    pub fn start_kubelet(&mut self) {
+        let p = |s: &str| self.path(s).to_str().unwrap().to_owned();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path("kubelet.log"))
+            .unwrap();
+        let kubelet = self
+            .node
             .command(bin_path("ferry-kubelet"))
             .args(["--node-name", NODE])
             .args(["--server", &format!("https://{CP_IP}:6443")])
@@ -99,24 +122,22 @@ impl Fixture {
             .args(["--cni-conf-dir", &p("net.d")])
             .args(["--cni-bin-dir", &p("cni-bin")])
             .args(["--root-dir", &p("kubelet")])
-            .args(["--cgroup-root", cgroup.to_str().unwrap()])
+            .args(["--cgroup-root", self.cgroup.to_str().unwrap()])
             .args(["--tls-cert-file", &p("kubelet.crt")])
             .args(["--tls-private-key-file", &p("kubelet.key")])
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("kubelet.log")).unwrap())
+            .stderr(log)
             .spawn()
             .expect("ferry-kubelet");
-        let f = Fixture {
-            cp,
-            node,
-            dir,
-            server,
-            kubelet: Some(ChildGuard(kubelet)),
-            cgroup,
-            token_file,
-        };
-        f.network_ready();
-        f
+        self.kubelet = Some(ChildGuard(kubelet));
+    }
+
+    /// Kills the kubelet with SIGKILL (its containers' shims keep running).
+    pub fn kill_kubelet(&mut self) {
+        if let Some(mut k) = self.kubelet.take() {
+            let _ = k.0.kill();
+            let _ = k.0.wait();
+        }
     }
 
     pub fn path(&self, p: &str) -> PathBuf {
