@@ -81,9 +81,15 @@ pub struct Worker {
     sandbox_backoff: Duration,
     ctrs: Vec<Ctr>,
     last_status: Option<Value>,
+    /// When to try again a status patch that failed (the API server unreachable: a replica
+    /// behind the balanced address died mid-request); nothing else may wake the worker.
+    status_retry: Option<Instant>,
     message: Option<String>,
     warned: HashSet<String>,
 }
+
+/// Pause before a failed status patch is sent again.
+const STATUS_RETRY: Duration = Duration::from_secs(1);
 
 fn now() -> String {
     rfc3339(jiff::Timestamp::now())
@@ -134,6 +140,7 @@ impl Worker {
             sandbox_backoff: Duration::from_millis(500),
             ctrs: Vec::new(),
             last_status: None,
+            status_retry: None,
             message: None,
             warned: HashSet::new(),
         };
@@ -176,7 +183,10 @@ impl Worker {
     }
 
     fn next_wake(&self) -> Option<Instant> {
-        let mut t: Option<Instant> = self.sandbox_retry;
+        let mut t: Option<Instant> = match (self.sandbox_retry, self.status_retry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         for c in &self.ctrs {
             let when = match &c.run.state {
                 State::Waiting { reason, .. } if reason == "CrashLoopBackOff" => Some(c.next_start),
@@ -357,9 +367,21 @@ impl Worker {
             )
             .await
         {
-            Ok(_) => self.last_status = Some(key),
-            Err(kube::Error::Api(e)) if e.code == 404 => self.last_status = Some(key),
-            Err(e) => tracing::warn!("patching status of {}: {e}", self.record.name),
+            Ok(_) => {
+                self.last_status = Some(key);
+                self.status_retry = None;
+            }
+            Err(kube::Error::Api(e)) if e.code == 404 => {
+                self.last_status = Some(key);
+                self.status_retry = None;
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "patching status of {}: {e} (retrying in 1 s)",
+                    self.record.name
+                );
+                self.status_retry = Some(Instant::now() + STATUS_RETRY);
+            }
         }
     }
 }
