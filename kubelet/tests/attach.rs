@@ -181,7 +181,7 @@ fn attach_and_run_interactive_through_the_apiserver() {
     // for the session to end first.
     let sh = format!(
         "(sleep 3; printf 'stty size; echo typed-$((6*7))\\r'; sleep 1; printf 'exit 5\\r'; \
-         sleep 5) | script -qec 'sh {}' /dev/null",
+         sleep 8) | script -qec 'sh {}' /dev/null",
         run_it.display()
     );
     let out =
