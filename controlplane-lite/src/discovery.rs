@@ -30,6 +30,7 @@ fn sub_response_kind(r: &Resource, s: Sub) -> Value {
     match s {
         Sub::Scale => json!({"group": "autoscaling", "version": "v1", "kind": "Scale"}),
         Sub::Binding => json!({"group": "", "version": "v1", "kind": "Binding"}),
+        Sub::Eviction => json!({"group": "policy", "version": "v1", "kind": "Eviction"}),
         Sub::Log => json!({"group": "", "version": "v1", "kind": "Pod"}),
         Sub::Exec => json!({"group": "", "version": "v1", "kind": "PodExecOptions"}),
         Sub::Attach => json!({"group": "", "version": "v1", "kind": "PodAttachOptions"}),
@@ -40,7 +41,7 @@ fn sub_response_kind(r: &Resource, s: Sub) -> Value {
 
 fn sub_verbs(s: Sub) -> Vec<&'static str> {
     match s {
-        Sub::Binding => vec!["create"],
+        Sub::Binding | Sub::Eviction => vec!["create"],
         Sub::Log => vec!["get"],
         Sub::Exec | Sub::Attach | Sub::PortForward => vec!["create", "get"],
         Sub::Status | Sub::Scale => vec!["get", "patch", "update"],
@@ -147,9 +148,10 @@ pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
                 "kind": rk["kind"],
                 "verbs": sub_verbs(*s),
             });
-            if *s == Sub::Scale {
-                entry["group"] = "autoscaling".into();
-                entry["version"] = "v1".into();
+            // A subresource whose kind is of another group says so (Scale, Eviction).
+            if rk["group"].as_str().is_some_and(|g| !g.is_empty() && g != r.group) {
+                entry["group"] = rk["group"].clone();
+                entry["version"] = rk["version"].clone();
             }
             list.push(entry);
         }

@@ -19,6 +19,8 @@ pub enum Sub {
     Attach,
     /// `pods/portforward` (an upgrade relayed to the pod's kubelet).
     PortForward,
+    /// `pods/eviction` (create only; `policy/v1` Eviction: what `kubectl drain` calls).
+    Eviction,
 }
 
 impl Sub {
@@ -32,6 +34,7 @@ impl Sub {
             Sub::Exec => "exec",
             Sub::Attach => "attach",
             Sub::PortForward => "portforward",
+            Sub::Eviction => "eviction",
         }
     }
 }
@@ -113,6 +116,7 @@ pub static RESOURCES: &[Resource] = &[
             Sub::Exec,
             Sub::Attach,
             Sub::PortForward,
+            Sub::Eviction,
         ],
     },
     Resource {

@@ -306,6 +306,7 @@ impl Api {
             },
             "create" => match (t.sub, t.name.is_some()) {
                 (Some(Sub::Binding), true) => self.binding(&t, &r).await,
+                (Some(Sub::Eviction), true) => self.eviction(&t, &r).await,
                 (Some(Sub::Exec | Sub::Attach | Sub::PortForward), true) => {
                     self.pod_stream(&t, &r).await
                 }
@@ -313,7 +314,8 @@ impl Api {
                 _ => Err(ApiError::new(
                     405,
                     "MethodNotAllowed",
-                    "POST is only allowed on collections and pods/binding",
+                    "POST is only allowed on collections, pods/binding, pods/eviction and the \
+                     stream subresources",
                 )),
             },
             "update" | "patch"
