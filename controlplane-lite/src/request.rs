@@ -86,6 +86,9 @@ pub struct Req {
     pub who: Identity,
     /// The connection's upgrade (taken by the streaming subresources: exec, portforward).
     pub upgrade: std::sync::Mutex<Option<hyper::upgrade::OnUpgrade>>,
+    /// The connection's place under `--max-connections` (`None` outside [`crate::server`]): an
+    /// upgraded session keeps a clone, so it goes on counting after hyper lets the connection go.
+    pub slot: Option<crate::server::ConnectionSlot>,
 }
 
 pub(super) type ApiResult<T> = Result<T, ApiError>;

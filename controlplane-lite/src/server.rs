@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 /// The time a client gets to complete its TLS handshake.
@@ -116,8 +116,16 @@ pub async fn serve(
         let api = api.clone();
         let limits = limits.clone();
         tokio::spawn(async move {
-            serve_connection(api, acceptor, tcp, peer, &limits).await;
-            drop(permit);
+            // Held by the connection and by every session upgraded from it.
+            serve_connection(
+                api,
+                acceptor,
+                tcp,
+                peer,
+                &limits,
+                ConnectionSlot(Arc::new(permit)),
+            )
+            .await;
         });
     }
 }
@@ -182,6 +190,14 @@ impl Drop for InFlight {
     }
 }
 
+/// A connection's place under `--max-connections`: released when the connection and every
+/// session upgraded from it (exec, attach, port-forward) have ended. Each request carries a clone
+/// in its extensions.
+#[derive(Clone, Debug)]
+pub struct ConnectionSlot(
+    #[allow(dead_code, reason = "held, never read")] Arc<OwnedSemaphorePermit>,
+);
+
 /// One admitted connection: TLS, then HTTP under the limits until it ends, upgrades or idles out.
 async fn serve_connection(
     api: Arc<Api>,
@@ -189,6 +205,7 @@ async fn serve_connection(
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
     limits: &HttpLimits,
+    slot: ConnectionSlot,
 ) {
     let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
         Ok(Ok(s)) => s,
@@ -208,7 +225,8 @@ async fn serve_connection(
     });
     let svc = {
         let activity = activity.clone();
-        service_fn(move |req| {
+        service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(slot.clone());
             let api = api.clone();
             let guard = InFlight::new(&activity);
             async move {

@@ -160,6 +160,13 @@ pub async fn serve(k: Arc<Kubelet>) -> Result<impl std::future::Future<Output = 
     }))
 }
 
+/// A connection's place under `--max-connections`: released when the connection and every
+/// session upgraded from it have ended. Each request carries a clone in its extensions.
+#[derive(Clone, Debug)]
+pub(crate) struct ConnectionSlot(
+    #[allow(dead_code, reason = "held, never read")] Arc<tokio::sync::OwnedSemaphorePermit>,
+);
+
 /// Serves `handler` (given the client certificate's common name and the request) on `listener`
 /// under `limits`: TLS handshake deadline, header timeout and size, the body bound (413), the
 /// connection cap (503 with `Retry-After` over it).
@@ -211,7 +218,11 @@ async fn serve_on<H, F>(
             };
             let cn = client_cn(stream.get_ref().1.peer_certificates());
             let max_body = limits.max_request_bytes;
-            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+            // Held by the connection and by every session upgraded from it (exec, attach,
+            // port-forward), which would otherwise stop counting once hyper lets it go.
+            let slot = ConnectionSlot(Arc::new(permit));
+            let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                req.extensions_mut().insert(slot.clone());
                 let handler = handler.clone();
                 let cn = cn.clone();
                 async move {
@@ -232,7 +243,6 @@ async fn serve_on<H, F>(
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
                 .with_upgrades()
                 .await;
-            drop(permit);
         });
     }
 }

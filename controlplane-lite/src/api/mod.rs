@@ -152,6 +152,7 @@ impl Api {
     pub async fn handle(self: Arc<Self>, req: Request<hyper::body::Incoming>) -> Response<Body> {
         let (mut parts, body) = req.into_parts();
         let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+        let slot = parts.extensions.remove::<crate::server::ConnectionSlot>();
         let path = parts.uri.path().to_owned();
         let query = web::parse_query(parts.uri.query());
         // Unauthenticated, like the public-info-viewer role upstream.
@@ -218,6 +219,7 @@ impl Api {
             body,
             who,
             upgrade: std::sync::Mutex::new(upgrade),
+            slot,
         };
         let accept = web::accept(&r.headers);
         let resp = match self.clone().route(&path, r).await {

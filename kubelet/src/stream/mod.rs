@@ -211,7 +211,13 @@ where
     F: FnOnce(TokioIo<hyper::upgrade::Upgraded>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
+    // The session counts against --max-connections until it ends.
+    let slot = req
+        .extensions()
+        .get::<crate::logs::ConnectionSlot>()
+        .cloned();
     tokio::spawn(async move {
+        let _slot = slot;
         match hyper::upgrade::on(req).await {
             Ok(up) => session(TokioIo::new(up)).await,
             Err(e) => tracing::debug!("stream upgrade failed: {e}"),

@@ -106,6 +106,11 @@ impl Fixture {
 
     /// Starts the node's kubelet (again: its log is appended to).
     pub fn start_kubelet(&mut self) {
+        self.start_kubelet_with(&[]);
+    }
+
+    /// [`Fixture::start_kubelet`] with `extra` flags.
+    pub fn start_kubelet_with(&mut self, extra: &[&str]) {
         let p = |s: &str| self.path(s).to_str().unwrap().to_owned();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -125,6 +130,7 @@ impl Fixture {
             .args(["--cgroup-root", self.cgroup.to_str().unwrap()])
             .args(["--tls-cert-file", &p("kubelet.crt")])
             .args(["--tls-private-key-file", &p("kubelet.key")])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -144,7 +144,10 @@ impl Api {
             }
         }
         let what = format!("{}/{ns}/{name}", sub.name());
+        // The session counts against --max-connections until it ends.
+        let slot = r.slot.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let (client, kubelet) = match tokio::try_join!(client_upgrade, kubelet_upgrade) {
                 Ok(x) => x,
                 Err(e) => {
