@@ -85,16 +85,28 @@ pub fn eligible_nodes(nodes: &[Arc<Node>]) -> Vec<String> {
     names
 }
 
-/// The IPv4 ingress addresses of the `type: LoadBalancer` Services (externalIPs are not
-/// announced: whoever sets them routes them).
+/// Whether `svc`'s ingress addresses are ours to announce: a `type: LoadBalancer` Service
+/// without `spec.loadBalancerClass` (a class names another implementation, e.g. MetalLB or a
+/// cloud's, which announces its own addresses) and not handed to another proxy
+/// (`service.kubernetes.io/service-proxy-name`).
+fn announced(svc: &Service) -> bool {
+    let ours = svc.spec.as_ref().is_some_and(|sp| {
+        sp.type_.as_deref() == Some("LoadBalancer") && sp.load_balancer_class.is_none()
+    });
+    let other_proxy = svc
+        .metadata
+        .labels
+        .as_ref()
+        .is_some_and(|l| l.contains_key(crate::service::table::SERVICE_PROXY_NAME_LABEL));
+    ours && !other_proxy
+}
+
+/// The IPv4 ingress addresses of the `type: LoadBalancer` Services this agent announces (see
+/// [`announced`]; externalIPs are not announced: whoever sets them routes them).
 pub fn lb_addresses(services: &[Arc<Service>]) -> BTreeSet<Ipv4Addr> {
     services
         .iter()
-        .filter(|s| {
-            s.spec
-                .as_ref()
-                .is_some_and(|sp| sp.type_.as_deref() == Some("LoadBalancer"))
-        })
+        .filter(|s| announced(s))
         .filter_map(|s| s.status.as_ref()?.load_balancer.as_ref()?.ingress.as_ref())
         .flatten()
         .filter_map(|i| i.ip.as_deref()?.parse().ok())
@@ -489,9 +501,47 @@ mod tests {
             assert!((40..=90).contains(c), "{n}: {c} {per_node:?}");
         }
         // Pinned: the hash is ours, so every agent build agrees.
-        assert_eq!(weight(ip(200), "node-1"), weight(ip(200), "node-1"));
+        assert_eq!(weight(ip(200), "node-1"), 11_799_953_620_692_785_965);
         assert_ne!(weight(ip(200), "node-1"), weight(ip(200), "node-2"));
         assert_ne!(weight(ip(200), "node-1"), weight(ip(201), "node-1"));
+    }
+
+    #[test]
+    fn announces_only_our_load_balancer_addresses() {
+        let svc = |name: &str, extra_spec: serde_json::Value, labels: serde_json::Value| {
+            let mut spec = serde_json::json!({"type": "LoadBalancer"});
+            spec.as_object_mut()
+                .unwrap()
+                .extend(extra_spec.as_object().unwrap().clone());
+            let ip = format!("10.99.0.{}", 192 + name.len());
+            Arc::new(
+                serde_json::from_value::<Service>(serde_json::json!({
+                    "metadata": {"name": name, "namespace": "default", "labels": labels},
+                    "spec": spec,
+                    "status": {"loadBalancer": {"ingress": [{"ip": ip}]}},
+                }))
+                .unwrap(),
+            )
+        };
+        let none = serde_json::json!({});
+        let all = [
+            svc("a", none.clone(), none.clone()),
+            svc(
+                "bb",
+                serde_json::json!({"loadBalancerClass": "metallb.io/l2"}),
+                none.clone(),
+            ),
+            svc(
+                "ccc",
+                none.clone(),
+                serde_json::json!({crate::service::table::SERVICE_PROXY_NAME_LABEL: "other"}),
+            ),
+            svc("dddd", serde_json::json!({"type": "NodePort"}), none),
+        ];
+        assert_eq!(
+            lb_addresses(&all).into_iter().collect::<Vec<_>>(),
+            vec![Ipv4Addr::new(10, 99, 0, 193)]
+        );
     }
 
     #[test]
