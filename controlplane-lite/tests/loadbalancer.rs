@@ -195,6 +195,23 @@ fn health_check_node_port_allocated_kept_released_and_validated() {
         ),
     );
     assert_eq!(hcnp(&s, "web"), Some(port));
+    // Its own healthCheckNodePort is not a free node port for its ports.
+    let err = s.fails(
+        &[
+            "patch",
+            "svc",
+            "web",
+            "--type=json",
+            "-p",
+            &format!(r#"[{{"op":"replace","path":"/spec/ports/0/nodePort","value":{port}}}]"#),
+        ],
+        None,
+    );
+    assert!(err.contains("already allocated"), "{err}");
+    assert_eq!(
+        json(&s, &["get", "svc", "web", "-o", "json"])["spec"]["ports"][0]["nodePort"].as_u64(),
+        Some(node_port)
+    );
     // Taken, out of range, or on a Service that does not need one: 422 naming the field.
     let err = s.fails(
         &["apply", "-f", "-"],

@@ -77,7 +77,9 @@ pub async fn allocate(
         } else if requested == "None" {
             obj["spec"]["clusterIPs"] = json!(["None"]);
         }
-        let old_keys = old.map(service_keys).unwrap_or_default();
+        // The node ports this Service held (not its healthCheckNodePort: a nodePort set to that
+        // must be claimed, and so refused as taken).
+        let old_keys = old.map(node_port_keys).unwrap_or_default();
         if matches!(ty.as_str(), "NodePort" | "LoadBalancer") {
             let n = obj
                 .pointer("/spec/ports")
@@ -356,6 +358,16 @@ fn service_keys(obj: &Value) -> Vec<String> {
     {
         keys.push(format!("{IP_PREFIX}{ip}"));
     }
+    keys.extend(node_port_keys(obj));
+    if let Some(Ok(p)) = hc_port(obj) {
+        keys.push(format!("{PORT_PREFIX}{p}-TCP"));
+    }
+    keys
+}
+
+/// The allocation keys of a Service's `spec.ports[].nodePort`s.
+fn node_port_keys(obj: &Value) -> Vec<String> {
+    let mut keys = Vec::new();
     for p in obj
         .pointer("/spec/ports")
         .and_then(Value::as_array)
@@ -366,9 +378,6 @@ fn service_keys(obj: &Value) -> Vec<String> {
             let proto = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
             keys.push(format!("{PORT_PREFIX}{n}-{proto}"));
         }
-    }
-    if let Some(Ok(p)) = hc_port(obj) {
-        keys.push(format!("{PORT_PREFIX}{p}-TCP"));
     }
     keys
 }
