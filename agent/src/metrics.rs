@@ -24,7 +24,7 @@
 //! | `ferry_service_skipped` | gauge | objects (or parts) left out of the table as unusable |
 //! | `ferry_service_frontends_failed` | gauge | frontends the last sync could not program (map full, map error) |
 //! | `ferry_service_sync_total`, `ferry_service_sync_errors_total` | counter | proxier syncs, failed ones |
-//! | `ferry_service_datapath_events_total` | counter | eBPF: `event`: `connect4_calls`, `connect4_rewrites`, `sendmsg4_calls`, `sendmsg4_rewrites`, `refused`, `revnat_recvmsg`, `revnat_getpeername`, `affinity_hits`; the tc datapath for external traffic (`--external-datapath`): `new_flows`, `ct_original`, `ct_reply`, `redirected`, `fib_pass`, `pass_fragment`, `pass_malformed` and its drops by reason `drop_no_backend`, `drop_ct_full`, `drop_nat_ports`, `drop_no_slot`, `drop_rewrite` |
+//! | `ferry_service_datapath_events_total` | counter | eBPF: `event`: `connect4_calls`, `connect4_rewrites`, `sendmsg4_calls`, `sendmsg4_rewrites`, `refused`, `revnat_recvmsg`, `revnat_getpeername`, `affinity_hits`; the tc datapath for external traffic (`--external-datapath`): `new_flows`, `ct_original`, `ct_reply`, `redirected`, `fib_pass`, `pass_fragment`, `pass_malformed` and its drops by reason `drop_no_backend`, `drop_ct_full`, `drop_nat_ports`, `drop_no_slot`, `drop_rewrite`, `drop_collision` |
 //! | `ferry_service_datapath_errors_total` | counter | eBPF: `reason`: `no_slot`, `no_backend`, `revnat_update`, `affinity_update` |
 //! | `ferry_service_map_entries`, `ferry_service_map_capacity` | gauge | eBPF: `map`: pin name (entries only for the service and backend maps: the LRU maps are not counted); `FERRY_NP4_CT`: conntrack fill as of the last GC) |
 //! | `ferry_service_sync_duration_seconds` | histogram | table computation + proxier sync |

@@ -696,3 +696,152 @@ fn restart_adopts_rows_and_a_backend_change_keeps_most_flows() {
         "{shuffled} of 300 moved between the old backends"
     );
 }
+
+/// Overwrites one conntrack entry's expiry (an "aged" flow without waiting).
+fn age(w: &mut World, key: &CtKey, expires_ns: u64) {
+    let mut v = w.conntrack()[key];
+    v.expires_ns = expires_ns;
+    w.dp()
+        .maps_mut()
+        .insert_conntrack(*key, v)
+        .expect("age entry");
+}
+
+#[test]
+fn a_reset_closes_both_directions_so_the_gc_collects_the_pair() {
+    if !privileged("nodeport_packets::a_reset_closes_both_directions_so_the_gc_collects_the_pair") {
+        return;
+    }
+    const RST: u8 = 0x04;
+    let mut w = World::new("nprst");
+    w.dp().sync(&table()).expect("sync");
+    let front = SocketAddrV4::new(NODE, 30080);
+    // Two established flows; one is reset by the client, the other by the backend.
+    for (i, client_resets) in [(0u16, true), (1, false)] {
+        let client = SocketAddrV4::new(CLIENT, 44_000 + i);
+        let (verdict, out) = w.run(
+            names::EXTERNAL,
+            &packet(Proto::Tcp, client, front, SYN, false),
+        );
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        let (nat, backend) = (src_of(&out), dst_of(&out));
+        let from_backend = |flags| packet(Proto::Tcp, backend, nat, flags, false);
+        let from_client = |flags| packet(Proto::Tcp, client, front, flags, false);
+        assert_eq!(
+            w.run(names::REPLY, &from_backend(SYN | ACK)).0,
+            TC_ACT_REDIRECT
+        );
+        assert_eq!(w.run(names::EXTERNAL, &from_client(ACK)).0, TC_ACT_REDIRECT);
+        assert_eq!(w.run(names::REPLY, &from_backend(ACK)).0, TC_ACT_REDIRECT);
+        // Established both ways: nothing is collectable within the close timeout.
+        let soon = ferry_sys::clock::monotonic_ns() + 11 * 1_000_000_000;
+        assert_eq!(w.dp().gc(soon).expect("gc").0, 0, "flow {i} established");
+        let (verdict, _) = if client_resets {
+            w.run(names::EXTERNAL, &from_client(RST | ACK))
+        } else {
+            w.run(names::REPLY, &from_backend(RST))
+        };
+        assert_eq!(verdict, TC_ACT_REDIRECT, "the RST itself is translated");
+        let ct = w.conntrack();
+        let orig = ct[&CtKey::new(client, front, 6)];
+        let reply = ct[&CtKey::new(backend, nat, 6)];
+        for (dir, e) in [("original", orig), ("reply", reply)] {
+            assert_ne!(
+                e.flags & ferry_common::nat::CT_F_RST,
+                0,
+                "flow {i} {dir}: RST flag"
+            );
+        }
+        // The close timeout (10 s) later, the GC takes the whole pair.
+        let later = ferry_sys::clock::monotonic_ns() + 11 * 1_000_000_000;
+        assert_eq!(
+            w.dp().gc(later).expect("gc"),
+            (2, 0),
+            "flow {i}: pair collected"
+        );
+    }
+}
+
+#[test]
+fn a_new_flow_on_an_expired_tuple_removes_the_stale_reply_entry() {
+    if !privileged("nodeport_packets::a_new_flow_on_an_expired_tuple_removes_the_stale_reply_entry")
+    {
+        return;
+    }
+    let mut w = World::new("npstale");
+    w.dp().sync(&table()).expect("sync");
+    let front = SocketAddrV4::new(NODE, 30080);
+    let client = SocketAddrV4::new(CLIENT, 45_000);
+    let syn = packet(Proto::Tcp, client, front, SYN, false);
+    let (verdict, out) = w.run(names::EXTERNAL, &syn);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let old_reply = CtKey::new(dst_of(&out), src_of(&out), 6);
+    // The original direction expired (the reply entry still lives, as after a half-dead flow).
+    age(&mut w, &CtKey::new(client, front, 6), 0);
+    let (verdict, again) = w.run(names::EXTERNAL, &syn);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(
+        w.stat(NpStat::NewFlows),
+        2,
+        "a new flow on the reused tuple"
+    );
+    let ct = w.conntrack();
+    assert_eq!(ct.len(), 2, "only the new pair: {ct:?}");
+    let new_reply = CtKey::new(dst_of(&again), src_of(&again), 6);
+    assert!(ct.contains_key(&new_reply));
+    assert_eq!(
+        new_reply, old_reply,
+        "the freed NAT port is claimed again (same hash)"
+    );
+    assert_eq!(ct[&new_reply].dst(), client);
+}
+
+#[test]
+fn local_policy_reply_key_collision_drops_or_supersedes() {
+    if !privileged("nodeport_packets::local_policy_reply_key_collision_drops_or_supersedes") {
+        return;
+    }
+    let mut w = World::new("npcol");
+    let mut t = table();
+    // A second ETP Local NodePort with the same (local) backend B1.
+    t.entries.insert(
+        fe(30082, Proto::Tcp),
+        entry("local2", FrontendKind::NodePort, &[be(B1), be(B2)], true),
+    );
+    w.dp().sync(&t).expect("sync");
+    let client = SocketAddrV4::new(CLIENT, 46_000);
+    let (f1, f2) = (
+        SocketAddrV4::new(NODE, 30081),
+        SocketAddrV4::new(NODE, 30082),
+    );
+    let (verdict, out) = w.run(names::EXTERNAL, &packet(Proto::Tcp, client, f1, SYN, false));
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(dst_of(&out), SocketAddrV4::new(B1, 8080));
+    let reply_key = CtKey::new(SocketAddrV4::new(B1, 8080), client, 6);
+    assert_eq!(w.conntrack()[&reply_key].src(), f1);
+
+    // Same client ip:port to the other frontend: same backend 4-tuple; the live flow keeps it.
+    let syn2 = packet(Proto::Tcp, client, f2, SYN, false);
+    let (verdict, _) = w.run(names::EXTERNAL, &syn2);
+    assert_eq!(verdict, TC_ACT_SHOT, "colliding new flow dropped");
+    assert_eq!(w.stat(NpStat::DropCollision), 1);
+    let ct = w.conntrack();
+    assert_eq!(
+        ct[&reply_key].src(),
+        f1,
+        "the live flow's replies still go to its frontend"
+    );
+    assert_eq!(ct.len(), 2, "{ct:?}");
+
+    // Once the first flow expired, the new one supersedes it (both old entries go).
+    age(&mut w, &reply_key, 0);
+    age(&mut w, &CtKey::new(client, f1, 6), 0);
+    let (verdict, out) = w.run(names::EXTERNAL, &syn2);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(dst_of(&out), SocketAddrV4::new(B1, 8080));
+    assert_eq!(w.stat(NpStat::Superseded), 1);
+    let ct = w.conntrack();
+    assert_eq!(ct.len(), 2, "{ct:?}");
+    assert_eq!(ct[&reply_key].src(), f2);
+    assert!(!ct.contains_key(&CtKey::new(client, f1, 6)));
+}

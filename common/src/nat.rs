@@ -369,11 +369,14 @@ pub enum NpStat {
     DropRewrite = 11,
     /// ETP Local flows superseded by a direct TCP connection on the same tuple (entries deleted).
     Superseded = 12,
+    /// New ETP Local flows dropped: a live flow of another frontend from the same client
+    /// ip:port to the same backend holds the reply entry.
+    DropCollision = 13,
 }
 
 impl NpStat {
     /// Number of counters.
-    pub const COUNT: u32 = 13;
+    pub const COUNT: u32 = 14;
     /// Every counter, in index order.
     pub const ALL: [Self; Self::COUNT as usize] = [
         Self::NewFlows,
@@ -389,6 +392,7 @@ impl NpStat {
         Self::FibPass,
         Self::DropRewrite,
         Self::Superseded,
+        Self::DropCollision,
     ];
 
     /// Index in the array map.
@@ -413,6 +417,7 @@ impl NpStat {
             Self::FibPass => "fib_pass",
             Self::DropRewrite => "drop_rewrite",
             Self::Superseded => "superseded",
+            Self::DropCollision => "drop_collision",
         }
     }
 }

@@ -194,6 +194,9 @@ fn run(ctx: &TcContext, hook: Hook) -> i32 {
             if reply && p.proto == IPPROTO_UDP {
                 mark_replied(&e.partner(p.proto), now);
             }
+            if p.proto == IPPROTO_TCP && p.tcp_flags & TCP_RST != 0 {
+                mark_reset(&e.partner(p.proto), now);
+            }
             count(if reply {
                 NpStat::CtReply
             } else {
@@ -208,6 +211,11 @@ fn run(ctx: &TcContext, hook: Hook) -> i32 {
             } else {
                 redirect(ctx, &p, &to)
             };
+        }
+        if hook == Hook::External && !reply {
+            // An expired original entry about to be replaced: its reply entry (and NAT port)
+            // goes with it, or it would outlive every GC (its partner key is live again).
+            remove_stale_partner(&e.partner(p.proto), &key);
         }
     }
     if hook != Hook::External {
@@ -308,6 +316,41 @@ fn mark_replied(orig: &CtKey, now: u64) {
     }
 }
 
+/// A RST seen through one direction's entry: the other direction closes too (RST flag, the short
+/// close timeout), so the agent's GC, which deletes a pair only when both directions expired,
+/// collects the flow after `CT_TCP_CLOSE_SECS` instead of the established timeout.
+#[inline(always)]
+fn mark_reset(partner: &CtKey, now: u64) {
+    if let Some(entry) = CONNTRACK.get_ptr_mut(partner) {
+        // SAFETY: as in `run`: a preallocated element, valid for this run.
+        let e = unsafe { &mut *entry };
+        e.flags |= CT_F_RST;
+        e.expires_ns = now + ct_lifetime_secs(IPPROTO_TCP, e.flags, 0) * NS_PER_SEC;
+    }
+}
+
+/// Deletes `partner` if it is the other direction of `key`'s (expired) entry.
+#[inline(always)]
+fn remove_stale_partner(partner: &CtKey, key: &CtKey) {
+    // SAFETY: as in `run`: a preallocated element, copied at once.
+    let Some(old) = (unsafe { CONNTRACK.get(partner) }).copied() else {
+        return;
+    };
+    if old.is_reply() && same_key(&old.partner(key.proto), key) {
+        let _ = CONNTRACK.remove(partner);
+    }
+}
+
+/// Field-wise key comparison (no `memcmp` in BPF).
+#[inline(always)]
+fn same_key(a: &CtKey, b: &CtKey) -> bool {
+    a.saddr == b.saddr
+        && a.daddr == b.daddr
+        && a.sport == b.sport
+        && a.dport == b.dport
+        && a.proto == b.proto
+}
+
 /// A packet to an external frontend without a conntrack entry.
 #[inline(always)]
 fn new_flow(ctx: &TcContext, p: &Packet, now: u64) -> i32 {
@@ -375,12 +418,10 @@ fn new_flow(ctx: &TcContext, p: &Packet, now: u64) -> i32 {
         pad: [0; 3],
     };
     if local {
-        if let Err(e) = CONNTRACK.insert(reply_key, reply_value, BPF_ANY) {
-            count(if i64::from(e) == -E2BIG {
-                NpStat::DropCtFull
-            } else {
-                NpStat::DropRewrite
-            });
+        // The client's source is kept, so another frontend's flow from the same client ip:port
+        // to the same backend has this reply key: a live one keeps it (the new flow is dropped),
+        // an expired one is superseded.
+        if !claim_local(&reply_key, &reply_value, now) {
             return DROP;
         }
     } else {
@@ -457,6 +498,42 @@ fn supersede(p: &Packet) {
         let _ = CONNTRACK.remove(reversed);
         count(NpStat::Superseded);
     }
+}
+
+/// Inserts an ETP Local flow's reply entry (`BPF_NOEXIST`); an expired holder of the key is
+/// removed with its original entry first. `false`: counted (table full, or a live flow holds the
+/// key).
+#[inline(always)]
+fn claim_local(key: &CtKey, value: &CtEntry, now: u64) -> bool {
+    for _ in 0..2 {
+        match CONNTRACK.insert(key, value, BPF_NOEXIST) {
+            Ok(()) => return true,
+            Err(e) if i64::from(e) == -E2BIG => {
+                count(NpStat::DropCtFull);
+                return false;
+            }
+            Err(_) => {}
+        }
+        // SAFETY: as in `run`: a preallocated element, copied at once.
+        let Some(old) = (unsafe { CONNTRACK.get(key) }).copied() else {
+            continue;
+        };
+        if !old.expired(now) {
+            count(NpStat::DropCollision);
+            return false;
+        }
+        let orig = old.partner(key.proto);
+        // SAFETY: as above.
+        if let Some(o) = (unsafe { CONNTRACK.get(orig) }).copied() {
+            if !o.is_reply() && same_key(&o.partner(key.proto), key) {
+                let _ = CONNTRACK.remove(orig);
+            }
+        }
+        let _ = CONNTRACK.remove(key);
+        count(NpStat::Superseded);
+    }
+    count(NpStat::DropRewrite);
+    false
 }
 
 /// Claims a free NAT port for the reply key (`BPF_NOEXIST`); returns it in network byte
@@ -552,7 +629,9 @@ fn redirect(ctx: &TcContext, p: &Packet, to: &Tuple) -> i32 {
     fib.l4_protocol = p.proto;
     fib.sport = to.sport;
     fib.dport = to.dport;
-    fib.__bindgen_anon_1.tot_len = ctx.load::<u16>(ETH_HLEN + 2).map(u16::from_be).unwrap_or(0);
+    // `tot_len` stays 0: the kernel then checks the MTU itself, GSO-aware (a GRO/GSO packet's
+    // IP length exceeds the MTU; with it the FIB answers FRAG_NEEDED and the rewritten packet
+    // would be passed up and dropped as a martian).
     // SAFETY: `skb` is the program's valid context; reading its `ifindex` is checked by the
     // verifier.
     fib.ifindex = unsafe { (*ctx.skb.skb).ifindex };

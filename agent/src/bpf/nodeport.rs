@@ -134,14 +134,23 @@ impl NodePortTc {
             let prog_fd = program
                 .fd()
                 .map_err(|source| program_error("fd", name, source))?;
-            ferry_sys::bpf::link_update(link.as_fd(), prog_fd.as_fd()).map_err(|source| {
-                BpfError::Pin {
-                    op: "BPF_LINK_UPDATE",
-                    path: pin.clone(),
-                    source,
+            match ferry_sys::bpf::link_update(link.as_fd(), prog_fd.as_fd()) {
+                Ok(()) => return Ok(AttachOutcome::Updated),
+                // The link outlived its netdev (the interface was deleted and recreated under
+                // the same name: the kernel detached the link, ENOLINK): attach afresh.
+                Err(e) => {
+                    tracing::info!(
+                        pin = %pin.display(),
+                        error = %e,
+                        "pinned TCX link not updatable (interface recreated?): attaching afresh"
+                    );
+                    fs::remove_file(&pin).map_err(|source| BpfError::Pin {
+                        op: "remove stale link pin",
+                        path: pin.clone(),
+                        source,
+                    })?;
                 }
-            })?;
-            return Ok(AttachOutcome::Updated);
+            }
         }
         let link_id = program
             .attach_with_options(
@@ -397,6 +406,15 @@ impl NpMaps {
         self.conntrack
             .insert(key, value, 0)
             .map_err(|e| map_error("insert", names::CONNTRACK, e))
+    }
+
+    /// One conntrack entry; `None` if absent.
+    pub fn conntrack_entry(&self, key: &CtKey) -> Result<Option<CtEntry>, BpfError> {
+        match self.conntrack.get(key, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_error("lookup", names::CONNTRACK, e)),
+        }
     }
 
     /// Deletes a conntrack entry; `false` if absent.

@@ -1125,6 +1125,14 @@ impl DatapathView {
     }
 }
 
+/// Detaches the tc programs a previous agent left attached (link pins) and removes their map
+/// pins under `bpffs_dir`, for an agent that runs without the tc datapath (`--external-datapath
+/// false`, or enabling it failed): otherwise they would keep translating with frozen maps. The
+/// node then serves external traffic on the plain path. Returns how many pins were removed.
+pub fn disable_external(bpffs_dir: &Path) -> Result<usize, ProxyError> {
+    crate::bpf::unpin_nodeport(bpffs_dir).map_err(bpf_err)
+}
+
 /// Detaches the programs (socket hooks and tc links) and removes every pin under `bpffs_dir`
 /// (`ferry-agent uninstall`).
 pub fn uninstall(bpffs_dir: &Path) -> Result<usize, ProxyError> {

@@ -520,12 +520,15 @@ impl NodePortDatapath {
         let entries = self.maps.dump_conntrack().map_err(|e| bpf_err(&e))?;
         let all: BTreeMap<CtKey, ferry_common::nat::CtEntry> = entries.into_iter().collect();
         let mut doomed: BTreeSet<CtKey> = BTreeSet::new();
+        let mut doomed_by_expiry: BTreeSet<CtKey> = BTreeSet::new();
         for (k, v) in &all {
             let partner = v.partner(k.proto);
             let partner_dead = all.get(&partner).is_none_or(|p| p.expired(now_ns));
             if v.expired(now_ns) && partner_dead {
                 doomed.insert(*k);
                 doomed.insert(partner);
+                doomed_by_expiry.insert(*k);
+                doomed_by_expiry.insert(partner);
                 continue;
             }
             if k.proto == IPPROTO_UDP && !v.is_reply() && self.backend_gone(k, v) {
@@ -535,6 +538,22 @@ impl NodePortDatapath {
         }
         let mut removed = 0;
         for k in &doomed {
+            // Re-read first: the datapath may have refreshed or recreated the entry since the
+            // dump (a new flow on the tuple); only the entry the decision was made on goes.
+            let now_entry = self.maps.conntrack_entry(k).map_err(|e| bpf_err(&e))?;
+            let (Some(current), Some(dumped)) = (now_entry, all.get(k)) else {
+                continue;
+            };
+            // A flow doomed by expiry must not have been refreshed; one doomed because its
+            // backend left (live traffic keeps refreshing it) must still go to that backend.
+            let unchanged = if doomed_by_expiry.contains(k) {
+                current == *dumped
+            } else {
+                current.partner(k.proto) == dumped.partner(k.proto)
+            };
+            if !unchanged {
+                continue;
+            }
             if self.maps.remove_conntrack(k).map_err(|e| bpf_err(&e))? {
                 removed += 1;
             }
