@@ -845,3 +845,47 @@ fn local_policy_reply_key_collision_drops_or_supersedes() {
     assert_eq!(ct[&reply_key].src(), f2);
     assert!(!ct.contains_key(&CtKey::new(client, f1, 6)));
 }
+
+#[test]
+fn cluster_policy_to_a_host_network_backend_on_this_node_keeps_the_source() {
+    if !privileged(
+        "nodeport_packets::cluster_policy_to_a_host_network_backend_on_this_node_keeps_the_source",
+    ) {
+        return;
+    }
+    let mut w = World::new("nphost");
+    let mut t = table();
+    let host = Backend {
+        addr: NODE,
+        port: 10_250,
+    };
+    t.entries.insert(
+        fe(30083, Proto::Tcp),
+        entry("hostnet", FrontendKind::NodePort, &[host], false),
+    );
+    w.dp().sync(&t).expect("sync");
+    let client = SocketAddrV4::new(CLIENT, 47_000);
+    let front = SocketAddrV4::new(NODE, 30083);
+    let backend = SocketAddrV4::new(NODE, 10_250);
+    let (verdict, out) = w.run(
+        names::EXTERNAL,
+        &packet(Proto::Tcp, client, front, SYN, false),
+    );
+    // A local destination: up the stack (local delivery), with the client's own source.
+    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!((src_of(&out), dst_of(&out)), (client, backend));
+    assert_checksums_valid(&out);
+    let ct = w.conntrack();
+    assert_eq!(ct.len(), 2, "{ct:?}");
+    let reply = ct[&CtKey::new(backend, client, 6)];
+    assert_eq!(
+        (reply.src(), reply.dst(), reply.flags),
+        (front, client, CT_F_REPLY)
+    );
+    // The local socket's answer leaves through the underlay: reverse-NATed on egress.
+    let synack = packet(Proto::Tcp, backend, client, SYN | ACK, false);
+    let (verdict, back) = w.run(names::EGRESS, &synack);
+    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!((src_of(&back), dst_of(&back)), (front, client));
+    assert_checksums_valid(&back);
+}

@@ -11,7 +11,8 @@
 //! Maglev entry `flow_hash(5-tuple, seed) % size` of the frontend's row (so every node picks the
 //! same backend for a flow). With `externalTrafficPolicy: Cluster` the source becomes the node's
 //! address and a free port of the NAT range (the reply entry is claimed with `BPF_NOEXIST`, a
-//! few ports tried); with `Local` (`NP_FLAG_LOCAL`) the client's source is kept. Two conntrack
+//! few ports tried); with `Local` (`NP_FLAG_LOCAL`), or when the backend is the node's own
+//! address (a hostNetwork endpoint), the client's source is kept. Two conntrack
 //! entries are written (original and reply direction, see `ferry_common::nat`); a full table
 //! drops the new flow (counted) and never evicts a live one.
 //!
@@ -396,7 +397,10 @@ fn new_flow(ctx: &TcContext, p: &Packet, now: u64) -> i32 {
         count(NpStat::DropNoSlot);
         return DROP;
     };
-    let local = svc.flags & NP_FLAG_LOCAL != 0;
+    // The client's source is kept with ETP Local, and for a backend on the node's own address
+    // (a hostNetwork endpoint here): SNAT would make it a local source arriving from outside,
+    // a martian. Its replies leave through the underlay egress program, like ETP Local ones.
+    let local = svc.flags & NP_FLAG_LOCAL != 0 || be.addr == cfg.node_addr;
     let snat_flag = if local { 0 } else { CT_F_SNAT };
     let orig_flags = snat_flag;
     let reply_flags = snat_flag | CT_F_REPLY;
