@@ -636,6 +636,10 @@ pub(crate) struct Pods<'a> {
     pub(crate) node_port: u16,
     /// Its UDP NodePort.
     pub(crate) node_port_udp: u16,
+    /// The TCP NodePort of svc-remote (its only backend, c, is on node-2).
+    pub(crate) node_port_remote: u16,
+    /// Its UDP NodePort.
+    pub(crate) node_port_remote_udp: u16,
 }
 
 impl<'a> Pods<'a> {
@@ -666,7 +670,7 @@ impl<'a> Pods<'a> {
         }
         for (svc, role, np) in [
             ("local", "b", true),
-            ("remote", "c", false),
+            ("remote", "c", true),
             ("self", "a", false),
         ] {
             let mut spec = json!({
@@ -695,6 +699,8 @@ impl<'a> Pods<'a> {
             svc: [Ipv4Addr::UNSPECIFIED; 3],
             node_port: 0,
             node_port_udp: 0,
+            node_port_remote: 0,
+            node_port_remote_udp: 0,
         };
         let out = cluster.kubectl(&["create", "--validate=false", "-f", "-"], Some(&list))?;
         ensure!(
@@ -756,15 +762,18 @@ impl<'a> Pods<'a> {
                 .as_str()
                 .context("Service without a ClusterIP")?
                 .parse()?;
+            let port = |i: usize| {
+                v["spec"]["ports"][i]["nodePort"]
+                    .as_u64()
+                    .and_then(|p| u16::try_from(p).ok())
+                    .unwrap_or(0)
+            };
             if *svc == "local" {
-                let port = |i: usize| {
-                    v["spec"]["ports"][i]["nodePort"]
-                        .as_u64()
-                        .and_then(|p| u16::try_from(p).ok())
-                        .unwrap_or(0)
-                };
                 pods.node_port = port(0);
                 pods.node_port_udp = port(1);
+            } else if *svc == "remote" {
+                pods.node_port_remote = port(0);
+                pods.node_port_remote_udp = port(1);
             }
         }
         Ok(pods)

@@ -5,7 +5,7 @@
 
 use super::lab::{Ns, Place, Proc, AGENT_PORT, IPERF_PORT, SVC_PORT};
 use super::verify::Check;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context as _, Result};
 use ferry_bench::model::PathInfo;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::Path;
@@ -142,15 +142,39 @@ pub(crate) const CATALOGUE: &[Def] = &[
         Need::Cluster
     ),
     def!(
-        "N1-ebpf",
-        "external host -> NodePort on node-1, local backend, eBPF mode",
+        "X1",
+        "external host -> a pod on node-1 by its IP (routed by node-1; control of N1)",
         Some("E0"),
+        Need::Cluster
+    ),
+    def!(
+        "X2",
+        "external host -> a pod on node-2 by its IP, routed by node-1 over the overlay (control of N2)",
+        Some("E0"),
+        Need::Cluster
+    ),
+    def!(
+        "N1-ebpf",
+        "external host -> NodePort on node-1, local backend, eBPF mode (tc datapath)",
+        Some("X1"),
         Need::Proxy("ebpf")
     ),
     def!(
         "N1-iptables",
         "external host -> NodePort on node-1, local backend, iptables",
-        Some("E0"),
+        Some("X1"),
+        Need::Proxy("iptables")
+    ),
+    def!(
+        "N2-ebpf",
+        "external host -> NodePort on node-1, only backend on node-2 (SNAT + overlay), eBPF mode",
+        Some("X2"),
+        Need::Proxy("ebpf")
+    ),
+    def!(
+        "N2-iptables",
+        "external host -> NodePort on node-1, only backend on node-2 (SNAT + overlay), iptables",
+        Some("X2"),
         Need::Proxy("iptables")
     ),
 ];
@@ -493,6 +517,30 @@ mod tests {
     }
 
     #[test]
+    fn nodeport_paths_have_their_direct_controls_as_baselines() {
+        let d = select(
+            &s(&["N2", "X1"]),
+            false,
+            &s(&["vxlan"]),
+            &s(&["ebpf", "iptables"]),
+        )
+        .unwrap();
+        let ids: Vec<&str> = d.iter().map(|d| d.id).collect();
+        assert_eq!(ids, ["X1", "N2-ebpf", "N2-iptables"]);
+        for d in CATALOGUE {
+            let want = match d.id.split('-').next() {
+                Some("N1") => Some("X1"),
+                Some("N2") => Some("X2"),
+                _ => continue,
+            };
+            assert_eq!(d.baseline, want, "{}", d.id);
+        }
+        assert!(!QUICK
+            .iter()
+            .any(|q| q.starts_with('N') || q.starts_with('X')));
+    }
+
+    #[test]
     fn every_baseline_is_a_known_path() {
         for d in CATALOGUE {
             if let Some(b) = d.baseline {
@@ -555,6 +603,62 @@ pub(crate) fn node_servers(
         procs.extend(servers(&p, ferry)?);
     }
     Ok(procs)
+}
+
+/// Host routes to bench pods added in the external host's namespace (never the root one) for
+/// the X paths, deleted on drop.
+#[derive(Debug, Default)]
+pub(crate) struct ExtRoutes {
+    /// The external host.
+    place: Option<Place>,
+    /// The destinations (`10.244.1.3/32`).
+    routes: Vec<String>,
+}
+
+impl ExtRoutes {
+    /// Routes to pod b (X1) and pod c (X2) via node-1's underlay address, in `c`'s external host.
+    pub(crate) fn add(
+        defs: &[Def],
+        c: &super::lab::Cluster,
+        pods: &super::lab::Pods<'_>,
+    ) -> Result<ExtRoutes> {
+        let place = Place {
+            label: format!("external host ({})", c.name),
+            netns: c.ext_ns(),
+            cgroup: None,
+            exec: None,
+        };
+        let mut r = ExtRoutes {
+            place: Some(place.clone()),
+            routes: Vec::new(),
+        };
+        let via = super::lab::Cluster::node_ip(1).to_string();
+        for (id, ip) in [("X1", pods.b.ip), ("X2", pods.c.ip)] {
+            if !defs.iter().any(|d| d.id == id) {
+                continue;
+            }
+            let dst = format!("{ip}/32");
+            super::lab::run_ok(
+                place
+                    .command(Path::new("ip"))?
+                    .args(["route", "replace", &dst, "via", &via]),
+            )
+            .with_context(|| format!("route to {dst} in {}", place.label))?;
+            r.routes.push(dst);
+        }
+        Ok(r)
+    }
+}
+
+impl Drop for ExtRoutes {
+    fn drop(&mut self) {
+        let Some(place) = &self.place else { return };
+        for dst in &self.routes {
+            if let Ok(mut cmd) = place.command(Path::new("ip")) {
+                let _ = cmd.args(["route", "del", dst]).output();
+            }
+        }
+    }
 }
 
 /// Builds the path `def` on a cluster.
@@ -677,23 +781,53 @@ pub(crate) fn cluster_path(def: &Def, cx: &ClusterCtx<'_>) -> Result<LabPath> {
                 vec![link(node(1, None), "eth0", "tx")],
             )
         }
-        id if id.starts_with("N1") => {
-            let ip = super::lab::Cluster::node_ip(1);
-            let target = SocketAddrV4::new(ip, p.node_port);
-            let check = if c.proxy == "ebpf" {
-                link(pod(&p.b, None), "eth0", "rx")
+        "X1" | "X2" => {
+            let (pd, check) = if def.id == "X1" {
+                (&p.b, link(pod(&p.b, None), "eth0", "rx"))
             } else {
-                dnat(p.b.ip)
+                (&p.c, link(pod(&p.c, None), "eth0", "rx"))
+            };
+            LabPath::new(
+                def,
+                ext,
+                &format!(
+                    "pod {} {} on node-{} (route via node-1)",
+                    pd.name, pd.ip, pd.node
+                ),
+                agent(pd.ip),
+                true,
+                vec![check],
+            )
+        }
+        id if id.starts_with("N1") || id.starts_with("N2") => {
+            let ip = super::lab::Cluster::node_ip(1);
+            let (backend, tcp, udp) = if id.starts_with("N1") {
+                (&p.b, p.node_port, p.node_port_udp)
+            } else {
+                (&p.c, p.node_port_remote, p.node_port_remote_udp)
+            };
+            let check = if c.proxy == "ebpf" {
+                Check::NodePortTc {
+                    bpffs: c
+                        .node_bpffs(1)
+                        .ok_or_else(|| anyhow::anyhow!("cluster {} has no eBPF pins", c.name))?,
+                    node: format!("node-1 ({})", c.name),
+                }
+            } else {
+                dnat(backend.ip)
             };
             let mut path = LabPath::new(
                 def,
                 ext,
-                &format!("NodePort {ip}:{} -> {}", p.node_port, p.b.name),
-                target,
+                &format!(
+                    "NodePort {ip}:{tcp} -> {} on node-{}",
+                    backend.name, backend.node
+                ),
+                SocketAddrV4::new(ip, tcp),
                 false,
                 vec![check],
             );
-            path.udp_target = SocketAddrV4::new(ip, p.node_port_udp);
+            path.udp_target = SocketAddrV4::new(ip, udp);
             path
         }
         other => bail!("path {other} is not a cluster path"),

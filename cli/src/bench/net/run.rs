@@ -687,8 +687,10 @@ pub(crate) fn execute(plan: &Plan) -> Result<()> {
         )?);
     }
     let mut node_procs = Vec::new();
+    let mut ext_routes = paths::ExtRoutes::default();
     if let Some(c) = clusters.first() {
         node_procs = paths::node_servers(&plan.defs, c, &bins.ferry)?;
+        ext_routes = paths::ExtRoutes::add(&plan.defs, c, &pods[0])?;
     }
     let baselines = paths::Baselines::build(&plan.defs, &bins.ferry)?;
     // Every selected path, in catalogue order; cluster paths probed until they carry traffic.
@@ -715,11 +717,7 @@ pub(crate) fn execute(plan: &Plan) -> Result<()> {
         let mut p = paths::cluster_path(d, &cx)?;
         let patience = if d.id.starts_with('N') { 3 } else { 15 };
         if let Err(e) = probe(&bins, &p, Duration::from_secs(patience)) {
-            let why = if d.id == "N1-ebpf" {
-                format!("NodePort from outside the cluster is not served in ebpf mode yet (issue #14): {e:#}")
-            } else {
-                format!("carries no traffic: {e:#}")
-            };
+            let why = format!("carries no traffic: {e:#}");
             warnings.push(format!("{}: unavailable: {why}", d.id));
             p.info.unavailable = Some(why);
         }
@@ -831,6 +829,7 @@ pub(crate) fn execute(plan: &Plan) -> Result<()> {
     finish(plan, &mut report, t_start)?;
     drop(baselines);
     drop(node_procs);
+    drop(ext_routes);
     drop(cgroups);
     drop(pods);
     drop(clusters);

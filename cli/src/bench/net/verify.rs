@@ -26,6 +26,14 @@ pub(crate) enum Check {
         /// `node-1`.
         node: String,
     },
+    /// The tc datapath's translations of external traffic (`new_flows` + `ct_original`) of one
+    /// node (`ferry-agent services -o json`, from the pinned per-CPU counters).
+    NodePortTc {
+        /// The node's pin directory.
+        bpffs: PathBuf,
+        /// `node-1`.
+        node: String,
+    },
     /// Packets through the iptables DNAT rules to one endpoint in a node's nat table.
     Dnat {
         /// The node's namespace.
@@ -41,6 +49,9 @@ impl Check {
         match self {
             Check::Link { place, dev, dir } => format!("{}/{dev} {dir}_bytes", place.label),
             Check::SockLb { node, .. } => format!("{node} socket LB rewrites"),
+            Check::NodePortTc { node, .. } => {
+                format!("{node} tc datapath new_flows + ct_original")
+            }
             Check::Dnat { place, to } => format!("{} iptables DNAT to {to} packets", place.label),
         }
     }
@@ -73,6 +84,22 @@ impl Check {
                 ) {
                     (Some(a), Some(b)) => Ok(a + b),
                     _ => bail!("no rewrite counters in `ferry-agent services -o json`"),
+                }
+            }
+            Check::NodePortTc { bpffs, .. } => {
+                let out = super::lab::run_ok(
+                    std::process::Command::new(ferry_agent)
+                        .args(["services", "-o", "json", "--bpffs-dir"])
+                        .arg(bpffs),
+                )?;
+                let v: serde_json::Value = serde_json::from_str(&out)?;
+                let c = &v["external"]["counters"];
+                match (c["new_flows"].as_u64(), c["ct_original"].as_u64()) {
+                    (Some(a), Some(b)) => Ok(a + b),
+                    _ => bail!(
+                        "no tc datapath counters in `ferry-agent services -o json` (is \
+                         --external-datapath on?)"
+                    ),
                 }
             }
             Check::Dnat { place, to } => {
