@@ -329,8 +329,11 @@ pub const fn flow_hash(
     fmix64(fmix64(seed ^ a) ^ b)
 }
 
+/// The murmur3 64-bit finaliser (`fmix64`): a bijective mixer every hash of the project is built
+/// on (the flow hash, the agent's Maglev permutations, the L2 announcer's rendezvous weights).
+/// Its values are part of the cluster's behaviour (every node must agree): never change it.
 #[inline(always)]
-const fn fmix64(mut x: u64) -> u64 {
+pub const fn fmix64(mut x: u64) -> u64 {
     x ^= x >> 33;
     x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
     x ^= x >> 33;

@@ -10,16 +10,16 @@
 //! with the device; closing it later ([`PodFastPath::detach`]) releases it.
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
 use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray};
 use aya::programs::tc::{SchedClassifierLinkId, TcAttachOptions};
 use aya::programs::{LinkOrder, SchedClassifier, TcAttachType};
-use aya::{Ebpf, EbpfLoader};
+use aya::Ebpf;
 use ferry_common::fastpath::{names, pod_ip, pod_key, FastPathConfig, FastPathStat, PodEndpoint};
 
+use super::util::{self, map_error, program_error};
 use super::{object::POD_FASTPATH, BpfError};
 
 /// Which program a link runs.
@@ -58,46 +58,13 @@ impl std::fmt::Debug for PodFastPath {
     }
 }
 
-fn map_error(op: &'static str, map: &'static str, source: MapError) -> BpfError {
-    BpfError::Map {
-        op,
-        map,
-        source: Box::new(source),
-    }
-}
-
-fn program_error(
-    op: &'static str,
-    program: &'static str,
-    source: aya::programs::ProgramError,
-) -> BpfError {
-    BpfError::Program {
-        op,
-        program,
-        source: Box::new(source),
-    }
-}
-
 impl PodFastPath {
     /// Loads the embedded object with its maps pinned under `pin_dir` (created if missing; it
     /// must be on bpffs), loads both programs (verifier) and attaches nothing.
     ///
     /// Needs `CAP_BPF` + `CAP_NET_ADMIN` (or root).
     pub fn load(pin_dir: &Path) -> Result<Self, BpfError> {
-        let bytes = POD_FASTPATH.bytes()?;
-        super::sock_lb::check_on_bpffs(pin_dir)?;
-        fs::create_dir_all(pin_dir).map_err(|source| BpfError::Pin {
-            op: "create directory",
-            path: pin_dir.to_owned(),
-            source,
-        })?;
-        let mut ebpf = EbpfLoader::new()
-            .default_map_pin_directory(pin_dir)
-            .load(bytes)
-            .map_err(|source| BpfError::Load {
-                object: POD_FASTPATH.name,
-                source: Box::new(source),
-            })?;
+        let mut ebpf = util::load_pinned(&POD_FASTPATH, pin_dir)?;
         for name in names::PROGRAMS {
             program_mut(&mut ebpf, name)?
                 .load()
@@ -270,33 +237,12 @@ pub fn pinned_stats(
 /// Removes the fast path's map pins under `pin_dir` (its links are never pinned: they die with
 /// the agent). Missing pins are fine. Returns how many were removed.
 pub fn unpin(pin_dir: &Path) -> Result<usize, BpfError> {
-    let mut removed = 0;
-    for map in names::MAPS {
-        let path = pin_dir.join(map);
-        match fs::remove_file(&path) {
-            Ok(()) => removed += 1,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => {
-                return Err(BpfError::Pin {
-                    op: "remove pin",
-                    path,
-                    source,
-                })
-            }
-        }
-    }
-    Ok(removed)
+    util::remove_pins(names::MAPS.iter().map(|m| pin_dir.join(m)))
 }
 
 fn program_mut<'a>(
     ebpf: &'a mut Ebpf,
     name: &'static str,
 ) -> Result<&'a mut SchedClassifier, BpfError> {
-    let program = ebpf.program_mut(name).ok_or(BpfError::MissingProgram {
-        object: POD_FASTPATH.name,
-        program: name,
-    })?;
-    program
-        .try_into()
-        .map_err(|source| program_error("type check", name, source))
+    util::program_mut(ebpf, POD_FASTPATH.name, name)
 }

@@ -9,6 +9,7 @@ use ferry_common::{
     LbStat,
 };
 
+use super::util::{absent_ok, map_error};
 use super::{object::SOCK_LB, BpfError};
 
 /// The five maps of the `sock-lb` object, owned (the kernel keeps them alive through their pins
@@ -28,14 +29,6 @@ impl std::fmt::Debug for LbMaps {
             .field("services", &self.services)
             .field("backends", &self.backends)
             .finish_non_exhaustive()
-    }
-}
-
-fn map_error(op: &'static str, map: &'static str, source: MapError) -> BpfError {
-    BpfError::Map {
-        op,
-        map,
-        source: Box::new(source),
     }
 }
 
@@ -176,16 +169,5 @@ impl LbMaps {
                 Ok((stat, per_cpu.iter().copied().fold(0, u64::wrapping_add)))
             })
             .collect()
-    }
-}
-
-fn absent_ok(r: Result<(), MapError>, map: &'static str) -> Result<bool, BpfError> {
-    match r {
-        Ok(()) => Ok(true),
-        Err(MapError::KeyNotFound) => Ok(false),
-        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
-            Ok(false)
-        }
-        Err(e) => Err(map_error("remove", map, e)),
     }
 }

@@ -26,6 +26,7 @@ mod maps;
 mod nodeport;
 mod object;
 mod sock_lb;
+mod util;
 
 pub use error::BpfError;
 pub use fastpath::{pinned_stats, unpin as unpin_fastpath, Hook, PodFastPath};

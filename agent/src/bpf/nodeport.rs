@@ -23,11 +23,12 @@ use aya::programs::{
     tc::TcAttachOptions,
     SchedClassifier, TcAttachType,
 };
-use aya::{Ebpf, EbpfLoader};
+use aya::Ebpf;
 use ferry_common::nat::{names, CtEntry, CtKey, NpBackendKey, NpConfig, NpStat, NpSvc, NpSvcKey};
 use ferry_common::Lb4Backend;
 
-use super::{object::NODEPORT, sock_lb::check_on_bpffs, AttachOutcome, BpfError};
+use super::util::{self, absent_ok, map_error, program_error};
+use super::{object::NODEPORT, AttachOutcome, BpfError};
 
 /// Where a program is attached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,20 +74,7 @@ impl NodePortTc {
     /// reused, missing ones created), loads the three programs and attaches nothing. Needs
     /// `CAP_BPF` + `CAP_NET_ADMIN`.
     pub fn load(pin_dir: &Path) -> Result<(Self, NpMaps), BpfError> {
-        let bytes = NODEPORT.bytes()?;
-        check_on_bpffs(pin_dir)?;
-        fs::create_dir_all(pin_dir).map_err(|source| BpfError::Pin {
-            op: "create directory",
-            path: pin_dir.to_owned(),
-            source,
-        })?;
-        let mut ebpf = EbpfLoader::new()
-            .default_map_pin_directory(pin_dir)
-            .load(bytes)
-            .map_err(|source| BpfError::Load {
-                object: NODEPORT.name,
-                source: Box::new(source),
-            })?;
+        let mut ebpf = util::load_pinned(&NODEPORT, pin_dir)?;
         for name in names::PROGRAMS {
             program_mut(&mut ebpf, name)?
                 .load()
@@ -104,15 +92,7 @@ impl NodePortTc {
 
     /// The descriptor of a loaded program (for `BPF_PROG_TEST_RUN`).
     pub fn program_fd(&self, name: &'static str) -> Result<BorrowedFd<'_>, BpfError> {
-        let program: &SchedClassifier = self
-            .ebpf
-            .program(name)
-            .ok_or(BpfError::MissingProgram {
-                object: NODEPORT.name,
-                program: name,
-            })?
-            .try_into()
-            .map_err(|source| program_error("type check", name, source))?;
+        let program: &SchedClassifier = util::program(&self.ebpf, NODEPORT.name, name)?;
         let fd = program
             .fd()
             .map_err(|source| program_error("fd", name, source))?;
@@ -214,65 +194,14 @@ pub fn unpin(pin_dir: &Path) -> Result<usize, BpfError> {
         .map(|e| e.path())
         .collect();
     paths.extend(names::MAPS.iter().map(|m| pin_dir.join(m)));
-    let mut removed = 0;
-    for path in paths {
-        match fs::remove_file(&path) {
-            Ok(()) => removed += 1,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => {
-                return Err(BpfError::Pin {
-                    op: "remove pin",
-                    path,
-                    source,
-                })
-            }
-        }
-    }
-    Ok(removed)
+    util::remove_pins(paths)
 }
 
 fn program_mut<'a>(
     ebpf: &'a mut Ebpf,
     name: &'static str,
 ) -> Result<&'a mut SchedClassifier, BpfError> {
-    ebpf.program_mut(name)
-        .ok_or(BpfError::MissingProgram {
-            object: NODEPORT.name,
-            program: name,
-        })?
-        .try_into()
-        .map_err(|source| program_error("type check", name, source))
-}
-
-fn program_error(
-    op: &'static str,
-    program: &'static str,
-    source: aya::programs::ProgramError,
-) -> BpfError {
-    BpfError::Program {
-        op,
-        program,
-        source: Box::new(source),
-    }
-}
-
-fn map_error(op: &'static str, map: &'static str, source: MapError) -> BpfError {
-    BpfError::Map {
-        op,
-        map,
-        source: Box::new(source),
-    }
-}
-
-fn absent_ok(r: Result<(), MapError>, map: &'static str) -> Result<bool, BpfError> {
-    match r {
-        Ok(()) => Ok(true),
-        Err(MapError::KeyNotFound) => Ok(false),
-        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
-            Ok(false)
-        }
-        Err(e) => Err(map_error("remove", map, e)),
-    }
+    util::program_mut(ebpf, NODEPORT.name, name)
 }
 
 /// The six maps of the `nodeport` object, owned.

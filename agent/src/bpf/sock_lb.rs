@@ -21,9 +21,10 @@ use std::os::fd::AsFd as _;
 use std::path::{Path, PathBuf};
 
 use aya::programs::{links::FdLink, CgroupAttachMode, CgroupSockAddr};
-use aya::{Ebpf, EbpfLoader};
+use aya::Ebpf;
 use ferry_common::names;
 
+use super::util::{self, program_error};
 use super::{maps::LbMaps, object::SOCK_LB, BpfError};
 
 /// What [`SockLb::attach`] did for one program.
@@ -50,20 +51,7 @@ impl SockLb {
     ///
     /// Needs `CAP_BPF` + `CAP_NET_ADMIN` (or root).
     pub fn load(pin_dir: &Path) -> Result<(Self, LbMaps), BpfError> {
-        let bytes = SOCK_LB.bytes()?;
-        check_on_bpffs(pin_dir)?;
-        fs::create_dir_all(pin_dir).map_err(|source| BpfError::Pin {
-            op: "create directory",
-            path: pin_dir.to_owned(),
-            source,
-        })?;
-        let mut ebpf = EbpfLoader::new()
-            .default_map_pin_directory(pin_dir)
-            .load(bytes)
-            .map_err(|source| BpfError::Load {
-                object: SOCK_LB.name,
-                source: Box::new(source),
-            })?;
+        let mut ebpf = util::load_pinned(&SOCK_LB, pin_dir)?;
         for name in names::PROGRAMS {
             let program = program_mut(&mut ebpf, name)?;
             program
@@ -90,15 +78,7 @@ impl SockLb {
         names::PROGRAMS
             .iter()
             .map(|&name| {
-                let program: &CgroupSockAddr = self
-                    .ebpf
-                    .program(name)
-                    .ok_or(BpfError::MissingProgram {
-                        object: SOCK_LB.name,
-                        program: name,
-                    })?
-                    .try_into()
-                    .map_err(|source| program_error("type check", name, source))?;
+                let program: &CgroupSockAddr = util::program(&self.ebpf, SOCK_LB.name, name)?;
                 let info = program
                     .info()
                     .map_err(|source| program_error("query", name, source))?;
@@ -209,22 +189,9 @@ pub fn attached(pin_dir: &Path) -> bool {
 /// reference goes) and removes the map pins and `pin_dir` itself. Missing pins are fine: running
 /// it twice is a no-op. Returns how many pins were removed.
 pub fn unpin(pin_dir: &Path) -> Result<usize, BpfError> {
-    let mut removed = 0;
     let links = names::PROGRAMS.iter().map(|p| link_pin(pin_dir, p));
     let maps = names::MAPS.iter().map(|m| pin_dir.join(m));
-    for path in links.chain(maps) {
-        match fs::remove_file(&path) {
-            Ok(()) => removed += 1,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => {
-                return Err(BpfError::Pin {
-                    op: "remove pin",
-                    path,
-                    source,
-                })
-            }
-        }
-    }
+    let removed = util::remove_pins(links.chain(maps))?;
     match fs::remove_dir(pin_dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -243,23 +210,5 @@ fn program_mut<'a>(
     ebpf: &'a mut Ebpf,
     name: &'static str,
 ) -> Result<&'a mut CgroupSockAddr, BpfError> {
-    let program = ebpf.program_mut(name).ok_or(BpfError::MissingProgram {
-        object: SOCK_LB.name,
-        program: name,
-    })?;
-    program
-        .try_into()
-        .map_err(|source| program_error("type check", name, source))
-}
-
-fn program_error(
-    op: &'static str,
-    program: &'static str,
-    source: aya::programs::ProgramError,
-) -> BpfError {
-    BpfError::Program {
-        op,
-        program,
-        source: Box::new(source),
-    }
+    util::program_mut(ebpf, SOCK_LB.name, name)
 }

@@ -140,18 +140,10 @@ fn backend_key(b: &Backend) -> u64 {
 /// A seeded 64-bit hash of `key` (splitmix64 / murmur3 finaliser rounds); `salt` separates the
 /// two hashes a backend needs.
 fn hash64(key: u64, seed: u64, salt: u64) -> u64 {
+    use ferry_common::nat::fmix64;
     let mut x = fmix64(seed ^ salt);
     x = fmix64(x ^ key.wrapping_mul(0xff51_afd7_ed55_8ccd));
     fmix64(x.wrapping_add(salt))
-}
-
-fn fmix64(mut k: u64) -> u64 {
-    k ^= k >> 33;
-    k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    k ^= k >> 33;
-    k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    k ^= k >> 33;
-    k
 }
 
 #[cfg(test)]
