@@ -45,8 +45,8 @@ pub(crate) struct NetArgs {
     #[arg(long)]
     pub(crate) smoke: bool,
     /// Paths to measure (ids as in docs/bench.md: L0, L1, L2, H1, P1, P2-vxlan, P2-host-gw,
-    /// P2-udp, P2-ref-vxlan, S1-ebpf, S2-iptables, S3-ebpf, E0, E1, N1-iptables, ...; a prefix such
-    /// as `S1` or `P2` selects every variant).
+    /// P2-udp, P2-ref-vxlan, S1-ebpf, S2-iptables, S3-ebpf, E0, E1, X1, X2, N1-ebpf,
+    /// N2-iptables, ...; a prefix such as `S1` or `P2` selects every variant).
     #[arg(long, value_delimiter = ',')]
     pub(crate) paths: Vec<String>,
     /// Tests: stream, rr, crr, cc, udp_rr, udp_stream, udp_max_rate (default: all but
