@@ -889,3 +889,55 @@ fn cluster_policy_to_a_host_network_backend_on_this_node_keeps_the_source() {
     assert_eq!((src_of(&back), dst_of(&back)), (front, client));
     assert_checksums_valid(&back);
 }
+
+#[test]
+fn a_pinned_link_whose_interface_was_recreated_is_replaced() {
+    if !privileged("nodeport_packets::a_pinned_link_whose_interface_was_recreated_is_replaced") {
+        return;
+    }
+    use ferry_agent::bpf::{AttachOutcome, TcHook};
+    let mut w = World::new("nprelink");
+    let pin_dir = w.pin_dir();
+    let tc = w.tc.as_mut().expect("programs");
+    let first = w
+        .netns
+        .run(|| tc.attach("d0", TcHook::ReplyIngress))
+        .expect("first attach");
+    assert_eq!(first, AttachOutcome::Created);
+    let old_link = link_id(&pin_dir.join("tcx_ferry_np_rev@d0"));
+    // The bridge goes away and comes back under the same name (a new netdev).
+    w.netns.sh(
+        "ip link del d0 && ip link add d0 type veth peer name d1 && \
+         ip addr add 10.244.1.1/24 dev d0 && ip link set d1 up && ip link set d0 up",
+    );
+    // A new agent: the pinned link cannot be updated (its netdev is gone), so it attaches afresh.
+    let (mut tc2, _maps) = NodePortTc::load(&pin_dir).expect("second load");
+    let again = w
+        .netns
+        .run(|| tc2.attach("d0", TcHook::ReplyIngress))
+        .expect("attach after the interface was recreated");
+    assert_eq!(again, AttachOutcome::Created);
+    let pin = pin_dir.join("tcx_ferry_np_rev@d0");
+    assert_ne!(link_id(&pin), old_link, "a new link replaced the pin");
+    // And a third agent swaps the program behind that link: `BPF_LINK_UPDATE` succeeds only on
+    // a link whose netdev exists (the detached one answered ENOLINK).
+    let (mut tc3, _maps3) = NodePortTc::load(&pin_dir).expect("third load");
+    let swap = w
+        .netns
+        .run(|| tc3.attach("d0", TcHook::ReplyIngress))
+        .expect("update");
+    assert_eq!(swap, AttachOutcome::Updated);
+}
+
+/// The kernel id of a pinned link (bpftool).
+fn link_id(pin: &std::path::Path) -> u64 {
+    let out = Command::new("bpftool")
+        .args(["-j", "link", "show", "pinned"])
+        .arg(pin)
+        .output()
+        .expect("bpftool");
+    let link: serde_json::Value = serde_json::from_slice(&out.stdout).expect("link json");
+    link["id"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{}: {link}", pin.display()))
+}
