@@ -416,3 +416,60 @@ fn generation_flips_never_show_half_an_update() {
     println!("{flips} flips, spread {spread:?}");
     drop(proxier);
 }
+
+/// An agent without the tc datapath (`--external-datapath false`, or enabling it failed) detaches
+/// the tc programs a previous agent left pinned, and removes their maps: they would otherwise go
+/// on translating external traffic with maps nobody updates.
+#[test]
+fn without_the_tc_datapath_a_previous_agents_tc_programs_are_detached() {
+    if !privileged("sock_lb::without_the_tc_datapath_a_previous_agents_tc_programs_are_detached") {
+        return;
+    }
+    use ferry_agent::bpf::{attached_interfaces, NodePortTc, TcHook};
+    use ferry_agent::service::ProxyError;
+    let lab = Lab::new("sltcoff");
+    lab.netns
+        .sh("ip link add ext0 type veth peer name ext1 && ip link set ext0 up");
+    let cases: [(&str, Option<Result<_, ProxyError>>); 2] = [
+        ("--external-datapath false", None),
+        (
+            "enabling failed",
+            Some(Err(ProxyError::Bpf("underlay gone".into()))),
+        ),
+    ];
+    for (what, opts) in cases {
+        // A previous agent's tc program, attached through a pinned link, and its maps.
+        let (mut tc, maps) = NodePortTc::load(&lab.pin_dir).expect("nodeport load");
+        lab.netns
+            .run(|| tc.attach("ext0", TcHook::UnderlayIngress))
+            .expect("attach");
+        drop((tc, maps));
+        let pin = lab
+            .pin_dir
+            .join(format!("tcx_{}@ext0", ferry_common::nat::names::EXTERNAL));
+        let link = bpftool(&["link", "show", "pinned", pin.to_str().expect("utf-8")])["id"]
+            .as_u64()
+            .expect("link id");
+        let ct = lab.pin_dir.join(ferry_common::nat::names::CONNTRACK);
+        assert!(ct.exists());
+
+        let mut p = lab.proxier();
+        assert!(!p.configure_external(opts), "{what}");
+        assert!(p.external().is_none(), "{what}");
+        assert!(
+            attached_interfaces(&lab.pin_dir, ferry_common::nat::names::EXTERNAL).is_empty(),
+            "{what}: link pin removed"
+        );
+        assert!(!ct.exists(), "{what}: map pins removed");
+        let gone = wait_until(Duration::from_secs(5), || {
+            !Command::new("bpftool")
+                .args(["link", "show", "id", &link.to_string()])
+                .output()
+                .expect("bpftool")
+                .status
+                .success()
+        });
+        assert!(gone, "{what}: link {link} still attached");
+        drop(p);
+    }
+}

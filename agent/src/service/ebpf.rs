@@ -525,6 +525,37 @@ impl EbpfProxier {
         Ok(())
     }
 
+    /// Enables the tc datapath with `opts` (`None`: `--external-datapath false`; an `Err`: its
+    /// options could not be worked out), or, when it is not enabled, detaches the tc programs a
+    /// previous agent left pinned and removes their maps ([`disable_external`]): they would
+    /// otherwise go on translating with maps nobody updates. Logs what it did; returns whether
+    /// the tc datapath is on. The socket LB serves the node's own clients either way, so nothing
+    /// here is fatal.
+    pub fn configure_external(
+        &mut self,
+        opts: Option<Result<ExternalOptions, ProxyError>>,
+    ) -> bool {
+        if let Some(opts) = opts {
+            match opts.and_then(|o| self.enable_external(&o)) {
+                Ok(()) => return true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "external traffic datapath (tc) not enabled: NodePorts, externalIPs and LoadBalancer IPs are not served to clients outside the node");
+                }
+            }
+        }
+        match disable_external(self.lb.pin_dir()) {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                pins = n,
+                "external traffic datapath (tc) off: detached the previous agent's tc programs and removed their maps; external traffic takes the plain path"
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "external traffic datapath (tc) off, but the previous agent's tc programs could not be detached: they keep translating with stale maps");
+            }
+        }
+        false
+    }
+
     /// The tc datapath's programmer, when enabled.
     pub fn external(&self) -> Option<&NodePortDatapath> {
         self.external.as_ref().map(|e| &e.datapath)

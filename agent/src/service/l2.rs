@@ -52,11 +52,7 @@ pub fn weight(ip: Ipv4Addr, node: &str) -> u64 {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^ (h >> 33)
+    ferry_common::nat::fmix64(h)
 }
 
 /// The node that announces `ip`: the one of `nodes` with the highest [`weight`] (ties, which

@@ -83,30 +83,12 @@ fn ebpf_proxier(cfg: &Config) -> Result<Box<dyn Proxier>, ProxyError> {
         ));
     };
     let mut p = super::ebpf::EbpfProxier::new(&cfg.bpffs_dir, cgroup)?;
-    let mut external = false;
-    if cfg.external_datapath {
-        // The socket LB serves the node's own clients either way: a tc failure is reported,
-        // not fatal.
-        match super::ebpf::external_options(cfg).and_then(|o| p.enable_external(&o)) {
-            Ok(()) => external = true,
-            Err(e) => {
-                tracing::warn!(error = %e, "external traffic datapath (tc) not enabled: NodePorts, externalIPs and LoadBalancer IPs are not served to clients outside the node");
-            }
-        }
-    }
-    if !external {
-        // A previous agent's tc programs would go on translating with maps nobody updates.
-        match super::ebpf::disable_external(&cfg.bpffs_dir) {
-            Ok(0) => {}
-            Ok(n) => tracing::warn!(
-                pins = n,
-                "external traffic datapath (tc) off: detached the previous agent's tc programs and removed their maps; external traffic takes the plain path"
-            ),
-            Err(e) => {
-                tracing::error!(error = %e, "external traffic datapath (tc) off, but the previous agent's tc programs could not be detached: they keep translating with stale maps");
-            }
-        }
-    }
+    // Without the tc datapath (off, or enabling it failed) a previous agent's tc programs are
+    // detached rather than left translating with frozen maps.
+    p.configure_external(
+        cfg.external_datapath
+            .then(|| super::ebpf::external_options(cfg)),
+    );
     Ok(Box::new(p))
 }
 
