@@ -50,6 +50,10 @@ struct World {
 
 impl World {
     fn new(tag: &str) -> World {
+        World::with_nat_ports(tag, 61_000..=65_535)
+    }
+
+    fn with_nat_ports(tag: &str, nat_ports: std::ops::RangeInclusive<u16>) -> World {
         let bpffs = std::env::temp_dir().join(format!("ferry-npfs-{}", unique(tag)));
         std::fs::create_dir_all(&bpffs).expect("bpffs mount point");
         let st = Command::new("mount")
@@ -75,7 +79,7 @@ impl World {
             maps,
             NodePortConfig {
                 node_addr: NODE,
-                nat_ports: 61_000..=65_535,
+                nat_ports,
                 maglev_size: SIZE,
                 seed: SEED,
             },
@@ -940,4 +944,82 @@ fn link_id(pin: &std::path::Path) -> u64 {
     link["id"]
         .as_u64()
         .unwrap_or_else(|| panic!("{}: {link}", pin.display()))
+}
+
+#[test]
+fn nat_ports_of_reset_and_closed_flows_are_taken_over_by_new_flows() {
+    if !privileged(
+        "nodeport_packets::nat_ports_of_reset_and_closed_flows_are_taken_over_by_new_flows",
+    ) {
+        return;
+    }
+    const RST: u8 = 0x04;
+    const FIN: u8 = 0x01;
+    // One backend, two NAT ports: two live flows hold them all.
+    let mut w = World::with_nat_ports("npreuse", 61_000..=61_001);
+    let mut t = table();
+    t.entries.insert(
+        fe(30080, Proto::Tcp),
+        entry("web", FrontendKind::NodePort, &[be(B1)], false),
+    );
+    w.dp().sync(&t).expect("sync");
+    let front = SocketAddrV4::new(NODE, 30080);
+    let client = |port| SocketAddrV4::new(CLIENT, port);
+    let syn = |port| packet(Proto::Tcp, client(port), front, SYN, false);
+    let (va, a) = w.run(names::EXTERNAL, &syn(46_000));
+    let (vb, b) = w.run(names::EXTERNAL, &syn(46_001));
+    assert_eq!((va, vb), (TC_ACT_REDIRECT, TC_ACT_REDIRECT));
+    assert_ne!(
+        src_of(&a).port(),
+        src_of(&b).port(),
+        "two ports for two flows"
+    );
+    let (vc, _) = w.run(names::EXTERNAL, &syn(46_002));
+    assert_eq!(vc, TC_ACT_SHOT, "no port left while both flows live");
+    assert_eq!(w.stat(NpStat::DropNatPorts), 1);
+    // Flow a is reset: its port goes to the next new flow at once, with a's original entry.
+    assert_eq!(
+        w.run(
+            names::EXTERNAL,
+            &packet(Proto::Tcp, client(46_000), front, RST | ACK, false)
+        )
+        .0,
+        TC_ACT_REDIRECT
+    );
+    let (vc, c) = w.run(names::EXTERNAL, &syn(46_002));
+    assert_eq!(vc, TC_ACT_REDIRECT, "the reset flow's port is taken over");
+    assert_eq!(src_of(&c), src_of(&a));
+    let ct = w.conntrack();
+    assert!(
+        !ct.contains_key(&CtKey::new(client(46_000), front, 6)),
+        "{ct:?}"
+    );
+    assert_eq!(
+        ct[&CtKey::new(dst_of(&c), src_of(&c), 6)].dst(),
+        client(46_002)
+    );
+    // Flow b closes with FIN: its port is held for a moment (the last ACK), then taken over.
+    let b_reply = CtKey::new(dst_of(&b), src_of(&b), 6);
+    assert_eq!(
+        w.run(
+            names::REPLY,
+            &packet(Proto::Tcp, dst_of(&b), src_of(&b), FIN | ACK, false)
+        )
+        .0,
+        TC_ACT_REDIRECT
+    );
+    let (vd, _) = w.run(names::EXTERNAL, &syn(46_003));
+    assert_eq!(vd, TC_ACT_SHOT, "a just-closed flow keeps its port");
+    let closed_2s_ago = ferry_sys::clock::monotonic_ns() + 118 * 1_000_000_000;
+    age(&mut w, &b_reply, closed_2s_ago);
+    let (vd, d) = w.run(names::EXTERNAL, &syn(46_003));
+    assert_eq!(
+        vd, TC_ACT_REDIRECT,
+        "a flow closed 2 s ago gives its port up"
+    );
+    assert_eq!(src_of(&d), src_of(&b));
+    assert!(w.stat(NpStat::Superseded) >= 2);
+    assert!(!w
+        .conntrack()
+        .contains_key(&CtKey::new(client(46_001), front, 6)));
 }
