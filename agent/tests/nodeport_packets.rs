@@ -1023,3 +1023,47 @@ fn nat_ports_of_reset_and_closed_flows_are_taken_over_by_new_flows() {
         .conntrack()
         .contains_key(&CtKey::new(client(46_001), front, 6)));
 }
+
+#[test]
+fn a_fin_close_from_both_sides_is_collected_a_half_close_is_not() {
+    if !privileged("nodeport_packets::a_fin_close_from_both_sides_is_collected_a_half_close_is_not")
+    {
+        return;
+    }
+    const FIN: u8 = 0x01;
+    let mut w = World::new("npfin");
+    w.dp().sync(&table()).expect("sync");
+    let front = SocketAddrV4::new(NODE, 30080);
+    let client = SocketAddrV4::new(CLIENT, 48_000);
+    let (verdict, out) = w.run(
+        names::EXTERNAL,
+        &packet(Proto::Tcp, client, front, SYN, false),
+    );
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let (nat, backend) = (src_of(&out), dst_of(&out));
+    let from_backend = |flags| packet(Proto::Tcp, backend, nat, flags, false);
+    let from_client = |flags| packet(Proto::Tcp, client, front, flags, false);
+    for (program, p) in [
+        (names::REPLY, from_backend(SYN | ACK)),
+        (names::EXTERNAL, from_client(ACK)),
+        (names::REPLY, from_backend(ACK)),
+        // The client half-closes; the backend may still send for as long as it likes.
+        (names::EXTERNAL, from_client(FIN | ACK)),
+        (names::REPLY, from_backend(ACK)),
+    ] {
+        assert_eq!(w.run(program, &p).0, TC_ACT_REDIRECT);
+    }
+    let after_fin_timeout = || ferry_sys::clock::monotonic_ns() + 121 * 1_000_000_000;
+    assert_eq!(
+        w.dp().gc(after_fin_timeout()).expect("gc").0,
+        0,
+        "half-closed: the open direction keeps the flow"
+    );
+    // The backend closes too: both entries carry FIN, the pair goes after the FIN timeout.
+    assert_eq!(
+        w.run(names::REPLY, &from_backend(FIN | ACK)).0,
+        TC_ACT_REDIRECT
+    );
+    assert_eq!(w.run(names::EXTERNAL, &from_client(ACK)).0, TC_ACT_REDIRECT);
+    assert_eq!(w.dp().gc(after_fin_timeout()).expect("gc"), (2, 0));
+}
