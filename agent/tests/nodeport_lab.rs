@@ -523,7 +523,7 @@ except Exception as e:
 /// FRAG_NEEDED and the translated packet be dropped as a martian). 256 MB per transfer, ETP
 /// Cluster to a local and to a remote backend and ETP Local, each against the direct transfer to
 /// the same pod over the same hops (routed by node1 both ways, no program matching); prints the throughputs and fails on a
-/// transfer that does not complete or a gross regression (< 0.5x direct).
+/// transfer that does not complete or a gross regression (best round < 0.5x direct's best).
 #[test]
 fn nodeport_bulk_tcp_throughput_close_to_direct() {
     if !privileged("nodeport_lab::nodeport_bulk_tcp_throughput_close_to_direct") {
@@ -622,10 +622,16 @@ fn nodeport_bulk_tcp_throughput_close_to_direct() {
         direct.sort_by(f64::total_cmp);
         nodeport.sort_by(f64::total_cmp);
         let (d, n) = (direct[2], nodeport[2]);
+        let (d_best, n_best) = (direct[4], nodeport[4]);
         println!(
-            "bulk TCP 256 MB from outside, {what}: direct {d:.2} Gbit/s, NodePort (tc) {n:.2} Gbit/s, ratio {:.3} (rounds direct {direct:?}, NodePort {nodeport:?})",
-            n / d
+            "bulk TCP 256 MB from outside, {what}: median direct {d:.2} Gbit/s, NodePort (tc) {n:.2} Gbit/s, ratio {:.3}; best direct {d_best:.2}, NodePort {n_best:.2}, ratio {:.3} (rounds direct {direct:?}, NodePort {nodeport:?})",
+            n / d,
+            n_best / d_best
         );
-        assert!(n >= 0.5 * d, "{what}: NodePort {n} Gbit/s vs direct {d}");
+        // The best rounds: the least disturbed by other load on the machine.
+        assert!(
+            n_best >= 0.5 * d_best,
+            "{what}: NodePort {n_best} Gbit/s vs direct {d_best}"
+        );
     }
 }
