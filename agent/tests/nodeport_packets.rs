@@ -998,8 +998,8 @@ fn nat_ports_of_reset_and_closed_flows_are_taken_over_by_new_flows() {
         ct[&CtKey::new(dst_of(&c), src_of(&c), 6)].dst(),
         client(46_002)
     );
-    // Flow b closes with FIN: its port is held for a moment (the last ACK), then taken over.
-    let b_reply = CtKey::new(dst_of(&b), src_of(&b), 6);
+    // Flow b closes with FIN: half-closed (the backend's FIN only), it keeps its port; closed
+    // both ways, its port is taken over.
     assert_eq!(
         w.run(
             names::REPLY,
@@ -1009,13 +1009,19 @@ fn nat_ports_of_reset_and_closed_flows_are_taken_over_by_new_flows() {
         TC_ACT_REDIRECT
     );
     let (vd, _) = w.run(names::EXTERNAL, &syn(46_003));
-    assert_eq!(vd, TC_ACT_SHOT, "a just-closed flow keeps its port");
-    let closed_2s_ago = ferry_sys::clock::monotonic_ns() + 118 * 1_000_000_000;
-    age(&mut w, &b_reply, closed_2s_ago);
+    assert_eq!(vd, TC_ACT_SHOT, "a half-closed flow keeps its port");
+    assert_eq!(
+        w.run(
+            names::EXTERNAL,
+            &packet(Proto::Tcp, client(46_001), front, FIN | ACK, false)
+        )
+        .0,
+        TC_ACT_REDIRECT
+    );
     let (vd, d) = w.run(names::EXTERNAL, &syn(46_003));
     assert_eq!(
         vd, TC_ACT_REDIRECT,
-        "a flow closed 2 s ago gives its port up"
+        "a flow closed both ways gives its port up"
     );
     assert_eq!(src_of(&d), src_of(&b));
     assert!(w.stat(NpStat::Superseded) >= 2);

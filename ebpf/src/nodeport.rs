@@ -44,7 +44,7 @@ use aya_ebpf::{
 use ferry_common::{
     nat::{
         ct_lifetime_secs, flow_hash, CtEntry, CtKey, NpBackendKey, NpConfig, NpStat, NpSvc,
-        NpSvcKey, CT_F_FIN, CT_F_REPLIED, CT_F_REPLY, CT_F_RST, CT_F_SNAT, CT_TCP_FIN_SECS,
+        NpSvcKey, CT_F_FIN, CT_F_REPLIED, CT_F_REPLY, CT_F_RST, CT_F_SNAT,
         NP4_BACKENDS_MAX_ENTRIES, NP4_CT_MAX_ENTRIES, NP4_MAGLEV_MAX_ENTRIES,
         NP4_SERVICES_MAX_ENTRIES, NP_FLAG_LOCAL, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
     },
@@ -540,26 +540,33 @@ fn claim_local(key: &CtKey, value: &CtEntry, now: u64) -> bool {
     false
 }
 
-/// Seconds a closed (FIN) TCP flow keeps its NAT port against a new flow: enough for the last
-/// ACK and a retransmitted FIN; after that a new flow may take the port over, as the kernel's
-/// conntrack lets a new connection reuse a TIME_WAIT tuple. Without it the 120 s FIN lifetime
-/// held every port of a busy backend (4,536 ports / 120 s: 38 new connections/s).
-const FIN_PORT_HOLD_SECS: u64 = 1;
-
-/// Whether a new flow may take over the NAT port of `old` (a reply entry) at `now`: it expired,
-/// it was reset, or it closed with FIN at least [`FIN_PORT_HOLD_SECS`] ago (its lifetime is
-/// counted from its last packet).
+/// Whether a new flow may take over the NAT port of `old` (the reply entry at `key`) at `now`:
+/// its flow expired, was reset, or closed in both directions (a FIN seen each way: the kernel's
+/// conntrack likewise lets a new connection reuse a TIME_WAIT tuple). A half-closed flow keeps
+/// its port: its other direction may still carry data.
 #[inline(always)]
-fn reclaimable(old: &CtEntry, proto: u8, now: u64) -> bool {
+fn reclaimable(old: &CtEntry, key: &CtKey, now: u64) -> bool {
     if old.expired(now) {
         return true;
     }
-    if proto != IPPROTO_TCP {
+    if key.proto != IPPROTO_TCP {
         return false;
     }
-    old.flags & CT_F_RST != 0
-        || (old.flags & CT_F_FIN != 0
-            && now + (CT_TCP_FIN_SECS - FIN_PORT_HOLD_SECS) * NS_PER_SEC >= old.expires_ns)
+    if old.flags & CT_F_RST != 0 {
+        return true;
+    }
+    if old.flags & CT_F_FIN == 0 {
+        return false;
+    }
+    let orig = old.partner(key.proto);
+    // SAFETY: as in `run`: a preallocated element, copied at once.
+    match (unsafe { CONNTRACK.get(orig) }).copied() {
+        Some(o) if !o.is_reply() && same_key(&o.partner(key.proto), key) => {
+            o.flags & (CT_F_FIN | CT_F_RST) != 0 || o.expired(now)
+        }
+        // The original entry is gone or belongs to another flow: nothing holds the port.
+        _ => true,
+    }
 }
 
 /// Claims a NAT port for the reply key: a free one (`BPF_NOEXIST`) among [`NAT_TRIES`]
@@ -595,7 +602,7 @@ fn claim_port(
         if reclaim.is_none() {
             // SAFETY: as in `run`: a preallocated element, copied at once.
             if let Some(old) = (unsafe { CONNTRACK.get(&*key) }).copied() {
-                if old.is_reply() && reclaimable(&old, key.proto, now) {
+                if old.is_reply() && reclaimable(&old, key, now) {
                     reclaim = Some(key.dport);
                 }
             }
