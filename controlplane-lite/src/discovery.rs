@@ -149,7 +149,10 @@ pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
                 "verbs": sub_verbs(*s),
             });
             // A subresource whose kind is of another group says so (Scale, Eviction).
-            if rk["group"].as_str().is_some_and(|g| !g.is_empty() && g != r.group) {
+            if rk["group"]
+                .as_str()
+                .is_some_and(|g| !g.is_empty() && g != r.group)
+            {
                 entry["group"] = rk["group"].clone();
                 entry["version"] = rk["version"].clone();
             }

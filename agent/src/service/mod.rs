@@ -23,8 +23,8 @@ pub mod table;
 /// The flag's enum lives with the other flags; re-exported here for the proxiers.
 pub use crate::config::ProxyMode;
 pub use table::{
-    compute, Backend, Entry, Frontend, FrontendKind, HealthCheck, Options, Proto,
-    ServicePortName, ServiceRecord, ServiceTable, SliceRecord,
+    compute, Backend, Entry, Frontend, FrontendKind, HealthCheck, Options, Proto, ServicePortName,
+    ServiceRecord, ServiceTable, SliceRecord,
 };
 
 /// What one [`Proxier::sync`] changed.

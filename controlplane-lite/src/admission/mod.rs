@@ -19,9 +19,7 @@ mod node;
 mod secrets;
 mod subresource;
 
-pub use alloc::{
-    allocate, allocation_keys, release, release_for, released_by_update, Allocator,
-};
+pub use alloc::{allocate, allocation_keys, release, release_for, released_by_update, Allocator};
 pub use defaults::{defaults_on_create, on_update};
 pub use deletion::{
     add_finalizer, finalizers, graceful, propagation_policy, waits_for_finalizers_only, Propagation,
