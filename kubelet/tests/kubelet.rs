@@ -3,306 +3,23 @@
 //! the node agent (it writes the node network file and the conflist) and checks results with
 //! kubectl, `ip -j` in the pod namespaces, cgroup files and the CNI IPAM store.
 
-use ferry_tests::{bin_path, privileged, unique, wait_until, ChildGuard, Netns, RootSnapshot};
+use ferry_tests::{privileged, unique, wait_until, RootSnapshot};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-const CP_IP: &str = "10.98.0.1";
-const NODE_IP: &str = "10.98.0.2";
-const NODE: &str = "worker-1";
+mod common;
 
-struct Fixture {
-    cp: Netns,
-    node: Netns,
-    dir: tempfile::TempDir,
-    _server: ChildGuard,
-    kubelet: Option<ChildGuard>,
-    cgroup: PathBuf,
-    token_file: PathBuf,
-}
+use common::{pod, Fixture, NODE, NODE_IP};
 
-impl Fixture {
-    fn new(tag: &str) -> Fixture {
-        let cp = Netns::new(&format!("{tag}c"));
-        let node = Netns::new(&format!("{tag}n"));
-        ferry_tests::veth(&cp, "eth0", &node, "eth0");
-        cp.sh(&format!(
-            "ip link set lo up; ip addr add {CP_IP}/24 dev eth0; ip link set eth0 up"
-        ));
-        node.sh(&format!(
-            "ip link set lo up; ip addr add {NODE_IP}/24 dev eth0; ip link set eth0 up; \
-             sysctl -qw net.ipv4.ip_forward=1"
-        ));
-        let dir = tempfile::tempdir().expect("tempdir");
-        let data = dir.path().join("server");
-        let server = cp
-            .command(bin_path("ferry-server"))
-            .args(["--data-dir", data.to_str().unwrap()])
-            .args(["--listen", &format!("{CP_IP}:6443")])
-            .args(["--node-monitor-grace-period", "40"])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("server.log")).unwrap())
-            .spawn()
-            .expect("ferry-server");
-        let server = ChildGuard(server);
-        assert!(
-            wait_until(Duration::from_secs(20), || data
-                .join("admin.kubeconfig")
-                .exists()
-                && cp
-                    .command("curl")
-                    .args(["-sfk", &format!("https://{CP_IP}:6443/readyz")])
-                    .output()
-                    .is_ok_and(|o| o.status.success())),
-            "ferry-server did not come up"
-        );
-        let out = Command::new(bin_path("ferry-server"))
-            .args([
-                "node-token",
-                "--data-dir",
-                data.to_str().unwrap(),
-                "--node",
-                NODE,
-            ])
-            .output()
-            .unwrap();
-        let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-        // The kubelet reads the token from a 0600 file: never on a command line.
-        let token_file = dir.path().join("node.token");
-        write_private(&token_file, &token);
-        let out = Command::new(bin_path("ferry-server"))
-            .args(["kubelet-cert", "--data-dir", data.to_str().unwrap()])
-            .args(["--node", NODE, "--ip", NODE_IP])
-            .arg("--cert-file")
-            .arg(dir.path().join("kubelet.crt"))
-            .arg("--key-file")
-            .arg(dir.path().join("kubelet.key"))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "kubelet-cert: {out:?}");
-        // CNI binaries: ferry-cni, and loopback as the same binary.
-        let bin = dir.path().join("cni-bin");
-        std::fs::create_dir_all(&bin).unwrap();
-        std::fs::copy(bin_path("ferry-cni"), bin.join("ferry-cni")).unwrap();
-        std::os::unix::fs::symlink(bin.join("ferry-cni"), bin.join("loopback")).unwrap();
-        let cg2 = ferry_kubelet::cgroup::cgroup2_mount().expect("cgroup2 mount");
-        let cgroup = cg2.join(unique("fkl"));
-        let mut f = Fixture {
-            cp,
-            node,
-            dir,
-            _server: server,
-            kubelet: None,
-            cgroup,
-            token_file,
-        };
-        f.start_kubelet();
-        f
-    }
-
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
-    }
-
-    fn start_kubelet(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.path("kubelet.log"))
-            .unwrap();
-        let child = self
-            .node
-            .command(bin_path("ferry-kubelet"))
-            .args([
-                "--node-name",
-                NODE,
-                "--server",
-                &format!("https://{CP_IP}:6443"),
-            ])
-            .arg("--token-file")
-            .arg(&self.token_file)
-            .args(["--node-ip", NODE_IP])
-            .args([
-                "--certificate-authority",
-                self.path("server/pki/ca.crt").to_str().unwrap(),
-            ])
-            .args(["--cni-conf-dir", self.path("net.d").to_str().unwrap()])
-            .args(["--cni-bin-dir", self.path("cni-bin").to_str().unwrap()])
-            .args(["--root-dir", self.path("kubelet").to_str().unwrap()])
-            .args(["--cgroup-root", self.cgroup.to_str().unwrap()])
-            .args(["--backoff-base", "1"])
-            .arg("--tls-cert-file")
-            .arg(self.path("kubelet.crt"))
-            .arg("--tls-private-key-file")
-            .arg(self.path("kubelet.key"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("ferry-kubelet");
-        self.kubelet = Some(ChildGuard(child));
-    }
-
-    fn kill_kubelet(&mut self) {
-        if let Some(mut k) = self.kubelet.take() {
-            let _ = k.0.kill();
-            let _ = k.0.wait();
-        }
-    }
-
-    fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut cmd = self.cp.command("kubectl");
-        cmd.args([
-            "--kubeconfig",
-            self.path("server/admin.kubeconfig").to_str().unwrap(),
-        ])
-        .args(args);
-        ferry_tests::output_with_stdin(&mut cmd, stdin)
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.kubectl(args, None);
-        assert!(
-            out.status.success(),
-            "kubectl {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn create(&self, obj: &Value) {
-        let out = self.kubectl(&["create", "-f", "-"], Some(&obj.to_string()));
-        assert!(
-            out.status.success(),
-            "create: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn get(&self, what: &str) -> Option<Value> {
-        let out = self.kubectl(&["get", what, "-o", "json"], None);
-        out.status
-            .success()
-            .then(|| serde_json::from_slice(&out.stdout).unwrap())
-    }
-
-    fn wait(&self, what: &str, secs: u64, f: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        let mut last = None;
-        while Instant::now() < deadline {
-            if let Some(v) = self.get(what) {
-                if f(&v) {
-                    return v;
-                }
-                last = Some(v);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!(
-            "{what} did not reach the expected state in {secs}s; last: {}\nkubelet log:\n{}",
-            serde_json::to_string_pretty(&last).unwrap(),
-            std::fs::read_to_string(self.path("kubelet.log")).unwrap_or_default()
-        );
-    }
-
-    /// Plays the node agent: node network file + conflist from the node's podCIDR.
-    fn network_ready(&self) -> String {
-        let node = self.wait(&format!("node/{NODE}"), 20, |n| {
-            n["spec"]["podCIDR"].is_string()
-        });
-        let cidr = node["spec"]["podCIDR"].as_str().unwrap().to_owned();
-        let (net, len) = cidr.split_once('/').unwrap();
-        let gw = format!("{}.1", net.rsplit_once('.').unwrap().0);
-        std::fs::write(
-            self.path("subnet.env"),
-            format!("FERRY_NETWORK=10.244.0.0/16\nFERRY_SUBNET={gw}/{len}\nFERRY_MTU=1500\nFERRY_IPMASQ=false\n"),
-        )
-        .unwrap();
-        std::fs::create_dir_all(self.path("net.d")).unwrap();
-        let conf = json!({"cniVersion": "1.1.0", "name": "ferry", "plugins": [{
-            "type": "ferry-cni", "bridge": "ferry0", "isGateway": true,
-            "subnetFile": self.path("subnet.env"),
-            "ipam": {"dataDir": self.path("ipam")}}]});
-        std::fs::write(self.path("net.d/10-ferry.conflist"), conf.to_string()).unwrap();
-        cidr
-    }
-
-    fn pod_netns(&self, uid: &str) -> PathBuf {
-        self.path("kubelet/netns").join(uid)
-    }
-
-    /// PIDs in the pod's cgroups.
-    fn pod_pids(&self, uid: &str) -> Vec<i32> {
-        let mut pids = Vec::new();
-        let dir = self.cgroup.join(uid);
-        if let Ok(d) = std::fs::read_dir(&dir) {
-            for e in d.flatten() {
-                if let Ok(s) = std::fs::read_to_string(e.path().join("cgroup.procs")) {
-                    pids.extend(s.lines().filter_map(|l| l.parse::<i32>().ok()));
-                }
-            }
-        }
-        pids
-    }
-
-    fn allocated_ips(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        let Ok(d) = std::fs::read_dir(self.path("ipam")) else {
-            return out;
-        };
-        for net in d.flatten() {
-            if let Ok(files) = std::fs::read_dir(net.path()) {
-                out.extend(
-                    files
-                        .flatten()
-                        .map(|f| f.file_name().to_string_lossy().into_owned())
-                        .filter(|n| n.parse::<std::net::Ipv4Addr>().is_ok()),
-                );
-            }
-        }
-        out
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        self.kill_kubelet();
-        // Kill every pod process and shim, drop the pod namespaces' bind mounts, remove cgroups.
-        if self.cgroup.exists() {
-            let _ = std::fs::write(self.cgroup.join("cgroup.kill"), "1");
-            wait_until(Duration::from_secs(5), || {
-                !std::fs::read_to_string(self.cgroup.join("cgroup.events"))
-                    .unwrap_or_default()
-                    .contains("populated 1")
-            });
-            remove_cgroup(&self.cgroup);
-        }
-        let _ = Command::new("pkill")
-            .args([
-                "-KILL",
-                "-f",
-                &format!("shim {}", self.path("kubelet").display()),
-            ])
-            .status();
-        if let Ok(d) = std::fs::read_dir(self.path("kubelet/netns")) {
-            for e in d.flatten() {
-                let _ = nix::mount::umount2(&e.path(), nix::mount::MntFlags::MNT_DETACH);
-            }
-        }
-    }
-}
-
-fn remove_cgroup(dir: &Path) {
-    if let Ok(d) = std::fs::read_dir(dir) {
-        for e in d.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                remove_cgroup(&e.path());
-            }
-        }
-    }
-    let _ = std::fs::remove_dir(dir);
+/// The fixture of these tests: a fast node-lifecycle grace and restart back-off, and no pod
+/// network until the test plays the node agent.
+fn fixture(tag: &str) -> Fixture {
+    Fixture::bare(
+        tag,
+        &["--node-monitor-grace-period", "40"],
+        &["--backoff-base", "1"],
+    )
 }
 
 fn condition(pod: &Value, ty: &str) -> String {
@@ -312,11 +29,6 @@ fn condition(pod: &Value, ty: &str) -> String {
         .and_then(|c| c["status"].as_str())
         .unwrap_or("")
         .to_owned()
-}
-
-fn pod(name: &str, spec: Value) -> Value {
-    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
-           "spec": spec})
 }
 
 fn running_ready(p: &Value) -> bool {
@@ -355,7 +67,7 @@ fn pods_wait_for_the_network_then_run_with_an_ip_logs_and_restarts() {
         return;
     }
     let root = RootSnapshot::take();
-    let f = Fixture::new(&unique("kl"));
+    let f = fixture(&unique("kl"));
     // No conflist yet: the node is registered but not Ready, and says why.
     let node = f.wait(&format!("node/{NODE}"), 20, |n| {
         n["status"]["conditions"].as_array().is_some_and(|cs| {
@@ -482,7 +194,7 @@ fn restart_policies_probes_and_bad_input() {
         return;
     }
     let root = RootSnapshot::take();
-    let f = Fixture::new(&unique("kp"));
+    let f = fixture(&unique("kp"));
     f.network_ready();
     f.wait(&format!("node/{NODE}"), 20, |n| {
         condition(n, "Ready") == "True"
@@ -666,7 +378,7 @@ fn a_restarted_kubelet_adopts_its_pods_and_cleans_up_deleted_ones() {
         return;
     }
     let root = RootSnapshot::take();
-    let mut f = Fixture::new(&unique("ka"));
+    let mut f = fixture(&unique("ka"));
     f.network_ready();
     f.wait(&format!("node/{NODE}"), 20, |n| {
         condition(n, "Ready") == "True"
@@ -746,17 +458,4 @@ fn a_restarted_kubelet_adopts_its_pods_and_cleans_up_deleted_ones() {
         .is_empty()));
     drop(f);
     root.assert_unchanged();
-}
-
-/// Writes a secret to a new file created mode 0600 (never readable by others).
-fn write_private(path: &Path, contents: &str) {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .and_then(|mut f| f.write_all(contents.as_bytes()))
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
 }

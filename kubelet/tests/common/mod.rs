@@ -26,10 +26,20 @@ pub struct Fixture {
     pub kubelet: Option<ChildGuard>,
     pub cgroup: PathBuf,
     pub token_file: PathBuf,
+    /// Flags every start of the kubelet gets (beyond the fixture's own).
+    pub kubelet_flags: Vec<String>,
 }
 
 impl Fixture {
     pub fn new(tag: &str) -> Fixture {
+        let f = Fixture::bare(tag, &[], &[]);
+        f.network_ready();
+        f
+    }
+
+    /// The fixture with extra `server_flags` and `kubelet_flags`, the kubelet started, and no
+    /// pod network yet (the test plays the node agent with [`Fixture::network_ready`]).
+    pub fn bare(tag: &str, server_flags: &[&str], kubelet_flags: &[&str]) -> Fixture {
         let cp = Netns::new(&format!("{tag}c"));
         let node = Netns::new(&format!("{tag}n"));
         ferry_tests::veth(&cp, "eth0", &node, "eth0");
@@ -46,6 +56,7 @@ impl Fixture {
             .command(bin_path("ferry-server"))
             .args(["--data-dir", data.to_str().unwrap()])
             .args(["--listen", &format!("{CP_IP}:6443")])
+            .args(server_flags)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("server.log")).unwrap())
             .spawn()
@@ -98,9 +109,9 @@ impl Fixture {
             kubelet: None,
             cgroup,
             token_file,
+            kubelet_flags: kubelet_flags.iter().map(|s| (*s).to_owned()).collect(),
         };
         f.start_kubelet();
-        f.network_ready();
         f
     }
 
@@ -130,6 +141,7 @@ impl Fixture {
             .args(["--cgroup-root", self.cgroup.to_str().unwrap()])
             .args(["--tls-cert-file", &p("kubelet.crt")])
             .args(["--tls-private-key-file", &p("kubelet.key")])
+            .args(&self.kubelet_flags)
             .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
@@ -206,8 +218,8 @@ impl Fixture {
         );
     }
 
-    /// Plays the node agent: node network file + conflist from the node's podCIDR.
-    pub fn network_ready(&self) {
+    /// Plays the node agent: node network file + conflist from the node's podCIDR; returns it.
+    pub fn network_ready(&self) -> String {
         let node = self.wait(&format!("node/{NODE}"), 20, |n| {
             n["spec"]["podCIDR"].is_string()
         });
@@ -225,6 +237,41 @@ impl Fixture {
             "subnetFile": self.path("subnet.env"),
             "ipam": {"dataDir": self.path("ipam")}}]});
         std::fs::write(self.path("net.d/10-ferry.conflist"), conf.to_string()).unwrap();
+        cidr
+    }
+
+    /// `kubectl create` of `obj`, which must succeed.
+    pub fn create(&self, obj: &Value) {
+        let out = self.kubectl(&["create", "-f", "-"], Some(&obj.to_string()));
+        assert!(
+            out.status.success(),
+            "create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The pod's network namespace (the kubelet's bind mount).
+    pub fn pod_netns(&self, uid: &str) -> PathBuf {
+        self.path("kubelet/netns").join(uid)
+    }
+
+    /// The addresses the CNI IPAM store holds.
+    pub fn allocated_ips(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let Ok(d) = std::fs::read_dir(self.path("ipam")) else {
+            return out;
+        };
+        for net in d.flatten() {
+            if let Ok(files) = std::fs::read_dir(net.path()) {
+                out.extend(
+                    files
+                        .flatten()
+                        .map(|f| f.file_name().to_string_lossy().into_owned())
+                        .filter(|n| n.parse::<std::net::Ipv4Addr>().is_ok()),
+                );
+            }
+        }
+        out
     }
 
     /// PIDs in the pod's cgroups.
