@@ -84,12 +84,16 @@ pub struct Worker {
     /// When to try again a status patch that failed (the API server unreachable: a replica
     /// behind the balanced address died mid-request); nothing else may wake the worker.
     status_retry: Option<Instant>,
+    /// The pause before that retry: doubled after each failure up to [`STATUS_RETRY_MAX`].
+    status_backoff: Duration,
     message: Option<String>,
     warned: HashSet<String>,
 }
 
 /// Pause before a failed status patch is sent again.
 const STATUS_RETRY: Duration = Duration::from_secs(1);
+/// The longest pause between two retries of a failed status patch.
+const STATUS_RETRY_MAX: Duration = Duration::from_secs(30);
 
 fn now() -> String {
     rfc3339(jiff::Timestamp::now())
@@ -141,6 +145,7 @@ impl Worker {
             ctrs: Vec::new(),
             last_status: None,
             status_retry: None,
+            status_backoff: STATUS_RETRY,
             message: None,
             warned: HashSet::new(),
         };
@@ -341,6 +346,9 @@ impl Worker {
     }
 
     async fn publish(&mut self) {
+        // A pending retry is this call: cleared whatever happens below (else a status that went
+        // back to the last one written would leave a past retry time and a busy loop).
+        self.status_retry = None;
         let facts = PodFacts {
             sandbox_ready: self.sandbox_up,
             pod_ips: self.record.pod_ips.clone(),
@@ -369,18 +377,26 @@ impl Worker {
         {
             Ok(_) => {
                 self.last_status = Some(key);
-                self.status_retry = None;
+                self.status_backoff = STATUS_RETRY;
             }
             Err(kube::Error::Api(e)) if e.code == 404 => {
                 self.last_status = Some(key);
-                self.status_retry = None;
+                self.status_backoff = STATUS_RETRY;
+            }
+            // Refused for good (invalid, forbidden): the next change of status tries again.
+            Err(kube::Error::Api(e))
+                if (400..500).contains(&e.code) && e.code != 409 && e.code != 429 =>
+            {
+                tracing::warn!("patching status of {}: {e} (not retried)", self.record.name);
             }
             Err(e) => {
+                let pause = self.status_backoff;
                 tracing::warn!(
-                    "patching status of {}: {e} (retrying in 1 s)",
+                    "patching status of {}: {e} (retrying in {pause:?})",
                     self.record.name
                 );
-                self.status_retry = Some(Instant::now() + STATUS_RETRY);
+                self.status_retry = Some(Instant::now() + pause);
+                self.status_backoff = (pause * 2).min(STATUS_RETRY_MAX);
             }
         }
     }
