@@ -285,13 +285,17 @@ impl Api {
             .decide(authorize(&r.who, &attrs), &attrs, field_selector)
             .await?
         {
+            // kube-apiserver's wording: `pods "x" is forbidden` for one object, `pods is
+            // forbidden` for a collection.
+            let object = match t.name.as_deref() {
+                Some(name) => format!("{} \"{name}\"", t.res.plural),
+                None => t.res.plural.to_owned(),
+            };
             return Err(ApiError::new(
                 403,
                 "Forbidden",
                 format!(
-                    "{} \"{}\" is forbidden: User \"{}\" cannot {verb} resource \"{}\": {why}",
-                    t.res.plural,
-                    t.name.as_deref().unwrap_or_default(),
+                    "{object} is forbidden: User \"{}\" cannot {verb} resource \"{}\": {why}",
                     r.who.user(),
                     t.res.plural
                 ),
