@@ -82,9 +82,6 @@ pub enum FastPathError {
         #[source]
         source: ferry_cni::ipam::store::StoreError,
     },
-    /// The boot id could not be read.
-    #[error("reading the boot id")]
-    BootId(#[source] std::io::Error),
     /// Listing the node's links failed (retried next round).
     #[error("listing links")]
     Netlink(#[source] ferry_netlink::NlError),
@@ -100,19 +97,16 @@ pub fn store_pods(
     network: &str,
 ) -> Result<BTreeMap<Ipv4Addr, PodRef>, FastPathError> {
     use ferry_cni::bridge::{derived_mac, host_veth_name};
-    use ferry_cni::ipam::store::{current_boot_id, Store};
+    use ferry_cni::ipam::store::Store;
 
     if !ipam_dir.join(network).is_dir() {
         return Ok(BTreeMap::new());
     }
-    let boot_id = current_boot_id().map_err(FastPathError::BootId)?;
-    let store_error = |source| FastPathError::Store {
-        dir: ipam_dir.to_owned(),
-        source,
-    };
-    let store = Store::open(ipam_dir, network, &boot_id).map_err(store_error)?;
-    let reservations = store.reservations().map_err(store_error)?;
-    drop(store);
+    let reservations =
+        Store::read_reservations(ipam_dir, network).map_err(|source| FastPathError::Store {
+            dir: ipam_dir.to_owned(),
+            source,
+        })?;
     Ok(reservations
         .into_iter()
         .filter_map(|r| {

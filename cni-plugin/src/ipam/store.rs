@@ -353,6 +353,31 @@ impl Store {
         }
     }
 
+    /// Every reservation of `network` under `data_dir`, read under a shared lock without
+    /// creating or reclaiming anything: for readers such as the agent's pod fast path, which
+    /// must not serialise against the plugin's ADD / DEL or act on the store. A store that does
+    /// not exist yet holds none. Writers use [`Store::open`].
+    pub fn read_reservations(
+        data_dir: &Path,
+        network: &str,
+    ) -> Result<Vec<Reservation>, StoreError> {
+        let dir = data_dir.join(network);
+        let lock_path = dir.join("lock");
+        let lock = match OpenOptions::new().read(true).open(&lock_path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err("open", &lock_path)(e)),
+        };
+        // flock(LOCK_SH): no writer is half-way through while we read.
+        lock.lock_shared().map_err(io_err("lock", &lock_path))?;
+        Store {
+            dir,
+            boot_id: String::new(),
+            lock,
+        }
+        .reservations()
+    }
+
     /// Every reservation on disk (unreadable files are reported as owned by nobody).
     pub fn reservations(&self) -> Result<Vec<Reservation>, StoreError> {
         let mut out = Vec::new();
