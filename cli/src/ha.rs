@@ -200,6 +200,15 @@ async fn accept_loop(
     }
 }
 
+/// TCP keepalive on a relayed connection: probes after 30 s idle, every 10 s, 3 of them.
+fn keepalive(s: &tokio::net::TcpStream) {
+    let ka = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(30))
+        .with_interval(Duration::from_secs(10))
+        .with_retries(3);
+    let _ = socket2::SockRef::from(s).set_tcp_keepalive(&ka);
+}
+
 /// Round robin over the replicas, skipping those that refuse.
 #[derive(Debug)]
 struct Balancer {
@@ -225,6 +234,10 @@ impl Balancer {
                 Ok(Ok(mut upstream)) => {
                     let _ = client.set_nodelay(true);
                     let _ = upstream.set_nodelay(true);
+                    // A peer that vanished without a FIN or RST (its namespace deleted, a link
+                    // down) is noticed in about a minute, and its slot freed.
+                    keepalive(&client);
+                    keepalive(&upstream);
                     let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
                     return;
                 }
