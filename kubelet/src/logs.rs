@@ -388,27 +388,16 @@ async fn handle(k: &Arc<Kubelet>, client: Option<&str>, req: Request<Incoming>) 
         );
     let state = (log, adir, head.1, head.2);
     let more = futures::stream::unfold(state, move |(log, adir, offset, sent)| async move {
-        let mut offset = offset;
-        loop {
-            if limit.is_some_and(|l| sent >= l) {
-                return None;
-            }
-            let done = adir.join(crate::shim::EXIT).exists();
-            let chunk = read_from(&log, offset).unwrap_or_default();
-            if !chunk.is_empty() {
-                let mut chunk = chunk;
-                offset += chunk.len() as u64;
-                if let Some(l) = limit {
-                    chunk.truncate(l.saturating_sub(sent));
-                }
-                let n = sent + chunk.len();
-                return Some((Ok(Frame::data(Bytes::from(chunk))), (log, adir, offset, n)));
-            }
-            if done {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        if limit.is_some_and(|l| sent >= l) {
+            return None;
         }
+        let mut chunk = next_chunk(&log, &adir, offset, Duration::from_millis(100)).await?;
+        let offset = offset + chunk.len() as u64;
+        if let Some(l) = limit {
+            chunk.truncate(l.saturating_sub(sent));
+        }
+        let n = sent + chunk.len();
+        Some((Ok(Frame::data(Bytes::from(chunk))), (log, adir, offset, n)))
     });
     let mut r = Response::new(BodyExt::boxed_unsync(StreamBody::new(
         first.chain(more).boxed(),
@@ -421,6 +410,28 @@ async fn handle(k: &Arc<Kubelet>, client: Option<&str>, req: Request<Incoming>) 
 }
 
 /// The log from byte `offset` on (at most 1 MiB per call).
+/// The next bytes of an attempt's log `log` from `offset`, waiting for them (polling every
+/// `poll`); `None` once the attempt is over (its exit record written, or its directory gone
+/// with the pod) and everything was read. What `kubectl logs -f` and attach's output follow.
+pub(crate) async fn next_chunk(
+    log: &Path,
+    adir: &Path,
+    offset: u64,
+    poll: Duration,
+) -> Option<Vec<u8>> {
+    loop {
+        let done = adir.join(crate::shim::EXIT).exists() || !adir.exists();
+        let chunk = read_from(log, offset).unwrap_or_default();
+        if !chunk.is_empty() {
+            return Some(chunk);
+        }
+        if done {
+            return None;
+        }
+        tokio::time::sleep(poll).await;
+    }
+}
+
 pub(crate) fn read_from(path: &Path, offset: u64) -> std::io::Result<Vec<u8>> {
     let mut f = std::fs::File::open(path)?;
     f.seek(std::io::SeekFrom::Start(offset))?;

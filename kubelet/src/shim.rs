@@ -590,9 +590,17 @@ impl Attached {
         while let Ok(Some(frame)) = AttachFrame::read(&mut r) {
             match frame {
                 AttachFrame::Stdin(b) if stdin => {
-                    let mut input = self.input.lock().unwrap_or_else(|p| p.into_inner());
-                    if input.as_mut().is_some_and(|w| w.write_all(&b).is_err()) {
-                        *input = None;
+                    // Written through a copy of the descriptor, outside the lock: a container
+                    // that does not read its stdin blocks this session only, not the others or
+                    // the stdinOnce close.
+                    let w = {
+                        let input = self.input.lock().unwrap_or_else(|p| p.into_inner());
+                        input.as_ref().and_then(|f| f.try_clone().ok())
+                    };
+                    if let Some(mut w) = w {
+                        if w.write_all(&b).is_err() {
+                            *self.input.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                        }
                     }
                 }
                 AttachFrame::Resize(rows, cols) => {

@@ -16,7 +16,7 @@
 //! is sent, or when the client goes away (the container keeps running).
 
 use super::exec::{frame, next_event, ClientEvent, Request, ERROR, STDERR, STDOUT};
-use crate::shim::{AttachFrame, ATTACH, EXIT, FRAME_HEAD};
+use crate::shim::{AttachFrame, ATTACH, FRAME_HEAD};
 use futures::{SinkExt as _, StreamExt as _};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -123,24 +123,15 @@ where
         // The log from `offset`, until the attempt has exited and the log is drained.
         tokio::spawn(async move {
             let log = target.adir.join("output.log");
-            let exit = target.adir.join(EXIT);
             let mut offset = target.offset;
-            loop {
-                let done = exit.exists();
-                let chunk = crate::logs::read_from(&log, offset).unwrap_or_default();
-                if !chunk.is_empty() {
-                    offset += chunk.len() as u64;
-                    if let Some(ch) = channel {
-                        if out_tx.send(frame(ch, &chunk)).await.is_err() {
-                            return;
-                        }
+            while let Some(chunk) = crate::logs::next_chunk(&log, &target.adir, offset, POLL).await
+            {
+                offset += chunk.len() as u64;
+                if let Some(ch) = channel {
+                    if out_tx.send(frame(ch, &chunk)).await.is_err() {
+                        return;
                     }
-                    continue;
                 }
-                if done {
-                    return;
-                }
-                tokio::time::sleep(POLL).await;
             }
         })
     };
