@@ -601,7 +601,7 @@ fn claim_port(
         }
         if reclaim.is_none() {
             // SAFETY: as in `run`: a preallocated element, copied at once.
-            if let Some(old) = (unsafe { CONNTRACK.get(&*key) }).copied() {
+            if let Some(old) = (unsafe { CONNTRACK.get(*key) }).copied() {
                 if old.is_reply() && reclaimable(&old, key, now) {
                     reclaim = Some(key.dport);
                 }
@@ -614,7 +614,7 @@ fn claim_port(
     };
     key.dport = port;
     // SAFETY: as above.
-    if let Some(old) = (unsafe { CONNTRACK.get(&*key) }).copied() {
+    if let Some(old) = (unsafe { CONNTRACK.get(*key) }).copied() {
         let orig = old.partner(key.proto);
         // SAFETY: as above.
         if let Some(o) = (unsafe { CONNTRACK.get(orig) }).copied() {
@@ -622,7 +622,7 @@ fn claim_port(
                 let _ = CONNTRACK.remove(orig);
             }
         }
-        let _ = CONNTRACK.remove(&*key);
+        let _ = CONNTRACK.remove(*key);
     }
     // Another CPU may have taken the port meanwhile: then this flow gives up, counted.
     match CONNTRACK.insert(*key, *value, BPF_NOEXIST) {
