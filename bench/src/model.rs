@@ -164,6 +164,9 @@ pub struct Config {
     pub svc_scale: Vec<u32>,
     /// Endpoints per Service in the sweep.
     pub endpoints: u32,
+    /// Where the sweep's clients ran (`--svc-from`): `pod`, `external` (empty: no sweep).
+    #[serde(default)]
+    pub svc_from: Vec<String>,
     /// Stream engine: `iperf3` or `builtin`.
     pub engine: String,
     /// The command line as typed.
@@ -327,7 +330,10 @@ pub struct LadderStep {
 pub struct SvcScalePoint {
     /// `ebpf` or `iptables`.
     pub mode: String,
-    /// `clusterip` or `pod-ip` (the control).
+    /// From the client pod on node-1: `clusterip` (the probed Service's ClusterIP) or `pod-ip`
+    /// (its backend's pod IP, the control). From the lab's external host: `nodeport` (node-1's
+    /// underlay address and the probed Service's nodePort) or `pod-ip-external` (the same
+    /// backend's pod IP over a host route via node-1, the control).
     pub target: String,
     /// `tcp_cc` or `tcp_crr`.
     #[serde(default)]
@@ -342,8 +348,28 @@ pub struct SvcScalePoint {
     pub cps: MetricSummary,
     /// Rules (iptables) or map entries (ebpf) at this point.
     pub datapath_entries: u64,
-    /// Time to program all Services, seconds, from the first create to the probe seeing the last.
+    /// Time to program all Services, seconds, from the first create to the probe seeing the last
+    /// (the ClusterIP from the client pod; for the external targets, the NodePort from the
+    /// external host).
     pub full_sync_s: f64,
+    /// Connections completed in the measured windows of the summarised runs.
+    #[serde(default)]
+    pub connections: u64,
+    /// `nodeport` points: the node-1 counter every run had to move (a run that did not move it
+    /// is left out) and how much it moved over the summarised runs, warm-up included (at least
+    /// one per connection when the connections went through the NodePort). `None` for the other
+    /// targets.
+    #[serde(default)]
+    pub verified: Option<SvcCounter>,
+}
+
+/// A datapath counter read around the runs of a Service scale point.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SvcCounter {
+    /// What was read (`node-1 (fb123d) iptables nat rules matching --dport 31234: packets`).
+    pub counter: String,
+    /// Its growth over the summarised runs.
+    pub delta: u64,
 }
 
 /// Service programming latency at one Service count.

@@ -6,8 +6,8 @@
 //! itself finds no change.
 
 use ferry_bench::model::{
-    Calibration, Config, Cpu, Device, Host, Meta, MetricSummary, PathInfo, Report, ResultSet, Run,
-    SvcProgramming, SvcScalePoint, SCHEMA,
+    Calibration, Config, Cpu, Device, Host, Meta, MetricSummary, PathInfo, Ratio, Report,
+    ResultSet, Run, SvcCounter, SvcProgramming, SvcScalePoint, SCHEMA,
 };
 use ferry_bench::report::{self, compare, json, Format};
 use ferry_bench::stats;
@@ -229,23 +229,38 @@ fn realistic() -> Report {
     p2.runs[2].per_second = vec![10.0, 12.0, 14.0, 16.0];
     let mut svc_scale = Vec::new();
     for mode in ["ebpf", "iptables"] {
-        for target in ["clusterip", "pod-ip"] {
+        for target in ["clusterip", "pod-ip", "nodeport", "pod-ip-external"] {
             for services in [0, 1000, 10_000] {
                 let extra = if mode == "iptables" && target == "clusterip" {
                     f64::from(services) / 500.0
                 } else {
                     0.0
                 };
+                let mut p50 = summary(30.0 + extra);
+                if target == "nodeport" {
+                    p50.ratio = Some(Ratio {
+                        baseline: format!("pod-ip-external tcp_cc at N={services}"),
+                        median: 1.04,
+                        min: 0.98,
+                        max: 1.12,
+                    });
+                }
                 svc_scale.push(SvcScalePoint {
                     mode: mode.into(),
                     target: target.into(),
                     test: "tcp_cc".into(),
                     services,
-                    connect_p50_us: summary(30.0 + extra),
+                    connect_p50_us: p50,
                     connect_p99_us: summary(60.0 + extra),
                     cps: summary(9000.0 - extra * 10.0),
                     datapath_entries: u64::from(services) * 4,
                     full_sync_s: f64::from(services) / 2000.0,
+                    connections: 9000,
+                    verified: (target == "nodeport").then(|| SvcCounter {
+                        counter: "node-1 tc datapath new_flows + ct_original (nodePort 31234)"
+                            .into(),
+                        delta: 27_500,
+                    }),
                 });
             }
         }
@@ -309,6 +324,7 @@ fn realistic() -> Report {
             sizes: vec![1, 1024],
             svc_scale: vec![0, 1000, 10_000],
             endpoints: 4,
+            svc_from: vec!["pod".into(), "external".into()],
             engine: "iperf3".into(),
             argv: vec!["ferry".into(), "bench".into(), "--runs".into(), "3".into()],
         },

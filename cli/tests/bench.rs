@@ -402,6 +402,17 @@ fn bench_net_refuses_bad_input_before_creating_anything() {
         ),
         (&["bench", "--nodes", "a,b"], "--kubeconfig", 2),
         (&["bench", "--duration", "0"], "out of range", 1),
+        (
+            &["bench", "--svc-scale", "0,50", "--svc-from", "pod,outside"],
+            "--svc-from: unknown value \"outside\" (pod, external)",
+            1,
+        ),
+        (
+            &["bench", "--svc-scale", "0", "--svc-from", ","],
+            "--svc-from: empty list",
+            1,
+        ),
+        (&["bench", "--svc-from", "external"], "--svc-scale", 2),
     ] {
         let child = Command::new(FERRY)
             .args(args)

@@ -2,9 +2,14 @@
 //! end to end through `ferry up` (privileged), in both proxy modes: a 2-node cluster, a bench
 //! server pod per node (`ferry bench-agent serve`), a client pod on node-1 whose load generator
 //! and prober run in its network namespace and below node-1's cgroup (as a pod's processes do, so
-//! the socket LB applies); the sweep at 0 and 50 Services with 4 endpoints each, one short round.
-//! Checked: a point per (target, test) and count with non-zero connections/s and latencies, the
-//! ClusterIP's connections/s at least a quarter of the pod IP's (the control), the
+//! the socket LB applies), and the lab's external host (`<name>-ext`) with a host route to the
+//! node-1 server via node-1 (the bench's X1); the sweep at 0 and 50 Services with 4 endpoints
+//! each, one short round, from both. Checked: a point per (target, test) and count with non-zero
+//! connections/s and latencies, the ClusterIP's connections/s at least a quarter of the pod IP's
+//! (the control), every NodePort point's connections counted by node-1's NodePort counter (read
+//! here, not by the sweep's code: the tc datapath's `new_flows` + `ct_original`, or the
+//! packets of the nat rules matching the nodePort) at least once each, its ratio taken against
+//! the external control, the
 //! datapath grows with N (map entries from `ferry-agent services`, rules from `iptables-save`, both
 //! independent of the sweep), programming latencies recorded and under 5 s, and no object of the
 //! sweep left in the API; `ferry down` leaves nothing behind.
@@ -55,17 +60,65 @@ fn in_client(netns: &Path, cgroup: &Path, verb: &str, spec: &str) -> anyhow::Res
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Runs `ferry bench-agent run --spec <json>` in the external host's namespace.
+fn in_ext(netns: &Path, spec: &str) -> anyhow::Result<String> {
+    let ns = std::fs::File::open(netns)?;
+    let mut cmd = Command::new(FERRY);
+    cmd.args(["bench-agent", "run", "--spec", spec])
+        .stdin(Stdio::null());
+    ferry_sys::process::OnExec::new()
+        .enter_netns(ns.as_fd())?
+        .install(&mut cmd);
+    let out = cmd.output()?;
+    anyhow::ensure!(out.status.success(), "bench-agent run: {}", text(&out));
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// node-1's pin directory (ebpf mode).
+fn node1_bpffs(c: &Cluster) -> PathBuf {
+    c.state()["bpffs"]
+        .as_str()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new("/sys/fs/bpf").join(format!("ferry-{}", c.name)))
+        .join("node-1")
+}
+
+/// node-1's NodePort counter, read independently of the sweep's code: the tc datapath's
+/// `new_flows` + `ct_original` (ebpf, `ferry-agent services -o json`), or the packets of the nat
+/// rules matching `--dport <port>` (iptables).
+fn nodeport_counter(c: &Cluster, mode: &str, port: u16) -> anyhow::Result<u64> {
+    if mode == "ebpf" {
+        let out = Command::new(ferry_tests::bin_path("ferry-agent"))
+            .args(["services", "-o", "json", "--bpffs-dir"])
+            .arg(node1_bpffs(c))
+            .output()?;
+        anyhow::ensure!(out.status.success(), "ferry-agent services: {}", text(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let k = &v["external"]["counters"];
+        match (k["new_flows"].as_u64(), k["ct_original"].as_u64()) {
+            (Some(a), Some(b)) => Ok(a + b),
+            _ => anyhow::bail!("no tc datapath counters: {v}"),
+        }
+    } else {
+        let out = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}-n1", c.name))
+            .args(["iptables-save", "-c", "-t", "nat"])
+            .output()?;
+        anyhow::ensure!(out.status.success(), "iptables-save: {}", text(&out));
+        Ok(svc::nodeport_rule_packets(
+            &String::from_utf8_lossy(&out.stdout),
+            port,
+        ))
+    }
+}
+
 /// Datapath size on node-1, read without the sweep: eBPF map entries (frontends with their slots,
 /// backend ids) or the iptables rules of the node's namespace.
 fn datapath_entries(c: &Cluster, mode: &str) -> anyhow::Result<u64> {
     if mode == "ebpf" {
-        let bpffs = c.state()["bpffs"]
-            .as_str()
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new("/sys/fs/bpf").join(format!("ferry-{}", c.name)));
         let out = Command::new(ferry_tests::bin_path("ferry-agent"))
             .args(["services", "-o", "json", "--bpffs-dir"])
-            .arg(bpffs.join("node-1"))
+            .arg(node1_bpffs(c))
             .output()?;
         anyhow::ensure!(out.status.success(), "ferry-agent services: {}", text(&out));
         let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
@@ -151,6 +204,41 @@ fn sweep_in_mode(mode: &str) {
     }
     let entries = || datapath_entries(&c, mode);
 
+    // The external host reaches the node-1 server (the probed Service's backend) by a host route
+    // via node-1, inside its own namespace (gone with the cluster; deleted below too).
+    let ext_ns = PathBuf::from(format!("/run/netns/{}-ext", c.name));
+    let dst = format!("{}/32", backends[0]);
+    let route = Command::new("nsenter")
+        .arg(format!("--net={}", ext_ns.display()))
+        .args(["ip", "route", "add", &dst, "via", &external::node_ip(1)])
+        .output()
+        .unwrap();
+    assert!(route.status.success(), "route to {dst}: {}", text(&route));
+    let ext_client = |spec: &Spec| -> anyhow::Result<Outcome> {
+        let out = in_ext(&ext_ns, &serde_json::to_string(spec)?)?;
+        Ok(serde_json::from_str(out.trim())?)
+    };
+    let ext_probe = |spec: &ProbeSpec| -> anyhow::Result<ProbeOutcome> {
+        let ns = std::fs::File::open(&ext_ns)?;
+        let mut cmd = Command::new(FERRY);
+        cmd.args([
+            "bench-agent",
+            "probe",
+            "--spec",
+            &serde_json::to_string(spec)?,
+        ])
+        .stdin(Stdio::null());
+        ferry_sys::process::OnExec::new()
+            .enter_netns(ns.as_fd())?
+            .install(&mut cmd);
+        let out = cmd.output()?;
+        anyhow::ensure!(out.status.success(), "bench-agent probe: {}", text(&out));
+        Ok(serde_json::from_str(
+            String::from_utf8_lossy(&out.stdout).trim(),
+        )?)
+    };
+    let np_counter = |port: u16| nodeport_counter(&c, mode, port);
+
     let rt = tokio::runtime::Runtime::new().unwrap();
     let kube = rt
         .block_on(
@@ -175,6 +263,14 @@ fn sweep_in_mode(mode: &str) {
         duration_s: 1.0,
         warmup_s: 0.3,
         changes: 5,
+        from: svc::SvcFrom::BOTH,
+        external: Some(svc::ExternalCtx {
+            node_ip: external::node_ip(1).parse().unwrap(),
+            run_client: &ext_client,
+            run_probe: &ext_probe,
+            nodeport_counter: &np_counter,
+            counter_name: format!("node-1 NodePort counter ({mode})"),
+        }),
     };
     let started = std::time::Instant::now();
     let (points, programming) = svc::sweep(&ctx).unwrap_or_else(|e| panic!("sweep: {e:#}"));
@@ -186,7 +282,7 @@ fn sweep_in_mode(mode: &str) {
     );
 
     for n in [0u32, 50] {
-        for target in ["clusterip", "pod-ip"] {
+        for target in ["clusterip", "pod-ip", "nodeport", "pod-ip-external"] {
             for test in ["tcp_cc", "tcp_crr"] {
                 let p = points
                     .iter()
@@ -201,6 +297,33 @@ fn sweep_in_mode(mode: &str) {
                     "{n} {target} {test}: p99 < p50"
                 );
                 assert!(p.full_sync_s > 0.0 && p.full_sync_s < 60.0, "{p:?}");
+                assert!(p.connections > 0, "{n} {target} {test}: no connection");
+                if target == "nodeport" {
+                    // Through the NodePort: node-1's NodePort counter grew by at least one per
+                    // connection (to the backend's pod IP, or anywhere else, it would not move).
+                    let v = p.verified.as_ref().unwrap_or_else(|| {
+                        panic!("{n} nodeport {test}: no counter read around its runs")
+                    });
+                    assert!(v.counter.contains("nodePort 3"), "{v:?}");
+                    assert!(
+                        v.delta >= p.connections,
+                        "{n} nodeport {test}: the NodePort counter grew by {} for {} connections",
+                        v.delta,
+                        p.connections
+                    );
+                    let r = p.connect_p50_us.ratio.as_ref().expect("nodeport p50 ratio");
+                    assert_eq!(r.baseline, format!("pod-ip-external {test} at N={n}"));
+                    assert!(
+                        r.median > 0.0 && r.min <= r.median && r.median <= r.max,
+                        "{r:?}"
+                    );
+                } else {
+                    assert!(
+                        p.verified.is_none(),
+                        "{n} {target} {test}: {:?}",
+                        p.verified
+                    );
+                }
             }
         }
         // A Service costs a lookup, not most of the connection rate: when TIME_WAIT sockets
@@ -258,6 +381,10 @@ fn sweep_in_mode(mode: &str) {
     ]);
     assert_eq!(left.trim(), "", "objects of the sweep left");
 
+    let _ = Command::new("nsenter")
+        .arg(format!("--net={}", ext_ns.display()))
+        .args(["ip", "route", "del", &dst])
+        .output();
     let _ = std::fs::remove_dir(&cgroup);
     let down = c.ferry("down", &[]);
     assert!(down.status.success(), "{}", text(&down));

@@ -677,7 +677,8 @@ fn svc_chart(report: &Report, n: usize) -> Option<String> {
             None => series.push(Series {
                 name,
                 points: vec![(i, p.connect_p50_us.clone())],
-                dashed: p.target != "clusterip",
+                // The controls (pod IPs) dashed; the Service's frontends solid.
+                dashed: p.target != "clusterip" && p.target != "nodeport",
             }),
         }
     }
@@ -694,10 +695,76 @@ fn svc_chart(report: &Report, n: usize) -> Option<String> {
             false,
             &series,
         ),
-        "Connect latency p50 (tcp_cc) to a ClusterIP (solid) and, as the control, to the backend pod \
-         IP (dashed), per proxy mode, with N Services programmed (median over rounds, whiskers \
-         min–max).",
+        "Connect latency p50 (tcp_cc) per proxy mode with N Services programmed (median over \
+         rounds, whiskers min–max): from the client pod to the probed Service's ClusterIP and from \
+         the external host to its NodePort on node-1 (solid), and, as their controls, to the \
+         backend's pod IP from the pod (pod-ip) and from the external host over node-1 \
+         (pod-ip-external) (dashed).",
     ))
+}
+
+/// The Service scale sweep's points: one row per (mode, target, test, Service count).
+fn svc_table(report: &Report) -> String {
+    let mut s = String::from(
+        "<h2>Service scale</h2>\n<p>Median over rounds [min – max]. Ratio: connect p50 per round \
+         against, for <code>nodeport</code>, <code>pod-ip-external</code> of the same round and \
+         Service count (NodePort against direct); for the other targets, the same target at the \
+         first Service count. Verified: the node-1 counter every NodePort run had to move, and by \
+         how much (at least one per connection).</p>\n<table><tr><th>mode</th><th>target</th>\
+         <th>test</th><th>services</th><th>connect p50 µs</th><th>connect p99 µs</th>\
+         <th>conn/s</th><th>p50 ratio</th><th>p99 ratio</th><th>connections</th><th>verified</th>\
+         <th>entries</th><th>sync s</th></tr>",
+    );
+    let cell = |m: &MetricSummary| {
+        if m.n == 0 {
+            return "—".to_string();
+        }
+        format!(
+            "{} [{} – {}]{}",
+            fmt_num(m.median),
+            fmt_num(m.min),
+            fmt_num(m.max),
+            if m.enough_samples { "" } else { "*" }
+        )
+    };
+    let ratio = |m: &MetricSummary| {
+        m.ratio.as_ref().map_or("—".to_string(), |r| {
+            format!(
+                "{}× [{} – {}] vs {}",
+                fmt_ratio(r.median),
+                fmt_ratio(r.min),
+                fmt_ratio(r.max),
+                esc(&r.baseline)
+            )
+        })
+    };
+    for p in &report.svc_scale {
+        let _ = write!(
+            s,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
+             <td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td><td>{}</td>\
+             <td class=\"n\">{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+            esc(&p.mode),
+            esc(&p.target),
+            esc(&p.test),
+            p.services,
+            cell(&p.connect_p50_us),
+            cell(&p.connect_p99_us),
+            cell(&p.cps),
+            ratio(&p.connect_p50_us),
+            ratio(&p.connect_p99_us),
+            p.connections,
+            p.verified.as_ref().map_or("—".to_string(), |v| format!(
+                "{} +{}",
+                esc(&v.counter),
+                v.delta
+            )),
+            p.datapath_entries,
+            fmt_num(p.full_sync_s)
+        );
+    }
+    s.push_str("</table>\n");
+    s
 }
 
 /// Throughput against the number of flows, a line per path (and other parameters), when the run
@@ -887,6 +954,9 @@ fn environment(report: &Report) -> String {
             "Service counts",
             format!("{} ({} endpoints each)", nums(&c.svc_scale), c.endpoints),
         ));
+        if !c.svc_from.is_empty() {
+            rows.push(("Service sweep clients", c.svc_from.join(", ")));
+        }
     }
     if let Some(cal) = &m.calibration {
         rows.push((
@@ -1123,6 +1193,9 @@ pub fn render(report: &Report) -> String {
         }
         body.push_str("</table>\n");
     }
+    if !report.svc_scale.is_empty() {
+        body.push_str(&svc_table(report));
+    }
     body.push_str("<h2>All figures</h2>\n<p>Median over the valid runs; ratio = median of the per-round ratios to the baseline path. Grey rows are percentiles with fewer samples than they need. CPU per unit: machine CPU seconds busy in the window minus the idle baseline, per Gbit received, per transaction or per connection.</p>\n");
     body.push_str(&results_table(report));
     body.push_str("<h2>Flagged runs</h2>\n");
@@ -1138,6 +1211,43 @@ pub fn render(report: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn service_scale_chart_and_table_show_the_nodeport_and_its_control() {
+        use crate::report::table::tests::svc_point;
+        let mut points = Vec::new();
+        for mode in ["ebpf", "iptables"] {
+            for n in [0, 1000] {
+                points.push(svc_point(
+                    mode,
+                    "nodeport",
+                    n,
+                    26.0,
+                    Some(("pod-ip-external tcp_cc at N=0", 1.04, 0.98, 1.12)),
+                ));
+                points.push(svc_point(mode, "pod-ip-external", n, 25.0, None));
+                points.push(svc_point(mode, "clusterip", n, 20.0, None));
+            }
+        }
+        let r = Report {
+            svc_scale: points,
+            ..Default::default()
+        };
+        let chart = svc_chart(&r, 1).unwrap();
+        for s in [
+            "ebpf → nodeport",
+            "iptables → nodeport",
+            "ebpf → pod-ip-external",
+        ] {
+            assert!(chart.contains(s), "no {s} series: {chart}");
+        }
+        let html = render(&r);
+        assert!(html.contains("<h2>Service scale</h2>"), "{html}");
+        assert!(
+            html.contains("1.04× [0.98 – 1.12] vs pod-ip-external tcp_cc at N=0"),
+            "{html}"
+        );
+    }
 
     #[test]
     fn escaping_and_ticks() {

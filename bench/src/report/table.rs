@@ -295,6 +295,7 @@ pub fn render(report: &Report) -> String {
             "connect p50 µs".to_string(),
             "connect p99 µs".to_string(),
             "conn/s".to_string(),
+            "p50 ratio".to_string(),
             "entries".to_string(),
             "sync s".to_string(),
         ]];
@@ -307,14 +308,29 @@ pub fn render(report: &Report) -> String {
                 figure(Some(&p.connect_p50_us)),
                 figure(Some(&p.connect_p99_us)),
                 figure(Some(&p.cps)),
+                p.connect_p50_us.ratio.as_ref().map_or("—".into(), |r| {
+                    format!(
+                        "{}× [{} – {}]",
+                        fmt_ratio(r.median),
+                        fmt_ratio(r.min),
+                        fmt_ratio(r.max)
+                    )
+                }),
                 p.datapath_entries.to_string(),
                 fmt_num(p.full_sync_s),
             ]);
         }
         out.push_str(&grid(
             &rows,
-            &[false, false, false, true, true, true, true, true, true],
+            &[
+                false, false, false, true, true, true, true, true, true, true,
+            ],
         ));
+        out.push_str(
+            "p50 ratio: connect p50 per round against, for nodeport (external host -> NodePort on \
+             node-1), pod-ip-external (the same backend's pod IP from the external host) at the \
+             same Service count; for the other targets, the same target at the first count.\n",
+        );
     }
     if !report.svc_programming.is_empty() {
         out.push_str("\nService programming latency — API write until a prober sees the change\n");
@@ -366,7 +382,7 @@ pub fn progress(done: usize, total: usize, label: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::model::{Config, Ratio, Run};
 
@@ -437,6 +453,79 @@ mod tests {
             "cpu-bound ×2; error: connection refused; not steady (CV 20 %, trend +1 %); \
              wrong path: x did not move ×2; 3/4 runs invalid"
         );
+    }
+
+    /// A Service scale point: connect p50 `p50` µs, its ratio when given.
+    pub(crate) fn svc_point(
+        mode: &str,
+        target: &str,
+        n: u32,
+        p50: f64,
+        ratio: Option<(&str, f64, f64, f64)>,
+    ) -> crate::model::SvcScalePoint {
+        let m = |v: f64| MetricSummary {
+            n: 1,
+            median: v,
+            min: v,
+            max: v,
+            enough_samples: true,
+            ..Default::default()
+        };
+        let mut connect_p50_us = m(p50);
+        connect_p50_us.ratio = ratio.map(|(b, median, min, max)| Ratio {
+            baseline: b.into(),
+            median,
+            min,
+            max,
+        });
+        crate::model::SvcScalePoint {
+            mode: mode.into(),
+            target: target.into(),
+            test: "tcp_cc".into(),
+            services: n,
+            connect_p50_us,
+            connect_p99_us: m(p50 * 2.0),
+            cps: m(30_000.0),
+            datapath_entries: 40,
+            full_sync_s: 0.1,
+            connections: 30_000,
+            verified: None,
+        }
+    }
+
+    #[test]
+    fn service_scale_rows_show_every_target_and_the_ratio() {
+        let r = Report {
+            svc_scale: vec![
+                svc_point(
+                    "ebpf",
+                    "nodeport",
+                    1000,
+                    26.0,
+                    Some(("pod-ip-external tcp_cc at N=1000", 1.04, 0.98, 1.123)),
+                ),
+                svc_point("ebpf", "pod-ip-external", 1000, 25.0, None),
+                svc_point(
+                    "iptables",
+                    "clusterip",
+                    1000,
+                    40.0,
+                    Some(("clusterip tcp_cc at N=0", 1.5, 1.25, 2.0)),
+                ),
+            ],
+            ..Default::default()
+        };
+        let t = render(&r);
+        let row = |target: &str| {
+            t.lines()
+                .find(|l| l.split_whitespace().nth(1) == Some(target))
+                .unwrap_or_else(|| panic!("no {target} row:\n{t}"))
+                .to_owned()
+        };
+        assert!(row("nodeport").contains("1.04× [0.98 – 1.12]"), "{t}");
+        assert!(row("pod-ip-external").contains(" — "), "{t}");
+        assert!(row("clusterip").contains("1.50× [1.25 – 2.00]"), "{t}");
+        assert!(t.contains("for nodeport (external host -> NodePort on node-1), pod-ip-external"));
     }
 
     #[test]

@@ -77,6 +77,11 @@ pub(crate) struct NetArgs {
     /// Service scale sweep: Service counts (e.g. 0,1000,10000).
     #[arg(long, value_delimiter = ',')]
     pub(crate) svc_scale: Vec<u32>,
+    /// Where the scale sweep's clients connect from: `pod` (the client pod: ClusterIP and pod IP)
+    /// and/or `external` (the lab's external host: NodePort on node-1 and the pod IP routed via
+    /// node-1). Default: both.
+    #[arg(long, value_delimiter = ',', requires = "svc_scale")]
+    pub(crate) svc_from: Option<Vec<String>>,
     /// Endpoints per dummy Service of the scale sweep.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub(crate) endpoints: u32,

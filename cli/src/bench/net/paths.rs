@@ -661,6 +661,65 @@ impl Drop for ExtRoutes {
     }
 }
 
+/// One host route to a pod in a cluster's external host namespace (never the root one) via
+/// node-1's underlay address, as X1's: the Service scale sweep's external control
+/// (`--svc-from external`) needs it whether or not X1 is measured. Deleted on drop unless it was
+/// there before (then it is X1's, [`ExtRoutes`], and stays to that guard).
+#[derive(Debug)]
+pub(crate) struct ExtRoute {
+    place: Place,
+    dst: String,
+    added: bool,
+}
+
+impl ExtRoute {
+    /// The route to `pod` in `c`'s external host.
+    pub(crate) fn add(c: &super::lab::Cluster, pod: Ipv4Addr) -> Result<ExtRoute> {
+        let place = Place {
+            label: format!("external host ({})", c.name),
+            netns: c.ext_ns(),
+            cgroup: None,
+            exec: None,
+        };
+        let dst = format!("{pod}/32");
+        let via = super::lab::Cluster::node_ip(1).to_string();
+        let shown = super::lab::run_ok(
+            place
+                .command(Path::new("ip"))?
+                .args(["-j", "route", "show", "exact", &dst]),
+        )
+        .with_context(|| format!("reading the routes of {}", place.label))?;
+        let present = serde_json::from_str::<serde_json::Value>(&shown)
+            .ok()
+            .and_then(|v| v.as_array().map(|a| !a.is_empty()))
+            .unwrap_or(false);
+        if !present {
+            super::lab::run_ok(
+                place
+                    .command(Path::new("ip"))?
+                    .args(["route", "add", &dst, "via", &via]),
+            )
+            .with_context(|| format!("route to {dst} in {}", place.label))?;
+        }
+        Ok(ExtRoute {
+            place,
+            dst,
+            added: !present,
+        })
+    }
+}
+
+impl Drop for ExtRoute {
+    fn drop(&mut self) {
+        if !self.added {
+            return;
+        }
+        if let Ok(mut cmd) = self.place.command(Path::new("ip")) {
+            let _ = cmd.args(["route", "del", &self.dst]).output();
+        }
+    }
+}
+
 /// Builds the path `def` on a cluster.
 pub(crate) fn cluster_path(def: &Def, cx: &ClusterCtx<'_>) -> Result<LabPath> {
     let (c, p) = (cx.cluster, cx.pods);

@@ -38,6 +38,8 @@ pub(crate) struct Plan {
     seed: u64,
     out: PathBuf,
     formats: Vec<Format>,
+    /// `--svc-from`.
+    svc_from: super::svc::SvcFrom,
 }
 
 fn check_secs(name: &str, v: f64, min: f64) -> Result<f64> {
@@ -187,6 +189,7 @@ impl Plan {
             a.svc_scale.iter().all(|n| *n <= 100_000),
             "--svc-scale: at most 100000 Services per point"
         );
+        let svc_from = super::svc::SvcFrom::parse(a.svc_from.as_deref())?;
         if let Some(name) = &a.name {
             let dir = crate::state::ClusterDir::new(&a.state_dir, name);
             ensure!(
@@ -219,6 +222,7 @@ impl Plan {
             seed,
             out,
             formats,
+            svc_from,
         })
     }
 }
@@ -820,11 +824,22 @@ pub(crate) fn execute(plan: &Plan) -> Result<()> {
             };
             let (points, programming) =
                 sweep(plan, &bins, &clusters[ci], &pods[ci], cgroups[ci].path())?;
+            report
+                .warnings
+                .extend(missing_points(p, &a.svc_scale, plan.svc_from, &points));
             report.svc_scale.extend(points);
             report.svc_programming.extend(programming);
         }
         report.config.svc_scale = a.svc_scale.clone();
         report.config.endpoints = a.endpoints;
+        report.config.svc_from = [
+            ("pod", plan.svc_from.pod),
+            ("external", plan.svc_from.external),
+        ]
+        .into_iter()
+        .filter(|(_, on)| *on)
+        .map(|(f, _)| f.to_owned())
+        .collect();
     }
     finish(plan, &mut report, t_start)?;
     drop(baselines);
@@ -949,6 +964,7 @@ fn config(plan: &Plan) -> Config {
         sizes: plan.sizes.clone(),
         svc_scale: Vec::new(),
         endpoints: 0,
+        svc_from: Vec::new(),
         engine: "auto".into(),
         argv: std::env::args().collect(),
     }
@@ -1027,7 +1043,86 @@ fn finish(plan: &Plan, report: &mut Report, t_start: Instant) -> Result<()> {
     Ok(())
 }
 
-/// The Service scale sweep on one cluster (`svc::sweep`), its client and prober in pod a.
+/// A client of the sweep in `place`: one `ferry bench-agent run`, its outcome.
+fn sweep_client(place: &lab::Place, ferry: &Path, s: &Spec) -> Result<Outcome> {
+    let mut cmd = place.command(ferry)?;
+    cmd.args(["bench-agent", "run", "--spec", &serde_json::to_string(s)?]);
+    let total = s.warmup_s + s.duration_s + s.cooldown_s;
+    let cap =
+        Running::start(cmd)?.finish(Instant::now() + Duration::from_secs_f64(total + 15.0))?;
+    ensure!(
+        cap.status.is_some_and(|s| s.success()),
+        "bench client in {} failed: {}",
+        place.label,
+        cap.stderr.trim()
+    );
+    parse_outcome(&cap.stdout)
+}
+
+/// A prober of the sweep in `place`: one `ferry bench-agent probe`, its outcome.
+fn sweep_probe(
+    place: &lab::Place,
+    ferry: &Path,
+    s: &ferry_bench::probe::ProbeSpec,
+) -> Result<ferry_bench::probe::ProbeOutcome> {
+    let mut cmd = place.command(ferry)?;
+    cmd.args(["bench-agent", "probe", "--spec", &serde_json::to_string(s)?]);
+    #[expect(clippy::cast_precision_loss, reason = "milliseconds, small")]
+    let give_up = s.give_up_ms as f64 / 1000.0;
+    let cap =
+        Running::start(cmd)?.finish(Instant::now() + Duration::from_secs_f64(give_up + 15.0))?;
+    ensure!(
+        cap.status.is_some_and(|s| s.success()),
+        "prober in {} failed: {}",
+        place.label,
+        cap.stderr.trim()
+    );
+    cap.stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l.trim()).ok())
+        .context("the prober printed no outcome")
+}
+
+/// The (target, test) points a sweep of `from` should have produced at every count and are
+/// missing (every run of theirs failed or was left out), as report warnings.
+fn missing_points(
+    mode: &str,
+    counts: &[u32],
+    from: super::svc::SvcFrom,
+    points: &[model::SvcScalePoint],
+) -> Vec<String> {
+    let mut targets = Vec::new();
+    if from.pod {
+        targets.extend(["clusterip", "pod-ip"]);
+    }
+    if from.external {
+        targets.extend(["nodeport", "pod-ip-external"]);
+    }
+    let mut counts = counts.to_vec();
+    counts.sort_unstable();
+    counts.dedup();
+    let mut out = Vec::new();
+    for n in &counts {
+        for t in &targets {
+            for test in ["tcp_cc", "tcp_crr"] {
+                if !points
+                    .iter()
+                    .any(|p| p.mode == mode && p.services == *n && p.target == *t && p.test == test)
+                {
+                    out.push(format!(
+                        "Service scale [{mode}]: no {t} {test} point at {n} Services (every run \
+                         failed or was left out; see stderr)"
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The Service scale sweep on one cluster (`svc::sweep`): its pod client and prober in pod a,
+/// its external ones in the cluster's external host (with a host route to pod b via node-1).
 fn sweep(
     plan: &Plan,
     bins: &Bins,
@@ -1041,37 +1136,16 @@ fn sweep(
         cgroup: Some(cg.to_owned()),
         exec: None,
     };
-    let client = |s: &Spec| -> Result<Outcome> {
-        let mut cmd = place.command(&bins.ferry)?;
-        cmd.args(["bench-agent", "run", "--spec", &serde_json::to_string(s)?]);
-        let total = s.warmup_s + s.duration_s + s.cooldown_s;
-        let cap =
-            Running::start(cmd)?.finish(Instant::now() + Duration::from_secs_f64(total + 15.0))?;
-        ensure!(
-            cap.status.is_some_and(|s| s.success()),
-            "bench client failed: {}",
-            cap.stderr.trim()
-        );
-        parse_outcome(&cap.stdout)
+    let ext_place = lab::Place {
+        label: format!("external host ({})", c.name),
+        netns: c.ext_ns(),
+        cgroup: None,
+        exec: None,
     };
-    let probe = |s: &ferry_bench::probe::ProbeSpec| -> Result<ferry_bench::probe::ProbeOutcome> {
-        let mut cmd = place.command(&bins.ferry)?;
-        cmd.args(["bench-agent", "probe", "--spec", &serde_json::to_string(s)?]);
-        #[expect(clippy::cast_precision_loss, reason = "milliseconds, small")]
-        let give_up = s.give_up_ms as f64 / 1000.0;
-        let cap = Running::start(cmd)?
-            .finish(Instant::now() + Duration::from_secs_f64(give_up + 15.0))?;
-        ensure!(
-            cap.status.is_some_and(|s| s.success()),
-            "prober failed: {}",
-            cap.stderr.trim()
-        );
-        cap.stdout
-            .lines()
-            .rev()
-            .find_map(|l| serde_json::from_str(l.trim()).ok())
-            .context("the prober printed no outcome")
-    };
+    let client = |s: &Spec| sweep_client(&place, &bins.ferry, s);
+    let probe = |s: &ferry_bench::probe::ProbeSpec| sweep_probe(&place, &bins.ferry, s);
+    let ext_client = |s: &Spec| sweep_client(&ext_place, &bins.ferry, s);
+    let ext_probe = |s: &ferry_bench::probe::ProbeSpec| sweep_probe(&ext_place, &bins.ferry, s);
     let node1 = lab::Place {
         label: "node-1".into(),
         netns: c.node_ns(1),
@@ -1099,12 +1173,46 @@ fn sweep(
         )?;
         Ok(out.lines().filter(|l| l.starts_with("-A ")).count() as u64)
     };
+    // The NodePort's counter on node-1: the tc datapath's translations (ebpf), the packets of
+    // the nat rules matching the nodePort (iptables).
+    let tc_check = match (&bpffs, c.proxy.as_str()) {
+        (Some(b), "ebpf") => Some(verify::Check::NodePortTc {
+            bpffs: b.clone(),
+            node: format!("node-1 ({})", c.name),
+        }),
+        (None, "ebpf") => bail!("cluster {} has no eBPF pins", c.name),
+        _ => None,
+    };
+    let counter_name = match &tc_check {
+        Some(check) => check.describe(),
+        None => format!(
+            "node-1 ({}) iptables nat rules matching the nodePort: packets",
+            c.name
+        ),
+    };
+    let nodeport_counter = |port: u16| -> Result<u64> {
+        if let Some(check) = &tc_check {
+            return check.read(&bins.agent);
+        }
+        let save = lab::run_ok(
+            node1
+                .command(Path::new("iptables-save"))?
+                .args(["-c", "-t", "nat"]),
+        )?;
+        Ok(super::svc::nodeport_rule_packets(&save, port))
+    };
+    let _route = if plan.svc_from.external {
+        Some(paths::ExtRoute::add(c, pods.b.ip)?)
+    } else {
+        None
+    };
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let kube = rt.block_on(crate::api::client(&c.kubeconfig()))?;
     let ctx = super::svc::SweepCtx {
         kube,
         mode: c.proxy.clone(),
         namespace: "default".into(),
+        // b (node-1) first: the probed Service's backend and both controls' server.
         backend_ips: vec![pods.b.ip.into(), pods.c.ip.into()],
         port: lab::AGENT_PORT,
         target_port: lab::SVC_PORT,
@@ -1117,6 +1225,14 @@ fn sweep(
         duration_s: plan.duration_s,
         warmup_s: plan.warmup_s,
         changes: if plan.args.smoke { 3 } else { 20 },
+        from: plan.svc_from,
+        external: Some(super::svc::ExternalCtx {
+            node_ip: Cluster::node_ip(1).into(),
+            run_client: &ext_client,
+            run_probe: &ext_probe,
+            nodeport_counter: &nodeport_counter,
+            counter_name,
+        }),
     };
     let r = super::svc::sweep(&ctx);
     drop(rt);

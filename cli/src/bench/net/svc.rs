@@ -6,15 +6,24 @@
 //!    addresses in [`DUMMY_NET`] (unreachable, used by no path), created through the API with
 //!    bounded concurrency; then the probed Service, created last (the worst case for an iptables
 //!    chain, where frontends are matched in ClusterIP order and the allocator hands out
-//!    ascending addresses), whose slice holds the first bench server (the control's pod). A prober in the client pod
-//!    ([`ferry_bench::probe`]) waits until that ClusterIP answers: `full_sync_s` is the time from
-//!    the point's first create to then; `datapath_entries` is read after it.
-//! 2. Per round, in a seeded order: `tcp_cc` and `tcp_crr` to the ClusterIP and, as the control,
-//!    to a backend pod IP (on another server port than the Services' targetPort). Every
+//!    ascending addresses). The probed Service is `type: NodePort` (it keeps its ClusterIP) and
+//!    its slice holds the first bench server (the control's pod, on node-1). A prober in the
+//!    client pod ([`ferry_bench::probe`]) waits until that ClusterIP answers and, with
+//!    [`SvcFrom::external`], another in the external host until the NodePort on node-1 answers,
+//!    both at once: `full_sync_s` is the time from the point's first create to then (per
+//!    prober); `datapath_entries` is read after it.
+//! 2. Per round, in a seeded order, `tcp_cc` and `tcp_crr` to every target of [`SvcFrom`]:
+//!    from the client pod, the ClusterIP and, as the control, the backend's pod IP (on another
+//!    server port than the Services' targetPort); from the external host, the NodePort (node-1's
+//!    address) and, as the control, the same backend's pod IP over the host route via node-1 (the
+//!    lab's X1 path). Around every NodePort run a node-1 counter that only NodePort traffic moves
+//!    is read ([`ExternalCtx::nodeport_counter`]); a run that did not move it is left out. Every
 //!    connection ends with the client's RST (no TIME_WAIT carried from one point to the next).
 //!    One [`SvcScalePoint`] per (target, test) with the connect latency p50 / p99 and
-//!    connections/s over the rounds, the connect p50's per-round ratio to the N = 0 point in
-//!    `connect_p50_us.ratio`.
+//!    connections/s over the rounds. `connect_p50_us.ratio` is per round: for `nodeport`, against
+//!    `pod-ip-external` of the same round at the same N (issue #14's "NodePort against direct";
+//!    `connect_p99_us.ratio` too); for the other targets, against the same target at the first
+//!    N.
 //! 3. Programming latency, `changes` times: (a) a new Service is created, a prober is started on
 //!    its ClusterIP, and its EndpointSlice with one real backend is written: the time from that
 //!    write's response to the prober's first completed connect; (b) the slice's endpoint is
@@ -31,7 +40,7 @@
 
 use anyhow::{anyhow, bail, ensure, Context as _, Result};
 use ferry_bench::loadgen::{Close, Outcome, Spec, Test};
-use ferry_bench::model::{MetricSummary, Ratio, SvcProgramming, SvcScalePoint};
+use ferry_bench::model::{MetricSummary, Ratio, SvcCounter, SvcProgramming, SvcScalePoint};
 use ferry_bench::probe::{Expect, ProbeOutcome, ProbeSpec};
 use ferry_bench::stats;
 use futures::{StreamExt as _, TryStreamExt as _};
@@ -53,6 +62,65 @@ pub(crate) const DUMMY_NET: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 248, 0, 0), 13);
 /// Services (or deletes) in flight at once.
 const CONCURRENCY: usize = 16;
 
+/// Where the sweep's clients connect from (`--svc-from pod,external`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SvcFrom {
+    /// The client pod on node-1: targets `clusterip` and `pod-ip`.
+    pub(crate) pod: bool,
+    /// The lab's external host: targets `nodeport` and `pod-ip-external`.
+    pub(crate) external: bool,
+}
+
+impl SvcFrom {
+    /// Both (the default).
+    pub(crate) const BOTH: SvcFrom = SvcFrom {
+        pod: true,
+        external: true,
+    };
+
+    /// `--svc-from`'s values (split at commas): `pod`, `external`, in any order; absent: both.
+    pub(crate) fn parse(values: Option<&[String]>) -> Result<SvcFrom> {
+        let Some(values) = values else {
+            return Ok(SvcFrom::BOTH);
+        };
+        let mut from = SvcFrom {
+            pod: false,
+            external: false,
+        };
+        for v in values.iter().map(|v| v.trim()).filter(|v| !v.is_empty()) {
+            match v {
+                "pod" => from.pod = true,
+                "external" => from.external = true,
+                other => bail!("--svc-from: unknown value {other:?} (pod, external)"),
+            }
+        }
+        ensure!(
+            from.pod || from.external,
+            "--svc-from: empty list (pod, external, or both: pod,external)"
+        );
+        Ok(from)
+    }
+}
+
+/// The external host's side of the sweep ([`SvcFrom::external`]).
+pub(crate) struct ExternalCtx<'a> {
+    /// node-1's underlay address: where the NodePort is reached. The first backend
+    /// (`SweepCtx::backend_ips[0]`) must be a pod on node-1, reachable from the external host by
+    /// a host route via this address (the caller adds it).
+    pub(crate) node_ip: IpAddr,
+    /// Runs one loadgen Spec as a client in the external host's namespace.
+    pub(crate) run_client: &'a (dyn Fn(&Spec) -> Result<Outcome> + Sync),
+    /// Spawns `ferry bench-agent probe --spec JSON` in the external host's namespace.
+    pub(crate) run_probe: &'a (dyn Fn(&ProbeSpec) -> Result<ProbeOutcome> + Sync),
+    /// A node-1 counter that every new connection to the NodePort given moves and traffic to
+    /// other destinations does not: the tc datapath's `new_flows` + `ct_original` (ebpf), the
+    /// packets of the nat rules matching `--dport <nodePort>` (iptables,
+    /// [`nodeport_rule_packets`]).
+    pub(crate) nodeport_counter: &'a (dyn Fn(u16) -> Result<u64> + Sync),
+    /// How the report names that counter (the point's nodePort is appended).
+    pub(crate) counter_name: String,
+}
+
 /// Where the sweep runs: one cluster of the lab with one proxy mode.
 pub(crate) struct SweepCtx<'a> {
     /// The cluster's API (ferry-kube ClientBuilder from its kubeconfig).
@@ -61,7 +129,8 @@ pub(crate) struct SweepCtx<'a> {
     pub(crate) mode: String,
     /// Where to create the Services (the sweep deletes them at the end).
     pub(crate) namespace: String,
-    /// Bench server pods (serve TCP on `port` and `target_port`).
+    /// Bench server pods (serve TCP on `port` and `target_port`); the first is the probed
+    /// Service's backend and the controls' server, on node-1 (the client pod's node).
     pub(crate) backend_ips: Vec<IpAddr>,
     /// The Services' port and the servers' port for the pod-IP control (7000).
     pub(crate) port: u16,
@@ -87,6 +156,10 @@ pub(crate) struct SweepCtx<'a> {
     /// Programming-latency samples per point (>= 20 for a p99 worth the name; the sweep takes any
     /// number >= 1).
     pub(crate) changes: u32,
+    /// Which clients measure.
+    pub(crate) from: SvcFrom,
+    /// The external host's clients: needed when `from.external`.
+    pub(crate) external: Option<ExternalCtx<'a>>,
 }
 
 impl std::fmt::Debug for SweepCtx<'_> {
@@ -101,6 +174,8 @@ impl std::fmt::Debug for SweepCtx<'_> {
             .field("endpoints", &self.endpoints)
             .field("rounds", &self.rounds)
             .field("changes", &self.changes)
+            .field("from", &self.from)
+            .field("external", &self.external.as_ref().map(|e| e.node_ip))
             .finish_non_exhaustive()
     }
 }
@@ -157,6 +232,14 @@ fn validate(ctx: &SweepCtx<'_>) -> Result<Vec<u32>> {
         "no backend pod IP to probe through the Service"
     );
     ensure!(ctx.endpoints >= 1, "endpoints per Service must be >= 1");
+    ensure!(
+        ctx.from.pod || ctx.from.external,
+        "no client to measure from (pod, external)"
+    );
+    ensure!(
+        !ctx.from.external || ctx.external.is_some(),
+        "measuring from the external host needs its clients"
+    );
     ensure!(
         ctx.rounds >= 1 && ctx.changes >= 1,
         "rounds and changes must be >= 1"
@@ -289,12 +372,14 @@ impl Objects {
         serde_json::json!({ RUN_LABEL: self.run })
     }
 
-    /// Creates the Service `name` (selector-less, one unnamed TCP port) and returns its ClusterIP.
-    async fn create_service(&self, name: &str) -> Result<Ipv4Addr> {
+    /// Creates the Service `name` (selector-less, one unnamed TCP port; `type: NodePort` when
+    /// `node_port`, else `ClusterIP`) and returns its ClusterIP and nodePort.
+    async fn create_service(&self, name: &str, node_port: bool) -> Result<(Ipv4Addr, Option<u16>)> {
         let svc: Service = serde_json::from_value(serde_json::json!({
             "apiVersion": "v1", "kind": "Service",
             "metadata": {"name": name, "labels": self.labels()},
-            "spec": {"type": "ClusterIP", "ports": [{"protocol": "TCP", "port": self.port, "targetPort": self.target_port}]},
+            "spec": {"type": if node_port { "NodePort" } else { "ClusterIP" },
+                     "ports": [{"protocol": "TCP", "port": self.port, "targetPort": self.target_port}]},
         }))?;
         let pp = PostParams::default();
         let created = match retry(|| self.services.create(&pp, &svc)).await {
@@ -303,12 +388,21 @@ impl Objects {
             r => r,
         }
         .with_context(|| format!("creating Service {name}"))?;
-        let ip = created
-            .spec
-            .and_then(|s| s.cluster_ip)
+        let spec = created.spec.unwrap_or_default();
+        let np = spec
+            .ports
+            .iter()
+            .flatten()
+            .find_map(|p| p.node_port)
+            .and_then(|p| u16::try_from(p).ok());
+        ensure!(!node_port || np.is_some(), "Service {name} got no nodePort");
+        let ip = spec
+            .cluster_ip
             .with_context(|| format!("Service {name} got no ClusterIP"))?;
-        ip.parse()
-            .with_context(|| format!("Service {name}: ClusterIP {ip:?} is not IPv4"))
+        let ip = ip
+            .parse()
+            .with_context(|| format!("Service {name}: ClusterIP {ip:?} is not IPv4"))?;
+        Ok((ip, np))
     }
 
     fn slice(&self, name: &str, addrs: &[IpAddr]) -> Result<EndpointSlice> {
@@ -356,7 +450,7 @@ impl Objects {
             .map(|i| async move {
                 check_interrupt()?;
                 let name = format!("fb-{}-d{i}", self.run);
-                self.create_service(&name).await?;
+                self.create_service(&name, false).await?;
                 let addrs: Vec<IpAddr> = (0..e).map(|j| dummy_addr(i, j, e)).collect();
                 self.create_slice(&name, &addrs).await
             })
@@ -417,11 +511,17 @@ impl Objects {
     }
 }
 
-/// One (target, test) run of a round.
+/// What a run connects to (the model's `SvcScalePoint::target`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Target {
+    /// The probed Service's ClusterIP, from the client pod.
     ClusterIp,
+    /// Its backend's pod IP, from the client pod (control).
     PodIp,
+    /// node-1's address and the probed Service's nodePort, from the external host.
+    NodePort,
+    /// The backend's pod IP from the external host, routed by node-1 (control of `NodePort`).
+    PodIpExternal,
 }
 
 impl Target {
@@ -429,8 +529,57 @@ impl Target {
         match self {
             Target::ClusterIp => "clusterip",
             Target::PodIp => "pod-ip",
+            Target::NodePort => "nodeport",
+            Target::PodIpExternal => "pod-ip-external",
         }
     }
+
+    fn external(self) -> bool {
+        matches!(self, Target::NodePort | Target::PodIpExternal)
+    }
+
+    /// The target whose figures of the same round and Service count are this one's
+    /// denominators; `None`: the same target at the sweep's first count.
+    fn control(self) -> Option<Target> {
+        match self {
+            Target::NodePort => Some(Target::PodIpExternal),
+            _ => None,
+        }
+    }
+}
+
+/// Every (target, test) a round runs, in a fixed order before the round's shuffle.
+fn jobs(from: SvcFrom) -> Vec<(Target, Test)> {
+    let mut targets = Vec::new();
+    if from.pod {
+        targets.extend([Target::ClusterIp, Target::PodIp]);
+    }
+    if from.external {
+        targets.extend([Target::NodePort, Target::PodIpExternal]);
+    }
+    targets
+        .into_iter()
+        .flat_map(|t| [(t, Test::TcpCc), (t, Test::TcpCrr)])
+        .collect()
+}
+
+/// Sums the packet counters (`[pkts:bytes]` of `iptables-save -c`) of the `-A` rules that match
+/// destination port `port` (`--dport <port>`): in the proxier's chains, the NodePort's rules on
+/// the node's addresses and in its NodePort chain (no ClusterIP Service of the sweep uses a port
+/// of the NodePort range). The nat table sees the first packet of each connection only.
+pub(crate) fn nodeport_rule_packets(save: &str, port: u16) -> u64 {
+    let port = port.to_string();
+    save.lines()
+        .filter(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            words.get(1) == Some(&"-A")
+                && words.windows(2).any(|w| w[0] == "--dport" && w[1] == port)
+        })
+        .filter_map(|l| {
+            let c = l.strip_prefix('[')?.split(']').next()?;
+            c.split(':').next()?.parse::<u64>().ok()
+        })
+        .sum()
 }
 
 fn test_name(t: Test) -> &'static str {
@@ -459,6 +608,22 @@ fn shuffle<T>(items: &mut [T], seed: u64) {
 /// Per (target, test): per round, the run's metrics (absent when the run failed).
 type RoundMetrics = BTreeMap<(Target, &'static str), BTreeMap<u32, Outcome>>;
 
+/// One point's runs.
+#[derive(Debug, Default)]
+struct Measured {
+    runs: RoundMetrics,
+    /// Per (target, test): the NodePort counter's growth over the kept runs.
+    deltas: BTreeMap<(Target, &'static str), u64>,
+}
+
+/// One metric per round.
+fn per_round(by_round: &BTreeMap<u32, Outcome>, metric: &str) -> BTreeMap<u32, f64> {
+    by_round
+        .iter()
+        .filter_map(|(r, o)| o.metrics.get(metric).map(|v| (*r, *v)))
+        .collect()
+}
+
 fn run_sweep(
     ctx: &SweepCtx<'_>,
     counts: &[u32],
@@ -473,6 +638,7 @@ fn run_sweep(
     let mut base: BTreeMap<(Target, &'static str), BTreeMap<u32, f64>> = BTreeMap::new();
     let base_n = counts[0];
     let backends: Vec<IpAddr> = ctx.backend_ips.clone();
+    let ext = ctx.external.as_ref().filter(|_| ctx.from.external);
     for (pi, &n) in counts.iter().enumerate() {
         check_interrupt()?;
         eprintln!(
@@ -488,37 +654,68 @@ fn run_sweep(
         created = created.max(n);
         check_interrupt()?;
         let name = format!("fb-{}-p{pi}", k.run);
-        let vip = rt.block_on(async {
-            let vip = k.create_service(&name).await?;
+        let (vip, node_port) = rt.block_on(async {
+            let created = k.create_service(&name, true).await?;
             // One backend, the control's: the ClusterIP and the pod IP then reach the same
             // server over the same path, and the difference is the Service's.
             k.create_slice(&name, &backends[..1]).await?;
-            anyhow::Ok(vip)
+            anyhow::Ok(created)
         })?;
         probed = Some(name);
+        let node_port = node_port.context("the probed Service has no nodePort")?;
         let target = SocketAddr::new(IpAddr::V4(vip), ctx.port);
-        let mut spec = ProbeSpec::new(target, Expect::Reachable);
-        spec.started_mono_ns = t0;
-        // Seconds to minutes of probing: 10 ms is resolution enough, and leaves fewer conntrack
-        // entries of untranslated SYNs behind (see `ferry_bench::probe`).
-        spec.interval_ms = 10;
-        spec.give_up_ms = 600_000 + u64::from(n) * 20;
-        let seen = (ctx.run_probe)(&spec).with_context(|| {
+        let sync_spec = |to: SocketAddr| {
+            let mut spec = ProbeSpec::new(to, Expect::Reachable);
+            spec.started_mono_ns = t0;
+            // Seconds to minutes of probing: 10 ms is resolution enough, and leaves fewer
+            // conntrack entries of untranslated SYNs behind (see `ferry_bench::probe`).
+            spec.interval_ms = 10;
+            spec.give_up_ms = 600_000 + u64::from(n) * 20;
+            spec
+        };
+        let spec = sync_spec(target);
+        let np_target = ext.map(|e| SocketAddr::new(e.node_ip, node_port));
+        let np_spec = np_target.map(sync_spec);
+        // Both probers at once, so each sees its frontend as soon as it is served.
+        let (seen, np_seen) = std::thread::scope(|s| {
+            let np = ext
+                .zip(np_spec.as_ref())
+                .map(|(e, spec)| s.spawn(move || (e.run_probe)(spec)));
+            let seen = (ctx.run_probe)(&spec);
+            let np_seen = np.map(|h| {
+                h.join()
+                    .map_err(|_| anyhow!("the external prober thread panicked"))
+                    .and_then(|r| r)
+            });
+            (seen, np_seen)
+        });
+        let seen = seen.with_context(|| {
             format!("waiting for the datapath to serve {target} at {n} Services")
         })?;
         let full_sync_s = seen.seen_after_ms / 1000.0;
+        let np_sync_s = match (np_seen, np_target) {
+            (Some(r), Some(to)) => {
+                let r = r.with_context(|| {
+                    format!("waiting for the datapath to serve the NodePort {to} from the external host at {n} Services")
+                })?;
+                r.seen_after_ms / 1000.0
+            }
+            _ => full_sync_s,
+        };
         let entries = (ctx.datapath_entries)().context("reading the datapath's size")?;
         eprintln!(
-            "svc sweep [{}]: {n} Services programmed in {full_sync_s:.2} s, datapath {entries} entries",
-            ctx.mode
+            "svc sweep [{}]: {n} Services programmed in {full_sync_s:.2} s{}, datapath {entries} entries",
+            ctx.mode,
+            if ext.is_some() {
+                format!(" (NodePort {node_port} from outside: {np_sync_s:.2} s)")
+            } else {
+                String::new()
+            }
         );
 
-        let runs = measure_rounds(ctx, n, target)?;
-        for ((t, test), by_round) in &runs {
-            let p50: BTreeMap<u32, f64> = by_round
-                .iter()
-                .filter_map(|(r, o)| o.metrics.get("connect_p50_us").map(|v| (*r, *v)))
-                .collect();
+        let m = measure_rounds(ctx, n, target, node_port)?;
+        for ((t, test), by_round) in &m.runs {
+            let p50 = per_round(by_round, "connect_p50_us");
             if n == base_n {
                 base.insert((*t, test), p50.clone());
             }
@@ -531,11 +728,15 @@ fn run_sweep(
                 connect_p99_us: summary(by_round, "connect_p99_us", Some(0.99)),
                 cps: summary(by_round, "cps", None),
                 datapath_entries: entries,
-                full_sync_s,
+                full_sync_s: if t.external() { np_sync_s } else { full_sync_s },
+                connections: by_round.values().map(|o| o.completed).sum(),
+                verified: ext.zip(m.deltas.get(&(*t, test))).map(|(e, d)| SvcCounter {
+                    counter: format!("{} (nodePort {node_port})", e.counter_name),
+                    delta: *d,
+                }),
             };
-            point.connect_p50_us.ratio = base
-                .get(&(*t, test))
-                .and_then(|b| ratio(&p50, b, &format!("{} {test} at N={base_n}", t.name())));
+            (point.connect_p50_us.ratio, point.connect_p99_us.ratio) =
+                ratios(*t, test, (n, base_n), &m.runs, &base);
             points.push(point);
         }
 
@@ -562,22 +763,28 @@ fn run_sweep(
     Ok((points, programming))
 }
 
-/// Runs every (target, test) once per round, in a seeded order per round.
-fn measure_rounds(ctx: &SweepCtx<'_>, n: u32, vip: SocketAddr) -> Result<RoundMetrics> {
-    let mut out: RoundMetrics = BTreeMap::new();
+/// Runs every (target, test) of `ctx.from` once per round, in a seeded order per round.
+fn measure_rounds(ctx: &SweepCtx<'_>, n: u32, vip: SocketAddr, node_port: u16) -> Result<Measured> {
+    let mut out = Measured::default();
+    let ext = ctx.external.as_ref().filter(|_| ctx.from.external);
     for round in 0..ctx.rounds {
-        let mut order = vec![
-            (Target::ClusterIp, Test::TcpCc),
-            (Target::ClusterIp, Test::TcpCrr),
-            (Target::PodIp, Test::TcpCc),
-            (Target::PodIp, Test::TcpCrr),
-        ];
+        let mut order = jobs(ctx.from);
         shuffle(&mut order, (u64::from(n) << 32) | u64::from(round));
         for (t, test) in order {
             check_interrupt()?;
-            let target = match t {
-                Target::ClusterIp => vip,
-                Target::PodIp => SocketAddr::new(ctx.backend_ips[0], ctx.port),
+            let (target, client) = match (t, ext) {
+                (Target::ClusterIp, _) => (vip, ctx.run_client),
+                (Target::PodIp, _) => (
+                    SocketAddr::new(ctx.backend_ips[0], ctx.port),
+                    ctx.run_client,
+                ),
+                (Target::NodePort, Some(e)) => {
+                    (SocketAddr::new(e.node_ip, node_port), e.run_client)
+                }
+                (Target::PodIpExternal, Some(e)) => {
+                    (SocketAddr::new(ctx.backend_ips[0], ctx.port), e.run_client)
+                }
+                (_, None) => bail!("no external host clients for {}", t.name()),
             };
             let spec = Spec {
                 test,
@@ -600,36 +807,122 @@ fn measure_rounds(ctx: &SweepCtx<'_>, n: u32, vip: SocketAddr) -> Result<RoundMe
                 // p99 and max instead of failing the run.
                 timeout_ms: 3000,
             };
-            match (ctx.run_client)(&spec) {
-                Ok(o) => {
-                    let errors: u64 = o.errors.values().sum();
-                    #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
-                    let rate = errors as f64 / (o.completed + errors).max(1) as f64;
-                    if o.completed == 0 || rate > 0.001 {
-                        eprintln!(
-                            "svc sweep [{}]: {n} Services, round {round}, {} {}: left out: {} completed, errors {:?}",
-                            ctx.mode, t.name(), test_name(test), o.completed, o.errors
-                        );
-                        continue;
-                    }
-                    out.entry((t, test_name(test)))
-                        .or_default()
-                        .insert(round, o);
+            let label = format!(
+                "svc sweep [{}]: {n} Services, round {round}, {} {}",
+                ctx.mode,
+                t.name(),
+                test_name(test)
+            );
+            // The NodePort counter around the run: it must grow, or the connections went
+            // elsewhere.
+            let counter = |when: &str| -> Result<Option<u64>> {
+                match (t, ext) {
+                    (Target::NodePort, Some(e)) => (e.nodeport_counter)(node_port)
+                        .map(Some)
+                        .with_context(|| format!("reading {} {when} the run", e.counter_name)),
+                    _ => Ok(None),
                 }
-                Err(e) => eprintln!(
-                    "svc sweep [{}]: {n} Services, round {round}, {} {}: failed: {e:#}",
-                    ctx.mode,
-                    t.name(),
-                    test_name(test)
-                ),
+            };
+            let before = match counter("before") {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{label}: left out: {e:#}");
+                    continue;
+                }
+            };
+            let o = match client(&spec) {
+                Ok(o) => o,
+                Err(e) => {
+                    eprintln!("{label}: failed: {e:#}");
+                    continue;
+                }
+            };
+            let delta = match (before, counter("after")) {
+                (Some(b), Ok(Some(a))) if a > b => Some(a - b),
+                (Some(_), Ok(_)) => {
+                    eprintln!(
+                        "{label}: left out: wrong path: {} (nodePort {node_port}) did not move",
+                        ext.map_or("", |e| e.counter_name.as_str())
+                    );
+                    continue;
+                }
+                (Some(_), Err(e)) => {
+                    eprintln!("{label}: left out: {e:#}");
+                    continue;
+                }
+                (None, _) => None,
+            };
+            let errors: u64 = o.errors.values().sum();
+            #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
+            let rate = errors as f64 / (o.completed + errors).max(1) as f64;
+            if o.completed == 0 || rate > 0.001 {
+                eprintln!(
+                    "{label}: left out: {} completed, errors {:?}",
+                    o.completed, o.errors
+                );
+                continue;
             }
+            if let Some(d) = delta {
+                *out.deltas.entry((t, test_name(test))).or_default() += d;
+            }
+            out.runs
+                .entry((t, test_name(test)))
+                .or_default()
+                .insert(round, o);
         }
     }
     ensure!(
-        out.contains_key(&(Target::ClusterIp, "tcp_cc")),
-        "no tcp_cc run to the ClusterIP {vip} succeeded at {n} Services"
+        out.runs.contains_key(&(Target::ClusterIp, "tcp_cc"))
+            || out.runs.contains_key(&(Target::NodePort, "tcp_cc")),
+        "no tcp_cc run to the probed Service ({vip}{}) succeeded at {n} Services",
+        if ext.is_some() {
+            format!(", NodePort {node_port}")
+        } else {
+            String::new()
+        }
     );
     Ok(out)
+}
+
+/// The connect p50 and p99 ratios of `(t, test)` at `counts.0` Services, per round: a target
+/// with a control ([`Target::control`], the NodePort) against that control in the same rounds of
+/// the same point (p50 and p99); any other against its own p50 at the sweep's first count
+/// `counts.1` (`base`, filled at that point; no p99 ratio).
+fn ratios(
+    t: Target,
+    test: &'static str,
+    counts: (u32, u32),
+    runs: &RoundMetrics,
+    base: &BTreeMap<(Target, &'static str), BTreeMap<u32, f64>>,
+) -> (Option<Ratio>, Option<Ratio>) {
+    let (n, base_n) = counts;
+    let Some(by_round) = runs.get(&(t, test)) else {
+        return (None, None);
+    };
+    match t.control() {
+        Some(c) => {
+            let of = |metric: &str| {
+                runs.get(&(c, test)).and_then(|cr| {
+                    ratio(
+                        &per_round(by_round, metric),
+                        &per_round(cr, metric),
+                        &format!("{} {test} at N={n}", c.name()),
+                    )
+                })
+            };
+            (of("connect_p50_us"), of("connect_p99_us"))
+        }
+        None => (
+            base.get(&(t, test)).and_then(|b| {
+                ratio(
+                    &per_round(by_round, "connect_p50_us"),
+                    b,
+                    &format!("{} {test} at N={base_n}", t.name()),
+                )
+            }),
+            None,
+        ),
+    }
 }
 
 /// A metric over the rounds; `q` marks a percentile whose runs need enough samples.
@@ -745,7 +1038,7 @@ fn programming_latency(
     {
         check_interrupt()?;
         let name = format!("fb-{}-c{point}x{c}", k.run);
-        let vip = rt.block_on(k.create_service(&name))?;
+        let (vip, _) = rt.block_on(k.create_service(&name, false))?;
         let target = SocketAddr::new(IpAddr::V4(vip), ctx.port);
         let backend = [backends[c as usize % backends.len()]];
         let mut spec = ProbeSpec::new(target, Expect::Reachable);
@@ -815,6 +1108,170 @@ mod tests {
         let r = ratio(&v, &b, "x").unwrap();
         assert_eq!((r.min, r.median, r.max), (2.0, 2.5, 3.0));
         assert!(ratio(&v, &BTreeMap::new(), "x").is_none());
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn svc_from_parses_both_either_and_refuses_the_rest() {
+        assert_eq!(SvcFrom::parse(None).unwrap(), SvcFrom::BOTH);
+        let p = |v: &[&str]| SvcFrom::parse(Some(&strings(v)));
+        assert_eq!(p(&["external", "pod"]).unwrap(), SvcFrom::BOTH);
+        assert_eq!(
+            p(&["pod"]).unwrap(),
+            SvcFrom {
+                pod: true,
+                external: false
+            }
+        );
+        assert_eq!(
+            p(&[" external", ""]).unwrap(),
+            SvcFrom {
+                pod: false,
+                external: true
+            }
+        );
+        let e = p(&["pod", "outside"]).unwrap_err().to_string();
+        assert!(e.contains("unknown value \"outside\""), "{e}");
+        assert!(e.contains("pod, external"), "{e}");
+        for empty in [&[""][..], &["", " "], &[]] {
+            let e = p(empty).unwrap_err().to_string();
+            assert!(e.contains("--svc-from: empty list"), "{empty:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn jobs_follow_svc_from_and_nodeport_is_paired_with_its_control() {
+        let names = |from| {
+            jobs(from)
+                .into_iter()
+                .map(|(t, test)| format!("{} {}", t.name(), test_name(test)))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(SvcFrom {
+                pod: true,
+                external: false
+            }),
+            [
+                "clusterip tcp_cc",
+                "clusterip tcp_crr",
+                "pod-ip tcp_cc",
+                "pod-ip tcp_crr"
+            ]
+        );
+        assert_eq!(
+            names(SvcFrom {
+                pod: false,
+                external: true
+            }),
+            [
+                "nodeport tcp_cc",
+                "nodeport tcp_crr",
+                "pod-ip-external tcp_cc",
+                "pod-ip-external tcp_crr"
+            ]
+        );
+        assert_eq!(jobs(SvcFrom::BOTH).len(), 8);
+        assert_eq!(Target::NodePort.control(), Some(Target::PodIpExternal));
+        for t in [Target::ClusterIp, Target::PodIp, Target::PodIpExternal] {
+            assert_eq!(t.control(), None, "{}", t.name());
+        }
+        assert!(Target::NodePort.external() && Target::PodIpExternal.external());
+        assert!(!Target::ClusterIp.external() && !Target::PodIp.external());
+    }
+
+    /// Runs of one (target, test): round -> (connect p50, p99).
+    fn runs_of(v: &[(u32, f64, f64)]) -> BTreeMap<u32, Outcome> {
+        v.iter()
+            .map(|(r, p50, p99)| {
+                let mut o = Outcome::default();
+                o.metrics.insert("connect_p50_us".into(), *p50);
+                o.metrics.insert("connect_p99_us".into(), *p99);
+                (*r, o)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn nodeport_ratio_pairs_the_external_control_of_the_same_round_and_count() {
+        let mut runs: RoundMetrics = BTreeMap::new();
+        // Round 1 of the control failed: the NodePort's round 1 has no denominator.
+        runs.insert(
+            (Target::NodePort, "tcp_cc"),
+            runs_of(&[(0, 44.0, 100.0), (1, 90.0, 900.0), (2, 60.0, 150.0)]),
+        );
+        runs.insert(
+            (Target::PodIpExternal, "tcp_cc"),
+            runs_of(&[(0, 40.0, 50.0), (2, 50.0, 100.0)]),
+        );
+        // The pod IP from the pod, much faster: never the NodePort's denominator.
+        runs.insert(
+            (Target::PodIp, "tcp_cc"),
+            runs_of(&[(0, 10.0, 20.0), (1, 10.0, 20.0), (2, 10.0, 20.0)]),
+        );
+        runs.insert(
+            (Target::ClusterIp, "tcp_cc"),
+            runs_of(&[(0, 30.0, 60.0), (1, 36.0, 60.0)]),
+        );
+        // The first count's p50 per round, and a stale NodePort entry that must not be used.
+        let base = BTreeMap::from([
+            (
+                (Target::ClusterIp, "tcp_cc"),
+                BTreeMap::from([(0, 15.0), (1, 12.0)]),
+            ),
+            (
+                (Target::NodePort, "tcp_cc"),
+                BTreeMap::from([(0, 1.0), (1, 1.0), (2, 1.0)]),
+            ),
+        ]);
+        let (p50, p99) = ratios(Target::NodePort, "tcp_cc", (50, 0), &runs, &base);
+        let (p50, p99) = (p50.unwrap(), p99.unwrap());
+        assert_eq!(p50.baseline, "pod-ip-external tcp_cc at N=50");
+        assert!(
+            (p50.min - 1.1).abs() < 1e-9 && (p50.max - 1.2).abs() < 1e-9,
+            "{p50:?}"
+        );
+        assert!((p50.median - 1.15).abs() < 1e-9, "{p50:?}");
+        assert!(
+            (p99.min - 1.5).abs() < 1e-9 && (p99.max - 2.0).abs() < 1e-9,
+            "{p99:?}"
+        );
+        // Without its control at this point: no ratio rather than another baseline.
+        let mut alone = runs.clone();
+        alone.remove(&(Target::PodIpExternal, "tcp_cc"));
+        assert_eq!(
+            ratios(Target::NodePort, "tcp_cc", (50, 0), &alone, &base),
+            (None, None)
+        );
+        // A pod target: against itself at the first count, p50 only.
+        let (p50, p99) = ratios(Target::ClusterIp, "tcp_cc", (50, 0), &runs, &base);
+        let p50 = p50.unwrap();
+        assert_eq!(p50.baseline, "clusterip tcp_cc at N=0");
+        assert_eq!((p50.min, p50.max), (2.0, 3.0));
+        assert!(p99.is_none());
+        assert_eq!(
+            ratios(Target::PodIpExternal, "tcp_crr", (50, 0), &runs, &base),
+            (None, None)
+        );
+    }
+
+    #[test]
+    fn nodeport_rule_packets_counts_only_rules_of_that_port() {
+        let save = "*nat\n\
+            :FERRY-SERVICES - [0:0]\n\
+            [0:0] -A FERRY-SERVICES -d 10.96.0.20/32 -p tcp -m tcp --dport 7000 -j FERRY-SVC-A\n\
+            [120:7200] -A FERRY-SERVICES -d 10.99.0.11/32 -p tcp -m tcp --dport 31234 -j FERRY-SVC-B\n\
+            [0:0] -A FERRY-SERVICES -d 10.99.0.12/32 -p tcp -m tcp --dport 31234 -j FERRY-SVC-B\n\
+            [9:540] -A FERRY-SERVICES -d 10.99.0.11/32 -p tcp -m tcp --dport 312345 -j FERRY-SVC-C\n\
+            [3:180] -A FERRY-NODEPORTS -p tcp -m tcp --dport 31234 -j FERRY-SVC-B\n\
+            [50:3000] -A FERRY-SEP-X -p tcp -m tcp -j DNAT --to-destination 10.244.1.3:31234\n\
+            [7:420] -A FERRY-SERVICES -m addrtype --dst-type LOCAL -j FERRY-NODEPORTS\n\
+            COMMIT\n";
+        assert_eq!(nodeport_rule_packets(save, 31234), 123);
+        assert_eq!(nodeport_rule_packets(save, 30000), 0);
     }
 
     #[test]
