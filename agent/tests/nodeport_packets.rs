@@ -1018,16 +1018,83 @@ fn nat_ports_of_reset_and_closed_flows_are_taken_over_by_new_flows() {
         .0,
         TC_ACT_REDIRECT
     );
+    // Closed both ways, but the backend (which closed first) may hold the tuple in TIME_WAIT
+    // for 60 s: another client's SYN on it would get the old connection's ACK.
+    let drops = w.stat(NpStat::DropNatPorts);
+    let (vd, _) = w.run(names::EXTERNAL, &syn(46_003));
+    assert_eq!(
+        vd, TC_ACT_SHOT,
+        "a closed flow keeps its port for TIME_WAIT"
+    );
+    assert_eq!(w.stat(NpStat::DropNatPorts), drops + 1);
+    // 61 s after the flow's last packet (its reply entry aged as the datapath would have left
+    // it), the port goes to the next new flow, with b's original entry.
+    let reply_key = CtKey::new(dst_of(&b), src_of(&b), 6);
+    let mut aged = w.conntrack()[&reply_key];
+    aged.expires_ns = ferry_sys::clock::monotonic_ns() + 59 * 1_000_000_000;
+    w.dp()
+        .maps_mut()
+        .insert_conntrack(reply_key, aged)
+        .expect("age the reply entry");
     let (vd, d) = w.run(names::EXTERNAL, &syn(46_003));
     assert_eq!(
         vd, TC_ACT_REDIRECT,
-        "a flow closed both ways gives its port up"
+        "a flow closed both ways gives its port up after TIME_WAIT"
     );
     assert_eq!(src_of(&d), src_of(&b));
     assert!(w.stat(NpStat::Superseded) >= 2);
     assert!(!w
         .conntrack()
         .contains_key(&CtKey::new(client(46_001), front, 6)));
+}
+
+/// The client's own source port is the NAT port when it lies in the NAT range and is free (the
+/// kernel's NAT keeps it too): a client reusing its port reaches the backend on the same tuple,
+/// whose TIME_WAIT socket accepts the SYN. Taken by another flow, or held by a socket of the
+/// node (here a listener on the node's address), another port is used.
+#[test]
+fn the_clients_source_port_is_kept_when_free() {
+    if !privileged("nodeport_packets::the_clients_source_port_is_kept_when_free") {
+        return;
+    }
+    let mut w = World::with_nat_ports("npkeep", 40_000..=65_535);
+    w.dp().sync(&table()).expect("sync");
+    let front = SocketAddrV4::new(NODE, 30080);
+    let syn = |from| packet(Proto::Tcp, from, front, SYN, false);
+    let a = SocketAddrV4::new(CLIENT, 45_000);
+    let (va, out_a) = w.run(names::EXTERNAL, &syn(a));
+    assert_eq!(va, TC_ACT_REDIRECT);
+    assert_eq!(src_of(&out_a), SocketAddrV4::new(NODE, 45_000), "port kept");
+    // Another client with the same port: the tuple toward the backend is taken.
+    let other = SocketAddrV4::new(Ipv4Addr::new(10, 99, 0, 253), 45_000);
+    let (vo, out_o) = w.run(names::EXTERNAL, &syn(other));
+    assert_eq!(vo, TC_ACT_REDIRECT);
+    assert_eq!(*src_of(&out_o).ip(), NODE);
+    assert_ne!(src_of(&out_o).port(), 45_000);
+    assert!((40_000..=65_535).contains(&src_of(&out_o).port()));
+    // Outside the range: a port from the range.
+    let low = SocketAddrV4::new(CLIENT, 20_000);
+    let (vl, out_l) = w.run(names::EXTERNAL, &syn(low));
+    assert_eq!(vl, TC_ACT_REDIRECT);
+    assert!((40_000..=65_535).contains(&src_of(&out_l).port()));
+    // A socket of the node on its address and the client's port: never a NAT port.
+    let listener = w
+        .netns
+        .run(|| std::net::TcpListener::bind(SocketAddrV4::new(NODE, 47_000)))
+        .expect("listener in the node namespace");
+    let held = SocketAddrV4::new(CLIENT, 47_000);
+    let (vh, out_h) = w.run(names::EXTERNAL, &syn(held));
+    assert_eq!(vh, TC_ACT_REDIRECT);
+    assert_ne!(
+        src_of(&out_h).port(),
+        47_000,
+        "the node's socket keeps its port"
+    );
+    drop(listener);
+    let free = SocketAddrV4::new(CLIENT, 47_001);
+    let (vf, out_f) = w.run(names::EXTERNAL, &syn(free));
+    assert_eq!(vf, TC_ACT_REDIRECT);
+    assert_eq!(src_of(&out_f).port(), 47_001);
 }
 
 #[test]

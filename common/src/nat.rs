@@ -85,6 +85,11 @@ pub const CT_TCP_ESTABLISHED_SECS: u64 = 432_000;
 pub const CT_TCP_FIN_SECS: u64 = 120;
 /// TCP after a RST (`close`).
 pub const CT_TCP_CLOSE_SECS: u64 = 10;
+/// How long a backend may hold a closed connection in TIME_WAIT (Linux's `TCP_TIMEWAIT_LEN`):
+/// a NAT tuple closed with FINs goes to another client only this long after its last packet
+/// (the new client's initial sequence number and timestamps are unrelated to the old ones, so
+/// the backend's TIME_WAIT socket would answer its SYN with an ACK of the old connection).
+pub const CT_TCP_TIME_WAIT_SECS: u64 = 60;
 /// UDP without a reply (`nf_conntrack_udp_timeout`).
 pub const CT_UDP_SECS: u64 = 30;
 /// UDP once replied (`nf_conntrack_udp_timeout_stream`).

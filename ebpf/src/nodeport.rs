@@ -34,8 +34,14 @@
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 use aya_ebpf::{
-    bindings::{bpf_fib_lookup, bpf_redir_neigh},
-    helpers::{bpf_fib_lookup as fib_lookup, bpf_ktime_get_ns, bpf_redirect_neigh},
+    bindings::{
+        bpf_fib_lookup, bpf_redir_neigh, bpf_sock_tuple,
+        bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1, BPF_F_CURRENT_NETNS,
+    },
+    helpers::{
+        bpf_fib_lookup as fib_lookup, bpf_ktime_get_ns, bpf_redirect_neigh, bpf_sk_lookup_udp,
+        bpf_sk_release, bpf_skc_lookup_tcp,
+    },
     macros::{classifier, map},
     maps::{Array, HashMap, PerCpuArray},
     programs::TcContext,
@@ -44,9 +50,10 @@ use aya_ebpf::{
 use ferry_common::{
     nat::{
         ct_lifetime_secs, flow_hash, CtEntry, CtKey, NpBackendKey, NpConfig, NpStat, NpSvc,
-        NpSvcKey, CT_F_FIN, CT_F_REPLIED, CT_F_REPLY, CT_F_RST, CT_F_SNAT,
-        NP4_BACKENDS_MAX_ENTRIES, NP4_CT_MAX_ENTRIES, NP4_MAGLEV_MAX_ENTRIES,
-        NP4_SERVICES_MAX_ENTRIES, NP_FLAG_LOCAL, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
+        NpSvcKey, CT_F_FIN, CT_F_REPLIED, CT_F_REPLY, CT_F_RST, CT_F_SNAT, CT_TCP_FIN_SECS,
+        CT_TCP_TIME_WAIT_SECS, NP4_BACKENDS_MAX_ENTRIES, NP4_CT_MAX_ENTRIES,
+        NP4_MAGLEV_MAX_ENTRIES, NP4_SERVICES_MAX_ENTRIES, NP_FLAG_LOCAL, TCP_ACK, TCP_FIN, TCP_RST,
+        TCP_SYN,
     },
     Lb4Backend, BPF_F_NO_PREALLOC, IPPROTO_TCP, IPPROTO_UDP,
 };
@@ -430,7 +437,8 @@ fn new_flow(ctx: &TcContext, p: &Packet, now: u64) -> i32 {
         }
     } else {
         reply_key.daddr = cfg.node_addr;
-        let Some(port) = claim_port(&mut reply_key, &reply_value, &cfg, hash, now) else {
+        let Some(port) = claim_port(ctx, &mut reply_key, &reply_value, &cfg, hash, p.sport, now)
+        else {
             return DROP;
         };
         reply_key.dport = port;
@@ -541,9 +549,13 @@ fn claim_local(key: &CtKey, value: &CtEntry, now: u64) -> bool {
 }
 
 /// Whether a new flow may take over the NAT port of `old` (the reply entry at `key`) at `now`:
-/// its flow expired, was reset, or closed in both directions (a FIN seen each way: the kernel's
-/// conntrack likewise lets a new connection reuse a TIME_WAIT tuple). A half-closed flow keeps
-/// its port: its other direction may still carry data.
+/// its flow expired or was reset, or it closed in both directions (a FIN seen each way) at least
+/// [`CT_TCP_TIME_WAIT_SECS`] ago. Sooner, the backend may still hold the old connection in
+/// TIME_WAIT, and a new client on the same backend tuple (with unrelated sequence numbers and
+/// timestamps) would get that socket's ACK instead of a SYN-ACK: its connect stalls until the
+/// client's RST and SYN retransmission (found by `ferry bench`'s `crr` through a NodePort,
+/// where the server closes first). A half-closed flow keeps its port: its other direction may
+/// still carry data.
 #[inline(always)]
 fn reclaimable(old: &CtEntry, key: &CtKey, now: u64) -> bool {
     if old.expired(now) {
@@ -558,6 +570,11 @@ fn reclaimable(old: &CtEntry, key: &CtKey, now: u64) -> bool {
     if old.flags & CT_F_FIN == 0 {
         return false;
     }
+    // The reply entry's expiry is its last packet + `CT_TCP_FIN_SECS`.
+    let quiet_until = now + (CT_TCP_FIN_SECS - CT_TCP_TIME_WAIT_SECS) * NS_PER_SEC;
+    if old.expires_ns > quiet_until {
+        return false;
+    }
     let orig = old.partner(key.proto);
     // SAFETY: as in `run`: a preallocated element, copied at once.
     match (unsafe { CONNTRACK.get(orig) }).copied() {
@@ -569,21 +586,83 @@ fn reclaimable(old: &CtEntry, key: &CtKey, now: u64) -> bool {
     }
 }
 
-/// Claims a NAT port for the reply key: a free one (`BPF_NOEXIST`) among [`NAT_TRIES`]
-/// candidates from the flow's hash, else the first candidate whose flow is over
-/// ([`reclaimable`]: its original entry is removed with it). Returns the port in network byte
-/// order. `None`: counted (table full, or every candidate held by a live flow).
+/// Whether no socket of the node holds the reply key's tuple (the node's own connection from
+/// its address and that port to the backend, in any state, or a listener on the port): such a
+/// port is never a NAT port, or the backend's packets to that socket would be rewritten to the
+/// external client. `bpf_skc_lookup_tcp` / `bpf_sk_lookup_udp` in the node's namespace, with
+/// the tuple as the backend's packet to the node carries it.
+#[inline(always)]
+fn free_on_node(ctx: &TcContext, key: &CtKey) -> bool {
+    // SAFETY: plain data, all-zero valid.
+    let mut tuple: bpf_sock_tuple = unsafe { core::mem::zeroed() };
+    tuple.__bindgen_anon_1.ipv4 = bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1 {
+        saddr: key.saddr,
+        daddr: key.daddr,
+        sport: key.sport,
+        dport: key.dport,
+    };
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "the IPv4 part of the tuple is 12 bytes"
+    )]
+    let size = core::mem::size_of::<bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1>() as u32;
+    #[expect(
+        clippy::cast_sign_loss,
+        reason = "BPF_F_CURRENT_NETNS is -1 passed as u64, as the kernel expects"
+    )]
+    let netns = BPF_F_CURRENT_NETNS as u64;
+    // SAFETY: the helpers read `tuple`, a live local of `size` bytes; a socket they return is
+    // released at once (the verifier checks the reference is dropped on every path).
+    unsafe {
+        let sk = if key.proto == IPPROTO_TCP {
+            bpf_skc_lookup_tcp(ctx.as_ptr(), &raw mut tuple, size, netns, 0)
+        } else {
+            bpf_sk_lookup_udp(ctx.as_ptr(), &raw mut tuple, size, netns, 0)
+        };
+        if sk.is_null() {
+            return true;
+        }
+        bpf_sk_release(sk.cast());
+    }
+    false
+}
+
+/// Claims a NAT port for the reply key. The client's own source port comes first when it lies
+/// in the NAT range (the kernel's NAT keeps it too): then a client that reuses its port for a
+/// new connection reaches the backend on the same tuple, with the sequence numbers and
+/// timestamps its TCP keeps increasing per tuple, so a backend still holding the old connection
+/// in TIME_WAIT accepts the SYN. Then [`NAT_TRIES`] candidates from the flow's hash: a free one
+/// (`BPF_NOEXIST`), else the first candidate whose flow is over ([`reclaimable`]: its original
+/// entry is removed with it). A port a node socket holds ([`free_on_node`]) is skipped.
+/// Returns the port in network byte order. `None`: counted (table full, or every candidate held
+/// by a live flow).
 #[inline(always)]
 fn claim_port(
+    ctx: &TcContext,
     key: &mut CtKey,
     value: &CtEntry,
     cfg: &NpConfig,
     hash: u64,
+    client_port: u16,
     now: u64,
 ) -> Option<u16> {
     if cfg.port_max < cfg.port_min {
         count(NpStat::DropNatPorts);
         return None;
+    }
+    let own = u16::from_be(client_port);
+    if own >= cfg.port_min && own <= cfg.port_max {
+        key.dport = client_port;
+        if free_on_node(ctx, key) {
+            match CONNTRACK.insert(*key, *value, BPF_NOEXIST) {
+                Ok(()) => return Some(key.dport),
+                Err(e) if i64::from(e) == -E2BIG => {
+                    count(NpStat::DropCtFull);
+                    return None;
+                }
+                Err(_) => {}
+            }
+        }
     }
     let span = u32::from(cfg.port_max - cfg.port_min) + 1;
     let start = (hash >> 32) as u32;
@@ -591,6 +670,9 @@ fn claim_port(
     for i in 0..NAT_TRIES {
         let port = cfg.port_min + (start.wrapping_add(i.wrapping_mul(40_503)) % span) as u16;
         key.dport = port.to_be();
+        if !free_on_node(ctx, key) {
+            continue;
+        }
         match CONNTRACK.insert(*key, *value, BPF_NOEXIST) {
             Ok(()) => return Some(key.dport),
             Err(e) if i64::from(e) == -E2BIG => {

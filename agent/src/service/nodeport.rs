@@ -38,9 +38,11 @@ use super::table::{Backend, Frontend, FrontendKind, Proto, ServicePortName, Serv
 use super::{MapFill, ProxyError, SyncStats};
 use crate::bpf::{BpfError, NpMaps};
 
-/// Default NAT source port range for `externalTrafficPolicy: Cluster` flows: above Linux's
-/// default ephemeral range (32768-60999), so the node's own connections never collide with it.
-pub const DEFAULT_NAT_PORTS: RangeInclusive<u16> = 61_000..=65_535;
+/// Default NAT source port range for `externalTrafficPolicy: Cluster` flows: the upper half of
+/// the port space, which holds the ephemeral ports of Linux clients (32768-60999) and of most
+/// others (49152-65535), so the datapath can keep a client's own port (see docs/services.md,
+/// "Connection tracking"); a port a socket of the node holds is skipped.
+pub const DEFAULT_NAT_PORTS: RangeInclusive<u16> = 32_768..=65_535;
 
 /// The node-level settings of the tc datapath.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -724,7 +726,7 @@ mod tests {
         }
         .to_map();
         assert_eq!(c.node_addr.to_ne_bytes(), [10, 99, 0, 10]);
-        assert_eq!((c.port_min, c.port_max), (61_000, 65_535));
+        assert_eq!((c.port_min, c.port_max), (32_768, 65_535));
         assert_eq!((c.maglev_size, c.seed), (16_381, 9));
     }
 }
