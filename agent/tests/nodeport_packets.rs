@@ -955,7 +955,7 @@ fn nat_ports_of_reset_and_closed_flows_are_taken_over_by_new_flows() {
     }
     const RST: u8 = 0x04;
     const FIN: u8 = 0x01;
-    // One backend, two NAT ports: two live flows hold them all.
+    // One backend, two NAT ports (clients' ports outside the range, so none is kept).
     let mut w = World::with_nat_ports("npreuse", 61_000..=61_001);
     let mut t = table();
     t.entries.insert(
@@ -966,6 +966,7 @@ fn nat_ports_of_reset_and_closed_flows_are_taken_over_by_new_flows() {
     let front = SocketAddrV4::new(NODE, 30080);
     let client = |port| SocketAddrV4::new(CLIENT, port);
     let syn = |port| packet(Proto::Tcp, client(port), front, SYN, false);
+    let from_client = |port, flags| packet(Proto::Tcp, client(port), front, flags, false);
     let (va, a) = w.run(names::EXTERNAL, &syn(46_000));
     let (vb, b) = w.run(names::EXTERNAL, &syn(46_001));
     assert_eq!((va, vb), (TC_ACT_REDIRECT, TC_ACT_REDIRECT));
@@ -977,13 +978,25 @@ fn nat_ports_of_reset_and_closed_flows_are_taken_over_by_new_flows() {
     let (vc, _) = w.run(names::EXTERNAL, &syn(46_002));
     assert_eq!(vc, TC_ACT_SHOT, "no port left while both flows live");
     assert_eq!(w.stat(NpStat::DropNatPorts), 1);
-    // Flow a is reset: its port goes to the next new flow at once, with a's original entry.
+    // Flow b: the backend closes first (half-closed, it keeps its port), then the client.
     assert_eq!(
         w.run(
-            names::EXTERNAL,
-            &packet(Proto::Tcp, client(46_000), front, RST | ACK, false)
+            names::REPLY,
+            &packet(Proto::Tcp, dst_of(&b), src_of(&b), FIN | ACK, false)
         )
         .0,
+        TC_ACT_REDIRECT
+    );
+    let (vc, _) = w.run(names::EXTERNAL, &syn(46_002));
+    assert_eq!(vc, TC_ACT_SHOT, "a half-closed flow keeps its port");
+    assert_eq!(
+        w.run(names::EXTERNAL, &from_client(46_001, FIN | ACK)).0,
+        TC_ACT_REDIRECT
+    );
+    // Flow a is reset. Its port (over at once: a RST ends the backend's socket) is preferred to
+    // b's, which the backend may still hold in TIME_WAIT.
+    assert_eq!(
+        w.run(names::EXTERNAL, &from_client(46_000, RST | ACK)).0,
         TC_ACT_REDIRECT
     );
     let (vc, c) = w.run(names::EXTERNAL, &syn(46_002));
@@ -998,54 +1011,112 @@ fn nat_ports_of_reset_and_closed_flows_are_taken_over_by_new_flows() {
         ct[&CtKey::new(dst_of(&c), src_of(&c), 6)].dst(),
         client(46_002)
     );
-    // Flow b closes with FIN: half-closed (the backend's FIN only), it keeps its port; closed
-    // both ways, its port is taken over.
-    assert_eq!(
-        w.run(
-            names::REPLY,
-            &packet(Proto::Tcp, dst_of(&b), src_of(&b), FIN | ACK, false)
-        )
-        .0,
-        TC_ACT_REDIRECT
-    );
-    let (vd, _) = w.run(names::EXTERNAL, &syn(46_003));
-    assert_eq!(vd, TC_ACT_SHOT, "a half-closed flow keeps its port");
-    assert_eq!(
-        w.run(
-            names::EXTERNAL,
-            &packet(Proto::Tcp, client(46_001), front, FIN | ACK, false)
-        )
-        .0,
-        TC_ACT_REDIRECT
-    );
-    // Closed both ways, but the backend (which closed first) may hold the tuple in TIME_WAIT
-    // for 60 s: another client's SYN on it would get the old connection's ACK.
-    let drops = w.stat(NpStat::DropNatPorts);
-    let (vd, _) = w.run(names::EXTERNAL, &syn(46_003));
-    assert_eq!(
-        vd, TC_ACT_SHOT,
-        "a closed flow keeps its port for TIME_WAIT"
-    );
-    assert_eq!(w.stat(NpStat::DropNatPorts), drops + 1);
-    // 61 s after the flow's last packet (its reply entry aged as the datapath would have left
-    // it), the port goes to the next new flow, with b's original entry.
-    let reply_key = CtKey::new(dst_of(&b), src_of(&b), 6);
-    let mut aged = w.conntrack()[&reply_key];
-    aged.expires_ns = ferry_sys::clock::monotonic_ns() + 59 * 1_000_000_000;
-    w.dp()
-        .maps_mut()
-        .insert_conntrack(reply_key, aged)
-        .expect("age the reply entry");
+    // Only b's port is left: rather than dropping the SYN, the flow closed longest ago gives its
+    // port up inside its TIME_WAIT window.
     let (vd, d) = w.run(names::EXTERNAL, &syn(46_003));
-    assert_eq!(
-        vd, TC_ACT_REDIRECT,
-        "a flow closed both ways gives its port up after TIME_WAIT"
-    );
+    assert_eq!(vd, TC_ACT_REDIRECT, "the closed flow's port, not a drop");
     assert_eq!(src_of(&d), src_of(&b));
-    assert!(w.stat(NpStat::Superseded) >= 2);
     assert!(!w
         .conntrack()
         .contains_key(&CtKey::new(client(46_001), front, 6)));
+    assert!(w.stat(NpStat::Superseded) >= 2);
+    // Both ports live again: a drop.
+    let (ve, _) = w.run(names::EXTERNAL, &syn(46_004));
+    assert_eq!(ve, TC_ACT_SHOT);
+    assert_eq!(w.stat(NpStat::DropNatPorts), 3);
+}
+
+/// Between two closed flows, the one past TIME_WAIT (60 s + slack since its last packet in
+/// both directions) goes first; one closed 50 s ago is not yet over.
+#[test]
+fn a_closed_flow_past_time_wait_is_preferred() {
+    if !privileged("nodeport_packets::a_closed_flow_past_time_wait_is_preferred") {
+        return;
+    }
+    const FIN: u8 = 0x01;
+    let mut w = World::with_nat_ports("nptw", 61_000..=61_001);
+    w.dp().sync(&table()).expect("sync");
+    let front = SocketAddrV4::new(NODE, 30080);
+    let client = |port| SocketAddrV4::new(CLIENT, port);
+    let syn = |port| packet(Proto::Tcp, client(port), front, SYN, false);
+    let (_, a) = w.run(names::EXTERNAL, &syn(46_000));
+    let (_, b) = w.run(names::EXTERNAL, &syn(46_001));
+    for (port, out) in [(46_000, &a), (46_001, &b)] {
+        let back = packet(Proto::Tcp, dst_of(out), src_of(out), FIN | ACK, false);
+        assert_eq!(w.run(names::REPLY, &back).0, TC_ACT_REDIRECT);
+        let fin = packet(Proto::Tcp, client(port), front, FIN | ACK, false);
+        assert_eq!(w.run(names::EXTERNAL, &fin).0, TC_ACT_REDIRECT);
+    }
+    // Age both directions of a flow: `secs` since its last packet (FIN lifetime 120 s).
+    let age = |w: &mut World, port: u16, out: &[u8], secs: u64| {
+        let now = ferry_sys::clock::monotonic_ns();
+        for key in [
+            CtKey::new(dst_of(out), src_of(out), 6),
+            CtKey::new(client(port), front, 6),
+        ] {
+            let mut e = w.conntrack()[&key];
+            e.expires_ns = now + (120 - secs) * 1_000_000_000;
+            w.dp().maps_mut().insert_conntrack(key, e).expect("age");
+        }
+    };
+    // a closed 50 s ago (inside TIME_WAIT), b 70 s ago (past it): b's port goes first, whatever
+    // the hash tries first.
+    age(&mut w, 46_000, &a, 50);
+    age(&mut w, 46_001, &b, 70);
+    let (vc, c) = w.run(names::EXTERNAL, &syn(46_002));
+    assert_eq!(vc, TC_ACT_REDIRECT);
+    assert_eq!(
+        src_of(&c),
+        src_of(&b),
+        "the flow past TIME_WAIT gives its port up"
+    );
+    assert!(w
+        .conntrack()
+        .contains_key(&CtKey::new(client(46_000), front, 6)));
+}
+
+/// A connection the node opens itself from its address and a port an external flow holds
+/// toward the same backend (the kernel picked it without knowing the NAT entry): the node's
+/// connection wins on the underlay egress and the external flow's entries go; a translated
+/// packet the datapath forwarded there (it has an ingress device) changes nothing.
+#[test]
+fn the_nodes_own_connection_on_a_nat_tuple_supersedes_the_external_flow() {
+    if !privileged(
+        "nodeport_packets::the_nodes_own_connection_on_a_nat_tuple_supersedes_the_external_flow",
+    ) {
+        return;
+    }
+    let mut w = World::with_nat_ports("npnode", 40_000..=65_535);
+    w.dp().sync(&table()).expect("sync");
+    let front = SocketAddrV4::new(NODE, 30080);
+    let client = SocketAddrV4::new(CLIENT, 45_000);
+    let (v, out) = w.run(
+        names::EXTERNAL,
+        &packet(Proto::Tcp, client, front, SYN, false),
+    );
+    assert_eq!(v, TC_ACT_REDIRECT);
+    let (nat, backend) = (src_of(&out), dst_of(&out));
+    assert_eq!(nat, SocketAddrV4::new(NODE, 45_000));
+    // The translated SYN itself leaving through the underlay egress is no node connection; a
+    // BPF_PROG_TEST_RUN packet has no ingress device, so this is the node's own SYN.
+    let before = w.stat(NpStat::Superseded);
+    let own = packet(Proto::Tcp, nat, backend, SYN, false);
+    assert_eq!(w.run(names::EGRESS, &own).0, NEXT);
+    let ct = w.conntrack();
+    assert!(!ct.contains_key(&CtKey::new(backend, nat, 6)), "{ct:?}");
+    assert!(!ct.contains_key(&CtKey::new(client, front, 6)), "{ct:?}");
+    assert_eq!(w.stat(NpStat::Superseded), before + 1);
+    // A node packet that is not a SYN (an established connection) leaves entries alone.
+    let (v, out2) = w.run(
+        names::EXTERNAL,
+        &packet(Proto::Tcp, client, front, SYN, false),
+    );
+    assert_eq!(v, TC_ACT_REDIRECT);
+    let ack = packet(Proto::Tcp, src_of(&out2), dst_of(&out2), ACK, false);
+    w.run(names::EGRESS, &ack);
+    assert!(w
+        .conntrack()
+        .contains_key(&CtKey::new(dst_of(&out2), src_of(&out2), 6)));
 }
 
 /// The client's own source port is the NAT port when it lies in the NAT range and is free (the

@@ -90,6 +90,9 @@ pub const CT_TCP_CLOSE_SECS: u64 = 10;
 /// (the new client's initial sequence number and timestamps are unrelated to the old ones, so
 /// the backend's TIME_WAIT socket would answer its SYN with an ACK of the old connection).
 pub const CT_TCP_TIME_WAIT_SECS: u64 = 60;
+/// Added to [`CT_TCP_TIME_WAIT_SECS`]: the kernel's TIME_WAIT timer sits on a coarse timer-wheel
+/// level at 60 s and may fire a few seconds late.
+pub const CT_TCP_TIME_WAIT_SLACK_SECS: u64 = 6;
 /// UDP without a reply (`nf_conntrack_udp_timeout`).
 pub const CT_UDP_SECS: u64 = 30;
 /// UDP once replied (`nf_conntrack_udp_timeout_stream`).

@@ -51,9 +51,9 @@ use ferry_common::{
     nat::{
         ct_lifetime_secs, flow_hash, CtEntry, CtKey, NpBackendKey, NpConfig, NpStat, NpSvc,
         NpSvcKey, CT_F_FIN, CT_F_REPLIED, CT_F_REPLY, CT_F_RST, CT_F_SNAT, CT_TCP_FIN_SECS,
-        CT_TCP_TIME_WAIT_SECS, NP4_BACKENDS_MAX_ENTRIES, NP4_CT_MAX_ENTRIES,
-        NP4_MAGLEV_MAX_ENTRIES, NP4_SERVICES_MAX_ENTRIES, NP_FLAG_LOCAL, TCP_ACK, TCP_FIN, TCP_RST,
-        TCP_SYN,
+        CT_TCP_TIME_WAIT_SECS, CT_TCP_TIME_WAIT_SLACK_SECS, NP4_BACKENDS_MAX_ENTRIES,
+        NP4_CT_MAX_ENTRIES, NP4_MAGLEV_MAX_ENTRIES, NP4_SERVICES_MAX_ENTRIES, NP_FLAG_LOCAL,
+        TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
     },
     Lb4Backend, BPF_F_NO_PREALLOC, IPPROTO_TCP, IPPROTO_UDP,
 };
@@ -226,10 +226,54 @@ fn run(ctx: &TcContext, hook: Hook) -> i32 {
             remove_stale_partner(&e.partner(p.proto), &key);
         }
     }
+    if hook == Hook::Egress {
+        release_for_node(ctx, &p);
+        return NEXT;
+    }
     if hook != Hook::External {
         return NEXT;
     }
     new_flow(ctx, &p, now)
+}
+
+/// A connection the node itself opens (a packet with no ingress device) from its address and a
+/// port that an external flow's NAT entry holds toward the same backend: the kernel chose the
+/// port without knowing the NAT entry (the NAT range overlaps the ephemeral range so clients'
+/// own ports can be kept), and the backend's replies would be rewritten to the external client.
+/// The node's connection wins, as a direct connection does in [`supersede`]: the external
+/// flow's entries go (counted `superseded`). TCP SYNs and UDP packets only.
+#[inline(always)]
+fn release_for_node(ctx: &TcContext, p: &Packet) {
+    if p.proto == IPPROTO_TCP && p.tcp_flags & (TCP_SYN | TCP_ACK) != TCP_SYN {
+        return;
+    }
+    // SAFETY: `skb` is the program's valid context; the verifier checks the field read.
+    if unsafe { (*ctx.skb.skb).ingress_ifindex } != 0 {
+        return; // forwarded (a translated packet redirected here), not the node's own
+    }
+    let reversed = CtKey {
+        saddr: p.daddr,
+        daddr: p.saddr,
+        sport: p.dport,
+        dport: p.sport,
+        proto: p.proto,
+        pad: [0; 3],
+    };
+    // SAFETY: as in `run`: a preallocated element, copied at once.
+    let Some(old) = (unsafe { CONNTRACK.get(reversed) }).copied() else {
+        return;
+    };
+    if old.is_reply() && old.flags & CT_F_SNAT != 0 {
+        let orig = old.partner(p.proto);
+        // SAFETY: as above.
+        if let Some(o) = (unsafe { CONNTRACK.get(orig) }).copied() {
+            if !o.is_reply() && same_key(&o.partner(p.proto), &reversed) {
+                let _ = CONNTRACK.remove(orig);
+            }
+        }
+        let _ = CONNTRACK.remove(reversed);
+        count(NpStat::Superseded);
+    }
 }
 
 /// Parses Ethernet + IPv4 + TCP/UDP. `Ok(None)`: not IPv4 TCP/UDP; `Err`: a fragment or
@@ -570,19 +614,48 @@ fn reclaimable(old: &CtEntry, key: &CtKey, now: u64) -> bool {
     if old.flags & CT_F_FIN == 0 {
         return false;
     }
-    // The reply entry's expiry is its last packet + `CT_TCP_FIN_SECS`.
-    let quiet_until = now + (CT_TCP_FIN_SECS - CT_TCP_TIME_WAIT_SECS) * NS_PER_SEC;
-    if old.expires_ns > quiet_until {
+    if !past_time_wait(old, now) {
         return false;
     }
     let orig = old.partner(key.proto);
     // SAFETY: as in `run`: a preallocated element, copied at once.
     match (unsafe { CONNTRACK.get(orig) }).copied() {
         Some(o) if !o.is_reply() && same_key(&o.partner(key.proto), key) => {
-            o.flags & (CT_F_FIN | CT_F_RST) != 0 || o.expired(now)
+            // The backend enters TIME_WAIT on the client's last packet after a simultaneous
+            // close: the original direction's quiet time counts too.
+            o.expired(now)
+                || o.flags & CT_F_RST != 0
+                || (o.flags & CT_F_FIN != 0 && past_time_wait(&o, now))
         }
         // The original entry is gone or belongs to another flow: nothing holds the port.
         _ => true,
+    }
+}
+
+/// Whether a FIN-flagged entry (expiry = its last packet + `CT_TCP_FIN_SECS`) saw no packet for
+/// TIME_WAIT and the timer's slack.
+#[inline(always)]
+fn past_time_wait(e: &CtEntry, now: u64) -> bool {
+    let quiet = CT_TCP_FIN_SECS - CT_TCP_TIME_WAIT_SECS - CT_TCP_TIME_WAIT_SLACK_SECS;
+    e.expires_ns <= now + quiet * NS_PER_SEC
+}
+
+/// A flow closed both ways (FIN in the reply entry `old` at `key`, FIN or RST in its original
+/// entry, or that entry gone) but still inside its TIME_WAIT window: the reply entry's expiry
+/// (the flow closed longest ago goes first when nothing better is left). A half-closed flow is
+/// never a candidate.
+#[inline(always)]
+fn closing_since(old: &CtEntry, key: &CtKey) -> Option<u64> {
+    if key.proto != IPPROTO_TCP || !old.is_reply() || old.flags & CT_F_FIN == 0 {
+        return None;
+    }
+    let orig = old.partner(key.proto);
+    // SAFETY: as in `run`: a preallocated element, copied at once.
+    match (unsafe { CONNTRACK.get(orig) }).copied() {
+        Some(o) if !o.is_reply() && same_key(&o.partner(key.proto), key) => {
+            (o.flags & (CT_F_FIN | CT_F_RST) != 0).then_some(old.expires_ns)
+        }
+        _ => Some(old.expires_ns),
     }
 }
 
@@ -650,6 +723,9 @@ fn claim_port(
         count(NpStat::DropNatPorts);
         return None;
     }
+    let mut reclaim: Option<u16> = None;
+    // The closing candidate with the oldest last packet: (port, expiry).
+    let mut oldest: Option<(u16, u64)> = None;
     let own = u16::from_be(client_port);
     if own >= cfg.port_min && own <= cfg.port_max {
         key.dport = client_port;
@@ -662,12 +738,20 @@ fn claim_port(
                 }
                 Err(_) => {}
             }
+            // SAFETY: as in `run`: a preallocated element, copied at once.
+            if let Some(old) = (unsafe { CONNTRACK.get(*key) }).copied() {
+                if old.is_reply() && reclaimable(&old, key, now) {
+                    reclaim = Some(key.dport);
+                }
+            }
         }
     }
     let span = u32::from(cfg.port_max - cfg.port_min) + 1;
     let start = (hash >> 32) as u32;
-    let mut reclaim: Option<u16> = None;
     for i in 0..NAT_TRIES {
+        if reclaim.is_some() {
+            break;
+        }
         let port = cfg.port_min + (start.wrapping_add(i.wrapping_mul(40_503)) % span) as u16;
         key.dport = port.to_be();
         if !free_on_node(ctx, key) {
@@ -681,16 +765,21 @@ fn claim_port(
             }
             Err(_) => {}
         }
-        if reclaim.is_none() {
-            // SAFETY: as in `run`: a preallocated element, copied at once.
-            if let Some(old) = (unsafe { CONNTRACK.get(*key) }).copied() {
-                if old.is_reply() && reclaimable(&old, key, now) {
-                    reclaim = Some(key.dport);
+        // SAFETY: as in `run`: a preallocated element, copied at once.
+        if let Some(old) = (unsafe { CONNTRACK.get(*key) }).copied() {
+            if old.is_reply() && reclaimable(&old, key, now) {
+                reclaim = Some(key.dport);
+            } else if let Some(exp) = closing_since(&old, key) {
+                if oldest.is_none_or(|(_, e)| exp < e) {
+                    oldest = Some((key.dport, exp));
                 }
             }
         }
     }
-    let Some(port) = reclaim else {
+    // Nothing free or over: rather than dropping the SYN (a retransmission a second later), the
+    // flow closed longest ago gives its port up, even inside its TIME_WAIT window (the new
+    // client may then need a RST and a SYN retransmission, a few milliseconds).
+    let Some(port) = reclaim.or(oldest.map(|(p, _)| p)) else {
         count(NpStat::DropNatPorts);
         return None;
     };
