@@ -168,6 +168,9 @@ pub fn create_bound(path: &Path) -> Result<(), NetnsError> {
     };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
+        if dir == Path::new(RUN_DIR) {
+            share_run_dir().map_err(io_err("make a shared mount point of", dir))?;
+        }
     }
     // O_EXCL, as `ip netns add`: an existing name is refused (AlreadyExists), not mounted over.
     File::create_new(path).map_err(io_err("create", path))?;
@@ -180,6 +183,64 @@ pub fn create_bound(path: &Path) -> Result<(), NetnsError> {
         let _ = std::fs::remove_file(path);
     }
     made
+}
+
+/// Where `ip netns` keeps its namespaces.
+pub const RUN_DIR: &str = "/run/netns";
+
+/// Makes [`RUN_DIR`] a shared mount point of its own before the first namespace is bound there,
+/// as `ip netns add` does (a recursive bind of the directory onto itself, then shared), once per
+/// process. Otherwise a later `ip netns add` does it over namespaces already bound there: their
+/// mounts stay below the new one, where `umount` no longer reaches them, and removing their
+/// files fails with EBUSY (a `ferry down` that could not finish).
+fn share_run_dir() -> io::Result<()> {
+    static SHARED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+    let mut shared = SHARED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if *shared {
+        return Ok(());
+    }
+    let dir = CString::new(RUN_DIR).map_err(io::Error::other)?;
+    let none = c"none";
+    let mut bound = false;
+    loop {
+        // SAFETY: valid NUL-terminated strings that outlive the call; a propagation change takes
+        // no source and no data.
+        let rc = unsafe {
+            libc::mount(
+                c"".as_ptr(),
+                dir.as_ptr(),
+                none.as_ptr(),
+                libc::MS_SHARED | libc::MS_REC,
+                std::ptr::null(),
+            )
+        };
+        if rc == 0 {
+            break;
+        }
+        let err = io::Error::last_os_error();
+        // EINVAL: not a mount point yet; make it one (once).
+        if err.raw_os_error() != Some(libc::EINVAL) || bound {
+            return Err(err);
+        }
+        // SAFETY: as above; a bind mount takes no data.
+        let rc = unsafe {
+            libc::mount(
+                dir.as_ptr(),
+                dir.as_ptr(),
+                none.as_ptr(),
+                libc::MS_BIND | libc::MS_REC,
+                std::ptr::null(),
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        bound = true;
+    }
+    *shared = true;
+    Ok(())
 }
 
 /// Unmounts and removes a namespace created by [`create_bound`] (or `ip netns add`); fine if it is
