@@ -49,6 +49,18 @@ fn a_namespace_in_run_netns_survives_a_later_ip_netns_add() {
     assert!(stdout.contains("1 passed"), "{stdout}\n{stderr}");
 }
 
+/// Removes files when dropped (a failed assertion included).
+struct RemoveOnDrop(Vec<std::path::PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        for f in &self.0 {
+            let _ = ferry_sys::fs::umount_detach(f);
+            let _ = std::fs::remove_file(f);
+        }
+    }
+}
+
 /// Mount points of this mount namespace (field 5 of `/proc/self/mountinfo`).
 fn mount_points() -> Vec<String> {
     std::fs::read_to_string("/proc/self/mountinfo")
@@ -72,12 +84,14 @@ fn in_a_private_mount_namespace_a_later_ip_netns_add_does_not_pin_ours() {
     }
     let name = format!("ferry-rundir-{}", std::process::id());
     let ours = Path::new(RUN_DIR).join(&name);
+    let theirs = format!("{name}-ip");
+    // Mounts end with this mount namespace, files do not: both names go on every exit path.
+    let _files = RemoveOnDrop(vec![ours.clone(), Path::new(RUN_DIR).join(&theirs)]);
     create_bound(&ours).expect("create_bound");
     assert!(
         mount_points().iter().any(|m| m == RUN_DIR),
         "create_bound made /run/netns a mount point"
     );
-    let theirs = format!("{name}-ip");
     for args in [["netns", "add", &theirs], ["netns", "del", &theirs]] {
         let st = Command::new("ip").args(args).status().expect("ip");
         assert!(st.success(), "ip {args:?}");
