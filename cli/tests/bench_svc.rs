@@ -83,17 +83,22 @@ fn node1_bpffs(c: &Cluster) -> PathBuf {
         .join("node-1")
 }
 
+/// `ferry-agent services -o json` for node-1's pinned datapath.
+fn node1_services(c: &Cluster) -> anyhow::Result<serde_json::Value> {
+    let out = Command::new(ferry_tests::bin_path("ferry-agent"))
+        .args(["services", "-o", "json", "--bpffs-dir"])
+        .arg(node1_bpffs(c))
+        .output()?;
+    anyhow::ensure!(out.status.success(), "ferry-agent services: {}", text(&out));
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
 /// node-1's NodePort counter, read independently of the sweep's code: the tc datapath's
 /// `new_flows` + `ct_original` (ebpf, `ferry-agent services -o json`), or the packets of the nat
 /// rules matching `--dport <port>` (iptables).
 fn nodeport_counter(c: &Cluster, mode: &str, port: u16) -> anyhow::Result<u64> {
     if mode == "ebpf" {
-        let out = Command::new(ferry_tests::bin_path("ferry-agent"))
-            .args(["services", "-o", "json", "--bpffs-dir"])
-            .arg(node1_bpffs(c))
-            .output()?;
-        anyhow::ensure!(out.status.success(), "ferry-agent services: {}", text(&out));
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let v = node1_services(c)?;
         let k = &v["external"]["counters"];
         match (k["new_flows"].as_u64(), k["ct_original"].as_u64()) {
             (Some(a), Some(b)) => Ok(a + b),
@@ -116,12 +121,7 @@ fn nodeport_counter(c: &Cluster, mode: &str, port: u16) -> anyhow::Result<u64> {
 /// backend ids) or the iptables rules of the node's namespace.
 fn datapath_entries(c: &Cluster, mode: &str) -> anyhow::Result<u64> {
     if mode == "ebpf" {
-        let out = Command::new(ferry_tests::bin_path("ferry-agent"))
-            .args(["services", "-o", "json", "--bpffs-dir"])
-            .arg(node1_bpffs(c))
-            .output()?;
-        anyhow::ensure!(out.status.success(), "ferry-agent services: {}", text(&out));
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let v = node1_services(c)?;
         let fronts = v["frontends"].as_array().cloned().unwrap_or_default();
         let slots: u64 = fronts
             .iter()

@@ -700,6 +700,35 @@ fn free_on_node(ctx: &TcContext, key: &CtKey) -> bool {
     false
 }
 
+/// One NAT port candidate's fate in [`claim_port`].
+enum Candidate {
+    /// The reply entry was inserted: the port is the flow's.
+    Claimed,
+    /// The conntrack map is full.
+    TableFull,
+    /// A node socket holds the tuple (or its holder vanished meanwhile).
+    Skipped,
+    /// Another flow's entry holds the tuple.
+    Held(CtEntry),
+}
+
+/// Claims `key` (its port set) for `value` with `BPF_NOEXIST` unless a node socket holds it.
+#[inline(always)]
+fn try_port(ctx: &TcContext, key: &CtKey, value: &CtEntry) -> Candidate {
+    if !free_on_node(ctx, key) {
+        return Candidate::Skipped;
+    }
+    match CONNTRACK.insert(*key, *value, BPF_NOEXIST) {
+        Ok(()) => Candidate::Claimed,
+        Err(e) if i64::from(e) == -E2BIG => Candidate::TableFull,
+        // SAFETY: as in `run`: a preallocated element, copied at once.
+        Err(_) => match (unsafe { CONNTRACK.get(*key) }).copied() {
+            Some(old) => Candidate::Held(old),
+            None => Candidate::Skipped,
+        },
+    }
+}
+
 /// Claims a NAT port for the reply key. The client's own source port comes first when it lies
 /// in the NAT range (the kernel's NAT keeps it too): then a client that reuses its port for a
 /// new connection reaches the backend on the same tuple, with the sequence numbers and
@@ -727,51 +756,36 @@ fn claim_port(
     // The closing candidate with the oldest last packet: (port, expiry).
     let mut oldest: Option<(u16, u64)> = None;
     let own = u16::from_be(client_port);
-    if own >= cfg.port_min && own <= cfg.port_max {
-        key.dport = client_port;
-        if free_on_node(ctx, key) {
-            match CONNTRACK.insert(*key, *value, BPF_NOEXIST) {
-                Ok(()) => return Some(key.dport),
-                Err(e) if i64::from(e) == -E2BIG => {
-                    count(NpStat::DropCtFull);
-                    return None;
-                }
-                Err(_) => {}
-            }
-            // SAFETY: as in `run`: a preallocated element, copied at once.
-            if let Some(old) = (unsafe { CONNTRACK.get(*key) }).copied() {
-                if old.is_reply() && reclaimable(&old, key, now) {
-                    reclaim = Some(key.dport);
-                }
-            }
-        }
-    }
     let span = u32::from(cfg.port_max - cfg.port_min) + 1;
     let start = (hash >> 32) as u32;
-    for i in 0..NAT_TRIES {
+    // Try 0 is the client's own port (when in the range), then the hash's candidates.
+    for i in 0..=NAT_TRIES {
         if reclaim.is_some() {
             break;
         }
-        let port = cfg.port_min + (start.wrapping_add(i.wrapping_mul(40_503)) % span) as u16;
-        key.dport = port.to_be();
-        if !free_on_node(ctx, key) {
-            continue;
-        }
-        match CONNTRACK.insert(*key, *value, BPF_NOEXIST) {
-            Ok(()) => return Some(key.dport),
-            Err(e) if i64::from(e) == -E2BIG => {
+        key.dport = if i == 0 {
+            if own < cfg.port_min || own > cfg.port_max {
+                continue;
+            }
+            client_port
+        } else {
+            let step = (i - 1).wrapping_mul(40_503);
+            (cfg.port_min + (start.wrapping_add(step) % span) as u16).to_be()
+        };
+        match try_port(ctx, key, value) {
+            Candidate::Claimed => return Some(key.dport),
+            Candidate::TableFull => {
                 count(NpStat::DropCtFull);
                 return None;
             }
-            Err(_) => {}
-        }
-        // SAFETY: as in `run`: a preallocated element, copied at once.
-        if let Some(old) = (unsafe { CONNTRACK.get(*key) }).copied() {
-            if old.is_reply() && reclaimable(&old, key, now) {
-                reclaim = Some(key.dport);
-            } else if let Some(exp) = closing_since(&old, key) {
-                if oldest.is_none_or(|(_, e)| exp < e) {
-                    oldest = Some((key.dport, exp));
+            Candidate::Skipped => {}
+            Candidate::Held(old) => {
+                if old.is_reply() && reclaimable(&old, key, now) {
+                    reclaim = Some(key.dport);
+                } else if let Some(exp) = closing_since(&old, key) {
+                    if oldest.is_none_or(|(_, e)| exp < e) {
+                        oldest = Some((key.dport, exp));
+                    }
                 }
             }
         }
