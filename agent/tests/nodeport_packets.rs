@@ -1211,3 +1211,52 @@ fn a_fin_close_from_both_sides_is_collected_a_half_close_is_not() {
     assert_eq!(w.run(names::EXTERNAL, &from_client(ACK)).0, TC_ACT_REDIRECT);
     assert_eq!(w.dp().gc(after_fin_timeout()).expect("gc"), (2, 0));
 }
+
+/// A pinned map whose shape this build changed (here the counters array, pinned by an older
+/// build with fewer entries) is replaced when the object loads, not reused as it is; a pinned
+/// map of the same shape (the conntrack table, with a live flow) is kept.
+#[test]
+fn a_pinned_map_of_another_shape_is_replaced_a_matching_one_kept() {
+    if !privileged(
+        "nodeport_packets::a_pinned_map_of_another_shape_is_replaced_a_matching_one_kept",
+    ) {
+        return;
+    }
+    let mut w = World::new("npshape");
+    w.dp().sync(&table()).expect("sync");
+    let front = SocketAddrV4::new(NODE, 30080);
+    let client = SocketAddrV4::new(CLIENT, 45_000);
+    let (v, _) = w.run(
+        names::EXTERNAL,
+        &packet(Proto::Tcp, client, front, SYN, false),
+    );
+    assert_eq!(v, TC_ACT_REDIRECT);
+    let flows = w.conntrack();
+    assert_eq!(flows.len(), 2);
+    // What an older build left: a smaller counters array under the same pin.
+    let stats_pin = w.pin_dir().join(names::STATS);
+    std::fs::remove_file(&stats_pin).expect("unpin the counters");
+    let old: aya::maps::PerCpuArray<aya::maps::MapData, u64> =
+        aya::maps::PerCpuArray::create(NpStat::COUNT - 3, 0).expect("old counters map");
+    old.pin(&stats_pin).expect("pin the old counters map");
+    let entries = |path: &std::path::Path| {
+        aya::maps::MapInfo::from_pin(path)
+            .expect("pinned map info")
+            .max_entries()
+    };
+    assert_eq!(entries(&stats_pin), NpStat::COUNT - 3);
+    // The agent restarts: the object loads again over the same pins.
+    drop(w.dp.take());
+    drop(w.tc.take());
+    let (tc, maps) = NodePortTc::load(&w.pin_dir()).expect("reloading nodeport");
+    assert_eq!(
+        entries(&stats_pin),
+        NpStat::COUNT,
+        "the counters map was replaced"
+    );
+    let kept: BTreeMap<CtKey, CtEntry> = maps.dump_conntrack().expect("dump").into_iter().collect();
+    assert_eq!(kept, flows, "the conntrack map was kept");
+    // Every counter is readable (an old, smaller map would fail past its end).
+    assert_eq!(maps.stats().expect("stats").len(), NpStat::COUNT as usize);
+    drop(tc);
+}

@@ -5,7 +5,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use aya::maps::MapError;
+use aya::maps::{MapError, MapInfo};
 use aya::programs::{Program, ProgramError};
 use aya::{Ebpf, EbpfLoader};
 
@@ -89,8 +89,9 @@ pub(super) fn remove_pins(paths: impl IntoIterator<Item = PathBuf>) -> Result<us
 }
 
 /// Loads `object` with its maps pinned under `pin_dir` (created if missing; it must be on
-/// bpffs): pinned maps are reused as they are, missing ones created and pinned. No program is
-/// loaded into the kernel yet.
+/// bpffs): pinned maps are reused as they are, missing ones created and pinned, and a pinned map
+/// whose shape differs from the object's ([`remove_stale_pins`]) replaced. No program is loaded
+/// into the kernel yet.
 pub(super) fn load_pinned(object: &EmbeddedObject, pin_dir: &Path) -> Result<Ebpf, BpfError> {
     let bytes = object.bytes()?;
     check_on_bpffs(pin_dir)?;
@@ -99,6 +100,15 @@ pub(super) fn load_pinned(object: &EmbeddedObject, pin_dir: &Path) -> Result<Ebp
         path: pin_dir.to_owned(),
         source,
     })?;
+    for (name, was) in remove_stale_pins(object, bytes, pin_dir)? {
+        tracing::warn!(
+            object = object.name,
+            map = %name,
+            pinned = %was,
+            "pinned map has another shape than this build's (an upgrade changed it): \
+             replaced by a new, empty one"
+        );
+    }
     EbpfLoader::new()
         .default_map_pin_directory(pin_dir)
         .load(bytes)
@@ -106,6 +116,66 @@ pub(super) fn load_pinned(object: &EmbeddedObject, pin_dir: &Path) -> Result<Ebp
             object: object.name,
             source: Box::new(source),
         })
+}
+
+/// Removes the pins under `pin_dir` of `object`'s pinned maps whose kernel map differs from the
+/// object's definition in type, key or value size, entries or flags, so that the loader creates
+/// them afresh (aya reuses a pin as it is: a program would then index past a smaller array of
+/// counters or read a value of another size). Returns (map, the pinned shape) for each one.
+pub(super) fn remove_stale_pins(
+    object: &EmbeddedObject,
+    bytes: &[u8],
+    pin_dir: &Path,
+) -> Result<Vec<(String, String)>, BpfError> {
+    let parsed = aya_obj::Object::parse(bytes).map_err(|source| BpfError::Parse {
+        object: object.name,
+        source: Box::new(source),
+    })?;
+    let mut removed = Vec::new();
+    for (name, def) in &parsed.maps {
+        if !matches!(def.pinning(), aya_obj::maps::PinningType::ByName) {
+            continue;
+        }
+        let pin = pin_dir.join(name);
+        if !pin.exists() {
+            continue;
+        }
+        let info = MapInfo::from_pin(&pin).map_err(|e| map_error_named("open pin", name, e))?;
+        let want = (
+            def.map_type(),
+            def.key_size(),
+            def.value_size(),
+            def.max_entries(),
+            def.map_flags(),
+        );
+        let have = (
+            info.map_type().map_or(u32::MAX, |t| t as u32),
+            info.key_size(),
+            info.value_size(),
+            info.max_entries(),
+            info.map_flags(),
+        );
+        if want != have {
+            remove_pins([pin])?;
+            removed.push((
+                name.clone(),
+                format!(
+                    "type {} key {} value {} entries {} flags {:#x} (now {} {} {} {} {:#x})",
+                    have.0, have.1, have.2, have.3, have.4, want.0, want.1, want.2, want.3, want.4
+                ),
+            ));
+        }
+    }
+    Ok(removed)
+}
+
+/// [`map_error`] for a map known only by its (runtime) name.
+fn map_error_named(op: &'static str, name: &str, source: MapError) -> BpfError {
+    BpfError::Pin {
+        op,
+        path: PathBuf::from(name),
+        source: std::io::Error::other(source.to_string()),
+    }
 }
 
 /// A map delete's result: `true` deleted, `false` the key was absent.
