@@ -383,11 +383,19 @@ pub enum NpStat {
     /// New ETP Local flows dropped: a live flow of another frontend from the same client
     /// ip:port to the same backend holds the reply entry.
     DropCollision = 13,
+    /// ETP Cluster flows whose NAT port is the client's own source port.
+    NatPortKept = 14,
+    /// NAT port candidates skipped because a socket of the node holds the tuple.
+    NatPortNodeSocket = 15,
+    /// NAT ports taken from a flow closed less than TIME_WAIT ago (nothing better was left).
+    NatPortInTimeWait = 16,
+    /// External flows superseded by the node's own new connection on their NAT tuple.
+    SupersededByNode = 17,
 }
 
 impl NpStat {
     /// Number of counters.
-    pub const COUNT: u32 = 14;
+    pub const COUNT: u32 = 18;
     /// Every counter, in index order.
     pub const ALL: [Self; Self::COUNT as usize] = [
         Self::NewFlows,
@@ -404,6 +412,10 @@ impl NpStat {
         Self::DropRewrite,
         Self::Superseded,
         Self::DropCollision,
+        Self::NatPortKept,
+        Self::NatPortNodeSocket,
+        Self::NatPortInTimeWait,
+        Self::SupersededByNode,
     ];
 
     /// Index in the array map.
@@ -429,6 +441,10 @@ impl NpStat {
             Self::DropRewrite => "drop_rewrite",
             Self::Superseded => "superseded",
             Self::DropCollision => "drop_collision",
+            Self::NatPortKept => "nat_port_kept",
+            Self::NatPortNodeSocket => "nat_port_node_socket",
+            Self::NatPortInTimeWait => "nat_port_in_time_wait",
+            Self::SupersededByNode => "superseded_by_node",
         }
     }
 }

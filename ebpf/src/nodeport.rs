@@ -272,7 +272,7 @@ fn release_for_node(ctx: &TcContext, p: &Packet) {
             }
         }
         let _ = CONNTRACK.remove(reversed);
-        count(NpStat::Superseded);
+        count(NpStat::SupersededByNode);
     }
 }
 
@@ -716,6 +716,7 @@ enum Candidate {
 #[inline(always)]
 fn try_port(ctx: &TcContext, key: &CtKey, value: &CtEntry) -> Candidate {
     if !free_on_node(ctx, key) {
+        count(NpStat::NatPortNodeSocket);
         return Candidate::Skipped;
     }
     match CONNTRACK.insert(*key, *value, BPF_NOEXIST) {
@@ -773,7 +774,12 @@ fn claim_port(
             (cfg.port_min + (start.wrapping_add(step) % span) as u16).to_be()
         };
         match try_port(ctx, key, value) {
-            Candidate::Claimed => return Some(key.dport),
+            Candidate::Claimed => {
+                if i == 0 {
+                    count(NpStat::NatPortKept);
+                }
+                return Some(key.dport);
+            }
             Candidate::TableFull => {
                 count(NpStat::DropCtFull);
                 return None;
@@ -793,9 +799,16 @@ fn claim_port(
     // Nothing free or over: rather than dropping the SYN (a retransmission a second later), the
     // flow closed longest ago gives its port up, even inside its TIME_WAIT window (the new
     // client may then need a RST and a SYN retransmission, a few milliseconds).
-    let Some(port) = reclaim.or(oldest.map(|(p, _)| p)) else {
-        count(NpStat::DropNatPorts);
-        return None;
+    let port = match (reclaim, oldest) {
+        (Some(p), _) => p,
+        (None, Some((p, _))) => {
+            count(NpStat::NatPortInTimeWait);
+            p
+        }
+        (None, None) => {
+            count(NpStat::DropNatPorts);
+            return None;
+        }
     };
     key.dport = port;
     // SAFETY: as above.
