@@ -93,6 +93,7 @@ pub const CT_TCP_TIME_WAIT_SECS: u64 = 60;
 /// Added to [`CT_TCP_TIME_WAIT_SECS`]: the kernel's TIME_WAIT timer sits on a coarse timer-wheel
 /// level at 60 s and may fire a few seconds late.
 pub const CT_TCP_TIME_WAIT_SLACK_SECS: u64 = 6;
+const _: () = assert!(CT_TCP_FIN_SECS >= CT_TCP_TIME_WAIT_SECS + CT_TCP_TIME_WAIT_SLACK_SECS);
 /// UDP without a reply (`nf_conntrack_udp_timeout`).
 pub const CT_UDP_SECS: u64 = 30;
 /// UDP once replied (`nf_conntrack_udp_timeout_stream`).

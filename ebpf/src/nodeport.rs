@@ -247,6 +247,16 @@ fn release_for_node(ctx: &TcContext, p: &Packet) {
     if p.proto == IPPROTO_TCP && p.tcp_flags & (TCP_SYN | TCP_ACK) != TCP_SYN {
         return;
     }
+    // Only a source a NAT entry can hold: the node's address and a port of the NAT range. (The
+    // overlay's encapsulated packets pass this too, their source ports being ephemeral ones: one
+    // hash lookup per GSO packet.)
+    let Some(cfg) = CONFIG.get(0).copied() else {
+        return;
+    };
+    let sport = u16::from_be(p.sport);
+    if p.saddr != cfg.node_addr || sport < cfg.port_min || sport > cfg.port_max {
+        return;
+    }
     // SAFETY: `skb` is the program's valid context; the verifier checks the field read.
     if unsafe { (*ctx.skb.skb).ingress_ifindex } != 0 {
         return; // forwarded (a translated packet redirected here), not the node's own
@@ -642,7 +652,8 @@ fn past_time_wait(e: &CtEntry, now: u64) -> bool {
 
 /// A flow closed both ways (FIN in the reply entry `old` at `key`, FIN or RST in its original
 /// entry, or that entry gone) but still inside its TIME_WAIT window: the reply entry's expiry
-/// (the flow closed longest ago goes first when nothing better is left). A half-closed flow is
+/// or its original entry's if later (the flow closed longest ago, by the last packet either
+/// way, goes first when nothing better is left). A half-closed flow is
 /// never a candidate.
 #[inline(always)]
 fn closing_since(old: &CtEntry, key: &CtKey) -> Option<u64> {
@@ -653,7 +664,7 @@ fn closing_since(old: &CtEntry, key: &CtKey) -> Option<u64> {
     // SAFETY: as in `run`: a preallocated element, copied at once.
     match (unsafe { CONNTRACK.get(orig) }).copied() {
         Some(o) if !o.is_reply() && same_key(&o.partner(key.proto), key) => {
-            (o.flags & (CT_F_FIN | CT_F_RST) != 0).then_some(old.expires_ns)
+            (o.flags & (CT_F_FIN | CT_F_RST) != 0).then_some(old.expires_ns.max(o.expires_ns))
         }
         _ => Some(old.expires_ns),
     }
@@ -761,9 +772,6 @@ fn claim_port(
     let start = (hash >> 32) as u32;
     // Try 0 is the client's own port (when in the range), then the hash's candidates.
     for i in 0..=NAT_TRIES {
-        if reclaim.is_some() {
-            break;
-        }
         key.dport = if i == 0 {
             if own < cfg.port_min || own > cfg.port_max {
                 continue;
@@ -787,7 +795,14 @@ fn claim_port(
             Candidate::Skipped => {}
             Candidate::Held(old) => {
                 if old.is_reply() && reclaimable(&old, key, now) {
-                    reclaim = Some(key.dport);
+                    // The first one over; a free candidate later still comes first, except
+                    // after the client's own port (kept, it spares the backend a new tuple).
+                    if reclaim.is_none() {
+                        reclaim = Some(key.dport);
+                    }
+                    if i == 0 {
+                        break;
+                    }
                 } else if let Some(exp) = closing_since(&old, key) {
                     if oldest.is_none_or(|(_, e)| exp < e) {
                         oldest = Some((key.dport, exp));
@@ -799,12 +814,9 @@ fn claim_port(
     // Nothing free or over: rather than dropping the SYN (a retransmission a second later), the
     // flow closed longest ago gives its port up, even inside its TIME_WAIT window (the new
     // client may then need a RST and a SYN retransmission, a few milliseconds).
-    let port = match (reclaim, oldest) {
-        (Some(p), _) => p,
-        (None, Some((p, _))) => {
-            count(NpStat::NatPortInTimeWait);
-            p
-        }
+    let (port, in_time_wait) = match (reclaim, oldest) {
+        (Some(p), _) => (p, false),
+        (None, Some((p, _))) => (p, true),
         (None, None) => {
             count(NpStat::DropNatPorts);
             return None;
@@ -826,6 +838,12 @@ fn claim_port(
     match CONNTRACK.insert(*key, *value, BPF_NOEXIST) {
         Ok(()) => {
             count(NpStat::Superseded);
+            if in_time_wait {
+                count(NpStat::NatPortInTimeWait);
+            }
+            if port == client_port && own >= cfg.port_min && own <= cfg.port_max {
+                count(NpStat::NatPortKept);
+            }
             Some(key.dport)
         }
         Err(_) => {

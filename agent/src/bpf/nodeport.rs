@@ -71,7 +71,7 @@ const TCX_PREFIX: &str = "tcx_";
 
 impl NodePortTc {
     /// Loads the embedded `nodeport` object with its maps pinned under `pin_dir` (pinned maps
-    /// reused, missing ones created), loads the three programs and attaches nothing. Needs
+    /// reused, replaced if their shape changed, missing ones created), loads the three programs and attaches nothing. Needs
     /// `CAP_BPF` + `CAP_NET_ADMIN`.
     pub fn load(pin_dir: &Path) -> Result<(Self, NpMaps), BpfError> {
         let mut ebpf = util::load_pinned(&NODEPORT, pin_dir)?;

@@ -8,8 +8,9 @@
 //! <dir>/link_ferry_connect4 link_ferry_sendmsg4 link_ferry_recvmsg4 link_ferry_getpeer4
 //! ```
 //!
-//! [`SockLb::load`] creates the maps or reuses the pinned ones (aya's `PinningType::ByName`), so
-//! a restarted agent finds the entries the previous one wrote. [`SockLb::attach`] attaches each
+//! [`SockLb::load`] creates the maps or reuses the pinned ones (aya's `PinningType::ByName`;
+//! one of another shape than this build's is replaced, see `util::remove_stale_pins`), so a
+//! restarted agent finds the entries the previous one wrote. [`SockLb::attach`] attaches each
 //! program to the cgroup through a `bpf_link` and pins the link; if the link pin exists already
 //! (a previous agent), it swaps the program behind it with `BPF_LINK_UPDATE` instead: the hook
 //! never runs without a program. Dropping a [`SockLb`] closes the agent's descriptors only; the
@@ -45,8 +46,8 @@ pub struct SockLb {
 
 impl SockLb {
     /// Loads the embedded `sock-lb` object with its maps pinned under `pin_dir` (created if
-    /// missing; it must be on bpffs): pinned maps are reused as they are, missing ones created
-    /// and pinned. Loads the four programs (the verifier checks them) and attaches nothing.
+    /// missing; it must be on bpffs): pinned maps are reused (replaced if their shape changed),
+    /// missing ones created and pinned. Loads the four programs (the verifier checks them) and attaches nothing.
     /// Returns the maps beside it.
     ///
     /// Needs `CAP_BPF` + `CAP_NET_ADMIN` (or root).

@@ -89,7 +89,7 @@ pub(super) fn remove_pins(paths: impl IntoIterator<Item = PathBuf>) -> Result<us
 }
 
 /// Loads `object` with its maps pinned under `pin_dir` (created if missing; it must be on
-/// bpffs): pinned maps are reused as they are, missing ones created and pinned, and a pinned map
+/// bpffs): pinned maps are reused, missing ones created and pinned, and a pinned map
 /// whose shape differs from the object's ([`remove_stale_pins`]) replaced. No program is loaded
 /// into the kernel yet.
 pub(super) fn load_pinned(object: &EmbeddedObject, pin_dir: &Path) -> Result<Ebpf, BpfError> {
