@@ -188,18 +188,19 @@ pub fn create_bound(path: &Path) -> Result<(), NetnsError> {
 /// Where `ip netns` keeps its namespaces.
 pub const RUN_DIR: &str = "/run/netns";
 
-/// Makes [`RUN_DIR`] a shared mount point of its own before the first namespace is bound there,
-/// as `ip netns add` does (a recursive bind of the directory onto itself, then shared), once per
-/// process. Otherwise a later `ip netns add` does it over namespaces already bound there: their
-/// mounts stay below the new one, where `umount` no longer reaches them, and removing their
-/// files fails with EBUSY (a `ferry down` that could not finish).
+/// Makes [`RUN_DIR`] a shared mount point of its own before a namespace is bound there, as
+/// `ip netns add` does (a recursive bind of the directory onto itself, then shared), under the
+/// same `flock` of the directory iproute2 takes (concurrent adds would stack binds). Otherwise a
+/// later `ip netns add` does it over namespaces already bound there: their mounts stay below the
+/// new one, where `umount` no longer reaches them, and removing their files fails with EBUSY (a
+/// `ferry down` that could not finish). When the directory is not a mount point yet but already
+/// holds namespace mounts (bound by an older ferry), it is left as it is: binding it now would
+/// hide those the same way.
 fn share_run_dir() -> io::Result<()> {
-    static SHARED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
-    let mut shared = SHARED
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if *shared {
-        return Ok(());
+    let lock = File::open(RUN_DIR)?;
+    // SAFETY: a valid descriptor, open for the duration of the call.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(io::Error::last_os_error());
     }
     let dir = CString::new(RUN_DIR).map_err(io::Error::other)?;
     let none = c"none";
@@ -217,12 +218,15 @@ fn share_run_dir() -> io::Result<()> {
             )
         };
         if rc == 0 {
-            break;
+            return Ok(());
         }
         let err = io::Error::last_os_error();
-        // EINVAL: not a mount point yet; make it one (once).
+        // EINVAL: not a mount point yet; make it one (once), unless namespaces are bound below.
         if err.raw_os_error() != Some(libc::EINVAL) || bound {
             return Err(err);
+        }
+        if mounts_below(RUN_DIR)? {
+            return Ok(());
         }
         // SAFETY: as above; a bind mount takes no data.
         let rc = unsafe {
@@ -239,8 +243,33 @@ fn share_run_dir() -> io::Result<()> {
         }
         bound = true;
     }
-    *shared = true;
-    Ok(())
+    // The lock goes with `lock`.
+}
+
+/// Whether a mount point lies below `dir` on the mount that holds `dir` now (mounts a later
+/// mount covers are still listed in `mountinfo`, in mount order, but are not where `dir`'s
+/// entries live).
+fn mounts_below(dir: &str) -> io::Result<bool> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    // (mount id, parent id, mount point)
+    let mounts: Vec<(&str, &str, &str)> = info
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(' ');
+            Some((f.next()?, f.next()?, f.nth(2)?))
+        })
+        .collect();
+    let dir = dir.trim_end_matches('/');
+    let holds = |m: &str| m == "/" || dir == m || dir.starts_with(&format!("{m}/"));
+    // The covering mount: the last listed of those holding `dir` (a later mount hides what the
+    // earlier ones hold at or below its mount point).
+    let Some(cover) = mounts.iter().rev().find(|m| holds(m.2)).map(|m| m.0) else {
+        return Ok(false);
+    };
+    let prefix = format!("{dir}/");
+    Ok(mounts
+        .iter()
+        .any(|m| m.1 == cover && m.2.starts_with(&prefix)))
 }
 
 /// Unmounts and removes a namespace created by [`create_bound`] (or `ip netns add`); fine if it is
