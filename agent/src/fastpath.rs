@@ -4,7 +4,9 @@
 //! A packet for one of the node's pods normally crosses the bridge and a second veth, i.e. the
 //! per-CPU backlog twice; the programs hand it to the pod's `eth0` with `bpf_redirect_peer`
 //! instead (pod to pod: from the sender's host veth; from other nodes: from `ferry.1` or the
-//! underlay interface). See `docs/agent.md`, "The pod fast path".
+//! underlay interface); a pod's packet to another node's pod leaves straight by `ferry.1` or the
+//! underlay (`bpf_redirect_neigh` from the sender's host veth, the same devices). See
+//! `docs/agent.md`, "The pod fast path".
 //!
 //! Which pods: the CNI IPAM store this agent configures for `ferry-cni` (`<run-dir>/ipam`,
 //! network [`crate::subnet::NETWORK_NAME`]). Each IPv4 reservation names (container id,
@@ -57,7 +59,8 @@ pub struct Settings {
     /// The cluster network: only packets from inside it are routed into pods by the fast path.
     pub cluster: Ipv4Network,
     /// Interfaces whose ingress carries other nodes' packets to this node's pods: `ferry.1`
-    /// (vxlan) and the underlay interface (host-gw, direct routing).
+    /// (vxlan) and the underlay interface (host-gw, direct routing); the same (at most two) are
+    /// the devices the fast path sends pods' packets to other nodes' pods out of.
     pub node_devices: Vec<String>,
 }
 
@@ -225,12 +228,20 @@ impl FastPath {
             // No bridge, no pods: nothing to serve.
             return bpf.clear().map_err(Into::into);
         };
+        let want_node: BTreeMap<u32, &String> = self
+            .settings
+            .node_devices
+            .iter()
+            .filter_map(|n| by_name.get(n).map(|&i| (i, n)))
+            .collect();
+        let route: Vec<u32> = want_node.keys().copied().collect();
         let config = FastPathConfig::new(
             bridge.mac.map_or([0; 6], |m| m.0),
             bridge.mtu,
             self.settings.cluster.network(),
             self.settings.cluster.prefix(),
-        );
+        )
+        .with_routes(bridge.index, &route);
         if bpf.config()? != config {
             bpf.set_config(config)?;
         }
@@ -255,12 +266,6 @@ impl FastPath {
                 bpf.detach(Hook::Pod, index)?;
             }
         }
-        let want_node: BTreeMap<u32, &String> = self
-            .settings
-            .node_devices
-            .iter()
-            .filter_map(|n| by_name.get(n).map(|&i| (i, n)))
-            .collect();
         for (index, name) in bpf.attached(Hook::Node) {
             if want_node.get(&index) != Some(&&name) {
                 bpf.detach(Hook::Node, index)?;

@@ -418,7 +418,7 @@ pub fn render(s: &Snapshot) -> String {
         family(
             "ferry_pod_fastpath_packets_total",
             "counter",
-            "Packets of the pod fast path (tc, bpf_redirect_peer): pod_redirects and node_redirects handed straight to a pod; pass_ttl, pass_too_big, pass_foreign left to the stack.",
+            "Packets of the pod fast path (tc, bpf_redirect_peer and bpf_redirect_neigh): pod_redirects and node_redirects handed straight to a pod, route_redirects sent straight to another node; pass_ttl, pass_too_big, pass_foreign, route_pass left to the stack.",
             &samples,
         );
     }
@@ -800,7 +800,7 @@ ferry_udp_device_dropped_packets_total{direction="rx"} 8
     #[test]
     fn renders_fast_path_counters() {
         let s = Snapshot {
-            fast_path: Some([5, 6, 1, 2, 3]),
+            fast_path: Some([5, 6, 1, 2, 3, 8, 9]),
             ..snapshot()
         };
         let text = render(&s);
@@ -809,7 +809,8 @@ ferry_udp_device_dropped_packets_total{direction="rx"} 8
             "{text}"
         );
         assert!(
-            text.contains("ferry_pod_fastpath_packets_total{result=\"pass_foreign\"} 3\n"),
+            text.contains("ferry_pod_fastpath_packets_total{result=\"pass_foreign\"} 3\n")
+                && text.contains("ferry_pod_fastpath_packets_total{result=\"route_pass\"} 9\n"),
             "{text}"
         );
         assert!(!render(&snapshot()).contains("fastpath"));

@@ -16,9 +16,10 @@
 //! `out` reaches the pod subnet through a plain route (host-gw), `vx` through a VXLAN pair; both
 //! use a source inside the cluster network 10.244.0.0/16. Checked with independent tools: `ping`,
 //! TCP through Python sockets, `ip -j -s link` counters (the bridge and the pods' host veths do
-//! not move for fast-path traffic while the pods' `eth0` do), the TTL a pod receives
-//! (`IP_RECVTTL`), `bpftool` (the tc links and their programs), the ICMP "fragmentation needed"
-//! for a too-big datagram.
+//! not move for fast-path traffic while the pods' `eth0` do; for a pod's packets to the peers the
+//! bridge does not pass them up to the node), the TTL a pod or peer receives (`IP_RECVTTL`),
+//! `bpftool` (the tc links and their programs), the ICMP "fragmentation needed" for a too-big
+//! datagram (pod MTU inbound, a route MTU outbound).
 
 #![forbid(unsafe_code)]
 
@@ -393,6 +394,71 @@ fn pods_and_peers_bypass_the_bridge() {
             &stats,
             FastPathStat::NodeRedirects
         ) >= 400));
+
+        // The other way, a pod to a peer's address in the cluster network (host-gw route via
+        // n0, VXLAN connected on fvx): sent straight out of n0 / fvx, so the bridge never passes
+        // it up to the node's IP stack (its rx counter), the TTL is decremented once, and the
+        // gateway (the node's own address) is still answered by the stack.
+        let route_before = stat(&stats, FastPathStat::RouteRedirects);
+        for (peer, peer_ip, peer_dev) in
+            [(&w.out, "10.244.2.1", "o0"), (&w.vx, "10.244.255.2", "vx")]
+        {
+            ping(&p1.ns, peer_ip, 3);
+            let before_br = counters(&w.node, &w.bridge);
+            let before_peer = counters(peer, peer_dev);
+            ping(&p1.ns, peer_ip, 200);
+            tcp_echo(peer, peer_ip, &p1.ns);
+            let after_br = counters(&w.node, &w.bridge);
+            let after_peer = counters(peer, peer_dev);
+            let (rx, up) = (after_peer.0 - before_peer.0, after_br.0 - before_br.0);
+            assert!(rx >= 200, "{peer_dev} rx {before_peer:?} -> {after_peer:?}");
+            assert!(
+                up * 20 < rx,
+                "the bridge passed {up} of the {rx} packets {peer_dev} received up to the node: the stack routed them"
+            );
+            assert_eq!(received_ttl(&p1.ns, peer, peer_ip, 9), Some(8), "{peer_ip}");
+        }
+        assert!(
+            wait_until(Duration::from_secs(5), || stat(
+                &stats,
+                FastPathStat::RouteRedirects
+            ) >= route_before + 400),
+            "route_redirects counter"
+        );
+        ping(&p1.ns, "10.244.1.1", 2);
+        // TTL 1 towards another node: left to the stack ("time exceeded"), nothing arrives.
+        let pass_before = stat(&stats, FastPathStat::RoutePass);
+        assert_eq!(received_ttl(&p1.ns, &w.out, "10.244.2.1", 1), None);
+        assert!(wait_until(Duration::from_secs(5), || stat(
+            &stats,
+            FastPathStat::RoutePass
+        ) > pass_before));
+        // Above the route's MTU with DF: the FIB refuses, the stack answers "fragmentation
+        // needed" with the route's MTU; below it the same route is still fast. (Forwarding uses
+        // a route's MTU only when it is locked, or with `ip_forward_use_pmtu`; so does the FIB
+        // helper.)
+        w.node
+            .sh("ip route change 10.244.2.0/24 via 10.99.0.2 mtu lock 1300");
+        // The counters are published once per round: read them settled, before the probe.
+        std::thread::sleep(Duration::from_millis(3500));
+        let pass_before = stat(&stats, FastPathStat::RoutePass);
+        let route_before = stat(&stats, FastPathStat::RouteRedirects);
+        // (Sent once: the pod then knows the path MTU and refuses a second one itself.)
+        let big = p1.ns.try_sh("ping -c 1 -W 2 -M do -s 1350 10.244.2.1");
+        let text = String::from_utf8_lossy(&big.stdout).to_string()
+            + &String::from_utf8_lossy(&big.stderr);
+        assert!(
+            text.contains("mtu = 1300") || text.contains("Frag needed"),
+            "{text}"
+        );
+        ping(&p1.ns, "10.244.2.1", 3);
+        assert!(wait_until(Duration::from_secs(5), || stat(
+            &stats,
+            FastPathStat::RoutePass
+        ) > pass_before
+            && stat(&stats, FastPathStat::RouteRedirects)
+                >= route_before + 3));
+        w.node.sh("ip route change 10.244.2.0/24 via 10.99.0.2");
         // TTL 1: left to the stack, which drops it with "time exceeded".
         let ttl_before = stat(&stats, FastPathStat::PassTtl);
         assert_eq!(received_ttl(&w.out, &p1.ns, &p1.ip, 1), None);

@@ -2,13 +2,15 @@
 //!
 //! The programs of `ebpf/src/pod_fastpath.rs` hand a packet for one of the node's pods straight
 //! to the pod's `eth0` with `bpf_redirect_peer`, skipping the bridge and one pass through the
-//! per-CPU backlog. Maps, pinned by name beside the socket LB's:
+//! per-CPU backlog, and send a pod's packet for another node's pod straight out of the route's
+//! device with `bpf_redirect_neigh`. Maps, pinned by name beside the socket LB's:
 //!
 //! - [`names::PODS`]: pod IPv4 address (`u32`, network byte order, as the packet carries it) ->
 //!   [`PodEndpoint`] (the host-side veth's ifindex, the pod's MAC). A hash created with
 //!   `BPF_F_NO_PREALLOC`. No entry: the packet takes the normal path.
 //! - [`names::CONFIG`]: one [`FastPathConfig`] (array, index 0): the bridge's MAC (the pods'
-//!   gateway), the pod MTU, the cluster network. All zero (never written): nothing is handled.
+//!   gateway) and ifindex, the pod MTU, the cluster network, the devices pods' packets to other
+//!   nodes may leave by. All zero (never written): nothing is handled.
 //! - [`names::STATS`]: per-CPU `u64` counters indexed by [`FastPathStat`].
 
 use core::net::Ipv4Addr;
@@ -89,9 +91,17 @@ pub struct FastPathConfig {
     pub cluster_addr: u32,
     /// The cluster network's mask (network byte order); 0 in an unwritten config.
     pub cluster_mask: u32,
+    /// The node bridge's ifindex: the incoming interface of the FIB lookup that routes a pod's
+    /// packet to another node (the stack would route it as received on the bridge).
+    pub bridge_ifindex: u32,
+    /// The devices a pod's packet to another node's pod may be sent out of by the fast path
+    /// (`ferry.1`, the underlay interface; 0 = unused slot): when the FIB names any other
+    /// device the packet takes the normal path. All zero: pods' packets to other nodes are left
+    /// to the stack.
+    pub route_ifindex: [u32; 2],
 }
 
-const _: () = assert!(core::mem::size_of::<FastPathConfig>() == 20);
+const _: () = assert!(core::mem::size_of::<FastPathConfig>() == 32);
 const _: () = assert!(core::mem::align_of::<FastPathConfig>() == 4);
 
 impl FastPathConfig {
@@ -111,7 +121,27 @@ impl FastPathConfig {
             mtu,
             cluster_addr: pod_key(cluster) & mask_be,
             cluster_mask: mask_be,
+            bridge_ifindex: 0,
+            route_ifindex: [0; 2],
         }
+    }
+
+    /// The same config, routing pods' packets to other nodes' pods out of `devices` (at most
+    /// two; the rest is ignored) with the bridge `bridge_ifindex` as the incoming interface.
+    pub fn with_routes(mut self, bridge_ifindex: u32, devices: &[u32]) -> Self {
+        self.bridge_ifindex = bridge_ifindex;
+        let mut i = 0;
+        while i < self.route_ifindex.len() && i < devices.len() {
+            self.route_ifindex[i] = devices[i];
+            i += 1;
+        }
+        self
+    }
+
+    /// Whether the fast path may send a routed pod packet out of `ifindex`.
+    #[inline(always)]
+    pub const fn routes_via(&self, ifindex: u32) -> bool {
+        ifindex != 0 && (self.route_ifindex[0] == ifindex || self.route_ifindex[1] == ifindex)
     }
 
     /// Whether `addr_be` (network byte order) is inside the cluster network. An unwritten
@@ -137,11 +167,20 @@ pub enum FastPathStat {
     /// To a pod of this node from outside the cluster network: left to the stack (conntrack,
     /// masquerade of the reply).
     PassForeign = 4,
+    /// From a pod of this node to another node's pod: sent straight out of the FIB's device
+    /// (`ferry.1` or the underlay; bridge, IP input and netfilter skipped).
+    RouteRedirects = 5,
+    /// From a pod of this node (its own address) to a cluster address that is not a pod of the
+    /// node, but left to the stack: TTL <= 1, or the FIB lookup did not forward it out of a
+    /// fast-path device (above the route's MTU; the node's own cluster addresses, such as the
+    /// bridge's, which answer probes; unreachable). With the udp backend no device is
+    /// configured and nothing is counted.
+    RoutePass = 6,
 }
 
 impl FastPathStat {
     /// Number of counters, i.e. `max_entries` of the stats map.
-    pub const COUNT: u32 = 5;
+    pub const COUNT: u32 = 7;
     /// Every counter, in index order.
     pub const ALL: [Self; Self::COUNT as usize] = [
         Self::PodRedirects,
@@ -149,6 +188,8 @@ impl FastPathStat {
         Self::PassTtl,
         Self::PassTooBig,
         Self::PassForeign,
+        Self::RouteRedirects,
+        Self::RoutePass,
     ];
 
     /// Index of this counter in the array map.
@@ -165,6 +206,8 @@ impl FastPathStat {
             Self::PassTtl => "pass_ttl",
             Self::PassTooBig => "pass_too_big",
             Self::PassForeign => "pass_foreign",
+            Self::RouteRedirects => "route_redirects",
+            Self::RoutePass => "route_pass",
         }
     }
 }
@@ -188,6 +231,14 @@ mod tests {
         assert!(!c.in_cluster(pod_key(Ipv4Addr::new(10, 99, 0, 254))));
         assert!(!FastPathConfig::default().in_cluster(0));
         let all = FastPathConfig::new([0; 6], 1500, Ipv4Addr::UNSPECIFIED, 0);
+        assert!(
+            !c.routes_via(0) && !c.routes_via(3),
+            "no route devices by default"
+        );
+        let r = c.with_routes(4, &[7, 9, 11]);
+        assert_eq!((r.bridge_ifindex, r.route_ifindex), (4, [7, 9]));
+        assert!(r.routes_via(7) && r.routes_via(9) && !r.routes_via(11) && !r.routes_via(0));
+        assert_eq!(c.with_routes(4, &[7]).route_ifindex, [7, 0]);
         assert!(
             !all.in_cluster(pod_key(Ipv4Addr::new(1, 2, 3, 4))),
             "mask 0 holds nothing"

@@ -1,5 +1,7 @@
 //! `pod-fastpath`: hands a packet for one of this node's pods straight to the pod's `eth0` with
-//! `bpf_redirect_peer` (Cilium's "host routing" / `redirect_peer`, `bpf_lxc.c` / `bpf_host.c`).
+//! `bpf_redirect_peer`, and a pod's packet for another node's pod straight to `ferry.1` or the
+//! underlay with `bpf_redirect_neigh` (Cilium's "BPF host routing" / `redirect_peer`,
+//! `bpf_lxc.c` / `bpf_host.c`).
 //!
 //! The normal path of a pod's packet to another pod of the node is pod `eth0` -> host veth ->
 //! bridge -> host veth -> pod `eth0`: the second veth hop queues the packet on the per-CPU
@@ -9,12 +11,21 @@
 //!
 //! | hook | program | job |
 //! |---|---|---|
-//! | tc ingress of each pod's host-side veth | [`ferry_pod_ingress`] | pod to pod on this node |
+//! | tc ingress of each pod's host-side veth | [`ferry_pod_ingress`] | pod to pod on this node; pod to another node's pod |
 //! | tc ingress of `ferry.1` and the underlay | [`ferry_node_ingress`] | other nodes to a pod |
 //!
 //! - [`ferry_pod_ingress`]: an IPv4 frame whose destination address is a pod of the node, whose
 //!   destination MAC is that pod's MAC (what the bridge would have forwarded) and which does not
-//!   come from that pod's own veth is redirected unchanged (bridging semantics).
+//!   come from that pod's own veth is redirected unchanged (bridging semantics). A frame to the
+//!   bridge's MAC (the pods' gateway) from the pod behind this veth (its source address is that
+//!   pod's) to an address of the cluster network that is not a pod of the node is routed as
+//!   the stack would: `bpf_fib_lookup` (incoming interface the bridge, the segment length as
+//!   `tot_len` so the route's MTU is checked), and when the FIB names a fast-path device
+//!   (`ferry.1`, or the underlay with host-gw / direct routing) the TTL is decremented and the
+//!   packet sent with `bpf_redirect_neigh` to the FIB's next hop: bridge, IP input and the
+//!   netfilter hooks are skipped (Cilium's BPF host routing). Anything the FIB does not forward
+//!   out of such a device (a node address, an unreachable network, the udp backend's TUN, a
+//!   packet above the route's MTU, TTL <= 1) is left to the stack.
 //! - [`ferry_node_ingress`]: a `PACKET_HOST` IPv4 packet to a pod of the node, from inside the
 //!   cluster network, is routed as the stack would: Ethernet destination = pod MAC, source =
 //!   the bridge's MAC, TTL decremented with the header checksum fixed. TTL <= 1 and packets above
@@ -38,10 +49,12 @@
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 use aya_ebpf::{
-    helpers::bpf_redirect_peer,
+    bindings::{bpf_fib_lookup, bpf_redir_neigh},
+    helpers::{bpf_fib_lookup as fib_lookup, bpf_redirect_neigh, bpf_redirect_peer},
     macros::{classifier, map},
     maps::{Array, HashMap, PerCpuArray},
     programs::TcContext,
+    EbpfContext as _,
 };
 use ferry_common::{
     fastpath::{FastPathConfig, FastPathStat, PodEndpoint, FP_PODS_MAX_ENTRIES},
@@ -54,12 +67,21 @@ const NEXT: i32 = -1;
 const SHOT: i32 = 2;
 /// Ethernet header length.
 const ETH_HLEN: usize = 14;
+/// [`ETH_HLEN`] as the skb's length type.
+const ETH_HLEN_U32: u32 = 14;
 /// `PACKET_HOST`: the frame was addressed to this device's MAC.
 const PACKET_HOST: u32 = 0;
 /// Offset of the TTL in the IPv4 header.
 const IP_TTL_OFF: usize = 8;
 /// Offset of the header checksum in the IPv4 header.
 const IP_CSUM_OFF: usize = 10;
+/// `AF_INET`.
+const AF_INET: u8 = 2;
+/// `BPF_FIB_LOOKUP_SKIP_NEIGH`: the next hop's address is returned, `bpf_redirect_neigh`
+/// resolves its MAC.
+const BPF_FIB_LOOKUP_SKIP_NEIGH: u32 = 4;
+/// `BPF_FIB_LKUP_RET_SUCCESS`.
+const BPF_FIB_LKUP_RET_SUCCESS: i64 = 0;
 
 /// Pod address -> host veth, pod MAC (`ferry_common::fastpath::names::PODS`).
 #[map(name = "FERRY_FP_PODS")]
@@ -100,7 +122,7 @@ fn pod_ingress(ctx: &TcContext) -> i32 {
     // SAFETY: a `BPF_F_NO_PREALLOC` hash: an element is freed only after an RCU grace period,
     // so the reference stays valid for this run; it is copied at once.
     let Some(pod) = (unsafe { PODS.get(daddr) }).copied() else {
-        return NEXT;
+        return route_out(ctx, &eth);
     };
     if !mac_eq(&pod.mac, &[eth[0], eth[1], eth[2], eth[3], eth[4], eth[5]]) {
         return NEXT;
@@ -111,6 +133,181 @@ fn pod_ingress(ctx: &TcContext) -> i32 {
     }
     count(FastPathStat::PodRedirects);
     redirect_peer(pod.ifindex)
+}
+
+/// A pod's frame to its gateway for another node's pod: routed out of the FIB's device when
+/// that is a fast-path device (see the module header), else left to the stack.
+#[inline(always)]
+fn route_out(ctx: &TcContext, eth: &[u8; ETH_HLEN]) -> i32 {
+    let Some(cfg) = CONFIG.get(0).copied() else {
+        return NEXT;
+    };
+    if (cfg.route_ifindex[0] == 0 && cfg.route_ifindex[1] == 0)
+        || !mac_eq(
+            &cfg.bridge_mac,
+            &[eth[0], eth[1], eth[2], eth[3], eth[4], eth[5]],
+        )
+    {
+        return NEXT;
+    }
+    let Ok(ip) = ctx.load::<[u8; 20]>(ETH_HLEN) else {
+        return NEXT;
+    };
+    if ip[0] >> 4 != 4 {
+        return NEXT;
+    }
+    // IP options (source or record route) are the stack's to process.
+    let ihl = u32::from(ip[0] & 0x0f) * 4;
+    if ihl != 20 {
+        return NEXT;
+    }
+    let saddr = u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]);
+    let daddr = u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]);
+    if !cfg.in_cluster(daddr) {
+        return NEXT;
+    }
+    // Only the pod behind this veth, with its own address (anything else, e.g. a secondary
+    // address the IPAM store does not know, is the stack's).
+    // SAFETY: `skb` is the program's context pointer, valid for the run.
+    let (ifindex, gso_size) = unsafe { ((*ctx.skb.skb).ifindex, (*ctx.skb.skb).gso_size) };
+    // SAFETY: as in `pod_ingress`.
+    match unsafe { PODS.get(saddr) } {
+        Some(src) if src.ifindex == ifindex => {}
+        _ => return NEXT,
+    }
+    let ttl = ip[IP_TTL_OFF];
+    if ttl <= 1 {
+        count(FastPathStat::RoutePass);
+        return NEXT;
+    }
+    let proto = ip[9];
+    let tot_len = u32::from(u16::from_be_bytes([ip[2], ip[3]]));
+    if gso_size == 0 {
+        // The stack trims a frame to the IP length before routing; one whose length disagrees
+        // with its header is the stack's (so the MTU check below sees the real length).
+        if ctx.len() != ETH_HLEN_U32 + tot_len {
+            return NEXT;
+        }
+    } else if proto != IPPROTO_TCP {
+        // UDP GSO may carry a pod's own tunnel, whose segments are longer than the UDP header
+        // and `gso_size` suggest: the stack's forwarding check knows the encapsulation.
+        return NEXT;
+    }
+    let Some(seg_len) = segment_len(ctx, &ip, ihl, gso_size) else {
+        return NEXT;
+    };
+    // SAFETY: `bpf_fib_lookup` is plain data (integers and unions of integers): all-zero is a
+    // valid value.
+    let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    fib.family = AF_INET;
+    fib.l4_protocol = proto;
+    // The ports, for policy rules and the multipath hash (not in a non-first fragment).
+    let first_fragment = ip[6] & 0x1f == 0 && ip[7] == 0;
+    if first_fragment && (proto == IPPROTO_TCP || proto == IPPROTO_UDP) {
+        if let Ok(ports) = ctx.load::<[u8; 4]>(ETH_HLEN + 20) {
+            fib.sport = u16::from_ne_bytes([ports[0], ports[1]]);
+            fib.dport = u16::from_ne_bytes([ports[2], ports[3]]);
+        }
+    }
+    // A segment above the route's MTU makes the FIB answer FRAG_NEEDED: the stack fragments it
+    // or answers "fragmentation needed".
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "a segment of an IPv4 packet is below 64 KiB"
+    )]
+    {
+        fib.__bindgen_anon_1.tot_len = seg_len as u16;
+    }
+    fib.__bindgen_anon_2.tos = ip[1];
+    // Routed as received on the bridge, as the stack would route it.
+    fib.ifindex = if cfg.bridge_ifindex != 0 {
+        cfg.bridge_ifindex
+    } else {
+        ifindex
+    };
+    fib.__bindgen_anon_3.ipv4_src = saddr;
+    fib.__bindgen_anon_4.ipv4_dst = daddr;
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_possible_wrap,
+        reason = "the struct is 64 bytes"
+    )]
+    let size = core::mem::size_of::<bpf_fib_lookup>() as i32;
+    // SAFETY: the helper reads and writes `fib`, a live local of `size` bytes.
+    let rc = unsafe { fib_lookup(ctx.as_ptr(), &raw mut fib, size, BPF_FIB_LOOKUP_SKIP_NEIGH) };
+    if rc != BPF_FIB_LKUP_RET_SUCCESS || !cfg.routes_via(fib.ifindex) {
+        count(FastPathStat::RoutePass);
+        return NEXT;
+    }
+    if let Err(verdict) = decrement_ttl(ctx, ttl, proto) {
+        return verdict;
+    }
+    // SAFETY: plain data, all-zero valid.
+    let mut nh: bpf_redir_neigh = unsafe { core::mem::zeroed() };
+    nh.nh_family = u32::from(AF_INET);
+    // SAFETY: with SKIP_NEIGH the FIB leaves the next hop (gateway or destination) in
+    // `ipv4_dst`; both union members are plain integers.
+    nh.__bindgen_anon_1.ipv4_nh = unsafe { fib.__bindgen_anon_4.ipv4_dst };
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_possible_wrap,
+        reason = "the struct is 20 bytes"
+    )]
+    let nh_size = core::mem::size_of::<bpf_redir_neigh>() as i32;
+    count(FastPathStat::RouteRedirects);
+    // SAFETY: the helper reads `nh`, a live local of `nh_size` bytes.
+    let action = unsafe { bpf_redirect_neigh(fib.ifindex, &raw mut nh, nh_size, 0) };
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "a TC action code (TC_ACT_REDIRECT or TC_ACT_SHOT)"
+    )]
+    let action = action as i32;
+    action
+}
+
+/// The length of the packet on the wire after segmentation: its IP length, or for a GSO packet
+/// the IP header + L4 header + `gso_size` (the stack's check for routed GSO packets). `None`
+/// for a GSO packet that is neither TCP nor UDP or whose TCP header cannot be read.
+#[inline(always)]
+fn segment_len(ctx: &TcContext, ip: &[u8; 20], ihl: u32, gso_size: u32) -> Option<u32> {
+    if gso_size == 0 {
+        return Some(u32::from(u16::from_be_bytes([ip[2], ip[3]])));
+    }
+    let l4_header = if ip[9] == IPPROTO_TCP {
+        let doff = ctx.load::<u8>(ETH_HLEN + ihl as usize + 12).ok()?;
+        u32::from(doff >> 4) * 4
+    } else if ip[9] == IPPROTO_UDP {
+        8
+    } else {
+        return None;
+    };
+    Some(gso_size + ihl + l4_header)
+}
+
+/// Decrements the TTL (`ttl`, > 1) and fixes the header checksum (`l4` is the protocol byte
+/// that shares the checksummed word). `Err` is the verdict when it could not: `NEXT` when
+/// nothing changed, `SHOT` when the TTL changed but the checksum could not follow.
+#[inline(always)]
+fn decrement_ttl(ctx: &TcContext, ttl: u8, l4: u8) -> Result<(), i32> {
+    let new_ttl = ttl - 1;
+    let old_word = u16::from_ne_bytes([ttl, l4]);
+    let new_word = u16::from_ne_bytes([new_ttl, l4]);
+    if ctx.store(ETH_HLEN + IP_TTL_OFF, &new_ttl, 0).is_err() {
+        return Err(NEXT);
+    }
+    if ctx
+        .l3_csum_replace(
+            ETH_HLEN + IP_CSUM_OFF,
+            u64::from(old_word),
+            u64::from(new_word),
+            2,
+        )
+        .is_err()
+    {
+        // The stack would drop a packet with a wrong header checksum anyway.
+        return Err(SHOT);
+    }
+    Ok(())
 }
 
 #[inline(always)]
@@ -155,23 +352,10 @@ fn node_ingress(ctx: &TcContext) -> i32 {
         return NEXT;
     }
     let l4 = ip[9];
-    let too_big = if gso_size == 0 {
-        u32::from(u16::from_be_bytes([ip[2], ip[3]])) > cfg.mtu
-    } else {
-        // A GSO packet is forwardable when each segment fits (the stack's check for routed
-        // GSO packets): payload per segment + IP header + L4 header.
-        let l4_header = if l4 == IPPROTO_TCP {
-            match ctx.load::<u8>(ETH_HLEN + ihl as usize + 12) {
-                Ok(doff) => u32::from(doff >> 4) * 4,
-                Err(_) => return NEXT,
-            }
-        } else if l4 == IPPROTO_UDP {
-            8
-        } else {
-            return NEXT;
-        };
-        gso_size + ihl + l4_header > cfg.mtu
+    let Some(seg_len) = segment_len(ctx, &ip, ihl, gso_size) else {
+        return NEXT;
     };
+    let too_big = seg_len > cfg.mtu;
     if too_big {
         count(FastPathStat::PassTooBig);
         return NEXT;
@@ -184,24 +368,10 @@ fn node_ingress(ctx: &TcContext) -> i32 {
     if ctx.store(0, &macs, 0).is_err() {
         return NEXT;
     }
-    let new_ttl = ttl - 1;
-    let old_word = u16::from_ne_bytes([ttl, l4]);
-    let new_word = u16::from_ne_bytes([new_ttl, l4]);
-    if ctx.store(ETH_HLEN + IP_TTL_OFF, &new_ttl, 0).is_err() {
-        // Only the MACs changed: the stack still routes it (its packet type was set before).
-        return NEXT;
-    }
-    if ctx
-        .l3_csum_replace(
-            ETH_HLEN + IP_CSUM_OFF,
-            u64::from(old_word),
-            u64::from(new_word),
-            2,
-        )
-        .is_err()
-    {
-        // The TTL changed but the checksum could not follow: the stack would drop it anyway.
-        return SHOT;
+    if let Err(verdict) = decrement_ttl(ctx, ttl, l4) {
+        // `NEXT`: only the MACs changed, the stack still routes it (its packet type was set
+        // before).
+        return verdict;
     }
     count(FastPathStat::NodeRedirects);
     redirect_peer(pod.ifindex)
