@@ -361,6 +361,108 @@ fn nodeport_from_outside_local_and_remote_backends_both_policies() {
     assert!(!pin_dir.exists(), "pins and directory removed");
 }
 
+/// An `externalTrafficPolicy: Local` flow from a client whose address lies inside the cluster
+/// network, with the backend's replies routed out of an overlay-like device without crossing
+/// the bridge's reply program (what the pod fast path does with a pod's packets for another
+/// node's pods): nothing translates the reply until `ferry_np_egr` is attached to that device's
+/// egress ([`TcHook::OverlayEgress`]), then the client sees the NodePort answer with its own
+/// address preserved. The first half is the control: the same connection fails.
+#[test]
+fn etp_local_reply_leaving_by_the_overlay_is_translated_at_its_egress() {
+    if !privileged(
+        "nodeport_lab::etp_local_reply_leaving_by_the_overlay_is_translated_at_its_egress",
+    ) {
+        return;
+    }
+    let mut lab = Lab::new();
+    let _s1 = lab.pod1.spawn("python3", &["-c", SERVER, "pod1", "8080"]);
+    // A second link between node1 and the client, standing for the overlay: node1 routes the
+    // client's cluster address 10.244.9.9 through it.
+    veth(&lab.node1, "ov0", &lab.ext, "ov1");
+    lab.node1
+        .sh("ip addr add 10.97.0.1/30 dev ov0 && ip link set ov0 up && \
+         ip route add 10.244.9.0/24 via 10.97.0.2 dev ov0");
+    lab.ext
+        .sh("ip addr add 10.97.0.2/30 dev ov1 && ip link set ov1 up && \
+         ip addr add 10.244.9.9/32 dev lo && \
+         sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.ov1.rp_filter=0 \
+             net.ipv4.conf.u0.rp_filter=0");
+    let pin_dir = lab.bpffs.join("node1");
+    let (mut tc, maps) = NodePortTc::load(&pin_dir).expect("load");
+    // No reply program on the bridge: the reply crosses no reply device.
+    lab.node1
+        .run(|| -> Result<(), String> {
+            for (iface, hook) in [
+                ("u0", TcHook::UnderlayIngress),
+                ("u0", TcHook::UnderlayEgress),
+            ] {
+                tc.attach(iface, hook)
+                    .map_err(|e| format!("{iface}: {e:?}"))?;
+            }
+            Ok(())
+        })
+        .expect("attach");
+    let mut dp = NodePortDatapath::new(
+        maps,
+        NodePortConfig {
+            node_addr: NODE1,
+            nat_ports: 61_000..=65_535,
+            maglev_size: 251,
+            seed: 7,
+        },
+    )
+    .expect("datapath");
+    let pod1 = [Backend {
+        addr: POD1,
+        port: 8080,
+    }];
+    let mut t = ServiceTable::default();
+    t.entries
+        .insert(fe(30081, Proto::Tcp), entry("local", &pod1, true));
+    assert_eq!(dp.sync(&t).expect("sync").failed, 0);
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            lab
+            .node1
+            .try_sh("python3 -c 'import socket; socket.create_connection((\"10.244.1.5\", 8080), timeout=1)'")
+            .status
+            .success()
+        }),
+        "backend listening"
+    );
+    let connect = |lab: &Lab| -> String {
+        let out = lab
+            .ext
+            .command("python3")
+            .args([
+                "-c",
+                "import socket\n\
+                 s = socket.socket(); s.settimeout(2); s.bind(('10.244.9.9', 0))\n\
+                 try:\n\
+                 \x20   s.connect(('10.99.0.10', 30081)); print(s.recv(100).decode())\n\
+                 except Exception as e:\n\
+                 \x20   print('- %s' % e)\n",
+            ])
+            .output()
+            .expect("client");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    // Control: the reply leaves by ov0 with the backend's address; the client refuses it.
+    let before = connect(&lab);
+    assert!(
+        before.starts_with('-'),
+        "connected without the egress program: {before}"
+    );
+    lab.node1
+        .run(|| tc.attach("ov0", TcHook::OverlayEgress))
+        .expect("attach ov0 egress");
+    for _ in 0..3 {
+        assert_eq!(connect(&lab), "pod1 10.244.9.9");
+    }
+    lab.tc = Some(tc);
+    lab.dp = Some(dp);
+}
+
 /// Connect + first byte latency from the external client, `n` rounds: (p50, p99) in µs.
 const LATENCY: &str = r#"
 import socket, sys, time

@@ -187,6 +187,34 @@ fn external_traffic_in_mode(mode: &str) {
         .expect("the apiserver allocates a healthCheckNodePort for lo");
     wait_pods_ready(&k, &["be-1", "be-2"], 90);
     step("pods ready");
+    if mode == "ebpf" {
+        // The ETP Local reverse NAT sits on the egress of the underlay and of `ferry.1` (the
+        // pod fast path routes pods' packets for other nodes' pods straight to `ferry.1`), the
+        // reply program on `ferry.1`'s ingress; bpffs refuses a `.` in a pin name, hence
+        // `ferry%2e1`.
+        let bpffs = c.state()["bpffs"].as_str().map_or_else(
+            || {
+                let name = c.dir().file_name().unwrap().to_string_lossy().into_owned();
+                std::path::PathBuf::from(format!("/sys/fs/bpf/ferry-{name}"))
+            },
+            std::path::PathBuf::from,
+        );
+        for node in ["node-1", "node-2"] {
+            for pin in [
+                "tcx_ferry_np_ext@eth0",
+                "tcx_ferry_np_egr@eth0",
+                "tcx_ferry_np_egr@ferry%2e1",
+                "tcx_ferry_np_rev@ferry%2e1",
+            ] {
+                let pin = bpffs.join(node).join(pin);
+                assert!(
+                    wait_until(Duration::from_secs(20), || pin.exists()),
+                    "{} missing",
+                    pin.display()
+                );
+            }
+        }
+    }
     let (addrs1, addrs2) = (node_addrs(&c, 1), node_addrs(&c, 2));
     assert!(
         addrs1.contains(&n1) && addrs2.contains(&n2),

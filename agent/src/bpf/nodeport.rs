@@ -39,6 +39,10 @@ pub enum TcHook {
     UnderlayEgress,
     /// Ingress of the pod bridge or the overlay device: [`names::REPLY`].
     ReplyIngress,
+    /// Egress of the overlay device: [`names::EGRESS`], for source-preserving replies that
+    /// leave by the overlay without crossing a reply device (the pod fast path sends a pod's
+    /// packets for another node's pods straight to it).
+    OverlayEgress,
 }
 
 impl TcHook {
@@ -46,14 +50,14 @@ impl TcHook {
     pub const fn program(self) -> &'static str {
         match self {
             Self::UnderlayIngress => names::EXTERNAL,
-            Self::UnderlayEgress => names::EGRESS,
+            Self::UnderlayEgress | Self::OverlayEgress => names::EGRESS,
             Self::ReplyIngress => names::REPLY,
         }
     }
 
     fn attach_type(self) -> TcAttachType {
         match self {
-            Self::UnderlayEgress => TcAttachType::Egress,
+            Self::UnderlayEgress | Self::OverlayEgress => TcAttachType::Egress,
             Self::UnderlayIngress | Self::ReplyIngress => TcAttachType::Ingress,
         }
     }
@@ -156,9 +160,39 @@ impl NodePortTc {
     }
 }
 
-/// The pin path of one TCX attachment.
+/// The pin path of one TCX attachment: `tcx_<program>@<iface>`, the interface name escaped by
+/// [`pin_iface`].
 fn link_pin(pin_dir: &Path, program: &str, iface: &str) -> PathBuf {
-    pin_dir.join(format!("{TCX_PREFIX}{program}@{iface}"))
+    pin_dir.join(format!("{TCX_PREFIX}{program}@{}", pin_iface(iface)))
+}
+
+/// An interface name as a bpffs file name may hold it: bpffs refuses any name with a `.`
+/// (`BPF_OBJ_PIN` fails with `EPERM`), and interface names may have one (`ferry.1`), so `.`
+/// becomes `%2e` and `%` itself `%25` (reversed by [`iface_of_pin`]).
+fn pin_iface(iface: &str) -> String {
+    iface.replace('%', "%25").replace('.', "%2e")
+}
+
+/// The interface name a [`pin_iface`] name stands for.
+fn iface_of_pin(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut rest = name;
+    while let Some(i) = rest.find('%') {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        if let Some(t) = tail.strip_prefix("%2e") {
+            out.push('.');
+            rest = t;
+        } else if let Some(t) = tail.strip_prefix("%25") {
+            out.push('%');
+            rest = t;
+        } else {
+            out.push('%');
+            rest = &tail[1..];
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The interfaces `program`'s pinned links are attached to (from the pin names).
@@ -171,7 +205,7 @@ pub fn attached_interfaces(pin_dir: &Path, program: &str) -> Vec<String> {
         .filter_map(|e| {
             e.file_name()
                 .to_str()
-                .and_then(|n| n.strip_prefix(&prefix).map(str::to_owned))
+                .and_then(|n| n.strip_prefix(&prefix).map(iface_of_pin))
         })
         .collect();
     out.sort();
@@ -377,5 +411,23 @@ impl NpMaps {
                 Ok((stat, per_cpu.iter().copied().fold(0, u64::wrapping_add)))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pin_names_hold_no_dot_and_give_the_interface_back() {
+        for iface in ["eth0", "ferry.1", "a.b.c", "x%2e", "%", "v%25.1", "u0"] {
+            let pin = pin_iface(iface);
+            assert!(!pin.contains('.'), "{iface} -> {pin}");
+            assert_eq!(iface_of_pin(&pin), iface, "{pin}");
+        }
+        assert_eq!(
+            link_pin(Path::new("/p"), names::EGRESS, "ferry.1"),
+            Path::new("/p/tcx_ferry_np_egr@ferry%2e1")
+        );
     }
 }

@@ -369,6 +369,10 @@ pub struct ExternalOptions {
     pub underlay: String,
     /// Devices replies of backends arrive on: the pod bridge, the overlay device.
     pub reply_devices: Vec<String>,
+    /// Devices source-preserving replies may leave by without crossing a reply device: the
+    /// overlay device (the pod fast path routes pods' packets for other nodes' pods straight to
+    /// it; with host-gw and direct routing they leave by the underlay, whose egress is hooked).
+    pub egress_devices: Vec<String>,
     /// Node address, NAT ports, Maglev size and seed.
     pub config: NodePortConfig,
 }
@@ -380,8 +384,9 @@ struct External {
     tc: NodePortTc,
     datapath: NodePortDatapath,
     attach: Vec<(String, TcHook, AttachOutcome)>,
-    /// Reply devices that did not exist yet.
-    pending: Vec<String>,
+    /// Reply and egress devices not attached yet (they did not exist yet, or the attach
+    /// failed), and whether a failure on an existing device was logged.
+    pending: Vec<(String, TcHook, bool)>,
     /// When the conntrack GC last ran.
     last_gc: Option<std::time::Instant>,
 }
@@ -390,16 +395,24 @@ struct External {
 const CONNTRACK_GC_PERIOD: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl External {
-    /// Attaches the reply program to the pending devices that exist now.
+    /// Attaches the reply and egress programs to the pending devices that exist now.
     fn attach_pending(&mut self) {
         let pending = std::mem::take(&mut self.pending);
-        for iface in pending {
-            match self.tc.attach(&iface, TcHook::ReplyIngress) {
+        for (iface, hook, warned) in pending {
+            match self.tc.attach(&iface, hook) {
                 Ok(outcome) => {
-                    tracing::info!(%iface, "nodeport: reply program attached");
-                    self.attach.push((iface, TcHook::ReplyIngress, outcome));
+                    tracing::info!(%iface, ?hook, "nodeport: program attached");
+                    self.attach.push((iface, hook, outcome));
                 }
-                Err(_) => self.pending.push(iface),
+                Err(e) => {
+                    // A device that does not exist yet is expected (the bridge comes with the
+                    // first pod); any other failure is said once, then retried quietly.
+                    let exists = ferry_sys::net::if_index(&iface).is_ok();
+                    if exists && !warned {
+                        tracing::warn!(%iface, ?hook, error = %error_chain(&e), "nodeport: attach failed (retried at every sync)");
+                    }
+                    self.pending.push((iface, hook, warned || exists));
+                }
             }
         }
     }
@@ -422,8 +435,12 @@ pub fn external_options(cfg: &crate::config::Config) -> Result<ExternalOptions, 
         .map(|n| n.ip())
         .ok_or_else(|| ProxyError::Bpf(format!("underlay {} has no IPv4 address", cfg.iface)))?;
     let mut reply_devices = vec![crate::subnet::BRIDGE.to_owned()];
+    let mut egress_devices = Vec::new();
     match cfg.backend {
-        Overlay::Vxlan => reply_devices.push(crate::overlay::vxlan::DEVICE.to_owned()),
+        Overlay::Vxlan => {
+            reply_devices.push(crate::overlay::vxlan::DEVICE.to_owned());
+            egress_devices.push(crate::overlay::vxlan::DEVICE.to_owned());
+        }
         // host-gw replies arrive on the underlay; the udp backend's TUN device carries no
         // Ethernet header, which the programs expect.
         Overlay::HostGw | Overlay::Udp => {}
@@ -431,6 +448,7 @@ pub fn external_options(cfg: &crate::config::Config) -> Result<ExternalOptions, 
     Ok(ExternalOptions {
         underlay: cfg.iface.clone(),
         reply_devices,
+        egress_devices,
         config: NodePortConfig {
             node_addr,
             nat_ports: super::nodeport::DEFAULT_NAT_PORTS,
@@ -502,15 +520,25 @@ impl EbpfProxier {
                 .iter()
                 .map(|d| (d.clone(), TcHook::ReplyIngress)),
         );
+        hooks.extend(
+            opts.egress_devices
+                .iter()
+                .map(|d| (d.clone(), TcHook::OverlayEgress)),
+        );
         let mut pending = Vec::new();
         for (iface, hook) in hooks {
             match tc.attach(&iface, hook) {
                 Ok(outcome) => attach.push((iface, hook, outcome)),
                 // The bridge appears with the first pod, the overlay device with the overlay:
                 // retried at every sync.
-                Err(e) if hook == TcHook::ReplyIngress => {
-                    tracing::debug!(%iface, error = %error_chain(&e), "nodeport: reply device not attached yet");
-                    pending.push(iface);
+                Err(e) if matches!(hook, TcHook::ReplyIngress | TcHook::OverlayEgress) => {
+                    let exists = ferry_sys::net::if_index(&iface).is_ok();
+                    if exists {
+                        tracing::warn!(%iface, ?hook, error = %error_chain(&e), "nodeport: attach failed (retried at every sync)");
+                    } else {
+                        tracing::debug!(%iface, ?hook, error = %error_chain(&e), "nodeport: device not attached yet");
+                    }
+                    pending.push((iface, hook, exists));
                 }
                 Err(e) => return Err(bpf_err(e)),
             }
