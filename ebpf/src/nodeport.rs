@@ -34,14 +34,8 @@
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 use aya_ebpf::{
-    bindings::{
-        bpf_fib_lookup, bpf_redir_neigh, bpf_sock_tuple,
-        bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1, BPF_F_CURRENT_NETNS,
-    },
-    helpers::{
-        bpf_fib_lookup as fib_lookup, bpf_ktime_get_ns, bpf_redirect_neigh, bpf_sk_lookup_udp,
-        bpf_sk_release, bpf_skc_lookup_tcp,
-    },
+    bindings::{bpf_sock_tuple, bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1, BPF_F_CURRENT_NETNS},
+    helpers::{bpf_ktime_get_ns, bpf_sk_lookup_udp, bpf_sk_release, bpf_skc_lookup_tcp},
     macros::{classifier, map},
     maps::{Array, HashMap, PerCpuArray},
     programs::TcContext,
@@ -57,6 +51,7 @@ use ferry_common::{
     },
     Lb4Backend, BPF_F_NO_PREALLOC, IPPROTO_TCP, IPPROTO_UDP,
 };
+use ferry_ebpf::fib;
 
 /// Not ours: let the next program / the stack have it (`TCX_NEXT`, `TC_ACT_UNSPEC`).
 const NEXT: i32 = -1;
@@ -70,13 +65,10 @@ const ETH_P_IP_BE: u16 = 0x0800_u16.to_be();
 const IP_CSUM_OFF: usize = ETH_HLEN + 10;
 const IP_SRC_OFF: usize = ETH_HLEN + 12;
 const IP_DST_OFF: usize = ETH_HLEN + 16;
-const AF_INET: u8 = 2;
 const BPF_ANY: u64 = 0;
 const BPF_NOEXIST: u64 = 1;
 const BPF_F_PSEUDO_HDR: u64 = 16;
 const BPF_F_MARK_MANGLED_0: u64 = 32;
-const BPF_FIB_LOOKUP_SKIP_NEIGH: u32 = 4;
-const BPF_FIB_LKUP_RET_SUCCESS: i64 = 0;
 const E2BIG: i64 = 7;
 /// NAT ports tried for a new SNATed flow before it is dropped.
 const NAT_TRIES: u32 = 32;
@@ -913,10 +905,7 @@ fn set_port(
 /// forward (a local address) or cannot route goes up the stack.
 #[inline(always)]
 fn redirect(ctx: &TcContext, p: &Packet, to: &Tuple) -> i32 {
-    // SAFETY: `bpf_fib_lookup` is plain data (integers and unions of integers): all-zero is a
-    // valid value.
-    let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
-    fib.family = AF_INET;
+    let mut fib = fib::request();
     fib.l4_protocol = p.proto;
     fib.sport = to.sport;
     fib.dport = to.dport;
@@ -928,39 +917,12 @@ fn redirect(ctx: &TcContext, p: &Packet, to: &Tuple) -> i32 {
     fib.ifindex = unsafe { (*ctx.skb.skb).ifindex };
     fib.__bindgen_anon_3.ipv4_src = to.saddr;
     fib.__bindgen_anon_4.ipv4_dst = to.daddr;
-    #[expect(
-        clippy::cast_possible_truncation,
-        clippy::cast_possible_wrap,
-        reason = "the struct is 64 bytes"
-    )]
-    let size = core::mem::size_of::<bpf_fib_lookup>() as i32;
-    // SAFETY: the helper reads and writes `fib`, a live local of `size` bytes.
-    let rc = unsafe { fib_lookup(ctx.as_ptr(), &raw mut fib, size, BPF_FIB_LOOKUP_SKIP_NEIGH) };
-    if rc != BPF_FIB_LKUP_RET_SUCCESS {
+    if !fib::lookup(ctx, &mut fib) {
         count(NpStat::FibPass);
         return PASS;
     }
-    // SAFETY: plain data, all-zero valid.
-    let mut nh: bpf_redir_neigh = unsafe { core::mem::zeroed() };
-    nh.nh_family = u32::from(AF_INET);
-    // SAFETY: with SKIP_NEIGH the FIB leaves the next hop (gateway or destination) in
-    // `ipv4_dst`; both union members are plain integers.
-    nh.__bindgen_anon_1.ipv4_nh = unsafe { fib.__bindgen_anon_4.ipv4_dst };
-    #[expect(
-        clippy::cast_possible_truncation,
-        clippy::cast_possible_wrap,
-        reason = "the struct is 20 bytes"
-    )]
-    let nh_size = core::mem::size_of::<bpf_redir_neigh>() as i32;
     count(NpStat::Redirected);
-    // SAFETY: the helper reads `nh`, a live local of `nh_size` bytes.
-    let action = unsafe { bpf_redirect_neigh(fib.ifindex, &raw mut nh, nh_size, 0) };
-    #[expect(
-        clippy::cast_possible_truncation,
-        reason = "a TC action code (TC_ACT_REDIRECT or TC_ACT_SHOT)"
-    )]
-    let action = action as i32;
-    action
+    fib::redirect_neigh(&fib)
 }
 
 /// Adds one to a per-CPU counter.

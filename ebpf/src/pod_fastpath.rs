@@ -49,17 +49,16 @@
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 use aya_ebpf::{
-    bindings::{bpf_fib_lookup, bpf_redir_neigh},
-    helpers::{bpf_fib_lookup as fib_lookup, bpf_redirect_neigh, bpf_redirect_peer},
+    helpers::bpf_redirect_peer,
     macros::{classifier, map},
     maps::{Array, HashMap, PerCpuArray},
     programs::TcContext,
-    EbpfContext as _,
 };
 use ferry_common::{
     fastpath::{FastPathConfig, FastPathStat, PodEndpoint, FP_PODS_MAX_ENTRIES},
     BPF_F_NO_PREALLOC, IPPROTO_TCP, IPPROTO_UDP,
 };
+use ferry_ebpf::fib;
 
 /// `TC_ACT_UNSPEC` (= `TCX_NEXT`): not handled, the next program or the stack decides.
 const NEXT: i32 = -1;
@@ -75,13 +74,6 @@ const PACKET_HOST: u32 = 0;
 const IP_TTL_OFF: usize = 8;
 /// Offset of the header checksum in the IPv4 header.
 const IP_CSUM_OFF: usize = 10;
-/// `AF_INET`.
-const AF_INET: u8 = 2;
-/// `BPF_FIB_LOOKUP_SKIP_NEIGH`: the next hop's address is returned, `bpf_redirect_neigh`
-/// resolves its MAC.
-const BPF_FIB_LOOKUP_SKIP_NEIGH: u32 = 4;
-/// `BPF_FIB_LKUP_RET_SUCCESS`.
-const BPF_FIB_LKUP_RET_SUCCESS: i64 = 0;
 
 /// Pod address -> host veth, pod MAC (`ferry_common::fastpath::names::PODS`).
 #[map(name = "FERRY_FP_PODS")]
@@ -150,14 +142,10 @@ fn route_out(ctx: &TcContext, eth: &[u8; ETH_HLEN]) -> i32 {
     {
         return NEXT;
     }
-    let Ok(ip) = ctx.load::<[u8; 20]>(ETH_HLEN) else {
+    let Some((ip, ihl)) = ipv4_header(ctx) else {
         return NEXT;
     };
-    if ip[0] >> 4 != 4 {
-        return NEXT;
-    }
     // IP options (source or record route) are the stack's to process.
-    let ihl = u32::from(ip[0] & 0x0f) * 4;
     if ihl != 20 {
         return NEXT;
     }
@@ -196,10 +184,7 @@ fn route_out(ctx: &TcContext, eth: &[u8; ETH_HLEN]) -> i32 {
     let Some(seg_len) = segment_len(ctx, &ip, ihl, gso_size) else {
         return NEXT;
     };
-    // SAFETY: `bpf_fib_lookup` is plain data (integers and unions of integers): all-zero is a
-    // valid value.
-    let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
-    fib.family = AF_INET;
+    let mut fib = fib::request();
     fib.l4_protocol = proto;
     // The ports, for policy rules and the multipath hash (not in a non-first fragment).
     let first_fragment = ip[6] & 0x1f == 0 && ip[7] == 0;
@@ -227,42 +212,24 @@ fn route_out(ctx: &TcContext, eth: &[u8; ETH_HLEN]) -> i32 {
     };
     fib.__bindgen_anon_3.ipv4_src = saddr;
     fib.__bindgen_anon_4.ipv4_dst = daddr;
-    #[expect(
-        clippy::cast_possible_truncation,
-        clippy::cast_possible_wrap,
-        reason = "the struct is 64 bytes"
-    )]
-    let size = core::mem::size_of::<bpf_fib_lookup>() as i32;
-    // SAFETY: the helper reads and writes `fib`, a live local of `size` bytes.
-    let rc = unsafe { fib_lookup(ctx.as_ptr(), &raw mut fib, size, BPF_FIB_LOOKUP_SKIP_NEIGH) };
-    if rc != BPF_FIB_LKUP_RET_SUCCESS || !cfg.routes_via(fib.ifindex) {
+    if !fib::lookup(ctx, &mut fib) || !cfg.routes_via(fib.ifindex) {
         count(FastPathStat::RoutePass);
         return NEXT;
     }
     if let Err(verdict) = decrement_ttl(ctx, ttl, proto) {
         return verdict;
     }
-    // SAFETY: plain data, all-zero valid.
-    let mut nh: bpf_redir_neigh = unsafe { core::mem::zeroed() };
-    nh.nh_family = u32::from(AF_INET);
-    // SAFETY: with SKIP_NEIGH the FIB leaves the next hop (gateway or destination) in
-    // `ipv4_dst`; both union members are plain integers.
-    nh.__bindgen_anon_1.ipv4_nh = unsafe { fib.__bindgen_anon_4.ipv4_dst };
-    #[expect(
-        clippy::cast_possible_truncation,
-        clippy::cast_possible_wrap,
-        reason = "the struct is 20 bytes"
-    )]
-    let nh_size = core::mem::size_of::<bpf_redir_neigh>() as i32;
     count(FastPathStat::RouteRedirects);
-    // SAFETY: the helper reads `nh`, a live local of `nh_size` bytes.
-    let action = unsafe { bpf_redirect_neigh(fib.ifindex, &raw mut nh, nh_size, 0) };
-    #[expect(
-        clippy::cast_possible_truncation,
-        reason = "a TC action code (TC_ACT_REDIRECT or TC_ACT_SHOT)"
-    )]
-    let action = action as i32;
-    action
+    fib::redirect_neigh(&fib)
+}
+
+/// The fixed 20 bytes of the IPv4 header after the Ethernet header and the header length in
+/// bytes; `None` when the packet is too short, not version 4 or its IHL below 5.
+#[inline(always)]
+fn ipv4_header(ctx: &TcContext) -> Option<([u8; 20], u32)> {
+    let ip = ctx.load::<[u8; 20]>(ETH_HLEN).ok()?;
+    let ihl = u32::from(ip[0] & 0x0f) * 4;
+    (ip[0] >> 4 == 4 && ihl >= 20).then_some((ip, ihl))
 }
 
 /// The length of the packet on the wire after segmentation: its IP length, or for a GSO packet
@@ -323,16 +290,9 @@ fn node_ingress(ctx: &TcContext) -> i32 {
     if proto != [0x08, 0x00] {
         return NEXT;
     }
-    let Ok(ip) = ctx.load::<[u8; 20]>(ETH_HLEN) else {
+    let Some((ip, ihl)) = ipv4_header(ctx) else {
         return NEXT;
     };
-    if ip[0] >> 4 != 4 {
-        return NEXT;
-    }
-    let ihl = u32::from(ip[0] & 0x0f) * 4;
-    if ihl < 20 {
-        return NEXT;
-    }
     let daddr = u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]);
     // SAFETY: as in `pod_ingress`.
     let Some(pod) = (unsafe { PODS.get(daddr) }).copied() else {
