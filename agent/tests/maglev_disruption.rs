@@ -21,6 +21,8 @@
 
 #![forbid(unsafe_code)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -258,19 +260,15 @@ fn adding_a_backend_moves_about_one_in_n_plus_one_flows() {
 
     let pin_dir = lab.bpffs.join("node1");
     let (mut tc, maps) = NodePortTc::load(&pin_dir).expect("load");
-    lab.node1
-        .run(|| -> Result<(), String> {
-            for (iface, hook) in [
-                ("u0", TcHook::UnderlayIngress),
-                ("u0", TcHook::UnderlayEgress),
-                ("ferry0", TcHook::ReplyIngress),
-            ] {
-                tc.attach(iface, hook)
-                    .map_err(|e| format!("{iface}: {e:?}"))?;
-            }
-            Ok(())
-        })
-        .expect("attach");
+    common::attach_nodeport(
+        &lab.node1,
+        &mut tc,
+        &[
+            ("u0", TcHook::UnderlayIngress),
+            ("u0", TcHook::UnderlayEgress),
+            ("ferry0", TcHook::ReplyIngress),
+        ],
+    );
     let dp = NodePortDatapath::new(
         maps,
         NodePortConfig {

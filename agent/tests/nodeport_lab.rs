@@ -17,6 +17,8 @@
 
 #![forbid(unsafe_code)]
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -178,6 +180,44 @@ impl Lab {
     }
 }
 
+/// Loads the `nodeport` programs with their maps pinned under the lab's bpffs (`node1`),
+/// attaches them in node1 at `hooks`, and returns them with a datapath programmer configured for
+/// node1 (NAT ports 61000-65535, Maglev 251, seed 7).
+fn load_node1(lab: &Lab, hooks: &[(&str, TcHook)]) -> (NodePortTc, NodePortDatapath) {
+    let (mut tc, maps) = NodePortTc::load(&lab.bpffs.join("node1")).expect("load");
+    common::attach_nodeport(&lab.node1, &mut tc, hooks);
+    let dp = NodePortDatapath::new(
+        maps,
+        NodePortConfig {
+            node_addr: NODE1,
+            nat_ports: 61_000..=65_535,
+            maglev_size: 251,
+            seed: 7,
+        },
+    )
+    .expect("datapath");
+    (tc, dp)
+}
+
+/// One ETP Local NodePort, 30081/TCP, over pod1:8080.
+fn local_pod1() -> ServiceTable {
+    let pod1 = [Backend {
+        addr: POD1,
+        port: 8080,
+    }];
+    let mut t = ServiceTable::default();
+    t.entries
+        .insert(fe(30081, Proto::Tcp), entry("local", &pod1, true));
+    t
+}
+
+/// The hooks of a node whose replies arrive on the bridge.
+const NODE1_HOOKS: [(&str, TcHook); 3] = [
+    ("u0", TcHook::UnderlayIngress),
+    ("u0", TcHook::UnderlayEgress),
+    ("ferry0", TcHook::ReplyIngress),
+];
+
 fn entry(name: &str, backends: &[Backend], local: bool) -> Entry {
     Entry {
         service: ServicePortName {
@@ -215,29 +255,7 @@ fn nodeport_from_outside_local_and_remote_backends_both_policies() {
     let _s2 = lab.pod2.spawn("python3", &["-c", SERVER, "pod2", "8080"]);
 
     let pin_dir = lab.bpffs.join("node1");
-    let (mut tc, maps) = NodePortTc::load(&pin_dir).expect("load");
-    let attach = lab.node1.run(|| -> Result<(), String> {
-        for (iface, hook) in [
-            ("u0", TcHook::UnderlayIngress),
-            ("u0", TcHook::UnderlayEgress),
-            ("ferry0", TcHook::ReplyIngress),
-        ] {
-            tc.attach(iface, hook)
-                .map_err(|e| format!("{iface}: {e:?}"))?;
-        }
-        Ok(())
-    });
-    attach.expect("attach");
-    let mut dp = NodePortDatapath::new(
-        maps,
-        NodePortConfig {
-            node_addr: NODE1,
-            nat_ports: 61_000..=65_535,
-            maglev_size: 251,
-            seed: 7,
-        },
-    )
-    .expect("datapath");
+    let (tc, mut dp) = load_node1(&lab, &NODE1_HOOKS);
     let both = [
         Backend {
             addr: POD1,
@@ -387,38 +405,15 @@ fn etp_local_reply_leaving_by_the_overlay_is_translated_at_its_egress() {
          ip addr add 10.244.9.9/32 dev lo && \
          sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.ov1.rp_filter=0 \
              net.ipv4.conf.u0.rp_filter=0");
-    let pin_dir = lab.bpffs.join("node1");
-    let (mut tc, maps) = NodePortTc::load(&pin_dir).expect("load");
     // No reply program on the bridge: the reply crosses no reply device.
-    lab.node1
-        .run(|| -> Result<(), String> {
-            for (iface, hook) in [
-                ("u0", TcHook::UnderlayIngress),
-                ("u0", TcHook::UnderlayEgress),
-            ] {
-                tc.attach(iface, hook)
-                    .map_err(|e| format!("{iface}: {e:?}"))?;
-            }
-            Ok(())
-        })
-        .expect("attach");
-    let mut dp = NodePortDatapath::new(
-        maps,
-        NodePortConfig {
-            node_addr: NODE1,
-            nat_ports: 61_000..=65_535,
-            maglev_size: 251,
-            seed: 7,
-        },
-    )
-    .expect("datapath");
-    let pod1 = [Backend {
-        addr: POD1,
-        port: 8080,
-    }];
-    let mut t = ServiceTable::default();
-    t.entries
-        .insert(fe(30081, Proto::Tcp), entry("local", &pod1, true));
+    let (mut tc, mut dp) = load_node1(
+        &lab,
+        &[
+            ("u0", TcHook::UnderlayIngress),
+            ("u0", TcHook::UnderlayEgress),
+        ],
+    );
+    let t = local_pod1();
     assert_eq!(dp.sync(&t).expect("sync").failed, 0);
     assert!(
         wait_until(Duration::from_secs(10), || {
@@ -489,38 +484,8 @@ fn nodeport_connect_latency_close_to_direct() {
     let mut lab = Lab::new();
     let _s1 = lab.pod1.spawn("python3", &["-c", SERVER, "pod1", "8080"]);
     lab.ext.sh("ip route add 10.244.1.0/24 via 10.99.0.10");
-    let pin_dir = lab.bpffs.join("node1");
-    let (mut tc, maps) = NodePortTc::load(&pin_dir).expect("load");
-    lab.node1
-        .run(|| -> Result<(), String> {
-            for (iface, hook) in [
-                ("u0", TcHook::UnderlayIngress),
-                ("u0", TcHook::UnderlayEgress),
-                ("ferry0", TcHook::ReplyIngress),
-            ] {
-                tc.attach(iface, hook)
-                    .map_err(|e| format!("{iface}: {e:?}"))?;
-            }
-            Ok(())
-        })
-        .expect("attach");
-    let mut dp = NodePortDatapath::new(
-        maps,
-        NodePortConfig {
-            node_addr: NODE1,
-            nat_ports: 61_000..=65_535,
-            maglev_size: 251,
-            seed: 7,
-        },
-    )
-    .expect("datapath");
-    let pod1 = [Backend {
-        addr: POD1,
-        port: 8080,
-    }];
-    let mut t = ServiceTable::default();
-    t.entries
-        .insert(fe(30081, Proto::Tcp), entry("local", &pod1, true));
+    let (tc, mut dp) = load_node1(&lab, &NODE1_HOOKS);
+    let t = local_pod1();
     dp.sync(&t).expect("sync");
     lab.tc = Some(tc);
     lab.dp = Some(dp);
@@ -643,31 +608,7 @@ fn nodeport_bulk_tcp_throughput_close_to_direct() {
     lab.node1
         .sh("sysctl -qw net.ipv4.conf.all.send_redirects=0 net.ipv4.conf.u0.send_redirects=0");
     lab.node2.sh("ip route add 10.99.0.254/32 via 10.99.0.10");
-    let pin_dir = lab.bpffs.join("node1");
-    let (mut tc, maps) = NodePortTc::load(&pin_dir).expect("load");
-    lab.node1
-        .run(|| -> Result<(), String> {
-            for (iface, hook) in [
-                ("u0", TcHook::UnderlayIngress),
-                ("u0", TcHook::UnderlayEgress),
-                ("ferry0", TcHook::ReplyIngress),
-            ] {
-                tc.attach(iface, hook)
-                    .map_err(|e| format!("{iface}: {e:?}"))?;
-            }
-            Ok(())
-        })
-        .expect("attach");
-    let mut dp = NodePortDatapath::new(
-        maps,
-        NodePortConfig {
-            node_addr: NODE1,
-            nat_ports: 61_000..=65_535,
-            maglev_size: 251,
-            seed: 7,
-        },
-    )
-    .expect("datapath");
+    let (tc, mut dp) = load_node1(&lab, &NODE1_HOOKS);
     let sink = |addr| Backend { addr, port: 9000 };
     let mut t = ServiceTable::default();
     t.entries

@@ -554,3 +554,20 @@ pub(crate) fn write_private(path: &Path, contents: &str) {
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     f.write_all(contents.as_bytes()).unwrap();
 }
+
+/// Attaches the `nodeport` programs at `hooks` (interface, hook) inside `ns`, panicking with the
+/// interface that failed.
+pub(crate) fn attach_nodeport(
+    ns: &Netns,
+    tc: &mut ferry_agent::bpf::NodePortTc,
+    hooks: &[(&str, ferry_agent::bpf::TcHook)],
+) {
+    ns.run(|| -> Result<(), String> {
+        for &(iface, hook) in hooks {
+            tc.attach(iface, hook)
+                .map_err(|e| format!("{iface} {hook:?}: {e:?}"))?;
+        }
+        Ok(())
+    })
+    .expect("attach the nodeport programs");
+}
