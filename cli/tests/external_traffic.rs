@@ -189,9 +189,8 @@ fn external_traffic_in_mode(mode: &str) {
     step("pods ready");
     if mode == "ebpf" {
         // The ETP Local reverse NAT sits on the egress of the underlay and of `ferry.1` (the
-        // pod fast path routes pods' packets for other nodes' pods straight to `ferry.1`), the
-        // reply program on `ferry.1`'s ingress; bpffs refuses a `.` in a pin name, hence
-        // `ferry%2e1`.
+        // pod fast path routes pods' packets for other nodes' pods straight to `ferry.1`); bpffs
+        // refuses a `.` in a pin name, hence `ferry%2e1`. No reply program on `ferry.1`.
         let bpffs = c.state()["bpffs"].as_str().map_or_else(
             || {
                 let name = c.dir().file_name().unwrap().to_string_lossy().into_owned();
@@ -204,7 +203,6 @@ fn external_traffic_in_mode(mode: &str) {
                 "tcx_ferry_np_ext@eth0",
                 "tcx_ferry_np_egr@eth0",
                 "tcx_ferry_np_egr@ferry%2e1",
-                "tcx_ferry_np_rev@ferry%2e1",
             ] {
                 let pin = bpffs.join(node).join(pin);
                 assert!(
@@ -213,7 +211,33 @@ fn external_traffic_in_mode(mode: &str) {
                     pin.display()
                 );
             }
+            let rev = bpffs.join(node).join("tcx_ferry_np_rev@ferry%2e1");
+            assert!(!rev.exists(), "{} exists", rev.display());
         }
+        // `ferry.1` deleted behind the agent's back: the overlay recreates it, and the next
+        // Services sync sees the new ifindex and attaches again (a new link behind the pin; the
+        // old one went with the device). The traffic checks below then cross the new device.
+        let pin = bpffs.join("node-1").join("tcx_ferry_np_egr@ferry%2e1");
+        let link_id = || -> Option<u64> {
+            let out = std::process::Command::new("bpftool")
+                .args(["-j", "link", "show", "pinned"])
+                .arg(&pin)
+                .output()
+                .ok()?;
+            serde_json::from_slice::<Value>(&out.stdout).ok()?["id"].as_u64()
+        };
+        let before = link_id().expect("the ferry.1 egress link");
+        let del = std::process::Command::new("ip")
+            .args(["-n", &format!("{}-n1", c.name), "link", "del", "ferry.1"])
+            .status()
+            .unwrap();
+        assert!(del.success(), "ip link del ferry.1");
+        assert!(
+            wait_until(Duration::from_secs(40), || link_id()
+                .is_some_and(|id| id != before)),
+            "ferry.1's egress program not attached again after the device was recreated"
+        );
+        step("ferry.1 recreated, egress program attached again");
     }
     let (addrs1, addrs2) = (node_addrs(&c, 1), node_addrs(&c, 2));
     assert!(

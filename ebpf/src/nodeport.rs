@@ -4,8 +4,8 @@
 //! | program | attached to | job |
 //! |---|---|---|
 //! | [`ferry_np_ext`] | underlay ingress | tracked packets both ways; new flows to an external frontend |
-//! | [`ferry_np_rev`] | bridge and overlay device ingress | tracked packets (backend replies) |
-//! | [`ferry_np_egr`] | underlay egress | replies of source-preserving (ETP Local) flows |
+//! | [`ferry_np_rev`] | bridge ingress | tracked packets (backend replies) |
+//! | [`ferry_np_egr`] | underlay and `ferry.1` egress | replies of source-preserving (ETP Local) flows |
 //!
 //! A new flow (ingress on the underlay, destination in `FERRY_NP4_SVC`): the backend is the
 //! Maglev entry `flow_hash(5-tuple, seed) % size` of the frontend's row (so every node picks the
@@ -107,13 +107,13 @@ fn ferry_np_ext(ctx: TcContext) -> i32 {
     run(&ctx, Hook::External)
 }
 
-/// Bridge / overlay ingress (`names::REPLY`).
+/// Bridge ingress (`names::REPLY`).
 #[classifier]
 fn ferry_np_rev(ctx: TcContext) -> i32 {
     run(&ctx, Hook::Reply)
 }
 
-/// Underlay egress (`names::EGRESS`).
+/// Underlay and `ferry.1` egress (`names::EGRESS`).
 #[classifier]
 fn ferry_np_egr(ctx: TcContext) -> i32 {
     run(&ctx, Hook::Egress)

@@ -32,9 +32,9 @@
 //!   the pod MTU (segments above it for GSO packets) are left to the stack, which answers with
 //!   the ICMP error.
 //!
-//! Anything else returns `TC_ACT_UNSPEC` (`TCX_NEXT`): the next program on the hook (the
-//! NodePort programs share the underlay's ingress) and then the stack see the packet as if this
-//! program did not exist. A missing map entry or an unwritten config means the normal path, so
+//! Anything else returns `TC_ACT_UNSPEC` (`TCX_NEXT`): the stack sees the packet as if this
+//! program did not exist (the NodePort programs, which share the underlay's ingress, are
+//! attached first and have already passed it on). A missing map entry or an unwritten config means the normal path, so
 //! correctness never depends on the maps. Counters per CPU in `FERRY_FP_STATS`
 //! ([`FastPathStat`]).
 //!
@@ -186,9 +186,10 @@ fn route_out(ctx: &TcContext, eth: &[u8; ETH_HLEN]) -> i32 {
     };
     let mut fib = fib::request();
     fib.l4_protocol = proto;
-    // The ports, for policy rules and the multipath hash (not in a non-first fragment).
-    let first_fragment = ip[6] & 0x1f == 0 && ip[7] == 0;
-    if first_fragment && (proto == IPPROTO_TCP || proto == IPPROTO_UDP) {
+    // The ports, for policy rules and the multipath hash; none for any fragment (the kernel's
+    // hash sees none either, so all fragments of a datagram take one path).
+    let fragment = ip[6] & 0x3f != 0 || ip[7] != 0;
+    if !fragment && (proto == IPPROTO_TCP || proto == IPPROTO_UDP) {
         if let Ok(ports) = ctx.load::<[u8; 4]>(ETH_HLEN + 20) {
             fib.sport = u16::from_ne_bytes([ports[0], ports[1]]);
             fib.dport = u16::from_ne_bytes([ports[2], ports[3]]);

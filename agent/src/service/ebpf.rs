@@ -367,7 +367,7 @@ pub struct EbpfProxier {
 pub struct ExternalOptions {
     /// The underlay interface (ingress: new flows and replies; egress: ETP Local replies).
     pub underlay: String,
-    /// Devices replies of backends arrive on: the pod bridge, the overlay device.
+    /// Devices replies of backends arrive on: the pod bridge.
     pub reply_devices: Vec<String>,
     /// Devices source-preserving replies may leave by without crossing a reply device: the
     /// overlay device (the pod fast path routes pods' packets for other nodes' pods straight to
@@ -384,6 +384,9 @@ struct External {
     tc: NodePortTc,
     datapath: NodePortDatapath,
     attach: Vec<(String, TcHook, AttachOutcome)>,
+    /// Every attached (device, hook) with the device's ifindex at the time: a device deleted
+    /// and created again (e.g. `ferry.1` after an underlay address change) lost its link.
+    attached: Vec<(String, TcHook, u32)>,
     /// Reply and egress devices not attached yet (they did not exist yet, or the attach
     /// failed), and whether a failure on an existing device was logged.
     pending: Vec<(String, TcHook, bool)>,
@@ -394,7 +397,32 @@ struct External {
 /// Least time between two conntrack GC walks (unless a backend left).
 const CONNTRACK_GC_PERIOD: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// The entries of `attached` whose device now has another ifindex or none (`index_of`): it was
+/// deleted (and maybe created again), which detached the kernel's link.
+fn moved_devices(
+    attached: &[(String, TcHook, u32)],
+    index_of: impl Fn(&str) -> Option<u32>,
+) -> Vec<usize> {
+    attached
+        .iter()
+        .enumerate()
+        .filter(|(_, (iface, _, index))| index_of(iface) != Some(*index))
+        .map(|(i, _)| i)
+        .collect()
+}
+
 impl External {
+    /// Moves the attachments whose device was deleted or recreated back to the pending list
+    /// (re-attaching replaces the stale pinned link).
+    fn recheck_devices(&mut self) {
+        let moved = moved_devices(&self.attached, |iface| ferry_sys::net::if_index(iface).ok());
+        for i in moved.into_iter().rev() {
+            let (iface, hook, _) = self.attached.remove(i);
+            tracing::info!(%iface, ?hook, "nodeport: device recreated or gone, attaching again");
+            self.pending.push((iface, hook, false));
+        }
+    }
+
     /// Attaches the reply and egress programs to the pending devices that exist now.
     fn attach_pending(&mut self) {
         let pending = std::mem::take(&mut self.pending);
@@ -402,6 +430,9 @@ impl External {
             match self.tc.attach(&iface, hook) {
                 Ok(outcome) => {
                     tracing::info!(%iface, ?hook, "nodeport: program attached");
+                    if let Ok(index) = ferry_sys::net::if_index(&iface) {
+                        self.attached.push((iface.clone(), hook, index));
+                    }
                     self.attach.push((iface, hook, outcome));
                 }
                 Err(e) => {
@@ -434,17 +465,18 @@ pub fn external_options(cfg: &crate::config::Config) -> Result<ExternalOptions, 
         .first()
         .map(|n| n.ip())
         .ok_or_else(|| ProxyError::Bpf(format!("underlay {} has no IPv4 address", cfg.iface)))?;
-    let mut reply_devices = vec![crate::subnet::BRIDGE.to_owned()];
-    let mut egress_devices = Vec::new();
-    match cfg.backend {
-        Overlay::Vxlan => {
-            reply_devices.push(crate::overlay::vxlan::DEVICE.to_owned());
-            egress_devices.push(crate::overlay::vxlan::DEVICE.to_owned());
-        }
-        // host-gw replies arrive on the underlay; the udp backend's TUN device carries no
-        // Ethernet header, which the programs expect.
-        Overlay::HostGw | Overlay::Udp => {}
-    }
+    // Replies of local backends cross the bridge. A remote backend answers the node's underlay
+    // address (the SNAT source), so its replies arrive on the underlay, whatever the backend:
+    // nothing a reply program would translate arrives on `ferry.1`, which gets none (it would
+    // cost a lookup per received VXLAN packet). Its egress does get the egress program, for the
+    // ETP Local replies the pod fast path routes there past the bridge.
+    let reply_devices = vec![crate::subnet::BRIDGE.to_owned()];
+    let egress_devices = match cfg.backend {
+        Overlay::Vxlan => vec![crate::overlay::vxlan::DEVICE.to_owned()],
+        // host-gw replies leave by the underlay, whose egress is hooked; the udp backend's TUN
+        // device carries no Ethernet header, which the programs expect.
+        Overlay::HostGw | Overlay::Udp => Vec::new(),
+    };
     Ok(ExternalOptions {
         underlay: cfg.iface.clone(),
         reply_devices,
@@ -526,9 +558,15 @@ impl EbpfProxier {
                 .map(|d| (d.clone(), TcHook::OverlayEgress)),
         );
         let mut pending = Vec::new();
+        let mut attached = Vec::new();
         for (iface, hook) in hooks {
             match tc.attach(&iface, hook) {
-                Ok(outcome) => attach.push((iface, hook, outcome)),
+                Ok(outcome) => {
+                    if let Ok(index) = ferry_sys::net::if_index(&iface) {
+                        attached.push((iface.clone(), hook, index));
+                    }
+                    attach.push((iface, hook, outcome));
+                }
                 // The bridge appears with the first pod, the overlay device with the overlay:
                 // retried at every sync.
                 Err(e) if matches!(hook, TcHook::ReplyIngress | TcHook::OverlayEgress) => {
@@ -547,6 +585,7 @@ impl EbpfProxier {
             tc,
             datapath,
             attach,
+            attached,
             pending,
             last_gc: None,
         });
@@ -864,6 +903,7 @@ impl Proxier for EbpfProxier {
             destroy_udp_sockets(&self.cgroup, &self.maps, &gone_udp)
         };
         if let Some(ext) = &mut self.external {
+            ext.recheck_devices();
             if !ext.pending.is_empty() {
                 ext.attach_pending();
             }
@@ -1212,6 +1252,26 @@ mod tests {
             port,
             proto: Proto::Tcp,
         }
+    }
+
+    #[test]
+    fn a_device_with_another_index_or_none_is_attached_again() {
+        let attached = vec![
+            ("eth0".to_owned(), TcHook::UnderlayIngress, 2),
+            ("ferry.1".to_owned(), TcHook::OverlayEgress, 3),
+            ("ferry0".to_owned(), TcHook::ReplyIngress, 4),
+        ];
+        let now = |iface: &str| match iface {
+            "eth0" => Some(2),
+            "ferry.1" => Some(9),
+            _ => None,
+        };
+        assert_eq!(moved_devices(&attached, now), [1, 2]);
+        assert!(moved_devices(&attached, |i| attached
+            .iter()
+            .find(|a| a.0 == i)
+            .map(|a| a.2))
+        .is_empty());
     }
 
     #[test]
