@@ -383,10 +383,8 @@ struct External {
     /// Keeps the programs loaded while attached links are swapped.
     tc: NodePortTc,
     datapath: NodePortDatapath,
-    attach: Vec<(String, TcHook, AttachOutcome)>,
-    /// Every attached (device, hook) with the device's ifindex at the time: a device deleted
-    /// and created again (e.g. `ferry.1` after an underlay address change) lost its link.
-    attached: Vec<(String, TcHook, u32)>,
+    /// The current attachments.
+    attached: Vec<Attached>,
     /// Reply and egress devices not attached yet (they did not exist yet, or the attach
     /// failed), and whether a failure on an existing device was logged.
     pending: Vec<(String, TcHook, bool)>,
@@ -397,16 +395,25 @@ struct External {
 /// Least time between two conntrack GC walks (unless a backend left).
 const CONNTRACK_GC_PERIOD: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// One program attached to one device.
+#[derive(Debug, Clone)]
+struct Attached {
+    iface: String,
+    hook: TcHook,
+    /// Created, or an existing pinned link updated.
+    outcome: AttachOutcome,
+    /// The device's ifindex when attached: a device deleted and created again (e.g. `ferry.1`
+    /// after an underlay address change) lost its link.
+    ifindex: u32,
+}
+
 /// The entries of `attached` whose device now has another ifindex or none (`index_of`): it was
 /// deleted (and maybe created again), which detached the kernel's link.
-fn moved_devices(
-    attached: &[(String, TcHook, u32)],
-    index_of: impl Fn(&str) -> Option<u32>,
-) -> Vec<usize> {
+fn moved_devices(attached: &[Attached], index_of: impl Fn(&str) -> Option<u32>) -> Vec<usize> {
     attached
         .iter()
         .enumerate()
-        .filter(|(_, (iface, _, index))| index_of(iface) != Some(*index))
+        .filter(|(_, a)| index_of(&a.iface) != Some(a.ifindex))
         .map(|(i, _)| i)
         .collect()
 }
@@ -417,27 +424,35 @@ impl External {
     fn recheck_devices(&mut self) {
         let moved = moved_devices(&self.attached, |iface| ferry_sys::net::if_index(iface).ok());
         for i in moved.into_iter().rev() {
-            let (iface, hook, _) = self.attached.remove(i);
+            let Attached { iface, hook, .. } = self.attached.remove(i);
             tracing::info!(%iface, ?hook, "nodeport: device recreated or gone, attaching again");
             self.pending.push((iface, hook, false));
         }
     }
 
-    /// Attaches the reply and egress programs to the pending devices that exist now.
+    /// Attaches `hook`'s program to `iface` and records it.
+    fn attach(&mut self, iface: &str, hook: TcHook) -> Result<(), BpfError> {
+        let outcome = self.tc.attach(iface, hook)?;
+        // The device existed a moment ago; if it is gone already the next recheck retries.
+        let ifindex = ferry_sys::net::if_index(iface).unwrap_or(0);
+        self.attached.push(Attached {
+            iface: iface.to_owned(),
+            hook,
+            outcome,
+            ifindex,
+        });
+        Ok(())
+    }
+
+    /// Attaches the reply and egress programs to the pending devices that exist now. A device
+    /// that does not exist yet is expected (the bridge comes with the first pod); any other
+    /// failure is logged once, then retried quietly at every sync.
     fn attach_pending(&mut self) {
         let pending = std::mem::take(&mut self.pending);
         for (iface, hook, warned) in pending {
-            match self.tc.attach(&iface, hook) {
-                Ok(outcome) => {
-                    tracing::info!(%iface, ?hook, "nodeport: program attached");
-                    if let Ok(index) = ferry_sys::net::if_index(&iface) {
-                        self.attached.push((iface.clone(), hook, index));
-                    }
-                    self.attach.push((iface, hook, outcome));
-                }
+            match self.attach(&iface, hook) {
+                Ok(()) => tracing::info!(%iface, ?hook, "nodeport: program attached"),
                 Err(e) => {
-                    // A device that does not exist yet is expected (the bridge comes with the
-                    // first pod); any other failure is said once, then retried quietly.
                     let exists = ferry_sys::net::if_index(&iface).is_ok();
                     if exists && !warned {
                         tracing::warn!(%iface, ?hook, error = %error_chain(&e), "nodeport: attach failed (retried at every sync)");
@@ -540,55 +555,32 @@ impl EbpfProxier {
     /// `BPF_LINK_UPDATE`) to the underlay (ingress + egress) and to every reply device that
     /// exists. The next [`Proxier::sync`] programs the external frontends.
     pub fn enable_external(&mut self, opts: &ExternalOptions) -> Result<(), ProxyError> {
-        let (mut tc, maps) = NodePortTc::load(self.lb.pin_dir()).map_err(bpf_err)?;
+        let (tc, maps) = NodePortTc::load(self.lb.pin_dir()).map_err(bpf_err)?;
         let datapath = NodePortDatapath::new(maps, opts.config.clone())?;
-        let mut attach = Vec::new();
-        let mut hooks = vec![
-            (opts.underlay.clone(), TcHook::UnderlayIngress),
-            (opts.underlay.clone(), TcHook::UnderlayEgress),
-        ];
-        hooks.extend(
-            opts.reply_devices
-                .iter()
-                .map(|d| (d.clone(), TcHook::ReplyIngress)),
-        );
-        hooks.extend(
-            opts.egress_devices
-                .iter()
-                .map(|d| (d.clone(), TcHook::OverlayEgress)),
-        );
-        let mut pending = Vec::new();
-        let mut attached = Vec::new();
-        for (iface, hook) in hooks {
-            match tc.attach(&iface, hook) {
-                Ok(outcome) => {
-                    if let Ok(index) = ferry_sys::net::if_index(&iface) {
-                        attached.push((iface.clone(), hook, index));
-                    }
-                    attach.push((iface, hook, outcome));
-                }
-                // The bridge appears with the first pod, the overlay device with the overlay:
-                // retried at every sync.
-                Err(e) if matches!(hook, TcHook::ReplyIngress | TcHook::OverlayEgress) => {
-                    let exists = ferry_sys::net::if_index(&iface).is_ok();
-                    if exists {
-                        tracing::warn!(%iface, ?hook, error = %error_chain(&e), "nodeport: attach failed (retried at every sync)");
-                    } else {
-                        tracing::debug!(%iface, ?hook, error = %error_chain(&e), "nodeport: device not attached yet");
-                    }
-                    pending.push((iface, hook, exists));
-                }
-                Err(e) => return Err(bpf_err(e)),
-            }
-        }
-        self.external = Some(External {
+        // The bridge appears with the first pod, the overlay device with the overlay: those
+        // are retried at every sync; the underlay must take its programs now.
+        let pending = opts
+            .reply_devices
+            .iter()
+            .map(|d| (d.clone(), TcHook::ReplyIngress, false))
+            .chain(
+                opts.egress_devices
+                    .iter()
+                    .map(|d| (d.clone(), TcHook::OverlayEgress, false)),
+            )
+            .collect();
+        let mut ext = External {
             tc,
             datapath,
-            attach,
-            attached,
+            attached: Vec::new(),
             pending,
             last_gc: None,
-        });
+        };
+        for hook in [TcHook::UnderlayIngress, TcHook::UnderlayEgress] {
+            ext.attach(&opts.underlay, hook).map_err(bpf_err)?;
+        }
+        ext.attach_pending();
+        self.external = Some(ext);
         Ok(())
     }
 
@@ -637,7 +629,12 @@ impl EbpfProxier {
     pub fn external_attach_outcomes(&self) -> Vec<(String, TcHook, AttachOutcome)> {
         self.external
             .as_ref()
-            .map(|e| e.attach.clone())
+            .map(|e| {
+                e.attached
+                    .iter()
+                    .map(|a| (a.iface.clone(), a.hook, a.outcome))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -1256,10 +1253,16 @@ mod tests {
 
     #[test]
     fn a_device_with_another_index_or_none_is_attached_again() {
+        let at = |iface: &str, hook, ifindex| Attached {
+            iface: iface.to_owned(),
+            hook,
+            outcome: AttachOutcome::Created,
+            ifindex,
+        };
         let attached = vec![
-            ("eth0".to_owned(), TcHook::UnderlayIngress, 2),
-            ("ferry.1".to_owned(), TcHook::OverlayEgress, 3),
-            ("ferry0".to_owned(), TcHook::ReplyIngress, 4),
+            at("eth0", TcHook::UnderlayIngress, 2),
+            at("ferry.1", TcHook::OverlayEgress, 3),
+            at("ferry0", TcHook::ReplyIngress, 4),
         ];
         let now = |iface: &str| match iface {
             "eth0" => Some(2),
@@ -1269,8 +1272,8 @@ mod tests {
         assert_eq!(moved_devices(&attached, now), [1, 2]);
         assert!(moved_devices(&attached, |i| attached
             .iter()
-            .find(|a| a.0 == i)
-            .map(|a| a.2))
+            .find(|a| a.iface == i)
+            .map(|a| a.ifindex))
         .is_empty());
     }
 
