@@ -224,16 +224,25 @@ fn killing_the_leading_server_mid_rollout_loses_nothing() {
         std::slice::from_ref(&leader),
         "{st}"
     );
-    // The kubernetes Service lists every replica.
-    let slice = k.json(&["get", "endpointslice", "kubernetes"]);
-    let mut eps: Vec<String> = slice["endpoints"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["addresses"][0].as_str().unwrap().to_owned())
-        .collect();
-    eps.sort();
-    assert_eq!(eps, ["10.99.0.3", "10.99.0.4", "10.99.0.5"]);
+    // The kubernetes Service lists every replica: each replica's endpoint reconciler polls every
+    // 2 s, so right after `ferry up` the slice may still hold only the first one (CI saw that).
+    let eps = || -> Vec<String> {
+        let slice = k.json(&["get", "endpointslice", "kubernetes"]);
+        let mut eps: Vec<String> = slice["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["addresses"][0].as_str().unwrap().to_owned())
+            .collect();
+        eps.sort();
+        eps
+    };
+    let all = ["10.99.0.3", "10.99.0.4", "10.99.0.5"];
+    assert!(
+        ferry_tests::wait_until(Duration::from_secs(10), || eps() == all),
+        "{:?}",
+        eps()
+    );
 
     k.apply(&deployment("v1"));
     k.wait(
