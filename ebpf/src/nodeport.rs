@@ -140,6 +140,21 @@ struct Packet {
     dport: u16,
 }
 
+impl Packet {
+    /// The conntrack key of a packet answering this one (addresses and ports swapped).
+    #[inline(always)]
+    const fn reply_key(&self) -> CtKey {
+        CtKey {
+            saddr: self.daddr,
+            daddr: self.saddr,
+            sport: self.dport,
+            dport: self.sport,
+            proto: self.proto,
+            pad: [0; 3],
+        }
+    }
+}
+
 /// A packet's new addresses.
 #[derive(Clone, Copy)]
 struct Tuple {
@@ -253,14 +268,7 @@ fn release_for_node(ctx: &TcContext, p: &Packet) {
     if unsafe { (*ctx.skb.skb).ingress_ifindex } != 0 {
         return; // forwarded (a translated packet redirected here), not the node's own
     }
-    let reversed = CtKey {
-        saddr: p.daddr,
-        daddr: p.saddr,
-        sport: p.dport,
-        dport: p.sport,
-        proto: p.proto,
-        pad: [0; 3],
-    };
+    let reversed = p.reply_key();
     // SAFETY: as in `run`: a preallocated element, copied at once.
     let Some(old) = (unsafe { CONNTRACK.get(reversed) }).copied() else {
         return;
@@ -539,14 +547,7 @@ fn supersede(p: &Packet) {
     if p.proto != IPPROTO_TCP || p.tcp_flags & (TCP_SYN | TCP_ACK) != TCP_SYN {
         return;
     }
-    let reversed = CtKey {
-        saddr: p.daddr,
-        daddr: p.saddr,
-        sport: p.dport,
-        dport: p.sport,
-        proto: p.proto,
-        pad: [0; 3],
-    };
+    let reversed = p.reply_key();
     // SAFETY: as in `run`: a preallocated element, copied at once.
     let Some(old) = (unsafe { CONNTRACK.get(reversed) }).copied() else {
         return;
