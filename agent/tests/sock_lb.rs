@@ -401,11 +401,13 @@ fn generation_flips_never_show_half_an_update() {
     let spread = got_names(&results);
     assert!(flips >= 10, "only {flips} flips during the run");
     let stats = proxier.maps().stats().expect("stats");
-    let no_slot = stats
-        .iter()
-        .find(|(s, _)| s.name() == "err_no_slot")
-        .map(|(_, n)| *n);
-    assert_eq!(no_slot, Some(0), "{stats:?}");
+    for name in ["err_no_slot", "err_no_backend"] {
+        let n = stats
+            .iter()
+            .find(|(s, _)| s.name() == name)
+            .map(|(_, n)| *n);
+        assert_eq!(n, Some(0), "{name}: {stats:?}");
+    }
     // The service map holds exactly one generation: 1 entry + the live set's slots.
     let live = &sets[flips % 2];
     assert_eq!(

@@ -445,16 +445,9 @@ fn new_flow(ctx: &TcContext, p: &Packet, now: u64) -> i32 {
         count(NpStat::DropNoSlot);
         return DROP;
     };
-    let Some(be_index) = MAGLEV.get(index).copied() else {
-        count(NpStat::DropNoSlot);
-        return DROP;
-    };
-    let be_key = NpBackendKey {
-        row: svc.row,
-        index: be_index,
-    };
-    // SAFETY: as for `SERVICES` (`BPF_F_NO_PREALLOC`), copied at once.
-    let Some(be) = (unsafe { BACKENDS.get(be_key) }).copied() else {
+    // A backend the agent deleted between our two reads (it rewrites the Maglev entry first):
+    // read the entry again, it names a live backend now.
+    let Some(be) = maglev_backend(svc.row, index).or_else(|| maglev_backend(svc.row, index)) else {
         count(NpStat::DropNoSlot);
         return DROP;
     };
@@ -941,6 +934,18 @@ fn count(stat: NpStat) {
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+
+/// The backend named by Maglev entry `index` of `row`, copied out.
+#[inline(always)]
+fn maglev_backend(row: u32, index: u32) -> Option<Lb4Backend> {
+    let be_index = MAGLEV.get(index).copied()?;
+    let key = NpBackendKey {
+        row,
+        index: be_index,
+    };
+    // SAFETY: as for `SERVICES` (`BPF_F_NO_PREALLOC`), copied at once.
+    unsafe { BACKENDS.get(key) }.copied()
+}
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

@@ -15,8 +15,10 @@
 //! (the ClientIP affinity entry if the Service has affinity and the entry is younger than the
 //! timeout, else `bpf_get_prandom_u32() % count + 1`), read the backend id there, the backend's
 //! address in `FERRY_LB4_BE`, rewrite the destination, and remember (socket cookie, backend) ->
-//! frontend in the LRU `FERRY_LB4_RNAT` for the reverse hooks. A slot missing because the agent
-//! flipped the generation between the two lookups is retried once with a fresh service entry.
+//! frontend in the LRU `FERRY_LB4_RNAT` for the reverse hooks. A slot or backend missing because
+//! the agent flipped the generation between the lookups is retried once with a fresh service
+//! entry (the agent never gives a freed backend id to another backend at once, so a stale id
+//! finds nothing rather than a stranger).
 //!
 //! Every outcome is counted per CPU in `FERRY_LB_STATS` (`ferry_common::LbStat`). All maps are
 //! pinned by name (`PinningType::ByName`) under the per-node bpffs directory the agent chooses.
@@ -167,17 +169,13 @@ fn forward(ctx: &SockAddrContext, rewritten: LbStat) -> i32 {
             count(LbStat::AffinityHits);
             hit
         }
-        None => {
-            let Some(backend_id) = pick_slot(&key, svc) else {
-                count(LbStat::ErrNoSlot);
+        None => match pick(&key, svc) {
+            Ok(hit) => hit,
+            Err(stat) => {
+                count(stat);
                 return ALLOW;
-            };
-            let Some(be) = backend(backend_id) else {
-                count(LbStat::ErrNoBackend);
-                return ALLOW;
-            };
-            (backend_id, be)
-        }
+            }
+        },
     };
 
     if svc.affinity().is_some() {
@@ -251,18 +249,27 @@ fn service(key: &Lb4SvcKey) -> Option<Lb4Svc> {
     unsafe { LB4_SERVICES.get(key) }.copied()
 }
 
-/// A random backend id of the service's live generation; retried once with a fresh service
-/// entry if the slot vanished (the agent flipped the generation and deleted the old slots
-/// between our two lookups).
+/// A random backend of the service's live generation (id and address). A slot or a backend
+/// missing because the agent flipped the generation between our lookups (and deleted the old
+/// slots and the backends only they used) is retried once with a fresh service entry: the new
+/// generation's slots and backends were written before the flip.
 #[inline(always)]
-fn pick_slot(key: &Lb4SvcKey, svc: Lb4Svc) -> Option<u32> {
+fn pick(key: &Lb4SvcKey, svc: Lb4Svc) -> Result<(u32, Lb4Backend), LbStat> {
     // SAFETY: a plain helper call.
     let random = unsafe { bpf_get_prandom_u32() };
-    if let Some(id) = slot(key, svc, random) {
-        return Some(id);
+    if let Ok(hit) = pick_in(key, svc, random) {
+        return Ok(hit);
     }
-    let svc = service(key)?;
-    slot(key, svc, random)
+    let svc = service(key).ok_or(LbStat::ErrNoSlot)?;
+    pick_in(key, svc, random)
+}
+
+/// The backend in slot `random % count + 1` of the entry's generation.
+#[inline(always)]
+fn pick_in(key: &Lb4SvcKey, svc: Lb4Svc, random: u32) -> Result<(u32, Lb4Backend), LbStat> {
+    let id = slot(key, svc, random).ok_or(LbStat::ErrNoSlot)?;
+    let be = backend(id).ok_or(LbStat::ErrNoBackend)?;
+    Ok((id, be))
 }
 
 /// The backend id in slot `random % count + 1` of the entry's generation.

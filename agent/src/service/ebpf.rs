@@ -7,7 +7,9 @@
 //! assuming them empty, so a restarted agent adopts the datapath and changes only what differs
 //! (never a flush). Each frontend update is atomic for the programs: the new backend slots go
 //! into the other generation, then the service entry flips (count and generation in one map
-//! update), then the old generation's slots are deleted.
+//! update), then the old generation's slots are deleted. A freed backend id rests for
+//! [`ID_REUSE_AFTER`] before another backend takes it, so a program that read it just before the
+//! deletion finds no backend (and retries with the live generation), never a stranger.
 //!
 //! A frontend that cannot be written (map full, any map error) is rolled back as far as
 //! possible, counted in [`SyncStats::failed`] and retried next sync; the others are served.
@@ -18,11 +20,12 @@
 //! their connected UDP sockets with sock_diag on a thread inside each namespace, and destroys
 //! those the reverse-NAT map ties to a removed (frontend, backend) pair.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddrV4;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use ferry_common::{
     names, Lb4Backend, Lb4RevNatKey, Lb4Svc, Lb4SvcKey, LbStat, LB4_AFFINITY_MAX_ENTRIES,
@@ -169,15 +172,22 @@ impl Datapath {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendIds {
     ids: HashMap<Backend, (u32, usize)>,
-    free: Vec<u32>,
+    /// Freed ids, oldest first, with the time they were freed: reused only after
+    /// [`ID_REUSE_AFTER`].
+    free: VecDeque<(u32, Instant)>,
     next: u32,
 }
+
+/// How long a freed backend id stays unused. A program that read the id from a slot just before
+/// the agent deleted the slot and the backend must find no backend (and retry with the new
+/// generation), never another Service's backend that took the id over meanwhile.
+pub const ID_REUSE_AFTER: Duration = Duration::from_secs(1);
 
 impl Default for BackendIds {
     fn default() -> Self {
         Self {
             ids: HashMap::new(),
-            free: Vec::new(),
+            free: VecDeque::new(),
             next: 1,
         }
     }
@@ -200,7 +210,7 @@ impl BackendIds {
         let next = dp.backends.keys().max().map_or(1, |m| m.saturating_add(1));
         Self {
             ids,
-            free: Vec::new(),
+            free: VecDeque::new(),
             next,
         }
     }
@@ -212,15 +222,33 @@ impl BackendIds {
 
     /// Takes one reference on `b`; returns its id and whether it is new (must be written).
     pub fn acquire(&mut self, b: Backend) -> (u32, bool) {
+        self.acquire_at(b, Instant::now())
+    }
+
+    /// [`Self::acquire`] at time `now`: a freed id is reused once it has been free for
+    /// [`ID_REUSE_AFTER`], else a new one is taken.
+    fn acquire_at(&mut self, b: Backend, now: Instant) -> (u32, bool) {
         if let Some(e) = self.ids.get_mut(&b) {
             e.1 += 1;
             return (e.0, false);
         }
-        let id = self.free.pop().unwrap_or_else(|| {
-            let id = self.next;
-            self.next = self.next.wrapping_add(1).max(1);
-            id
-        });
+        let reusable = self
+            .free
+            .front()
+            .is_some_and(|(_, freed)| now.saturating_duration_since(*freed) >= ID_REUSE_AFTER);
+        let rested = if reusable {
+            self.free.pop_front()
+        } else {
+            None
+        };
+        let id = rested.map_or_else(
+            || {
+                let id = self.next;
+                self.next = self.next.wrapping_add(1).max(1);
+                id
+            },
+            |(id, _)| id,
+        );
         self.ids.insert(b, (id, 1));
         (id, true)
     }
@@ -232,7 +260,7 @@ impl BackendIds {
         if e.1 == 0 {
             let id = e.0;
             self.ids.remove(b);
-            self.free.push(id);
+            self.free.push_back((id, Instant::now()));
             return Some(id);
         }
         None
@@ -254,7 +282,7 @@ impl BackendIds {
     pub fn forget(&mut self, b: &Backend) {
         if let Some((id, 0)) = self.ids.get(b).copied() {
             self.ids.remove(b);
-            self.free.push(id);
+            self.free.push_back((id, Instant::now()));
         }
     }
 
@@ -1457,9 +1485,12 @@ mod tests {
         );
         assert_eq!(ids.release(&be(1)), None);
         assert_eq!(ids.release(&be(1)), Some(1));
-        let (c, new_c) = ids.acquire(be(3));
-        assert_eq!((c, new_c), (1, true), "a freed id is reused");
-        assert_eq!(ids.len(), 2);
+        let freed = Instant::now();
+        let (c, new_c) = ids.acquire_at(be(3), freed);
+        assert_eq!((c, new_c), (3, true), "a freed id rests first");
+        let (d, new_d) = ids.acquire_at(be(4), freed + ID_REUSE_AFTER);
+        assert_eq!((d, new_d), (1, true), "then it is reused");
+        assert_eq!(ids.len(), 3);
     }
 
     fn key(f: &Frontend) -> Lb4SvcKey {
