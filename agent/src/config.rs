@@ -9,7 +9,8 @@
 //!     [--no-masquerade-cidrs CIDR,...] [--metrics-address 127.0.0.1:9465|off] \
 //!     [--service-proxy ebpf|iptables|off] [--proxy-cgroup DIR] [--bpffs-dir DIR] [--proxy-fallback] \
 //!     [--service-cidr 10.96.0.0/12] [--pod-netfilter-bypass true|false] [--pod-fast-path true|false] \
-//!     [--external-datapath true|false] [--maglev-table-size 16381] [--maglev-seed N]
+//!     [--external-datapath true|false] [--external-xdp true|false] [--maglev-table-size 16381] \
+//!     [--maglev-seed N]
 //! ```
 
 use ipnetwork::Ipv4Network;
@@ -171,6 +172,12 @@ pub struct RunArgs {
     /// LB, which serves the node's own processes and pods).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub external_datapath: bool,
+    /// ebpf, with the external datapath: also attach the XDP program (native mode) to the
+    /// underlay, which sends tracked external flows that leave by the underlay again straight
+    /// back out (`XDP_TX`). Off by default: on a veth underlay it strips GSO from the peer, and
+    /// the peer needs an XDP program of its own (see docs/services.md, "XDP").
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    pub external_xdp: bool,
     /// ebpf: size of the Maglev lookup tables for external traffic (prime, 251..=131071).
     #[arg(long, default_value_t = crate::service::maglev::DEFAULT_TABLE_SIZE)]
     pub maglev_table_size: u32,
@@ -230,6 +237,8 @@ pub struct Config {
     pub pod_fast_path: bool,
     /// `--external-datapath`.
     pub external_datapath: bool,
+    /// `--external-xdp`.
+    pub external_xdp: bool,
     /// `--maglev-table-size` (checked prime).
     pub maglev_table_size: u32,
     /// `--maglev-seed`.
@@ -331,6 +340,14 @@ impl RunArgs {
                 problem: "must be at least 1".into(),
             });
         }
+        if self.external_xdp && !(self.external_datapath && self.service_proxy == ProxyMode::Ebpf) {
+            return Err(ConfigError {
+                flag: "external-xdp",
+                problem: "needs --service-proxy ebpf and --external-datapath true (the XDP \
+                          program only accelerates flows the tc datapath tracks)"
+                    .into(),
+            });
+        }
         crate::service::maglev::check_size(self.maglev_table_size).map_err(|e| ConfigError {
             flag: "maglev-table-size",
             problem: e.to_string(),
@@ -366,6 +383,7 @@ impl RunArgs {
             pod_netfilter_bypass: self.pod_netfilter_bypass,
             pod_fast_path: self.pod_fast_path,
             external_datapath: self.external_datapath,
+            external_xdp: self.external_xdp,
             maglev_table_size: self.maglev_table_size,
             maglev_seed: self.maglev_seed,
             service_cidr: self.service_cidr,
@@ -553,7 +571,24 @@ mod tests {
         ])
         .unwrap();
         assert!(!cfg.external_datapath);
+        assert!(!cfg.external_xdp, "XDP is opt-in");
         assert_eq!((cfg.maglev_table_size, cfg.maglev_seed), (251, 42));
+        assert!(
+            parse(&["--token", "t", "--external-xdp", "true"])
+                .unwrap()
+                .external_xdp
+        );
+        for bad in [
+            &["--external-datapath", "false"][..],
+            &["--service-proxy", "iptables"][..],
+        ] {
+            let args: Vec<&str> = ["--token", "t", "--external-xdp", "true"]
+                .into_iter()
+                .chain(bad.iter().copied())
+                .collect();
+            let e = parse(&args).unwrap_err();
+            assert!(e.starts_with("--external-xdp: "), "{bad:?}: {e}");
+        }
         for bad in ["16380", "7", "200003"] {
             let e = parse(&["--token", "t", "--maglev-table-size", bad]).unwrap_err();
             assert!(e.starts_with("--maglev-table-size: "), "{bad}: {e}");

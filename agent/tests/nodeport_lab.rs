@@ -30,7 +30,7 @@ use ferry_agent::service::nodeport::{NodePortConfig, NodePortDatapath};
 use ferry_agent::service::{
     Backend, Entry, Frontend, FrontendKind, Proto, ServicePortName, ServiceTable,
 };
-use ferry_common::nat::names;
+use ferry_common::nat::{names, NpStat};
 use ferry_tests::{privileged, unique, veth, wait_until, Netns};
 
 const NODE1: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 10);
@@ -93,7 +93,9 @@ impl Drop for Lab {
     fn drop(&mut self) {
         self.dp = None;
         self.tc = None;
-        let _ = ferry_agent::bpf::unpin_nodeport(&self.bpffs.join("node1"));
+        for dir in ["node1", "sw"] {
+            let _ = ferry_agent::bpf::unpin_nodeport(&self.bpffs.join(dir));
+        }
         let _ = Command::new("umount").arg(&self.bpffs).status();
         let _ = std::fs::remove_dir(&self.bpffs);
     }
@@ -677,4 +679,263 @@ fn nodeport_bulk_tcp_throughput_close_to_direct() {
             "{what}: NodePort {n_best} Gbit/s vs direct {d_best}"
         );
     }
+}
+
+/// The opt-in XDP program on node1's underlay, with real packets: a NodePort whose backend is
+/// pod2 behind node2 (host-gw), so both directions of the flow leave node1 by the underlay they
+/// arrived on. With full checksums from the senders (tx checksum offload off on the client and
+/// on pod2, as packets from a real wire carry them) the tracked packets go out by `XDP_TX`
+/// (counted; tc redirects only the SYN and the closing packets); with the client's checksum
+/// offload on, the same connections work through tc (the XDP program passes the partial
+/// checksums it cannot update). The attachment is checked with `ip -d -j link`.
+#[test]
+fn xdp_on_the_underlay_sends_tracked_flows_back_out_with_full_checksums() {
+    if !privileged(
+        "nodeport_lab::xdp_on_the_underlay_sends_tracked_flows_back_out_with_full_checksums",
+    ) {
+        return;
+    }
+    const TOTAL: u64 = 64 << 20;
+    let mut lab = Lab::new();
+    let _server = lab.pod2.spawn("python3", &["-c", SERVER, "pod2", "8080"]);
+    let _sink = lab.pod2.spawn("python3", &["-c", SINK, "9000"]);
+    lab.ext.sh("ethtool -K u0 tx off >/dev/null");
+    lab.pod2.sh("ethtool -K eth0 tx off >/dev/null");
+    let mut hooks = NODE1_HOOKS.to_vec();
+    hooks.push(("u0", TcHook::UnderlayXdp));
+    let (tc, mut dp) = load_node1(&lab, &hooks);
+    // XDP_TX on a veth reaches the other end only if that end has an XDP program too: the
+    // switch port gets the pass-through one (from a second load, with its own pins).
+    let (mut sw_tc, _sw_maps) = NodePortTc::load(&lab.bpffs.join("sw")).expect("load (sw)");
+    lab.sw
+        .run(|| sw_tc.attach_xdp_pass("s1"))
+        .expect("XDP pass on the switch port");
+    let pod2 = |port| Backend { addr: POD2, port };
+    let mut t = ServiceTable::default();
+    t.entries
+        .insert(fe(30080, Proto::Tcp), entry("web", &[pod2(8080)], false));
+    t.entries
+        .insert(fe(30090, Proto::Tcp), entry("bulk", &[pod2(9000)], false));
+    assert_eq!(dp.sync(&t).expect("sync").failed, 0);
+    lab.tc = Some(tc);
+    lab.dp = Some(dp);
+
+    // Independent check of the attachment: native (driver) mode, our program.
+    let link: serde_json::Value =
+        serde_json::from_str(&lab.node1.sh("ip -d -j link show u0")).expect("ip -j");
+    let xdp = &link[0]["xdp"];
+    assert_eq!(xdp["mode"], 1, "XDP_ATTACHED_DRV: {link}");
+    assert_eq!(xdp["prog"]["name"], names::XDP, "{link}");
+
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            lab.node2
+                .try_sh("python3 -c 'import socket; socket.create_connection((\"10.244.2.5\", 8080), timeout=1)'")
+                .status
+                .success()
+        }),
+        "backend listening"
+    );
+    let stat = |s: NpStat| {
+        lab.dp
+            .as_ref()
+            .expect("dp")
+            .maps()
+            .stats()
+            .expect("stats")
+            .into_iter()
+            .find(|(k, _)| *k == s)
+            .map_or(0, |(_, n)| n)
+    };
+    let bulk = || -> String {
+        let out = lab
+            .ext
+            .command("python3")
+            .args(["-c", BULK, "10.99.0.10", "30090", &TOTAL.to_string()])
+            .output()
+            .expect("bulk client");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+
+    // Full checksums: the flows' packets take XDP both ways.
+    let answers = lab.client(30080, "tcp", 10);
+    assert_eq!(answers.len(), 10);
+    for (name, peer) in &answers {
+        assert_eq!(
+            (name.as_str(), *peer),
+            ("pod2", NODE1),
+            "SNATed to node1: {answers:?}"
+        );
+    }
+    let line = bulk();
+    assert!(
+        line.starts_with(&format!("{TOTAL} ")),
+        "bulk via XDP: {line}"
+    );
+    let (tx, redirected) = (stat(NpStat::XdpTx), stat(NpStat::Redirected));
+    println!("full checksums: {line} Gbit/s; xdp_tx {tx}, tc redirected {redirected}");
+    // 64 MB is > 40000 segments one way (GSO is off toward node1 while XDP is attached); tc
+    // saw the SYNs, FINs and the first packets of each direction only.
+    assert!(tx > 10_000, "xdp_tx {tx}");
+    assert!(
+        redirected < tx / 20,
+        "tc redirected {redirected} vs xdp {tx}"
+    );
+
+    // The client's checksum offload on: its packets reach XDP with partial checksums and are
+    // left to tc; everything still works.
+    lab.ext.sh("ethtool -K u0 tx on >/dev/null");
+    let partial_before = stat(NpStat::XdpPassPartialCsum);
+    let answers = lab.client(30080, "tcp", 10);
+    assert!(
+        answers.iter().all(|(n, p)| n == "pod2" && *p == NODE1),
+        "{answers:?}"
+    );
+    let line = bulk();
+    assert!(
+        line.starts_with(&format!("{TOTAL} ")),
+        "bulk via tc: {line}"
+    );
+    let partial = stat(NpStat::XdpPassPartialCsum) - partial_before;
+    println!("partial checksums: {line} Gbit/s; xdp_pass_partial_csum {partial}");
+    assert!(partial > 100, "{partial}");
+}
+
+/// The XDP program against tc alone for a NodePort whose backend is behind node2 (host-gw), the
+/// case XDP serves, senders with full checksums (tx checksum offload off on the client and on
+/// pod2) in both modes. Rounds alternate: "tc" is the plain lab (no XDP anywhere, GSO intact),
+/// "xdp" adds the XDP program on node1's underlay and the pass-through one on its switch port
+/// (which the veth needs; each strips GSO from the other end). Prints the medians with min-max
+/// of 64 MB bulk transfers and connect + first byte latency; fails only on a broken transfer.
+#[test]
+fn xdp_against_tc_for_a_backend_behind_the_underlay() {
+    if !privileged("nodeport_lab::xdp_against_tc_for_a_backend_behind_the_underlay") {
+        return;
+    }
+    const TOTAL: u64 = 64 << 20;
+    const ROUNDS: usize = 5;
+    let mut lab = Lab::new();
+    let _server = lab.pod2.spawn("python3", &["-c", SERVER, "pod2", "8080"]);
+    let _sink = lab.pod2.spawn("python3", &["-c", SINK, "9000"]);
+    lab.ext.sh("ethtool -K u0 tx off >/dev/null");
+    lab.pod2.sh("ethtool -K eth0 tx off >/dev/null");
+    let (tc, mut dp) = load_node1(&lab, &NODE1_HOOKS);
+    let (mut sw_tc, _sw_maps) = NodePortTc::load(&lab.bpffs.join("sw")).expect("load (sw)");
+    let pod2 = |port| Backend { addr: POD2, port };
+    let mut t = ServiceTable::default();
+    t.entries
+        .insert(fe(30080, Proto::Tcp), entry("web", &[pod2(8080)], false));
+    t.entries
+        .insert(fe(30090, Proto::Tcp), entry("bulk", &[pod2(9000)], false));
+    assert_eq!(dp.sync(&t).expect("sync").failed, 0);
+    lab.tc = Some(tc);
+    lab.dp = Some(dp);
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            lab.node2
+                .try_sh("python3 -c 'import socket; socket.create_connection((\"10.244.2.5\", 8080), timeout=1)'")
+                .status
+                .success()
+        }),
+        "backend listening"
+    );
+    let node1_pins = lab.bpffs.join("node1");
+    let sw_pins = lab.bpffs.join("sw");
+    let mut set_xdp = |lab: &mut Lab, on: bool| {
+        if on {
+            let tc = lab.tc.as_mut().expect("tc");
+            lab.node1.run(|| tc.attach_xdp("u0")).expect("xdp on u0");
+            lab.sw
+                .run(|| sw_tc.attach_xdp_pass("s1"))
+                .expect("pass on s1");
+        } else {
+            ferry_agent::bpf::detach_xdp(&node1_pins, "u0").expect("detach");
+            let pass = sw_pins.join(format!("xdp_{}@s1", names::XDP_PASS));
+            let _ = std::fs::remove_file(pass);
+            assert!(
+                wait_until(Duration::from_secs(5), || {
+                    !lab.node1.sh("ip -j link show u0").contains("\"xdp\"")
+                        && !lab.sw.sh("ip -j link show s1").contains("\"xdp\"")
+                }),
+                "XDP detached"
+            );
+        }
+    };
+    let bulk = |lab: &Lab| -> f64 {
+        let out = lab
+            .ext
+            .command("python3")
+            .args(["-c", BULK, "10.99.0.10", "30090", &TOTAL.to_string()])
+            .output()
+            .expect("bulk client");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut it = text.split_whitespace();
+        assert_eq!(
+            it.next().and_then(|x| x.parse().ok()),
+            Some(TOTAL),
+            "{text}"
+        );
+        it.next().and_then(|x| x.parse().ok()).expect("Gbit/s")
+    };
+    let latency = |lab: &Lab| -> f64 {
+        let out = lab
+            .ext
+            .command("python3")
+            .args(["-c", LATENCY, "10.99.0.10", "30080", "300"])
+            .output()
+            .expect("latency client");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.split_whitespace()
+            .next()
+            .and_then(|x| x.parse().ok())
+            .unwrap_or_else(|| panic!("latency: {text}"))
+    };
+    let (mut tc_bulk, mut xdp_bulk, mut tc_lat, mut xdp_lat) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let xdp_tx_before = lab.dp.as_ref().expect("dp").maps().stats().expect("stats");
+    for round in 0..ROUNDS {
+        // Alternate which mode goes first.
+        for on in if round % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        } {
+            set_xdp(&mut lab, on);
+            let (b, l) = (bulk(&lab), latency(&lab));
+            if on {
+                xdp_bulk.push(b);
+                xdp_lat.push(l);
+            } else {
+                tc_bulk.push(b);
+                tc_lat.push(l);
+            }
+        }
+    }
+    set_xdp(&mut lab, false);
+    let xdp_tx = lab
+        .dp
+        .as_ref()
+        .expect("dp")
+        .maps()
+        .stats()
+        .expect("stats")
+        .into_iter()
+        .zip(xdp_tx_before)
+        .find(|((s, _), _)| *s == NpStat::XdpTx)
+        .map_or(0, |((_, a), (_, b))| a - b);
+    let summary = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (v[v.len() / 2], v[0], v[v.len() - 1])
+    };
+    let (tb, xb, tl, xl) = (
+        summary(&mut tc_bulk),
+        summary(&mut xdp_bulk),
+        summary(&mut tc_lat),
+        summary(&mut xdp_lat),
+    );
+    println!(
+        "NodePort to a host-gw backend, {ROUNDS} rounds, median [min-max]: bulk 64 MB tc {:.2} [{:.2}-{:.2}] Gbit/s, xdp {:.2} [{:.2}-{:.2}] Gbit/s, ratio {:.3}; connect+first byte p50 tc {:.1} [{:.1}-{:.1}] µs, xdp {:.1} [{:.1}-{:.1}] µs, ratio {:.3}; xdp_tx {xdp_tx}",
+        tb.0, tb.1, tb.2, xb.0, xb.1, xb.2, xb.0 / tb.0, tl.0, tl.1, tl.2, xl.0, xl.1, xl.2, xl.0 / tl.0
+    );
+    assert!(xdp_tx > 10_000, "the xdp rounds went through XDP: {xdp_tx}");
 }

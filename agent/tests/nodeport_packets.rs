@@ -36,6 +36,8 @@ const SEED: u64 = 0x5eed;
 const TC_ACT_OK: u32 = 0;
 const TC_ACT_SHOT: u32 = 2;
 const TC_ACT_REDIRECT: u32 = 7;
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
 const NEXT: u32 = u32::MAX;
 const SYN: u8 = 0x02;
 const ACK: u8 = 0x10;
@@ -110,6 +112,24 @@ impl World {
             .netns
             .run(|| ferry_sys::bpf::prog_test_run(fd, packet, 2048))
             .expect("BPF_PROG_TEST_RUN");
+        (r.retval, r.data_out)
+    }
+
+    /// Runs the XDP program once on `packet`, as arriving on `u0` inside the namespace.
+    fn run_xdp(&self, packet: &[u8]) -> (u32, Vec<u8>) {
+        let fd: BorrowedFd<'_> = self
+            .tc
+            .as_ref()
+            .expect("programs")
+            .xdp_program_fd()
+            .expect("fd");
+        let r = self
+            .netns
+            .run(|| {
+                let ifindex = ferry_sys::net::if_index("u0")?;
+                ferry_sys::bpf::prog_test_run_xdp(fd, packet, 2048, ifindex)
+            })
+            .expect("BPF_PROG_TEST_RUN (xdp)");
         (r.retval, r.data_out)
     }
 
@@ -303,6 +323,26 @@ fn dst_of(p: &[u8]) -> SocketAddrV4 {
         Ipv4Addr::new(p[30], p[31], p[32], p[33]),
         u16::from_be_bytes([p[36], p[37]]),
     )
+}
+
+/// `p` with its L4 checksum field holding only the pseudo-header sum, as a sender with
+/// checksum offload leaves it (`CHECKSUM_PARTIAL`).
+fn partial_checksum(mut p: Vec<u8>, csum_off: usize) -> Vec<u8> {
+    let total = usize::from(u16::from_be_bytes([p[16], p[17]]));
+    let mut acc = sum16(&p[26..34], 0);
+    acc += u32::from(p[23]);
+    acc += u32::try_from(total - 20).expect("len");
+    let pseudo = !fold(acc);
+    p[csum_off..csum_off + 2].copy_from_slice(&pseudo.to_be_bytes());
+    p
+}
+
+fn mac_of(p: &[u8]) -> ([u8; 6], [u8; 6]) {
+    let mut dst = [0; 6];
+    let mut src = [0; 6];
+    dst.copy_from_slice(&p[0..6]);
+    src.copy_from_slice(&p[6..12]);
+    (dst, src)
 }
 
 fn assert_checksums_valid(p: &[u8]) {
@@ -892,6 +932,148 @@ fn cluster_policy_to_a_host_network_backend_on_this_node_keeps_the_source() {
     assert_eq!(verdict, TC_ACT_OK);
     assert_eq!((src_of(&back), dst_of(&back)), (front, client));
     assert_checksums_valid(&back);
+}
+
+/// The XDP program (`ferry_np_xdp`, opt-in): a tracked flow whose translated destination leaves
+/// by the underlay again (a host-gw backend on another node, the reply back to the client) is
+/// translated with valid checksums, new MACs from the FIB, and `XDP_TX`; everything else is
+/// passed to tc untouched: a sender's partial checksum, a destination on another device, an
+/// unresolved next hop, state-changing TCP flags, untracked and malformed packets.
+#[test]
+fn xdp_sends_tracked_underlay_hairpins_back_out_and_leaves_the_rest_to_tc() {
+    if !privileged(
+        "nodeport_packets::xdp_sends_tracked_underlay_hairpins_back_out_and_leaves_the_rest_to_tc",
+    ) {
+        return;
+    }
+    const REMOTE: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 5);
+    const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x11];
+    const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xfe];
+    let mut w = World::new("npxdp");
+    w.netns
+        .sh("ip route add 10.244.2.0/24 via 10.99.0.11 dev u0 && \
+         ip neigh replace 10.99.0.11 lladdr 02:00:00:00:00:11 dev u0 nud permanent && \
+         ip neigh replace 10.99.0.254 lladdr 02:00:00:00:00:fe dev u0 nud permanent && \
+         ip neigh replace 10.244.1.5 lladdr 02:00:00:00:01:05 dev d0 nud permanent && \
+         ip neigh replace 10.244.1.6 lladdr 02:00:00:00:01:06 dev d0 nud permanent");
+    let u0_mac: [u8; 6] = {
+        let out = w.netns.sh("cat /sys/class/net/u0/address");
+        let bytes: Vec<u8> = out
+            .trim()
+            .split(':')
+            .map(|h| u8::from_str_radix(h, 16).expect("mac"))
+            .collect();
+        bytes.try_into().expect("6 bytes")
+    };
+    let mut t = table();
+    let remote = be(REMOTE);
+    t.entries.insert(
+        fe(30082, Proto::Tcp),
+        entry("remote", FrontendKind::NodePort, &[remote], false),
+    );
+    t.entries.insert(
+        fe(30054, Proto::Udp),
+        entry("remote-dns", FrontendKind::NodePort, &[remote], false),
+    );
+    w.dp().sync(&t).expect("sync");
+    let client = SocketAddrV4::new(CLIENT, 41_000);
+    let front = SocketAddrV4::new(NODE, 30082);
+    let backend = SocketAddrV4::new(REMOTE, 8080);
+
+    // Untracked (the SYN of a new flow, or any packet without an entry): tc's job.
+    let syn = packet(Proto::Tcp, client, front, SYN, false);
+    assert_eq!(w.run_xdp(&syn), (XDP_PASS, syn.clone()));
+    let ack = packet(Proto::Tcp, client, front, ACK, false);
+    assert_eq!(w.run_xdp(&ack), (XDP_PASS, ack.clone()), "no entry yet");
+    // tc takes the SYN and creates the pair.
+    let (verdict, out) = w.run(names::EXTERNAL, &syn);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let nat = src_of(&out);
+    assert_eq!((*nat.ip(), dst_of(&out)), (NODE, backend));
+
+    // The next packet of the flow: translated by XDP and sent back out of u0 to node2.
+    let before = w.stat(NpStat::CtOriginal);
+    let (verdict, out) = w.run_xdp(&ack);
+    assert_eq!(verdict, XDP_TX);
+    assert_eq!((src_of(&out), dst_of(&out)), (nat, backend));
+    assert_eq!(
+        mac_of(&out),
+        (PEER_MAC, u0_mac),
+        "next hop's MAC from the FIB"
+    );
+    assert_checksums_valid(&out);
+    assert_eq!(&out[54..], b"ferry-nodeport", "payload untouched");
+    assert_eq!(out[22], 64, "TTL as tc leaves it");
+    assert_eq!(w.stat(NpStat::XdpTx), 1);
+    assert_eq!(w.stat(NpStat::CtOriginal), before + 1);
+    // tc would have produced the same packet (but for the MACs, which it leaves to the
+    // neighbour layer).
+    let (_, by_tc) = w.run(names::EXTERNAL, &ack);
+    assert_eq!(&by_tc[12..], &out[12..]);
+
+    // The backend's answer arrives on u0 and goes back to the client the same way.
+    let answer = packet(Proto::Tcp, backend, nat, ACK, false);
+    let (verdict, back) = w.run_xdp(&answer);
+    assert_eq!(verdict, XDP_TX);
+    assert_eq!((src_of(&back), dst_of(&back)), (front, client));
+    assert_eq!(mac_of(&back), (CLIENT_MAC, u0_mac));
+    assert_checksums_valid(&back);
+    assert_eq!(w.stat(NpStat::XdpTx), 2);
+
+    // A local sender's partial checksum cannot be updated in XDP: untouched, to tc.
+    let partial = partial_checksum(ack.clone(), 50);
+    assert_eq!(w.run_xdp(&partial), (XDP_PASS, partial.clone()));
+    assert_eq!(w.stat(NpStat::XdpPassPartialCsum), 1);
+    // tc translates it (with the skb's checksum state, which XDP does not see; the lab test
+    // checks the result on the wire).
+    let (verdict, by_tc) = w.run(names::EXTERNAL, &partial);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!((src_of(&by_tc), dst_of(&by_tc)), (nat, backend));
+
+    // State changes stay with tc: FIN and RST of the tracked flow pass untouched.
+    for flags in [ACK | 0x01, 0x04] {
+        let p = packet(Proto::Tcp, client, front, flags, false);
+        assert_eq!(w.run_xdp(&p), (XDP_PASS, p.clone()), "flags {flags:#x}");
+    }
+
+    // A flow whose backend is on this node's bridge (another device): passed to tc.
+    let local_front = SocketAddrV4::new(NODE, 30080);
+    let client2 = SocketAddrV4::new(CLIENT, 41_001);
+    let (verdict, _) = w.run(
+        names::EXTERNAL,
+        &packet(Proto::Tcp, client2, local_front, SYN, false),
+    );
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let ack2 = packet(Proto::Tcp, client2, local_front, ACK, false);
+    assert_eq!(w.run_xdp(&ack2), (XDP_PASS, ack2.clone()));
+    assert_eq!(w.stat(NpStat::XdpPassRoute), 1);
+
+    // UDP: a zero checksum stays zero, a real one stays valid.
+    let ufront = SocketAddrV4::new(NODE, 30054);
+    for (port, zero) in [(41_002, true), (41_003, false)] {
+        let uclient = SocketAddrV4::new(CLIENT, port);
+        let d = packet(Proto::Udp, uclient, ufront, 0, zero);
+        assert_eq!(w.run(names::EXTERNAL, &d).0, TC_ACT_REDIRECT);
+        let (verdict, out) = w.run_xdp(&d);
+        assert_eq!(verdict, XDP_TX, "udp zero={zero}");
+        assert_eq!(dst_of(&out), backend);
+        if zero {
+            assert_eq!(&out[40..42], &[0, 0], "no checksum stays none");
+            assert_eq!(ip_sum(&out), 0);
+        } else {
+            assert_checksums_valid(&out);
+        }
+    }
+
+    // Truncated: the L4 header cut short.
+    let cut = ack[..40].to_vec();
+    assert_eq!(w.run_xdp(&cut), (XDP_PASS, cut.clone()));
+
+    // The next hop's neighbour unresolved: tc's bpf_redirect_neigh resolves it.
+    w.netns.sh("ip neigh del 10.99.0.11 dev u0");
+    let routed_before = w.stat(NpStat::XdpPassRoute);
+    assert_eq!(w.run_xdp(&ack), (XDP_PASS, ack.clone()));
+    assert_eq!(w.stat(NpStat::XdpPassRoute), routed_before + 1);
 }
 
 #[test]

@@ -475,3 +475,77 @@ fn without_the_tc_datapath_a_previous_agents_tc_programs_are_detached() {
         drop(p);
     }
 }
+
+/// `--external-xdp`: the agent attaches the XDP program to the underlay in native mode through
+/// a pinned link (checked with `ip -d -j link`), a restarted agent adopts that link
+/// (`BPF_LINK_UPDATE`, same link), and an agent started without the flag detaches it.
+#[test]
+fn external_xdp_is_attached_adopted_and_detached_when_turned_off() {
+    if !privileged("sock_lb::external_xdp_is_attached_adopted_and_detached_when_turned_off") {
+        return;
+    }
+    use ferry_agent::bpf::{xdp_interfaces, TcHook};
+    use ferry_agent::service::ebpf::ExternalOptions;
+    use ferry_agent::service::nodeport::NodePortConfig;
+    let lab = Lab::new("slxdp");
+    lab.netns.sh(
+        "ip link add ext0 type veth peer name ext1 && ip addr add 10.99.0.10/24 dev ext0 && \
+         ip link set ext1 up && ip link set ext0 up",
+    );
+    let opts = |xdp| ExternalOptions {
+        underlay: "ext0".into(),
+        reply_devices: Vec::new(),
+        egress_devices: Vec::new(),
+        config: NodePortConfig {
+            node_addr: Ipv4Addr::new(10, 99, 0, 10),
+            nat_ports: 61_000..=65_535,
+            maglev_size: 251,
+            seed: 7,
+        },
+        xdp,
+    };
+    let xdp_of = || -> serde_json::Value {
+        let link: serde_json::Value =
+            serde_json::from_str(&lab.netns.sh("ip -d -j link show ext0")).expect("ip -j");
+        link[0]["xdp"].clone()
+    };
+    let mut ids = Vec::new();
+    for round in 0..2 {
+        let mut p = lab.proxier();
+        assert!(lab.netns.run(|| p.configure_external(Some(Ok(opts(true))))));
+        let outcome = p
+            .external_attach_outcomes()
+            .into_iter()
+            .find(|(i, h, _)| i == "ext0" && *h == TcHook::UnderlayXdp)
+            .map(|(_, _, o)| o);
+        let want = if round == 0 {
+            AttachOutcome::Created
+        } else {
+            AttachOutcome::Updated
+        };
+        assert_eq!(outcome, Some(want), "round {round}");
+        let xdp = xdp_of();
+        assert_eq!(xdp["mode"], 1, "native mode: {xdp}");
+        assert_eq!(xdp["prog"]["name"], ferry_common::nat::names::XDP, "{xdp}");
+        assert_eq!(xdp_interfaces(&lab.pin_dir), vec!["ext0".to_owned()]);
+        ids.push(xdp["prog"]["id"].as_u64().expect("prog id"));
+        drop(p);
+        // The pinned link keeps the program attached while no agent runs.
+        assert_eq!(xdp_of()["mode"], 1, "round {round}: still attached");
+    }
+    assert_ne!(
+        ids[0], ids[1],
+        "the restarted agent's own program behind the link"
+    );
+    let mut p = lab.proxier();
+    assert!(lab
+        .netns
+        .run(|| p.configure_external(Some(Ok(opts(false))))));
+    assert!(xdp_interfaces(&lab.pin_dir).is_empty(), "pin removed");
+    assert!(
+        wait_until(Duration::from_secs(5), || xdp_of().is_null()),
+        "XDP detached: {}",
+        xdp_of()
+    );
+    drop(p);
+}

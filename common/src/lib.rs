@@ -15,6 +15,7 @@
 //! | module | what |
 //! |---|---|
 //! | [`names`] | map, program and pin names both sides spell |
+//! | [`csum`] | Internet checksum arithmetic for the XDP program (no checksum helpers there) |
 //! | [`lb`] | the socket load balancer's maps: service/slot, backend, reverse NAT, affinity |
 //! | [`stats`] | the per-CPU counter indexes ([`LbStat`]) |
 //! | [`fastpath`] | the pod fast path's maps: pod endpoints, config, counters |
@@ -25,6 +26,7 @@
 
 #![no_std]
 
+pub mod csum;
 pub mod fastpath;
 pub mod lb;
 pub mod names;

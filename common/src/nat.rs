@@ -45,10 +45,16 @@ pub mod names {
     pub const REPLY: &str = "ferry_np_rev";
     /// Underlay egress: reverse NAT of replies whose source was preserved (ETP Local).
     pub const EGRESS: &str = "ferry_np_egr";
+    /// Underlay XDP (opt-in): tracked packets whose translated destination is reached through
+    /// the underlay again, sent back out at once (`XDP_TX`); everything else goes on to tc.
+    pub const XDP: &str = "ferry_np_xdp";
+    /// An XDP program that passes everything, for the far end of a veth underlay (the lab's
+    /// switch ports), which must have one for `XDP_TX` frames to be delivered.
+    pub const XDP_PASS: &str = "ferry_xdp_pass";
 
     /// Every map of the object, sorted.
     pub const MAPS: [&str; 6] = [BACKENDS, CONFIG, CONNTRACK, MAGLEV, SERVICES, STATS];
-    /// Every program of the object, sorted.
+    /// Every tc program of the object, sorted ([`XDP`] is the other one).
     pub const PROGRAMS: [&str; 3] = [EGRESS, EXTERNAL, REPLY];
 }
 
@@ -392,11 +398,20 @@ pub enum NpStat {
     NatPortInTimeWait = 16,
     /// External flows superseded by the node's own new connection on their NAT tuple.
     SupersededByNode = 17,
+    /// Tracked packets translated by the XDP program and sent back out of the underlay.
+    XdpTx = 18,
+    /// Tracked packets the XDP program left to tc because their L4 checksum field holds only
+    /// the pseudo-header sum (a local sender's `CHECKSUM_PARTIAL`; XDP cannot update that).
+    XdpPassPartialCsum = 19,
+    /// Tracked packets the XDP program left to tc because their new destination is not
+    /// reached through the underlay (a pod of this node, the overlay) or its neighbour is
+    /// unresolved.
+    XdpPassRoute = 20,
 }
 
 impl NpStat {
     /// Number of counters.
-    pub const COUNT: u32 = 18;
+    pub const COUNT: u32 = 21;
     /// Every counter, in index order.
     pub const ALL: [Self; Self::COUNT as usize] = [
         Self::NewFlows,
@@ -417,6 +432,9 @@ impl NpStat {
         Self::NatPortNodeSocket,
         Self::NatPortInTimeWait,
         Self::SupersededByNode,
+        Self::XdpTx,
+        Self::XdpPassPartialCsum,
+        Self::XdpPassRoute,
     ];
 
     /// Index in the array map.
@@ -446,6 +464,9 @@ impl NpStat {
             Self::NatPortNodeSocket => "nat_port_node_socket",
             Self::NatPortInTimeWait => "nat_port_in_time_wait",
             Self::SupersededByNode => "superseded_by_node",
+            Self::XdpTx => "xdp_tx",
+            Self::XdpPassPartialCsum => "xdp_pass_partial_csum",
+            Self::XdpPassRoute => "xdp_pass_route",
         }
     }
 }
@@ -521,7 +542,11 @@ mod tests {
         for (i, stat) in NpStat::ALL.iter().enumerate() {
             assert_eq!(stat.index() as usize, i);
         }
-        for name in names::MAPS.iter().chain(names::PROGRAMS.iter()) {
+        for name in names::MAPS
+            .iter()
+            .chain(names::PROGRAMS.iter())
+            .chain([names::XDP, names::XDP_PASS].iter())
+        {
             assert!(name.len() <= 15, "{name}");
         }
         let mut sorted = names::MAPS;

@@ -16,15 +16,15 @@
 )]
 
 pub mod fib {
-    //! Routing a tc packet as the stack would: [`lookup`] asks the FIB for the egress device and
+    //! Routing a packet as the stack would: [`lookup`] asks the FIB for the egress device and
     //! next hop of an IPv4 destination without resolving the neighbour, [`redirect_neigh`]
-    //! hands the packet to that device, whose neighbour table gives the MAC.
+    //! hands a tc packet to that device, whose neighbour table gives the MAC;
+    //! [`lookup_neigh`] also resolves the MAC (XDP rewrites the Ethernet header itself).
 
     use aya_ebpf::{
         bindings::{bpf_fib_lookup, bpf_redir_neigh},
         helpers::{bpf_fib_lookup as fib_lookup, bpf_redirect_neigh},
-        programs::TcContext,
-        EbpfContext as _,
+        EbpfContext,
     };
 
     /// `AF_INET`.
@@ -50,7 +50,21 @@ pub mod fib {
     /// egress device and `ipv4_dst` the next hop (gateway or destination); `false`: not
     /// forwarded (a local address, unreachable, above the MTU when `tot_len` was given, ...).
     #[inline(always)]
-    pub fn lookup(ctx: &TcContext, fib: &mut bpf_fib_lookup) -> bool {
+    pub fn lookup(ctx: &impl EbpfContext, fib: &mut bpf_fib_lookup) -> bool {
+        lookup_with(ctx, fib, BPF_FIB_LOOKUP_SKIP_NEIGH)
+    }
+
+    /// Looks `fib` up with the neighbour resolved (XDP, which has no `bpf_redirect_neigh`):
+    /// `true` only when the destination is forwarded and its next hop's MAC is known, left in
+    /// `fib.dmac` with the egress device's own in `fib.smac`. A next hop without a neighbour
+    /// entry yet is `false` (the stack resolves it).
+    #[inline(always)]
+    pub fn lookup_neigh(ctx: &impl EbpfContext, fib: &mut bpf_fib_lookup) -> bool {
+        lookup_with(ctx, fib, 0)
+    }
+
+    #[inline(always)]
+    fn lookup_with(ctx: &impl EbpfContext, fib: &mut bpf_fib_lookup, flags: u32) -> bool {
         #[expect(
             clippy::cast_possible_truncation,
             clippy::cast_possible_wrap,
@@ -58,14 +72,7 @@ pub mod fib {
         )]
         let size = core::mem::size_of::<bpf_fib_lookup>() as i32;
         // SAFETY: the helper reads and writes `fib`, a live value of `size` bytes.
-        let rc = unsafe {
-            fib_lookup(
-                ctx.as_ptr(),
-                core::ptr::from_mut(fib),
-                size,
-                BPF_FIB_LOOKUP_SKIP_NEIGH,
-            )
-        };
+        let rc = unsafe { fib_lookup(ctx.as_ptr(), core::ptr::from_mut(fib), size, flags) };
         rc == BPF_FIB_LKUP_RET_SUCCESS
     }
 

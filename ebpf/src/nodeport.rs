@@ -6,6 +6,7 @@
 //! | [`ferry_np_ext`] | underlay ingress | tracked packets both ways; new flows to an external frontend |
 //! | [`ferry_np_rev`] | bridge ingress | tracked packets (backend replies) |
 //! | [`ferry_np_egr`] | underlay and `ferry.1` egress | replies of source-preserving (ETP Local) flows |
+//! | [`ferry_np_xdp`] | underlay XDP (opt-in) | tracked packets that leave by the underlay again: translated and `XDP_TX` ([`xdp_run`]) |
 //!
 //! A new flow (ingress on the underlay, destination in `FERRY_NP4_SVC`): the backend is the
 //! Maglev entry `flow_hash(5-tuple, seed) % size` of the frontend's row (so every node picks the
@@ -34,14 +35,17 @@
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 use aya_ebpf::{
-    bindings::{bpf_sock_tuple, bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1, BPF_F_CURRENT_NETNS},
+    bindings::{
+        bpf_sock_tuple, bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1, xdp_action, BPF_F_CURRENT_NETNS,
+    },
     helpers::{bpf_ktime_get_ns, bpf_sk_lookup_udp, bpf_sk_release, bpf_skc_lookup_tcp},
-    macros::{classifier, map},
+    macros::{classifier, map, xdp},
     maps::{Array, HashMap, PerCpuArray},
-    programs::TcContext,
+    programs::{TcContext, XdpContext},
     EbpfContext as _,
 };
 use ferry_common::{
+    csum,
     nat::{
         ct_lifetime_secs, flow_hash, CtEntry, CtKey, NpBackendKey, NpConfig, NpStat, NpSvc,
         NpSvcKey, CT_F_FIN, CT_F_REPLIED, CT_F_REPLY, CT_F_RST, CT_F_SNAT, CT_TCP_FIN_SECS,
@@ -117,6 +121,21 @@ fn ferry_np_rev(ctx: TcContext) -> i32 {
 #[classifier]
 fn ferry_np_egr(ctx: TcContext) -> i32 {
     run(&ctx, Hook::Egress)
+}
+
+/// Underlay XDP, opt-in (`names::XDP`): see [`xdp_run`].
+#[xdp]
+fn ferry_np_xdp(ctx: XdpContext) -> u32 {
+    xdp_run(&ctx)
+}
+
+/// Passes every packet (`names::XDP_PASS`). For the far end of a veth underlay (the lab's
+/// switch port): the kernel hands an `XDP_TX` frame of one veth end to the other end's NAPI,
+/// which it schedules only when that end has an XDP program of its own; without one the frames
+/// wait in its ring (see docs/services.md, "XDP").
+#[xdp]
+fn ferry_xdp_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
 }
 
 /// Which program runs.
@@ -917,6 +936,192 @@ fn redirect(ctx: &TcContext, p: &Packet, to: &Tuple) -> i32 {
     }
     count(NpStat::Redirected);
     fib::redirect_neigh(&fib)
+}
+
+// ---- XDP ----
+
+/// `ETH_ALEN`.
+const ETH_ALEN: usize = 6;
+/// Ethernet + IPv4 without options.
+const XDP_L4: usize = ETH_HLEN + 20;
+
+/// A pointer to a `T` at `off` in the XDP packet, if the packet holds it.
+#[inline(always)]
+fn xdp_ptr<T>(ctx: &XdpContext, off: usize) -> Option<*mut T> {
+    let start = ctx.data() + off;
+    if start + core::mem::size_of::<T>() > ctx.data_end() {
+        return None;
+    }
+    Some(start as *mut T)
+}
+
+/// Reads a `T` at `off` (unaligned: packet data has no alignment guarantee).
+#[inline(always)]
+fn xdp_read<T: Copy>(ctx: &XdpContext, off: usize) -> Option<T> {
+    // SAFETY: `xdp_ptr` checked that `size_of::<T>()` bytes at `off` lie inside the packet
+    // (the verifier checks the same bound against `data_end`).
+    xdp_ptr::<T>(ctx, off).map(|p| unsafe { p.read_unaligned() })
+}
+
+/// Writes a `T` at `off`; `false` if the packet is too short.
+#[inline(always)]
+fn xdp_write<T>(ctx: &XdpContext, off: usize, v: T) -> bool {
+    match xdp_ptr::<T>(ctx, off) {
+        Some(p) => {
+            // SAFETY: as in `xdp_read`; XDP packet data is writable.
+            unsafe { p.write_unaligned(v) };
+            true
+        }
+        None => false,
+    }
+}
+
+/// The XDP fast path of tracked external flows (Cilium's XDP NodePort acceleration, reduced to
+/// what XDP can do alone). A packet of a flow the tc program already tracks, whose translated
+/// destination the FIB forwards out of the same underlay device with a resolved neighbour
+/// (a host-gw backend on another node, a reply going back to the external client), is
+/// translated here and sent back out at once (`XDP_TX`): no skb, no tc, no stack. Everything
+/// else passes untouched to the tc program, which owns every state change:
+///
+/// - new flows (no conntrack entry) and TCP SYN / FIN / RST (state transitions), expired
+///   original entries (a new flow on a reused tuple);
+/// - IP options, fragments, truncated or non-TCP/UDP packets;
+/// - a checksum field that holds only the pseudo-header sum: the sender left the checksum to
+///   the device (`CHECKSUM_PARTIAL`, a local sender on a veth), which XDP cannot see or keep;
+///   an incremental update of that field would send a corrupt packet. (A complete checksum
+///   that happens to equal that sum is passed too: tc translates it correctly either way.)
+/// - a destination reached through another device (a pod of this node, the overlay) or a next
+///   hop without a neighbour entry (tc's `bpf_redirect_neigh` resolves it; later packets come
+///   here).
+#[inline(always)]
+fn xdp_run(ctx: &XdpContext) -> u32 {
+    const PASS: u32 = xdp_action::XDP_PASS;
+    if xdp_read::<u16>(ctx, 12) != Some(ETH_P_IP_BE) {
+        return PASS;
+    }
+    let Some(ver_ihl) = xdp_read::<u8>(ctx, ETH_HLEN) else {
+        return PASS;
+    };
+    let Some(frag) = xdp_read::<u16>(ctx, ETH_HLEN + 6) else {
+        return PASS;
+    };
+    let Some(proto) = xdp_read::<u8>(ctx, ETH_HLEN + 9) else {
+        return PASS;
+    };
+    if ver_ihl != 0x45 || u16::from_be(frag) & 0x3fff != 0 {
+        return PASS;
+    }
+    let (csum_off, tcp_flags) = match proto {
+        IPPROTO_TCP => {
+            let Some(flags) = xdp_read::<u8>(ctx, XDP_L4 + 13) else {
+                return PASS;
+            };
+            (XDP_L4 + 16, flags)
+        }
+        IPPROTO_UDP => (XDP_L4 + 6, 0),
+        _ => return PASS,
+    };
+    if tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST) != 0 {
+        return PASS;
+    }
+    let (Some(tot_len), Some(saddr), Some(daddr), Some(sport), Some(dport), Some(check)) = (
+        xdp_read::<u16>(ctx, ETH_HLEN + 2),
+        xdp_read::<u32>(ctx, IP_SRC_OFF),
+        xdp_read::<u32>(ctx, IP_DST_OFF),
+        xdp_read::<u16>(ctx, XDP_L4),
+        xdp_read::<u16>(ctx, XDP_L4 + 2),
+        xdp_read::<u16>(ctx, csum_off),
+    ) else {
+        return PASS;
+    };
+    let tot_len = u16::from_be(tot_len);
+    if tot_len < 20 {
+        return PASS;
+    }
+    let key = CtKey {
+        saddr,
+        daddr,
+        sport,
+        dport,
+        proto,
+        pad: [0; 3],
+    };
+    let Some(entry) = CONNTRACK.get_ptr_mut(key) else {
+        return PASS;
+    };
+    // SAFETY: as in `run`: a preallocated element, valid for this run; fields one by one.
+    let e = unsafe { &mut *entry };
+    // SAFETY: a plain helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let reply = e.is_reply();
+    if !reply && e.expired(now) {
+        return PASS;
+    }
+    let zero_udp = proto == IPPROTO_UDP && check == 0;
+    if !zero_udp && check == csum::pseudo_header(saddr, daddr, proto, tot_len - 20) {
+        count(NpStat::XdpPassPartialCsum);
+        return PASS;
+    }
+    let to = Tuple {
+        saddr: e.saddr,
+        daddr: e.daddr,
+        sport: e.sport,
+        dport: e.dport,
+    };
+    let mut fib = fib::request();
+    fib.l4_protocol = proto;
+    fib.sport = to.sport;
+    fib.dport = to.dport;
+    fib.__bindgen_anon_1.tot_len = tot_len;
+    // SAFETY: the program's valid context; the verifier checks the field read.
+    let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
+    fib.ifindex = ingress;
+    fib.__bindgen_anon_3.ipv4_src = to.saddr;
+    fib.__bindgen_anon_4.ipv4_dst = to.daddr;
+    if !fib::lookup_neigh(ctx, &mut fib) || fib.ifindex != ingress {
+        count(NpStat::XdpPassRoute);
+        return PASS;
+    }
+    touch(e, proto, tcp_flags, now);
+    if reply && proto == IPPROTO_UDP {
+        mark_replied(&e.partner(proto), now);
+    }
+    // The new header fields, then the checksums: the IP header's over the addresses, the L4
+    // one over the pseudo-header addresses and the ports (a UDP checksum of 0 stays 0, a
+    // computed 0 is sent as 0xffff).
+    let mut ip_check = xdp_read::<u16>(ctx, IP_CSUM_OFF).unwrap_or(0);
+    let mut l4_check = check;
+    ip_check = csum::replace4(ip_check, saddr, to.saddr);
+    ip_check = csum::replace4(ip_check, daddr, to.daddr);
+    if !zero_udp {
+        l4_check = csum::replace4(l4_check, saddr, to.saddr);
+        l4_check = csum::replace4(l4_check, daddr, to.daddr);
+        l4_check = csum::replace2(l4_check, sport, to.sport);
+        l4_check = csum::replace2(l4_check, dport, to.dport);
+        if proto == IPPROTO_UDP && l4_check == 0 {
+            l4_check = 0xffff;
+        }
+    }
+    let written = xdp_write(ctx, IP_SRC_OFF, to.saddr)
+        && xdp_write(ctx, IP_DST_OFF, to.daddr)
+        && xdp_write(ctx, IP_CSUM_OFF, ip_check)
+        && xdp_write(ctx, XDP_L4, to.sport)
+        && xdp_write(ctx, XDP_L4 + 2, to.dport)
+        && xdp_write(ctx, csum_off, l4_check)
+        && xdp_write(ctx, 0, fib.dmac)
+        && xdp_write(ctx, ETH_ALEN, fib.smac);
+    if !written {
+        // Unreachable: every offset was read above. Nothing half-written reaches the wire.
+        count(NpStat::DropRewrite);
+        return xdp_action::XDP_DROP;
+    }
+    count(if reply {
+        NpStat::CtReply
+    } else {
+        NpStat::CtOriginal
+    });
+    count(NpStat::XdpTx);
+    xdp_action::XDP_TX
 }
 
 /// Adds one to a per-CPU counter.

@@ -124,6 +124,34 @@ pub fn prog_test_run(
     data_in: &[u8],
     out_capacity: usize,
 ) -> io::Result<TestRun> {
+    test_run(prog, data_in, out_capacity, &[])
+}
+
+/// [`prog_test_run`] for an XDP program, as if the packet arrived on the device with index
+/// `ingress_ifindex` (of the caller's network namespace): the program's `ctx->ingress_ifindex`
+/// and the FIB lookups it makes from there. `XDP_TX` / `XDP_REDIRECT` send nothing; the
+/// packet as the program left it comes back.
+pub fn prog_test_run_xdp(
+    prog: BorrowedFd<'_>,
+    data_in: &[u8],
+    out_capacity: usize,
+    ingress_ifindex: u32,
+) -> io::Result<TestRun> {
+    let len =
+        u32::try_from(data_in.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+    // egress_ifindex (the kernel wants data 0, data_end the packet's length, no metadata).
+    let md: [u32; 6] = [0, len, 0, ingress_ifindex, 0, 0];
+    let ctx: Vec<u8> = md.iter().flat_map(|v| v.to_ne_bytes()).collect();
+    test_run(prog, data_in, out_capacity, &ctx)
+}
+
+fn test_run(
+    prog: BorrowedFd<'_>,
+    data_in: &[u8],
+    out_capacity: usize,
+    ctx_in: &[u8],
+) -> io::Result<TestRun> {
     let mut out = vec![0u8; out_capacity];
     let mut attr = TestRunAttr {
         prog_fd: fd_u32(prog)?,
@@ -134,6 +162,13 @@ pub fn prog_test_run(
         data_in: data_in.as_ptr() as u64,
         data_out: out.as_mut_ptr() as u64,
         repeat: 1,
+        ctx_size_in: u32::try_from(ctx_in.len())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?,
+        ctx_in: if ctx_in.is_empty() {
+            0
+        } else {
+            ctx_in.as_ptr() as u64
+        },
         ..TestRunAttr::default()
     };
     bpf(

@@ -31,6 +31,9 @@ mod util;
 pub use error::BpfError;
 pub use fastpath::{pinned_stats, unpin as unpin_fastpath, Hook, PodFastPath};
 pub use maps::LbMaps;
-pub use nodeport::{attached_interfaces, unpin as unpin_nodeport, NodePortTc, NpMaps, TcHook};
+pub use nodeport::{
+    attached_interfaces, detach_xdp, unpin as unpin_nodeport, xdp_interfaces, NodePortTc, NpMaps,
+    TcHook,
+};
 pub use object::{describe, embedded_objects, EmbeddedObject, ObjectSummary, ProgramSummary};
 pub use sock_lb::{attached, unpin, AttachOutcome, SockLb};

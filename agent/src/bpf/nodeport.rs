@@ -6,6 +6,7 @@
 //! ```text
 //! <dir>/FERRY_NP4_SVC FERRY_NP4_BE FERRY_NP4_MAG FERRY_NP4_CT FERRY_NP4_CFG FERRY_NP_STATS
 //! <dir>/tcx_<program>@<interface>                      one pinned TCX link per attachment
+//! <dir>/xdp_<program>@<interface>                      the opt-in XDP program's pinned link
 //! ```
 //!
 //! A TCX link (kernel >= 6.6) is a `bpf_link`: pinned, it keeps the program attached while the
@@ -21,7 +22,7 @@ use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
 use aya::programs::{
     links::{FdLink, LinkOrder},
     tc::TcAttachOptions,
-    SchedClassifier, TcAttachType,
+    SchedClassifier, TcAttachType, Xdp, XdpMode,
 };
 use aya::Ebpf;
 use ferry_common::nat::{names, CtEntry, CtKey, NpBackendKey, NpConfig, NpStat, NpSvc, NpSvcKey};
@@ -43,6 +44,9 @@ pub enum TcHook {
     /// leave by the overlay without crossing a reply device (the pod fast path sends a pod's
     /// packets for another node's pods straight to it).
     OverlayEgress,
+    /// XDP (native) on the underlay interface: [`names::XDP`], opt-in, in front of
+    /// [`Self::UnderlayIngress`].
+    UnderlayXdp,
 }
 
 impl TcHook {
@@ -52,13 +56,16 @@ impl TcHook {
             Self::UnderlayIngress => names::EXTERNAL,
             Self::UnderlayEgress | Self::OverlayEgress => names::EGRESS,
             Self::ReplyIngress => names::REPLY,
+            Self::UnderlayXdp => names::XDP,
         }
     }
 
-    fn attach_type(self) -> TcAttachType {
+    /// The tc direction of a tc hook; `None` for XDP.
+    fn attach_type(self) -> Option<TcAttachType> {
         match self {
-            Self::UnderlayEgress | Self::OverlayEgress => TcAttachType::Egress,
-            Self::UnderlayIngress | Self::ReplyIngress => TcAttachType::Ingress,
+            Self::UnderlayEgress | Self::OverlayEgress => Some(TcAttachType::Egress),
+            Self::UnderlayIngress | Self::ReplyIngress => Some(TcAttachType::Ingress),
+            Self::UnderlayXdp => None,
         }
     }
 }
@@ -72,15 +79,23 @@ pub struct NodePortTc {
 
 /// Pin name prefix of the TCX links.
 const TCX_PREFIX: &str = "tcx_";
+/// Pin name prefix of the XDP link.
+const XDP_PREFIX: &str = "xdp_";
 
 impl NodePortTc {
     /// Loads the embedded `nodeport` object with its maps pinned under `pin_dir` (pinned maps
-    /// reused, replaced if their shape changed, missing ones created), loads the three programs and attaches nothing. Needs
+    /// reused, replaced if their shape changed, missing ones created), loads the three tc
+    /// programs and the XDP one and attaches nothing. Needs
     /// `CAP_BPF` + `CAP_NET_ADMIN`.
     pub fn load(pin_dir: &Path) -> Result<(Self, NpMaps), BpfError> {
         let mut ebpf = util::load_pinned(&NODEPORT, pin_dir)?;
         for name in names::PROGRAMS {
             program_mut(&mut ebpf, name)?
+                .load()
+                .map_err(|source| program_error("load", name, source))?;
+        }
+        for name in [names::XDP, names::XDP_PASS] {
+            util::program_mut::<Xdp>(&mut ebpf, NODEPORT.name, name)?
                 .load()
                 .map_err(|source| program_error("load", name, source))?;
         }
@@ -94,6 +109,82 @@ impl NodePortTc {
         ))
     }
 
+    /// The descriptor of the loaded XDP program (for `BPF_PROG_TEST_RUN`).
+    pub fn xdp_program_fd(&self) -> Result<BorrowedFd<'_>, BpfError> {
+        let program: &Xdp = util::program(&self.ebpf, NODEPORT.name, names::XDP)?;
+        let fd = program
+            .fd()
+            .map_err(|source| program_error("fd", names::XDP, source))?;
+        Ok(fd.as_fd())
+    }
+
+    /// Attaches the XDP program to `iface` (in the caller's network namespace) in the driver
+    /// (native) mode through a pinned link, or swaps the program behind an existing pinned
+    /// link. The driver must support native XDP (veth does); no generic-mode fallback, whose
+    /// per-packet cost would defeat its purpose. On a veth the **peer** must have an XDP
+    /// program of its own ([`Self::attach_xdp_pass`] there): the kernel queues an `XDP_TX`
+    /// frame on the peer's ring but schedules the peer's NAPI only when it has one, so the
+    /// frames would wait (measured: a TCP handshake never completes).
+    pub fn attach_xdp(&mut self, iface: &str) -> Result<AttachOutcome, BpfError> {
+        self.attach_xdp_program(names::XDP, iface)
+    }
+
+    /// Attaches [`names::XDP_PASS`] to `iface` (native mode, pinned link): for the far end of a
+    /// veth underlay, so that the frames [`Self::attach_xdp`]'s program sends back out are
+    /// delivered (the lab's switch ports; `ferry up --external-xdp`).
+    pub fn attach_xdp_pass(&mut self, iface: &str) -> Result<AttachOutcome, BpfError> {
+        self.attach_xdp_program(names::XDP_PASS, iface)
+    }
+
+    fn attach_xdp_program(
+        &mut self,
+        name: &'static str,
+        iface: &str,
+    ) -> Result<AttachOutcome, BpfError> {
+        let pin = xdp_link_pin(&self.pin_dir, name, iface);
+        let program: &mut Xdp = util::program_mut(&mut self.ebpf, NODEPORT.name, name)?;
+        if pin.exists() {
+            let link = ferry_sys::bpf::obj_get(&pin).map_err(|source| BpfError::Pin {
+                op: "open link pin",
+                path: pin.clone(),
+                source,
+            })?;
+            let prog_fd = program
+                .fd()
+                .map_err(|source| program_error("fd", name, source))?;
+            match ferry_sys::bpf::link_update(link.as_fd(), prog_fd.as_fd()) {
+                Ok(()) => return Ok(AttachOutcome::Updated),
+                Err(e) => {
+                    tracing::info!(
+                        pin = %pin.display(),
+                        error = %e,
+                        "pinned XDP link not updatable (interface recreated?): attaching afresh"
+                    );
+                    fs::remove_file(&pin).map_err(|source| BpfError::Pin {
+                        op: "remove stale link pin",
+                        path: pin.clone(),
+                        source,
+                    })?;
+                }
+            }
+        }
+        let link_id = program
+            .attach(iface, XdpMode::Driver)
+            .map_err(|source| program_error("attach (xdp, native)", name, source))?;
+        let link = program
+            .take_link(link_id)
+            .map_err(|source| program_error("take link", name, source))?;
+        let link = FdLink::try_from(link).map_err(|source| BpfError::Link {
+            program: name,
+            source: Box::new(source),
+        })?;
+        let _pinned = link.pin(&pin).map_err(|source| BpfError::PinObject {
+            path: pin.clone(),
+            source: Box::new(source),
+        })?;
+        Ok(AttachOutcome::Created)
+    }
+
     /// The descriptor of a loaded program (for `BPF_PROG_TEST_RUN`).
     pub fn program_fd(&self, name: &'static str) -> Result<BorrowedFd<'_>, BpfError> {
         let program: &SchedClassifier = util::program(&self.ebpf, NODEPORT.name, name)?;
@@ -104,8 +195,12 @@ impl NodePortTc {
     }
 
     /// Attaches `hook`'s program to `iface` (in the caller's network namespace) through a
-    /// pinned TCX link, or swaps the program behind an existing pinned link.
+    /// pinned TCX link, or swaps the program behind an existing pinned link
+    /// ([`TcHook::UnderlayXdp`]: [`Self::attach_xdp`]).
     pub fn attach(&mut self, iface: &str, hook: TcHook) -> Result<AttachOutcome, BpfError> {
+        let Some(attach_type) = hook.attach_type() else {
+            return self.attach_xdp(iface);
+        };
         let name = hook.program();
         let pin = link_pin(&self.pin_dir, name, iface);
         let program = program_mut(&mut self.ebpf, name)?;
@@ -139,7 +234,7 @@ impl NodePortTc {
         let link_id = program
             .attach_with_options(
                 iface,
-                hook.attach_type(),
+                attach_type,
                 // First on the hook: conntracked NAT must see its packets before any other
                 // program (e.g. the pod fast path) decides; unmatched packets go on (TCX_NEXT).
                 TcAttachOptions::TcxOrder(LinkOrder::first()),
@@ -164,6 +259,22 @@ impl NodePortTc {
 /// [`pin_iface`].
 fn link_pin(pin_dir: &Path, program: &str, iface: &str) -> PathBuf {
     pin_dir.join(format!("{TCX_PREFIX}{program}@{}", pin_iface(iface)))
+}
+
+/// The pin path of `program`'s XDP attachment to `iface`.
+fn xdp_link_pin(pin_dir: &Path, program: &str, iface: &str) -> PathBuf {
+    pin_dir.join(format!("{XDP_PREFIX}{program}@{}", pin_iface(iface)))
+}
+
+/// The interfaces the XDP program's pinned links are attached to.
+pub fn xdp_interfaces(pin_dir: &Path) -> Vec<String> {
+    interfaces_of(pin_dir, &format!("{XDP_PREFIX}{}@", names::XDP))
+}
+
+/// Detaches the XDP program from `iface` (removes its link pin; the kernel detaches when the
+/// last reference goes). `false`: it was not attached there.
+pub fn detach_xdp(pin_dir: &Path, iface: &str) -> Result<bool, BpfError> {
+    Ok(util::remove_pins([xdp_link_pin(pin_dir, names::XDP, iface)])? == 1)
 }
 
 /// An interface name as a bpffs file name may hold it: bpffs refuses any name with a `.`
@@ -197,7 +308,11 @@ fn iface_of_pin(name: &str) -> String {
 
 /// The interfaces `program`'s pinned links are attached to (from the pin names).
 pub fn attached_interfaces(pin_dir: &Path, program: &str) -> Vec<String> {
-    let prefix = format!("{TCX_PREFIX}{program}@");
+    interfaces_of(pin_dir, &format!("{TCX_PREFIX}{program}@"))
+}
+
+/// The interfaces named by the pins under `pin_dir` that start with `prefix`.
+fn interfaces_of(pin_dir: &Path, prefix: &str) -> Vec<String> {
     let mut out: Vec<String> = fs::read_dir(pin_dir)
         .into_iter()
         .flatten()
@@ -205,14 +320,15 @@ pub fn attached_interfaces(pin_dir: &Path, program: &str) -> Vec<String> {
         .filter_map(|e| {
             e.file_name()
                 .to_str()
-                .and_then(|n| n.strip_prefix(&prefix).map(iface_of_pin))
+                .and_then(|n| n.strip_prefix(prefix).map(iface_of_pin))
         })
         .collect();
     out.sort();
     out
 }
 
-/// Detaches the tc programs (removes their link pins) and removes the `nodeport` map pins.
+/// Detaches the tc and XDP programs (removes their link pins) and removes the `nodeport` map
+/// pins.
 /// Missing pins are fine. Returns how many pins were removed. Leaves the directory (the socket
 /// LB's [`super::unpin`] removes it).
 pub fn unpin(pin_dir: &Path) -> Result<usize, BpfError> {
@@ -223,7 +339,7 @@ pub fn unpin(pin_dir: &Path) -> Result<usize, BpfError> {
         .filter(|e| {
             e.file_name()
                 .to_str()
-                .is_some_and(|n| n.starts_with(TCX_PREFIX))
+                .is_some_and(|n| n.starts_with(TCX_PREFIX) || n.starts_with(XDP_PREFIX))
         })
         .map(|e| e.path())
         .collect();

@@ -36,7 +36,9 @@ use ferry_common::{
 use super::nodeport::{NodePortConfig, NodePortDatapath};
 use super::table::{Backend, Frontend, Proto, ServiceTable};
 use super::{DatapathStats, MapFill, Proxier, ProxyError, ProxyMode, SyncStats};
-use crate::bpf::{AttachOutcome, BpfError, LbMaps, NodePortTc, SockLb, TcHook};
+use crate::bpf::{
+    detach_xdp, xdp_interfaces, AttachOutcome, BpfError, LbMaps, NodePortTc, SockLb, TcHook,
+};
 
 /// What one frontend is programmed to: the live generation, its backends in slot order, and
 /// its ClientIP affinity timeout.
@@ -403,6 +405,8 @@ pub struct ExternalOptions {
     pub egress_devices: Vec<String>,
     /// Node address, NAT ports, Maglev size and seed.
     pub config: NodePortConfig,
+    /// Also attach the XDP program to the underlay (`--external-xdp`).
+    pub xdp: bool,
 }
 
 /// The loaded tc programs and their maps' programmer.
@@ -530,6 +534,7 @@ pub fn external_options(cfg: &crate::config::Config) -> Result<ExternalOptions, 
             maglev_size: cfg.maglev_table_size,
             seed: cfg.maglev_seed,
         },
+        xdp: cfg.external_xdp,
     })
 }
 
@@ -607,7 +612,24 @@ impl EbpfProxier {
         for hook in [TcHook::UnderlayIngress, TcHook::UnderlayEgress] {
             ext.attach(&opts.underlay, hook).map_err(bpf_err)?;
         }
+        if opts.xdp {
+            // Not fatal: without it tc does the same work. A failure is logged once and
+            // retried at every sync (e.g. a driver without native XDP: never).
+            ext.pending
+                .push((opts.underlay.clone(), TcHook::UnderlayXdp, false));
+        }
         ext.attach_pending();
+        // XDP off (or on another device now): a previous agent's XDP link goes, or it would
+        // go on translating what tc no longer expects to see.
+        for iface in xdp_interfaces(self.lb.pin_dir()) {
+            if opts.xdp && iface == opts.underlay {
+                continue;
+            }
+            match detach_xdp(self.lb.pin_dir(), &iface) {
+                Ok(_) => tracing::info!(%iface, "nodeport: XDP program detached"),
+                Err(e) => tracing::warn!(%iface, error = %e, "nodeport: detaching XDP failed"),
+            }
+        }
         self.external = Some(ext);
         Ok(())
     }
