@@ -184,8 +184,22 @@ mod tests {
     fn nodeport_object_matches_common_names() {
         use ferry_common::nat::names as np;
         let summary = describe(&NODEPORT).expect("nodeport must be built");
-        let programs: Vec<_> = summary.programs.iter().map(|p| p.name.as_str()).collect();
-        assert_eq!(programs, np::PROGRAMS);
+        let tc: Vec<_> = summary
+            .programs
+            .iter()
+            .filter(|p| p.attach.contains("SchedClassifier"))
+            .map(|p| p.name.as_str())
+            .collect();
+        assert_eq!(tc, np::PROGRAMS);
+        let mut xdp: Vec<_> = summary
+            .programs
+            .iter()
+            .filter(|p| p.attach.contains("Xdp"))
+            .map(|p| p.name.as_str())
+            .collect();
+        xdp.sort_unstable();
+        assert_eq!(xdp, [np::XDP, np::XDP_PASS]);
+        assert_eq!(summary.programs.len(), np::PROGRAMS.len() + 2);
         assert_eq!(summary.maps, np::MAPS);
     }
 
