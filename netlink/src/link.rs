@@ -10,7 +10,7 @@ use ferry_sys::netns::NetnsFd;
 use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
 use netlink_packet_route::link::{
     InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, InfoVxlan,
-    LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    LinkAttribute, LinkFlags, LinkInfo, LinkMessage, LinkXdp, XdpAttached,
 };
 use netlink_packet_route::nsid::{NsidAttribute, NsidMessage};
 use netlink_packet_route::RouteNetlinkMessage;
@@ -38,6 +38,12 @@ pub struct Link {
     /// For a link whose peer (veth) or lower device lives in another network namespace: that
     /// namespace's id as seen from this socket's namespace (`IFLA_LINK_NETNSID`).
     pub link_netnsid: Option<i32>,
+    /// The peer's (veth) or lower device's index (`IFLA_LINK`), in the namespace
+    /// [`Self::link_netnsid`] names when there is one; absent or equal to `index` for a link
+    /// without one.
+    pub link: Option<IfIndex>,
+    /// An XDP program is attached (`IFLA_XDP_ATTACHED` other than none).
+    pub xdp: bool,
     /// The VXLAN attributes, when the link is a VXLAN device.
     pub vxlan: Option<Vxlan>,
 }
@@ -54,10 +60,18 @@ impl Link {
             master: None,
             up: msg.header.flags.contains(LinkFlags::Up),
             link_netnsid: None,
+            link: None,
+            xdp: false,
             vxlan: None,
         };
         for attr in &msg.attributes {
             match attr {
+                LinkAttribute::Link(i) => link.link = Some(*i),
+                LinkAttribute::Xdp(xdp) => {
+                    link.xdp = xdp
+                        .iter()
+                        .any(|x| matches!(x, LinkXdp::Attached(a) if *a != XdpAttached::None));
+                }
                 LinkAttribute::IfName(n) => link.name.clone_from(n),
                 LinkAttribute::Mtu(m) => link.mtu = *m,
                 LinkAttribute::Controller(m) => link.master = Some(*m),
@@ -200,6 +214,29 @@ impl Netlink {
     pub fn link_by_name(&mut self, name: &str) -> Result<Option<Link>, NlError> {
         let op = format!("get link {name}");
         match self.request(&op, RouteNetlinkMessage::GetLink(by_name(name)), 0) {
+            Ok(replies) => Ok(replies.iter().find_map(|r| match r {
+                RouteNetlinkMessage::NewLink(l) => Some(Link::from_msg(l)),
+                _ => None,
+            })),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The peer of veth `link` as its own namespace sees it (`RTM_GETLINK` by index with
+    /// `IFLA_TARGET_NETNSID`, so without entering that namespace); `None` if `link` is no veth
+    /// or its peer is gone.
+    pub fn veth_peer(&mut self, link: &Link) -> Result<Option<Link>, NlError> {
+        let (Some("veth"), Some(peer)) = (link.kind.as_deref(), link.link) else {
+            return Ok(None);
+        };
+        let mut msg = LinkMessage::default();
+        msg.header.index = peer;
+        if let Some(nsid) = link.link_netnsid {
+            msg.attributes.push(LinkAttribute::IfNetnsId(nsid));
+        }
+        let op = format!("get the peer of {}", link.name);
+        match self.request(&op, RouteNetlinkMessage::GetLink(msg), 0) {
             Ok(replies) => Ok(replies.iter().find_map(|r| match r {
                 RouteNetlinkMessage::NewLink(l) => Some(Link::from_msg(l)),
                 _ => None,
@@ -444,9 +481,30 @@ mod tests {
                 master: Some(3),
                 up: true,
                 link_netnsid: Some(4),
+                link: None,
+                xdp: false,
                 vxlan: Some(s.vxlan),
             }
         );
+    }
+
+    #[test]
+    fn a_veth_reads_its_peer_index_and_xdp_state() {
+        let mut msg = by_name("u0");
+        msg.attributes.push(LinkAttribute::Link(4));
+        msg.attributes.push(LinkAttribute::LinkNetNsId(2));
+        msg.attributes.push(LinkAttribute::Xdp(vec![
+            LinkXdp::Attached(XdpAttached::Driver),
+            LinkXdp::ProgId(77),
+        ]));
+        let l = Link::from_msg(&msg);
+        assert_eq!((l.link, l.link_netnsid, l.xdp), (Some(4), Some(2), true));
+        let mut msg = by_name("u1");
+        msg.attributes
+            .push(LinkAttribute::Xdp(vec![LinkXdp::Attached(
+                XdpAttached::None,
+            )]));
+        assert!(!Link::from_msg(&msg).xdp, "XDP_ATTACHED_NONE");
     }
 
     #[test]
