@@ -356,6 +356,12 @@ fn affinity_sticks_then_expires() {
         .find(|(s, _)| s.name() == "affinity_hits")
         .map(|(_, n)| n);
     assert!(hits >= Some(14), "{hits:?}");
+    // The Service goes: its affinity entries go too (they would name ids other backends take
+    // later).
+    assert!(!proxier.maps().dump_affinity().expect("dump").is_empty());
+    proxier.sync(&table(&[])).expect("sync");
+    let left = proxier.maps().dump_affinity().expect("affinity dump");
+    assert!(left.is_empty(), "entries of a removed Service: {left:?}");
     drop(proxier);
 }
 
@@ -476,9 +482,10 @@ fn without_the_tc_datapath_a_previous_agents_tc_programs_are_detached() {
     }
 }
 
-/// `--external-xdp`: the agent attaches the XDP program to the underlay in native mode through
-/// a pinned link (checked with `ip -d -j link`), a restarted agent adopts that link
-/// (`BPF_LINK_UPDATE`, same link), and an agent started without the flag detaches it.
+/// `--external-xdp`: not on a veth underlay whose peer has no XDP program (its `XDP_TX` frames
+/// would be lost); once the peer has one, the agent attaches the XDP program to the underlay in
+/// native mode through a pinned link (checked with `ip -d -j link`), a restarted agent adopts
+/// that link (`BPF_LINK_UPDATE`, same link), and an agent started without the flag detaches it.
 #[test]
 fn external_xdp_is_attached_adopted_and_detached_when_turned_off() {
     if !privileged("sock_lb::external_xdp_is_attached_adopted_and_detached_when_turned_off") {
@@ -509,6 +516,22 @@ fn external_xdp_is_attached_adopted_and_detached_when_turned_off() {
             serde_json::from_str(&lab.netns.sh("ip -d -j link show ext0")).expect("ip -j");
         link[0]["xdp"].clone()
     };
+    // The underlay is a veth whose peer has no XDP program: XDP_TX frames would be lost, so the
+    // agent leaves XDP off (tc serves) and retries at every sync.
+    let mut p = lab.proxier();
+    assert!(lab.netns.run(|| p.configure_external(Some(Ok(opts(true))))));
+    assert!(xdp_of().is_null(), "{}", xdp_of());
+    assert!(!p
+        .external_attach_outcomes()
+        .iter()
+        .any(|(_, h, _)| *h == TcHook::UnderlayXdp));
+    drop(p);
+    // With a program on the peer (the pass-through one, from a load with pins of its own).
+    let (mut peer_tc, _peer_maps) =
+        ferry_agent::bpf::NodePortTc::load(&lab.bpffs.join("peer")).expect("load (peer)");
+    lab.netns
+        .run(|| peer_tc.attach_xdp_pass("ext1"))
+        .expect("pass-through XDP on the peer");
     let mut ids = Vec::new();
     for round in 0..2 {
         let mut p = lab.proxier();
@@ -548,4 +571,5 @@ fn external_xdp_is_attached_adopted_and_detached_when_turned_off() {
         xdp_of()
     );
     drop(p);
+    let _ = ferry_agent::bpf::unpin_nodeport(&lab.bpffs.join("peer"));
 }

@@ -105,6 +105,15 @@ pub enum BpfError {
         #[source]
         source: Box<aya::pin::PinError>,
     },
+    /// `--external-xdp` on a veth underlay whose peer has no XDP program.
+    #[error(
+        "not attaching XDP to {iface}: it is a veth whose peer has no XDP program, so every \
+         XDP_TX frame would be lost (the kernel delivers them to a veth end with XDP only)"
+    )]
+    XdpPeer {
+        /// The underlay.
+        iface: String,
+    },
     /// A program's link is not a `bpf_link` (a kernel older than 5.7 attached it the legacy way,
     /// which cannot be pinned).
     #[error("link of eBPF program `{program}` cannot be pinned")]

@@ -464,6 +464,9 @@ impl External {
 
     /// Attaches `hook`'s program to `iface` and records it.
     fn attach(&mut self, iface: &str, hook: TcHook) -> Result<(), BpfError> {
+        if hook == TcHook::UnderlayXdp {
+            xdp_peer_check(iface)?;
+        }
         let outcome = self.tc.attach(iface, hook)?;
         // The device existed a moment ago; if it is gone already the next recheck retries.
         let ifindex = ferry_sys::net::if_index(iface).unwrap_or(0);
@@ -493,6 +496,25 @@ impl External {
                 }
             }
         }
+    }
+}
+
+/// XDP on a veth sends its `XDP_TX` frames to the peer, which delivers them only if it has an
+/// XDP program too: `Err` if `iface` is a veth whose peer (read through `IFLA_TARGET_NETNSID`,
+/// without entering its namespace) has none. Other devices, and a peer that cannot be read,
+/// pass (the attach itself reports what the driver refuses).
+fn xdp_peer_check(iface: &str) -> Result<(), BpfError> {
+    let Ok(mut nl) = crate::netlink::Netlink::new() else {
+        return Ok(());
+    };
+    let Ok(Some(link)) = nl.link_by_name(iface) else {
+        return Ok(());
+    };
+    match nl.veth_peer(&link) {
+        Ok(Some(peer)) if !peer.xdp => Err(BpfError::XdpPeer {
+            iface: iface.to_owned(),
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -845,7 +867,8 @@ impl Proxier for EbpfProxier {
         let mut stats = SyncStats::default();
         // (UDP frontend, backend) pairs that stopped existing: their connected sockets go.
         let mut gone_udp: BTreeSet<(SocketAddrV4, SocketAddrV4)> = BTreeSet::new();
-        // Affinity frontends that lost backends: their stale affinity entries go.
+        // Affinity frontends that lost backends, changed affinity or went: their stale affinity
+        // entries go.
         let mut purge: BTreeSet<Frontend> = BTreeSet::new();
         for change in plan(&self.programmed, table) {
             match change {
@@ -902,6 +925,10 @@ impl Proxier for EbpfProxier {
                         Lb4Svc::entry(count, now.gen, affinity),
                     ) {
                         Ok(()) => {
+                            // Entries left from an earlier affinity period may name ids that
+                            // left the frontend meanwhile (and may name another Service's
+                            // backend once reused).
+                            purge.insert(frontend);
                             self.programmed
                                 .insert(frontend, Programmed { affinity, ..now });
                             stats.changed += 1;
@@ -928,6 +955,12 @@ impl Proxier for EbpfProxier {
                                         .iter()
                                         .map(|b| (f, SocketAddrV4::new(b.addr, b.port))),
                                 );
+                            }
+                            if old.affinity.is_some() {
+                                // Its entries would outlive it in the LRU map, naming ids that
+                                // another backend takes later: a Service created again on the
+                                // same address would send its clients there.
+                                purge.insert(frontend);
                             }
                             self.programmed.remove(&frontend);
                             stats.removed += 1;
