@@ -116,10 +116,10 @@ impl World {
     }
 
     /// Runs the XDP program once on `packet`, as arriving on `u0` inside the namespace.
-    fn run_xdp(&self, packet: &[u8]) -> (u32, Vec<u8>) {
+    fn run_xdp(&mut self, packet: &[u8]) -> (u32, Vec<u8>) {
         let fd: BorrowedFd<'_> = self
             .tc
-            .as_ref()
+            .as_mut()
             .expect("programs")
             .xdp_program_fd()
             .expect("fd");
@@ -991,6 +991,10 @@ fn xdp_sends_tracked_underlay_hairpins_back_out_and_leaves_the_rest_to_tc() {
     let nat = src_of(&out);
     assert_eq!((*nat.ip(), dst_of(&out)), (NODE, backend));
 
+    // The first packet to a next hop goes through tc (neighbour upkeep: tc's redirect keeps
+    // the kernel's entry confirmed; then once a second per next hop), untouched.
+    assert_eq!(w.run_xdp(&ack), (XDP_PASS, ack.clone()));
+    assert_eq!(w.stat(NpStat::XdpPassNeigh), 1);
     // The next packet of the flow: translated by XDP and sent back out of u0 to node2.
     let before = w.stat(NpStat::CtOriginal);
     let (verdict, out) = w.run_xdp(&ack);
@@ -1011,8 +1015,11 @@ fn xdp_sends_tracked_underlay_hairpins_back_out_and_leaves_the_rest_to_tc() {
     let (_, by_tc) = w.run(names::EXTERNAL, &ack);
     assert_eq!(&by_tc[12..], &out[12..]);
 
-    // The backend's answer arrives on u0 and goes back to the client the same way.
+    // The backend's answer arrives on u0 and goes back to the client the same way (its first
+    // packet for the client's next hop through tc).
     let answer = packet(Proto::Tcp, backend, nat, ACK, false);
+    assert_eq!(w.run_xdp(&answer), (XDP_PASS, answer.clone()));
+    assert_eq!(w.stat(NpStat::XdpPassNeigh), 2);
     let (verdict, back) = w.run_xdp(&answer);
     assert_eq!(verdict, XDP_TX);
     assert_eq!((src_of(&back), dst_of(&back)), (front, client));
@@ -1065,9 +1072,18 @@ fn xdp_sends_tracked_underlay_hairpins_back_out_and_leaves_the_rest_to_tc() {
         }
     }
 
-    // Truncated: the L4 header cut short.
-    let cut = ack[..40].to_vec();
-    assert_eq!(w.run_xdp(&cut), (XDP_PASS, cut.clone()));
+    // Truncated: the L4 header cut short (TCP: below its 20 bytes).
+    for len in [40, 53] {
+        let mut cut = ack[..len].to_vec();
+        cut[16..18].copy_from_slice(&u16::try_from(len - 14).expect("len").to_be_bytes());
+        assert_eq!(w.run_xdp(&cut), (XDP_PASS, cut.clone()), "{len} bytes");
+    }
+
+    // A second later, the next hop is due again: one packet through tc, then XDP again.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(w.run_xdp(&ack), (XDP_PASS, ack.clone()));
+    assert_eq!(w.stat(NpStat::XdpPassNeigh), 3);
+    assert_eq!(w.run_xdp(&ack).0, XDP_TX);
 
     // The next hop's neighbour unresolved: tc's bpf_redirect_neigh resolves it.
     w.netns.sh("ip neigh del 10.99.0.11 dev u0");

@@ -38,6 +38,9 @@ pub mod names {
     pub const CONFIG: &str = "FERRY_NP4_CFG";
     /// `PerCpuArray<u64>` indexed by [`NpStat`](super::NpStat).
     pub const STATS: &str = "FERRY_NP_STATS";
+    /// `LruHashMap<u32, u64>`, not pinned: next hop -> when the XDP program last left one of
+    /// its packets to tc (neighbour upkeep).
+    pub const XDP_NEIGH: &str = "FERRY_NP_XNEIGH";
 
     /// Underlay ingress: connection tracking and new external flows.
     pub const EXTERNAL: &str = "ferry_np_ext";
@@ -53,7 +56,9 @@ pub mod names {
     pub const XDP_PASS: &str = "ferry_xdp_pass";
 
     /// Every map of the object, sorted.
-    pub const MAPS: [&str; 6] = [BACKENDS, CONFIG, CONNTRACK, MAGLEV, SERVICES, STATS];
+    pub const MAPS: [&str; 7] = [
+        BACKENDS, CONFIG, CONNTRACK, MAGLEV, SERVICES, STATS, XDP_NEIGH,
+    ];
     /// Every tc program of the object, sorted ([`XDP`] is the other one).
     pub const PROGRAMS: [&str; 3] = [EGRESS, EXTERNAL, REPLY];
 }
@@ -407,11 +412,14 @@ pub enum NpStat {
     /// reached through the underlay (a pod of this node, the overlay) or its neighbour is
     /// unresolved.
     XdpPassRoute = 20,
+    /// Tracked packets the XDP program left to tc (one per next hop per second), so that tc's
+    /// `bpf_redirect_neigh` keeps the next hop's neighbour entry confirmed.
+    XdpPassNeigh = 21,
 }
 
 impl NpStat {
     /// Number of counters.
-    pub const COUNT: u32 = 21;
+    pub const COUNT: u32 = 22;
     /// Every counter, in index order.
     pub const ALL: [Self; Self::COUNT as usize] = [
         Self::NewFlows,
@@ -435,6 +443,7 @@ impl NpStat {
         Self::XdpTx,
         Self::XdpPassPartialCsum,
         Self::XdpPassRoute,
+        Self::XdpPassNeigh,
     ];
 
     /// Index in the array map.
@@ -467,6 +476,7 @@ impl NpStat {
             Self::XdpTx => "xdp_tx",
             Self::XdpPassPartialCsum => "xdp_pass_partial_csum",
             Self::XdpPassRoute => "xdp_pass_route",
+            Self::XdpPassNeigh => "xdp_pass_neigh",
         }
     }
 }

@@ -40,7 +40,7 @@ use aya_ebpf::{
     },
     helpers::{bpf_ktime_get_ns, bpf_sk_lookup_udp, bpf_sk_release, bpf_skc_lookup_tcp},
     macros::{classifier, map, xdp},
-    maps::{Array, HashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::{TcContext, XdpContext},
     EbpfContext as _,
 };
@@ -97,6 +97,11 @@ static MAGLEV: Array<u32> = Array::pinned(NP4_MAGLEV_MAX_ENTRIES, 0);
 #[map(name = "FERRY_NP4_CT")]
 static CONNTRACK: HashMap<CtKey, CtEntry> = HashMap::pinned(NP4_CT_MAX_ENTRIES, 0);
 
+/// Next hop -> when the XDP program last left one of its packets to tc (`names::XDP_NEIGH`,
+/// not pinned: a restart only makes every next hop due at once).
+#[map(name = "FERRY_NP_XNEIGH")]
+static XDP_NEIGH: LruHashMap<u32, u64> = LruHashMap::with_max_entries(4096, 0);
+
 /// The node's settings (`names::CONFIG`).
 #[map(name = "FERRY_NP4_CFG")]
 static CONFIG: Array<NpConfig> = Array::pinned(1, 0);
@@ -124,16 +129,15 @@ fn ferry_np_egr(ctx: TcContext) -> i32 {
 }
 
 /// Underlay XDP, opt-in (`names::XDP`): see [`xdp_run`].
-#[xdp]
+#[xdp(frags)]
 fn ferry_np_xdp(ctx: XdpContext) -> u32 {
     xdp_run(&ctx)
 }
 
 /// Passes every packet (`names::XDP_PASS`). For the far end of a veth underlay (the lab's
-/// switch port): the kernel hands an `XDP_TX` frame of one veth end to the other end's NAPI,
-/// which it schedules only when that end has an XDP program of its own; without one the frames
-/// wait in its ring (see docs/services.md, "XDP").
-#[xdp]
+/// switch port): an `XDP_TX` frame of one veth end reaches the other end only when that end has
+/// an XDP program of its own; without one the frames are lost (see docs/services.md, "XDP").
+#[xdp(frags)]
 fn ferry_xdp_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
@@ -992,7 +996,11 @@ fn xdp_write<T>(ctx: &XdpContext, off: usize, v: T) -> bool {
 ///   that happens to equal that sum is passed too: tc translates it correctly either way.)
 /// - a destination reached through another device (a pod of this node, the overlay) or a next
 ///   hop without a neighbour entry (tc's `bpf_redirect_neigh` resolves it; later packets come
-///   here).
+///   here), and one packet per next hop per second, so that tc keeps the next hop's neighbour
+///   entry confirmed (XDP uses whatever MAC the entry holds, stale or not).
+///
+/// Multi-buffer aware (`xdp.frags`): only the headers are read, which are in the first buffer,
+/// so a jumbo-MTU underlay can take the program too.
 #[inline(always)]
 fn xdp_run(ctx: &XdpContext) -> u32 {
     const PASS: u32 = xdp_action::XDP_PASS;
@@ -1013,7 +1021,11 @@ fn xdp_run(ctx: &XdpContext) -> u32 {
     }
     let (csum_off, tcp_flags) = match proto {
         IPPROTO_TCP => {
-            let Some(flags) = xdp_read::<u8>(ctx, XDP_L4 + 13) else {
+            // The whole fixed header, as tc's parser wants it (urgent pointer at 18).
+            let (Some(flags), Some(_)) = (
+                xdp_read::<u8>(ctx, XDP_L4 + 13),
+                xdp_read::<u16>(ctx, XDP_L4 + 18),
+            ) else {
                 return PASS;
             };
             (XDP_L4 + 16, flags)
@@ -1080,6 +1092,30 @@ fn xdp_run(ctx: &XdpContext) -> u32 {
     fib.__bindgen_anon_4.ipv4_dst = to.daddr;
     if !fib::lookup_neigh(ctx, &mut fib) || fib.ifindex != ingress {
         count(NpStat::XdpPassRoute);
+        return PASS;
+    }
+    // The FIB takes a STALE neighbour entry as it is, and XDP never confirms one: one packet per
+    // next hop per second goes through tc, whose `bpf_redirect_neigh` makes the kernel re-probe
+    // a stale entry, so a next hop's changed MAC is learnt while the flow lasts (and the rare
+    // packet overtaking its XDP-sent predecessors costs a flow nothing measurable).
+    // SAFETY: with neighbour resolution the FIB leaves the next hop in `ipv4_dst`.
+    let next_hop = unsafe { fib.__bindgen_anon_4.ipv4_dst };
+    let due = match XDP_NEIGH.get_ptr_mut(next_hop) {
+        // SAFETY: the LRU element stays valid for this run; a racing update only moves the time.
+        Some(last) => unsafe {
+            let due = now.wrapping_sub(*last) >= NS_PER_SEC;
+            if due {
+                *last = now;
+            }
+            due
+        },
+        None => {
+            let _ = XDP_NEIGH.insert(next_hop, now, BPF_ANY);
+            true
+        }
+    };
+    if due {
+        count(NpStat::XdpPassNeigh);
         return PASS;
     }
     touch(e, proto, tcp_flags, now);

@@ -85,17 +85,13 @@ const XDP_PREFIX: &str = "xdp_";
 impl NodePortTc {
     /// Loads the embedded `nodeport` object with its maps pinned under `pin_dir` (pinned maps
     /// reused, replaced if their shape changed, missing ones created), loads the three tc
-    /// programs and the XDP one and attaches nothing. Needs
+    /// programs and attaches nothing (the XDP programs are loaded when first attached: a node
+    /// without `--external-xdp` never depends on them). Needs
     /// `CAP_BPF` + `CAP_NET_ADMIN`.
     pub fn load(pin_dir: &Path) -> Result<(Self, NpMaps), BpfError> {
         let mut ebpf = util::load_pinned(&NODEPORT, pin_dir)?;
         for name in names::PROGRAMS {
             program_mut(&mut ebpf, name)?
-                .load()
-                .map_err(|source| program_error("load", name, source))?;
-        }
-        for name in [names::XDP, names::XDP_PASS] {
-            util::program_mut::<Xdp>(&mut ebpf, NODEPORT.name, name)?
                 .load()
                 .map_err(|source| program_error("load", name, source))?;
         }
@@ -109,29 +105,41 @@ impl NodePortTc {
         ))
     }
 
-    /// The descriptor of the loaded XDP program (for `BPF_PROG_TEST_RUN`).
-    pub fn xdp_program_fd(&self) -> Result<BorrowedFd<'_>, BpfError> {
-        let program: &Xdp = util::program(&self.ebpf, NODEPORT.name, names::XDP)?;
+    /// The descriptor of the XDP program, loaded if it was not (for `BPF_PROG_TEST_RUN`).
+    pub fn xdp_program_fd(&mut self) -> Result<BorrowedFd<'_>, BpfError> {
+        let program = self.loaded_xdp(names::XDP)?;
         let fd = program
             .fd()
             .map_err(|source| program_error("fd", names::XDP, source))?;
         Ok(fd.as_fd())
     }
 
+    /// XDP program `name`, loaded (verified) on first use.
+    fn loaded_xdp(&mut self, name: &'static str) -> Result<&mut Xdp, BpfError> {
+        let program: &mut Xdp = util::program_mut(&mut self.ebpf, NODEPORT.name, name)?;
+        if program.fd().is_err() {
+            program
+                .load()
+                .map_err(|source| program_error("load", name, source))?;
+        }
+        Ok(program)
+    }
+
     /// Attaches the XDP program to `iface` (in the caller's network namespace) in the driver
     /// (native) mode through a pinned link, or swaps the program behind an existing pinned
     /// link. The driver must support native XDP (veth does); no generic-mode fallback, whose
     /// per-packet cost would defeat its purpose. On a veth the **peer** must have an XDP
-    /// program of its own ([`Self::attach_xdp_pass`] there): the kernel queues an `XDP_TX`
-    /// frame on the peer's ring but schedules the peer's NAPI only when it has one, so the
-    /// frames would wait (measured: a TCP handshake never completes).
+    /// program of its own ([`Self::attach_xdp_pass`] there), or the `XDP_TX` frames are lost
+    /// (measured: with GRO on at the peer and no program there, the kernel counted the frames
+    /// sent and none arrived; TCP handshakes never completed). The agent checks this before
+    /// calling here.
     pub fn attach_xdp(&mut self, iface: &str) -> Result<AttachOutcome, BpfError> {
         self.attach_xdp_program(names::XDP, iface)
     }
 
     /// Attaches [`names::XDP_PASS`] to `iface` (native mode, pinned link): for the far end of a
     /// veth underlay, so that the frames [`Self::attach_xdp`]'s program sends back out are
-    /// delivered (the lab's switch ports; `ferry up --external-xdp`).
+    /// delivered (a lab's switch ports; the tests).
     pub fn attach_xdp_pass(&mut self, iface: &str) -> Result<AttachOutcome, BpfError> {
         self.attach_xdp_program(names::XDP_PASS, iface)
     }
@@ -142,7 +150,7 @@ impl NodePortTc {
         iface: &str,
     ) -> Result<AttachOutcome, BpfError> {
         let pin = xdp_link_pin(&self.pin_dir, name, iface);
-        let program: &mut Xdp = util::program_mut(&mut self.ebpf, NODEPORT.name, name)?;
+        let program = self.loaded_xdp(name)?;
         if pin.exists() {
             let link = ferry_sys::bpf::obj_get(&pin).map_err(|source| BpfError::Pin {
                 op: "open link pin",
