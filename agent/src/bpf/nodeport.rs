@@ -20,9 +20,7 @@ use std::path::{Path, PathBuf};
 
 use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
 use aya::programs::{
-    links::{FdLink, LinkOrder},
-    tc::TcAttachOptions,
-    SchedClassifier, TcAttachType, Xdp, XdpMode,
+    links::LinkOrder, tc::TcAttachOptions, SchedClassifier, TcAttachType, Xdp, XdpMode,
 };
 use aya::Ebpf;
 use ferry_common::nat::{names, CtEntry, CtKey, NpBackendKey, NpConfig, NpStat, NpSvc, NpSvcKey};
@@ -151,30 +149,11 @@ impl NodePortTc {
     ) -> Result<AttachOutcome, BpfError> {
         let pin = xdp_link_pin(&self.pin_dir, name, iface);
         let program = self.loaded_xdp(name)?;
-        if pin.exists() {
-            let link = ferry_sys::bpf::obj_get(&pin).map_err(|source| BpfError::Pin {
-                op: "open link pin",
-                path: pin.clone(),
-                source,
-            })?;
-            let prog_fd = program
-                .fd()
-                .map_err(|source| program_error("fd", name, source))?;
-            match ferry_sys::bpf::link_update(link.as_fd(), prog_fd.as_fd()) {
-                Ok(()) => return Ok(AttachOutcome::Updated),
-                Err(e) => {
-                    tracing::info!(
-                        pin = %pin.display(),
-                        error = %e,
-                        "pinned XDP link not updatable (interface recreated?): attaching afresh"
-                    );
-                    fs::remove_file(&pin).map_err(|source| BpfError::Pin {
-                        op: "remove stale link pin",
-                        path: pin.clone(),
-                        source,
-                    })?;
-                }
-            }
+        let prog_fd = program
+            .fd()
+            .map_err(|source| program_error("fd", name, source))?;
+        if util::update_pinned_netdev_link(&pin, prog_fd.as_fd())? {
+            return Ok(AttachOutcome::Updated);
         }
         let link_id = program
             .attach(iface, XdpMode::Driver)
@@ -182,14 +161,7 @@ impl NodePortTc {
         let link = program
             .take_link(link_id)
             .map_err(|source| program_error("take link", name, source))?;
-        let link = FdLink::try_from(link).map_err(|source| BpfError::Link {
-            program: name,
-            source: Box::new(source),
-        })?;
-        let _pinned = link.pin(&pin).map_err(|source| BpfError::PinObject {
-            path: pin.clone(),
-            source: Box::new(source),
-        })?;
+        util::pin_link(link, name, &pin)?;
         Ok(AttachOutcome::Created)
     }
 
@@ -212,32 +184,11 @@ impl NodePortTc {
         let name = hook.program();
         let pin = link_pin(&self.pin_dir, name, iface);
         let program = program_mut(&mut self.ebpf, name)?;
-        if pin.exists() {
-            let link = ferry_sys::bpf::obj_get(&pin).map_err(|source| BpfError::Pin {
-                op: "open link pin",
-                path: pin.clone(),
-                source,
-            })?;
-            let prog_fd = program
-                .fd()
-                .map_err(|source| program_error("fd", name, source))?;
-            match ferry_sys::bpf::link_update(link.as_fd(), prog_fd.as_fd()) {
-                Ok(()) => return Ok(AttachOutcome::Updated),
-                // The link outlived its netdev (the interface was deleted and recreated under
-                // the same name: the kernel detached the link, ENOLINK): attach afresh.
-                Err(e) => {
-                    tracing::info!(
-                        pin = %pin.display(),
-                        error = %e,
-                        "pinned TCX link not updatable (interface recreated?): attaching afresh"
-                    );
-                    fs::remove_file(&pin).map_err(|source| BpfError::Pin {
-                        op: "remove stale link pin",
-                        path: pin.clone(),
-                        source,
-                    })?;
-                }
-            }
+        let prog_fd = program
+            .fd()
+            .map_err(|source| program_error("fd", name, source))?;
+        if util::update_pinned_netdev_link(&pin, prog_fd.as_fd())? {
+            return Ok(AttachOutcome::Updated);
         }
         let link_id = program
             .attach_with_options(
@@ -251,14 +202,7 @@ impl NodePortTc {
         let link = program
             .take_link(link_id)
             .map_err(|source| program_error("take link", name, source))?;
-        let link = FdLink::try_from(link).map_err(|source| BpfError::Link {
-            program: name,
-            source: Box::new(source),
-        })?;
-        let _pinned = link.pin(&pin).map_err(|source| BpfError::PinObject {
-            path: pin.clone(),
-            source: Box::new(source),
-        })?;
+        util::pin_link(link, name, &pin)?;
         Ok(AttachOutcome::Created)
     }
 }

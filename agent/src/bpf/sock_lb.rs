@@ -21,7 +21,7 @@ use std::fs::{self, File};
 use std::os::fd::AsFd as _;
 use std::path::{Path, PathBuf};
 
-use aya::programs::{links::FdLink, CgroupAttachMode, CgroupSockAddr};
+use aya::programs::{CgroupAttachMode, CgroupSockAddr};
 use aya::Ebpf;
 use ferry_common::names;
 
@@ -135,15 +135,7 @@ impl SockLb {
             let link = program
                 .take_link(link_id)
                 .map_err(|source| program_error("take link", name, source))?;
-            let link = FdLink::try_from(link).map_err(|source| BpfError::Link {
-                program: name,
-                source: Box::new(source),
-            })?;
-            // The pin holds the link (and the attachment) after our descriptor closes.
-            let _pinned = link.pin(&pin).map_err(|source| BpfError::PinObject {
-                path: pin.clone(),
-                source: Box::new(source),
-            })?;
+            util::pin_link(link, name, &pin)?;
             out.push((name, AttachOutcome::Created));
         }
         Ok(out)

@@ -3,9 +3,11 @@
 //! absent keys, pin removal.
 
 use std::fs;
+use std::os::fd::{AsFd as _, BorrowedFd};
 use std::path::{Path, PathBuf};
 
 use aya::maps::{MapError, MapInfo};
+use aya::programs::links::{FdLink, LinkError};
 use aya::programs::{Program, ProgramError};
 use aya::{Ebpf, EbpfLoader};
 
@@ -58,6 +60,57 @@ pub(super) fn program_error(
         program,
         source: Box::new(source),
     }
+}
+
+/// Swaps the program behind the pinned link at `pin` for `prog_fd` (`BPF_LINK_UPDATE`): no
+/// moment without a program. `Ok(true)`: swapped. `Ok(false)`: there is no pin, or the link
+/// outlived its netdev (the interface was deleted and recreated under the same name: the kernel
+/// detached it, `ENOLINK`), whose pin is removed: the caller attaches afresh.
+pub(super) fn update_pinned_netdev_link(
+    pin: &Path,
+    prog_fd: BorrowedFd<'_>,
+) -> Result<bool, BpfError> {
+    if !pin.exists() {
+        return Ok(false);
+    }
+    let link = ferry_sys::bpf::obj_get(pin).map_err(|source| BpfError::Pin {
+        op: "open link pin",
+        path: pin.to_owned(),
+        source,
+    })?;
+    match ferry_sys::bpf::link_update(link.as_fd(), prog_fd) {
+        Ok(()) => Ok(true),
+        Err(e) => {
+            tracing::info!(
+                pin = %pin.display(),
+                error = %e,
+                "pinned link not updatable (interface recreated?): attaching afresh"
+            );
+            fs::remove_file(pin).map_err(|source| BpfError::Pin {
+                op: "remove stale link pin",
+                path: pin.to_owned(),
+                source,
+            })?;
+            Ok(false)
+        }
+    }
+}
+
+/// Pins a new attachment's link at `pin`: the pin holds the link (and the attachment) after
+/// the program's descriptor closes, across agent restarts.
+pub(super) fn pin_link<L>(link: L, program: &'static str, pin: &Path) -> Result<(), BpfError>
+where
+    FdLink: TryFrom<L, Error = LinkError>,
+{
+    let link = FdLink::try_from(link).map_err(|source| BpfError::Link {
+        program,
+        source: Box::new(source),
+    })?;
+    let _pinned = link.pin(pin).map_err(|source| BpfError::PinObject {
+        path: pin.to_owned(),
+        source: Box::new(source),
+    })?;
+    Ok(())
 }
 
 /// A failed map operation.
