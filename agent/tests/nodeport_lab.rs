@@ -681,6 +681,88 @@ fn nodeport_bulk_tcp_throughput_close_to_direct() {
     }
 }
 
+// ---- The XDP tests' common setup ----
+
+/// The client and pod2 send complete checksums (tx checksum offload off), as packets from a
+/// wire carry them: XDP leaves partial ones to tc.
+fn full_checksums(lab: &Lab) {
+    lab.ext.sh("ethtool -K u0 tx off >/dev/null");
+    lab.pod2.sh("ethtool -K eth0 tx off >/dev/null");
+}
+
+/// XDP_TX on a veth reaches the other end only if that end has an XDP program too: the switch
+/// port of node1 gets the pass-through one (from a second load, with its own pins).
+fn pass_on_switch_port(lab: &Lab) -> (NodePortTc, ferry_agent::bpf::NpMaps) {
+    let (mut sw_tc, sw_maps) = NodePortTc::load(&lab.bpffs.join("sw")).expect("load (sw)");
+    lab.sw
+        .run(|| sw_tc.attach_xdp_pass("s1"))
+        .expect("XDP pass on the switch port");
+    (sw_tc, sw_maps)
+}
+
+/// NodePorts on node1 to pod2 (host-gw, behind node2), ETP Cluster: `(port, pod2's port)`.
+fn to_pod2(lab: &mut Lab, tc: NodePortTc, mut dp: NodePortDatapath, ports: &[(u16, u16)]) {
+    let mut t = ServiceTable::default();
+    for &(port, target) in ports {
+        let b = Backend {
+            addr: POD2,
+            port: target,
+        };
+        t.entries.insert(
+            fe(port, Proto::Tcp),
+            entry(&format!("to-pod2-{port}"), &[b], false),
+        );
+    }
+    assert_eq!(dp.sync(&t).expect("sync").failed, 0);
+    lab.tc = Some(tc);
+    lab.dp = Some(dp);
+}
+
+/// Waits until pod2 accepts connections on `port` (from node2).
+fn pod2_listening(lab: &Lab, port: u16) {
+    let probe = format!(
+        "python3 -c 'import socket; socket.create_connection((\"10.244.2.5\", {port}), timeout=1).close()'"
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || lab
+            .node2
+            .try_sh(&probe)
+            .status
+            .success()),
+        "pod2 listening on {port}"
+    );
+}
+
+/// One of node1's `nodeport` counters.
+fn node1_stat(lab: &Lab, stat: NpStat) -> u64 {
+    lab.dp
+        .as_ref()
+        .expect("dp")
+        .maps()
+        .stats()
+        .expect("stats")
+        .into_iter()
+        .find(|(k, _)| *k == stat)
+        .map_or(0, |(_, n)| n)
+}
+
+/// A bulk transfer of `total` bytes from the client to NodePort `port`: the BULK script's line.
+fn bulk_line(lab: &Lab, port: u16, total: u64) -> String {
+    let out = lab
+        .ext
+        .command("python3")
+        .args([
+            "-c",
+            BULK,
+            "10.99.0.10",
+            &port.to_string(),
+            &total.to_string(),
+        ])
+        .output()
+        .expect("bulk client");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 /// The opt-in XDP program on node1's underlay, with real packets: a NodePort whose backend is
 /// pod2 behind node2 (host-gw), so both directions of the flow leave node1 by the underlay they
 /// arrived on. With full checksums from the senders (tx checksum offload off on the client and
@@ -699,26 +781,12 @@ fn xdp_on_the_underlay_sends_tracked_flows_back_out_with_full_checksums() {
     let mut lab = Lab::new();
     let _server = lab.pod2.spawn("python3", &["-c", SERVER, "pod2", "8080"]);
     let _sink = lab.pod2.spawn("python3", &["-c", SINK, "9000"]);
-    lab.ext.sh("ethtool -K u0 tx off >/dev/null");
-    lab.pod2.sh("ethtool -K eth0 tx off >/dev/null");
+    full_checksums(&lab);
     let mut hooks = NODE1_HOOKS.to_vec();
     hooks.push(("u0", TcHook::UnderlayXdp));
-    let (tc, mut dp) = load_node1(&lab, &hooks);
-    // XDP_TX on a veth reaches the other end only if that end has an XDP program too: the
-    // switch port gets the pass-through one (from a second load, with its own pins).
-    let (mut sw_tc, _sw_maps) = NodePortTc::load(&lab.bpffs.join("sw")).expect("load (sw)");
-    lab.sw
-        .run(|| sw_tc.attach_xdp_pass("s1"))
-        .expect("XDP pass on the switch port");
-    let pod2 = |port| Backend { addr: POD2, port };
-    let mut t = ServiceTable::default();
-    t.entries
-        .insert(fe(30080, Proto::Tcp), entry("web", &[pod2(8080)], false));
-    t.entries
-        .insert(fe(30090, Proto::Tcp), entry("bulk", &[pod2(9000)], false));
-    assert_eq!(dp.sync(&t).expect("sync").failed, 0);
-    lab.tc = Some(tc);
-    lab.dp = Some(dp);
+    let (tc, dp) = load_node1(&lab, &hooks);
+    let _sw = pass_on_switch_port(&lab);
+    to_pod2(&mut lab, tc, dp, &[(30080, 8080), (30090, 9000)]);
 
     // Independent check of the attachment: native (driver) mode, our program.
     let link: serde_json::Value =
@@ -726,36 +794,9 @@ fn xdp_on_the_underlay_sends_tracked_flows_back_out_with_full_checksums() {
     let xdp = &link[0]["xdp"];
     assert_eq!(xdp["mode"], 1, "XDP_ATTACHED_DRV: {link}");
     assert_eq!(xdp["prog"]["name"], names::XDP, "{link}");
-
-    assert!(
-        wait_until(Duration::from_secs(10), || {
-            lab.node2
-                .try_sh("python3 -c 'import socket; socket.create_connection((\"10.244.2.5\", 8080), timeout=1)'")
-                .status
-                .success()
-        }),
-        "backend listening"
-    );
-    let stat = |s: NpStat| {
-        lab.dp
-            .as_ref()
-            .expect("dp")
-            .maps()
-            .stats()
-            .expect("stats")
-            .into_iter()
-            .find(|(k, _)| *k == s)
-            .map_or(0, |(_, n)| n)
-    };
-    let bulk = || -> String {
-        let out = lab
-            .ext
-            .command("python3")
-            .args(["-c", BULK, "10.99.0.10", "30090", &TOTAL.to_string()])
-            .output()
-            .expect("bulk client");
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    };
+    pod2_listening(&lab, 8080);
+    let stat = |s: NpStat| node1_stat(&lab, s);
+    let bulk = || bulk_line(&lab, 30090, TOTAL);
 
     // Full checksums: the flows' packets take XDP both ways.
     let answers = lab.client(30080, "tcp", 10);
@@ -817,28 +858,11 @@ fn xdp_against_tc_for_a_backend_behind_the_underlay() {
     let mut lab = Lab::new();
     let _server = lab.pod2.spawn("python3", &["-c", SERVER, "pod2", "8080"]);
     let _sink = lab.pod2.spawn("python3", &["-c", SINK, "9000"]);
-    lab.ext.sh("ethtool -K u0 tx off >/dev/null");
-    lab.pod2.sh("ethtool -K eth0 tx off >/dev/null");
-    let (tc, mut dp) = load_node1(&lab, &NODE1_HOOKS);
+    full_checksums(&lab);
+    let (tc, dp) = load_node1(&lab, &NODE1_HOOKS);
     let (mut sw_tc, _sw_maps) = NodePortTc::load(&lab.bpffs.join("sw")).expect("load (sw)");
-    let pod2 = |port| Backend { addr: POD2, port };
-    let mut t = ServiceTable::default();
-    t.entries
-        .insert(fe(30080, Proto::Tcp), entry("web", &[pod2(8080)], false));
-    t.entries
-        .insert(fe(30090, Proto::Tcp), entry("bulk", &[pod2(9000)], false));
-    assert_eq!(dp.sync(&t).expect("sync").failed, 0);
-    lab.tc = Some(tc);
-    lab.dp = Some(dp);
-    assert!(
-        wait_until(Duration::from_secs(10), || {
-            lab.node2
-                .try_sh("python3 -c 'import socket; socket.create_connection((\"10.244.2.5\", 8080), timeout=1)'")
-                .status
-                .success()
-        }),
-        "backend listening"
-    );
+    to_pod2(&mut lab, tc, dp, &[(30080, 8080), (30090, 9000)]);
+    pod2_listening(&lab, 8080);
     let node1_pins = lab.bpffs.join("node1");
     let sw_pins = lab.bpffs.join("sw");
     let mut set_xdp = |lab: &mut Lab, on: bool| {
@@ -862,13 +886,7 @@ fn xdp_against_tc_for_a_backend_behind_the_underlay() {
         }
     };
     let bulk = |lab: &Lab| -> f64 {
-        let out = lab
-            .ext
-            .command("python3")
-            .args(["-c", BULK, "10.99.0.10", "30090", &TOTAL.to_string()])
-            .output()
-            .expect("bulk client");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let text = bulk_line(lab, 30090, TOTAL);
         let mut it = text.split_whitespace();
         assert_eq!(
             it.next().and_then(|x| x.parse().ok()),
@@ -892,7 +910,7 @@ fn xdp_against_tc_for_a_backend_behind_the_underlay() {
     };
     let (mut tc_bulk, mut xdp_bulk, mut tc_lat, mut xdp_lat) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let xdp_tx_before = lab.dp.as_ref().expect("dp").maps().stats().expect("stats");
+    let xdp_tx_before = node1_stat(&lab, NpStat::XdpTx);
     for round in 0..ROUNDS {
         // Alternate which mode goes first.
         for on in if round % 2 == 0 {
@@ -912,17 +930,7 @@ fn xdp_against_tc_for_a_backend_behind_the_underlay() {
         }
     }
     set_xdp(&mut lab, false);
-    let xdp_tx = lab
-        .dp
-        .as_ref()
-        .expect("dp")
-        .maps()
-        .stats()
-        .expect("stats")
-        .into_iter()
-        .zip(xdp_tx_before)
-        .find(|((s, _), _)| *s == NpStat::XdpTx)
-        .map_or(0, |((_, a), (_, b))| a - b);
+    let xdp_tx = node1_stat(&lab, NpStat::XdpTx) - xdp_tx_before;
     let summary = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         (v[v.len() / 2], v[0], v[v.len() - 1])
@@ -974,8 +982,7 @@ fn xdp_follows_a_next_hop_whose_mac_changed() {
     }
     let mut lab = Lab::new();
     let _sink = lab.pod2.spawn("python3", &["-c", SINK, "9000"]);
-    lab.ext.sh("ethtool -K u0 tx off >/dev/null");
-    lab.pod2.sh("ethtool -K eth0 tx off >/dev/null");
+    full_checksums(&lab);
     lab.node1
         .sh("sysctl -qw net.ipv4.neigh.u0.base_reachable_time_ms=500 \
          net.ipv4.neigh.u0.delay_first_probe_time=1 net.ipv4.neigh.u0.retrans_time_ms=200");
@@ -988,46 +995,11 @@ fn xdp_follows_a_next_hop_whose_mac_changed() {
     ));
     let mut hooks = NODE1_HOOKS.to_vec();
     hooks.push(("u0", TcHook::UnderlayXdp));
-    let (tc, mut dp) = load_node1(&lab, &hooks);
-    let (mut sw_tc, _sw_maps) = NodePortTc::load(&lab.bpffs.join("sw")).expect("load (sw)");
-    lab.sw
-        .run(|| sw_tc.attach_xdp_pass("s1"))
-        .expect("XDP pass on the switch port");
-    let mut t = ServiceTable::default();
-    t.entries.insert(
-        fe(30090, Proto::Tcp),
-        entry(
-            "trickle",
-            &[Backend {
-                addr: POD2,
-                port: 9000,
-            }],
-            false,
-        ),
-    );
-    assert_eq!(dp.sync(&t).expect("sync").failed, 0);
-    lab.tc = Some(tc);
-    lab.dp = Some(dp);
-    assert!(
-        wait_until(Duration::from_secs(10), || {
-            lab.node2
-                .try_sh("python3 -c 'import socket; socket.create_connection((\"10.244.2.5\", 9000), timeout=1).close()'")
-                .status
-                .success()
-        }),
-        "sink listening"
-    );
-    let xdp_tx = |lab: &Lab| {
-        lab.dp
-            .as_ref()
-            .expect("dp")
-            .maps()
-            .stats()
-            .expect("stats")
-            .into_iter()
-            .find(|(s, _)| *s == NpStat::XdpTx)
-            .map_or(0, |(_, n)| n)
-    };
+    let (tc, dp) = load_node1(&lab, &hooks);
+    let _sw = pass_on_switch_port(&lab);
+    to_pod2(&mut lab, tc, dp, &[(30090, 9000)]);
+    pod2_listening(&lab, 9000);
+    let xdp_tx = |lab: &Lab| node1_stat(lab, NpStat::XdpTx);
     let client = lab
         .ext
         .command("python3")
