@@ -109,6 +109,49 @@ fn ready(p: &Value) -> bool {
         })
 }
 
+/// One line per pod: name, owner, version, node, phase, readiness, whether active, creation
+/// and deletion times.
+fn describe(ps: &[&Value]) -> String {
+    ps.iter()
+        .map(|p| {
+            format!(
+                "{} owner={} version={:?} node={} phase={} ready={} active={} created={} deleted={}\n",
+                p["metadata"]["name"],
+                p["metadata"]["ownerReferences"][0]["name"],
+                version(p),
+                p["spec"]["nodeName"],
+                p["status"]["phase"],
+                ready(p),
+                active(p),
+                p["metadata"]["creationTimestamp"],
+                p["metadata"]["deletionTimestamp"],
+            )
+        })
+        .collect()
+}
+
+/// The last 30 lines of the logs of the three replicas and both kubelets.
+fn tails(c: &Cluster) -> String {
+    [
+        "apiserver-1",
+        "apiserver-2",
+        "apiserver-3",
+        "node-1-kubelet",
+        "node-2-kubelet",
+    ]
+    .iter()
+    .map(|n| {
+        let text = std::fs::read_to_string(c.dir().join("logs").join(format!("{n}.log")))
+            .unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(30).collect();
+        format!(
+            "--- {n}.log (last 30 lines)\n{}\n",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        )
+    })
+    .collect()
+}
+
 /// Neither terminating nor finished.
 fn active(p: &Value) -> bool {
     p["metadata"]["deletionTimestamp"].is_null()
@@ -290,12 +333,15 @@ fn killing_the_leading_server_mid_rollout_loses_nothing() {
     );
 
     // The new leader's controllers finish the rollout; never more than 6 + maxSurge pods.
-    let mut most = 0;
+    let (mut most, mut crowd) = (0, String::new());
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let ps = items(&k.json(&["get", "pods", "-l", "app=web"]));
         let live: Vec<&Value> = ps.iter().filter(|p| active(p)).collect();
-        most = most.max(live.len());
+        if live.len() > most {
+            most = live.len();
+            crowd = describe(&live);
+        }
         let d = k.json(&["get", "deployment", "web"]);
         let st = &d["status"];
         if ps.len() == 6
@@ -309,41 +355,20 @@ fn killing_the_leading_server_mid_rollout_loses_nothing() {
             break;
         }
         if Instant::now() >= deadline {
-            let logs: String = [
-                "apiserver-1",
-                "apiserver-2",
-                "apiserver-3",
-                "node-1-kubelet",
-                "node-2-kubelet",
-            ]
-            .iter()
-            .map(|n| {
-                let text = std::fs::read_to_string(c.dir().join("logs").join(format!("{n}.log")))
-                    .unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(30).collect();
-                format!(
-                    "--- {n}.log (last 30 lines)\n{}\n",
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                )
-            })
-            .collect();
             panic!(
-                "the rollout did not complete: {st}, pods {:?}\n{logs}",
-                ps.iter()
-                    .map(|p| (
-                        p["metadata"]["name"].clone(),
-                        version(p),
-                        p["spec"]["nodeName"].clone(),
-                        p["status"]["phase"].clone(),
-                        ready(p),
-                        active(p)
-                    ))
-                    .collect::<Vec<_>>()
+                "the rollout did not complete: {st}, pods:\n{}{}",
+                describe(&ps.iter().collect::<Vec<_>>()),
+                tails(&c)
             );
         }
         std::thread::sleep(Duration::from_millis(300));
     }
-    assert!(most <= 8, "{most} live pods at once (6 + maxSurge 2)");
+    eprintln!("at most {most} live pods during the rollout");
+    assert!(
+        most <= 8,
+        "{most} live pods at once (6 + maxSurge 2):\n{crowd}{}",
+        tails(&c)
+    );
     let (acked, failed) = writer.stop();
     eprintln!(
         "{} writes acknowledged, {failed} failed during the takeover",

@@ -145,7 +145,7 @@ async fn round(
     let live: HashSet<String> = all_rs.iter().filter_map(|r| r.uid()).collect();
     exp.adds.retain(|k, m| live.contains(k) && !m.is_empty());
     exp.dels.retain(|k, m| live.contains(k) && !m.is_empty());
-    for rs in all_rs {
+    for rs in shrinking_first(all_rs, &all_pods, exp) {
         if let Err(e) = sync(client, &rs, &all_pods, exp).await {
             tracing::info!(
                 "replicaset {}/{}: {e} (retrying)",
@@ -154,6 +154,40 @@ async fn round(
             );
         }
     }
+}
+
+/// The ReplicaSets of a round in the order they are synced: those with pods to delete first,
+/// those with pods to create last. A Deployment scales its old ReplicaSet down and then its new
+/// one up; when one round sees both writes, deleting first keeps the live pods within
+/// `replicas + maxSurge` at every moment (creating first put 9 live pods of a 6-replica
+/// Deployment with maxSurge 2 on the API during a rollout).
+fn shrinking_first(
+    mut all_rs: Vec<Arc<ReplicaSet>>,
+    all_pods: &[Arc<Pod>],
+    exp: &PodExpectations,
+) -> Vec<Arc<ReplicaSet>> {
+    let mut live: HashMap<&str, usize> = HashMap::new();
+    for p in all_pods.iter().filter(|p| pod_active(p)) {
+        if let Some(o) = controller_of(p.owner_references()) {
+            let deleted = exp
+                .dels
+                .get(&o.uid)
+                .is_some_and(|d| p.metadata.uid.as_ref().is_some_and(|uid| d.contains(uid)));
+            if !deleted {
+                *live.entry(o.uid.as_str()).or_default() += 1;
+            }
+        }
+    }
+    all_rs.sort_by_cached_key(|rs| {
+        let uid = rs.metadata.uid.as_deref().unwrap_or_default();
+        let have =
+            live.get(uid).copied().unwrap_or(0) + exp.adds.get(uid).map_or(0, Expectations::len);
+        let want = rs.spec.as_ref().map_or(0, |s| {
+            usize::try_from(s.replicas.unwrap_or(1).max(0)).unwrap_or(0)
+        });
+        want.cmp(&have)
+    });
+    all_rs
 }
 
 async fn sync(
@@ -360,5 +394,79 @@ mod tests {
             !pod_available(&old, 5),
             "ready without a transition time is not available yet"
         );
+    }
+
+    fn rs(name: &str, replicas: i32) -> Arc<ReplicaSet> {
+        Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": "d", "uid": name},
+                "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "x"}}}}))
+            .unwrap(),
+        )
+    }
+
+    fn owned(owner: &str, name: &str, deleting: bool) -> Arc<Pod> {
+        let mut meta = serde_json::json!({"name": name, "namespace": "d", "uid": name,
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                "name": owner, "uid": owner, "controller": true}]});
+        if deleting {
+            meta["deletionTimestamp"] = "2024-01-01T00:00:00Z".into();
+        }
+        Arc::new(pod(
+            serde_json::json!({"metadata": meta, "spec": {"containers": []}}),
+        ))
+    }
+
+    fn names(v: &[Arc<ReplicaSet>]) -> Vec<String> {
+        v.iter().map(|r| r.name_any()).collect()
+    }
+
+    #[test]
+    fn a_round_deletes_before_it_creates() {
+        // A rollout step seen in one round: old scaled 6 -> 5 (6 live pods), new 2 -> 3 (2 live),
+        // plus a ReplicaSet in balance (1 of 1) and one whose surplus pod is being deleted.
+        let mut pods: Vec<Arc<Pod>> = (0..6)
+            .map(|i| owned("old", &format!("o{i}"), false))
+            .collect();
+        pods.extend((0..2).map(|i| owned("new", &format!("n{i}"), false)));
+        pods.push(owned("even", "e0", false));
+        pods.push(owned("gone", "g0", false));
+        pods.push(owned("gone", "g1", true));
+        let exp = PodExpectations::default();
+        for order in [
+            vec![rs("new", 3), rs("even", 1), rs("old", 5), rs("gone", 1)],
+            vec![rs("even", 1), rs("gone", 1), rs("new", 3), rs("old", 5)],
+        ] {
+            assert_eq!(
+                names(&shrinking_first(order, &pods, &exp))
+                    .first()
+                    .map(String::as_str),
+                Some("old")
+            );
+        }
+        let got = names(&shrinking_first(
+            vec![rs("new", 3), rs("even", 1), rs("old", 5)],
+            &pods,
+            &exp,
+        ));
+        assert_eq!(got, ["old", "even", "new"]);
+
+        // Expectations count as the controller counts them: a deletion not yet seen leaves
+        // nothing to delete; a creation not yet seen, nothing to create.
+        let mut exp = PodExpectations::default();
+        exp.dels
+            .entry("old".into())
+            .or_insert_with(expectations)
+            .expect("o0".into(), ());
+        exp.adds
+            .entry("new".into())
+            .or_insert_with(expectations)
+            .expect("n2".into(), ());
+        let got = names(&shrinking_first(
+            vec![rs("new", 3), rs("old", 5), rs("even", 2)],
+            &pods,
+            &exp,
+        ));
+        assert_eq!(got, ["new", "old", "even"]);
     }
 }
