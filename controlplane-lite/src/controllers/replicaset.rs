@@ -5,7 +5,9 @@
 //! its selector are adopted; pods controlled by someone else are left alone. Missing pods are
 //! created from `spec.template` (`generateName: <rs>-`, a controller ownerReference with
 //! `blockOwnerDeletion`); surplus pods are deleted, unscheduled first, then not running, then not
-//! ready, then newest. Pods being deleted (or terminal) no longer count.
+//! ready, then newest. Pods being deleted (or terminal) no longer count. ReplicaSets with pods
+//! to delete are synced before those with pods to create, so a Deployment's rollout step (old
+//! scaled down, new scaled up) seen in one round never exceeds `replicas + maxSurge` live pods.
 //!
 //! Creations and deletions not yet visible in the (asynchronously updated) local store are
 //! remembered as expectations, so a second round never creates or deletes twice.
