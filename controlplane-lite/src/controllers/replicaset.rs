@@ -25,6 +25,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::Store;
 use kube::ResourceExt;
+use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -147,27 +148,44 @@ async fn round(
     let live: HashSet<String> = all_rs.iter().filter_map(|r| r.uid()).collect();
     exp.adds.retain(|k, m| live.contains(k) && !m.is_empty());
     exp.dels.retain(|k, m| live.contains(k) && !m.is_empty());
-    for rs in shrinking_first(all_rs, &all_pods, exp) {
+    // Controllers (Deployments) one of whose ReplicaSets failed to shed its surplus this round:
+    // their other ReplicaSets create nothing until it has (next round), or a failed deletion
+    // (an etcd timeout) followed by a sibling's creation would exceed maxSurge.
+    let mut held: HashSet<String> = HashSet::new();
+    for (rs, step) in shrinking_first(all_rs, &all_pods, exp) {
+        let owner = controller_of(rs.owner_references()).map(|o| o.uid.clone());
+        if step == Ordering::Greater && owner.as_ref().is_some_and(|o| held.contains(o)) {
+            tracing::info!(
+                "replicaset {}/{}: creations wait for a sibling ReplicaSet's deletions",
+                rs.namespace().unwrap_or_default(),
+                rs.name_any()
+            );
+            continue;
+        }
         if let Err(e) = sync(client, &rs, &all_pods, exp).await {
             tracing::info!(
                 "replicaset {}/{}: {e} (retrying)",
                 rs.namespace().unwrap_or_default(),
                 rs.name_any()
             );
+            if step == Ordering::Less {
+                held.extend(owner);
+            }
         }
     }
 }
 
-/// The ReplicaSets of a round in the order they are synced: those with pods to delete first,
-/// those with pods to create last. A Deployment scales its old ReplicaSet down and then its new
+/// The ReplicaSets of a round in the order they are synced, each with `spec.replicas` compared
+/// with the pods it has (`Less`: pods to delete): those with pods to delete first, those with
+/// pods to create last. A Deployment scales its old ReplicaSet down and then its new
 /// one up; when one round sees both writes, deleting first keeps the live pods within
 /// `replicas + maxSurge` at every moment (creating first put 9 live pods of a 6-replica
 /// Deployment with maxSurge 2 on the API during a rollout).
 fn shrinking_first(
-    mut all_rs: Vec<Arc<ReplicaSet>>,
+    all_rs: Vec<Arc<ReplicaSet>>,
     all_pods: &[Arc<Pod>],
     exp: &PodExpectations,
-) -> Vec<Arc<ReplicaSet>> {
+) -> Vec<(Arc<ReplicaSet>, Ordering)> {
     let mut live: HashMap<&str, usize> = HashMap::new();
     for p in all_pods.iter().filter(|p| pod_active(p)) {
         if let Some(o) = controller_of(p.owner_references()) {
@@ -180,16 +198,21 @@ fn shrinking_first(
             }
         }
     }
-    all_rs.sort_by_cached_key(|rs| {
-        let uid = rs.metadata.uid.as_deref().unwrap_or_default();
-        let have =
-            live.get(uid).copied().unwrap_or(0) + exp.adds.get(uid).map_or(0, Expectations::len);
-        let want = rs.spec.as_ref().map_or(0, |s| {
-            usize::try_from(s.replicas.unwrap_or(1).max(0)).unwrap_or(0)
-        });
-        want.cmp(&have)
-    });
-    all_rs
+    let mut steps: Vec<(Arc<ReplicaSet>, Ordering)> = all_rs
+        .into_iter()
+        .map(|rs| {
+            let uid = rs.metadata.uid.as_deref().unwrap_or_default();
+            let have = live.get(uid).copied().unwrap_or(0)
+                + exp.adds.get(uid).map_or(0, Expectations::len);
+            let want = rs.spec.as_ref().map_or(0, |s| {
+                usize::try_from(s.replicas.unwrap_or(1).max(0)).unwrap_or(0)
+            });
+            let step = want.cmp(&have);
+            (rs, step)
+        })
+        .collect();
+    steps.sort_by_key(|(_, step)| *step);
+    steps
 }
 
 async fn sync(
@@ -419,8 +442,8 @@ mod tests {
         ))
     }
 
-    fn names(v: &[Arc<ReplicaSet>]) -> Vec<String> {
-        v.iter().map(|r| r.name_any()).collect()
+    fn names(v: &[(Arc<ReplicaSet>, Ordering)]) -> Vec<String> {
+        v.iter().map(|(r, _)| r.name_any()).collect()
     }
 
     #[test]
@@ -452,6 +475,11 @@ mod tests {
             &exp,
         ));
         assert_eq!(got, ["old", "even", "new"]);
+        let steps: Vec<Ordering> = shrinking_first(vec![rs("new", 3), rs("old", 5)], &pods, &exp)
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect();
+        assert_eq!(steps, [Ordering::Less, Ordering::Greater]);
 
         // Expectations count as the controller counts them: a deletion not yet seen leaves
         // nothing to delete; a creation not yet seen, nothing to create.
