@@ -203,6 +203,89 @@ impl Writer {
     }
 }
 
+/// Follows the live pods of `app=web` through a watch (`kubectl get -w --output-watch-events`),
+/// so every state the API went through counts, not only the sampled ones: the most live pods at
+/// once and who they were. A watch through the killed replica ends; the next one starts from a
+/// fresh list (forgetting what it had, so a pod deleted in the gap is not counted as live; while
+/// a list is replayed the count sees a subset of one state, never more).
+struct LiveWatch {
+    stop: Arc<AtomicBool>,
+    child: Arc<Mutex<Option<std::process::Child>>>,
+    thread: std::thread::JoinHandle<(usize, String)>,
+}
+
+impl LiveWatch {
+    fn start(k: &Kubectl) -> LiveWatch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let child: Arc<Mutex<Option<std::process::Child>>> = Arc::default();
+        let (kc, flag, slot) = (k.0.clone(), Arc::clone(&stop), Arc::clone(&child));
+        let thread = std::thread::spawn(move || {
+            let (mut most, mut crowd) = (0, String::new());
+            while !flag.load(Ordering::Relaxed) {
+                let spawned = std::process::Command::new("kubectl")
+                    .args(["--kubeconfig", &kc, "get", "pods", "-l", "app=web", "-w"])
+                    .args(["--output-watch-events", "-o", "json"])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::null())
+                    .spawn();
+                let Ok(mut ch) = spawned else {
+                    std::thread::sleep(Duration::from_millis(200));
+                    continue;
+                };
+                let out = ch.stdout.take().unwrap();
+                *slot.lock().unwrap() = Some(ch);
+                if flag.load(Ordering::Relaxed) {
+                    if let Some(mut ch) = slot.lock().unwrap().take() {
+                        let _ = ch.kill();
+                        let _ = ch.wait();
+                    }
+                    break;
+                }
+                let mut pods: std::collections::BTreeMap<String, Value> = Default::default();
+                for ev in serde_json::Deserializer::from_reader(out).into_iter::<Value>() {
+                    let Ok(ev) = ev else { break };
+                    let name = ev["object"]["metadata"]["name"].as_str().unwrap_or("");
+                    match ev["type"].as_str() {
+                        Some("ADDED" | "MODIFIED") => {
+                            pods.insert(name.to_owned(), ev["object"].clone());
+                        }
+                        Some("DELETED") => {
+                            pods.remove(name);
+                        }
+                        _ => continue,
+                    }
+                    let live: Vec<&Value> = pods.values().filter(|p| active(p)).collect();
+                    if live.len() > most {
+                        most = live.len();
+                        crowd = describe(&live);
+                    }
+                }
+                if let Some(mut ch) = slot.lock().unwrap().take() {
+                    let _ = ch.kill();
+                    let _ = ch.wait();
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            (most, crowd)
+        });
+        LiveWatch {
+            stop,
+            child,
+            thread,
+        }
+    }
+
+    /// The most live pods seen at once, and a description of them.
+    fn stop(self) -> (usize, String) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(ch) = self.child.lock().unwrap().as_mut() {
+            let _ = ch.kill();
+        }
+        self.thread.join().unwrap()
+    }
+}
+
 /// Every acknowledged ConfigMap is readable, with the value written.
 fn assert_all_readable(k: &Kubectl, acked: &[String]) {
     let list = k.json(&["get", "configmaps"]);
@@ -299,6 +382,7 @@ fn killing_the_leading_server_mid_rollout_loses_nothing() {
     );
 
     let writer = Writer::start(&k, "ack");
+    let watch = LiveWatch::start(&k);
     k.apply(&deployment("v2"));
     k.wait(
         &["get", "pods", "-l", "app=web"],
@@ -323,9 +407,9 @@ fn killing_the_leading_server_mid_rollout_loses_nothing() {
     assert_ne!(successor, leader);
     eprintln!("{successor} leads {took:?} after {leader} was killed");
     // The survivors take over once the Lease expires: they see the last renewal up to one
-    // (jittered) retry period late and retry up to one period after expiry; kubectl's polling
-    // adds up to a second.
-    let bound = LEASE + RETRY.mul_f64(2.0 * 1.2) + Duration::from_secs(2);
+    // (jittered) retry period late and retry up to one period after expiry; the Lease write
+    // (an etcd commit) and kubectl's polling add seconds on two loaded cores.
+    let bound = LEASE + RETRY.mul_f64(2.0 * 1.2) + Duration::from_secs(5);
     assert!(took <= bound, "takeover took {took:?} (bound {bound:?})");
     assert!(
         took >= LEASE - 3 * RETRY,
@@ -336,13 +420,22 @@ fn killing_the_leading_server_mid_rollout_loses_nothing() {
     let (mut most, mut crowd) = (0, String::new());
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let ps = items(&k.json(&["get", "pods", "-l", "app=web"]));
+        // A transient failure of one kubectl call (an etcd timeout on a loaded machine) is
+        // retried until the deadline.
+        let (Some(pods), Some(d)) = (
+            k.try_json(&["get", "pods", "-l", "app=web"]),
+            k.try_json(&["get", "deployment", "web"]),
+        ) else {
+            assert!(Instant::now() < deadline, "kubectl kept failing");
+            std::thread::sleep(Duration::from_millis(300));
+            continue;
+        };
+        let ps = items(&pods);
         let live: Vec<&Value> = ps.iter().filter(|p| active(p)).collect();
         if live.len() > most {
             most = live.len();
             crowd = describe(&live);
         }
-        let d = k.json(&["get", "deployment", "web"]);
         let st = &d["status"];
         if ps.len() == 6
             && live.len() == 6
@@ -363,7 +456,11 @@ fn killing_the_leading_server_mid_rollout_loses_nothing() {
         }
         std::thread::sleep(Duration::from_millis(300));
     }
-    eprintln!("at most {most} live pods during the rollout");
+    let (watched, watched_crowd) = watch.stop();
+    eprintln!("at most {most} live pods sampled, {watched} watched during the rollout");
+    if watched > most {
+        (most, crowd) = (watched, watched_crowd);
+    }
     assert!(
         most <= 8,
         "{most} live pods at once (6 + maxSurge 2):\n{crowd}{}",

@@ -201,6 +201,17 @@ impl Kubectl {
         serde_json::from_str(&self.ok(&a)).unwrap()
     }
 
+    /// `json`, or `None` when kubectl fails.
+    pub fn try_json(&self, args: &[&str]) -> Option<Value> {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        let out = self.run(&a, None);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).ok())
+            .flatten()
+    }
+
     pub fn wait(&self, args: &[&str], secs: u64, what: &str, f: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(secs);
         let mut last = Value::Null;
