@@ -7,7 +7,9 @@
 //! `blockOwnerDeletion`); surplus pods are deleted, unscheduled first, then not running, then not
 //! ready, then newest. Pods being deleted (or terminal) no longer count. ReplicaSets with pods
 //! to delete are synced before those with pods to create, so a Deployment's rollout step (old
-//! scaled down, new scaled up) seen in one round never exceeds `replicas + maxSurge` live pods.
+//! scaled down, new scaled up) seen in one round never exceeds `replicas + maxSurge` live pods;
+//! when a ReplicaSet fails to delete its surplus, its siblings (same controller) create nothing
+//! that round.
 //!
 //! Creations and deletions not yet visible in the (asynchronously updated) local store are
 //! remembered as expectations, so a second round never creates or deletes twice.
