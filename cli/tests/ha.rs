@@ -160,9 +160,10 @@ fn active(p: &Value) -> bool {
 
 /// Writes ConfigMaps `<tag>-<n>` one after another with kubectl until stopped; the names of
 /// those kubectl reported created, and how many attempts failed.
+/// Dropped without `stop` (a failed assertion), it stops all the same.
 struct Writer {
     stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<(Vec<String>, usize)>,
+    thread: Option<std::thread::JoinHandle<(Vec<String>, usize)>>,
 }
 
 impl Writer {
@@ -194,12 +195,25 @@ impl Writer {
             }
             (acked, failed)
         });
-        Writer { stop, thread }
+        Writer {
+            stop,
+            thread: Some(thread),
+        }
     }
 
-    fn stop(self) -> (Vec<String>, usize) {
+    fn stop(mut self) -> (Vec<String>, usize) {
+        self.halt().unwrap_or_default()
+    }
+
+    fn halt(&mut self) -> Option<(Vec<String>, usize)> {
         self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().unwrap()
+        self.thread.take().and_then(|t| t.join().ok())
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.halt();
     }
 }
 
@@ -208,10 +222,11 @@ impl Writer {
 /// once and who they were. A watch through the killed replica ends; the next one starts from a
 /// fresh list (forgetting what it had, so a pod deleted in the gap is not counted as live; while
 /// a list is replayed the count sees a subset of one state, never more).
+/// Dropped without `stop` (a failed assertion), it stops all the same.
 struct LiveWatch {
     stop: Arc<AtomicBool>,
     child: Arc<Mutex<Option<std::process::Child>>>,
-    thread: std::thread::JoinHandle<(usize, String)>,
+    thread: Option<std::thread::JoinHandle<(usize, String)>>,
 }
 
 impl LiveWatch {
@@ -272,17 +287,32 @@ impl LiveWatch {
         LiveWatch {
             stop,
             child,
-            thread,
+            thread: Some(thread),
         }
     }
 
     /// The most live pods seen at once, and a description of them.
-    fn stop(self) -> (usize, String) {
+    fn stop(mut self) -> (usize, String) {
+        self.halt().unwrap_or_default()
+    }
+
+    fn halt(&mut self) -> Option<(usize, String)> {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(ch) = self.child.lock().unwrap().as_mut() {
+        if let Some(ch) = self
+            .child
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
             let _ = ch.kill();
         }
-        self.thread.join().unwrap()
+        self.thread.take().and_then(|t| t.join().ok())
+    }
+}
+
+impl Drop for LiveWatch {
+    fn drop(&mut self) {
+        self.halt();
     }
 }
 
@@ -458,6 +488,10 @@ fn killing_the_leading_server_mid_rollout_loses_nothing() {
     }
     let (watched, watched_crowd) = watch.stop();
     eprintln!("at most {most} live pods sampled, {watched} watched during the rollout");
+    assert!(
+        watched >= 6,
+        "the watch saw {watched} live pods: it did not follow the rollout"
+    );
     if watched > most {
         (most, crowd) = (watched, watched_crowd);
     }

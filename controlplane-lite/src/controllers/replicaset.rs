@@ -8,8 +8,8 @@
 //! ready, then newest. Pods being deleted (or terminal) no longer count. ReplicaSets with pods
 //! to delete are synced before those with pods to create, so a Deployment's rollout step (old
 //! scaled down, new scaled up) seen in one round never exceeds `replicas + maxSurge` live pods;
-//! when a ReplicaSet fails to delete its surplus, its siblings (same controller) create nothing
-//! that round.
+//! while a ReplicaSet keeps live pods beyond its `spec.replicas` after its sync (a deletion
+//! failed), the other ReplicaSets of its controller create no pods that round.
 //!
 //! Creations and deletions not yet visible in the (asynchronously updated) local store are
 //! remembered as expectations, so a second round never creates or deletes twice.
@@ -150,29 +150,24 @@ async fn round(
     let live: HashSet<String> = all_rs.iter().filter_map(|r| r.uid()).collect();
     exp.adds.retain(|k, m| live.contains(k) && !m.is_empty());
     exp.dels.retain(|k, m| live.contains(k) && !m.is_empty());
-    // Controllers (Deployments) one of whose ReplicaSets failed to shed its surplus this round:
-    // their other ReplicaSets create nothing until it has (next round), or a failed deletion
-    // (an etcd timeout) followed by a sibling's creation would exceed maxSurge.
+    // Controllers (Deployments) one of whose ReplicaSets still has live pods beyond its
+    // `spec.replicas` after its sync (a deletion failed, or creations it expects are not seen
+    // yet): their other ReplicaSets create nothing this round, or a failed deletion (an etcd
+    // timeout) followed by a sibling's creation would exceed `replicas + maxSurge`.
     let mut held: HashSet<String> = HashSet::new();
-    for (rs, step) in shrinking_first(all_rs, &all_pods, exp) {
+    for (rs, _) in shrinking_first(all_rs, &all_pods, exp) {
         let owner = controller_of(rs.owner_references()).map(|o| o.uid.clone());
-        if step == Ordering::Greater && owner.as_ref().is_some_and(|o| held.contains(o)) {
-            tracing::info!(
-                "replicaset {}/{}: creations wait for a sibling ReplicaSet's deletions",
-                rs.namespace().unwrap_or_default(),
-                rs.name_any()
-            );
-            continue;
-        }
-        if let Err(e) = sync(client, &rs, &all_pods, exp).await {
+        let may_create = !owner.as_ref().is_some_and(|o| held.contains(o));
+        let mut surplus_left = false;
+        if let Err(e) = sync(client, &rs, &all_pods, exp, may_create, &mut surplus_left).await {
             tracing::info!(
                 "replicaset {}/{}: {e} (retrying)",
                 rs.namespace().unwrap_or_default(),
                 rs.name_any()
             );
-            if step == Ordering::Less {
-                held.extend(owner);
-            }
+        }
+        if surplus_left {
+            held.extend(owner);
         }
     }
 }
@@ -217,11 +212,16 @@ fn shrinking_first(
     steps
 }
 
+/// Syncs one ReplicaSet: adoption, creations (only if `may_create`), deletions, status.
+/// `surplus_left` is set while it keeps more live pods than `spec.replicas` (a deletion failed, or
+/// creations it expects are not seen yet).
 async fn sync(
     client: &kube::Client,
     rs: &ReplicaSet,
     all_pods: &[Arc<Pod>],
     exp: &mut PodExpectations,
+    may_create: bool,
+    surplus_left: &mut bool,
 ) -> kube::Result<()> {
     let ns = rs.namespace().unwrap_or_default();
     let uid = rs.uid().unwrap_or_default();
@@ -259,7 +259,12 @@ async fn sync(
     let want = usize::try_from(spec.replicas.unwrap_or(1).max(0)).unwrap_or(0);
     if !deleting {
         let have = active.len() + adds;
-        if have < want {
+        if have < want && !may_create {
+            tracing::info!(
+                "replicaset {ns}/{}: creations wait for a sibling ReplicaSet's deletions",
+                rs.name_any()
+            );
+        } else if have < want {
             let template = spec.template.clone().unwrap_or_default();
             for _ in 0..(want - have).min(BURST) {
                 let mut pod = Pod {
@@ -277,9 +282,13 @@ async fn sync(
                     .or_insert_with(expectations)
                     .expect(created.uid().unwrap_or_default(), ());
             }
-        } else if active.len() > want && adds == 0 {
+        } else if active.len() > want {
+            *surplus_left = true;
+        }
+        if *surplus_left && adds == 0 {
             active.sort_by_key(|p| deletion_rank(p));
             let surplus = (active.len() - want).min(BURST);
+            let left = active.len() - surplus > want;
             for p in active.into_iter().take(surplus) {
                 match pod_api
                     .delete(&p.name_any(), &DeleteParams::background())
@@ -294,6 +303,7 @@ async fn sync(
                     .or_insert_with(expectations)
                     .expect(p.uid().unwrap_or_default(), ());
             }
+            *surplus_left = left;
         }
     }
     update_status(client, rs, &owned).await
