@@ -6,6 +6,7 @@
 //! | [`watch`] | a reflector (watch -> local store, with backoff) that pokes a [`tokio::sync::Notify`] on the changes its owner cares about |
 //! | [`mod@reconcile`] | the [`Loop`] around a reconcile round: resync period, retry after a failed round, debounce |
 //! | [`expectations`] | [`Expectations`]: writes made but not yet seen in the (asynchronously updated) local store |
+//! | [`lease`] | heartbeat Leases in `kube-node-lease`: renewing one's own, judging others' on one's own clock |
 //!
 //! The usual shape of a controller:
 //!
@@ -34,6 +35,7 @@ use k8s_openapi as _;
 
 pub mod client;
 pub mod expectations;
+pub mod lease;
 pub mod reconcile;
 pub mod watch;
 

@@ -215,33 +215,19 @@ pub async fn network_loop(k: Arc<Kubelet>) {
     }
 }
 
-/// Renews `kube-node-lease/<node>` every `lease_interval` seconds (creating it when missing).
+/// Renews `kube-node-lease/<node>` every `lease_interval` seconds (creating it when missing,
+/// owned by the Node): [`ferry_kube::lease::heartbeat`].
 pub async fn lease_loop(k: Arc<Kubelet>, node_uid: String) {
-    let api: Api<Lease> = Api::namespaced(k.client.clone(), "kube-node-lease");
+    use ferry_kube::lease::{heartbeat, Heartbeat, NAMESPACE};
+    let api: Api<Lease> = Api::namespaced(k.client.clone(), NAMESPACE);
     let name = k.cfg.node_name.clone();
-    loop {
-        let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(jiff::Timestamp::now());
-        let renew = json!({"spec": {"renewTime": now, "holderIdentity": name,
-                                    "leaseDurationSeconds": 40}});
-        match api
-            .patch(&name, &PatchParams::default(), &Patch::Merge(&renew))
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => {
-                let lease: Result<Lease, _> = serde_json::from_value(json!({
-                    "metadata": {"name": name, "namespace": "kube-node-lease",
-                        "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": name, "uid": node_uid}]},
-                    "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": now},
-                }));
-                if let Ok(lease) = lease {
-                    if let Err(e) = api.create(&PostParams::default(), &lease).await {
-                        tracing::warn!("creating the node lease: {e}");
-                    }
-                }
-            }
-            Err(e) => tracing::warn!("renewing the node lease: {e}"),
-        }
-        tokio::time::sleep(Duration::from_secs(k.cfg.lease_interval)).await;
-    }
+    let hb = Heartbeat {
+        name: name.clone(),
+        holder: name.clone(),
+        duration: Duration::from_secs(40),
+        interval: Duration::from_secs(k.cfg.lease_interval),
+        node: Some((name, node_uid)),
+        labels: Default::default(),
+    };
+    heartbeat(api, hb, None).await;
 }
