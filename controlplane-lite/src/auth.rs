@@ -5,14 +5,17 @@
 //! read only what its kubelet and agent need: Nodes, Services, Endpoints and EndpointSlices
 //! ([`NODE_READS`]); the pods bound to it (by name, with their status and logs; lists and
 //! watches only with `fieldSelector=spec.nodeName=<node>`); the Secrets and ConfigMaps those
-//! pods use (by name); its own Lease. Never the pod streams (exec, attach, port-forward). It
+//! pods use (by name); the heartbeat Leases in `kube-node-lease` (the agents judge each other's
+//! L2 announcer Lease). Never the pod streams (exec, attach, port-forward). It
 //! writes only its own Node (and its status; what it may change there is
-//! `crate::admission::node_restriction`), its own Lease, Events, and the pods bound to it (their
+//! `crate::admission::node_restriction`), its own Leases (`<node>` and `ferry-l2-<node>`,
+//! [`ferry_kube::lease`]), Events, and the pods bound to it (their
 //! status, and the final deletion that confirms termination); every other request is 403.
 //! Tokens never appear in logs; comparisons are constant-time. [`rules`] lists the same decisions as rules (for
 //! `kubectl auth can-i --list`); `crate::reviews` answers `kubectl auth can-i` / `whoami` from them.
 
 use anyhow::{Context, Result};
+use ferry_kube::lease;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -277,23 +280,26 @@ pub fn authorize(who: &Identity, what: &Attributes<'_>) -> Decision {
             (r, _, _) if NODE_READS.contains(&r) => Decision::Allow,
             ("pods", None, "list" | "watch") => Decision::IfSelectsNode(node.clone()),
             ("pods", None | Some("status" | "log"), "get") => Decision::IfPodBoundTo(node.clone()),
-            ("leases", None, _) if own && what.namespace == Some("kube-node-lease") => {
-                Decision::Allow
-            }
+            // Every heartbeat Lease: the agents judge each other's L2 announcer Leases.
+            ("leases", None, _) if what.namespace == Some(lease::NAMESPACE) => Decision::Allow,
             _ => Decision::Deny(format!(
                 "node {node:?} may not {} {}{}: a node reads only nodes, services, endpoints, \
-                 endpointslices, its own lease, and the pods bound to it and what they use",
+                 endpointslices, the leases in {}, and the pods bound to it and what they use",
                 what.verb,
                 what.resource,
                 what.subresource
                     .map(|s| format!("/{s}"))
-                    .unwrap_or_default()
+                    .unwrap_or_default(),
+                lease::NAMESPACE
             )),
         };
     }
+    let own_lease = own || what.name == Some(lease::announcer_lease(node).as_str());
     match (what.resource, what.subresource) {
         ("nodes", None | Some("status")) if own && what.verb != "delete" => Decision::Allow,
-        ("leases", None) if own && what.namespace == Some("kube-node-lease") => Decision::Allow,
+        ("leases", None) if own_lease && what.namespace == Some(lease::NAMESPACE) => {
+            Decision::Allow
+        }
         ("events", None) if matches!(what.verb, "create" | "update" | "patch") => Decision::Allow,
         ("pods", Some("status")) if matches!(what.verb, "update" | "patch") => {
             Decision::IfPodBoundTo(node.clone())
@@ -499,8 +505,20 @@ pub fn rules(who: &Identity, namespace: &str) -> Rules {
         ),
         rule(&["create", "update", "patch"], &[""], &["events"], &[]),
     ]);
-    if namespace == "kube-node-lease" {
-        resource.push(rule(&["*"], &["coordination.k8s.io"], &["leases"], &[node]));
+    if namespace == lease::NAMESPACE {
+        resource.push(rule(
+            &["get", "list", "watch"],
+            &["coordination.k8s.io"],
+            &["leases"],
+            &[],
+        ));
+        let announcer = lease::announcer_lease(node);
+        resource.push(rule(
+            &["*"],
+            &["coordination.k8s.io"],
+            &["leases"],
+            &[node, announcer.as_str()],
+        ));
     }
     Rules {
         resource,
@@ -560,6 +578,34 @@ mod tests {
                 Decision::Allow,
             ),
             (
+                attrs("get", "leases", None, Some("kube-node-lease"), Some("n2")),
+                Decision::Allow,
+            ),
+            (
+                attrs("watch", "leases", None, Some("kube-node-lease"), None),
+                Decision::Allow,
+            ),
+            (
+                attrs(
+                    "create",
+                    "leases",
+                    None,
+                    Some("kube-node-lease"),
+                    Some("ferry-l2-n1"),
+                ),
+                Decision::Allow,
+            ),
+            (
+                attrs(
+                    "patch",
+                    "leases",
+                    None,
+                    Some("kube-node-lease"),
+                    Some("ferry-l2-n1"),
+                ),
+                Decision::Allow,
+            ),
+            (
                 attrs("update", "nodes", Some("status"), None, Some("n1")),
                 Decision::Allow,
             ),
@@ -607,8 +653,21 @@ mod tests {
             attrs("list", "deployments", None, None, None),
             attrs("get", "namespaces", None, None, Some("x")),
             attrs("list", "events", None, None, None),
-            attrs("get", "leases", None, Some("kube-node-lease"), Some("n2")),
-            attrs("list", "leases", None, Some("kube-node-lease"), None),
+            attrs("list", "leases", None, Some("default"), None),
+            attrs(
+                "patch",
+                "leases",
+                None,
+                Some("kube-node-lease"),
+                Some("ferry-l2-n2"),
+            ),
+            attrs(
+                "create",
+                "leases",
+                None,
+                Some("default"),
+                Some("ferry-l2-n1"),
+            ),
             attrs("watch", "secrets", None, None, None),
             attrs("get", "pods", Some("exec"), Some("x"), Some("p")),
             attrs("create", "pods", Some("portforward"), Some("x"), Some("p")),
@@ -688,7 +747,13 @@ mod tests {
                         let names: &[Option<&str>] = if verb == "deletecollection" {
                             &[None]
                         } else {
-                            &[None, Some("n1"), Some("n2")]
+                            &[
+                                None,
+                                Some("n1"),
+                                Some("n2"),
+                                Some("ferry-l2-n1"),
+                                Some("ferry-l2-n2"),
+                            ]
                         };
                         for &name in names {
                             let a = attrs(

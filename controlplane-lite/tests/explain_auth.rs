@@ -289,6 +289,12 @@ fn can_i_as_a_node_follows_the_node_authorizer() {
     );
     no(&["list", "deployments"], "a node reads only");
     yes(&["update", "leases/n1", "-n", "kube-node-lease"]);
+    yes(&["update", "leases/ferry-l2-n1", "-n", "kube-node-lease"]);
+    yes(&["watch", "leases", "-n", "kube-node-lease"]);
+    no(
+        &["update", "leases/ferry-l2-n2", "-n", "kube-node-lease"],
+        "may not update leases",
+    );
     yes(&["create", "events", "-n", "default"]);
     yes(&["get", "/openapi/v3"]);
     no(

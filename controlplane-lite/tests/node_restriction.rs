@@ -427,6 +427,10 @@ async fn a_node_reads_only_what_it_needs() {
         "/apis/discovery.k8s.io/v1/endpointslices",
         "/apis/discovery.k8s.io/v1/endpointslices?watch=true&timeoutSeconds=1",
         "/api/v1/namespaces/default/configmaps/used",
+        // Every heartbeat Lease (the agents judge each other's L2 announcer Leases).
+        "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n2",
+        "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
+        "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases?watch=true&timeoutSeconds=1",
     ];
     for path in allowed {
         let (code, body) = get(path.to_owned()).await;
@@ -447,8 +451,7 @@ async fn a_node_reads_only_what_it_needs() {
         "/api/v1/pods?fieldSelector=spec.nodeName%21%3Dn1",
         "/api/v1/namespaces/default/configmaps/unused",
         "/api/v1/namespaces/default/configmaps",
-        "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n2",
-        "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
+        "/apis/coordination.k8s.io/v1/namespaces/default/leases",
         "/apis/apps/v1/deployments",
         "/api/v1/namespaces/default/events",
     ];
@@ -456,4 +459,31 @@ async fn a_node_reads_only_what_it_needs() {
         let (code, body) = get(path.to_owned()).await;
         assert_eq!(code, 403, "{path}: {body}");
     }
+    // It writes its own Leases (the kubelet's and the L2 announcer's), no other node's.
+    let leases = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases";
+    for (name, code) in [
+        ("n1", 200),
+        ("ferry-l2-n1", 200),
+        ("ferry-l2-n2", 403),
+        ("n3", 403),
+    ] {
+        let (got, body) = raw(
+            &n1,
+            "POST",
+            leases,
+            "application/json",
+            &json!({"metadata": {"name": name}, "spec": {"holderIdentity": "n1"}}),
+        )
+        .await;
+        assert_eq!(got, code, "create lease {name}: {body}");
+    }
+    let (got, body) = raw(
+        &n1,
+        "PATCH",
+        &format!("{leases}/n2"),
+        "application/merge-patch+json",
+        &json!({"spec": {"holderIdentity": "n1"}}),
+    )
+    .await;
+    assert_eq!(got, 403, "patch another node's lease: {body}");
 }
