@@ -188,6 +188,12 @@ pub struct RunArgs {
     /// The Service network (the API server's `--service-cluster-ip-range`).
     #[arg(long, default_value = "10.96.0.0/12")]
     pub service_cidr: Ipv4Network,
+    /// Seconds the other agents keep counting on this node's L2 announcer after its last
+    /// renewal of its Lease (`kube-node-lease/ferry-l2-<node>`, renewed five times as often):
+    /// an agent that dies while its Node stays Ready loses its LoadBalancer addresses to other
+    /// nodes this long after its last renewal (2..=300).
+    #[arg(long, default_value_t = 10)]
+    pub l2_lease_seconds: u64,
 }
 
 /// Validated settings.
@@ -245,6 +251,8 @@ pub struct Config {
     pub maglev_seed: u64,
     /// `--service-cidr`.
     pub service_cidr: Ipv4Network,
+    /// `--l2-lease-seconds`.
+    pub l2_lease: Duration,
 }
 
 /// Default `--maglev-seed` (any fixed value works as long as every node uses the same).
@@ -348,6 +356,12 @@ impl RunArgs {
                     .into(),
             });
         }
+        if !(2..=300).contains(&self.l2_lease_seconds) {
+            return Err(ConfigError {
+                flag: "l2-lease-seconds",
+                problem: format!("{} is not within 2..=300", self.l2_lease_seconds),
+            });
+        }
         crate::service::maglev::check_size(self.maglev_table_size).map_err(|e| ConfigError {
             flag: "maglev-table-size",
             problem: e.to_string(),
@@ -387,6 +401,7 @@ impl RunArgs {
             maglev_table_size: self.maglev_table_size,
             maglev_seed: self.maglev_seed,
             service_cidr: self.service_cidr,
+            l2_lease: Duration::from_secs(self.l2_lease_seconds),
             node_name,
         })
     }
@@ -593,5 +608,24 @@ mod tests {
             let e = parse(&["--token", "t", "--maglev-table-size", bad]).unwrap_err();
             assert!(e.starts_with("--maglev-table-size: "), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn the_l2_lease_is_ten_seconds_by_default_and_bounded() {
+        assert_eq!(
+            parse(&["--token", "t"]).unwrap().l2_lease,
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            parse(&["--token", "t", "--l2-lease-seconds", "3"])
+                .unwrap()
+                .l2_lease,
+            Duration::from_secs(3)
+        );
+        for bad in ["0", "1", "301"] {
+            let e = parse(&["--token", "t", "--l2-lease-seconds", bad]).unwrap_err();
+            assert!(e.starts_with("--l2-lease-seconds: "), "{bad}: {e}");
+        }
+        assert!(parse(&["--token", "t", "--l2-lease-seconds", "x"]).is_err());
     }
 }

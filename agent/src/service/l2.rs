@@ -3,10 +3,13 @@
 //! ARP for it on the underlay, so a client on that link sends the Service's traffic to that node,
 //! whose proxier translates it.
 //!
-//! - **Who**: the owner of an address is the Ready node with the highest rendezvous
-//!   (highest-random-weight) hash of (address, node name), [`owner`]. Every agent computes it
-//!   alike from the same Node objects, with no coordination; when the owner's Node goes NotReady
-//!   (or is deleted) only its addresses move, each to its next node by hash. The addresses of an
+//! - **Who**: the owner of an address is, among the Ready nodes whose announcer is alive, the one
+//!   with the highest rendezvous (highest-random-weight) hash of (address, node name), [`owner`].
+//!   Every agent computes it alike from the same Node objects and announcer Leases, with no
+//!   coordination; when the owner's Node goes NotReady (or is deleted), or its agent stops
+//!   renewing its Lease (`kube-node-lease/ferry-l2-<node>`, [`ferry_kube::lease`]; judged on each
+//!   agent's own clock, [`alive_announcers`]), only its addresses move, each to its next node by
+//!   hash. The addresses of an
 //!   `externalTrafficPolicy: Local` Service are owned among the nodes with a ready endpoint of it
 //!   only (any other would drop the traffic).
 //! - **How**: an [`Announcer`] holds an `AF_PACKET` socket bound to the underlay interface and
@@ -14,12 +17,14 @@
 //!   is added to the interface, so the kernel neither answers nor routes for them), and sends a
 //!   gratuitous ARP (twice, one second apart) for each address it newly owns, which moves the
 //!   neighbour entries of hosts that had cached the previous owner.
-//! - The Service, EndpointSlice and Node watches are this module's own ([`spawn`]); the announcer runs on its
-//!   own thread (blocking `recv` with a short timeout).
+//! - The Service, EndpointSlice, Node and Lease watches and the Lease heartbeat are this module's
+//!   own ([`spawn`]); the announcer runs on its own thread (blocking `recv` with a short timeout).
 
 use crate::config::{Config, ProxyMode};
+use ferry_kube::lease;
 use ferry_kube::watch::{self, Reflector};
 use ferry_kube::Loop;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
@@ -130,17 +135,21 @@ fn endpoint_nodes(svc: &Service, slices: &[Arc<EndpointSlice>]) -> BTreeSet<Stri
         .collect()
 }
 
-/// The addresses node `me` announces (pure: the same inputs give every agent the same split).
-/// An address of an `externalTrafficPolicy: Local` Service is announced only by a node with a
-/// ready endpoint of it (MetalLB does the same: another node would drop the traffic), none if no
-/// Ready node has one.
+/// The addresses node `me` announces (pure: the same inputs give every agent the same split),
+/// among the Ready nodes whose announcer is `alive` (its Lease fresh). An address of an
+/// `externalTrafficPolicy: Local` Service is announced only by a node with a ready endpoint of it
+/// (MetalLB does the same: another node would drop the traffic), none if no such node has one.
 pub fn owned_by(
     me: &str,
     services: &[Arc<Service>],
     slices: &[Arc<EndpointSlice>],
     nodes: &[Arc<Node>],
+    alive: &BTreeSet<String>,
 ) -> BTreeSet<Ipv4Addr> {
-    let eligible = eligible_nodes(nodes);
+    let eligible: Vec<String> = eligible_nodes(nodes)
+        .into_iter()
+        .filter(|n| alive.contains(n))
+        .collect();
     let mut owned = BTreeSet::new();
     for svc in services {
         let ips = lb_addresses(std::slice::from_ref(svc));
@@ -390,23 +399,36 @@ pub fn answer(frame: &[u8], mac: Mac, ips: &BTreeSet<Ipv4Addr>) -> Option<Vec<u8
     ))
 }
 
-/// Starts the announcer task of this agent: its own Service and Node watches, the owned set
-/// recomputed on every change, one [`Announcer`] on `--iface`. Not started with
-/// `--service-proxy off` (nobody would translate the addresses).
+/// Starts the announcer task of this agent: its own Service, EndpointSlice, Node and Lease
+/// watches, its announcer Lease's heartbeat, the owned set recomputed on every change (and every
+/// second, so an expired Lease is noticed), one [`Announcer`] on `--iface`. Not started with
+/// `--service-proxy off` (nobody would translate the addresses; the node then never renews an
+/// announcer Lease, so no address is given to it).
 pub fn spawn(cfg: &Config, client: kube::Client) {
     if cfg.service_proxy == ProxyMode::Off {
         return;
     }
     let iface = cfg.iface.clone();
     let me = cfg.node_name.clone();
+    let duration = cfg.l2_lease;
     tokio::spawn(async move {
-        if let Err(e) = run(client, &iface, &me).await {
+        if let Err(e) = run(client, &iface, &me, duration).await {
             tracing::error!(error = %e, "L2 announcement stopped");
         }
     });
 }
 
-async fn run(client: kube::Client, iface: &str, me: &str) -> anyhow::Result<()> {
+/// How often the announcer Lease is renewed: five times per duration.
+pub fn renew_interval(duration: Duration) -> Duration {
+    duration / 5
+}
+
+async fn run(
+    client: kube::Client,
+    iface: &str,
+    me: &str,
+    duration: Duration,
+) -> anyhow::Result<()> {
     let wake = Arc::new(Notify::new());
     let services = Reflector::new(Api::<Service>::all(client.clone()))
         .wake(wake.clone())
@@ -416,18 +438,63 @@ async fn run(client: kube::Client, iface: &str, me: &str) -> anyhow::Result<()> 
         .wake(wake.clone())
         .name("EndpointSlice watch (L2) failed (retrying with backoff)")
         .spawn();
-    let nodes = Reflector::new(Api::<Node>::all(client))
+    let nodes = Reflector::new(Api::<Node>::all(client.clone()))
         .wake(wake.clone())
         .name("Node watch (L2) failed (retrying with backoff)")
+        .spawn();
+    let lease_api: Api<Lease> = Api::namespaced(client, lease::NAMESPACE);
+    let (label, value) = lease::ANNOUNCER_LABEL;
+    let leases = Reflector::new(lease_api.clone())
+        .labels(&format!("{label}={value}"))
+        .wake(wake.clone())
+        .name("Lease watch (L2) failed (retrying with backoff)")
         .spawn();
     watch::ready(&services).await?;
     watch::ready(&slices).await?;
     watch::ready(&nodes).await?;
+    watch::ready(&leases).await?;
+    // The heartbeat starts once this node's Node exists (the Lease is owned by it).
+    let renewed: lease::Renewed = Arc::default();
+    let mut heartbeat: Option<tokio::task::JoinHandle<()>> = None;
+    let mut freshness = lease::Freshness::default();
     let mut announcer: Option<Announcer> = None;
     let mut last: Option<BTreeSet<Ipv4Addr>> = None;
-    let mut lp = Loop::new(wake, Duration::from_secs(5));
+    let mut lp = Loop::new(wake, Duration::from_secs(1));
     loop {
-        let owned = owned_by(me, &services.state(), &slices.state(), &nodes.state());
+        let all_nodes = nodes.state();
+        if heartbeat.is_none() {
+            if let Some(uid) = all_nodes
+                .iter()
+                .find(|n| n.metadata.name.as_deref() == Some(me))
+                .and_then(|n| n.metadata.uid.clone())
+            {
+                let hb = lease::Heartbeat {
+                    name: lease::announcer_lease(me),
+                    holder: me.to_owned(),
+                    duration,
+                    interval: renew_interval(duration),
+                    node: Some((me.to_owned(), uid)),
+                    labels: [(label.to_owned(), value.to_owned())].into(),
+                };
+                heartbeat = Some(tokio::spawn(lease::heartbeat(
+                    lease_api.clone(),
+                    hb,
+                    Some(renewed.clone()),
+                )));
+            }
+        }
+        let now = Instant::now();
+        freshness.observe(&leases.state(), now);
+        let alive = alive_announcers(
+            &freshness.fresh(now),
+            me,
+            lease::self_fresh(
+                *renewed.lock().unwrap_or_else(|e| e.into_inner()),
+                duration,
+                now,
+            ),
+        );
+        let owned = owned_by(me, &services.state(), &slices.state(), &all_nodes, &alive);
         if announcer.is_none() && !owned.is_empty() {
             match Announcer::start(iface) {
                 Ok(a) => announcer = Some(a),
@@ -437,7 +504,7 @@ async fn run(client: kube::Client, iface: &str, me: &str) -> anyhow::Result<()> 
             }
         }
         if last.as_ref() != Some(&owned) {
-            tracing::info!(iface, addresses = ?owned, "L2: this node announces");
+            tracing::info!(iface, addresses = ?owned, announcers = ?alive, "L2: this node announces");
             last = Some(owned.clone());
         }
         if let Some(a) = &announcer {
@@ -446,6 +513,27 @@ async fn run(client: kube::Client, iface: &str, me: &str) -> anyhow::Result<()> 
         lp.after(announcer.is_none() && last.as_ref().is_some_and(|o| !o.is_empty()))
             .await;
     }
+}
+
+/// The nodes whose announcer is alive: those whose announcer Lease is fresh (by Lease name,
+/// never by the holder it claims), with this node judged by its own last successful renewal
+/// (`self_fresh`), not by what its watch shows: it stops announcing when the others stop
+/// counting on it.
+pub fn alive_announcers(
+    fresh_leases: &BTreeSet<String>,
+    me: &str,
+    self_fresh: bool,
+) -> BTreeSet<String> {
+    let mut alive: BTreeSet<String> = fresh_leases
+        .iter()
+        .filter_map(|l| lease::announcer_node(l))
+        .filter(|n| *n != me)
+        .map(str::to_owned)
+        .collect();
+    if self_fresh {
+        alive.insert(me.to_owned());
+    }
+    alive
 }
 
 #[cfg(test)]
@@ -565,10 +653,10 @@ mod tests {
             svc("ClusterIP", &["10.99.0.250"]),
         ];
         let nodes = vec![node("a", "True"), node("b", "True"), node("c", "False")];
-        let a = owned_by("a", &services, &[], &nodes);
-        let b = owned_by("b", &services, &[], &nodes);
+        let a = owned_by("a", &services, &[], &nodes, &every(&nodes));
+        let b = owned_by("b", &services, &[], &nodes, &every(&nodes));
         assert!(
-            owned_by("c", &services, &[], &nodes).is_empty(),
+            owned_by("c", &services, &[], &nodes, &every(&nodes)).is_empty(),
             "NotReady announces nothing"
         );
         assert!(a.is_disjoint(&b));
@@ -576,11 +664,61 @@ mod tests {
         assert_eq!(both, [ip(192), ip(193)].into());
         // a goes NotReady: b announces everything.
         let nodes = vec![node("a", "Unknown"), node("b", "True"), node("c", "False")];
-        assert_eq!(owned_by("b", &services, &[], &nodes), both);
-        assert!(owned_by("a", &services, &[], &nodes).is_empty());
+        assert_eq!(owned_by("b", &services, &[], &nodes, &every(&nodes)), both);
+        assert!(owned_by("a", &services, &[], &nodes, &every(&nodes)).is_empty());
         assert_eq!(
             eligible_nodes(&[node("z", "True"), node("y", "True")]),
             ["y", "z"]
+        );
+    }
+
+    /// Every node's announcer alive.
+    fn every(nodes: &[Arc<Node>]) -> BTreeSet<String> {
+        nodes
+            .iter()
+            .filter_map(|n| n.metadata.name.clone())
+            .collect()
+    }
+
+    #[test]
+    fn a_ready_node_whose_announcer_died_loses_its_addresses() {
+        let services = vec![svc(
+            "LoadBalancer",
+            &["10.99.0.192", "10.99.0.193", "10.99.0.194", "10.99.0.195"],
+        )];
+        let nodes = vec![node("a", "True"), node("b", "True")];
+        let a = owned_by("a", &services, &[], &nodes, &every(&nodes));
+        assert!(!a.is_empty(), "a owns some of four addresses");
+        // a's announcer Lease expired; its Node is still Ready.
+        let alive: BTreeSet<String> = ["b".to_owned()].into();
+        assert!(owned_by("a", &services, &[], &nodes, &alive).is_empty());
+        assert_eq!(
+            owned_by("b", &services, &[], &nodes, &alive).len(),
+            4,
+            "b takes them all"
+        );
+        // An alive announcer on a NotReady node owns nothing either.
+        let nodes = vec![node("a", "True"), node("b", "False")];
+        assert!(owned_by("b", &services, &[], &nodes, &every(&nodes)).is_empty());
+    }
+
+    #[test]
+    fn announcers_are_alive_by_lease_name_and_this_node_by_its_own_renewals() {
+        let fresh: BTreeSet<String> = ["ferry-l2-a", "ferry-l2-me", "b", "ferry-l2-"]
+            .map(str::to_owned)
+            .into();
+        assert_eq!(
+            alive_announcers(&fresh, "me", false),
+            ["a".to_owned()].into(),
+            "the kubelet's Lease b names no announcer; our own is judged by our renewals"
+        );
+        assert_eq!(
+            alive_announcers(&BTreeSet::new(), "me", true),
+            ["me".to_owned()].into()
+        );
+        assert_eq!(
+            renew_interval(Duration::from_secs(10)),
+            Duration::from_secs(2)
         );
     }
 
@@ -621,23 +759,39 @@ mod tests {
                 serde_json::json!([{"addresses": ["10.244.0.5"], "nodeName": "a"}]),
             ),
         ];
-        assert_eq!(owned_by("b", &services, &slices, &nodes), all);
-        assert!(owned_by("a", &services, &slices, &nodes).is_empty());
-        assert!(owned_by("c", &services, &slices, &nodes).is_empty());
+        assert_eq!(
+            owned_by("b", &services, &slices, &nodes, &every(&nodes)),
+            all
+        );
+        assert!(owned_by("a", &services, &slices, &nodes, &every(&nodes)).is_empty());
+        assert!(owned_by("c", &services, &slices, &nodes, &every(&nodes)).is_empty());
         // No ready endpoint anywhere: nobody announces. Unset `ready` counts as ready.
-        assert!(["a", "b", "c"]
-            .iter()
-            .all(|n| owned_by(n, &services, &slices[1..], &nodes).is_empty()));
+        assert!(["a", "b", "c"].iter().all(|n| owned_by(
+            n,
+            &services,
+            &slices[1..],
+            &nodes,
+            &every(&nodes)
+        )
+        .is_empty()));
         let unset = vec![slice(
             "s",
             serde_json::json!([{"addresses": ["10.244.2.5"], "nodeName": "c"}]),
         )];
-        assert_eq!(owned_by("c", &services, &unset, &nodes), all);
+        assert_eq!(
+            owned_by("c", &services, &unset, &nodes, &every(&nodes)),
+            all
+        );
         // The endpoint's node goes NotReady: nobody else takes the Local addresses.
         let nodes = vec![node("a", "True"), node("b", "Unknown"), node("c", "True")];
-        assert!(["a", "b", "c"]
-            .iter()
-            .all(|n| owned_by(n, &services, &slices, &nodes).is_empty()));
+        assert!(["a", "b", "c"].iter().all(|n| owned_by(
+            n,
+            &services,
+            &slices,
+            &nodes,
+            &every(&nodes)
+        )
+        .is_empty()));
     }
 
     #[test]
