@@ -31,18 +31,6 @@ fn up3(c: &Cluster) -> Kubectl {
     Kubectl(c.dir().join("kubeconfig").to_string_lossy().into_owned())
 }
 
-/// The recorded pid of component `name`.
-fn pid_of(c: &Cluster, name: &str) -> i32 {
-    c.state()["components"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["name"] == name)
-        .and_then(|x| x["proc"]["pid"].as_i64())
-        .map(|p| i32::try_from(p).unwrap())
-        .unwrap_or_else(|| panic!("no component {name}"))
-}
-
 /// The holder of the controllers' leader Lease (`host_pid_random`), if any.
 fn holder(k: &Kubectl) -> Option<String> {
     let out = k.run(
@@ -65,16 +53,8 @@ fn holder(k: &Kubectl) -> Option<String> {
 fn replica_of(c: &Cluster, identity: &str) -> String {
     (1..=3)
         .map(|k| format!("apiserver-{k}"))
-        .find(|n| identity.contains(&format!("_{}_", pid_of(c, n))))
+        .find(|n| identity.contains(&format!("_{}_", c.pid_of(n))))
         .unwrap_or_else(|| panic!("no replica has identity {identity}"))
-}
-
-fn kill9(pid: i32) {
-    ferry_sys::process::signal(pid, libc::SIGKILL).unwrap_or_else(|e| panic!("kill {pid}: {e}"));
-    assert!(
-        ferry_tests::wait_until(Duration::from_secs(5), || !alive(pid)),
-        "{pid} still alive after SIGKILL"
-    );
 }
 
 fn items(list: &Value) -> Vec<Value> {
@@ -421,7 +401,7 @@ fn killing_the_leading_server_mid_rollout_loses_nothing() {
         |l| items(l).iter().any(|p| version(p).as_deref() == Some("v2")),
     );
     let killed = Instant::now();
-    kill9(pid_of(&c, &leader));
+    kill9(c.pid_of(&leader));
     let new = loop {
         if let Some(h) = holder(&k).filter(|h| *h != first) {
             break h;
@@ -547,7 +527,7 @@ fn killing_one_etcd_member_keeps_the_api_serving() {
 
     // etcd-1 is the first endpoint every replica was given.
     let victim = "etcd-1";
-    let pid = pid_of(&c, victim);
+    let pid = c.pid_of(victim);
     let cmdline: Vec<String> = std::fs::read(format!("/proc/{pid}/cmdline"))
         .unwrap()
         .split(|b| *b == 0)

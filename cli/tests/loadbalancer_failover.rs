@@ -1,11 +1,16 @@
-//! A LoadBalancer address moving to another node when its node dies (issue #14), end to end on a
-//! real `ferry up` cluster of 2 nodes (privileged, iptables mode, `--node-grace 4`): the Service
-//! gets an address of the lab's pool, the external host (`<name>-ext`) resolves it to the owner
-//! node's MAC (the agents' L2 announcement) and reaches a backend; the owner node then dies (its
-//! underlay link goes down: its kubelet stops renewing its Lease, its agent can no longer answer)
-//! and within seconds of the Node going NotReady the other node's gratuitous ARP moves the
-//! external host's neighbour entry to it and the surviving backend answers. Checked with `ip -j`
-//! in the namespaces, not with the code under test.
+//! A LoadBalancer address moving to another node (issue #14), end to end on real `ferry up`
+//! clusters of 2 nodes (privileged, iptables mode): the Service gets an address of the lab's
+//! pool, the external host (`<name>-ext`) resolves it to the owner node's MAC (the agents' L2
+//! announcement) and reaches a backend. Then
+//! - the owner node dies (`--node-grace 4`; its underlay link goes down: its kubelet stops
+//!   renewing its Lease, its agent can no longer answer): within seconds of the Node going
+//!   NotReady the other node's gratuitous ARP moves the external host's neighbour entry to it and
+//!   the surviving backend answers;
+//! - or only the owner's agent dies (SIGKILL; default node grace, the Node stays Ready): the
+//!   other agents stop counting on its announcer Lease (`kube-node-lease/ferry-l2-<node>`) once
+//!   it is `--l2-lease-seconds` (10) old, and the other node takes the address over.
+//!
+//! Checked with `ip -j` in the namespaces and kubectl, not with the code under test.
 
 mod common;
 
@@ -42,99 +47,150 @@ fn neigh(netns: &str, ip: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// A 2-node iptables-mode cluster (`extra` flags for `ferry up`) with a backend pod on each
+/// node behind a LoadBalancer Service, reachable from the external host.
+struct Lab {
+    c: Cluster,
+    k: Kubectl,
+    ext: External,
+    ext_ns: String,
+    lb: String,
+    /// The nodes' underlay MACs (node-1, node-2).
+    macs: [String; 2],
+    /// The node (1 or 2) announcing the address.
+    owner: usize,
+}
+
+impl Lab {
+    fn up(extra: &[&str]) -> Lab {
+        binaries(&["ferry-server", "ferry-kubelet", "ferry-agent", "ferry-cni"]);
+        let c = Cluster::new();
+        let mut args = vec!["--nodes", "2", "--service-proxy", "iptables"];
+        args.extend(extra);
+        let out = c.up(&args);
+        assert!(out.status.success(), "ferry up: {}", text(&out));
+        let k = Kubectl(c.dir().join("kubeconfig").to_string_lossy().into_owned());
+        let ext = External::of(&c);
+        let ext_ns = format!("{}-ext", c.name);
+        for i in [1, 2] {
+            k.apply(&echo_pod(
+                &format!("be-{i}"),
+                &format!("node-{i}"),
+                json!({"app": "lb"}),
+            ));
+        }
+        k.apply(&json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "lb", "namespace": "default"},
+            "spec": {"type": "LoadBalancer", "selector": {"app": "lb"},
+                     "ports": [{"name": "web", "port": 80, "targetPort": "web"}]}}));
+        wait_pods_ready(&k, &["be-1", "be-2"], 90);
+        let mut lb = String::new();
+        assert!(
+            wait_until(Duration::from_secs(20), || {
+                lb = k.json(&["get", "svc", "lb"])["status"]["loadBalancer"]["ingress"][0]["ip"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                !lb.is_empty()
+            }),
+            "Service lb got no LoadBalancer address"
+        );
+        assert!(lb.starts_with("10.99.0."), "{lb}");
+        let mut lab = Lab {
+            macs: [
+                mac(&format!("{}-n1", c.name)),
+                mac(&format!("{}-n2", c.name)),
+            ],
+            c,
+            k,
+            ext,
+            ext_ns,
+            lb,
+            owner: 0,
+        };
+        // Reachable, resolved to one node's MAC.
+        assert!(
+            wait_until(Duration::from_secs(20), || lab.answered(&["be-1", "be-2"])),
+            "{}:80 not answered from the external host: {:?}",
+            lab.lb,
+            lab.ext.tcp(2, &lab.lb, 80)
+        );
+        let first = neigh(&lab.ext_ns, &lab.lb).expect("resolved");
+        lab.owner = 1 + lab
+            .macs
+            .iter()
+            .position(|m| *m == first)
+            .unwrap_or_else(|| {
+                panic!(
+                    "{} resolved to {first}, not a node ({:?})",
+                    lab.lb, lab.macs
+                )
+            });
+        lab
+    }
+
+    /// Whether every answer of a few connections from the external host came from one of `want`.
+    fn answered(&self, want: &[&str]) -> bool {
+        let got = self.ext.tcp(4, &self.lb, 80);
+        !got.is_empty()
+            && got.iter().all(|l| {
+                l.split_once(' ')
+                    .is_some_and(|(pod, _)| want.contains(&pod))
+            })
+    }
+
+    /// Waits until the external host's entry for the address names node `node`'s MAC.
+    fn moved_to(&self, node: usize, within: Duration) -> bool {
+        wait_until(within, || {
+            neigh(&self.ext_ns, &self.lb).as_deref() == Some(self.macs[node - 1].as_str())
+        })
+    }
+
+    fn down(self, root: RootSnapshot) {
+        drop(self.ext);
+        let out = self.c.ferry("down", &[]);
+        assert!(out.status.success(), "ferry down: {}", text(&out));
+        self.c.assert_gone();
+        root.assert_unchanged();
+    }
+}
+
 #[test]
 fn loadbalancer_address_moves_when_its_node_dies() {
     if !privileged("loadbalancer_address_moves_when_its_node_dies") {
         return;
     }
-    binaries(&["ferry-server", "ferry-kubelet", "ferry-agent", "ferry-cni"]);
     let root = RootSnapshot::take();
-    let c = Cluster::new();
-    let out = c.up(&[
-        "--nodes",
-        "2",
-        "--service-proxy",
-        "iptables",
-        "--node-grace",
-        "4",
-    ]);
-    assert!(out.status.success(), "ferry up: {}", text(&out));
-    let k = Kubectl(c.dir().join("kubeconfig").to_string_lossy().into_owned());
-    let ext = External::of(&c);
-    let ext_ns = format!("{}-ext", c.name);
-    for i in [1, 2] {
-        k.apply(&echo_pod(
-            &format!("be-{i}"),
-            &format!("node-{i}"),
-            json!({"app": "lb"}),
-        ));
-    }
-    k.apply(&json!({"apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": "lb", "namespace": "default"},
-        "spec": {"type": "LoadBalancer", "selector": {"app": "lb"},
-                 "ports": [{"name": "web", "port": 80, "targetPort": "web"}]}}));
-    wait_pods_ready(&k, &["be-1", "be-2"], 90);
-    let mut lb = String::new();
-    assert!(
-        wait_until(Duration::from_secs(20), || {
-            lb = k.json(&["get", "svc", "lb"])["status"]["loadBalancer"]["ingress"][0]["ip"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            !lb.is_empty()
-        }),
-        "Service lb got no LoadBalancer address"
+    let lab = Lab::up(&["--node-grace", "4"]);
+    let (dead, alive) = (lab.owner, 3 - lab.owner);
+    println!(
+        "{} announced by node-{dead}; taking node-{dead} down",
+        lab.lb
     );
-    assert!(lb.starts_with("10.99.0."), "{lb}");
-
-    // Reachable, resolved to one node's MAC.
-    let answered = |want: &[&str]| {
-        let got = ext.tcp(4, &lb, 80);
-        got.iter().all(|l| {
-            l.split_once(' ')
-                .is_some_and(|(pod, _)| want.contains(&pod))
-        })
-    };
-    assert!(
-        wait_until(Duration::from_secs(20), || answered(&["be-1", "be-2"])),
-        "{lb}:80 not answered from the external host: {:?}",
-        ext.tcp(2, &lb, 80)
-    );
-    let macs = [
-        mac(&format!("{}-n1", c.name)),
-        mac(&format!("{}-n2", c.name)),
-    ];
-    let first = neigh(&ext_ns, &lb).expect("resolved");
-    let owner = macs
-        .iter()
-        .position(|m| *m == first)
-        .unwrap_or_else(|| panic!("{lb} resolved to {first}, not a node ({macs:?})"));
-    let (dead, alive) = (owner + 1, 2 - owner);
-    println!("{lb} announced by node-{dead}; taking node-{dead} down");
 
     // The owner dies: its underlay link goes down.
     let t0 = Instant::now();
     let out = Command::new("ip")
-        .args(["-n", &format!("{}-n{dead}", c.name)])
+        .args(["-n", &format!("{}-n{dead}", lab.c.name)])
         .args(["link", "set", "eth0", "down"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let survivor = format!("be-{alive}");
-    let moved = wait_until(Duration::from_secs(60), || {
-        neigh(&ext_ns, &lb).as_deref() == Some(macs[alive - 1].as_str())
-    });
     assert!(
-        moved,
-        "{lb} still resolves to {:?} after node-{dead} died (node-{alive} is {})",
-        neigh(&ext_ns, &lb),
-        macs[alive - 1]
+        lab.moved_to(alive, Duration::from_secs(60)),
+        "{} still resolves to {:?} after node-{dead} died (node-{alive} is {})",
+        lab.lb,
+        neigh(&lab.ext_ns, &lab.lb),
+        lab.macs[alive - 1]
     );
     let moved_after = t0.elapsed();
     assert!(
-        wait_until(Duration::from_secs(60), || answered(&[survivor.as_str()])),
-        "{lb}:80 not served by {survivor} after the failover: {:?}",
-        ext.tcp(2, &lb, 80)
+        wait_until(Duration::from_secs(60), || lab
+            .answered(&[survivor.as_str()])),
+        "{}:80 not served by {survivor} after the failover: {:?}",
+        lab.lb,
+        lab.ext.tcp(2, &lab.lb, 80)
     );
     println!(
         "failover: neighbour entry on node-{alive} {:.1} s after node-{dead}'s link went down \
@@ -142,10 +198,75 @@ fn loadbalancer_address_moves_when_its_node_dies() {
         moved_after.as_secs_f64(),
         t0.elapsed().as_secs_f64()
     );
+    lab.down(root);
+}
 
-    drop(ext);
-    let out = c.ferry("down", &[]);
-    assert!(out.status.success(), "ferry down: {}", text(&out));
-    c.assert_gone();
-    root.assert_unchanged();
+#[test]
+fn loadbalancer_address_moves_when_its_agent_dies() {
+    if !privileged("loadbalancer_address_moves_when_its_agent_dies") {
+        return;
+    }
+    let root = RootSnapshot::take();
+    let lab = Lab::up(&[]);
+    let (dead, alive) = (lab.owner, 3 - lab.owner);
+    // Both announcer Leases exist, renewed by the agents, owned by their Nodes.
+    let leases = lab.k.json(&[
+        "get",
+        "leases",
+        "-n",
+        "kube-node-lease",
+        "-l",
+        "ferry.dev/lease=l2-announcer",
+    ]);
+    let mut names: Vec<&str> = leases["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["metadata"]["name"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["ferry-l2-node-1", "ferry-l2-node-2"], "{leases}");
+    for l in leases["items"].as_array().unwrap() {
+        assert_eq!(l["metadata"]["ownerReferences"][0]["kind"], "Node", "{l}");
+    }
+    println!(
+        "{} announced by node-{dead}; killing node-{dead}'s agent",
+        lab.lb
+    );
+
+    let t0 = Instant::now();
+    kill9(lab.c.pid_of(&format!("node-{dead}/agent")));
+    assert!(
+        lab.moved_to(alive, Duration::from_secs(30)),
+        "{} still resolves to {:?} after node-{dead}'s agent died (node-{alive} is {})",
+        lab.lb,
+        neigh(&lab.ext_ns, &lab.lb),
+        lab.macs[alive - 1]
+    );
+    let moved_after = t0.elapsed();
+    // Not the Node's readiness: node-{dead} is still Ready (its kubelet is alive).
+    let node = lab.k.json(&["get", "node", &format!("node-{dead}")]);
+    let ready = node["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True");
+    assert!(ready, "node-{dead} went NotReady: {}", node["status"]);
+    assert!(
+        moved_after >= Duration::from_secs(5),
+        "moved after {moved_after:?}: sooner than the Lease allows"
+    );
+    // Served through node-{alive}, by either backend (node-{dead}'s pod is alive).
+    assert!(
+        wait_until(Duration::from_secs(30), || lab.answered(&["be-1", "be-2"])),
+        "{}:80 not served after the takeover: {:?}",
+        lab.lb,
+        lab.ext.tcp(2, &lab.lb, 80)
+    );
+    println!(
+        "agent failover: neighbour entry on node-{alive} {:.1} s after node-{dead}'s agent was \
+         killed (L2 lease 10 s, node still Ready)",
+        moved_after.as_secs_f64()
+    );
+    lab.down(root);
 }

@@ -77,6 +77,18 @@ impl Cluster {
         serde_json::from_slice(&std::fs::read(self.dir().join("state.json")).unwrap()).unwrap()
     }
 
+    /// The recorded pid of component `name` (`apiserver-2`, `node-1/agent`).
+    pub fn pid_of(&self, name: &str) -> i32 {
+        self.state()["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == name)
+            .and_then(|x| x["proc"]["pid"].as_i64())
+            .map(|p| i32::try_from(p).unwrap())
+            .unwrap_or_else(|| panic!("no component {name}"))
+    }
+
     pub fn namespaces(&self) -> Vec<String> {
         let list = Command::new("ip").args(["netns", "list"]).output().unwrap();
         String::from_utf8_lossy(&list.stdout)
@@ -154,6 +166,15 @@ impl Drop for Cluster {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+/// SIGKILL to `pid` (one of the cluster's processes, by PID), then waits until it is gone.
+pub fn kill9(pid: i32) {
+    ferry_sys::process::signal(pid, libc::SIGKILL).unwrap_or_else(|e| panic!("kill {pid}: {e}"));
+    assert!(
+        ferry_tests::wait_until(std::time::Duration::from_secs(5), || !alive(pid)),
+        "{pid} still alive after SIGKILL"
+    );
 }
 
 pub fn alive(pid: i32) -> bool {
