@@ -8,7 +8,9 @@
 //!   the surviving backend answers;
 //! - or only the owner's agent dies (SIGKILL; default node grace, the Node stays Ready): the
 //!   other agents stop counting on its announcer Lease (`kube-node-lease/ferry-l2-<node>`) once
-//!   it is `--l2-lease-seconds` (10) old, and the other node takes the address over.
+//!   it is `--l2-lease-seconds` (10) old, and the other node takes the address over; then the
+//!   API server dies as well and the new owner keeps answering for the address (re-resolved
+//!   after the lease ran out), since an agent out of touch with the API keeps what it announced.
 //!
 //! Checked with `ip -j` in the namespaces and kubectl, not with the code under test.
 
@@ -267,6 +269,37 @@ fn loadbalancer_address_moves_when_its_agent_dies() {
         "agent failover: neighbour entry on node-{alive} {:.1} s after node-{dead}'s agent was \
          killed (L2 lease 10 s, node still Ready)",
         moved_after.as_secs_f64()
+    );
+
+    // The API server dies too: node-{alive}'s agent can no longer renew its Lease, and keeps
+    // answering for the address (the data plane does not depend on the control plane), well
+    // past the lease, also to a fresh ARP request.
+    kill9(lab.c.pid_of("apiserver"));
+    std::thread::sleep(Duration::from_secs(15));
+    let out = Command::new("ip")
+        .args([
+            "-n",
+            &lab.ext_ns,
+            "neigh",
+            "flush",
+            "to",
+            &lab.lb,
+            "dev",
+            "eth0",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        wait_until(Duration::from_secs(10), || lab.answered(&["be-1", "be-2"])),
+        "{}:80 not served 15 s into an API outage: {:?}",
+        lab.lb,
+        lab.ext.tcp(2, &lab.lb, 80)
+    );
+    assert_eq!(
+        neigh(&lab.ext_ns, &lab.lb).as_deref(),
+        Some(lab.macs[alive - 1].as_str()),
+        "re-resolved during the API outage"
     );
     lab.down(root);
 }

@@ -56,47 +56,18 @@ pub struct Heartbeat {
 /// still count this holder as alive).
 pub type Renewed = Arc<Mutex<Option<Instant>>>;
 
-/// Renews the Lease every `interval` forever (creating it when missing); each success records
-/// the instant its request started in `renewed`. Failures are logged and retried at the next
-/// interval.
+/// Renews the Lease every `interval` forever (creating it when missing; each renewal also
+/// restores `labels`); each success records the instant its request started in `renewed`.
+/// Failures are logged and retried at the next interval; a request gets at most one interval
+/// (at least a second), so a hung connection does not hold the heartbeat.
 pub async fn heartbeat(api: Api<Lease>, hb: Heartbeat, renewed: Option<Renewed>) {
-    let secs = i32::try_from(hb.duration.as_secs().max(1)).unwrap_or(i32::MAX);
+    let limit = hb.interval.max(Duration::from_secs(1));
     loop {
         let started = Instant::now();
-        let now = MicroTime(jiff::Timestamp::now());
-        let renew = json!({"spec": {"renewTime": now, "holderIdentity": hb.holder,
-                                    "leaseDurationSeconds": secs}});
-        let ok = match api
-            .patch(&hb.name, &PatchParams::default(), &Patch::Merge(&renew))
-            .await
-        {
-            Ok(_) => true,
-            Err(kube::Error::Api(e)) if e.code == 404 => {
-                let owner = hb.node.as_ref().map(|(name, uid)| {
-                    vec![json!({"apiVersion": "v1", "kind": "Node", "name": name, "uid": uid})]
-                });
-                let lease: Result<Lease, _> = serde_json::from_value(json!({
-                    "metadata": {"name": hb.name, "namespace": NAMESPACE,
-                        "labels": hb.labels, "ownerReferences": owner},
-                    "spec": {"holderIdentity": hb.holder, "leaseDurationSeconds": secs,
-                        "renewTime": now},
-                }));
-                match lease {
-                    Ok(lease) => match api.create(&PostParams::default(), &lease).await {
-                        Ok(_) => true,
-                        Err(e) => {
-                            tracing::warn!(lease = %hb.name, "creating the lease: {e}");
-                            false
-                        }
-                    },
-                    Err(e) => {
-                        tracing::warn!(lease = %hb.name, "building the lease: {e}");
-                        false
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::warn!(lease = %hb.name, "renewing the lease: {e}");
+        let ok = match tokio::time::timeout(limit, renew(&api, &hb)).await {
+            Ok(ok) => ok,
+            Err(_) => {
+                tracing::warn!(lease = %hb.name, "renewing the lease: no answer within {limit:?}");
                 false
             }
         };
@@ -106,6 +77,49 @@ pub async fn heartbeat(api: Api<Lease>, hb: Heartbeat, renewed: Option<Renewed>)
             }
         }
         tokio::time::sleep(hb.interval).await;
+    }
+}
+
+/// One renewal (or creation); whether it succeeded.
+async fn renew(api: &Api<Lease>, hb: &Heartbeat) -> bool {
+    let secs = i32::try_from(hb.duration.as_secs().max(1)).unwrap_or(i32::MAX);
+    let now = MicroTime(jiff::Timestamp::now());
+    let renew = json!({"metadata": {"labels": hb.labels},
+                       "spec": {"renewTime": now, "holderIdentity": hb.holder,
+                                "leaseDurationSeconds": secs}});
+    match api
+        .patch(&hb.name, &PatchParams::default(), &Patch::Merge(&renew))
+        .await
+    {
+        Ok(_) => true,
+        Err(kube::Error::Api(e)) if e.code == 404 => {
+            let owner = hb.node.as_ref().map(|(name, uid)| {
+                vec![json!({"apiVersion": "v1", "kind": "Node", "name": name, "uid": uid})]
+            });
+            let lease: Result<Lease, _> = serde_json::from_value(json!({
+                "metadata": {"name": hb.name, "namespace": NAMESPACE,
+                    "labels": hb.labels, "ownerReferences": owner},
+                "spec": {"holderIdentity": hb.holder, "leaseDurationSeconds": secs,
+                    "renewTime": now},
+            }));
+            match lease {
+                Ok(lease) => match api.create(&PostParams::default(), &lease).await {
+                    Ok(_) => true,
+                    Err(e) => {
+                        tracing::warn!(lease = %hb.name, "creating the lease: {e}");
+                        false
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(lease = %hb.name, "building the lease: {e}");
+                    false
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(lease = %hb.name, "renewing the lease: {e}");
+            false
+        }
     }
 }
 
@@ -168,17 +182,16 @@ impl Freshness {
         self.seen.retain(|n, _| names.contains(n));
     }
 
-    /// The names of the Leases fresh at `now` (held, with a renewal seen less than their
-    /// duration ago).
-    pub fn fresh(&self, now: Instant) -> BTreeSet<String> {
+    /// The Leases fresh at `now` (held, with a renewal seen less than their duration ago):
+    /// name -> holder.
+    pub fn fresh(&self, now: Instant) -> BTreeMap<String, String> {
         self.seen
             .iter()
-            .filter(|(_, s)| {
-                s.holder.as_deref().is_some_and(|h| !h.is_empty())
-                    && s.renew.is_some()
-                    && now.saturating_duration_since(s.at) < s.duration
+            .filter(|(_, s)| s.renew.is_some() && now.saturating_duration_since(s.at) < s.duration)
+            .filter_map(|(n, s)| {
+                let h = s.holder.as_deref().filter(|h| !h.is_empty())?;
+                Some((n.clone(), h.to_owned()))
             })
-            .map(|(n, _)| n.clone())
             .collect()
     }
 }
@@ -230,14 +243,20 @@ mod tests {
             ],
             t0 + 8 * s,
         );
-        assert_eq!(f.fresh(t0 + 10 * s), BTreeSet::from(["a".to_owned()]));
+        assert_eq!(
+            f.fresh(t0 + 10 * s),
+            BTreeMap::from([("a".to_owned(), "a".to_owned())])
+        );
         assert!(f.fresh(t0 + 18 * s).is_empty());
         // A renewal after expiry makes it fresh again; a Lease gone is forgotten.
         f.observe(
             &[lease("b", "b", "2099-01-01T00:00:20.000000Z", 10)],
             t0 + 20 * s,
         );
-        assert_eq!(f.fresh(t0 + 21 * s), BTreeSet::from(["b".to_owned()]));
+        assert_eq!(
+            f.fresh(t0 + 21 * s),
+            BTreeMap::from([("b".to_owned(), "b".to_owned())])
+        );
         // Released (empty holder) or zero duration: not fresh.
         f.observe(
             &[

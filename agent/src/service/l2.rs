@@ -453,49 +453,19 @@ async fn run(
     watch::ready(&slices).await?;
     watch::ready(&nodes).await?;
     watch::ready(&leases).await?;
-    // The heartbeat starts once this node's Node exists (the Lease is owned by it).
     let renewed: lease::Renewed = Arc::default();
-    let mut heartbeat: Option<tokio::task::JoinHandle<()>> = None;
+    // The heartbeat of this node's Node (by uid: the Lease is owned by it, so a Node recreated
+    // with another uid gets a new heartbeat); aborted when dropped.
+    let mut heartbeat: Option<(String, AbortOnDrop)> = None;
     let mut freshness = lease::Freshness::default();
     let mut announcer: Option<Announcer> = None;
-    let mut last: Option<BTreeSet<Ipv4Addr>> = None;
+    let mut last: BTreeSet<Ipv4Addr> = BTreeSet::new();
+    let mut healthy = false;
     let mut lp = Loop::new(wake, Duration::from_secs(1));
     loop {
-        let all_nodes = nodes.state();
-        if heartbeat.is_none() {
-            if let Some(uid) = all_nodes
-                .iter()
-                .find(|n| n.metadata.name.as_deref() == Some(me))
-                .and_then(|n| n.metadata.uid.clone())
-            {
-                let hb = lease::Heartbeat {
-                    name: lease::announcer_lease(me),
-                    holder: me.to_owned(),
-                    duration,
-                    interval: renew_interval(duration),
-                    node: Some((me.to_owned(), uid)),
-                    labels: [(label.to_owned(), value.to_owned())].into(),
-                };
-                heartbeat = Some(tokio::spawn(lease::heartbeat(
-                    lease_api.clone(),
-                    hb,
-                    Some(renewed.clone()),
-                )));
-            }
-        }
-        let now = Instant::now();
-        freshness.observe(&leases.state(), now);
-        let alive = alive_announcers(
-            &freshness.fresh(now),
-            me,
-            lease::self_fresh(
-                *renewed.lock().unwrap_or_else(|e| e.into_inner()),
-                duration,
-                now,
-            ),
-        );
-        let owned = owned_by(me, &services.state(), &slices.state(), &all_nodes, &alive);
-        if announcer.is_none() && !owned.is_empty() {
+        // The ARP socket first: the heartbeat says this node answers, so it starts only once
+        // the node can.
+        if announcer.is_none() {
             match Announcer::start(iface) {
                 Ok(a) => announcer = Some(a),
                 Err(e) => {
@@ -503,37 +473,99 @@ async fn run(
                 }
             }
         }
-        if last.as_ref() != Some(&owned) {
+        let all_nodes = nodes.state();
+        let uid = all_nodes
+            .iter()
+            .find(|n| n.metadata.name.as_deref() == Some(me))
+            .and_then(|n| n.metadata.uid.clone());
+        if heartbeat.as_ref().map(|(u, _)| u) != uid.as_ref() {
+            // Absent, or recreated: the old heartbeat stops, its renewals no longer count.
+            heartbeat = None;
+            *renewed.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+        if let (None, Some(uid), Some(_)) = (&heartbeat, uid, &announcer) {
+            let hb = lease::Heartbeat {
+                name: lease::announcer_lease(me),
+                holder: me.to_owned(),
+                duration,
+                interval: renew_interval(duration),
+                node: Some((me.to_owned(), uid.clone())),
+                labels: [(label.to_owned(), value.to_owned())].into(),
+            };
+            let task = tokio::spawn(lease::heartbeat(
+                lease_api.clone(),
+                hb,
+                Some(renewed.clone()),
+            ));
+            heartbeat = Some((uid, AbortOnDrop(task)));
+        }
+        let now = Instant::now();
+        freshness.observe(&leases.state(), now);
+        let self_fresh = lease::self_fresh(
+            *renewed.lock().unwrap_or_else(|e| e.into_inner()),
+            duration,
+            now,
+        );
+        let (alive, ok) = alive_announcers(&freshness.fresh(now), me, self_fresh);
+        if ok != healthy {
+            if ok {
+                tracing::info!("L2: this node's announcer Lease is renewed and seen");
+            } else {
+                tracing::warn!(
+                    addresses = ?last,
+                    "L2: this node's announcer Lease is not renewed or not seen (the API or the \
+                     Lease watch fails): keeping the addresses announced, taking no others"
+                );
+            }
+            healthy = ok;
+        }
+        // Out of touch with the API, nothing here is current: keep what was announced (in an
+        // API outage every agent does the same, so the addresses stay answered once each).
+        let owned = if ok {
+            owned_by(me, &services.state(), &slices.state(), &all_nodes, &alive)
+        } else {
+            last.clone()
+        };
+        if owned != last {
             tracing::info!(iface, addresses = ?owned, announcers = ?alive, "L2: this node announces");
-            last = Some(owned.clone());
+            last = owned.clone();
         }
         if let Some(a) = &announcer {
             a.set(owned);
         }
-        lp.after(announcer.is_none() && last.as_ref().is_some_and(|o| !o.is_empty()))
-            .await;
+        lp.after(announcer.is_none()).await;
     }
 }
 
-/// The nodes whose announcer is alive: those whose announcer Lease is fresh (by Lease name,
-/// never by the holder it claims), with this node judged by its own last successful renewal
-/// (`self_fresh`), not by what its watch shows: it stops announcing when the others stop
-/// counting on it.
+/// A task aborted when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The nodes whose announcer is alive, from the fresh announcer Leases (name -> holder; a Lease
+/// counts for node N only when it is `ferry-l2-N` held by N), and whether this node is among
+/// them by its own judgement: its last successful renewal recent enough (`self_fresh`) *and* its
+/// own Lease fresh in its own watch, so a node whose watch stalls does not take the addresses of
+/// nodes it merely stopped seeing.
 pub fn alive_announcers(
-    fresh_leases: &BTreeSet<String>,
+    fresh_leases: &BTreeMap<String, String>,
     me: &str,
     self_fresh: bool,
-) -> BTreeSet<String> {
+) -> (BTreeSet<String>, bool) {
     let mut alive: BTreeSet<String> = fresh_leases
         .iter()
-        .filter_map(|l| lease::announcer_node(l))
-        .filter(|n| *n != me)
+        .filter_map(|(l, holder)| lease::announcer_node(l).filter(|n| *n == holder))
         .map(str::to_owned)
         .collect();
-    if self_fresh {
-        alive.insert(me.to_owned());
+    let healthy = self_fresh && alive.contains(me);
+    if !healthy {
+        alive.remove(me);
     }
-    alive
+    (alive, healthy)
 }
 
 #[cfg(test)]
@@ -703,19 +735,29 @@ mod tests {
     }
 
     #[test]
-    fn announcers_are_alive_by_lease_name_and_this_node_by_its_own_renewals() {
-        let fresh: BTreeSet<String> = ["ferry-l2-a", "ferry-l2-me", "b", "ferry-l2-"]
-            .map(str::to_owned)
-            .into();
+    fn announcers_are_alive_by_lease_and_holder_and_this_node_by_its_renewals_and_its_watch() {
+        let fresh: BTreeMap<String, String> = [
+            ("ferry-l2-a", "a"),
+            ("ferry-l2-me", "me"),
+            ("b", "b"),
+            ("ferry-l2-c", "x"),
+            ("ferry-l2-", ""),
+        ]
+        .map(|(l, h)| (l.to_owned(), h.to_owned()))
+        .into();
+        let set = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<BTreeSet<_>>();
+        // The kubelet's Lease b names no announcer; ferry-l2-c held by someone else counts for
+        // nobody.
         assert_eq!(
-            alive_announcers(&fresh, "me", false),
-            ["a".to_owned()].into(),
-            "the kubelet's Lease b names no announcer; our own is judged by our renewals"
+            alive_announcers(&fresh, "me", true),
+            (set(&["a", "me"]), true)
         );
-        assert_eq!(
-            alive_announcers(&BTreeSet::new(), "me", true),
-            ["me".to_owned()].into()
-        );
+        // Our renewals failing: not healthy, whatever the watch shows.
+        assert_eq!(alive_announcers(&fresh, "me", false), (set(&["a"]), false));
+        // Renewals succeed but our watch does not show our Lease (it stalls): not healthy.
+        let mut stale = fresh.clone();
+        stale.remove("ferry-l2-me");
+        assert_eq!(alive_announcers(&stale, "me", true), (set(&["a"]), false));
         assert_eq!(
             renew_interval(Duration::from_secs(10)),
             Duration::from_secs(2)
