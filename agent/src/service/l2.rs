@@ -461,15 +461,24 @@ async fn run(
     let mut announcer: Option<Announcer> = None;
     let mut last: BTreeSet<Ipv4Addr> = BTreeSet::new();
     let mut healthy = false;
+    let mut socket_error: Option<String> = None;
     let mut lp = Loop::new(wake, Duration::from_secs(1));
     loop {
         // The ARP socket first: the heartbeat says this node answers, so it starts only once
         // the node can.
         if announcer.is_none() {
             match Announcer::start(iface) {
-                Ok(a) => announcer = Some(a),
+                Ok(a) => {
+                    announcer = Some(a);
+                    socket_error = None;
+                }
                 Err(e) => {
-                    tracing::warn!(iface, error = %e, "L2: opening the ARP socket failed (retrying)")
+                    // Logged when the error changes (a missing interface is retried every second).
+                    let text = e.to_string();
+                    if socket_error.as_ref() != Some(&text) {
+                        tracing::warn!(iface, error = %text, "L2: opening the ARP socket failed (retrying)");
+                        socket_error = Some(text);
+                    }
                 }
             }
         }
