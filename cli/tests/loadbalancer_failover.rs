@@ -23,14 +23,25 @@ use serde_json::{json, Value};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn ip_json(netns: &str, args: &[&str]) -> Value {
+/// `ip -n netns ARGS`, which must succeed; its stdout.
+fn ip(netns: &str, args: &[&str]) -> Vec<u8> {
     let out = Command::new("ip")
-        .args(["-n", netns, "-j"])
+        .args(["-n", netns])
         .args(args)
         .output()
         .unwrap();
-    assert!(out.status.success(), "ip {args:?}: {}", text(&out));
-    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    assert!(
+        out.status.success(),
+        "ip -n {netns} {args:?}: {}",
+        text(&out)
+    );
+    out.stdout
+}
+
+fn ip_json(netns: &str, args: &[&str]) -> Value {
+    let mut a = vec!["-j"];
+    a.extend(args);
+    serde_json::from_slice(&ip(netns, &a)).unwrap_or(Value::Null)
 }
 
 fn mac(netns: &str) -> String {
@@ -141,11 +152,20 @@ impl Lab {
             })
     }
 
-    /// Waits until the external host's entry for the address names node `node`'s MAC.
-    fn moved_to(&self, node: usize, within: Duration) -> bool {
-        wait_until(within, || {
+    /// Waits until the external host's entry for the address names node `node`'s MAC (after
+    /// `what` happened); how long that took since `t0`.
+    fn assert_moved_to(&self, node: usize, within: Duration, what: &str, t0: Instant) -> Duration {
+        let moved = wait_until(within, || {
             neigh(&self.ext_ns, &self.lb).as_deref() == Some(self.macs[node - 1].as_str())
-        })
+        });
+        assert!(
+            moved,
+            "{} still resolves to {:?} after {what} (node-{node} is {})",
+            self.lb,
+            neigh(&self.ext_ns, &self.lb),
+            self.macs[node - 1]
+        );
+        t0.elapsed()
     }
 
     fn down(self, root: RootSnapshot) {
@@ -172,21 +192,17 @@ fn loadbalancer_address_moves_when_its_node_dies() {
 
     // The owner dies: its underlay link goes down.
     let t0 = Instant::now();
-    let out = Command::new("ip")
-        .args(["-n", &format!("{}-n{dead}", lab.c.name)])
-        .args(["link", "set", "eth0", "down"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    let survivor = format!("be-{alive}");
-    assert!(
-        lab.moved_to(alive, Duration::from_secs(60)),
-        "{} still resolves to {:?} after node-{dead} died (node-{alive} is {})",
-        lab.lb,
-        neigh(&lab.ext_ns, &lab.lb),
-        lab.macs[alive - 1]
+    ip(
+        &format!("{}-n{dead}", lab.c.name),
+        &["link", "set", "eth0", "down"],
     );
-    let moved_after = t0.elapsed();
+    let survivor = format!("be-{alive}");
+    let moved_after = lab.assert_moved_to(
+        alive,
+        Duration::from_secs(60),
+        &format!("node-{dead} died"),
+        t0,
+    );
     assert!(
         wait_until(Duration::from_secs(60), || lab
             .answered(&[survivor.as_str()])),
@@ -238,14 +254,12 @@ fn loadbalancer_address_moves_when_its_agent_dies() {
 
     let t0 = Instant::now();
     kill9(lab.c.pid_of(&format!("node-{dead}/agent")));
-    assert!(
-        lab.moved_to(alive, Duration::from_secs(30)),
-        "{} still resolves to {:?} after node-{dead}'s agent died (node-{alive} is {})",
-        lab.lb,
-        neigh(&lab.ext_ns, &lab.lb),
-        lab.macs[alive - 1]
+    let moved_after = lab.assert_moved_to(
+        alive,
+        Duration::from_secs(30),
+        &format!("node-{dead}'s agent died"),
+        t0,
     );
-    let moved_after = t0.elapsed();
     // Not the Node's readiness: node-{dead} is still Ready (its kubelet is alive).
     let node = lab.k.json(&["get", "node", &format!("node-{dead}")]);
     let ready = node["status"]["conditions"]
@@ -276,20 +290,10 @@ fn loadbalancer_address_moves_when_its_agent_dies() {
     // past the lease, also to a fresh ARP request.
     kill9(lab.c.pid_of("apiserver"));
     std::thread::sleep(Duration::from_secs(15));
-    let out = Command::new("ip")
-        .args([
-            "-n",
-            &lab.ext_ns,
-            "neigh",
-            "flush",
-            "to",
-            &lab.lb,
-            "dev",
-            "eth0",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    ip(
+        &lab.ext_ns,
+        &["neigh", "flush", "to", &lab.lb, "dev", "eth0"],
+    );
     assert!(
         wait_until(Duration::from_secs(10), || lab.answered(&["be-1", "be-2"])),
         "{}:80 not served 15 s into an API outage: {:?}",
