@@ -152,8 +152,9 @@ fn hostgw_routes_files_annotations_and_pod_traffic() {
         );
 
         // 4. A route deleted by hand comes back within the resync period.
+        // `ip route del` fails (and `sh` panics) unless the route was there and is gone; not
+        // checked again after it: a resync (every 2 s) may already have restored it (CI saw that).
         a.ns.sh(&format!("ip route del {cb}"));
-        assert!(!a.has_route(&cb, &b.ip));
         let t = Instant::now();
         assert!(
             wait_until(Duration::from_secs(RESYNC_SECONDS + 3), || a

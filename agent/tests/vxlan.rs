@@ -371,7 +371,8 @@ fn vxlan_overlay_masquerade_wire_format_and_restart() {
             b.ip,
             net0(&cb)
         ));
-        assert_ne!(entries(&a), want_a);
+        // Each `del` fails (and `sh` panics) unless the entry was there and is gone; not checked
+        // again after it: a resync (every 2 s) may already have restored them.
         let t = Instant::now();
         assert!(
             wait_until(Duration::from_secs(RESYNC_SECONDS + 3), || entries(&a)
